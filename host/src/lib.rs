@@ -1,0 +1,16 @@
+//! rowhook: react to every row change in MySQL or MariaDB.
+//!
+//! rowhook connects to the server as a replica, decodes the row-based binlog
+//! with its own decoder ([`decode`]), and hands each row change on. This
+//! crate holds the runtime; the `rowhook` binary is a thin CLI over it.
+//!
+//! - [`decode`]: binlog bytes → row changes, pure and allocation-free per row.
+//! - [`source`]: the live replica stream and binlog files.
+//! - [`inspect`]: `rowhook inspect`, row changes as JSON lines.
+//! - [`check`]: `rowhook check`, is a server ready.
+
+pub mod check;
+pub mod decode;
+pub mod inspect;
+pub mod json_text;
+pub mod source;

@@ -1,0 +1,253 @@
+//! Binlog files on disk: framing, checksums, and a clean end.
+//!
+//! A file still being written ends at its last whole event; a partial event
+//! after it is not an error but the end (reported as such, so `--follow` can
+//! wait for the rest). Bytes that cannot be an event are a typed error with
+//! the offset, never a panic.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::decode::event::{CHECKSUM_LEN, EventHeader, FormatDescription, HEADER_LEN, RawEvent, types};
+
+/// The four bytes every binlog file starts with.
+pub const MAGIC: [u8; 4] = [0xfe, b'b', b'i', b'n'];
+/// Largest event accepted: MySQL's max_allowed_packet ceiling plus headers.
+const MAX_EVENT: u32 = (1 << 30) + 4096;
+
+/// Why a file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Opening or reading failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file does not start with the binlog magic bytes.
+    #[error("{path}: not a binlog file (it does not start with \\xfebin)")]
+    NotBinlog {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An event header that cannot be right.
+    #[error("{path}:{pos}: corrupt event header ({detail})")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Offset of the event.
+        pos: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The checksum of an event does not match its bytes.
+    #[error(
+        "{path}:{pos}: event checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): the file is corrupt"
+    )]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// Offset of the event.
+        pos: u64,
+        /// Checksum in the file.
+        stored: u32,
+        /// Checksum of the bytes.
+        computed: u32,
+    },
+}
+
+/// What [`BinlogFile::next_event`] found.
+#[derive(Debug)]
+pub enum Next<'a> {
+    /// A whole event.
+    Event(RawEvent<'a>),
+    /// No whole event left. `partial` is the offset of an incomplete event
+    /// at the end, if there is one (a file still being written, or cut).
+    End {
+        /// Offset of a partial trailing event.
+        partial: Option<u64>,
+    },
+}
+
+/// A binlog file being read event by event.
+pub struct BinlogFile {
+    path: PathBuf,
+    name: String,
+    file: File,
+    buf: Vec<u8>,
+    /// `buf[start..end]` holds file bytes from offset `offset`.
+    start: usize,
+    end: usize,
+    offset: u64,
+    checksum: bool,
+}
+
+impl BinlogFile {
+    /// Opens `path` and checks the magic bytes.
+    pub fn open(path: &Path) -> Result<Self, FileError> {
+        let io = |source| FileError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = File::open(path).map_err(io)?;
+        let mut magic = [0u8; 4];
+        let got = read_full(&mut file, &mut magic).map_err(io)?;
+        if got < 4 || magic != MAGIC {
+            return Err(FileError::NotBinlog { path: path.to_owned() });
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            path: path.to_owned(),
+            name,
+            file,
+            buf: vec![0; 1 << 20],
+            start: 0,
+            end: 0,
+            offset: 4,
+            checksum: false,
+        })
+    }
+
+    /// The file name (what the server calls it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Offset of the next event.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Moves to `pos`, which must be the offset of an event.
+    pub fn seek(&mut self, pos: u64) -> Result<(), FileError> {
+        self.file.seek(SeekFrom::Start(pos)).map_err(|source| FileError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.start = 0;
+        self.end = 0;
+        self.offset = pos;
+        Ok(())
+    }
+
+    /// Makes at least `n` bytes available in the buffer, if the file has them.
+    fn fill(&mut self, n: usize) -> Result<bool, FileError> {
+        if self.end - self.start >= n {
+            return Ok(true);
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < n {
+            self.buf.resize(n.next_power_of_two(), 0);
+        }
+        while self.end < n {
+            let got = self
+                .file
+                .read(&mut self.buf[self.end..])
+                .map_err(|source| FileError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            if got == 0 {
+                return Ok(false);
+            }
+            self.end += got;
+        }
+        Ok(true)
+    }
+
+    /// Reads the next whole event.
+    pub fn next_event(&mut self) -> Result<Next<'_>, FileError> {
+        let pos = self.offset;
+        if !self.fill(HEADER_LEN)? {
+            let partial = (self.end > self.start).then_some(pos);
+            return Ok(Next::End { partial });
+        }
+        let header = EventHeader::parse(&self.buf[self.start..self.end]).expect("header bytes are buffered");
+        let corrupt = |detail: String| FileError::Corrupt {
+            path: self.path.clone(),
+            pos,
+            detail,
+        };
+        if header.event_size < HEADER_LEN as u32 || header.event_size > MAX_EVENT {
+            return Err(corrupt(format!("event size {}", header.event_size)));
+        }
+        let size = header.event_size as usize;
+        if !self.fill(size)? {
+            return Ok(Next::End { partial: Some(pos) });
+        }
+        let whole_start = self.start;
+        self.start += size;
+        self.offset += size as u64;
+        let whole = &self.buf[whole_start..whole_start + size];
+        let mut body = &whole[HEADER_LEN..];
+        if header.type_code == types::FORMAT_DESCRIPTION {
+            let (checksum, len) = FormatDescription::split_trailer(body).map_err(|e| FileError::Corrupt {
+                path: self.path.clone(),
+                pos,
+                detail: e.into(),
+            })?;
+            self.checksum = checksum;
+            if checksum {
+                verify(&self.path, pos, whole)?;
+            }
+            body = &body[..len];
+        } else if self.checksum {
+            if body.len() < CHECKSUM_LEN {
+                return Err(FileError::Corrupt {
+                    path: self.path.clone(),
+                    pos,
+                    detail: "event shorter than its checksum".into(),
+                });
+            }
+            verify(&self.path, pos, whole)?;
+            body = &body[..body.len() - CHECKSUM_LEN];
+        }
+        Ok(Next::Event(RawEvent {
+            header,
+            body,
+            pos,
+            end: pos + size as u64,
+        }))
+    }
+}
+
+fn verify(path: &Path, pos: u64, whole: &[u8]) -> Result<(), FileError> {
+    let (data, stored) = whole.split_at(whole.len() - CHECKSUM_LEN);
+    let stored = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
+    let computed = crc32fast::hash(data);
+    if stored != computed {
+        return Err(FileError::Checksum {
+            path: path.to_owned(),
+            pos,
+            stored,
+            computed,
+        });
+    }
+    Ok(())
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
