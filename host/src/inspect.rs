@@ -50,6 +50,8 @@ pub struct InspectOptions {
     pub follow: bool,
     /// Accept tables without column names in the binlog.
     pub allow_minimal_metadata: bool,
+    /// Log and skip statement-based changes instead of stopping.
+    pub skip_statements: bool,
 }
 
 /// What a run saw.
@@ -133,6 +135,11 @@ impl<W: Write> ChangeVisitor for Printer<W> {
         Flow::Continue
     }
 
+    fn statement(&mut self, at: &crate::decode::At, sql: &[u8]) {
+        let text = String::from_utf8_lossy(&sql[..sql.len().min(200)]);
+        tracing::warn!(at = %at, sql = %text, "statement-based change skipped: its rows are not in the binlog");
+    }
+
     fn commit(&mut self, commit: &Commit<'_>) -> Flow {
         self.commits += 1;
         self.skipping = false;
@@ -173,6 +180,7 @@ pub async fn run<W: Write>(
     let dopts = DecoderOptions {
         require_names: !opts.allow_minimal_metadata,
         tables: opts.tables.clone(),
+        skip_statements: opts.skip_statements,
     };
     if opts.limit == Some(0) {
         return Ok(Summary::default());
@@ -261,7 +269,6 @@ async fn run_live<W: Write>(
                 }
             }
         }
-        let raw = source.raw(&event);
         let is_payload = raw.header.type_code == crate::decode::event::types::TRANSACTION_PAYLOAD;
         let flow = feed(&mut decoder, raw, printer)?;
         if is_payload {

@@ -75,6 +75,10 @@ struct InspectArgs {
     /// from files, columns are named @1, @2, ...
     #[arg(long)]
     allow_minimal_metadata: bool,
+    /// Log and skip statement-based changes (binlog_format=STATEMENT or
+    /// MIXED) instead of stopping: their rows are not in the binlog.
+    #[arg(long)]
+    skip_statements: bool,
 }
 
 #[derive(clap::Args)]
@@ -145,6 +149,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         },
         follow: args.follow,
         allow_minimal_metadata: args.allow_minimal_metadata,
+        skip_statements: args.skip_statements,
     };
     let stdout = std::io::stdout().lock();
     let out = std::io::BufWriter::with_capacity(1 << 16, stdout);

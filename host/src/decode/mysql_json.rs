@@ -852,6 +852,74 @@ fn net_len(data: &[u8], pos: usize, abs: usize) -> Result<(usize, usize), JsonEr
     Ok((usize::try_from(v).map_err(|_| JsonError::Truncated { offset })?, n))
 }
 
+/// Appends a partial-update diff list as `{"$json_diff":[{"op":"replace","path":"$.a","value":1},…]}`.
+///
+/// Used when the before image does not hold the column (MySQL with
+/// `binlog_row_image=MINIMAL` and `binlog_row_value_options=PARTIAL_JSON`),
+/// so the whole document cannot be rebuilt from the event alone.
+///
+/// On error `out` is left as it was.
+pub fn write_diff_list(diff: &[u8], out: &mut Vec<u8>) -> Result<(), JsonError> {
+    let start = out.len();
+    let r = write_diff_list_inner(diff, out);
+    if r.is_err() {
+        out.truncate(start);
+    }
+    r
+}
+
+fn write_diff_list_inner(diff: &[u8], out: &mut Vec<u8>) -> Result<(), JsonError> {
+    let prefixed = diff.len() >= 4 && diff.get(..4).map(le) == Some((diff.len() - 4) as u64);
+    let (list, base) = if prefixed {
+        (diff.get(4..).unwrap_or_default(), 4)
+    } else {
+        (diff, 0)
+    };
+    out.extend_from_slice(b"{\"$json_diff\":[");
+    let mut pos = 0;
+    let mut first = true;
+    while pos < list.len() {
+        let diff_at = at(base, pos);
+        let [op] = arr(list, pos, base)?;
+        let name: &[u8] = match op {
+            0 => b"replace",
+            1 => b"insert",
+            2 => b"remove",
+            _ => {
+                return Err(JsonError::BadDiff {
+                    offset: diff_at,
+                    reason: "unknown operation",
+                });
+            }
+        };
+        pos += 1;
+        let (path_len, n) = net_len(list, pos, base)?;
+        pos += n;
+        let path = field(list, pos, path_len, base)?;
+        let path = std::str::from_utf8(path).map_err(|_| JsonError::BadUtf8 { offset: at(base, pos) })?;
+        pos += path_len;
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(b"{\"op\":\"");
+        out.extend_from_slice(name);
+        out.extend_from_slice(b"\",\"path\":");
+        crate::json_text::write_str(out, path);
+        if op != OP_REMOVE {
+            let (value_len, n) = net_len(list, pos, base)?;
+            pos += n;
+            let bytes = field(list, pos, value_len, base)?;
+            pos += value_len;
+            out.extend_from_slice(b",\"value\":");
+            write_json(bytes, out)?;
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Ok(())
+}
+
 fn apply_diffs(before: &[u8], diff: &[u8]) -> Result<Node, JsonError> {
     let (mut root, _) = build_doc(before)?;
     let prefixed = diff.len() >= 4 && diff.get(..4).map(le) == Some((diff.len() - 4) as u64);

@@ -31,6 +31,11 @@ pub enum Flow {
 pub trait ChangeVisitor {
     /// One row change. Everything it borrows is valid for this call only.
     fn change(&mut self, change: &RowChange<'_>) -> Flow;
+    /// A statement-based change the decoder skipped (only with
+    /// [`DecoderOptions::skip_statements`]): `sql` at `at`.
+    fn statement(&mut self, at: &At, sql: &[u8]) {
+        let _ = (at, sql);
+    }
     /// A transaction ended; `commit` says where to resume after it.
     fn commit(&mut self, commit: &Commit<'_>) -> Flow {
         let _ = commit;
@@ -192,6 +197,9 @@ pub struct DecoderOptions {
     pub require_names: bool,
     /// Tables to decode; row events of other tables are skipped undecoded.
     pub tables: TableFilter,
+    /// Report statement-based changes to [`ChangeVisitor::statement`] and go
+    /// on, instead of failing: they cannot be turned into rows.
+    pub skip_statements: bool,
 }
 
 /// A planned table, or a table the filter excludes.
@@ -455,6 +463,10 @@ impl Decoder {
                 what: "pre-GA rows events of MySQL 5.1.0-5.1.15".into(),
             }),
             // Load-file events only exist in statement-based logging.
+            6..=12 | 17 | 18 if self.opts.skip_statements => {
+                v.statement(&self.at(ev.pos), b"LOAD DATA");
+                Ok(Flow::Continue)
+            }
             6..=12 | 17 | 18 => Err(statement_based(self.at(ev.pos))),
             types::STOP
             | types::INTVAR
@@ -563,6 +575,10 @@ impl Decoder {
             }
             QueryKind::Commit => Ok(self.commit(ev, v)),
             QueryKind::InTxn => Ok(Flow::Continue),
+            QueryKind::Dml if self.opts.skip_statements => {
+                v.statement(&self.at(ev.pos), sql);
+                Ok(Flow::Continue)
+            }
             QueryKind::Dml => Err(statement_based(self.at(ev.pos))),
             QueryKind::Other => {
                 if !self.txn.open {
@@ -827,7 +843,7 @@ fn statement_based(at: At) -> DecodeError {
         at,
         what: "statement-based change: the server logs with binlog_format=STATEMENT or MIXED, whose changes cannot be \
                decoded into rows. Fix: SET GLOBAL binlog_format = 'ROW' (and binlog_format = ROW in my.cnf), then \
-               FLUSH BINARY LOGS and start from the new file"
+               FLUSH BINARY LOGS and start from the new file (or pass --skip-statements to log and skip such changes)"
             .into(),
     }
 }

@@ -210,15 +210,13 @@ pub fn write_json(
             }
         }
         Value::Json(b) => super::mysql_json::write_json(b, out).map_err(|e| RenderError(format!("JSON: {e}")))?,
-        Value::JsonDiff(diff) => {
-            let Some(Value::Json(base)) = before else {
-                return Err(RenderError(
-                    "partial JSON update without a before image of the column".into(),
-                ));
-            };
-            super::mysql_json::write_json_with_diff(base, diff, out)
-                .map_err(|e| RenderError(format!("partial JSON update: {e}")))?;
-        }
+        Value::JsonDiff(diff) => match before {
+            Some(Value::Json(base)) => super::mysql_json::write_json_with_diff(base, diff, out)
+                .map_err(|e| RenderError(format!("partial JSON update: {e}")))?,
+            // MINIMAL before image: the document is not in the event.
+            _ => super::mysql_json::write_diff_list(diff, out)
+                .map_err(|e| RenderError(format!("partial JSON update: {e}")))?,
+        },
         Value::Compressed(b) => {
             let ColumnKind::Compressed { charset, .. } = col.kind else {
                 return Err(RenderError("compressed value in a plain column".into()));

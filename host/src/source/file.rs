@@ -203,7 +203,12 @@ impl BinlogFile {
             })?;
             self.checksum = checksum;
             if checksum {
-                verify(&self.path, pos, whole)?;
+                // The server flips LOG_EVENT_BINLOG_IN_USE_F when it closes
+                // the file without rewriting the checksum, which it computed
+                // with the flag clear.
+                let mut copy = whole.to_vec();
+                copy[17] &= !0x01;
+                verify(&self.path, pos, &copy)?;
             }
             body = &body[..len];
         } else if self.checksum {
