@@ -21,6 +21,9 @@ pub mod temporal;
 pub mod txn;
 pub mod value;
 
+#[cfg(test)]
+mod robustness;
+
 pub use cursor::Cursor;
 pub use event::{EventHeader, FormatDescription, RawEvent};
 pub use txn::{ChangeVisitor, Commit, Decoder, DecoderOptions, Flow, Op, RowChange};

@@ -707,6 +707,7 @@ impl Decoder {
         let mut result = Ok(());
         while !c.is_empty() {
             let w = header.width;
+            let left = c.len();
             let read = match kind.op {
                 rows::Op::Insert => rows::read_image(&mut c, table, w, header.present, false, &mut after),
                 rows::Op::Delete => rows::read_image(&mut c, table, w, header.present, false, &mut before),
@@ -734,6 +735,19 @@ impl Decoder {
                     what: "row image",
                     detail,
                 });
+                break;
+            }
+            if c.len() == left {
+                // No column in the image (an empty bitmap): a row takes no
+                // bytes, so the rows would never end.
+                result = Err(self.invalid(
+                    ev.pos,
+                    "row image",
+                    format!(
+                        "rows event of `{}`.`{}` has no columns in its image",
+                        table.db, table.table
+                    ),
+                ));
                 break;
             }
             let change = RowChange {
@@ -790,9 +804,12 @@ impl Decoder {
         let inflated;
         let events: &[u8] = match compression {
             Some(0) => {
-                let cap = size.unwrap_or(0).min(1 << 30) as usize;
-                inflated = zstd::bulk::decompress(data, cap.max(data.len() * 4))
-                    .or_else(|_| zstd::stream::decode_all(data))
+                // The header states the uncompressed size; nothing larger is
+                // accepted, so a crafted payload cannot exhaust memory.
+                let Some(size) = size.filter(|&s| s <= 1 << 30) else {
+                    return Err(self.invalid(ev.pos, "transaction payload", "missing or oversized uncompressed size"));
+                };
+                inflated = zstd::bulk::decompress(data, size as usize)
                     .map_err(|e| self.invalid(ev.pos, "transaction payload", e.to_string()))?;
                 &inflated
             }
@@ -808,6 +825,11 @@ impl Decoder {
             let size = header.event_size as usize;
             if size < HEADER_LEN {
                 return Err(self.invalid(ev.pos, "event in transaction payload", format!("size {size}")));
+            }
+            if header.type_code == types::TRANSACTION_PAYLOAD {
+                // Servers never nest payloads; decoding nested ones recursed
+                // once per level and overflowed the stack.
+                return Err(self.invalid(ev.pos, "event in transaction payload", "a nested transaction payload"));
             }
             let whole = c
                 .take(size)
@@ -912,7 +934,8 @@ pub fn inflate_mariadb(b: &[u8]) -> Result<Vec<u8>, String> {
         return Err(format!("bad length field in compression header {h:#04x}"));
     }
     let len = super::cursor::be_uint(&rest[..n]);
-    let mut out = Vec::with_capacity(len.min(1 << 30) as usize);
+    // No more than the data can inflate to (zlib's limit is 1032:1).
+    let mut out = Vec::with_capacity(len.min((rest.len() as u64).saturating_mul(1032)) as usize);
     flate2::read::ZlibDecoder::new(&rest[n..])
         .take(len)
         .read_to_end(&mut out)

@@ -246,7 +246,7 @@ fn write_text_or_bytes(out: &mut Vec<u8>, b: &[u8], charset: Charset, pad_to: Op
 }
 
 fn write_vector(out: &mut Vec<u8>, b: &[u8]) -> Result<(), RenderError> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return Err(RenderError(format!(
             "VECTOR of {} bytes is not a whole number of floats",
             b.len()
@@ -290,7 +290,9 @@ pub fn decompress_column(b: &[u8]) -> Result<Vec<u8>, String> {
         return Err(format!("COMPRESSED column claims {len} bytes"));
     }
     let data = c.rest();
-    let mut plain = Vec::with_capacity(len as usize);
+    // Reserve no more than the data can inflate to (deflate's limit is
+    // 1032:1): a corrupt length must not allocate gigabytes up front.
+    let mut plain = Vec::with_capacity(len.min((data.len() as u64).saturating_mul(1032)) as usize);
     let result = if header & 0x08 != 0 {
         flate2::read::DeflateDecoder::new(data)
             .take(len)

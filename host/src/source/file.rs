@@ -152,6 +152,20 @@ impl BinlogFile {
             self.start = 0;
         }
         if self.buf.len() < n {
+            // Only grow for bytes the file has: a corrupt size field must not
+            // allocate a gigabyte for a short file.
+            let len = self
+                .file
+                .metadata()
+                .map_err(|source| FileError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?
+                .len();
+            let available = len.saturating_sub(self.offset) as usize;
+            if available < n {
+                return Ok(false);
+            }
             self.buf.resize(n.next_power_of_two(), 0);
         }
         while self.end < n {
