@@ -15,6 +15,7 @@
 #   mariadb --no-defaults -h127.0.0.1 -P"$port" -uroot test
 #   tests/mariadb.sh stop /tmp/db1
 # stop: kills the pid in DIR/pid (SIGTERM, SIGKILL after 20 s), then removes DIR.
+# MARIADB_OWNER_PID=PID (start): also stop the server when process PID exits.
 # Idempotent. Needs only the mariadb server/client packages, python3 and coreutils.
 set -euo pipefail
 
@@ -115,6 +116,15 @@ GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
 FLUSH PRIVILEGES;
 SQL
     log "mariadbd pid $pid listening on 127.0.0.1:$port, datadir $dir/data"
+    # With MARIADB_OWNER_PID set, a watchdog stops the server once that
+    # process is gone: a test run that is killed, or that keeps its server in
+    # a static, leaves nothing running.
+    if [[ ${MARIADB_OWNER_PID:-} =~ ^[0-9]+$ ]]; then
+        local self
+        self=$(realpath "$0")
+        setsid bash -c 'while kill -0 "$1" 2>/dev/null && [[ -e $3 ]]; do sleep 1; done; bash "$2" stop "$3"' \
+            watchdog "$MARIADB_OWNER_PID" "$self" "$dir" </dev/null >/dev/null 2>&1 &
+    fi
     echo "$port"
 }
 

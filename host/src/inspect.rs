@@ -192,12 +192,22 @@ pub async fn run<W: Write>(
             let mut live = live.clone();
             live.allow_minimal_metadata = opts.allow_minimal_metadata;
             live.start = opts.start.clone();
-            tokio::select! {
-                r = run_live(&live, dopts, &mut printer) => r?,
+            let r = tokio::select! {
+                r = run_live(&live, dopts, &mut printer) => r,
                 () = &mut shutdown => return finish(printer, summary),
-            }
+            };
+            r
         }
-        Input::Files(files) => run_files(files, &opts, dopts, &mut printer, &mut summary)?,
+        Input::Files(files) => run_files(files, &opts, dopts, &mut printer, &mut summary),
+    };
+    // What was decoded before an error is still written out.
+    let decoder = match decoder {
+        Ok(d) => d,
+        Err(e) => {
+            printer.flush_buf();
+            let _ = printer.out.flush();
+            return Err(e);
+        }
     };
     let (file, pos, gtids) = decoder.resume_position();
     summary.resume_file = file.to_owned();

@@ -246,29 +246,6 @@ pub fn format_uuid(b: &[u8]) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mariadb_round_trip() {
-        let s = GtidState::parse("1-2-7, 0-1-42").unwrap();
-        assert_eq!(s.to_string(), "0-1-42,1-2-7");
-    }
-
-    #[test]
-    fn mysql_sets() {
-        let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
-        let mut s = GtidState::parse(&format!("{u}:1-5:7")).unwrap();
-        s.add_mysql(u, "", 6);
-        assert_eq!(s.to_string(), format!("{u}:1-7"));
-        s.add_mysql(u, "blue", 3);
-        assert_eq!(s.to_string(), format!("{u}:1-7:blue:3"));
-        assert!(GtidState::parse("nonsense:1").is_err());
-        assert!(GtidState::parse("0-1").is_err());
-    }
-}
-
 impl GtidState {
     /// Whether the GTID in `text` (`0-1-42` or `uuid[:tag]:n`) is in the state.
     ///
@@ -299,5 +276,28 @@ impl GtidState {
                     .is_some_and(|iv| iv.iter().any(|&(a, b)| a <= n && n <= b))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mariadb_round_trip() {
+        let s = GtidState::parse("1-2-7, 0-1-42").unwrap();
+        assert_eq!(s.to_string(), "0-1-42,1-2-7");
+    }
+
+    #[test]
+    fn mysql_sets() {
+        let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let mut s = GtidState::parse(&format!("{u}:1-5:7")).unwrap();
+        s.add_mysql(u, "", 6);
+        assert_eq!(s.to_string(), format!("{u}:1-7"));
+        s.add_mysql(u, "blue", 3);
+        assert_eq!(s.to_string(), format!("{u}:1-7:blue:3"));
+        assert!(GtidState::parse("nonsense:1").is_err());
+        assert!(GtidState::parse("0-1").is_err());
     }
 }

@@ -66,6 +66,19 @@ const OP_REMOVE: u8 = 2;
 
 /// Bytes taken by the leftover (fewer than 9) digits of a binary DECIMAL.
 const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
+/// 10^n for the digits of one decimal group (a table: this runs per group of every DECIMAL value).
+const POW10: [u64; 10] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
 
 /// Errors from decoding MySQL binary JSON. Every variant names the byte offset inside the value.
 ///
@@ -666,7 +679,7 @@ impl DecimalGroups<'_> {
             v = (v << 8) | u64::from(raw ^ sign_flip ^ self.mask);
             self.pos += 1;
         }
-        if v >= 10u64.pow(digits.min(9) as u32) {
+        if v >= POW10[digits.min(9)] {
             return Err(JsonError::BadDecimal {
                 offset: at(self.abs, start),
             });

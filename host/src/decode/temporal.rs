@@ -146,10 +146,7 @@ pub fn time2(int: [u8; 3], frac: &[u8], fsp: u8) -> Time {
             }
             (i << 24) + f * 100
         }
-        _ => {
-            let all = (be_uint(&int) << 24 | be_uint(frac)) as i64 - 0x8000_0000_0000;
-            all
-        }
+        _ => (be_uint(&int) << 24 | be_uint(frac)) as i64 - 0x8000_0000_0000,
     };
     let negative = packed < 0;
     let a = packed.unsigned_abs();
@@ -293,12 +290,12 @@ mod tests {
         let hms: i64 = (838 << 12) | (59 << 6) | 59;
         let int = (0x80_0000 - hms) as u32;
         let b = int.to_be_bytes();
-        let t = time2([b[1], b[2], b[3]], &[0x100 - 12], 2);
+        let t = time2([b[1], b[2], b[3]], &[244], 2);
         assert_eq!(s(|o| push_time(o, &t, 2)), "-838:59:58.12");
         // -00:00:00.5 as TIME(1): intpart -1, fraction 0x100-50.
         let int = (0x80_0000 - 1) as u32;
         let b = int.to_be_bytes();
-        let t = time2([b[1], b[2], b[3]], &[0x100 - 50], 1);
+        let t = time2([b[1], b[2], b[3]], &[206], 1);
         assert_eq!(s(|o| push_time(o, &t, 1)), "-00:00:00.5");
     }
 

@@ -64,8 +64,14 @@ impl LiveSource {
             let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
             anyhow::bail!("{url} cannot feed a row-based replica:\n{}", list.join("\n"));
         }
-        if let Some(p) = super::server::server_id_problem(&mut conn, &info, opts.server_id).await {
-            anyhow::bail!("{url}: {p}");
+        match super::server::server_id_problem(&mut conn, &info, opts.server_id).await {
+            // A replica still listed under our id is usually our own previous
+            // connection, which the server drops when this one registers.
+            Some(p) if p.what.contains("already used") => {
+                tracing::warn!(server_id = opts.server_id, "{p}");
+            }
+            Some(p) => anyhow::bail!("{url}: {p}"),
+            None => {}
         }
         let missing = super::server::missing_grants(&mut conn).await.unwrap_or_default();
         if !missing.is_empty() {

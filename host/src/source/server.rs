@@ -169,7 +169,8 @@ impl ServerInfo {
             Some(m) if m.eq_ignore_ascii_case("FULL") => {}
             Some(m) => out.push(Problem::new(
                 format!("binlog_row_metadata is {m}, not FULL: column names are not in the binlog"),
-                "SET GLOBAL binlog_row_metadata = 'FULL'; and `binlog_row_metadata = FULL` in my.cnf, then FLUSH BINARY LOGS",
+                "SET GLOBAL binlog_row_metadata = 'FULL'; and `binlog_row_metadata = FULL` in my.cnf, then FLUSH BINARY LOGS \
+                 (or accept names from information_schema, wrong across DDL, with --allow-minimal-metadata)",
             )),
             None => {
                 let (maj, min, _) = version_triplet(&self.version);
