@@ -16,33 +16,113 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 /// Escapes `"`, `\` and the control characters below U+0020; everything else,
 /// multi-byte UTF-8 included, is copied as is.
 pub fn write_str_body(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
+    let done = write_body(out, s.as_bytes(), true);
+    debug_assert!(done);
+}
+
+/// Appends `bytes` as a quoted, escaped JSON string if they are valid UTF-8,
+/// and says whether they were; otherwise `out` is left as it was.
+///
+/// One pass over text that is all ASCII (most column values), instead of
+/// validating it first and escaping it after.
+pub fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    let mark = out.len();
+    out.push(b'"');
+    if !write_body(out, bytes, false) {
+        out.truncate(mark);
+        return false;
+    }
+    out.push(b'"');
+    true
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The escaped body of `bytes`. `valid`: the bytes are known to be UTF-8;
+/// if not, they are checked from the first byte above 0x7F on, and on
+/// failure the function stops and returns false (having written part).
+fn write_body(out: &mut Vec<u8>, bytes: &[u8], mut valid: bool) -> bool {
+    out.reserve(bytes.len());
+    // `bytes[start..i]` is clean and not copied yet.
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => {
-                out.extend_from_slice(&bytes[start..i]);
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xf) as usize]);
-                start = i + 1;
+    let mut i = 0;
+    while i < bytes.len() {
+        let end = bytes.len().min(i + 8);
+        // Most text has nothing to escape: look at eight bytes at a time and
+        // copy clean runs in one go.
+        if let Some(word) = bytes.get(i..i + 8) {
+            let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+            if !may_need_escape(w) && (valid || w & HIGH == 0) {
+                i += 8;
                 continue;
             }
-            _ => continue,
-        };
+        }
+        if !valid && bytes[i..end].iter().any(|&b| b >= 0x80) {
+            // Everything before `i` is ASCII, so `i` starts a character.
+            if std::str::from_utf8(&bytes[i..]).is_err() {
+                return false;
+            }
+            valid = true;
+        }
+        // A word with something to escape (JSON text in a column has a quote
+        // every few bytes): byte by byte, which beats a copy call per escape.
         out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
-        start = i + 1;
+        for &b in &bytes[i..end] {
+            match ESCAPE[usize::from(b)] {
+                0 => out.push(b),
+                b'u' => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[usize::from(b >> 4)],
+                        HEX[usize::from(b & 0xf)],
+                    ]);
+                }
+                e => out.extend_from_slice(&[b'\\', e]),
+            }
+        }
+        i = end;
+        start = end;
     }
     out.extend_from_slice(&bytes[start..]);
+    true
+}
+
+/// For each byte, the letter after the backslash that escapes it (`u` for
+/// `\u00XX`), or 0 where the byte is copied as is.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Whether some byte of `w` is `"`, `\` or below 0x20 (the SWAR tests of
+/// "Bit Twiddling Hacks": exact for "some byte", not for which one, so the
+/// caller then looks at each byte).
+#[inline]
+fn may_need_escape(w: u64) -> bool {
+    // A byte below n (n <= 0x80) sets its high bit in (x - n) & !x.
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    let q = w ^ (ONES * u64::from(b'"'));
+    let quote = q.wrapping_sub(ONES) & !q;
+    let bs = w ^ (ONES * u64::from(b'\\'));
+    let backslash = bs.wrapping_sub(ONES) & !bs;
+    (control | quote | backslash) & HIGH != 0
 }
 
 /// Appends an integer.
@@ -109,6 +189,54 @@ mod tests {
             "",
         ] {
             assert_eq!(s(|o| write_str(o, input)), serde_json::to_string(input).unwrap());
+        }
+    }
+
+    #[test]
+    fn escapes_at_every_offset_of_a_word() {
+        // The eight-byte fast path must not miss a byte that needs escaping
+        // wherever it sits, nor touch the bytes around it.
+        for special in [
+            '"', '\\', '\u{0}', '\n', '\u{1f}', ' ', '!', '#', '[', ']', 'é', '\u{7f}',
+        ] {
+            for len in 0..24 {
+                for at in 0..len {
+                    let text: String = (0..len).map(|i| if i == at { special } else { 'a' }).collect();
+                    assert_eq!(
+                        s(|o| write_str(o, &text)),
+                        serde_json::to_string(&text).unwrap(),
+                        "{text:?}"
+                    );
+                }
+            }
+        }
+        let all: String = (0u8..0x80).map(char::from).chain("żółw ✓ 😀".chars()).collect();
+        let text = all.repeat(3);
+        assert_eq!(s(|o| write_str(o, &text)), serde_json::to_string(&text).unwrap());
+    }
+
+    #[test]
+    fn utf8_checked_in_the_same_pass() {
+        for text in [
+            "",
+            "ascii only, long enough for words",
+            "żółw ✓ 😀",
+            "a\"b\\c\u{1}",
+            "12345678é",
+        ] {
+            let mut out = b"x".to_vec();
+            assert!(write_utf8(&mut out, text.as_bytes()));
+            assert_eq!(out[1..], *serde_json::to_string(text).unwrap().as_bytes(), "{text:?}");
+        }
+        for bad in [
+            &b"\xff"[..],
+            b"abcdefgh\xc3",
+            b"abcdefghijklmnop\"q\xe2\x82",
+            b"\xc3\xa9\xc3",
+        ] {
+            let mut out = b"x".to_vec();
+            assert!(!write_utf8(&mut out, bad), "{bad:?}");
+            assert_eq!(out, b"x");
         }
     }
 

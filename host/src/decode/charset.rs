@@ -177,8 +177,7 @@ const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
 /// utf8mb3/utf8mb4: validate and copy; lossy only when invalid.
 fn write_utf8(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
-    if let Ok(s) = std::str::from_utf8(bytes) {
-        json_text::write_str(out, s);
+    if json_text::write_utf8(out, bytes) {
         return true;
     }
     // `utf8_chunks` replaces exactly like `String::from_utf8_lossy`, but

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# rowhook's speed and memory figures, end to end, in one command.
+#
+#   tests/bench/run.sh                  # rowhook alone: ~3-5 min on 2 cores after the build
+#   BENCH_PEERS=1 tests/bench/run.sh    # + ../shared/bench/bench.py with rowhook beside the peers
+#                                       #   (~6 min more; the first time also ~12 min to build the peers)
+#
+# What it does:
+#  1. builds rowhook (release) and the `decode` bench;
+#  2. starts a private MariaDB (tests/mariadb.sh: ROW binlog, FULL row image and metadata,
+#     max_allowed_packet 1G) under $BENCH_DIR/db;
+#  3. writes four binlog files, one per case:
+#       workload  the shared 1M-row workload (../shared/bench/workload/make_binlog.sh 500 42:
+#                 100 rows per transaction, orders + user_info, inserts/updates/deletes)
+#       txn-100k  one transaction inserting 100,000 narrow rows (INSERT ... SELECT FROM seq_1_to_100000)
+#       txn-1M    one transaction inserting 1,000,000 narrow rows
+#       blob-40M  $BLOBS rows of one 40 MiB LONGBLOB each
+#  4. times `rowhook inspect` on each, live (--url, the server streams it) and from the file
+#     (--file), counting (--format count) and printing JSON to /dev/null, $REPEAT runs each,
+#     median; CPU = user+sys of the rowhook process, peak RSS from GNU time (%M);
+#  5. runs `cargo bench -p rowhook --bench decode` on the workload file;
+#  6. with BENCH_PEERS=1: builds the peers of ../shared/bench in a copy (shared/ is read-only)
+#     and runs its bench.py with rowhook as `--ours`.
+# Prints markdown tables; everything also lands in $BENCH_DIR/results-<time>.md.
+#
+# Environment:
+#   BENCH_DIR     work directory, kept between runs (peer builds are reused)  [/tmp/rowhook-bench]
+#   ROUNDS        workload rounds of 2000 row changes                          [500 = 1M rows]
+#   REPEAT        runs per measurement                                         [3]
+#   BLOBS         number of 40 MiB rows                                        [5]
+#   BENCH_PEERS   1: also run bench.py with the peers                           [0]
+#   PEER_LIST     peers for bench.py (comma list; rowhook is added first)      [all of peers.conf]
+#   REUSE_DB      1: keep a server and binlogs left by an earlier run with KEEP_DB=1 [0]
+#   KEEP_DB       1: leave the server running at the end                        [0]
+# The machine is shared: quote ratios between rows of one run, not absolute times.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+SHARED_BENCH=$(cd "$ROOT/../shared/bench" 2>/dev/null && pwd) || { echo "run.sh: ../shared/bench not found next to the repo" >&2; exit 1; }
+BENCH_DIR=${BENCH_DIR:-/tmp/rowhook-bench}
+ROUNDS=${ROUNDS:-500}
+REPEAT=${REPEAT:-3}
+BLOBS=${BLOBS:-5}
+BENCH_PEERS=${BENCH_PEERS:-0}
+REUSE_DB=${REUSE_DB:-0}
+KEEP_DB=${KEEP_DB:-0}
+DB=$BENCH_DIR/db
+GEN=$BENCH_DIR/peers-bench   # writable copy of ../shared/bench: workload.env, peer builds, results/
+STAMP=$(date +%Y%m%d-%H%M%S)
+REPORT=$BENCH_DIR/results-$STAMP.md
+
+log() { echo "run.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+mkdir -p "$BENCH_DIR"
+: >"$REPORT"
+out() { echo "$*" | tee -a "$REPORT"; }
+
+# --- tools ---------------------------------------------------------------------------------------
+if [[ ! -x /usr/bin/time ]]; then
+    log "installing GNU time (peak RSS)"
+    apt-get update -qq && apt-get install -y -qq time >/dev/null
+fi
+for t in mariadbd mariadb python3 bc cargo; do
+    command -v "$t" >/dev/null || die "$t is needed"
+done
+
+# --- build ---------------------------------------------------------------------------------------
+log "building rowhook (release)"
+(cd "$ROOT" && cargo build --release -p rowhook --bins 2>&1 | tail -n 2) >&2
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/release/rowhook
+[[ -x $BIN ]] || die "$BIN was not built"
+
+# --- server and binlogs --------------------------------------------------------------------------
+M() { mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot "$@"; }
+
+# The binlog file the server writes now; after this, `FLUSH BINARY LOGS` closes it.
+fresh_binlog() {
+    M -e "FLUSH BINARY LOGS"
+    M -N -e "SHOW MASTER STATUS" | awk '{print $1}'
+}
+
+cleanup() {
+    if [[ $KEEP_DB == 1 ]]; then
+        log "server left running: port $PORT, dir $DB (tests/mariadb.sh stop $DB)"
+    else
+        "$ROOT/tests/mariadb.sh" stop "$DB" || true
+    fi
+}
+
+# refresh the copy of the shared bench (scripts only: builds, venv, node_modules stay)
+mkdir -p "$GEN"
+cp -r --preserve=timestamps "$SHARED_BENCH/." "$GEN/"
+chmod -R u+w "$GEN"
+
+if [[ $REUSE_DB == 1 && -s $BENCH_DIR/cases.env && -s $DB/pid ]] && kill -0 "$(cat "$DB/pid")" 2>/dev/null; then
+    # shellcheck disable=SC1091
+    source "$BENCH_DIR/cases.env"
+    log "reusing the server on port $PORT and the binlogs in $DB/log"
+    trap cleanup EXIT
+else
+    "$ROOT/tests/mariadb.sh" stop "$DB"
+    PORT=$("$ROOT/tests/mariadb.sh" start "$DB" --innodb-buffer-pool-size=1G --innodb-log-file-size=512M)
+    trap cleanup EXIT
+    log "MariaDB on 127.0.0.1:$PORT"
+
+    log "loading the workload: $ROUNDS rounds x 2000 row changes (make_binlog.sh)"
+    (cd "$GEN" && PORT=$PORT HOST=127.0.0.1 USER_DB=root ./workload/make_binlog.sh "$ROUNDS" 42 >&2)
+    echo "SERVER_PID_FILE=$DB/pid" >>"$GEN/workload.env"
+    # shellcheck disable=SC1091
+    source "$GEN/workload.env"
+    WL_FILE=$BINLOG_FILE
+    WL_ROWS=$N_ROWS
+
+    M cdcbench -e "CREATE TABLE narrow (id INT UNSIGNED NOT NULL PRIMARY KEY, v BIGINT NOT NULL, s VARCHAR(16) NOT NULL);
+                   CREATE TABLE blobs (id INT UNSIGNED NOT NULL PRIMARY KEY, b LONGBLOB NOT NULL)"
+    log "one transaction of 100,000 rows"
+    TXN100K_FILE=$(fresh_binlog)
+    M cdcbench -e "BEGIN; INSERT INTO narrow SELECT seq, seq * 7, CONCAT('row-', seq) FROM seq_1_to_100000; COMMIT"
+    log "one transaction of 1,000,000 rows"
+    TXN1M_FILE=$(fresh_binlog)
+    M cdcbench -e "BEGIN; INSERT INTO narrow SELECT 100000 + seq, seq * 7, CONCAT('row-', seq) FROM seq_1_to_1000000; COMMIT"
+    log "$BLOBS rows of 40 MiB"
+    BLOB_FILE=$(fresh_binlog)
+    for ((i = 1; i <= BLOBS; i++)); do
+        # 40 MiB: a random 1 KiB block repeated (the value is built by the server, no 40 MiB statement)
+        M cdcbench -e "INSERT INTO blobs VALUES ($i, REPEAT(RANDOM_BYTES(1024), 40 * 1024))"
+    done
+    M -e "FLUSH BINARY LOGS"
+    cat >"$BENCH_DIR/cases.env" <<EOF
+PORT=$PORT
+WL_FILE=$WL_FILE
+WL_ROWS=$WL_ROWS
+TXN100K_FILE=$TXN100K_FILE
+TXN1M_FILE=$TXN1M_FILE
+BLOB_FILE=$BLOB_FILE
+BLOBS=$BLOBS
+EOF
+fi
+URL="mysql://cdcbench:cdcbench@127.0.0.1:$PORT"
+LOGDIR=$DB/log
+
+# --- rowhook inspect -----------------------------------------------------------------------------
+# run_one NAME ROWS FILE MODE -> "wall cpu rss_kb" of one run; fails on a wrong count
+run_one() {
+    local rows=$2 file=$3 mode=$4 tf err src=() fmt rc
+    case $mode in
+        live-*) src=(--url "$URL" --start "$file:4") ;;
+        file-*) src=(--file "$LOGDIR/$file") ;;
+    esac
+    fmt=${mode#*-}
+    tf=$(mktemp)
+    err=$(mktemp)
+    if [[ $fmt == count ]]; then
+        /usr/bin/time -f '%e %U %S %M' -o "$tf" "$BIN" inspect "${src[@]}" --limit "$rows" --format count \
+            >"$tf.out" 2>"$err" && rc=0 || rc=$?
+        local seen
+        seen=$(tail -n 1 "$tf.out")
+        [[ $rc == 0 && $seen == "$rows" ]] || { cat "$err" >&2; die "$1 $mode: rc $rc, counted '$seen', expected $rows"; }
+    else
+        /usr/bin/time -f '%e %U %S %M' -o "$tf" "$BIN" inspect "${src[@]}" --limit "$rows" --format json \
+            >/dev/null 2>"$err" && rc=0 || rc=$?
+        [[ $rc == 0 ]] || { cat "$err" >&2; die "$1 $mode: rc $rc"; }
+    fi
+    local wall user sys rss
+    read -r wall user sys rss < <(tail -n 1 "$tf")
+    rm -f "$tf" "$tf.out" "$err"
+    awk -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" 'BEGIN { printf "%s %.2f %s\n", w, u + s, r }'
+}
+
+median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+
+# bench_case NAME ROWS FILE MODE -> one table row: median wall and CPU of $REPEAT runs, max RSS
+bench_case() {
+    local name=$1 rows=$2 file=$3 mode=$4 i r line walls=() cpus=() rsss=()
+    for ((i = 0; i < REPEAT; i++)); do
+        line=$(run_one "$@") || exit 1
+        read -r -a r <<<"$line"
+        walls+=("${r[0]}") cpus+=("${r[1]}") rsss+=("${r[2]}")
+    done
+    local wall cpu rss_max
+    wall=$(printf '%s\n' "${walls[@]}" | median)
+    cpu=$(printf '%s\n' "${cpus[@]}" | median)
+    rss_max=$(printf '%s\n' "${rsss[@]}" | sort -g | tail -n 1)
+    local mb
+    mb=$(stat -c %s "$LOGDIR/$file")
+    awk -v n="$name" -v m="$mode" -v rows="$rows" -v w="$wall" -v c="$cpu" -v rss="$rss_max" -v cs="${cpus[*]}" \
+        -v mb="$mb" 'BEGIN {
+        rw = (w > 0) ? sprintf("%d", rows / w) : "-"; rc = (c > 0) ? sprintf("%d", rows / c) : "-";
+        mbs = (w > 0) ? sprintf("%.0f", mb / 1e6 / w) : "-";
+        printf "| %s | %s | %d | %.1f | %.2f | %.2f (%s) | %s | %s | %s | %.1f |\n",
+            n, m, rows, mb / 1e6, w, c, cs, rw, rc, mbs, rss / 1024 }' \
+        | tee -a "$REPORT"
+}
+
+out ""
+out "## rowhook inspect ($(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- host || echo '+changes'), $REPEAT runs, median; $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg) at start)"
+out ""
+out "CPU = user+sys of the rowhook process (each run in brackets; GNU time, 10 ms resolution); peak RSS = max over runs."
+out "live = --url (the server streams the file), file = --file; count = --format count, json = --format json >/dev/null."
+out ""
+out "| case | mode | rows | binlog MB | wall s | CPU s (runs) | rows/s wall | rows per CPU-s | binlog MB/s wall | peak RSS MB |"
+out "|---|---|---|---|---|---|---|---|---|---|"
+# Sanity: the JSON has one line per row change.
+lines=$("$BIN" inspect --url "$URL" --start "$WL_FILE:4" --limit "$WL_ROWS" --format json | wc -l)
+[[ $lines == "$WL_ROWS" ]] || die "live JSON gave $lines lines, expected $WL_ROWS"
+for mode in live-count live-json file-count file-json; do
+    bench_case "workload (100 rows/txn)" "$WL_ROWS" "$WL_FILE" "$mode"
+done
+for mode in live-count live-json file-json; do
+    bench_case "1 txn of 100k rows" 100000 "$TXN100K_FILE" "$mode"
+done
+for mode in live-count live-json file-json; do
+    bench_case "1 txn of 1M rows" 1000000 "$TXN1M_FILE" "$mode"
+done
+for mode in live-count live-json file-json; do
+    bench_case "$BLOBS x 40 MiB LONGBLOB" "$BLOBS" "$BLOB_FILE" "$mode"
+done
+
+# --- in-process decode bench ---------------------------------------------------------------------
+out ""
+out "## cargo bench -p rowhook --bench decode"
+out ""
+out '```'
+(cd "$ROOT" && ROWHOOK_BENCH_BINLOG=$LOGDIR/$WL_FILE cargo bench -q -p rowhook --bench decode) | tee -a "$REPORT"
+out '```'
+
+# --- peers ---------------------------------------------------------------------------------------
+if [[ $BENCH_PEERS == 1 ]]; then
+    log "building the peers in $GEN (once; reused later)"
+    (cd "$GEN/peers/rust" && cargo build --release 2>&1 | tail -n 2) >&2
+    if [[ ! -x $GEN/peers/python/venv/bin/python ]] || ! "$GEN/peers/python/venv/bin/python" -c 'import pymysqlreplication' 2>/dev/null; then
+        python3 -m venv "$GEN/peers/python/venv"
+        "$GEN/peers/python/venv/bin/pip" install -q mysql-replication==1.0.17 >&2
+    fi
+    [[ -d $GEN/peers/node/node_modules ]] || (cd "$GEN/peers/node" && npm install --no-audit --no-fund >&2)
+    # bench.py's contract: env DB_HOST DB_PORT DB_USER DB_PASS BINLOG_FILE START_POS N_ROWS, count printed last.
+    cat >"$GEN/rowhook-peer.sh" <<EOF
+#!/bin/sh
+exec "$BIN" inspect --url "mysql://\$DB_USER:\$DB_PASS@\$DB_HOST:\$DB_PORT" --start "\$BINLOG_FILE:\$START_POS" \\
+    --limit "\$N_ROWS" --format count
+EOF
+    chmod +x "$GEN/rowhook-peer.sh"
+    peers=${PEER_LIST:-$(grep -v '^\s*#' "$GEN/peers.conf" | grep '|' | cut -d'|' -f1 | tr -d ' ' | paste -sd,)}
+    out ""
+    out "## ../shared/bench/bench.py --ours rowhook ($REPEAT runs, median)"
+    out ""
+    (cd "$GEN" && ./bench.py --repeat "$REPEAT" --slow-cutoff 60 --ours "$GEN/rowhook-peer.sh" --ours-name rowhook \
+        --peers "rowhook,$peers") | tee "$BENCH_DIR/bench-py-$STAMP.log" | sed -n '/^| peer/,/^$/p' | tee -a "$REPORT"
+fi
+log "report: $REPORT"
