@@ -8,9 +8,17 @@
 //! - [`source`]: the live replica stream and binlog files.
 //! - [`inspect`]: `rowhook inspect`, row changes as JSON lines.
 //! - [`check`]: `rowhook check`, is a server ready.
+//! - [`config`]: `rowhook.toml`, parsed and resolved into a validated plan.
+//! - [`sink`]: where emitted messages go (stdout, file, fifo).
 
 pub mod check;
+pub mod config;
 pub mod decode;
+pub mod guest_abi;
 pub mod inspect;
 pub mod json_text;
+pub mod pipeline;
+pub mod run;
+pub mod runtime;
+pub mod sink;
 pub mod source;

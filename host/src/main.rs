@@ -25,6 +25,27 @@ enum Command {
     Inspect(InspectArgs),
     /// Check that a server is ready to feed rowhook.
     Check(CheckArgs),
+    /// Run the configured handlers on every row change of the live server.
+    Run(RunArgs),
+    /// Run the configured handlers over recorded binlog files.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The config file.
+    #[arg(short, long, default_value = "rowhook.toml")]
+    config: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The config file.
+    #[arg(short, long, default_value = "rowhook.toml")]
+    config: PathBuf,
+    /// Binlog files, in order.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -104,12 +125,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(async {
-        match cli.command {
-            Command::Inspect(args) => inspect(args).await,
-            Command::Check(args) => check(args).await,
-        }
-    });
+    // Handlers run outside the async runtime (see rowhook::run).
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Replay(args) => replay(args),
+        Command::Inspect(args) => rt.block_on(inspect(args)),
+        Command::Check(args) => rt.block_on(check(args)),
+    };
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -169,4 +191,24 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         ok &= line.ok;
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let plan = rowhook::config::Plan::load(&args.config)?;
+    let stats = rowhook::run::replay(&plan, &args.files)?;
+    eprintln!(
+        "rowhook: {} row changes, {} handler calls, {} messages, {} handler errors, {} transactions",
+        stats.changes, stats.calls, stats.messages, stats.handler_errors, stats.commits
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let plan = rowhook::config::Plan::load(&args.config)?;
+    let stats = rowhook::run::run(&plan)?;
+    eprintln!(
+        "rowhook: stopped after {} row changes, {} messages, {} transactions",
+        stats.changes, stats.messages, stats.commits
+    );
+    Ok(ExitCode::SUCCESS)
 }

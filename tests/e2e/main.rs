@@ -9,6 +9,8 @@
 mod conformance;
 /// Wrong passwords, missing grants, wrong server settings, bad files.
 mod errors;
+/// WebAssembly handlers run by `rowhook replay`: output, containment, policies.
+mod handlers;
 /// Resuming from every commit position gives exactly the rest.
 mod resume;
 /// Shared helpers: the test server, running the CLI, golden files.

@@ -1,0 +1,204 @@
+//! What can go wrong in a handler, as one [`Error`] type.
+
+use core::fmt;
+
+use crate::change::Image;
+
+/// The result of a handler and of the SDK's calls.
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// Why a handler call, or something it did, failed.
+///
+/// A handler returning an `Error` fails the change it was given: rowhook
+/// applies the handler's `on_error` policy with the error's text. `?` turns
+/// any [`std::error::Error`] into [`Error::Handler`]; [`Error::msg`] makes
+/// one from a message.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The change buffer is not in the row change encoding this SDK reads
+    /// (a host and SDK of different versions).
+    Format(FormatError),
+    /// The table has no column of this name.
+    NoColumn {
+        /// The name asked for.
+        column: String,
+    },
+    /// The change has no such image: no before image for an insert, no
+    /// after image for a delete.
+    NoImage {
+        /// The image asked for.
+        image: Image,
+    },
+    /// The column is not in the image: the server logs a MINIMAL row image
+    /// and the statement did not touch it. (SQL NULL is a value, not this.)
+    NotInImage {
+        /// The column.
+        column: String,
+        /// The image.
+        image: Image,
+    },
+    /// The column's value cannot be read as the type asked for.
+    WrongType {
+        /// The column.
+        column: String,
+        /// The Rust type asked for.
+        expected: &'static str,
+        /// What the value is (`"null"`, `"int"`, `"string"`, ...).
+        found: &'static str,
+    },
+    /// A sink refused a message.
+    Emit {
+        /// The sink.
+        sink: String,
+        /// Why.
+        error: EmitError,
+    },
+    /// A state operation was refused.
+    State {
+        /// The key.
+        key: String,
+        /// Why.
+        error: StateError,
+    },
+    /// The handler's own failure.
+    Handler(String),
+}
+
+impl Error {
+    /// An error with this message, for a handler to return.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        Error::Handler(message.to_string())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Format(e) => write!(f, "malformed row change: {e}"),
+            Error::NoColumn { column } => write!(f, "no column `{column}`"),
+            Error::NoImage { image } => write!(f, "the change has no {image} image"),
+            Error::NotInImage { column, image } => {
+                write!(f, "column `{column}` is not in the {image} image (MINIMAL row image)")
+            }
+            Error::WrongType {
+                column,
+                expected,
+                found,
+            } => write!(f, "column `{column}` holds {found}, not {expected}"),
+            Error::Emit { sink, error } => write!(f, "emit to sink `{sink}`: {error}"),
+            Error::State { key, error } => write!(f, "state key `{key}`: {error}"),
+            Error::Handler(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Lets `?` turn any error into a handler failure, keeping its message.
+///
+/// `Error` itself does not implement [`std::error::Error`]; that is what
+/// leaves room for this conversion (as `anyhow::Error` does).
+impl<E: std::error::Error> From<E> for Error {
+    fn from(e: E) -> Self {
+        Error::Handler(e.to_string())
+    }
+}
+
+impl From<Error> for String {
+    fn from(e: Error) -> Self {
+        e.to_string()
+    }
+}
+
+/// What is wrong with a change buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// Shorter than its header or directory says.
+    Truncated,
+    /// Not a row change, or a version of the encoding this SDK does not know.
+    Magic([u8; 4]),
+    /// An operation code other than 1, 2, 3.
+    Op(u8),
+    /// A value tag this SDK does not know.
+    Tag(u8),
+    /// A span reaches past the end of the buffer.
+    Span,
+    /// Text that is not UTF-8.
+    Utf8,
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FormatError::Truncated => f.write_str("buffer is truncated"),
+            FormatError::Magic(m) => write!(
+                f,
+                "unknown magic or version {m:02x?} (this SDK reads version {})",
+                crate::change::VERSION
+            ),
+            FormatError::Op(op) => write!(f, "unknown operation {op}"),
+            FormatError::Tag(t) => write!(f, "unknown value tag {t}"),
+            FormatError::Span => f.write_str("a span reaches past the end"),
+            FormatError::Utf8 => f.write_str("text is not UTF-8"),
+        }
+    }
+}
+
+// Not a `std::error::Error`: that would make `?` turn it into
+// `Error::Handler` through the blanket conversion above, instead of `Error::Format`.
+
+/// Why a sink did not accept a message (WIT `emit-error`). Nothing reached
+/// any sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The handler has no grant for this sink, or there is no such sink.
+    Denied,
+    /// The event already emitted `limits.emits_per_event` messages; rowhook
+    /// applies the handler's `on_error` policy to it. Stop emitting.
+    Quota,
+    /// The sink cannot take messages now.
+    Unavailable,
+    /// The payload or key is larger than the sink or rowhook accepts.
+    TooLarge,
+}
+
+impl fmt::Display for EmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EmitError::Denied => "denied (the handler has no grant for this sink)",
+            EmitError::Quota => "emit quota of this event reached",
+            EmitError::Unavailable => "sink unavailable",
+            EmitError::TooLarge => "message too large",
+        })
+    }
+}
+
+impl std::error::Error for EmitError {}
+
+/// Why a state operation was refused (WIT `state-error`). Nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The key or value is larger than rowhook accepts.
+    TooLarge,
+    /// The handler's state would exceed its size limit.
+    Quota,
+    /// `increment` on a value that is not an 8-byte counter.
+    NotACounter,
+    /// `increment` would overflow an `i64`.
+    Overflow,
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StateError::TooLarge => "key or value too large",
+            StateError::Quota => "state size limit reached",
+            StateError::NotACounter => "value is not a counter",
+            StateError::Overflow => "counter overflow",
+        })
+    }
+}
+
+impl std::error::Error for StateError {}

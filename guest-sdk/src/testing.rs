@@ -1,0 +1,440 @@
+//! Unit-testing handlers natively, without rowhook or a wasm runtime.
+//!
+//! Outside wasm32, the capability calls ([`emit`](crate::emit),
+//! [`state`](crate::state), [`log`](crate::log), [`metrics`](crate::metrics))
+//! go to an in-memory recorder, one per thread (so per test). [`run`] calls a
+//! handler the way rowhook does, and [`ChangeBuilder`] makes the change to
+//! give it.
+//!
+//! ```
+//! use rowhook_guest::testing::{self, ChangeBuilder};
+//! use rowhook_guest::{Change, Result, Value};
+//!
+//! fn handler(change: &Change) -> Result<()> {
+//!     let id: i64 = change.get("id")?;
+//!     rowhook_guest::emit("queue", None, id.to_string())
+//! }
+//!
+//! let change = ChangeBuilder::insert("shop", "orders").column("id", Value::Int(7)).build();
+//! testing::run(handler, &change).unwrap();
+//! assert_eq!(testing::messages()[0].payload, b"7");
+//! ```
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use crate::change::{Change, Op, Value};
+use crate::error::{EmitError, Result, StateError};
+use crate::log::Level;
+
+/// A message a handler emitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The sink.
+    pub sink: String,
+    /// The message key.
+    pub key: Option<String>,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// A line a handler logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Its level.
+    pub level: Level,
+    /// The message.
+    pub message: String,
+    /// The fields.
+    pub fields: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct Recorder {
+    granted: Option<Vec<String>>,
+    emit_limit: Option<usize>,
+    emitted_this_event: usize,
+    messages: Vec<Message>,
+    state: BTreeMap<String, Vec<u8>>,
+    logs: Vec<LogLine>,
+    counters: BTreeMap<String, u64>,
+    gauges: BTreeMap<String, f64>,
+}
+
+thread_local! {
+    static RECORDER: RefCell<Recorder> = RefCell::new(Recorder::default());
+}
+
+fn with<T>(f: impl FnOnce(&mut Recorder) -> T) -> T {
+    RECORDER.with(|r| f(&mut r.borrow_mut()))
+}
+
+/// Calls `handler` with `change` as rowhook does: a fresh emit quota, and
+/// the call's messages and state writes discarded if it fails. Returns the
+/// text rowhook would get for a failure.
+pub fn run(handler: impl FnOnce(&Change<'_>) -> Result<()>, change: &[u8]) -> Result<(), String> {
+    let (messages, state) = with(|r| {
+        r.emitted_this_event = 0;
+        (r.messages.len(), r.state.clone())
+    });
+    let result = crate::__private::run(change, handler);
+    if result.is_err() {
+        with(|r| {
+            r.messages.truncate(messages);
+            r.state = state;
+        });
+    }
+    result
+}
+
+/// Grants only these sinks; emitting to another fails with
+/// [`EmitError::Denied`]. By default every sink is granted.
+pub fn grant(sinks: &[&str]) {
+    with(|r| r.granted = Some(sinks.iter().map(|s| s.to_string()).collect()));
+}
+
+/// Allows `limit` emits per [`run`] ([`EmitError::Quota`] past it).
+pub fn set_emit_limit(limit: usize) {
+    with(|r| r.emit_limit = Some(limit));
+}
+
+/// Every message emitted so far on this thread.
+pub fn messages() -> Vec<Message> {
+    with(|r| r.messages.clone())
+}
+
+/// Every line logged so far on this thread.
+pub fn logs() -> Vec<LogLine> {
+    with(|r| r.logs.clone())
+}
+
+/// The handler state.
+pub fn state() -> BTreeMap<String, Vec<u8>> {
+    with(|r| r.state.clone())
+}
+
+/// The counters.
+pub fn counters() -> BTreeMap<String, u64> {
+    with(|r| r.counters.clone())
+}
+
+/// The gauges.
+pub fn gauges() -> BTreeMap<String, f64> {
+    with(|r| r.gauges.clone())
+}
+
+/// Forgets everything recorded, grants and limits included.
+pub fn reset() {
+    with(|r| *r = Recorder::default());
+}
+
+/// The capability calls of native builds.
+pub(crate) mod recorder {
+    use super::*;
+
+    pub fn emit(sink: &str, key: Option<&str>, payload: &[u8]) -> Result<(), EmitError> {
+        with(|r| {
+            if r.granted.as_ref().is_some_and(|g| !g.iter().any(|s| s == sink)) {
+                return Err(EmitError::Denied);
+            }
+            if r.emit_limit.is_some_and(|l| r.emitted_this_event >= l) {
+                return Err(EmitError::Quota);
+            }
+            r.emitted_this_event += 1;
+            r.messages.push(Message {
+                sink: sink.into(),
+                key: key.map(Into::into),
+                payload: payload.to_vec(),
+            });
+            Ok(())
+        })
+    }
+
+    pub fn state_get(key: &str) -> Option<Vec<u8>> {
+        with(|r| r.state.get(key).cloned())
+    }
+
+    pub fn state_set(key: &str, value: &[u8]) -> Result<(), StateError> {
+        with(|r| r.state.insert(key.into(), value.to_vec()));
+        Ok(())
+    }
+
+    pub fn state_delete(key: &str) {
+        with(|r| r.state.remove(key));
+    }
+
+    pub fn state_increment(key: &str, delta: i64) -> Result<i64, StateError> {
+        with(|r| {
+            let old = match r.state.get(key) {
+                None => 0,
+                Some(v) => i64::from_le_bytes(v.as_slice().try_into().map_err(|_| StateError::NotACounter)?),
+            };
+            let new = old.checked_add(delta).ok_or(StateError::Overflow)?;
+            r.state.insert(key.into(), new.to_le_bytes().to_vec());
+            Ok(new)
+        })
+    }
+
+    pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
+        with(|r| {
+            r.logs.push(LogLine {
+                level,
+                message: message.into(),
+                fields: fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            })
+        });
+    }
+
+    pub fn counter_add(name: &str, delta: u64) {
+        with(|r| *r.counters.entry(name.into()).or_default() += delta);
+    }
+
+    pub fn gauge_set(name: &str, value: f64) {
+        with(|r| r.gauges.insert(name.into(), value));
+    }
+}
+
+/// Builds an encoded change for tests, as rowhook would send it.
+///
+/// Columns appear in the order they are first named. For an update,
+/// [`ChangeBuilder::column`] sets the after value and
+/// [`ChangeBuilder::before`] the before value; a column given only one of
+/// them has the same value in both images.
+#[derive(Debug, Clone)]
+pub struct ChangeBuilder<'a> {
+    op: Op,
+    db: &'a str,
+    table: &'a str,
+    txn: &'a str,
+    gtid: Option<&'a str>,
+    file: &'a str,
+    pos: u64,
+    ts: u32,
+    event_index: u32,
+    row_index: u32,
+    columns: Vec<BuiltColumn<'a>>,
+}
+
+#[derive(Debug, Clone)]
+struct BuiltColumn<'a> {
+    name: &'a str,
+    primary_key: bool,
+    before: Option<Value<'a>>,
+    after: Option<Value<'a>>,
+}
+
+impl<'a> ChangeBuilder<'a> {
+    /// A change of `op` to `db`.`table`, with id `0-1-1:0:0` in `mysql-bin.000001`.
+    pub fn new(op: Op, db: &'a str, table: &'a str) -> Self {
+        Self {
+            op,
+            db,
+            table,
+            txn: "0-1-1",
+            gtid: Some("0-1-1"),
+            file: "mysql-bin.000001",
+            pos: 4,
+            ts: 0,
+            event_index: 0,
+            row_index: 0,
+            columns: Vec::new(),
+        }
+    }
+
+    /// An insert.
+    pub fn insert(db: &'a str, table: &'a str) -> Self {
+        Self::new(Op::Insert, db, table)
+    }
+
+    /// An update.
+    pub fn update(db: &'a str, table: &'a str) -> Self {
+        Self::new(Op::Update, db, table)
+    }
+
+    /// A delete.
+    pub fn delete(db: &'a str, table: &'a str) -> Self {
+        Self::new(Op::Delete, db, table)
+    }
+
+    /// Sets the transaction GTID (also the id's transaction part).
+    pub fn gtid(mut self, gtid: &'a str) -> Self {
+        self.txn = gtid;
+        self.gtid = Some(gtid);
+        self
+    }
+
+    /// Sets the event timestamp.
+    pub fn ts(mut self, ts: u32) -> Self {
+        self.ts = ts;
+        self
+    }
+
+    /// Sets the binlog file and position.
+    pub fn at(mut self, file: &'a str, pos: u64) -> Self {
+        self.file = file;
+        self.pos = pos;
+        self
+    }
+
+    /// Sets the rows event and row indexes of the id.
+    pub fn index(mut self, event: u32, row: u32) -> Self {
+        self.event_index = event;
+        self.row_index = row;
+        self
+    }
+
+    fn slot(&mut self, name: &'a str) -> &mut BuiltColumn<'a> {
+        let i = match self.columns.iter().position(|c| c.name == name) {
+            Some(i) => i,
+            None => {
+                self.columns.push(BuiltColumn {
+                    name,
+                    primary_key: false,
+                    before: None,
+                    after: None,
+                });
+                self.columns.len() - 1
+            }
+        };
+        &mut self.columns[i]
+    }
+
+    /// Sets column `name`: the after value, or the before value of a delete.
+    pub fn column(mut self, name: &'a str, value: Value<'a>) -> Self {
+        let op = self.op;
+        let c = self.slot(name);
+        if op == Op::Delete {
+            c.before = Some(value);
+        } else {
+            c.after = Some(value);
+        }
+        self
+    }
+
+    /// Sets column `name` in the before image of an update.
+    pub fn before(mut self, name: &'a str, value: Value<'a>) -> Self {
+        self.slot(name).before = Some(value);
+        self
+    }
+
+    /// Marks column `name` as part of the primary key.
+    pub fn primary_key(mut self, name: &'a str) -> Self {
+        self.slot(name).primary_key = true;
+        self
+    }
+
+    /// The encoded change.
+    pub fn build(&self) -> Vec<u8> {
+        let n = self.columns.len();
+        let has_before = self.op != Op::Insert;
+        let has_after = self.op != Op::Delete;
+        let before_at = 72 + n * 8;
+        let after_at = before_at + if has_before { n * 9 } else { 0 };
+        let data_at = after_at + if has_after { n * 9 } else { 0 };
+        let mut out = vec![0u8; data_at];
+        out[0..4].copy_from_slice(b"RHC\x01");
+        out[4] = match self.op {
+            Op::Insert => 1,
+            Op::Update => 2,
+            Op::Delete => 3,
+        };
+        out[5] = u8::from(has_before) | u8::from(has_after) << 1 | u8::from(self.gtid.is_some()) << 2 | 8;
+        out[6..8].copy_from_slice(&(n as u16).to_le_bytes());
+        out[8..12].copy_from_slice(&self.ts.to_le_bytes());
+        out[12..16].copy_from_slice(&self.event_index.to_le_bytes());
+        out[16..20].copy_from_slice(&self.row_index.to_le_bytes());
+        out[20..24].copy_from_slice(&(self.txn.len() as u32).to_le_bytes());
+        out[24..32].copy_from_slice(&self.pos.to_le_bytes());
+        let id = format!("{}:{}:{}", self.txn, self.event_index, self.row_index);
+        for (field, text) in [
+            (32, id.as_str()),
+            (40, self.gtid.unwrap_or("")),
+            (48, self.file),
+            (56, self.db),
+            (64, self.table),
+        ] {
+            let s = push(&mut out, text.as_bytes());
+            out[field..field + 8].copy_from_slice(&s);
+        }
+        for (i, c) in self.columns.iter().enumerate() {
+            let s = push(&mut out, c.name.as_bytes());
+            let e = 72 + i * 8;
+            out[e..e + 4].copy_from_slice(&s[0..4]);
+            out[e + 4..e + 6].copy_from_slice(&(c.name.len() as u16).to_le_bytes());
+            let sample = c.after.or(c.before).unwrap_or(Value::Null);
+            out[e + 6] = type_code(&sample);
+            out[e + 7] = u8::from(c.primary_key) | 2;
+        }
+        for (at, after) in [(before_at, false), (after_at, true)] {
+            if (after && !has_after) || (!after && !has_before) {
+                continue;
+            }
+            for (i, c) in self.columns.iter().enumerate() {
+                let v = if after {
+                    c.after.or(c.before)
+                } else {
+                    c.before.or(c.after)
+                };
+                let (tag, payload) = match v {
+                    None => (0, [0; 8]),
+                    Some(v) => entry(&mut out, &v),
+                };
+                let e = at + i * 9;
+                out[e] = tag;
+                out[e + 1..e + 9].copy_from_slice(&payload);
+            }
+        }
+        out
+    }
+}
+
+fn push(out: &mut Vec<u8>, bytes: &[u8]) -> [u8; 8] {
+    let mut s = [0u8; 8];
+    s[0..4].copy_from_slice(&(out.len() as u32).to_le_bytes());
+    s[4..8].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+    s
+}
+
+fn type_code(v: &Value<'_>) -> u8 {
+    match v {
+        Value::Null => 6,
+        Value::Int(_) | Value::UInt(_) => 8,
+        Value::Float(_) => 4,
+        Value::Double(_) => 5,
+        Value::Decimal(_) => 246,
+        Value::String(_) => 15,
+        Value::Bytes(_) => 252,
+        Value::Date(_) => 10,
+        Value::DateTime(_) => 18,
+        Value::Timestamp(_) => 17,
+        Value::Time(_) => 19,
+        Value::Json(_) => 245,
+        Value::Enum(_) => 247,
+        Value::Set(_) => 248,
+        Value::Bit(_) => 16,
+        Value::Vector(_) => 242,
+    }
+}
+
+fn entry(out: &mut Vec<u8>, v: &Value<'_>) -> (u8, [u8; 8]) {
+    match *v {
+        Value::Null => (1, [0; 8]),
+        Value::Int(i) => (2, i.to_le_bytes()),
+        Value::UInt(u) => (3, u.to_le_bytes()),
+        Value::Float(f) => (4, f64::from(f).to_le_bytes()),
+        Value::Double(d) => (5, d.to_le_bytes()),
+        Value::Decimal(s) => (6, push(out, s.as_bytes())),
+        Value::String(s) => (7, push(out, s.as_bytes())),
+        Value::Bytes(b) => (8, push(out, b)),
+        Value::Date(s) => (9, push(out, s.as_bytes())),
+        Value::DateTime(s) => (10, push(out, s.as_bytes())),
+        Value::Timestamp(s) => (11, push(out, s.as_bytes())),
+        Value::Time(s) => (12, push(out, s.as_bytes())),
+        Value::Json(s) => (13, push(out, s.as_bytes())),
+        Value::Enum(s) => (14, push(out, s.as_bytes())),
+        Value::Set(s) => (15, push(out, s.as_bytes())),
+        Value::Bit(u) => (16, u.to_le_bytes()),
+        Value::Vector(b) => (17, push(out, b)),
+    }
+}

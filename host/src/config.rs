@@ -1,0 +1,2293 @@
+//! `rowhook.toml`: parse, then resolve.
+//!
+//! Parsing is pure: [`RawConfig::parse`] takes the file's text and a way to
+//! look up environment variables, and yields raw structs that mirror the TOML
+//! one to one (unknown keys are rejected). [`RawConfig::resolve`] turns them
+//! into a validated [`Plan`]: sinks typed per kind, handlers with their grants,
+//! limits with defaults, paths made absolute against the config file's
+//! directory. [`Plan::load`] does both for a file on disk.
+//!
+//! The doc comment of every raw field is that key's documentation.
+//!
+//! `${NAME}` in any string value is replaced by the environment variable
+//! `NAME`, so secrets stay out of the file; `$$` is a literal `$`, and any
+//! other `$` is an error. Expansion happens on parsed string values, so
+//! comments are never expanded and a value holding quotes cannot break the
+//! TOML around it.
+//!
+//! Secrets never leak: the source URL lives in [`RedactedUrl`] and then in
+//! [`SourceUrl`], whose `Debug`/`Display` hide the password, and every error
+//! message is scrubbed of the URL and of every expanded variable's value.
+//!
+//! ```
+//! use rowhook::config::Plan;
+//! use std::path::Path;
+//!
+//! let text = r#"
+//! [sinks.out]
+//! kind = "stdout"
+//!
+//! [[handlers]]
+//! name = "orders"
+//! module = "handlers/orders.wasm"
+//! tables = ["shop.orders"]
+//! sinks = ["out"]
+//! "#;
+//! let plan = Plan::parse(text, Path::new("/etc/rowhook/rowhook.toml"), |_| None).unwrap();
+//! assert_eq!(plan.handlers[0].module, Path::new("/etc/rowhook/handlers/orders.wasm"));
+//! assert!(plan.handlers[0].grants.allows("out"));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de;
+use serde::{Deserialize, Deserializer};
+
+use crate::decode::Op;
+use crate::sink::SinkSpec;
+use crate::sink::fifo::FifoOptions;
+use crate::sink::file::{FileOptions, FsyncPolicy, Rotation};
+use crate::source::StartPosition;
+use crate::source::server::SourceUrl;
+
+// ---------------------------------------------------------------------------
+// Raw: the TOML as written.
+// ---------------------------------------------------------------------------
+
+/// The whole `rowhook.toml`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[source]`: the server to replicate from. Required by `rowhook run`;
+    /// `rowhook replay` reads recorded files and ignores it.
+    pub source: Option<RawSource>,
+    /// `[state]`: where the checkpoint and handler state live.
+    pub state: Option<RawState>,
+    /// `[sinks.NAME]`: the places handlers may send messages to, by name.
+    /// A sink is used only by the handlers whose `sinks` name it.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, RawSink>,
+    /// `[[handlers]]`: the WebAssembly handlers, each run on the row changes of
+    /// its `tables` and `ops`, in binlog order.
+    #[serde(default)]
+    pub handlers: Vec<RawHandler>,
+    /// Values that came from the environment: scrubbed from every error.
+    #[serde(skip)]
+    secrets: Secrets,
+}
+
+/// `[source]`: the MySQL or MariaDB server rowhook reads the binlog of, as a replica.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// `mysql://USER:PASSWORD@HOST:PORT`. Put the password in the environment:
+    /// `url = "mysql://repl:${ROWHOOK_DB_PASSWORD}@127.0.0.1:3306"`. The user needs
+    /// REPLICATION SLAVE and REPLICATION CLIENT.
+    pub url: RedactedUrl,
+    /// The replica server id rowhook announces: non-zero and unique among the
+    /// server's replicas (a duplicate disconnects the other replica).
+    pub server_id: u32,
+    /// Where to start when there is no checkpoint yet (a checkpoint always wins):
+    /// `"earliest"`, `"latest"` (the default), `"FILE:POS"`, a GTID set
+    /// (`"0-1-100"`), `{ gtid = "0-1-100" }` or `{ file = "mysql-bin.000003", pos = 4 }`.
+    pub start: Option<RawStart>,
+    /// Seconds between server heartbeats when the binlog is idle, 1 to 3600
+    /// (default 30): a silent connection is noticed within about twice this.
+    pub heartbeat_secs: Option<u32>,
+}
+
+/// `start = ...`: a string, or a table naming a GTID or a file position.
+#[derive(Debug)]
+pub enum RawStart {
+    /// `start = "earliest" | "latest" | "FILE:POS" | "GTID-SET"`.
+    Text(String),
+    /// `start = { gtid = "..." }` or `start = { file = "...", pos = N }`.
+    Table(RawStartTable),
+}
+
+/// The table form of `start`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStartTable {
+    /// A GTID set: start after everything in it (MariaDB `0-1-100`, MySQL `uuid:1-100`).
+    pub gtid: Option<String>,
+    /// A binlog file name (`mysql-bin.000003`); needs `pos`.
+    pub file: Option<String>,
+    /// The byte offset of an event in `file`, at least 4 (4 is the file's first event).
+    pub pos: Option<u64>,
+}
+
+/// `[state]`: the embedded, crash-safe store of the checkpoint and handler state.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// A directory, relative to the config file's directory unless absolute
+    /// (default `var/rowhook`). Created when missing.
+    pub path: Option<String>,
+}
+
+/// `[sinks.NAME]`: one destination, selected by `kind`; the other keys depend on it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RawSink {
+    /// `kind = "stdout"`: one line per message on standard output.
+    Stdout(RawStdoutSink),
+    /// `kind = "file"`: append one line per message to a file.
+    File(RawFileSink),
+    /// `kind = "fifo"`: write one line per message to a named pipe.
+    Fifo(RawFifoSink),
+    /// `kind = "redis"`: planned, not available in this version.
+    Redis(RawPlannedSink),
+    /// `kind = "nats"`: planned, not available in this version.
+    Nats(RawPlannedSink),
+    /// `kind = "http"`: planned, not available in this version.
+    Http(RawPlannedSink),
+    /// `kind = "mysql"`: planned, not available in this version.
+    Mysql(RawPlannedSink),
+    /// `kind = "postgres"`: planned, not available in this version.
+    Postgres(RawPlannedSink),
+    /// `kind = "exec"`: planned, not available in this version.
+    Exec(RawPlannedSink),
+}
+
+/// `kind = "stdout"`: no other keys. Each message's payload is written as one line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStdoutSink {}
+
+/// `kind = "file"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileSink {
+    /// The file to append to, relative to the config file's directory unless
+    /// absolute. Missing directories are created.
+    pub path: String,
+    /// When written lines are forced to disk before a batch counts as delivered:
+    /// `"always"` (the default: every batch is fsynced before the checkpoint can
+    /// move past it), `{ interval_ms = N }` (at most N ms of delivered lines can be
+    /// lost on power failure) or `"never"` (left to the OS).
+    pub fsync: Option<RawFsync>,
+    /// Rotate when the file would grow past this many bytes (at least 1024):
+    /// `PATH` becomes `PATH.1`, older ones shift up. No rotation when absent.
+    pub max_bytes: Option<u64>,
+    /// How many rotated files (`PATH.1` … `PATH.N`) to keep, 1 to 1000 (default 5).
+    /// Needs `max_bytes`.
+    pub keep: Option<u32>,
+}
+
+/// `fsync = "always" | "never" | { interval_ms = N }`.
+#[derive(Debug)]
+pub enum RawFsync {
+    /// `"always"` or `"never"`.
+    Word(String),
+    /// `{ interval_ms = N }`.
+    Interval(RawFsyncInterval),
+}
+
+/// The table form of `fsync`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFsyncInterval {
+    /// Fsync at most this often, 1 to 60000 ms.
+    pub interval_ms: u64,
+}
+
+/// `kind = "fifo"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFifoSink {
+    /// The named pipe, relative to the config file's directory unless absolute.
+    /// Created (with missing directories) when absent; an existing path must be a FIFO.
+    pub path: String,
+    /// Permission bits of a FIFO rowhook creates, e.g. `0o660` to let the reader's
+    /// group open it (default `0o600`). An existing FIFO keeps its own.
+    pub mode: Option<u32>,
+}
+
+/// A sink kind that later versions implement; its keys are not checked yet.
+#[derive(Debug, Deserialize)]
+pub struct RawPlannedSink {}
+
+/// `[[handlers]]`: one WebAssembly handler.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHandler {
+    /// Unique name (letters, digits, `_`, `-`; at most 64): names its state,
+    /// metrics and log lines.
+    pub name: String,
+    /// The team that owns the handler (same characters as `name`, default
+    /// `"default"`). Tenants never see each other's tables, sinks or state.
+    pub tenant: Option<String>,
+    /// The component (`.wasm`), relative to the config file's directory unless
+    /// absolute. Watched: a changed file is reloaded at a transaction boundary.
+    pub module: String,
+    /// The tables whose row changes the handler sees: `"db.table"` or `"db.*"`.
+    /// Filtering happens in the host; the handler sees nothing else.
+    pub tables: Vec<String>,
+    /// Which operations it sees: any of `"insert"`, `"update"`, `"delete"`
+    /// (default: all three).
+    pub ops: Option<Vec<RawOp>>,
+    /// The sinks it may emit to, by name: its grants. Emitting anywhere else is
+    /// denied; an empty list (the default) grants nothing.
+    #[serde(default)]
+    pub sinks: Vec<String>,
+    /// Per-handler caps; each has a default.
+    pub limits: Option<RawLimits>,
+    /// What a trap, timeout or quota breach does: `"halt"` (the default: stop
+    /// before the checkpoint moves), `"skip"` (log and count it) or
+    /// `"dead-letter"` (write the event and the error to `dead_letter`).
+    pub on_error: Option<RawOnError>,
+    /// With `on_error = "dead-letter"`: the sink that receives failed events.
+    /// Written by rowhook, not the handler, so it needs no grant.
+    pub dead_letter: Option<String>,
+}
+
+/// An operation name in `ops`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawOp {
+    /// `"insert"`.
+    Insert,
+    /// `"update"`.
+    Update,
+    /// `"delete"`.
+    Delete,
+}
+
+/// `limits = { memory_mb = 32, time_ms = 50, emits_per_event = 16 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Linear memory cap of one instance in MiB, 1 to 4096 (default 64).
+    pub memory_mb: Option<u32>,
+    /// CPU deadline of one call in milliseconds, 1 to 60000 (default 100).
+    pub time_ms: Option<u32>,
+    /// Messages one row change may emit, 0 to 10000 (default 64).
+    pub emits_per_event: Option<u32>,
+}
+
+/// `on_error = ...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawOnError {
+    /// `"halt"`.
+    Halt,
+    /// `"skip"`.
+    Skip,
+    /// `"dead-letter"`.
+    DeadLetter,
+}
+
+/// A database URL as written in the file: `Debug` and `Display` hide the password.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct RedactedUrl(String);
+
+impl RedactedUrl {
+    /// The URL with its password (handle with care: never log it).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedactedUrl({self})")
+    }
+}
+
+impl fmt::Display for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url_password_range(&self.0) {
+            Some(r) => write!(f, "{}***{}", &self.0[..r.start], &self.0[r.end..]),
+            None => f.write_str(&self.0),
+        }
+    }
+}
+
+/// Byte range of the password in `scheme://user:password@host...`, if any.
+fn url_password_range(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    // The last `@` before any query separates user info from the host, so an
+    // unencoded `@` in the password still counts as password.
+    let rest = &rest[..rest.find('?').unwrap_or(rest.len())];
+    let at = rest.rfind('@')?;
+    let colon = rest[..at].find(':')?;
+    Some(start + colon + 1..start + at)
+}
+
+impl<'de> Deserialize<'de> for RawStart {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RawStart;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "\"earliest\", \"latest\", \"FILE:POS\", a GTID set, { gtid = \"...\" } or { file = \"...\", pos = N }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStart, E> {
+                Ok(RawStart::Text(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawStart, A::Error> {
+                RawStartTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawStart::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawFsync {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RawFsync;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"always\", \"never\" or { interval_ms = N }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawFsync, E> {
+                Ok(RawFsync::Word(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawFsync, A::Error> {
+                RawFsyncInterval::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawFsync::Interval)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Strings that must not appear in errors. `Debug` shows only how many.
+#[derive(Clone, Default)]
+struct Secrets(Vec<String>);
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secrets({})", self.0.len())
+    }
+}
+
+impl Secrets {
+    fn add(&mut self, s: &str) {
+        // Shorter strings would mangle ordinary words in messages.
+        if s.len() >= 3 && !self.0.iter().any(|k| k == s) {
+            self.0.push(s.to_owned());
+            // Longest first, so a secret containing another is replaced whole.
+            self.0.sort_by_key(|k| std::cmp::Reverse(k.len()));
+        }
+    }
+
+    fn scrub(&self, msg: &str) -> String {
+        let mut out = msg.to_owned();
+        for s in &self.0 {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "***");
+            }
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors.
+// ---------------------------------------------------------------------------
+
+/// Why a config cannot be used. Every variant names the file; the messages say
+/// where (line or key path) and how to fix it, and never hold a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", file.display())]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `${NAME}` expansion failed (a variable is not set, or a stray `$`).
+    #[error("{}:{line}: {message}", file.display())]
+    Env {
+        /// The config file.
+        file: PathBuf,
+        /// 1-based line of the offending `${...}`.
+        line: usize,
+        /// What is wrong and the fix.
+        message: String,
+    },
+    /// Not valid TOML, or a key or value that does not fit the schema (unknown
+    /// key, wrong type, missing key).
+    #[error("{}{}: {}{message}", file.display(), at(*line, *column), key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default())]
+    Syntax {
+        /// The config file.
+        file: PathBuf,
+        /// 1-based line, where known.
+        line: Option<usize>,
+        /// 1-based column, where known.
+        column: Option<usize>,
+        /// Key path of the value (`handlers[1].limits.time_ms`), where known.
+        key: Option<String>,
+        /// What is wrong (the TOML parser's words, which list the expected keys or values).
+        message: String,
+    },
+    /// Well-formed but wrong: every problem found, each with its key path and fix.
+    #[error("{}", list_problems(file, problems))]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// The problems, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One thing wrong with a config value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `handlers[1].sinks` (handlers count from 0).
+    pub key: String,
+    /// What is wrong.
+    pub what: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}; {}", self.key, self.what, self.fix)
+    }
+}
+
+fn at(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+fn list_problems(file: &Path, problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(|p| format!("{}: {p}", file.display())).collect();
+    lines.join("\n")
+}
+
+impl ConfigError {
+    /// The problems of an [`ConfigError::Invalid`]; empty for the other variants.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parse.
+// ---------------------------------------------------------------------------
+
+impl RawConfig {
+    /// Parses the text of `file` (used only in messages), expanding `${NAME}`
+    /// in string values with `env`.
+    pub fn parse(text: &str, file: &Path, env: impl Fn(&str) -> Option<String>) -> Result<RawConfig, ConfigError> {
+        let syntax = |e: &toml::de::Error, key: Option<String>, secrets: &Secrets| {
+            let (line, column) = match e.span() {
+                Some(span) => {
+                    let (l, c) = line_col(text, span.start);
+                    (Some(l), Some(c))
+                }
+                None => (None, None),
+            };
+            ConfigError::Syntax {
+                file: file.to_owned(),
+                line,
+                column,
+                key: key.filter(|k| !k.is_empty() && k != "."),
+                message: secrets.scrub(e.message().trim_end()),
+            }
+        };
+        let mut secrets = Secrets::default();
+        let mut doc = toml::de::DeTable::parse(text).map_err(|e| syntax(&e, None, &secrets))?;
+        if let Some(url) = doc
+            .get_ref()
+            .get("source")
+            .and_then(|s| s.get_ref().as_table())
+            .and_then(|s| s.get("url"))
+            .and_then(|u| u.get_ref().as_str())
+        {
+            // Found before expansion too, so a literal password is scrubbed as
+            // well as one that came from the environment.
+            add_url_secrets(&mut secrets, url);
+        }
+        for (_, value) in doc.get_mut().iter_mut() {
+            expand_value(value, text, &env, &mut secrets).map_err(|(line, message)| ConfigError::Env {
+                file: file.to_owned(),
+                line,
+                message,
+            })?;
+        }
+        if let Some(url) = doc
+            .get_ref()
+            .get("source")
+            .and_then(|s| s.get_ref().as_table())
+            .and_then(|s| s.get("url"))
+            .and_then(|u| u.get_ref().as_str())
+        {
+            add_url_secrets(&mut secrets, url);
+        }
+        let de = toml::Deserializer::from(doc);
+        let mut raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let mut key = e.path().to_string();
+            // Inside a `[sinks.NAME]` table (read as a tagged enum) the path
+            // stops at the table; name the unknown key itself, as elsewhere.
+            if let Some(field) = e
+                .inner()
+                .message()
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split_once('`'))
+                .map(|(f, _)| f)
+                && !key.ends_with(&format!(".{field}"))
+                && key != field
+            {
+                key = format!("{key}.{field}");
+            }
+            syntax(e.inner(), Some(key), &secrets)
+        })?;
+        raw.secrets = secrets;
+        Ok(raw)
+    }
+}
+
+fn add_url_secrets(secrets: &mut Secrets, url: &str) {
+    secrets.add(url);
+    if let Some(r) = url_password_range(url) {
+        secrets.add(&url[r]);
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, col)
+}
+
+/// Expands `${NAME}` in every string inside `value`. Errors carry the line.
+fn expand_value(
+    value: &mut toml::Spanned<toml::de::DeValue<'_>>,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    secrets: &mut Secrets,
+) -> Result<(), (usize, String)> {
+    let span = value.span();
+    match value.get_mut() {
+        toml::de::DeValue::String(s) if s.contains('$') => {
+            let expanded = expand_env(s, env, secrets).map_err(|e| {
+                // Point at the `${NAME}` itself when it can be found in the
+                // source (a multi-line string spans several lines).
+                let raw = text.get(span.clone()).unwrap_or("");
+                let offset = e.needle.as_deref().and_then(|n| raw.find(n)).unwrap_or(0);
+                (line_col(text, span.start + offset).0, e.message)
+            })?;
+            *s = expanded.into();
+        }
+        toml::de::DeValue::Array(items) => {
+            for item in items.iter_mut() {
+                expand_value(item, text, env, secrets)?;
+            }
+        }
+        toml::de::DeValue::Table(table) => {
+            for (_, item) in table.iter_mut() {
+                expand_value(item, text, env, secrets)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+struct EnvError {
+    /// Text to look for in the source to find the line.
+    needle: Option<String>,
+    message: String,
+}
+
+/// Expands `${NAME}` and `$$` in one string value.
+fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>, secrets: &mut Secrets) -> Result<String, EnvError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('{') {
+            let Some(end) = tail.find('}') else {
+                return Err(EnvError {
+                    needle: Some("${".into()),
+                    message:
+                        "`${` has no closing `}`; write `${NAME}` for an environment variable or `$$` for a literal `$`"
+                            .into(),
+                });
+            };
+            let name = &tail[..end];
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(EnvError {
+                    needle: Some(format!("${{{name}}}")),
+                    message: format!(
+                        "`${{{name}}}` is not a variable name; use letters, digits and `_` (not starting with a digit), or `$$` for a literal `$`"
+                    ),
+                });
+            }
+            match env(name) {
+                Some(v) => {
+                    secrets.add(&v);
+                    out.push_str(&v);
+                }
+                None => {
+                    return Err(EnvError {
+                        needle: Some(format!("${{{name}}}")),
+                        message: format!(
+                            "environment variable `{name}` is not set; set it in rowhook's environment (or write `$${{{name}}}` for the literal text)"
+                        ),
+                    });
+                }
+            }
+            rest = &tail[end + 1..];
+        } else {
+            return Err(EnvError {
+                needle: None,
+                message: "a `$` must start `${NAME}` (an environment variable) or be doubled (`$$`) for a literal `$`"
+                    .into(),
+            });
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Plan: the validated, resolved config.
+// ---------------------------------------------------------------------------
+
+/// A validated config, ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The config file (absolute); relative paths in it were resolved against its directory.
+    pub file: PathBuf,
+    /// The server to replicate from, if configured.
+    pub source: Option<SourcePlan>,
+    /// The state store.
+    pub state: StatePlan,
+    /// Sinks by name.
+    pub sinks: BTreeMap<String, SinkSpec>,
+    /// Handlers, in file order (the order they see each row change in).
+    pub handlers: Vec<HandlerPlan>,
+}
+
+/// `[source]`, resolved.
+#[derive(Debug, Clone)]
+pub struct SourcePlan {
+    /// The server (its `Debug`/`Display` never show the password).
+    pub url: SourceUrl,
+    /// Replica server id, non-zero.
+    pub server_id: u32,
+    /// Where to start without a checkpoint.
+    pub start: StartPosition,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+}
+
+/// `[state]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatePlan {
+    /// The state directory (absolute).
+    pub path: PathBuf,
+}
+
+/// One handler, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerPlan {
+    /// Unique name.
+    pub name: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// The component file (absolute).
+    pub module: PathBuf,
+    /// Subscribed tables, deduplicated, in file order.
+    pub tables: Vec<TablePattern>,
+    /// Subscribed operations.
+    pub ops: OpSet,
+    /// Sinks it may emit to.
+    pub grants: SinkGrants,
+    /// Caps.
+    pub limits: Limits,
+    /// What a failure does.
+    pub on_error: OnError,
+}
+
+impl HandlerPlan {
+    /// Whether a row change of `db`.`table` with `op` goes to this handler.
+    pub fn subscribes(&self, db: &str, table: &str, op: Op) -> bool {
+        self.ops.contains(op) && self.tables.iter().any(|t| t.matches(db, table))
+    }
+}
+
+/// `db.table` or `db.*`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TablePattern {
+    /// The database (schema).
+    pub db: String,
+    /// The table; `None` for every table of `db`.
+    pub table: Option<String>,
+}
+
+impl TablePattern {
+    /// Parses `db.table` or `db.*`; the error says what is wrong.
+    pub fn parse(s: &str) -> Result<TablePattern, String> {
+        let Some((db, table)) = s.split_once('.') else {
+            return Err(format!("`{s}` is not `db.table` or `db.*`"));
+        };
+        if db.is_empty() || table.is_empty() {
+            return Err(format!(
+                "`{s}` needs both a database and a table (`db.table` or `db.*`)"
+            ));
+        }
+        if db.contains('*') {
+            return Err(format!(
+                "`{s}`: the database cannot be a wildcard; name it (`db.*` subscribes to all its tables)"
+            ));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c == '`') {
+            return Err(format!(
+                "`{s}` holds spaces or backquotes; write names bare: `shop.orders`"
+            ));
+        }
+        if table == "*" {
+            return Ok(TablePattern {
+                db: db.to_owned(),
+                table: None,
+            });
+        }
+        if table.contains('*') {
+            return Err(format!(
+                "`{s}`: `*` matches whole tables only (`{db}.*`), not parts of names"
+            ));
+        }
+        Ok(TablePattern {
+            db: db.to_owned(),
+            table: Some(table.to_owned()),
+        })
+    }
+
+    /// Whether `db`.`table` matches (names compare exactly, as on Linux servers).
+    pub fn matches(&self, db: &str, table: &str) -> bool {
+        self.db == db && self.table.as_deref().is_none_or(|t| t == table)
+    }
+}
+
+impl fmt::Display for TablePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.db, self.table.as_deref().unwrap_or("*"))
+    }
+}
+
+/// The operations a handler subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpSet {
+    /// Inserts.
+    pub insert: bool,
+    /// Updates.
+    pub update: bool,
+    /// Deletes.
+    pub delete: bool,
+}
+
+impl OpSet {
+    /// All three.
+    pub const ALL: OpSet = OpSet {
+        insert: true,
+        update: true,
+        delete: true,
+    };
+
+    /// Whether `op` is in the set.
+    pub fn contains(self, op: Op) -> bool {
+        match op {
+            Op::Insert => self.insert,
+            Op::Update => self.update,
+            Op::Delete => self.delete,
+        }
+    }
+}
+
+/// The sinks a handler may emit to. Plain data: an empty set grants nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkGrants(BTreeSet<String>);
+
+impl SinkGrants {
+    /// Whether emitting to `sink` is allowed.
+    pub fn allows(&self, sink: &str) -> bool {
+        self.0.contains(sink)
+    }
+
+    /// The granted sink names, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// Whether nothing is granted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Per-handler caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory cap of one instance, MiB.
+    pub memory_mb: u32,
+    /// CPU deadline of one call.
+    pub time: Duration,
+    /// Messages one row change may emit.
+    pub emits_per_event: u32,
+}
+
+impl Limits {
+    /// Default memory cap, MiB.
+    pub const DEFAULT_MEMORY_MB: u32 = 64;
+    /// Default deadline, ms.
+    pub const DEFAULT_TIME_MS: u32 = 100;
+    /// Default emit quota.
+    pub const DEFAULT_EMITS_PER_EVENT: u32 = 64;
+
+    /// The memory cap in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_mb as usize * 1024 * 1024
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: Self::DEFAULT_MEMORY_MB,
+            time: Duration::from_millis(Self::DEFAULT_TIME_MS.into()),
+            emits_per_event: Self::DEFAULT_EMITS_PER_EVENT,
+        }
+    }
+}
+
+/// What a handler failure does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnError {
+    /// Stop before the checkpoint moves.
+    Halt,
+    /// Log and count it, then go on.
+    Skip,
+    /// Write the event and the error to this sink, then go on.
+    DeadLetter {
+        /// The dead-letter sink's name.
+        sink: String,
+    },
+}
+
+/// Default `[state] path`, relative to the config file's directory.
+pub const DEFAULT_STATE_PATH: &str = "var/rowhook";
+/// Default heartbeat period, seconds.
+pub const DEFAULT_HEARTBEAT_SECS: u32 = 30;
+/// Default number of rotated files a file sink keeps.
+pub const DEFAULT_KEEP: u32 = 5;
+
+const SINK_KINDS: &str = "stdout, file or fifo";
+
+impl Plan {
+    /// Reads, parses (with the process environment) and resolves a config file.
+    pub fn load(path: &Path) -> Result<Plan, ConfigError> {
+        let file = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Plan::parse(&text, &file, |name| std::env::var(name).ok())
+    }
+
+    /// Parses and resolves config text as if read from `file`.
+    pub fn parse(text: &str, file: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Plan, ConfigError> {
+        RawConfig::parse(text, file, env)?.resolve(file)
+    }
+
+    /// The source, or an error saying how to add one (`rowhook run` needs it).
+    pub fn require_source(&self) -> Result<&SourcePlan, ConfigError> {
+        self.source.as_ref().ok_or_else(|| ConfigError::Invalid {
+            file: self.file.clone(),
+            problems: vec![Problem {
+                key: "source".into(),
+                what: "no [source] table: there is no server to read the binlog from".into(),
+                fix: "add [source] with url = \"mysql://USER:${PASSWORD_VAR}@HOST:PORT\" and server_id".into(),
+            }],
+        })
+    }
+
+    /// The handlers that see a row change of `db`.`table` with `op`, in order.
+    pub fn subscribers<'a>(&'a self, db: &'a str, table: &'a str, op: Op) -> impl Iterator<Item = &'a HandlerPlan> {
+        self.handlers.iter().filter(move |h| h.subscribes(db, table, op))
+    }
+}
+
+/// Collects every problem instead of stopping at the first.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, key: impl Into<String>, what: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            what: what.into(),
+            fix: fix.into(),
+        });
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `p` against `base` unless absolute, without `.` components (lexically:
+/// symlinks and `..` are left as written).
+fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    base.join(p).components().collect()
+}
+
+impl RawConfig {
+    /// Validates and resolves into a [`Plan`]; relative paths are taken from
+    /// `file`'s directory. Reports every problem found, not just the first.
+    pub fn resolve(self, file: &Path) -> Result<Plan, ConfigError> {
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+        let base = file.parent().map(Path::to_owned).unwrap_or_default();
+        let mut problems = Problems::default();
+
+        let source = self.source.and_then(|s| resolve_source(s, &mut problems));
+
+        let state = StatePlan {
+            path: match self.state.and_then(|s| s.path) {
+                Some(p) if p.trim().is_empty() => {
+                    problems.push(
+                        "state.path",
+                        "is empty",
+                        format!("name a directory, or remove the key for the default `{DEFAULT_STATE_PATH}`"),
+                    );
+                    PathBuf::new()
+                }
+                Some(p) => resolve_path(&base, &p),
+                None => base.join(DEFAULT_STATE_PATH),
+            },
+        };
+
+        let defined: BTreeSet<&str> = self.sinks.keys().map(String::as_str).collect();
+        let mut sinks = BTreeMap::new();
+        let mut paths: BTreeMap<PathBuf, String> = BTreeMap::new();
+        for (name, raw) in &self.sinks {
+            let key = format!("sinks.{name}");
+            if !valid_name(name) {
+                problems.push(
+                    &key,
+                    format!("`{name}` is not a sink name"),
+                    "use letters, digits, `_` and `-` (at most 64): handlers emit to it by this name",
+                );
+            }
+            let Some(spec) = resolve_sink(raw, &key, &base, &mut problems) else {
+                continue;
+            };
+            if let Some(path) = spec.path() {
+                if let Some(other) = paths.get(path) {
+                    problems.push(
+                        format!("{key}.path"),
+                        format!("`{}` is also the path of sink `{other}`", path.display()),
+                        "give each file or fifo sink its own path: two sinks on one file would interleave their lines",
+                    );
+                } else {
+                    paths.insert(path.to_owned(), name.clone());
+                }
+            }
+            sinks.insert(name.clone(), spec);
+        }
+
+        let mut handlers = Vec::with_capacity(self.handlers.len());
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, raw) in self.handlers.into_iter().enumerate() {
+            let key = format!("handlers[{i}]");
+            if let Some(&first) = names.get(&raw.name) {
+                problems.push(
+                    format!("{key}.name"),
+                    format!("handler name `{}` is already used by handlers[{first}]", raw.name),
+                    "give each handler its own name: state, metrics and logs are kept by name",
+                );
+            } else {
+                names.insert(raw.name.clone(), i);
+            }
+            if let Some(h) = resolve_handler(raw, &key, &base, &defined, &mut problems) {
+                handlers.push(h);
+            }
+        }
+
+        if !problems.0.is_empty() {
+            let secrets = &self.secrets;
+            let problems = problems
+                .0
+                .into_iter()
+                .map(|p| Problem {
+                    key: p.key,
+                    what: secrets.scrub(&p.what),
+                    fix: secrets.scrub(&p.fix),
+                })
+                .collect();
+            return Err(ConfigError::Invalid { file, problems });
+        }
+        Ok(Plan {
+            file,
+            source,
+            state,
+            sinks,
+            handlers,
+        })
+    }
+}
+
+fn resolve_source(raw: RawSource, problems: &mut Problems) -> Option<SourcePlan> {
+    let url = match SourceUrl::parse(raw.url.expose()) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            // SourceUrl::parse never repeats the URL in its error.
+            problems.push(
+                "source.url",
+                e.to_string(),
+                "write it as mysql://USER:${PASSWORD_VAR}@HOST:PORT",
+            );
+            None
+        }
+    };
+    if raw.server_id == 0 {
+        problems.push(
+            "source.server_id",
+            "0 is not a replica server id",
+            "pick a non-zero id that no other replica of this server uses, e.g. 4242",
+        );
+    }
+    let start = match raw.start {
+        None => Some(StartPosition::Latest),
+        Some(RawStart::Text(s)) => match s.parse::<StartPosition>() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.push(
+                    "source.start",
+                    e,
+                    "use \"earliest\", \"latest\", \"FILE:POS\", a GTID set, { gtid = \"...\" } or { file = \"...\", pos = 4 }",
+                );
+                None
+            }
+        },
+        Some(RawStart::Table(t)) => resolve_start_table(t, problems),
+    };
+    let heartbeat_secs = raw.heartbeat_secs.unwrap_or(DEFAULT_HEARTBEAT_SECS);
+    if !(1..=3600).contains(&heartbeat_secs) {
+        problems.push(
+            "source.heartbeat_secs",
+            format!("{heartbeat_secs} is out of range"),
+            "use 1 to 3600 seconds (default 30)",
+        );
+    }
+    Some(SourcePlan {
+        url: url?,
+        server_id: raw.server_id,
+        start: start?,
+        heartbeat: Duration::from_secs(heartbeat_secs.into()),
+    })
+}
+
+fn resolve_start_table(t: RawStartTable, problems: &mut Problems) -> Option<StartPosition> {
+    match t {
+        RawStartTable {
+            gtid: Some(g),
+            file: None,
+            pos: None,
+        } => match g.parse::<StartPosition>() {
+            Ok(p @ StartPosition::Gtid(_)) => Some(p),
+            Ok(_) => {
+                problems.push(
+                    "source.start.gtid",
+                    format!("`{g}` is not a GTID set"),
+                    "write a GTID set such as \"0-1-100\"; for \"earliest\" or \"latest\" use start = \"...\"",
+                );
+                None
+            }
+            Err(e) => {
+                problems.push("source.start.gtid", e, "write a GTID set such as \"0-1-100\"");
+                None
+            }
+        },
+        RawStartTable {
+            gtid: None,
+            file: Some(file),
+            pos: Some(pos),
+        } => {
+            let mut ok = true;
+            if file.trim().is_empty() || file.contains(['/', ':']) {
+                problems.push(
+                    "source.start.file",
+                    format!("`{file}` is not a binlog file name"),
+                    "name a file from SHOW BINARY LOGS, e.g. \"mysql-bin.000003\"",
+                );
+                ok = false;
+            }
+            if pos < 4 {
+                problems.push(
+                    "source.start.pos",
+                    format!("{pos} is before the first event"),
+                    "use 4 (the start of the file) or the offset of an event boundary",
+                );
+                ok = false;
+            }
+            ok.then_some(StartPosition::File { file, pos })
+        }
+        RawStartTable {
+            gtid: None,
+            file: Some(_),
+            pos: None,
+        } => {
+            problems.push(
+                "source.start.pos",
+                "a file start needs a position",
+                "add pos = 4 to start at the beginning of the file",
+            );
+            None
+        }
+        RawStartTable {
+            gtid: None,
+            file: None,
+            pos: Some(_),
+        } => {
+            problems.push(
+                "source.start.file",
+                "a position needs a file",
+                "add file = \"mysql-bin.000003\" (a name from SHOW BINARY LOGS)",
+            );
+            None
+        }
+        RawStartTable { gtid: None, .. } => {
+            problems.push(
+                "source.start",
+                "the table is empty",
+                "write { gtid = \"0-1-100\" } or { file = \"mysql-bin.000003\", pos = 4 }",
+            );
+            None
+        }
+        RawStartTable { gtid: Some(_), .. } => {
+            problems.push(
+                "source.start",
+                "gives both a GTID and a file position",
+                "keep one: { gtid = \"...\" } or { file = \"...\", pos = N }",
+            );
+            None
+        }
+    }
+}
+
+fn resolve_sink(raw: &RawSink, key: &str, base: &Path, problems: &mut Problems) -> Option<SinkSpec> {
+    let path = |p: &str, problems: &mut Problems| {
+        if p.trim().is_empty() {
+            problems.push(format!("{key}.path"), "is empty", "name the file to write to");
+            None
+        } else {
+            Some(resolve_path(base, p))
+        }
+    };
+    match raw {
+        RawSink::Stdout(RawStdoutSink {}) => Some(SinkSpec::Stdout),
+        RawSink::File(f) => {
+            let path = path(&f.path, problems);
+            let fsync = match &f.fsync {
+                None => Some(FsyncPolicy::Always),
+                Some(RawFsync::Word(w)) if w == "always" => Some(FsyncPolicy::Always),
+                Some(RawFsync::Word(w)) if w == "never" => Some(FsyncPolicy::Never),
+                Some(RawFsync::Word(w)) => {
+                    problems.push(
+                        format!("{key}.fsync"),
+                        format!("`{w}` is not an fsync policy"),
+                        "use \"always\", \"never\" or { interval_ms = N }",
+                    );
+                    None
+                }
+                Some(RawFsync::Interval(RawFsyncInterval { interval_ms })) => {
+                    if (1..=60_000).contains(interval_ms) {
+                        Some(FsyncPolicy::Interval(Duration::from_millis(*interval_ms)))
+                    } else {
+                        problems.push(
+                            format!("{key}.fsync.interval_ms"),
+                            format!("{interval_ms} is out of range"),
+                            "use 1 to 60000 ms, or fsync = \"always\" / \"never\"",
+                        );
+                        None
+                    }
+                }
+            };
+            let rotation = match (f.max_bytes, f.keep) {
+                (None, None) => Some(None),
+                (None, Some(_)) => {
+                    problems.push(
+                        format!("{key}.keep"),
+                        "applies only to rotation, which is off",
+                        "set max_bytes to rotate by size, or remove keep",
+                    );
+                    None
+                }
+                (Some(max_bytes), keep) => {
+                    let keep = keep.unwrap_or(DEFAULT_KEEP);
+                    let mut ok = true;
+                    if max_bytes < 1024 {
+                        problems.push(
+                            format!("{key}.max_bytes"),
+                            format!("{max_bytes} is too small"),
+                            "use at least 1024 bytes, or remove it to never rotate",
+                        );
+                        ok = false;
+                    }
+                    if !(1..=1000).contains(&keep) {
+                        problems.push(
+                            format!("{key}.keep"),
+                            format!("{keep} is out of range"),
+                            "keep 1 to 1000 rotated files (default 5)",
+                        );
+                        ok = false;
+                    }
+                    ok.then_some(Some(Rotation { max_bytes, keep }))
+                }
+            };
+            Some(SinkSpec::File(FileOptions {
+                path: path?,
+                fsync: fsync?,
+                rotation: rotation?,
+            }))
+        }
+        RawSink::Fifo(f) => {
+            let path = path(&f.path, problems);
+            let mode = f.mode.unwrap_or(FifoOptions::DEFAULT_MODE);
+            if mode > 0o777 {
+                problems.push(
+                    format!("{key}.mode"),
+                    format!("{mode:#o} is not a permission mode"),
+                    "use permission bits such as 0o600 or 0o660",
+                );
+                return None;
+            }
+            Some(SinkSpec::Fifo(FifoOptions { path: path?, mode }))
+        }
+        RawSink::Redis(_)
+        | RawSink::Nats(_)
+        | RawSink::Http(_)
+        | RawSink::Mysql(_)
+        | RawSink::Postgres(_)
+        | RawSink::Exec(_) => {
+            let kind = match raw {
+                RawSink::Redis(_) => "redis",
+                RawSink::Nats(_) => "nats",
+                RawSink::Http(_) => "http",
+                RawSink::Mysql(_) => "mysql",
+                RawSink::Postgres(_) => "postgres",
+                _ => "exec",
+            };
+            problems.push(
+                format!("{key}.kind"),
+                format!("sink kind `{kind}` is not available in this version"),
+                format!("use {SINK_KINDS}"),
+            );
+            None
+        }
+    }
+}
+
+fn resolve_handler(
+    raw: RawHandler,
+    key: &str,
+    base: &Path,
+    defined_sinks: &BTreeSet<&str>,
+    problems: &mut Problems,
+) -> Option<HandlerPlan> {
+    let before = problems.0.len();
+    if !valid_name(&raw.name) {
+        problems.push(
+            format!("{key}.name"),
+            format!("`{}` is not a handler name", raw.name),
+            "use letters, digits, `_` and `-` (at most 64)",
+        );
+    }
+    let tenant = raw.tenant.unwrap_or_else(|| "default".to_owned());
+    if !valid_name(&tenant) {
+        problems.push(
+            format!("{key}.tenant"),
+            format!("`{tenant}` is not a tenant name"),
+            "use letters, digits, `_` and `-` (at most 64)",
+        );
+    }
+    if raw.module.trim().is_empty() {
+        problems.push(
+            format!("{key}.module"),
+            "is empty",
+            "name the handler's .wasm component file",
+        );
+    }
+    let module = resolve_path(base, &raw.module);
+
+    let mut tables = Vec::new();
+    if raw.tables.is_empty() {
+        problems.push(
+            format!("{key}.tables"),
+            "is empty: the handler would see no row change",
+            "list what it reads, e.g. tables = [\"shop.orders\"] or [\"shop.*\"]",
+        );
+    }
+    for (j, t) in raw.tables.iter().enumerate() {
+        match TablePattern::parse(t) {
+            Ok(p) if !tables.contains(&p) => tables.push(p),
+            Ok(_) => {}
+            Err(e) => problems.push(format!("{key}.tables[{j}]"), e, "write `db.table` or `db.*`"),
+        }
+    }
+
+    let ops = match &raw.ops {
+        None => OpSet::ALL,
+        Some(ops) => {
+            if ops.is_empty() {
+                problems.push(
+                    format!("{key}.ops"),
+                    "is empty: the handler would see no row change",
+                    "list any of \"insert\", \"update\", \"delete\", or remove the key for all three",
+                );
+            }
+            OpSet {
+                insert: ops.contains(&RawOp::Insert),
+                update: ops.contains(&RawOp::Update),
+                delete: ops.contains(&RawOp::Delete),
+            }
+        }
+    };
+
+    let mut grants = BTreeSet::new();
+    for s in &raw.sinks {
+        if defined_sinks.contains(s.as_str()) {
+            grants.insert(s.clone());
+        } else {
+            problems.push(
+                format!("{key}.sinks"),
+                format!("sink `{s}` is not defined"),
+                define_or_remove(s, defined_sinks),
+            );
+        }
+    }
+
+    let limits = resolve_limits(raw.limits, key, problems);
+
+    let on_error = match (raw.on_error.unwrap_or(RawOnError::Halt), raw.dead_letter) {
+        (RawOnError::DeadLetter, Some(sink)) if defined_sinks.contains(sink.as_str()) => OnError::DeadLetter { sink },
+        (RawOnError::DeadLetter, Some(sink)) => {
+            problems.push(
+                format!("{key}.dead_letter"),
+                format!("sink `{sink}` is not defined"),
+                define_or_remove(&sink, defined_sinks),
+            );
+            OnError::Halt
+        }
+        (RawOnError::DeadLetter, None) => {
+            problems.push(
+                format!("{key}.dead_letter"),
+                "on_error = \"dead-letter\" needs a sink to write failed events to",
+                "add dead_letter = \"<sink name>\"",
+            );
+            OnError::Halt
+        }
+        (other, Some(_)) => {
+            problems.push(
+                format!("{key}.dead_letter"),
+                "is only used with on_error = \"dead-letter\"",
+                "set on_error = \"dead-letter\", or remove dead_letter",
+            );
+            match other {
+                RawOnError::Skip => OnError::Skip,
+                _ => OnError::Halt,
+            }
+        }
+        (RawOnError::Halt, None) => OnError::Halt,
+        (RawOnError::Skip, None) => OnError::Skip,
+    };
+
+    (problems.0.len() == before).then_some(HandlerPlan {
+        name: raw.name,
+        tenant,
+        module,
+        tables,
+        ops,
+        grants: SinkGrants(grants),
+        limits,
+        on_error,
+    })
+}
+
+fn define_or_remove(sink: &str, defined: &BTreeSet<&str>) -> String {
+    let known = if defined.is_empty() {
+        "none is defined".to_owned()
+    } else {
+        let names: Vec<String> = defined.iter().map(|s| format!("`{s}`")).collect();
+        format!("defined: {}", names.join(", "))
+    };
+    format!("define it in a [sinks.{sink}] table or use a defined sink ({known})")
+}
+
+fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) -> Limits {
+    let raw = raw.unwrap_or(RawLimits {
+        memory_mb: None,
+        time_ms: None,
+        emits_per_event: None,
+    });
+    let mut check = |name: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>, unit: &str| {
+        let v = value.unwrap_or(default);
+        if !range.contains(&v) {
+            problems.push(
+                format!("{key}.limits.{name}"),
+                format!("{v} is out of range"),
+                format!("use {} to {}{unit} (default {default})", range.start(), range.end()),
+            );
+        }
+        v
+    };
+    let memory_mb = check("memory_mb", raw.memory_mb, Limits::DEFAULT_MEMORY_MB, 1..=4096, " MiB");
+    let time_ms = check("time_ms", raw.time_ms, Limits::DEFAULT_TIME_MS, 1..=60_000, " ms");
+    let emits_per_event = check(
+        "emits_per_event",
+        raw.emits_per_event,
+        Limits::DEFAULT_EMITS_PER_EVENT,
+        0..=10_000,
+        "",
+    );
+    Limits {
+        memory_mb,
+        time: Duration::from_millis(time_ms.into()),
+        emits_per_event,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const FILE: &str = "/etc/rowhook/rowhook.toml";
+    const PASSWORD: &str = "s3cr3t-Pa55";
+
+    fn env(name: &str) -> Option<String> {
+        let vars: HashMap<&str, &str> = [
+            ("ROWHOOK_DB_PASSWORD", PASSWORD),
+            ("OUT_DIR", "/var/out"),
+            ("QUOTED", "a \"quoted\"\nvalue"),
+            ("EMPTY", ""),
+        ]
+        .into();
+        vars.get(name).map(|v| v.to_string())
+    }
+
+    fn parse(text: &str) -> Result<Plan, ConfigError> {
+        Plan::parse(text, Path::new(FILE), env)
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match parse(text) {
+            Err(e @ ConfigError::Invalid { .. }) => e.problems().to_vec(),
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    /// The one problem of `text`, as `key: what; fix`.
+    fn problem(text: &str) -> String {
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        p[0].to_string()
+    }
+
+    fn syntax(text: &str) -> (Option<usize>, Option<String>, String) {
+        match parse(text) {
+            Err(ConfigError::Syntax { line, key, message, .. }) => (line, key, message),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    /// A valid handler to hang other tests on.
+    const HANDLER: &str = r#"
+[sinks.out]
+kind = "stdout"
+
+[[handlers]]
+name = "h"
+module = "h.wasm"
+tables = ["shop.orders"]
+sinks = ["out"]
+"#;
+
+    const FULL: &str = r#"
+[source]
+url = "mysql://repl:${ROWHOOK_DB_PASSWORD}@127.0.0.1:3306"
+server_id = 4242
+start = { file = "mysql-bin.000003", pos = 4 }
+heartbeat_secs = 10
+
+[state]
+path = "/var/lib/rowhook"
+
+[sinks.out]
+kind = "stdout"
+
+[sinks.audit]
+kind = "file"
+path = "${OUT_DIR}/audit.jsonl"
+fsync = { interval_ms = 250 }
+max_bytes = 1048576
+keep = 3
+
+[sinks.dead]
+kind = "file"
+path = "dead/letters.jsonl"
+fsync = "never"
+
+[sinks.news]
+kind = "fifo"
+path = "run/news.fifo"
+mode = 0o660
+
+[[handlers]]
+name = "orders-copy"
+tenant = "shop"
+module = "handlers/orders.wasm"
+tables = ["shop.orders", "shop.order_items", "shop.orders"]
+ops = ["insert", "update"]
+sinks = ["audit", "out"]
+limits = { memory_mb = 32, time_ms = 50, emits_per_event = 16 }
+on_error = "dead-letter"
+dead_letter = "dead"
+
+[[handlers]]
+name = "news"
+tenant = "web"
+module = "/opt/handlers/news.wasm"
+tables = ["cms.*"]
+sinks = ["news"]
+on_error = "skip"
+"#;
+
+    #[test]
+    fn a_full_config_resolves() {
+        let plan = parse(FULL).unwrap();
+        assert_eq!(plan.file, Path::new(FILE));
+
+        let source = plan.require_source().unwrap();
+        assert_eq!(source.server_id, 4242);
+        assert_eq!(
+            source.start,
+            StartPosition::File {
+                file: "mysql-bin.000003".into(),
+                pos: 4
+            }
+        );
+        assert_eq!(source.heartbeat, Duration::from_secs(10));
+        assert_eq!(source.url.opts().pass(), Some(PASSWORD));
+        assert_eq!(source.url.to_string(), "mysql://repl@127.0.0.1:3306");
+
+        assert_eq!(plan.state.path, Path::new("/var/lib/rowhook"));
+
+        assert_eq!(plan.sinks.len(), 4);
+        assert_eq!(plan.sinks["out"], SinkSpec::Stdout);
+        assert_eq!(
+            plan.sinks["audit"],
+            SinkSpec::File(FileOptions {
+                path: "/var/out/audit.jsonl".into(),
+                fsync: FsyncPolicy::Interval(Duration::from_millis(250)),
+                rotation: Some(Rotation {
+                    max_bytes: 1 << 20,
+                    keep: 3
+                }),
+            })
+        );
+        assert_eq!(
+            plan.sinks["dead"],
+            SinkSpec::File(FileOptions {
+                path: "/etc/rowhook/dead/letters.jsonl".into(),
+                fsync: FsyncPolicy::Never,
+                rotation: None,
+            })
+        );
+        assert_eq!(
+            plan.sinks["news"],
+            SinkSpec::Fifo(FifoOptions {
+                path: "/etc/rowhook/run/news.fifo".into(),
+                mode: 0o660
+            })
+        );
+
+        let [orders, news] = &plan.handlers[..] else {
+            panic!("two handlers")
+        };
+        assert_eq!(orders.name, "orders-copy");
+        assert_eq!(orders.tenant, "shop");
+        assert_eq!(orders.module, Path::new("/etc/rowhook/handlers/orders.wasm"));
+        assert_eq!(
+            orders.tables,
+            [
+                TablePattern::parse("shop.orders").unwrap(),
+                TablePattern::parse("shop.order_items").unwrap()
+            ],
+            "deduplicated, in order"
+        );
+        assert_eq!(
+            orders.ops,
+            OpSet {
+                insert: true,
+                update: true,
+                delete: false
+            }
+        );
+        assert_eq!(orders.grants.iter().collect::<Vec<_>>(), ["audit", "out"]);
+        assert!(!orders.grants.allows("news"));
+        assert!(!orders.grants.allows("dead"), "the dead-letter sink is not a grant");
+        assert_eq!(
+            orders.limits,
+            Limits {
+                memory_mb: 32,
+                time: Duration::from_millis(50),
+                emits_per_event: 16
+            }
+        );
+        assert_eq!(orders.limits.memory_bytes(), 32 << 20);
+        assert_eq!(orders.on_error, OnError::DeadLetter { sink: "dead".into() });
+
+        assert_eq!(news.module, Path::new("/opt/handlers/news.wasm"));
+        assert_eq!(
+            news.tables,
+            [TablePattern {
+                db: "cms".into(),
+                table: None
+            }]
+        );
+        assert_eq!(news.ops, OpSet::ALL);
+        assert_eq!(news.limits, Limits::default());
+        assert_eq!(news.on_error, OnError::Skip);
+
+        // Routing by subscription.
+        let names = |db, t, op| plan.subscribers(db, t, op).map(|h| h.name.as_str()).collect::<Vec<_>>();
+        assert_eq!(names("shop", "orders", Op::Insert), ["orders-copy"]);
+        assert!(names("shop", "orders", Op::Delete).is_empty());
+        assert!(names("shop", "users", Op::Insert).is_empty());
+        assert_eq!(names("cms", "news", Op::Delete), ["news"]);
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let plan = parse("[source]\nurl = \"mysql://u:p@h:3306\"\nserver_id = 7\n").unwrap();
+        let source = plan.source.as_ref().unwrap();
+        assert_eq!(source.start, StartPosition::Latest);
+        assert_eq!(source.heartbeat, Duration::from_secs(30));
+        assert_eq!(plan.state.path, Path::new("/etc/rowhook/var/rowhook"));
+        assert!(plan.sinks.is_empty() && plan.handlers.is_empty());
+
+        let plan = parse(HANDLER).unwrap();
+        assert!(plan.source.is_none());
+        let err = plan.require_source().unwrap_err().to_string();
+        assert!(
+            err.contains("source: no [source] table") && err.contains("add [source]"),
+            "{err}"
+        );
+        let h = &plan.handlers[0];
+        assert_eq!(h.tenant, "default");
+        assert_eq!(h.ops, OpSet::ALL);
+        assert_eq!(
+            h.limits,
+            Limits {
+                memory_mb: 64,
+                time: Duration::from_millis(100),
+                emits_per_event: 64
+            }
+        );
+        assert_eq!(h.on_error, OnError::Halt);
+
+        // No `sinks` grants nothing.
+        let plan = parse("[[handlers]]\nname = \"h\"\nmodule = \"h.wasm\"\ntables = [\"a.b\"]\n").unwrap();
+        assert!(plan.handlers[0].grants.is_empty());
+        assert!(!plan.handlers[0].grants.allows("out"));
+
+        // File sink defaults: fsync always, no rotation; keep defaults to 5.
+        let plan = parse("[sinks.f]\nkind = \"file\"\npath = \"f\"\n[sinks.g]\nkind = \"file\"\npath = \"g\"\nmax_bytes = 4096\n[sinks.p]\nkind = \"fifo\"\npath = \"p\"\n").unwrap();
+        let SinkSpec::File(f) = &plan.sinks["f"] else { panic!() };
+        assert_eq!((f.fsync, f.rotation), (FsyncPolicy::Always, None));
+        let SinkSpec::File(g) = &plan.sinks["g"] else { panic!() };
+        assert_eq!(
+            g.rotation,
+            Some(Rotation {
+                max_bytes: 4096,
+                keep: 5
+            })
+        );
+        let SinkSpec::Fifo(p) = &plan.sinks["p"] else { panic!() };
+        assert_eq!(p.mode, 0o600);
+    }
+
+    #[test]
+    fn start_takes_every_form() {
+        let start = |s: &str| {
+            let text = format!("[source]\nurl = \"mysql://u:p@h:3306\"\nserver_id = 1\nstart = {s}\n");
+            parse(&text).map(|p| p.source.unwrap().start)
+        };
+        assert_eq!(start("\"earliest\"").unwrap(), StartPosition::Earliest);
+        assert_eq!(start("\"latest\"").unwrap(), StartPosition::Latest);
+        assert_eq!(
+            start("\"mysql-bin.000003:1234\"").unwrap(),
+            StartPosition::File {
+                file: "mysql-bin.000003".into(),
+                pos: 1234
+            }
+        );
+        assert_eq!(start("\"0-1-100\"").unwrap(), StartPosition::Gtid("0-1-100".into()));
+        assert_eq!(
+            start("{ gtid = \"0-1-100,1-2-3\" }").unwrap(),
+            StartPosition::Gtid("0-1-100,1-2-3".into())
+        );
+        assert_eq!(
+            start("{ file = \"mysql-bin.000009\", pos = 4 }").unwrap(),
+            StartPosition::File {
+                file: "mysql-bin.000009".into(),
+                pos: 4
+            }
+        );
+    }
+
+    /// DESIGN.md's Config section, verbatim.
+    const DESIGN_EXAMPLE: &str = r#"
+[source]
+url = "mysql://repl:${ROWHOOK_DB_PASSWORD}@127.0.0.1:3306"
+server_id = 4242                  # unique among replicas
+start = "earliest"                # | "latest" | { gtid = "0-1-100" } | { file = "mysql-bin.000003", pos = 4 }
+
+[state]
+path = "var/rowhook"              # checkpoint + handler state, embedded, crash-safe
+
+[sinks.sms_queue]
+kind = "redis"                    # stdout | file | fifo | redis | nats | http | mysql | postgres | exec | ...
+url = "redis://127.0.0.1:6379"
+
+[[handlers]]
+name = "sms"
+tenant = "notify"
+module = "handlers/sms.wasm"
+tables = ["shop.sms_outbox"]      # host-side subscription; the handler sees nothing else
+ops = ["insert"]
+sinks = ["sms_queue"]             # grants; anything else is denied
+limits = { memory_mb = 32, time_ms = 50, emits_per_event = 16 }
+on_error = "halt"                 # | "skip" | "dead-letter"
+"#;
+
+    #[test]
+    fn the_design_example_parses_and_only_its_redis_sink_is_refused() {
+        // It parses into raw structs as written.
+        let raw = RawConfig::parse(DESIGN_EXAMPLE, Path::new(FILE), env).unwrap();
+        assert!(matches!(raw.sinks["sms_queue"], RawSink::Redis(_)));
+        assert_eq!(raw.handlers[0].ops, Some(vec![RawOp::Insert]));
+
+        // Resolving refuses the redis sink, and nothing else.
+        assert_eq!(
+            problem(DESIGN_EXAMPLE),
+            "sinks.sms_queue.kind: sink kind `redis` is not available in this version; use stdout, file or fifo"
+        );
+
+        // The rest, with a sink kind this version has.
+        let text = DESIGN_EXAMPLE.replace("kind = \"redis\"  ", "kind = \"fifo\"\npath = \"run/sms.fifo\"\n#");
+        let text = text.replace("url = \"redis://127.0.0.1:6379\"", "");
+        let plan = parse(&text).unwrap();
+        let source = plan.source.as_ref().unwrap();
+        assert_eq!((source.server_id, &source.start), (4242, &StartPosition::Earliest));
+        assert_eq!(plan.state.path, Path::new("/etc/rowhook/var/rowhook"));
+        let h = &plan.handlers[0];
+        assert_eq!((h.name.as_str(), h.tenant.as_str()), ("sms", "notify"));
+        assert_eq!(h.module, Path::new("/etc/rowhook/handlers/sms.wasm"));
+        assert!(h.subscribes("shop", "sms_outbox", Op::Insert));
+        assert!(!h.subscribes("shop", "sms_outbox", Op::Update));
+        assert!(!h.subscribes("shop", "orders", Op::Insert));
+        assert!(h.grants.allows("sms_queue") && !h.grants.allows("other"));
+        assert_eq!(
+            h.limits,
+            Limits {
+                memory_mb: 32,
+                time: Duration::from_millis(50),
+                emits_per_event: 16
+            }
+        );
+        assert_eq!(h.on_error, OnError::Halt);
+    }
+
+    #[test]
+    fn every_unavailable_kind_is_named() {
+        for kind in ["redis", "nats", "http", "mysql", "postgres", "exec"] {
+            let text = format!("[sinks.s]\nkind = \"{kind}\"\nurl = \"x://y\"\nanything = 1\n");
+            assert_eq!(
+                problem(&text),
+                format!("sinks.s.kind: sink kind `{kind}` is not available in this version; use stdout, file or fifo")
+            );
+        }
+        // A kind nobody plans is a schema error listing the kinds.
+        let (line, key, message) = syntax("[sinks.s]\nkind = \"kafka\"\n");
+        assert_eq!((line, key.as_deref()), (Some(2), Some("sinks.s.kind")));
+        assert!(
+            message.contains("unknown variant `kafka`") && message.contains("`fifo`"),
+            "{message}"
+        );
+        let (_, key, message) = syntax("[sinks.s]\npath = \"x\"\n");
+        assert_eq!(key.as_deref(), Some("sinks.s"));
+        assert!(message.contains("missing field `kind`"), "{message}");
+    }
+
+    #[test]
+    fn env_expansion() {
+        let plan = parse(
+            r#"
+# Comments are not expanded: ${NOT_SET}
+[sinks.a]
+kind = "file"
+path = "${OUT_DIR}/a-$${literal}-$$-${EMPTY}.jsonl"
+[sinks.b]
+kind = "file"
+path = '${QUOTED}'
+[[handlers]]
+name = "h"
+module = "${OUT_DIR}/h.wasm"
+tables = ["shop.${EMPTY}orders"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.sinks["a"].path().unwrap(),
+            Path::new("/var/out/a-${literal}-$-.jsonl")
+        );
+        // A value with quotes and a newline stays one string: expansion works
+        // on parsed values, not on the TOML text.
+        assert_eq!(
+            plan.sinks["b"].path().unwrap(),
+            Path::new("/etc/rowhook/a \"quoted\"\nvalue")
+        );
+        assert_eq!(plan.handlers[0].module, Path::new("/var/out/h.wasm"));
+        assert_eq!(plan.handlers[0].tables[0].to_string(), "shop.orders");
+    }
+
+    #[test]
+    fn env_errors_name_the_variable_and_the_line() {
+        let err = |text: &str| match parse(text) {
+            Err(ConfigError::Env { line, message, .. }) => (line, message),
+            other => panic!("expected an env error, got {other:?}"),
+        };
+        let (line, message) = err("[sinks.a]\nkind = \"file\"\n\npath = \"/x/${NOPE}/y\"\n");
+        assert_eq!(line, 4);
+        assert!(message.contains("`NOPE` is not set"), "{message}");
+        // Inside a multi-line string, the line of the variable itself.
+        let (line, _) = err("[sinks.a]\nkind = \"file\"\npath = \"\"\"\na\nb${NOPE}\"\"\"\n");
+        assert_eq!(line, 5);
+        // In an array.
+        let (line, message) =
+            err("[[handlers]]\nname = \"h\"\nmodule = \"m\"\ntables = [\n  \"a.b\",\n  \"${MISSING_DB}.t\",\n]\n");
+        assert_eq!(line, 6);
+        assert!(message.contains("MISSING_DB"), "{message}");
+        let (_, message) = err("[sinks.a]\nkind = \"file\"\npath = \"cost: 5$\"\n");
+        assert!(message.contains("`$$`"), "{message}");
+        let (_, message) = err("[sinks.a]\nkind = \"file\"\npath = \"$HOME/x\"\n");
+        assert!(message.contains("`${NAME}`"), "{message}");
+        let (_, message) = err("[sinks.a]\nkind = \"file\"\npath = \"${OUT_DIR\"\n");
+        assert!(message.contains("no closing `}`"), "{message}");
+        let (_, message) = err("[sinks.a]\nkind = \"file\"\npath = \"${1X}\"\n");
+        assert!(message.contains("not a variable name"), "{message}");
+        // The message names the file.
+        let e = parse("[sinks.a]\nkind = \"file\"\npath = \"${NOPE}\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("/etc/rowhook/rowhook.toml:3: "), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_everywhere() {
+        let cases = [
+            (
+                "colour = \"red\"\n",
+                "colour",
+                "unknown field `colour`, expected one of `source`, `state`, `sinks`, `handlers`",
+            ),
+            (
+                "[source]\nurl = \"mysql://u:p@h:1\"\nserver_id = 1\nserverid = 2\n",
+                "source.serverid",
+                "unknown field `serverid`, expected one of `url`, `server_id`, `start`, `heartbeat_secs`",
+            ),
+            (
+                "[source]\nurl = \"mysql://u:p@h:1\"\nserver_id = 1\nstart = { gtid = \"0-1-1\", poss = 4 }\n",
+                "source.start.poss",
+                "unknown field `poss`",
+            ),
+            ("[state]\ndir = \"x\"\n", "state.dir", "unknown field `dir`"),
+            (
+                "[sinks.f]\nkind = \"file\"\npath = \"x\"\nfsynk = \"always\"\n",
+                "sinks.f.fsynk",
+                "unknown field `fsynk`",
+            ),
+            (
+                "[sinks.f]\nkind = \"file\"\npath = \"x\"\nfsync = { every_ms = 5 }\n",
+                "sinks.f.every_ms",
+                "unknown field `every_ms`",
+            ),
+            (
+                "[sinks.o]\nkind = \"stdout\"\npath = \"x\"\n",
+                "sinks.o.path",
+                "unknown field `path`",
+            ),
+            (
+                "[sinks.p]\nkind = \"fifo\"\npath = \"x\"\nowner = \"www\"\n",
+                "sinks.p.owner",
+                "unknown field `owner`",
+            ),
+            (
+                "[[handlers]]\nname = \"h\"\nmodule = \"m\"\ntables = [\"a.b\"]\ngrants = [\"x\"]\n",
+                "handlers[0].grants",
+                "unknown field `grants`",
+            ),
+            (
+                "[[handlers]]\nname = \"h\"\nmodule = \"m\"\ntables = [\"a.b\"]\nlimits = { fuel = 5 }\n",
+                "handlers[0].limits.fuel",
+                "unknown field `fuel`",
+            ),
+        ];
+        for (text, want_key, want) in cases {
+            let (line, key, message) = syntax(text);
+            assert!(message.contains(want), "{text}: {message}");
+            assert!(line.is_some(), "{text}: a line number");
+            assert_eq!(key.as_deref(), Some(want_key), "{text}");
+        }
+    }
+
+    #[test]
+    fn schema_errors_give_file_line_key_and_message() {
+        let text = "[[handlers]]\nname = \"a\"\nmodule = \"m\"\ntables = [\"a.b\"]\n\n[[handlers]]\nname = \"b\"\nmodule = \"m\"\ntables = [\"a.b\"]\nlimits = { time_ms = \"fast\" }\n";
+        let (line, key, message) = syntax(text);
+        assert_eq!(line, Some(10));
+        assert_eq!(key.as_deref(), Some("handlers[1].limits.time_ms"));
+        assert!(
+            message.contains("invalid type: string \"fast\", expected u32"),
+            "{message}"
+        );
+        let e = parse(text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("/etc/rowhook/rowhook.toml:10:"),
+            "file and line first: {e}"
+        );
+        assert!(e.contains("handlers[1].limits.time_ms: invalid type"), "{e}");
+
+        let (_, key, message) =
+            syntax("[[handlers]]\nname = \"a\"\nmodule = \"m\"\ntables = [\"a.b\"]\nops = [\"upsert\"]\n");
+        assert_eq!(key.as_deref(), Some("handlers[0].ops[0]"));
+        assert!(
+            message.contains("unknown variant `upsert`, expected one of `insert`, `update`, `delete`"),
+            "{message}"
+        );
+        let (_, key, message) =
+            syntax("[[handlers]]\nname = \"a\"\nmodule = \"m\"\ntables = [\"a.b\"]\non_error = \"retry\"\n");
+        assert_eq!(key.as_deref(), Some("handlers[0].on_error"));
+        assert!(message.contains("`dead-letter`"), "{message}");
+        let (_, key, message) = syntax("[[handlers]]\nname = \"a\"\nmodule = \"m\"\n");
+        assert_eq!(key.as_deref(), Some("handlers[0]"));
+        assert!(message.contains("missing field `tables`"), "{message}");
+        let (_, key, message) = syntax("[source]\nurl = \"mysql://u:p@h:1\"\nserver_id = -1\n");
+        assert_eq!(key.as_deref(), Some("source.server_id"));
+        assert!(!message.is_empty());
+        let (_, key, message) = syntax("[source]\nurl = \"mysql://u:p@h:1\"\nserver_id = 1\nstart = 5\n");
+        assert_eq!(key.as_deref(), Some("source.start"));
+        assert!(message.contains("\"earliest\""), "{message}");
+
+        // Not TOML at all.
+        let (line, key, _) = syntax("[source\nurl = 1\n");
+        assert_eq!((line, key), (Some(1), None));
+        let (line, _, _) = syntax("a = 1\na = 2\n");
+        assert_eq!(line, Some(2));
+    }
+
+    #[test]
+    fn source_problems() {
+        let src = |body: &str| problems(&format!("[source]\n{body}\n"));
+        let p = src("url = \"postgres://u:pw-secret@h:1\"\nserver_id = 0\nstart = \"yesterday\"\nheartbeat_secs = 0");
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "source.url",
+                "source.server_id",
+                "source.start",
+                "source.heartbeat_secs"
+            ]
+        );
+        assert!(p[0].what.contains("the scheme must be mysql://"), "{}", p[0]);
+        assert!(p[1].fix.contains("non-zero"), "{}", p[1]);
+        assert!(p[2].what.contains("`yesterday` is not a start position"), "{}", p[2]);
+        assert!(p[3].fix.contains("1 to 3600"), "{}", p[3]);
+
+        let base = "url = \"mysql://u:p@h:1\"\nserver_id = 1\n";
+        let one = |start: &str| {
+            let p = src(&format!("{base}start = {start}"));
+            assert_eq!(p.len(), 1, "{p:#?}");
+            p[0].to_string()
+        };
+        assert!(one("{ file = \"mysql-bin.000003\" }").starts_with("source.start.pos: a file start needs a position"));
+        assert!(one("{ pos = 4 }").starts_with("source.start.file: a position needs a file"));
+        assert!(
+            one("{ file = \"mysql-bin.000003\", pos = 2 }")
+                .starts_with("source.start.pos: 2 is before the first event")
+        );
+        assert!(one("{ file = \"\", pos = 4 }").starts_with("source.start.file:"));
+        assert!(one("{ gtid = \"0-1-1\", file = \"f.1\", pos = 4 }").starts_with("source.start: gives both"));
+        assert!(one("{}").starts_with("source.start: the table is empty"));
+        assert!(one("{ gtid = \"latest\" }").starts_with("source.start.gtid: `latest` is not a GTID set"));
+        assert!(one("{ gtid = \"zzz\" }").starts_with("source.start.gtid:"));
+        assert!(
+            one("\"mysql-bin.000003:2\"")
+                .starts_with("source.start: `mysql-bin.000003:2`: a binlog position is at least 4")
+        );
+        assert!(src(&format!("{base}heartbeat_secs = 3601"))[0].key == "source.heartbeat_secs");
+    }
+
+    #[test]
+    fn sink_problems() {
+        let p = problems(
+            r#"
+[state]
+path = " "
+[sinks."bad name"]
+kind = "stdout"
+[sinks.a]
+kind = "file"
+path = ""
+[sinks.b]
+kind = "file"
+path = "x"
+fsync = "sometimes"
+[sinks.c]
+kind = "file"
+path = "y"
+fsync = { interval_ms = 0 }
+[sinks.d]
+kind = "file"
+path = "z"
+keep = 3
+[sinks.e]
+kind = "file"
+path = "w"
+max_bytes = 100
+keep = 0
+[sinks.f]
+kind = "fifo"
+path = "p"
+mode = 0o1777
+[sinks.g]
+kind = "fifo"
+path = "./x"
+[sinks.h]
+kind = "file"
+path = "/etc/rowhook/x"
+"#,
+        );
+        let got: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.what)).collect();
+        assert_eq!(
+            got,
+            [
+                "state.path: is empty",
+                "sinks.a.path: is empty",
+                "sinks.b.fsync: `sometimes` is not an fsync policy",
+                "sinks.bad name: `bad name` is not a sink name",
+                "sinks.c.fsync.interval_ms: 0 is out of range",
+                "sinks.d.keep: applies only to rotation, which is off",
+                "sinks.e.max_bytes: 100 is too small",
+                "sinks.e.keep: 0 is out of range",
+                "sinks.f.mode: 0o1777 is not a permission mode",
+                "sinks.h.path: `/etc/rowhook/x` is also the path of sink `g`",
+            ]
+        );
+        assert!(p.iter().all(|p| !p.fix.is_empty()));
+        // Paths are compared (and kept) without `.` components.
+        let plan = parse("[sinks.g]\nkind = \"fifo\"\npath = \"./run/./x\"\n").unwrap();
+        assert_eq!(plan.sinks["g"].path().unwrap().as_os_str(), "/etc/rowhook/run/x");
+    }
+
+    #[test]
+    fn handler_problems() {
+        let p = problems(
+            r#"
+[sinks.out]
+kind = "stdout"
+[sinks.log]
+kind = "stdout"
+
+[[handlers]]
+name = "a"
+module = "a.wasm"
+tables = ["shop.orders"]
+
+[[handlers]]
+name = "a"
+tenant = "team one"
+module = " "
+tables = []
+ops = []
+sinks = ["out", "nowhere"]
+limits = { memory_mb = 0, time_ms = 60001, emits_per_event = 10001 }
+
+[[handlers]]
+name = "b/c"
+module = "b.wasm"
+tables = ["orders", "shop.", "*.orders", "shop.ord*", "shop.`x`", "shop.*"]
+on_error = "dead-letter"
+
+[[handlers]]
+name = "d"
+module = "d.wasm"
+tables = ["a.b"]
+on_error = "dead-letter"
+dead_letter = "missing"
+
+[[handlers]]
+name = "e"
+module = "e.wasm"
+tables = ["a.b"]
+on_error = "skip"
+dead_letter = "log"
+"#,
+        );
+        let got: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.what)).collect();
+        assert_eq!(
+            got,
+            [
+                "handlers[1].name: handler name `a` is already used by handlers[0]",
+                "handlers[1].tenant: `team one` is not a tenant name",
+                "handlers[1].module: is empty",
+                "handlers[1].tables: is empty: the handler would see no row change",
+                "handlers[1].ops: is empty: the handler would see no row change",
+                "handlers[1].sinks: sink `nowhere` is not defined",
+                "handlers[1].limits.memory_mb: 0 is out of range",
+                "handlers[1].limits.time_ms: 60001 is out of range",
+                "handlers[1].limits.emits_per_event: 10001 is out of range",
+                "handlers[2].name: `b/c` is not a handler name",
+                "handlers[2].tables[0]: `orders` is not `db.table` or `db.*`",
+                "handlers[2].tables[1]: `shop.` needs both a database and a table (`db.table` or `db.*`)",
+                "handlers[2].tables[2]: `*.orders`: the database cannot be a wildcard; name it (`db.*` subscribes to all its tables)",
+                "handlers[2].tables[3]: `shop.ord*`: `*` matches whole tables only (`shop.*`), not parts of names",
+                "handlers[2].tables[4]: `shop.`x`` holds spaces or backquotes; write names bare: `shop.orders`",
+                "handlers[2].dead_letter: on_error = \"dead-letter\" needs a sink to write failed events to",
+                "handlers[3].dead_letter: sink `missing` is not defined",
+                "handlers[4].dead_letter: is only used with on_error = \"dead-letter\"",
+            ]
+        );
+        // The fix of an undefined sink lists the defined ones.
+        assert_eq!(
+            p[5].fix,
+            "define it in a [sinks.nowhere] table or use a defined sink (defined: `log`, `out`)"
+        );
+        // The whole error names the file on every line.
+        let e = parse(&format!(
+            "{HANDLER}\n[[handlers]]\nname = \"h\"\nmodule = \"m\"\ntables = [\"a.b\"]\nsinks = [\"x\"]\n"
+        ))
+        .unwrap_err();
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with("/etc/rowhook/rowhook.toml: handlers[1]")),
+            "{text}"
+        );
+        assert!(
+            text.contains("handlers[1].sinks: sink `x` is not defined; define it in a [sinks.x] table"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let text = |extra: &str| {
+            format!("[source]\nurl = \"mysql://repl:${{ROWHOOK_DB_PASSWORD}}@127.0.0.1:3306\"\nserver_id = 1\n{extra}")
+        };
+        // Debug of the raw config and the plan.
+        let raw = RawConfig::parse(&text(""), Path::new(FILE), env).unwrap();
+        let debug = format!("{raw:?}");
+        assert!(!debug.contains(PASSWORD), "{debug}");
+        assert!(debug.contains("mysql://repl:***@127.0.0.1:3306"), "{debug}");
+        let plan = parse(&text("")).unwrap();
+        let debug = format!("{plan:?}");
+        assert!(!debug.contains(PASSWORD), "{debug}");
+
+        // Errors: a bad URL, a schema error echoing a value from the
+        // environment, resolve problems next to the URL.
+        let errors = [
+            parse("[source]\nurl = \"mysqlx://repl:${ROWHOOK_DB_PASSWORD}@h:1\"\nserver_id = 1\n").unwrap_err(),
+            parse(&text("heartbeat_secs = \"${ROWHOOK_DB_PASSWORD}\"\n")).unwrap_err(),
+            parse(&text("start = \"${ROWHOOK_DB_PASSWORD}\"\n")).unwrap_err(),
+            parse("[source]\nurl = \"mysql://repl:literal-pw@h:1\"\nserver_id = 0\nstart = \"literal-pw\"\n")
+                .unwrap_err(),
+            parse("[source]\nurl = \"mysql://repl:literal-pw@h:1\"\nserver_id = \"literal-pw\"\n").unwrap_err(),
+        ];
+        for e in &errors {
+            for shown in [e.to_string(), format!("{e:?}")] {
+                assert!(!shown.contains(PASSWORD), "{shown}");
+                assert!(!shown.contains("literal-pw"), "{shown}");
+            }
+        }
+        assert!(
+            errors[2]
+                .to_string()
+                .contains("source.start: `***` is not a start position"),
+            "{}",
+            errors[2]
+        );
+
+        assert_eq!(
+            RedactedUrl("mysql://u:p@ss@h:1/db?x=@".into()).to_string(),
+            "mysql://u:***@h:1/db?x=@"
+        );
+        assert_eq!(RedactedUrl("mysql://u@h:1".into()).to_string(), "mysql://u@h:1");
+        assert_eq!(RedactedUrl("not a url".into()).to_string(), "not a url");
+    }
+
+    #[test]
+    fn load_reads_the_file_and_resolves_against_its_directory() {
+        let dir = crate::sink::testing::TempDir::new("config-load");
+        let file = dir.path().join("rowhook.toml");
+        std::fs::write(&file, HANDLER).unwrap();
+        let plan = Plan::load(&file).unwrap();
+        assert_eq!(plan.file, file);
+        assert_eq!(plan.handlers[0].module, dir.path().join("h.wasm"));
+        assert_eq!(plan.state.path, dir.path().join("var/rowhook"));
+
+        let missing = dir.path().join("nope.toml");
+        let e = Plan::load(&missing).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        assert!(e.to_string().contains("nope.toml"), "{e}");
+    }
+
+    #[test]
+    fn table_patterns() {
+        let exact = TablePattern::parse("shop.orders").unwrap();
+        assert!(exact.matches("shop", "orders"));
+        assert!(!exact.matches("shop", "Orders"), "names compare exactly");
+        assert!(!exact.matches("shop2", "orders"));
+        let all = TablePattern::parse("shop.*").unwrap();
+        assert!(all.matches("shop", "anything") && !all.matches("other", "anything"));
+        assert_eq!(all.to_string(), "shop.*");
+        assert_eq!(exact.to_string(), "shop.orders");
+        assert!(TablePattern::parse("*.*").is_err());
+        assert!(TablePattern::parse("shop.orders x").is_err());
+    }
+}

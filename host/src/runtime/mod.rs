@@ -1,0 +1,424 @@
+//! The WebAssembly runtime: one wasmtime engine, handler components compiled
+//! once and instantiated from `InstancePre`, instances reused across events
+//! and recreated only after a trap.
+//!
+//! Every call runs under limits set per handler: a deadline (epoch
+//! interruption, ticked by one background thread), a memory cap (a store
+//! limiter), and an emit quota per event. A trap, a timeout or a quota breach
+//! costs that instance, never the process.
+//!
+//! The sandbox: a component may import the rowhook capability interfaces
+//! and the WASI interfaces the Rust and other language runtimes need to start
+//! (environment, exit, stdio, clocks, random, streams, and filesystem types
+//! with no directory opened). The environment is empty, the clocks are
+//! frozen at zero, stdout and stderr go nowhere, no directory is preopened,
+//! and a component that imports sockets or HTTP is refused at load.
+
+mod caps;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use caps::{Emitted, LogLine, StateOverlay};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../guest-sdk/wit",
+        world: "handler",
+    });
+}
+
+use bindings::rowhook::handler::emit::EmitError;
+
+/// How often the epoch advances: the granularity of call deadlines.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Limits of one handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory cap per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock deadline per call, in milliseconds.
+    pub time_ms: u64,
+    /// Emits allowed per event.
+    pub emits_per_event: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            time_ms: 100,
+            emits_per_event: 64,
+        }
+    }
+}
+
+/// Why a handler call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestError {
+    /// The handler returned an error for this event.
+    #[error("handler returned an error: {0}")]
+    Failed(String),
+    /// The call ran past its deadline.
+    #[error("handler exceeded its time limit of {0} ms")]
+    Timeout(u64),
+    /// The handler trapped (panic, unreachable, out-of-bounds, memory cap).
+    #[error("handler trapped: {0}")]
+    Trap(String),
+    /// The handler emitted more than its quota for one event.
+    #[error("handler exceeded its emit quota of {0} per event")]
+    Quota(u32),
+}
+
+/// Why a module cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Module path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not a valid component for this engine.
+    #[error("{path} is not a valid WebAssembly component: {detail}")]
+    Invalid {
+        /// Module path.
+        path: String,
+        /// What wasmtime said.
+        detail: String,
+    },
+    /// The component imports something the sandbox does not give.
+    #[error("{path} imports `{import}`, which rowhook does not grant to handlers")]
+    ForbiddenImport {
+        /// Module path.
+        path: String,
+        /// The import.
+        import: String,
+    },
+    /// The component does not implement the handler world.
+    #[error("{path} does not implement the rowhook:handler world: {detail}")]
+    WrongWorld {
+        /// Module path.
+        path: String,
+        /// What is missing.
+        detail: String,
+    },
+}
+
+/// WASI interfaces a handler may import (without version suffix).
+const ALLOWED_WASI: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    // Language runtimes ask for their preopened directories at start; there
+    // are none, so these give access to nothing.
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+];
+
+/// The engine all handlers share.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.stop) == 1 {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A compiled, validated handler component, ready to instantiate.
+#[derive(Clone)]
+pub struct Module {
+    pre: bindings::HandlerPre<HostState>,
+    path: String,
+}
+
+impl Module {
+    /// Where it was loaded from.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+/// What a handler instance's store holds: its WASI context, its limits, its
+/// grants, and what it emitted and wrote during the current transaction.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// Sinks this handler may emit to.
+    grants: Arc<HashSet<String>>,
+    /// Messages emitted since the last `take_emitted`.
+    emitted: Vec<Emitted>,
+    emits_this_event: u32,
+    max_emits: u32,
+    quota_hit: bool,
+    /// State writes since the last commit, over the committed state.
+    state: StateOverlay,
+    logs: Vec<LogLine>,
+    handler: Arc<str>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Runtime {
+    /// Creates the engine and starts the epoch ticker.
+    pub fn new() -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("starting wasmtime: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        bindings::Handler::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking rowhook capabilities: {e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let ticker_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("rowhook-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("starting the epoch thread: {e}"))?;
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            stop,
+        })
+    }
+
+    /// Compiles and validates the component at `path`: it must be a
+    /// component, import nothing beyond what handlers are given, and export
+    /// the handler entry point.
+    pub fn load(&self, path: &Path) -> Result<Module, LoadError> {
+        let p = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        self.load_bytes(&p, &bytes)
+    }
+
+    /// Like [`Runtime::load`], from bytes.
+    pub fn load_bytes(&self, path: &str, bytes: &[u8]) -> Result<Module, LoadError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
+            path: path.to_owned(),
+            detail: format!("{e:#}"),
+        })?;
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            let base = name.split('@').next().unwrap_or(name);
+            if base.starts_with("rowhook:handler/") || ALLOWED_WASI.contains(&base) {
+                continue;
+            }
+            return Err(LoadError::ForbiddenImport {
+                path: path.to_owned(),
+                import: name.to_owned(),
+            });
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld {
+                path: path.to_owned(),
+                detail: format!("{e:#}"),
+            })?;
+        let pre = bindings::HandlerPre::new(pre).map_err(|e| LoadError::WrongWorld {
+            path: path.to_owned(),
+            detail: format!("{e:#}"),
+        })?;
+        Ok(Module {
+            pre,
+            path: path.to_owned(),
+        })
+    }
+
+    /// A fresh instance of `module` for handler `name` with `grants` and `limits`.
+    pub fn instantiate(
+        &self,
+        module: &Module,
+        name: &str,
+        grants: Arc<HashSet<String>>,
+        limits: Limits,
+    ) -> anyhow::Result<Instance> {
+        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        wasi.wall_clock(caps::FrozenClock).monotonic_clock(caps::FrozenClock);
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(16)
+                .trap_on_grow_failure(true)
+                .build(),
+            grants,
+            emitted: Vec::new(),
+            emits_this_event: 0,
+            max_emits: limits.emits_per_event,
+            quota_hit: false,
+            state: StateOverlay::default(),
+            logs: Vec::new(),
+            handler: Arc::from(name),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(deadline_ticks(limits.time_ms));
+        store.epoch_deadline_trap();
+        let handler = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| anyhow::anyhow!("instantiating {} for handler `{name}`: {e:#}", module.path))?;
+        Ok(Instance {
+            store,
+            handler,
+            limits,
+            broken: false,
+        })
+    }
+}
+
+fn deadline_ticks(time_ms: u64) -> u64 {
+    (time_ms.max(1) * 1000 / TICK.as_micros() as u64).max(1)
+}
+
+/// A live handler instance.
+pub struct Instance {
+    store: Store<HostState>,
+    handler: bindings::Handler,
+    limits: Limits,
+    broken: bool,
+}
+
+impl Instance {
+    /// Calls the handler with one encoded row change (see `guest_abi`).
+    ///
+    /// After an `Err` other than [`GuestError::Failed`] the instance is
+    /// broken (a component instance refuses calls after a trap) and must be
+    /// replaced; what it emitted for this event is dropped.
+    pub fn call(&mut self, change: &[u8]) -> Result<(), GuestError> {
+        debug_assert!(!self.broken, "call on a broken instance");
+        let mark = self.store.data().emitted.len();
+        let state_mark = self.store.data().state.mark();
+        {
+            let data = self.store.data_mut();
+            data.emits_this_event = 0;
+            data.quota_hit = false;
+        }
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.time_ms));
+        let result = self.handler.call_on_change(&mut self.store, change);
+        let quota_hit = self.store.data().quota_hit;
+        let outcome = match result {
+            // A breached quota is the failure, whatever the guest made of
+            // the error value it got.
+            Ok(_) if quota_hit => Err(GuestError::Quota(self.limits.emits_per_event)),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(msg)) => Err(GuestError::Failed(msg)),
+            Err(e) => {
+                self.broken = true;
+                if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+                    Err(GuestError::Timeout(self.limits.time_ms))
+                } else {
+                    Err(GuestError::Trap(format!("{e:#}")))
+                }
+            }
+        };
+        if outcome.is_err() {
+            // Nothing of a failed event leaves the handler.
+            let data = self.store.data_mut();
+            data.emitted.truncate(mark);
+            data.state.rollback_to(state_mark);
+        }
+        outcome
+    }
+
+    /// Whether the instance trapped and must be replaced.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Takes the messages emitted since the last call of this.
+    pub fn take_emitted(&mut self) -> Vec<Emitted> {
+        std::mem::take(&mut self.store.data_mut().emitted)
+    }
+
+    /// Takes the log lines written since the last call of this.
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        std::mem::take(&mut self.store.data_mut().logs)
+    }
+
+    /// The handler's state (committed plus this transaction's writes).
+    pub fn state(&mut self) -> &mut StateOverlay {
+        &mut self.store.data_mut().state
+    }
+
+    /// Moves the state into a new instance (after a trap or a reload).
+    pub fn replace_state(&mut self, state: StateOverlay) {
+        self.store.data_mut().state = state;
+    }
+
+    /// The name of the handler.
+    pub fn handler(&self) -> &str {
+        &self.store.data().handler
+    }
+}
+
+impl HostState {
+    fn emit(&mut self, sink: String, key: Option<String>, payload: Vec<u8>) -> Result<(), EmitError> {
+        if !self.grants.contains(&sink) {
+            return Err(EmitError::Denied);
+        }
+        if self.emits_this_event >= self.max_emits {
+            self.quota_hit = true;
+            return Err(EmitError::Quota);
+        }
+        if payload.len() > caps::MAX_PAYLOAD {
+            return Err(EmitError::TooLarge);
+        }
+        self.emits_this_event += 1;
+        self.emitted.push(Emitted { sink, key, payload });
+        Ok(())
+    }
+}

@@ -1,0 +1,435 @@
+//! Sinks: where emitted messages go.
+//!
+//! Every sink kind implements one small trait, [`Sink`], shaped by the
+//! guarantees in DESIGN.md:
+//!
+//! - **Ack = return.** [`Sink::write_batch`] returns `Ok` only once the whole
+//!   batch is delivered as durably as the sink's policy promises. The pipeline
+//!   moves the checkpoint only after every sink of a transaction said `Ok`, so
+//!   a crash anywhere before that re-sends the batch: at-least-once, with each
+//!   message carrying the same [`Message::id`] for consumers that dedupe.
+//! - **Backpressure, bounded memory.** A sink keeps no queue of its own: it
+//!   holds only the batch it is given, and a slow destination makes
+//!   `write_batch` take longer (the pipeline waits) rather than buffering.
+//! - **Retry or give up, never drop.** A failure is a [`SinkError`]:
+//!   [`SinkError::Unavailable`] means "try the same batch again later"
+//!   (a FIFO with no reader, a full disk); [`SinkError::Permanent`] means
+//!   retrying cannot help, and the handler's `on_error` policy decides.
+//!   After an error any prefix of the batch may have been delivered; the
+//!   retry sends the whole batch again.
+//! - **Cancel-safe.** If a `write_batch` future is dropped midway, the batch
+//!   counts as not delivered and the next call repairs what a torn write left:
+//!   the file sink truncates it away; stdout and the FIFO sink first write the
+//!   rest of the torn line.
+//!
+//! The kinds of this version: [`stdout`], [`file`](mod@file), [`fifo`], gathered in the
+//! enum [`AnySink`], which is how the runtime holds a sink of any kind.
+
+pub mod fifo;
+pub mod file;
+pub mod stdout;
+
+use std::future::Future;
+use std::path::Path;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// One message for a sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Partition or dedupe key for sinks that have one; line sinks ignore it.
+    pub key: Option<Vec<u8>>,
+    /// The bytes to deliver: the row-change JSON by default, or what the handler emitted.
+    pub payload: Vec<u8>,
+    /// The row change's id (`<txn>:<event>:<row>`), the same on every
+    /// re-delivery, so consumers can drop duplicates.
+    pub id: String,
+}
+
+/// Why a batch was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// The destination cannot take the batch now; the same batch may succeed later.
+    #[error("sink `{sink}` is unavailable: {reason}")]
+    Unavailable {
+        /// The sink's name.
+        sink: String,
+        /// What happened and what it waits for.
+        reason: String,
+    },
+    /// Retrying the same batch cannot succeed (a misconfiguration, a message
+    /// the sink cannot carry, a destination that is gone for good).
+    #[error("sink `{sink}` failed: {reason}")]
+    Permanent {
+        /// The sink's name.
+        sink: String,
+        /// What happened and the fix.
+        reason: String,
+    },
+}
+
+impl SinkError {
+    /// Whether retrying the same batch later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SinkError::Unavailable { .. })
+    }
+
+    /// The name of the sink that failed.
+    pub fn sink(&self) -> &str {
+        match self {
+            SinkError::Unavailable { sink, .. } | SinkError::Permanent { sink, .. } => sink,
+        }
+    }
+
+    pub(crate) fn unavailable(sink: &str, reason: impl Into<String>) -> Self {
+        SinkError::Unavailable {
+            sink: sink.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn permanent(sink: &str, reason: impl Into<String>) -> Self {
+        SinkError::Permanent {
+            sink: sink.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Classifies an I/O error: errors an operator must fix (permissions,
+    /// wrong file type, bad path) are permanent; the rest (full disk, I/O
+    /// errors, a reader gone) may clear up and are retryable.
+    /// The error's message should say what was being done to which path.
+    pub(crate) fn from_io(sink: &str, e: &std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let reason = e.to_string();
+        match e.kind() {
+            K::AlreadyExists
+            | K::PermissionDenied
+            | K::NotADirectory
+            | K::IsADirectory
+            | K::InvalidInput
+            | K::InvalidFilename
+            | K::ReadOnlyFilesystem
+            | K::Unsupported => SinkError::permanent(sink, reason),
+            _ => SinkError::unavailable(sink, reason),
+        }
+    }
+}
+
+/// A destination for emitted messages.
+///
+/// The futures are `Send` so the pipeline can drive sinks from any task.
+/// Implementations write `async fn`; the trait spells out `impl Future + Send`
+/// because a bare `async fn` in a public trait cannot promise `Send`.
+pub trait Sink: Send {
+    /// The sink's configured name.
+    fn name(&self) -> &str;
+
+    /// Delivers `batch`, in order. `Ok` is the acknowledgement: the messages
+    /// are as durable as the sink's policy promises. See the module docs for
+    /// what an error or a dropped future means.
+    fn write_batch(&mut self, batch: &[Message]) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Whether the sink can take a batch now. Cheap; called periodically, so a
+    /// sink may use it for housekeeping (the file sink's interval fsync).
+    fn health(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Makes everything delivered durable and releases the destination. A
+    /// later `write_batch` opens it again.
+    fn close(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// How to open a sink: the validated, kind-specific settings from the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// Standard output.
+    Stdout,
+    /// An appended file.
+    File(file::FileOptions),
+    /// A named pipe.
+    Fifo(fifo::FifoOptions),
+}
+
+impl SinkSpec {
+    /// The kind's name as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkSpec::Stdout => "stdout",
+            SinkSpec::File(_) => "file",
+            SinkSpec::Fifo(_) => "fifo",
+        }
+    }
+
+    /// The filesystem path the sink writes to, if it has one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            SinkSpec::Stdout => None,
+            SinkSpec::File(f) => Some(&f.path),
+            SinkSpec::Fifo(f) => Some(&f.path),
+        }
+    }
+}
+
+/// A sink of any kind.
+///
+/// An enum rather than `Box<dyn Sink>`: the kinds are a closed set known from
+/// the config (one variant per [`SinkSpec`] variant), calls need no boxed
+/// future per batch, and `Sink` keeps its plain `async fn`s. Adding a kind
+/// adds a variant here and a match arm in each method.
+#[derive(Debug)]
+pub enum AnySink {
+    /// Standard output.
+    Stdout(stdout::StdoutSink<tokio::io::Stdout>),
+    /// An appended file.
+    File(file::FileSink),
+    /// A named pipe.
+    Fifo(fifo::FifoSink),
+}
+
+impl AnySink {
+    /// Opens the sink `name` as `spec` says. Fails only on problems retrying
+    /// cannot fix (a FIFO with no reader yet is fine: it connects on first write).
+    pub async fn open(name: &str, spec: &SinkSpec) -> Result<AnySink, SinkError> {
+        Ok(match spec {
+            SinkSpec::Stdout => AnySink::Stdout(stdout::StdoutSink::stdout(name)),
+            SinkSpec::File(opts) => AnySink::File(file::FileSink::open(name, opts.clone()).await?),
+            SinkSpec::Fifo(opts) => AnySink::Fifo(fifo::FifoSink::open(name, opts.clone()).await?),
+        })
+    }
+}
+
+impl Sink for AnySink {
+    fn name(&self) -> &str {
+        match self {
+            AnySink::Stdout(s) => s.name(),
+            AnySink::File(s) => s.name(),
+            AnySink::Fifo(s) => s.name(),
+        }
+    }
+
+    async fn write_batch(&mut self, batch: &[Message]) -> Result<(), SinkError> {
+        match self {
+            AnySink::Stdout(s) => s.write_batch(batch).await,
+            AnySink::File(s) => s.write_batch(batch).await,
+            AnySink::Fifo(s) => s.write_batch(batch).await,
+        }
+    }
+
+    async fn health(&mut self) -> Result<(), SinkError> {
+        match self {
+            AnySink::Stdout(s) => s.health().await,
+            AnySink::File(s) => s.health().await,
+            AnySink::Fifo(s) => s.health().await,
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        match self {
+            AnySink::Stdout(s) => s.close().await,
+            AnySink::File(s) => s.close().await,
+            AnySink::Fifo(s) => s.close().await,
+        }
+    }
+}
+
+/// Appends the batch as lines (payload + `\n` each) to `buf`.
+///
+/// Line sinks carry exactly one line per message, so a payload holding a
+/// newline would read as two messages downstream: the whole batch is refused
+/// (as permanent, before anything is written) rather than silently reframed.
+/// Row-change JSON never contains a raw newline.
+pub(crate) fn encode_lines(sink: &str, batch: &[Message], buf: &mut Vec<u8>) -> Result<(), SinkError> {
+    if let Some(m) = batch.iter().find(|m| m.payload.contains(&b'\n')) {
+        return Err(SinkError::permanent(
+            sink,
+            format!(
+                "message `{}` holds a newline, and this sink writes one line per message; emit it without raw newlines (escape them, e.g. as JSON)",
+                m.id
+            ),
+        ));
+    }
+    buf.reserve(batch.iter().map(|m| m.payload.len() + 1).sum());
+    for m in batch {
+        buf.extend_from_slice(&m.payload);
+        buf.push(b'\n');
+    }
+    Ok(())
+}
+
+/// The encoded lines of the batch being written to a stream, and how far the
+/// writer got: if a write is cut short (an error, or its future dropped), the
+/// next call first finishes the torn line with its own bytes, so the reader
+/// never sees a partial message glued to the next one.
+#[derive(Debug, Default)]
+pub(crate) struct LineBuffer {
+    buf: Vec<u8>,
+    done: usize,
+}
+
+impl LineBuffer {
+    /// Replaces the contents with `batch`, one line per message. Call
+    /// [`LineBuffer::finish_line`] first: this drops what was not written.
+    pub(crate) fn fill(&mut self, sink: &str, batch: &[Message]) -> Result<(), SinkError> {
+        self.clear();
+        encode_lines(sink, batch, &mut self.buf)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Whether the last write stopped inside a line.
+    pub(crate) fn torn(&self) -> bool {
+        self.done > 0 && self.done < self.buf.len() && self.buf[self.done - 1] != b'\n'
+    }
+
+    /// Completes a torn line (and only it), then empties the buffer.
+    pub(crate) async fn finish_line<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> std::io::Result<()> {
+        if self.torn() {
+            let end = self.buf[self.done..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(self.buf.len(), |i| self.done + i + 1);
+            self.write_to(out, end).await?;
+        }
+        self.clear();
+        Ok(())
+    }
+
+    /// Writes what is left and flushes. Cancel-safe: progress is kept.
+    pub(crate) async fn write_all<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> std::io::Result<()> {
+        self.write_to(out, self.buf.len()).await?;
+        out.flush().await
+    }
+
+    async fn write_to<W: AsyncWrite + Unpin>(&mut self, out: &mut W, end: usize) -> std::io::Result<()> {
+        while self.done < end {
+            // `write` is cancel-safe: it either wrote `n` bytes or none.
+            let n = out.write(&self.buf[self.done..end]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.done += n;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.done = 0;
+        // Do not keep a buffer the size of the largest batch ever seen.
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers shared by the sink tests.
+
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::Message;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(tag: &str) -> TempDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("rowhook-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A message whose payload is `text`.
+    pub fn msg(id: &str, text: &str) -> Message {
+        Message {
+            key: None,
+            payload: text.as_bytes().to_vec(),
+            id: id.to_owned(),
+        }
+    }
+
+    /// `n` messages `{prefix}{i}`, ids `{prefix}:{i}`.
+    pub fn msgs(prefix: &str, range: std::ops::Range<usize>) -> Vec<Message> {
+        range
+            .map(|i| msg(&format!("{prefix}:{i}"), &format!("{prefix}{i}")))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::msg;
+    use super::*;
+
+    #[test]
+    fn lines_are_payload_and_newline() {
+        let mut buf = Vec::new();
+        encode_lines("s", &[msg("1", "a"), msg("2", "{\"b\":1}")], &mut buf).unwrap();
+        assert_eq!(buf, b"a\n{\"b\":1}\n");
+    }
+
+    #[test]
+    fn a_newline_in_a_payload_refuses_the_batch() {
+        let mut buf = Vec::new();
+        let err = encode_lines("s", &[msg("1", "a"), msg("0-1-9:0:2", "b\nc")], &mut buf).unwrap_err();
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("0-1-9:0:2"), "{err}");
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn io_errors_are_classified() {
+        use std::io::{Error, ErrorKind};
+        assert!(SinkError::from_io("s", &Error::from(ErrorKind::BrokenPipe)).is_retryable());
+        assert!(SinkError::from_io("s", &Error::from(ErrorKind::StorageFull)).is_retryable());
+        assert!(!SinkError::from_io("s", &Error::from(ErrorKind::PermissionDenied)).is_retryable());
+        assert!(!SinkError::from_io("s", &Error::from(ErrorKind::IsADirectory)).is_retryable());
+    }
+
+    #[tokio::test]
+    async fn any_sink_opens_each_kind() {
+        let dir = testing::TempDir::new("any");
+        let file = SinkSpec::File(file::FileOptions {
+            path: dir.path().join("out.jsonl"),
+            fsync: file::FsyncPolicy::Always,
+            rotation: None,
+        });
+        let mut s = AnySink::open("f", &file).await.unwrap();
+        assert_eq!(s.name(), "f");
+        s.write_batch(&[msg("1", "x")]).await.unwrap();
+        s.health().await.unwrap();
+        s.close().await.unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap(), "x\n");
+
+        let fifo = SinkSpec::Fifo(fifo::FifoOptions {
+            path: dir.path().join("p.fifo"),
+            mode: 0o600,
+        });
+        let mut s = AnySink::open("p", &fifo).await.unwrap();
+        // No reader: unavailable, not an open failure.
+        assert!(s.health().await.unwrap_err().is_retryable());
+
+        let mut s = AnySink::open("o", &SinkSpec::Stdout).await.unwrap();
+        s.write_batch(&[]).await.unwrap();
+        assert_eq!(SinkSpec::Stdout.kind(), "stdout");
+        assert_eq!(fifo.path(), Some(dir.path().join("p.fifo").as_path()));
+    }
+}

@@ -1,0 +1,224 @@
+//! Handlers: WebAssembly components built from source by the test, run by
+//! `rowhook replay` over the recorded shop binlog, with real sinks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::support::{root, rowhook};
+
+/// Builds a guest crate for wasm32-wasip2 and returns its `.wasm`.
+fn build_guest(manifest_dir: &Path, name: &str) -> PathBuf {
+    let target_dir = root().join("target/guests");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--quiet",
+            "--manifest-path",
+        ])
+        .arg(manifest_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .expect("run cargo for the guest");
+    assert!(
+        status.success(),
+        "building guest {name} failed (is the wasm32-wasip2 target installed?)"
+    );
+    target_dir.join("wasm32-wasip2/release").join(format!("{name}.wasm"))
+}
+
+fn guests() -> &'static (PathBuf, PathBuf) {
+    static G: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    G.get_or_init(|| {
+        (
+            build_guest(&root().join("guest-sdk/examples/minimal"), "minimal"),
+            build_guest(&root().join("tests/guests/hostile"), "hostile"),
+        )
+    })
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rh-handlers-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn replay(config: &Path) -> std::process::Output {
+    let binlog = root().join("examples/binlog/shop-bin.000001");
+    rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()])
+}
+
+#[test]
+fn minimal_handler_emits_new_orders() {
+    let (minimal, _) = guests();
+    let dir = temp_dir("minimal");
+    let config = dir.join("rowhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sinks.orders_queue]
+kind = "file"
+path = "orders.jsonl"
+
+[[handlers]]
+name = "orders"
+module = "{}"
+tables = ["shop.orders"]
+ops = ["insert"]
+sinks = ["orders_queue"]
+"#,
+            minimal.display()
+        ),
+    )
+    .unwrap();
+    let out = replay(&config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = std::fs::read_to_string(dir.join("orders.jsonl")).unwrap();
+    assert_eq!(lines, "{\"order\":1001}\n{\"order\":1002}\n{\"order\":1003}\n");
+}
+
+/// Each kind of misbehaviour is contained under `skip`, and a well-behaved
+/// handler beside the hostile one keeps its output intact.
+#[test]
+fn hostile_handler_is_contained() {
+    let (minimal, hostile) = guests();
+    let dir = temp_dir("hostile");
+    let config = dir.join("rowhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sinks.out]
+kind = "file"
+path = "hostile.jsonl"
+
+[sinks.secret]
+kind = "file"
+path = "secret.jsonl"
+
+[sinks.orders_queue]
+kind = "file"
+path = "orders.jsonl"
+
+[sinks.dead]
+kind = "file"
+path = "dead.jsonl"
+
+[[handlers]]
+name = "hostile"
+module = "{hostile}"
+tables = ["shop.*"]
+sinks = ["out"]
+limits = {{ memory_mb = 16, time_ms = 50, emits_per_event = 8 }}
+on_error = "dead-letter"
+dead_letter = "dead"
+
+[[handlers]]
+name = "orders"
+module = "{minimal}"
+tables = ["shop.orders"]
+ops = ["insert"]
+sinks = ["orders_queue"]
+"#,
+            hostile = hostile.display(),
+            minimal = minimal.display()
+        ),
+    )
+    .unwrap();
+    let out = replay(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The well-behaved handler is untouched.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("orders.jsonl")).unwrap(),
+        "{\"order\":1001}\n{\"order\":1002}\n{\"order\":1003}\n"
+    );
+    // Nothing reached the ungranted sink; the denial came back as a value.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("secret.jsonl")).unwrap_or_default(),
+        ""
+    );
+    let hostile_out = std::fs::read_to_string(dir.join("hostile.jsonl")).unwrap();
+    assert!(hostile_out.lines().all(|l| l.starts_with("denied:")), "{hostile_out}");
+    assert_eq!(hostile_out.lines().count(), 2, "one per sms_outbox row");
+    // Every other event of the hostile handler went to the dead-letter sink
+    // with its error: loops, traps, quota, memory.
+    let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let errors = |table: &str| -> Vec<String> {
+        dead.iter()
+            .filter(|d| d["change"]["table"] == table)
+            .map(|d| d["error"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        !errors("news").is_empty() && errors("news").iter().all(|e| e.contains("time limit")),
+        "{:?}",
+        errors("news")
+    );
+    assert!(
+        !errors("hits").is_empty() && errors("hits").iter().all(|e| e.contains("trapped")),
+        "{:?}",
+        errors("hits")
+    );
+    assert!(
+        errors("user_info").iter().all(|e| e.contains("emit quota")),
+        "{:?}",
+        errors("user_info")
+    );
+    assert_eq!(errors("user_info").len(), 4);
+    assert!(
+        !errors("orders").is_empty() && errors("orders").iter().all(|e| e.contains("trapped")),
+        "{:?}",
+        errors("orders")
+    );
+    assert!(dead.iter().all(|d| d["handler"] == "hostile"));
+}
+
+#[test]
+fn halt_stops_and_malformed_modules_are_refused() {
+    let (_, hostile) = guests();
+    let dir = temp_dir("halt");
+    let write = |module: &str, on_error: &str| {
+        let config = dir.join("rowhook.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[sinks.out]
+kind = "file"
+path = "out.jsonl"
+
+[[handlers]]
+name = "hostile"
+module = "{module}"
+tables = ["shop.hits"]
+sinks = ["out"]
+on_error = "{on_error}"
+"#
+            ),
+        )
+        .unwrap();
+        config
+    };
+    let out = replay(&write(&hostile.display().to_string(), "halt"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("handler `hostile` failed") && stderr.contains("halting"),
+        "{stderr}"
+    );
+
+    let bad = dir.join("bad.wasm");
+    std::fs::write(&bad, b"\0asm\x01\0\0\0garbage").unwrap();
+    let out = replay(&write(&bad.display().to_string(), "skip"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is not a valid WebAssembly component"), "{stderr}");
+}
