@@ -1,7 +1,7 @@
 //! `rowhook check`: is the server ready to feed rowhook? Each problem is
 //! named with the statement that fixes it.
 
-use crate::source::server::{self, ServerInfo, SourceUrl};
+use crate::source::server::{self, ProblemKind, ServerInfo, SourceUrl};
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,22 +40,13 @@ pub async fn check_server(url: &SourceUrl, server_id: u32) -> Vec<CheckLine> {
         text: format!("connected to {url} ({})", info.version),
     });
     let problems = info.problems();
-    for (setting, ok) in [
-        ("binary log on", !problems.iter().any(|p| p.what.contains("log_bin"))),
-        (
-            "binlog_format=ROW",
-            !problems.iter().any(|p| p.what.contains("binlog_format")),
-        ),
-        (
-            "binlog_row_image=FULL",
-            !problems.iter().any(|p| p.what.contains("binlog_row_image")),
-        ),
-        (
-            "binlog_row_metadata=FULL",
-            !problems.iter().any(|p| p.what.contains("column names")),
-        ),
+    for (setting, kind) in [
+        ("binary log on", ProblemKind::LogBin),
+        ("binlog_format=ROW", ProblemKind::Format),
+        ("binlog_row_image=FULL", ProblemKind::RowImage),
+        ("binlog_row_metadata=FULL", ProblemKind::RowMetadata),
     ] {
-        if ok {
+        if !problems.iter().any(|p| p.kind == kind) {
             lines.push(CheckLine {
                 ok: true,
                 text: setting.to_string(),

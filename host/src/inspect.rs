@@ -140,10 +140,9 @@ impl<W: Write> ChangeVisitor for Printer<W> {
         tracing::warn!(at = %at, sql = %text, "statement-based change skipped: its rows are not in the binlog");
     }
 
-    fn commit(&mut self, commit: &Commit<'_>) -> Flow {
+    fn commit(&mut self, _commit: &Commit<'_>) -> Flow {
         self.commits += 1;
         self.skipping = false;
-        let _ = commit;
         Flow::Continue
     }
 }
@@ -258,25 +257,22 @@ async fn run_live<W: Write>(
     let mut named = std::collections::HashSet::new();
     while let Some(event) = source.next_event().await? {
         let raw = source.raw(&event);
-        if live.allow_minimal_metadata && raw.header.type_code == crate::decode::event::types::TABLE_MAP {
-            let id_len = if decoder.format().post_header(crate::decode::event::types::TABLE_MAP, 8) == 6 {
-                4
-            } else {
-                6
-            };
-            if let Some((_, db, table)) = crate::decode::table_map::TableMap::peek_names(raw.body, id_len) {
-                let key = (
-                    String::from_utf8_lossy(db).into_owned(),
-                    String::from_utf8_lossy(table).into_owned(),
+        if live.allow_minimal_metadata
+            && raw.header.type_code == crate::decode::event::types::TABLE_MAP
+            && let Some((_, db, table)) =
+                crate::decode::table_map::TableMap::peek_names(raw.body, decoder.table_id_len())
+        {
+            let key = (
+                String::from_utf8_lossy(db).into_owned(),
+                String::from_utf8_lossy(table).into_owned(),
+            );
+            if named.insert(key.clone()) {
+                let names = source.column_names(&key.0, &key.1).await?;
+                tracing::warn!(
+                    db = %key.0, table = %key.1,
+                    "column names taken from information_schema (binlog_row_metadata is not FULL): they are today's names and are wrong for rows written before a rename"
                 );
-                if named.insert(key.clone()) {
-                    let names = source.column_names(&key.0, &key.1).await?;
-                    tracing::warn!(
-                        db = %key.0, table = %key.1,
-                        "column names taken from information_schema (binlog_row_metadata is not FULL): they are today's names and are wrong for rows written before a rename"
-                    );
-                    decoder.provide_names(&key.0, &key.1, names);
-                }
+                decoder.provide_names(&key.0, &key.1, names);
             }
         }
         let is_payload = raw.header.type_code == crate::decode::event::types::TRANSACTION_PAYLOAD;

@@ -24,14 +24,12 @@ const FLUSH_EVERY: usize = 4096;
 /// Retries of a sink write before the batch counts as failed.
 const SINK_RETRIES: u32 = 8;
 
-/// One handler: its plan, compiled module, live instance and counters.
+/// One handler: its plan, compiled module and live instance.
 struct HandlerSlot {
     plan: HandlerPlan,
     module: Module,
     instance: Instance,
     grants: Arc<HashSet<String>>,
-    calls: u64,
-    errors: u64,
 }
 
 /// The handlers (by index) a table's changes of one op go to; the names
@@ -39,7 +37,7 @@ struct HandlerSlot {
 struct Route {
     db: Arc<str>,
     table: Arc<str>,
-    handlers: Vec<usize>,
+    handlers: Arc<[usize]>,
 }
 
 /// Counters a run reports.
@@ -95,8 +93,6 @@ impl Pipeline {
                 module,
                 instance,
                 grants,
-                calls: 0,
-                errors: 0,
             });
         }
         let mut sinks = BTreeMap::new();
@@ -194,7 +190,7 @@ impl Pipeline {
         Ok(())
     }
 
-    fn route(&mut self, change: &RowChange<'_>) -> Vec<usize> {
+    fn route(&mut self, change: &RowChange<'_>) -> Arc<[usize]> {
         let key = (change.table.table_id, change.op);
         if let Some(r) = self.routes.get(&key)
             && *r.db == *change.table.db
@@ -202,7 +198,7 @@ impl Pipeline {
         {
             return r.handlers.clone();
         }
-        let r: Vec<usize> = self
+        let r: Arc<[usize]> = self
             .handlers
             .iter()
             .enumerate()
@@ -219,8 +215,7 @@ impl Pipeline {
     }
 
     fn handle_error(&mut self, i: usize, change: &RowChange<'_>, err: GuestError) -> Flow {
-        let h = &mut self.handlers[i];
-        h.errors += 1;
+        let h = &self.handlers[i];
         let id = change.id();
         match h.plan.on_error.clone() {
             OnError::Halt => {
@@ -281,9 +276,10 @@ impl ChangeVisitor for Pipeline {
             ));
             return Flow::Stop;
         }
-        for i in targets {
+        // The id is formatted once, and only for a change that emitted.
+        let mut id: Option<String> = None;
+        for &i in targets.iter() {
             let h = &mut self.handlers[i];
-            h.calls += 1;
             self.stats.calls += 1;
             let result = h.instance.call(&self.encoded);
             if h.instance.is_broken() {
@@ -309,12 +305,12 @@ impl ChangeVisitor for Pipeline {
             }
             match result {
                 Ok(()) => {
-                    let id = change.id();
                     for e in h.instance.take_emitted() {
+                        let id = id.get_or_insert_with(|| change.id()).clone();
                         self.pending.entry(e.sink).or_default().push(Message {
                             key: e.key.map(String::into_bytes),
                             payload: e.payload,
-                            id: id.clone(),
+                            id,
                         });
                         self.pending_count += 1;
                     }

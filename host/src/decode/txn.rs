@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::event::{FLAG_ARTIFICIAL, FLAG_IGNORABLE, Flavor, FormatDescription, HEADER_LEN, RawEvent, types};
+use super::event::{FLAG_IGNORABLE, FormatDescription, HEADER_LEN, RawEvent, types};
 use super::gtid::{GtidState, format_uuid};
 use super::rows::{self, ImageError, RowsKind};
 use super::table_map::{PlanContext, PlanError, TableMap};
@@ -281,6 +281,12 @@ impl Decoder {
         &self.fde
     }
 
+    /// Width of table ids in TABLE_MAP and rows events (6 bytes; 4 in
+    /// binlogs of MySQL 5.0 and early 5.1).
+    pub fn table_id_len(&self) -> usize {
+        self.table_id_len
+    }
+
     /// The binlog file being decoded.
     pub fn file(&self) -> &str {
         &self.file
@@ -383,7 +389,6 @@ impl Decoder {
                 let mut c = Cursor::new(ev.body);
                 let read = (|| Some((c.u8().ok()?, c.take(16).ok()?, c.u64().ok()?)))();
                 let (_flags, sid, gno) = read.ok_or_else(|| self.truncated(ev.pos, "GTID event"))?;
-                self.close_dangling(ev.pos, v);
                 if t == types::ANONYMOUS_GTID || gno == 0 {
                     self.begin(ev.pos, None, None, None);
                 } else {
@@ -399,8 +404,7 @@ impl Decoder {
             }
             types::GTID_TAGGED => {
                 let (uuid, tag, gno) =
-                    parse_tagged_gtid(ev.body).map_err(|e| self.invalid(ev.pos, "tagged GTID event", e))?;
-                self.close_dangling(ev.pos, v);
+                    super::tagged::parse(ev.body).map_err(|e| self.invalid(ev.pos, "tagged GTID event", e))?;
                 let text = if tag.is_empty() {
                     format!("{uuid}:{gno}")
                 } else {
@@ -413,7 +417,6 @@ impl Decoder {
                 let mut c = Cursor::new(ev.body);
                 let read = (|| Some((c.u64().ok()?, c.u32().ok()?, c.u8().ok()?)))();
                 let (seq, domain, flags) = read.ok_or_else(|| self.truncated(ev.pos, "GTID event"))?;
-                self.close_dangling(ev.pos, v);
                 let server = ev.header.server_id;
                 self.begin(
                     ev.pos,
@@ -488,13 +491,8 @@ impl Decoder {
         }
     }
 
-    /// A GTID arrived while a transaction was still open: the previous one
-    /// ended without a visible commit (a file cut mid-transaction). Its rows
-    /// were reported; it is not reported as committed.
-    fn close_dangling<V: ChangeVisitor>(&mut self, _pos: u64, _v: &mut V) {
-        self.txn.open = false;
-    }
-
+    /// Opens a transaction. A transaction still open (a file cut before its
+    /// commit) ends here unreported: its rows went out, its commit did not.
     fn begin(
         &mut self,
         pos: u64,
@@ -848,16 +846,6 @@ impl Decoder {
         self.payload_events = count;
         Ok(flow)
     }
-
-    /// Whether the header marks an event the server made up for this stream.
-    pub fn is_artificial(ev: &RawEvent<'_>) -> bool {
-        ev.header.flags & FLAG_ARTIFICIAL != 0 || ev.header.log_pos == 0
-    }
-
-    /// The server family of the stream, once its FDE was seen.
-    pub fn flavor(&self) -> Flavor {
-        self.fde.flavor
-    }
 }
 
 fn statement_based(at: At) -> DecodeError {
@@ -888,14 +876,10 @@ fn classify_query(sql: &[u8]) -> QueryKind {
     };
     if word("BEGIN") || word("XA START") || word("XA BEGIN") {
         QueryKind::Begin
-    } else if word("COMMIT") || word("ROLLBACK") && !word("ROLLBACK TO") || word("XA COMMIT") || word("XA ROLLBACK") {
-        if word("ROLLBACK TO") {
-            QueryKind::InTxn
-        } else {
-            QueryKind::Commit
-        }
     } else if word("XA END") || word("SAVEPOINT") || word("ROLLBACK TO") || word("RELEASE SAVEPOINT") {
         QueryKind::InTxn
+    } else if word("COMMIT") || word("ROLLBACK") || word("XA COMMIT") || word("XA ROLLBACK") {
+        QueryKind::Commit
     } else if word("INSERT") || word("UPDATE") || word("DELETE") || word("REPLACE") || word("LOAD") {
         QueryKind::Dml
     } else {
@@ -922,7 +906,6 @@ fn skip_comments(mut s: &[u8]) -> &[u8] {
 /// byte (bit 7 set; bits 0-2: how many bytes of big-endian length follow;
 /// bits 4-6: algorithm, 0 = zlib), the uncompressed length, a zlib stream.
 pub fn inflate_mariadb(b: &[u8]) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
     let Some((&h, rest)) = b.split_first() else {
         return Err("empty".into());
     };
@@ -934,22 +917,7 @@ pub fn inflate_mariadb(b: &[u8]) -> Result<Vec<u8>, String> {
         return Err(format!("bad length field in compression header {h:#04x}"));
     }
     let len = super::cursor::be_uint(&rest[..n]);
-    // No more than the data can inflate to (zlib's limit is 1032:1).
-    let mut out = Vec::with_capacity(len.min((rest.len() as u64).saturating_mul(1032)) as usize);
-    flate2::read::ZlibDecoder::new(&rest[n..])
-        .take(len)
-        .read_to_end(&mut out)
-        .map_err(|e| e.to_string())?;
-    if out.len() as u64 != len {
-        return Err(format!("inflated to {} bytes, header says {len}", out.len()));
-    }
-    Ok(out)
-}
-
-/// Reads the uuid, tag and sequence number of a MySQL 8.4+ tagged GTID event
-/// (`mysql::serialization` format: varint-encoded fields with ids).
-pub fn parse_tagged_gtid(body: &[u8]) -> Result<(String, String, u64), String> {
-    super::tagged::parse(body)
+    super::value::inflate_exact(&rest[n..], len, false)
 }
 
 #[cfg(test)]

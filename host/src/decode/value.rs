@@ -270,7 +270,6 @@ fn write_vector(out: &mut Vec<u8>, b: &[u8]) -> Result<(), RenderError> {
 /// of big-endian original length follow, and bit 3 set means raw deflate
 /// (the default, `column_compression_zlib_wrap=OFF`), clear a zlib stream.
 pub fn decompress_column(b: &[u8]) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
     let Some((&header, rest)) = b.split_first() else {
         return Ok(Vec::new());
     };
@@ -289,23 +288,27 @@ pub fn decompress_column(b: &[u8]) -> Result<Vec<u8>, String> {
     if len > 1 << 32 {
         return Err(format!("COMPRESSED column claims {len} bytes"));
     }
-    let data = c.rest();
-    // Reserve no more than the data can inflate to (deflate's limit is
-    // 1032:1): a corrupt length must not allocate gigabytes up front.
+    inflate_exact(c.rest(), len, header & 0x08 != 0).map_err(|e| format!("COMPRESSED column {e}"))
+}
+
+/// Inflates `data` (raw deflate, or a zlib stream) to exactly `len` bytes.
+///
+/// The buffer reserved up front is no larger than the data can inflate to
+/// (deflate's limit is 1032:1), so a corrupt length cannot allocate
+/// gigabytes.
+pub(crate) fn inflate_exact(data: &[u8], len: u64, raw_deflate: bool) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
     let mut plain = Vec::with_capacity(len.min((data.len() as u64).saturating_mul(1032)) as usize);
-    let result = if header & 0x08 != 0 {
+    let result = if raw_deflate {
         flate2::read::DeflateDecoder::new(data)
             .take(len)
             .read_to_end(&mut plain)
     } else {
         flate2::read::ZlibDecoder::new(data).take(len).read_to_end(&mut plain)
     };
-    result.map_err(|e| format!("COMPRESSED column does not inflate: {e}"))?;
+    result.map_err(|e| format!("does not inflate: {e}"))?;
     if plain.len() as u64 != len {
-        return Err(format!(
-            "COMPRESSED column inflated to {} bytes, header says {len}",
-            plain.len()
-        ));
+        return Err(format!("inflated to {} bytes, header says {len}", plain.len()));
     }
     Ok(plain)
 }

@@ -14,7 +14,7 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use mysql_common::binlog::events::Event;
 
 use super::StartPosition;
-use super::server::{ServerInfo, SourceUrl};
+use super::server::{ProblemKind, ServerInfo, SourceUrl};
 use crate::decode::event::{EventHeader, RawEvent, types};
 use crate::decode::gtid::GtidState;
 
@@ -58,7 +58,7 @@ impl LiveSource {
         let info = ServerInfo::read(&mut conn).await?;
         let mut problems = info.problems();
         if opts.allow_minimal_metadata {
-            problems.retain(|p| !p.what.contains("binlog_row_metadata") && !p.what.contains("column names"));
+            problems.retain(|p| p.kind != ProblemKind::RowMetadata);
         }
         if !problems.is_empty() {
             let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
@@ -67,7 +67,7 @@ impl LiveSource {
         match super::server::server_id_problem(&mut conn, &info, opts.server_id).await {
             // A replica still listed under our id is usually our own previous
             // connection, which the server drops when this one registers.
-            Some(p) if p.what.contains("already used") => {
+            Some(p) if p.kind == ProblemKind::ServerIdInUse => {
                 tracing::warn!(server_id = opts.server_id, "{p}");
             }
             Some(p) => anyhow::bail!("{url}: {p}"),

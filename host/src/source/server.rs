@@ -146,18 +146,21 @@ impl ServerInfo {
         let mut out = Vec::new();
         if !self.log_bin {
             out.push(Problem::new(
+                ProblemKind::LogBin,
                 "the binary log is off (log_bin=OFF)",
                 "add `log_bin = mysql-bin` and a unique `server_id` under [mysqld] in my.cnf and restart the server",
             ));
         }
         if !self.binlog_format.eq_ignore_ascii_case("ROW") {
             out.push(Problem::new(
+                ProblemKind::Format,
                 format!("binlog_format is {}, not ROW", self.binlog_format),
                 "SET GLOBAL binlog_format = 'ROW'; and `binlog_format = ROW` in my.cnf (existing sessions keep the old format until they reconnect)",
             ));
         }
         if !self.row_image.eq_ignore_ascii_case("FULL") {
             out.push(Problem::new(
+                ProblemKind::RowImage,
                 format!(
                     "binlog_row_image is {}, not FULL: before images would miss columns",
                     self.row_image
@@ -168,6 +171,7 @@ impl ServerInfo {
         match &self.row_metadata {
             Some(m) if m.eq_ignore_ascii_case("FULL") => {}
             Some(m) => out.push(Problem::new(
+                ProblemKind::RowMetadata,
                 format!("binlog_row_metadata is {m}, not FULL: column names are not in the binlog"),
                 "SET GLOBAL binlog_row_metadata = 'FULL'; and `binlog_row_metadata = FULL` in my.cnf, then FLUSH BINARY LOGS \
                  (or accept names from information_schema, wrong across DDL, with --allow-minimal-metadata)",
@@ -176,6 +180,7 @@ impl ServerInfo {
                 let (maj, min, _) = version_triplet(&self.version);
                 let need = if self.mariadb { "MariaDB 10.5" } else { "MySQL 8.0.1" };
                 out.push(Problem::new(
+                ProblemKind::RowMetadata,
                     format!("the server ({maj}.{min}) has no binlog_row_metadata setting, so column names are not in the binlog"),
                     format!("upgrade to {need} or later, or run with --allow-minimal-metadata to take names from information_schema (wrong across DDL)"),
                 ));
@@ -185,9 +190,30 @@ impl ServerInfo {
     }
 }
 
+/// Which requirement a [`Problem`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The binary log is off.
+    LogBin,
+    /// `binlog_format` is not ROW.
+    Format,
+    /// `binlog_row_image` is not FULL.
+    RowImage,
+    /// Column names are not in the binlog (`binlog_row_metadata`).
+    RowMetadata,
+    /// A replication grant is missing.
+    Grant,
+    /// The replica server id cannot be used.
+    ServerId,
+    /// Another connected replica is listed under the server id.
+    ServerIdInUse,
+}
+
 /// A server setting that keeps rowhook from working, and its fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// Which requirement it is about.
+    pub kind: ProblemKind,
     /// What is wrong.
     pub what: String,
     /// The statement or change that fixes it.
@@ -195,8 +221,9 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
+    fn new(kind: ProblemKind, what: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
+            kind,
             what: what.into(),
             fix: fix.into(),
         }
@@ -220,6 +247,7 @@ pub async fn missing_grants(conn: &mut Conn) -> anyhow::Result<Vec<Problem>> {
     let mut out = Vec::new();
     if !has("REPLICATION SLAVE") {
         out.push(Problem::new(
+            ProblemKind::Grant,
             format!("{who} lacks the REPLICATION SLAVE grant, needed to read the binlog"),
             format!("GRANT REPLICATION SLAVE ON *.* TO '{u}'@'{h}';"),
         ));
@@ -227,6 +255,7 @@ pub async fn missing_grants(conn: &mut Conn) -> anyhow::Result<Vec<Problem>> {
     // MariaDB 10.5+ shows REPLICATION CLIENT as BINLOG MONITOR.
     if !has("REPLICATION CLIENT") && !has("BINLOG MONITOR") && !has("SUPER") {
         out.push(Problem::new(
+            ProblemKind::Grant,
             format!("{who} lacks the REPLICATION CLIENT grant, needed for SHOW MASTER STATUS and SHOW BINARY LOGS"),
             format!("GRANT REPLICATION CLIENT ON *.* TO '{u}'@'{h}';"),
         ));
@@ -238,12 +267,14 @@ pub async fn missing_grants(conn: &mut Conn) -> anyhow::Result<Vec<Problem>> {
 pub async fn server_id_problem(conn: &mut Conn, info: &ServerInfo, server_id: u32) -> Option<Problem> {
     if server_id == 0 {
         return Some(Problem::new(
+            ProblemKind::ServerId,
             "server_id 0 is not allowed for a replica",
             "set a unique non-zero server_id",
         ));
     }
     if server_id == info.server_id {
         return Some(Problem::new(
+            ProblemKind::ServerId,
             format!("server_id {server_id} is the source server's own id"),
             "choose another server_id (`--server-id N` or `[source] server_id`)",
         ));
@@ -253,6 +284,7 @@ pub async fn server_id_problem(conn: &mut Conn, info: &ServerInfo, server_id: u3
         let id: Option<u32> = row.get_opt(0).and_then(Result::ok);
         if id == Some(server_id) {
             return Some(Problem::new(
+                ProblemKind::ServerIdInUse,
                 format!(
                     "server_id {server_id} is already used by a connected replica (SHOW SLAVE HOSTS); two replicas with one id cut each other off"
                 ),
