@@ -7,9 +7,10 @@ use std::sync::OnceLock;
 
 use crate::support::{root, rowhook};
 
-/// Builds a guest crate for wasm32-wasip2 and returns its `.wasm`.
+/// Builds a guest crate for wasm32-wasip2 in its own target directory (where
+/// the example configs point) and returns its `.wasm`.
 fn build_guest(manifest_dir: &Path, name: &str) -> PathBuf {
-    let target_dir = root().join("target/guests");
+    let target_dir = manifest_dir.join("target");
     let status = Command::new(env!("CARGO"))
         .args([
             "build",
@@ -51,6 +52,19 @@ fn temp_dir(tag: &str) -> PathBuf {
 fn replay(config: &Path) -> std::process::Output {
     let binlog = root().join("examples/binlog/shop-bin.000001");
     rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()])
+}
+
+/// The example config, exactly as the README runs it.
+#[test]
+fn example_config_replays_as_documented() {
+    guests();
+    let config = root().join("examples/minimal.toml");
+    let out = replay(&config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"order\":1001}\n{\"order\":1002}\n{\"order\":1003}\n"
+    );
 }
 
 #[test]
