@@ -72,4 +72,7 @@ INSERT INTO hits VALUES
 INSERT INTO sms_outbox VALUES (2, '+15550101', 'Your order 1002 has shipped');
 UPDATE orders SET status = 'shipped' WHERE id = 1002;
 
+-- The winter sale is over: its news item goes, and its page with it.
+DELETE FROM news WHERE id = 2;
+
 FLUSH BINARY LOGS;

@@ -3,6 +3,8 @@
 #
 #   tests/mariadb.sh start DIR [mariadbd options...]   # prints the TCP port, one line
 #   tests/mariadb.sh stop DIR                          # stops the server, removes DIR
+#   tests/mariadb.sh down DIR                          # stops the server, keeps DIR
+#   tests/mariadb.sh up DIR                            # starts it again: same data, port, options
 #
 # start: DIR must be empty or absent. Initialises DIR/data, starts `mariadbd --no-defaults`
 # on 127.0.0.1 at a free port (binlog in DIR/log/mysql-bin.*, format ROW, row image FULL,
@@ -15,6 +17,8 @@
 #   mariadb --no-defaults -h127.0.0.1 -P"$port" -uroot test
 #   tests/mariadb.sh stop /tmp/db1
 # stop: kills the pid in DIR/pid (SIGTERM, SIGKILL after 20 s), then removes DIR.
+# down/up: a server restart (clean shutdown, then the same datadir, port and options,
+# recorded in DIR/port and DIR/args by start); up prints the port. Both are idempotent.
 # MARIADB_OWNER_PID=PID (start): also stop the server when process PID exits.
 # Idempotent. Needs only the mariadb server/client packages, python3 and coreutils.
 set -euo pipefail
@@ -31,6 +35,14 @@ server_pid() {
 }
 
 stop() {
+    local dir=$1
+    [[ -e $dir ]] || return 0
+    down "$dir"
+    rm -rf -- "$dir"
+}
+
+# Stops the server of DIR, if one runs, and keeps DIR.
+down() {
     local dir=$1 pid i
     [[ -e $dir ]] || return 0
     pid=$(server_pid "$dir")
@@ -46,7 +58,60 @@ stop() {
             while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
         fi
     fi
-    rm -rf -- "$dir"
+}
+
+# Starts mariadbd on DIR's datadir at PORT with the built-in options and the
+# extra ones, and waits until it answers. Returns 0 when it does, 2 when the
+# port was taken, 1 on any other failure (with the error log on stderr).
+launch() {
+    local dir=$1 port=$2 pid i
+    shift 2
+    local user=()
+    [[ $(id -u) == 0 ]] && user=(--user=root)
+    : >"$dir/err.log"
+    mariadbd --no-defaults "${user[@]}" \
+        --datadir="$dir/data" --socket="$dir/sock" --pid-file="$dir/pid" \
+        --log-error="$dir/err.log" --port="$port" --bind-address=127.0.0.1 \
+        --skip-name-resolve --server-id=1 --gtid-domain-id=0 \
+        --log-bin="$dir/log/mysql-bin" --binlog-format=ROW \
+        --binlog-row-image=FULL --binlog-row-metadata=FULL \
+        --max-allowed-packet=1G --innodb-buffer-pool-size=64M \
+        --innodb-log-file-size=64M \
+        "$@" </dev/null >/dev/null 2>&1 &
+    pid=$!
+    echo "$pid" >"$dir/pid"   # mariadbd writes the same; this covers a failed start
+    for ((i = 0; i < 600; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        if mariadb-admin --no-defaults -S "$dir/sock" -uroot --connect-timeout=2 \
+            ping >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then   # still running but not answering
+        tail -n 30 "$dir/err.log" >&2
+        log "mariadbd did not answer within 60 s"
+        return 1
+    fi
+    wait "$pid" || true
+    grep -q 'Address already in use' "$dir/err.log" 2>/dev/null && return 2
+    tail -n 30 "$dir/err.log" >&2
+    log "mariadbd exited during start"
+    return 1
+}
+
+# Starts the stopped server of DIR again with the port and options of its start.
+up() {
+    local dir=$1 port args=()
+    [[ -f $dir/port && -f $dir/args ]] || die "$dir was not made by \`$0 start\`"
+    dir=$(cd "$dir" && pwd)
+    port=$(cat "$dir/port")
+    if [[ -z $(server_pid "$dir") ]]; then
+        mapfile -d '' args <"$dir/args"
+        launch "$dir" "$port" "${args[@]}" || die "mariadbd did not start again on port $port"
+        log "mariadbd pid $(server_pid "$dir") listening on 127.0.0.1:$port again"
+    fi
+    echo "$port"
 }
 
 free_port() {
@@ -69,41 +134,22 @@ start() {
         || { tail -n 30 "$dir/install.log" >&2; die "mariadb-install-db failed"; }
 
     # The port is free when asked but may be taken before mariadbd binds it: retry then.
-    local port pid attempt i
+    local port pid attempt status
     for attempt in 1 2 3 4 5; do
         port=$(free_port)
-        : >"$dir/err.log"
-        mariadbd --no-defaults "${user[@]}" \
-            --datadir="$dir/data" --socket="$dir/sock" --pid-file="$dir/pid" \
-            --log-error="$dir/err.log" --port="$port" --bind-address=127.0.0.1 \
-            --skip-name-resolve --server-id=1 --gtid-domain-id=0 \
-            --log-bin="$dir/log/mysql-bin" --binlog-format=ROW \
-            --binlog-row-image=FULL --binlog-row-metadata=FULL \
-            --max-allowed-packet=1G --innodb-buffer-pool-size=64M \
-            --innodb-log-file-size=64M \
-            "$@" </dev/null >/dev/null 2>&1 &
-        pid=$!
-        echo "$pid" >"$dir/pid"   # mariadbd writes the same; this covers a failed start
-        for ((i = 0; i < 600; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            if mariadb-admin --no-defaults -S "$dir/sock" -uroot --connect-timeout=2 \
-                ping >/dev/null 2>&1; then
-                break 2
-            fi
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then   # still running but not answering
-            tail -n 30 "$dir/err.log" >&2
-            stop "$dir"
-            die "mariadbd did not answer within 60 s"
-        fi
-        wait "$pid" || true
-        grep -q 'Address already in use' "$dir/err.log" 2>/dev/null \
-            && { log "port $port was taken, retrying"; continue; }
-        tail -n 30 "$dir/err.log" >&2
-        die "mariadbd exited during start"
+        status=0
+        launch "$dir" "$port" "$@" || status=$?
+        case $status in
+            0) break ;;
+            2) log "port $port was taken, retrying" ;;
+            *) down "$dir"; die "mariadbd did not start" ;;
+        esac
     done
-    kill -0 "$pid" 2>/dev/null || die "no free port after $attempt attempts"
+    pid=$(server_pid "$dir")
+    [[ -n $pid ]] || die "no free port after $attempt attempts"
+    echo "$port" >"$dir/port"
+    : >"$dir/args"
+    (($# == 0)) || printf '%s\0' "$@" >"$dir/args"
 
     mariadb --no-defaults -S "$dir/sock" -uroot <<'SQL' \
         || { stop "$dir"; die "setting up users failed"; }
@@ -131,5 +177,7 @@ SQL
 case "${1:-}" in
     start) [[ $# -ge 2 ]] || die "usage: $0 start DIR [mariadbd options...]"; shift; start "$@" ;;
     stop)  [[ $# -eq 2 ]] || die "usage: $0 stop DIR"; stop "$2" ;;
-    *)     die "usage: $0 start DIR [mariadbd options...] | $0 stop DIR" ;;
+    down)  [[ $# -eq 2 ]] || die "usage: $0 down DIR"; down "$2" ;;
+    up)    [[ $# -eq 2 ]] || die "usage: $0 up DIR"; up "$2" ;;
+    *)     die "usage: $0 start DIR [mariadbd options...] | $0 stop DIR | $0 down DIR | $0 up DIR" ;;
 esac

@@ -18,6 +18,7 @@ mod imp {
             E::Quota => EmitError::Quota,
             E::Unavailable => EmitError::Unavailable,
             E::TooLarge => EmitError::TooLarge,
+            E::Invalid => EmitError::Invalid,
         })
     }
 

@@ -161,6 +161,9 @@ pub enum EmitError {
     Unavailable,
     /// The payload or key is larger than the sink or rowhook accepts.
     TooLarge,
+    /// The sink cannot carry the payload as it is: a newline in a message
+    /// to a sink that writes one message per line.
+    Invalid,
 }
 
 impl fmt::Display for EmitError {
@@ -170,6 +173,7 @@ impl fmt::Display for EmitError {
             EmitError::Quota => "emit quota of this event reached",
             EmitError::Unavailable => "sink unavailable",
             EmitError::TooLarge => "message too large",
+            EmitError::Invalid => "payload not valid for this sink (a newline in a one-line-per-message sink)",
         })
     }
 }

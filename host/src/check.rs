@@ -1,6 +1,12 @@
-//! `rowhook check`: is the server ready to feed rowhook? Each problem is
-//! named with the statement that fixes it.
+//! `rowhook check`: is the server ready to feed rowhook, and will a config
+//! run? Each problem is named with what fixes it.
 
+use std::path::Path;
+use std::time::Instant;
+
+use crate::config::{OnError, Plan};
+use crate::runtime::{LoadError, Runtime};
+use crate::sink::SinkSpec;
 use crate::source::server::{self, ProblemKind, ServerInfo, SourceUrl};
 
 /// One line of the report.
@@ -83,4 +89,150 @@ pub async fn check_server(url: &SourceUrl, server_id: u32) -> Vec<CheckLine> {
     }
     let _ = conn.disconnect().await;
     lines
+}
+
+fn ok(text: String) -> CheckLine {
+    CheckLine { ok: true, text }
+}
+
+fn fail(text: String) -> CheckLine {
+    CheckLine { ok: false, text }
+}
+
+/// What to do about a module that cannot load.
+fn load_fix(e: &LoadError) -> &'static str {
+    match e {
+        LoadError::Read { .. } => {
+            "build the handler (cargo build --release --target wasm32-wasip2) or point `module` at the built .wasm"
+        }
+        LoadError::Invalid { .. } => {
+            "build the handler as a WebAssembly component for wasm32-wasip2 (a core module must be wrapped with `wasm-tools component new`)"
+        }
+        LoadError::ForbiddenImport { .. } => {
+            "remove that use from the handler: handlers reach the outside only by emitting to the sinks they are granted"
+        }
+        LoadError::WrongWorld { .. } => {
+            "build the handler against guest-sdk/wit (world rowhook:handler/handler, exporting on-change), e.g. with rowhook-guest's export_handler!"
+        }
+    }
+}
+
+/// Checks what a config needs besides the server: every handler's module
+/// compiles, asks only for what handlers are given, implements the handler
+/// world and starts within its memory limit; every sink and the state
+/// directory can be written where the config says. Call it outside any
+/// async runtime (instantiating a handler may run WASI code).
+pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
+    let mut lines = vec![ok(format!(
+        "config {}: {} sink(s), {} handler(s)",
+        plan.file.display(),
+        plan.sinks.len(),
+        plan.handlers.len()
+    ))];
+    for (name, spec) in &plan.sinks {
+        lines.push(check_sink(name, spec));
+    }
+    lines.push(match writable_dir(&plan.state.path) {
+        Ok(()) => ok(format!("state directory {} is writable", plan.state.path.display())),
+        Err(e) => fail(format!(
+            "state directory {}: {e}; create it or set [state] path to a writable directory",
+            plan.state.path.display()
+        )),
+    });
+    let runtime = match Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            lines.push(fail(format!("{e:#}")));
+            return lines;
+        }
+    };
+    for h in &plan.handlers {
+        let started = Instant::now();
+        let module = match runtime.load(&h.module) {
+            Ok(m) => m,
+            Err(e) => {
+                lines.push(fail(format!("handler `{}`: {e}; {}", h.name, load_fix(&e))));
+                continue;
+            }
+        };
+        let compiled = started.elapsed();
+        let grants = crate::pipeline::grants_of(plan, h);
+        let limits = crate::pipeline::runtime_limits(h);
+        match runtime.instantiate(&module, &h.name, grants, limits) {
+            Ok(_) => lines.push(ok(format!(
+                "handler `{}`: {} compiles ({} ms), imports only what handlers are given and starts within memory_mb = {}; limits time_ms = {}, emits_per_event = {}",
+                h.name,
+                h.module.display(),
+                compiled.as_millis(),
+                h.limits.memory_mb,
+                limits.time_ms,
+                h.limits.emits_per_event
+            ))),
+            Err(e) => lines.push(fail(format!(
+                "handler `{}`: {e:#}; if the memory limit is the cause, raise limits.memory_mb (now {})",
+                h.name, h.limits.memory_mb
+            ))),
+        }
+        let granted: Vec<&str> = h.grants.iter().collect();
+        let mut text = format!(
+            "handler `{}` (tenant `{}`): tables {}, may emit to {}",
+            h.name,
+            h.tenant,
+            h.tables.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "),
+            if granted.is_empty() {
+                "no sink".to_string()
+            } else {
+                granted.join(", ")
+            }
+        );
+        if let OnError::DeadLetter { sink } = &h.on_error {
+            text.push_str(&format!(", dead letters to {sink}"));
+        }
+        lines.push(ok(text));
+    }
+    lines
+}
+
+fn check_sink(name: &str, spec: &SinkSpec) -> CheckLine {
+    let Some(path) = spec.path() else {
+        return ok(format!("sink `{name}` ({})", spec.kind()));
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if let Err(e) = writable_dir(dir) {
+        return fail(format!(
+            "sink `{name}` ({}): directory {}: {e}; create it or change the sink's path",
+            spec.kind(),
+            dir.display()
+        ));
+    }
+    use std::os::unix::fs::FileTypeExt as _;
+    match (spec, std::fs::metadata(path)) {
+        (SinkSpec::Fifo(_), Ok(m)) if !m.file_type().is_fifo() => fail(format!(
+            "sink `{name}` (fifo): {} exists and is not a named pipe; remove it or change the sink's path",
+            path.display()
+        )),
+        (SinkSpec::File(_), Ok(m)) if !m.is_file() => fail(format!(
+            "sink `{name}` (file): {} exists and is not a regular file; change the sink's path",
+            path.display()
+        )),
+        _ => ok(format!("sink `{name}` ({}): {}", spec.kind(), path.display())),
+    }
+}
+
+/// Whether files can be created in `dir` (or in the nearest existing
+/// ancestor, for a directory rowhook would create).
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let mut d = dir;
+    loop {
+        match std::fs::metadata(d) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => return Err(format!("{} is not a directory", d.display())),
+            Err(_) => match d.parent() {
+                Some(p) if !p.as_os_str().is_empty() => d = p,
+                _ => return Err("no existing parent directory".into()),
+            },
+        }
+    }
+    nix::unistd::access(d, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+        .map_err(|e| format!("{} is not writable ({e})", d.display()))
 }

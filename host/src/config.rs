@@ -127,6 +127,10 @@ pub struct RawState {
     /// A directory, relative to the config file's directory unless absolute
     /// (default `var/rowhook`). Created when missing.
     pub path: Option<String>,
+    /// How often acknowledged transactions are committed to the store, in
+    /// milliseconds (default 500; 0 commits after every transaction). A
+    /// crash handles again at most this much of the stream, with the same ids.
+    pub commit_interval_ms: Option<u64>,
 }
 
 /// `[sinks.NAME]`: one destination, selected by `kind`; the other keys depend on it.
@@ -400,12 +404,12 @@ impl Secrets {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {}: {source}", file.display())]
+    #[error("cannot read config file {}: {error}", file.display())]
     Read {
         /// The config file.
         file: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// `${NAME}` expansion failed (a variable is not set, or a stray `$`).
     #[error("{}:{line}: {message}", file.display())]
@@ -708,6 +712,8 @@ pub struct SourcePlan {
 pub struct StatePlan {
     /// The state directory (absolute).
     pub path: PathBuf,
+    /// How often acknowledged transactions are committed to the store.
+    pub commit_interval: Duration,
 }
 
 /// One handler, resolved.
@@ -898,6 +904,8 @@ pub enum OnError {
 
 /// Default `[state] path`, relative to the config file's directory.
 pub const DEFAULT_STATE_PATH: &str = "var/rowhook";
+/// How often the store commits by default, in milliseconds.
+pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 500;
 /// Default heartbeat period, seconds.
 pub const DEFAULT_HEARTBEAT_SECS: u32 = 30;
 /// Default number of rotated files a file sink keeps.
@@ -909,9 +917,9 @@ impl Plan {
     /// Reads, parses (with the process environment) and resolves a config file.
     pub fn load(path: &Path) -> Result<Plan, ConfigError> {
         let file = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(&file).map_err(|error| ConfigError::Read {
             file: path.to_owned(),
-            source,
+            error,
         })?;
         Plan::parse(&text, &file, |name| std::env::var(name).ok())
     }
@@ -973,8 +981,21 @@ impl RawConfig {
 
         let source = self.source.and_then(|s| resolve_source(s, &mut problems));
 
+        let (state_path, commit_interval_ms) = match self.state {
+            Some(s) => (s.path, s.commit_interval_ms),
+            None => (None, None),
+        };
+        let commit_interval_ms = commit_interval_ms.unwrap_or(DEFAULT_COMMIT_INTERVAL_MS);
+        if commit_interval_ms > 60_000 {
+            problems.push(
+                "state.commit_interval_ms",
+                format!("{commit_interval_ms} is out of range"),
+                "use 0 (every transaction) to 60000 ms; the default is 500",
+            );
+        }
         let state = StatePlan {
-            path: match self.state.and_then(|s| s.path) {
+            commit_interval: Duration::from_millis(commit_interval_ms),
+            path: match state_path {
                 Some(p) if p.trim().is_empty() => {
                     problems.push(
                         "state.path",

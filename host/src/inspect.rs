@@ -13,7 +13,8 @@ use crate::decode::value::RenderError;
 use crate::decode::{ChangeVisitor, Commit, Decoder, DecoderOptions, Flow, RowChange};
 use crate::source::StartPosition;
 use crate::source::file::{BinlogFile, Next};
-use crate::source::live::{LiveOptions, LiveSource};
+use crate::source::live::LiveOptions;
+use crate::source::reconnect::{Reconnects, Resilient, RetryPolicy, Step};
 
 /// What to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub struct InspectOptions {
     pub allow_minimal_metadata: bool,
     /// Log and skip statement-based changes instead of stopping.
     pub skip_statements: bool,
+    /// Live: when to reconnect after a lost connection.
+    pub reconnect: RetryPolicy,
 }
 
 /// What a run saw.
@@ -69,6 +72,8 @@ pub struct Summary {
     pub resume_gtids: String,
     /// A partial event at the end of the last file (offset), if any.
     pub partial_tail: Option<u64>,
+    /// Live: lost connections resumed, by cause.
+    pub reconnects: Reconnects,
 }
 
 /// Writes row changes as JSON lines.
@@ -82,10 +87,30 @@ struct Printer<W: Write> {
     /// Transactions already executed (start at a GTID set over files).
     skip_gtids: Option<GtidState>,
     skipping: bool,
+    /// The open transaction and its last change printed (event, row).
+    printed_txn: String,
+    printed_at: Option<(u32, u32)>,
+    /// After a lost connection: the abandoned transaction comes again, and
+    /// its changes up to this one (event, row) were printed already.
+    printed_before_loss: Option<(u32, u32)>,
     error: Option<anyhow::Error>,
 }
 
 impl<W: Write> Printer<W> {
+    /// Writes what is buffered through to the output.
+    fn flush_out(&mut self) -> anyhow::Result<()> {
+        self.flush_buf();
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        match self.out.flush() {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(anyhow::Error::new(e).context("writing output"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn flush_buf(&mut self) -> Flow {
         if self.buf.is_empty() {
             return Flow::Continue;
@@ -109,6 +134,18 @@ impl<W: Write> ChangeVisitor for Printer<W> {
         if self.skipping {
             return Flow::Continue;
         }
+        let at = (change.event_index, change.row_index);
+        if let Some(last) = self.printed_before_loss {
+            if change.txn == self.printed_txn && at <= last {
+                return Flow::Continue;
+            }
+            self.printed_before_loss = None;
+        }
+        if self.printed_at.is_none() || change.txn != self.printed_txn {
+            self.printed_txn.clear();
+            self.printed_txn.push_str(change.txn);
+        }
+        self.printed_at = Some(at);
         if self.format == Format::Json {
             let mark = self.buf.len();
             if let Err(RenderError(e)) = change.write_json(&mut self.buf) {
@@ -143,11 +180,22 @@ impl<W: Write> ChangeVisitor for Printer<W> {
     fn commit(&mut self, _commit: &Commit<'_>) -> Flow {
         self.commits += 1;
         self.skipping = false;
+        self.printed_at = None;
+        self.printed_before_loss = None;
         Flow::Continue
     }
 }
 
 impl<W: Write> Printer<W> {
+    /// The stream was lost inside a transaction: it comes again from its
+    /// first event, and what was printed of it is not printed twice.
+    fn abandon_transaction(&mut self) {
+        self.skipping = false;
+        if let Some(at) = self.printed_at.take() {
+            self.printed_before_loss = Some(at);
+        }
+    }
+
     /// Called when a transaction begins with `gtid`: skip it if the start
     /// GTID set already holds it.
     fn begin(&mut self, gtid: Option<&str>) {
@@ -174,6 +222,9 @@ pub async fn run<W: Write>(
         limit: opts.limit,
         skip_gtids: None,
         skipping: false,
+        printed_txn: String::new(),
+        printed_at: None,
+        printed_before_loss: None,
         error: None,
     };
     let dopts = DecoderOptions {
@@ -192,7 +243,7 @@ pub async fn run<W: Write>(
             live.allow_minimal_metadata = opts.allow_minimal_metadata;
             live.start = opts.start.clone();
             let r = tokio::select! {
-                r = run_live(&live, dopts, &mut printer) => r,
+                r = run_live(&live, &opts.reconnect, dopts, &mut printer, &mut summary) => r,
                 () = &mut shutdown => return finish(printer, summary),
             };
             r
@@ -248,14 +299,49 @@ fn feed<W: Write>(
 
 async fn run_live<W: Write>(
     live: &LiveOptions,
+    policy: &RetryPolicy,
     dopts: DecoderOptions,
     printer: &mut Printer<W>,
+    summary: &mut Summary,
 ) -> anyhow::Result<Decoder> {
-    let mut source = LiveSource::open(live).await?;
+    let mut source = Resilient::open(live.clone(), policy.clone()).await?;
+    let stats = source.stats();
     let mut decoder = Decoder::new(dopts, "");
     decoder.set_gtid_state(source.start_gtids().clone());
     let mut named = std::collections::HashSet::new();
-    while let Some(event) = source.next_event().await? {
+    loop {
+        // Output goes out whenever the stream has nothing ready: a live tail
+        // shows changes as they happen, and bulk reads still write in chunks.
+        let next = {
+            let mut next = std::pin::pin!(source.next_event());
+            match std::future::poll_fn(|cx| std::task::Poll::Ready(next.as_mut().poll(cx))).await {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => {
+                    printer.flush_out()?;
+                    next.await
+                }
+            }
+        };
+        let event = match next {
+            Ok(Step::Event(event)) => event,
+            Ok(Step::Resumed(_)) => {
+                summary.reconnects = stats.reconnects();
+                let txn = decoder.current_gtid().map(str::to_owned);
+                if decoder.abandon_transaction() {
+                    tracing::info!(
+                        txn = txn.as_deref().unwrap_or("-"),
+                        printed = printer.printed_at.is_some(),
+                        "the stream was lost inside a transaction: it is read again from its start, and its changes already printed are not printed again"
+                    );
+                }
+                printer.abandon_transaction();
+                continue;
+            }
+            Err(e) => {
+                summary.reconnects = stats.reconnects();
+                return Err(e.into());
+            }
+        };
         let raw = source.raw(&event);
         if live.allow_minimal_metadata
             && raw.header.type_code == crate::decode::event::types::TABLE_MAP
@@ -276,7 +362,11 @@ async fn run_live<W: Write>(
             }
         }
         let is_payload = raw.header.type_code == crate::decode::event::types::TRANSACTION_PAYLOAD;
+        let commits = printer.commits;
         let flow = feed(&mut decoder, raw, printer)?;
+        if printer.commits != commits {
+            source.committed(decoder.resume_position());
+        }
         if is_payload {
             source.skip_payload_copies(decoder.payload_events());
         }
@@ -284,6 +374,7 @@ async fn run_live<W: Write>(
             break;
         }
     }
+    summary.reconnects = stats.reconnects();
     Ok(decoder)
 }
 

@@ -23,12 +23,56 @@ struct Cli {
 enum Command {
     /// Print decoded row changes as JSON lines, from a server or binlog files.
     Inspect(InspectArgs),
-    /// Check that a server is ready to feed rowhook.
+    /// Check that a server is ready to feed rowhook, and that a config's
+    /// modules, grants, limits and sinks will run.
     Check(CheckArgs),
     /// Run the configured handlers on every row change of the live server.
     Run(RunArgs),
     /// Run the configured handlers over recorded binlog files.
     Replay(ReplayArgs),
+    /// Show the checkpoint, the lag behind the server, handler state and
+    /// dead letters; reset a handler's state or move the start position.
+    State(StateArgs),
+}
+
+#[derive(clap::Args)]
+struct StateArgs {
+    /// The config file.
+    #[arg(short, long, default_value = "rowhook.toml")]
+    config: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    action: Option<StateAction>,
+}
+
+#[derive(Subcommand)]
+enum StateAction {
+    /// Delete every key of one handler's state (rowhook must be stopped).
+    Reset {
+        /// The handler's name.
+        handler: String,
+        /// Confirm: the state cannot be recovered.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Move where the next run starts (rowhook must be stopped):
+    /// FILE:POS, a GTID set, or `config` to forget the checkpoint and use
+    /// the config's [source] start.
+    SetStart {
+        /// FILE:POS | GTID set | config.
+        to: String,
+        /// Confirm: changes between the old and the new position are
+        /// skipped or handled again.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print one handler's state as JSON lines.
+    Dump {
+        /// The handler's name.
+        handler: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -46,6 +90,10 @@ struct ReplayArgs {
     /// Binlog files, in order.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// Keep handler state and the position in the config's [state] store,
+    /// as `run` does, and resume after its checkpoint.
+    #[arg(long)]
+    checkpoint: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -100,16 +148,30 @@ struct InspectArgs {
     /// MIXED) instead of stopping: their rows are not in the binlog.
     #[arg(long)]
     skip_statements: bool,
+    /// Give up after N failed reconnection attempts in a row (default: keep
+    /// trying, backing off up to 10 s; 0: a lost connection ends the run).
+    #[arg(long, value_name = "N")]
+    max_reconnect_attempts: Option<u32>,
 }
 
 #[derive(clap::Args)]
 struct CheckArgs {
     /// Source server, mysql://USER:PASSWORD@HOST:PORT (or ROWHOOK_URL).
-    #[arg(long, env = "ROWHOOK_URL", hide_env_values = true)]
-    url: String,
-    /// Replica server id rowhook will use.
-    #[arg(long, default_value_t = 4242)]
+    #[arg(
+        long,
+        env = "ROWHOOK_URL",
+        hide_env_values = true,
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    url: Option<String>,
+    /// Replica server id rowhook will use (with --url).
+    #[arg(long, default_value_t = 4242, conflicts_with = "config")]
     server_id: u32,
+    /// A config file: checks it, every handler's module, grants, limits and
+    /// sinks, and its [source] server if it has one.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -129,8 +191,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Replay(args) => replay(args),
+        Command::State(args) => state(&rt, args),
         Command::Inspect(args) => rt.block_on(inspect(args)),
-        Command::Check(args) => rt.block_on(check(args)),
+        Command::Check(args) => check(&rt, args),
     };
     match result {
         Ok(code) => code,
@@ -172,6 +235,10 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         follow: args.follow,
         allow_minimal_metadata: args.allow_minimal_metadata,
         skip_statements: args.skip_statements,
+        reconnect: rowhook::source::reconnect::RetryPolicy {
+            max_attempts: args.max_reconnect_attempts,
+            ..Default::default()
+        },
     };
     let stdout = std::io::stdout().lock();
     let out = std::io::BufWriter::with_capacity(1 << 16, stdout);
@@ -182,9 +249,24 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let url = SourceUrl::parse(&args.url)?;
-    let lines = rowhook::check::check_server(&url, args.server_id).await;
+fn check(rt: &tokio::runtime::Runtime, args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let lines = match (args.url, args.config) {
+        (Some(url), _) => rt.block_on(rowhook::check::check_server(&SourceUrl::parse(&url)?, args.server_id)),
+        (None, Some(config)) => {
+            let plan = rowhook::config::Plan::load(&config)?;
+            // Modules are checked outside the async runtime (see rowhook::run).
+            let mut lines = rowhook::check::check_plan(&plan);
+            match &plan.source {
+                Some(source) => lines.extend(rt.block_on(rowhook::check::check_server(&source.url, source.server_id))),
+                None => lines.push(rowhook::check::CheckLine {
+                    ok: true,
+                    text: "no [source]: the config can replay binlog files; `rowhook run` needs a [source]".into(),
+                }),
+            }
+            lines
+        }
+        (None, None) => unreachable!("clap requires --url or --config"),
+    };
     let mut ok = true;
     for line in &lines {
         println!("{} {}", if line.ok { "ok  " } else { "FAIL" }, line.text);
@@ -195,7 +277,10 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let plan = rowhook::config::Plan::load(&args.config)?;
-    let stats = rowhook::run::replay(&plan, &args.files)?;
+    let opts = rowhook::run::ReplayOptions {
+        checkpoint: args.checkpoint,
+    };
+    let stats = rowhook::run::replay_with(&plan, &args.files, &opts)?;
     eprintln!(
         "rowhook: {} row changes, {} handler calls, {} messages, {} handler errors, {} transactions",
         stats.changes, stats.calls, stats.messages, stats.handler_errors, stats.commits
@@ -210,5 +295,45 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         "rowhook: stopped after {} row changes, {} messages, {} transactions",
         stats.changes, stats.messages, stats.commits
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state(rt: &tokio::runtime::Runtime, args: StateArgs) -> anyhow::Result<ExitCode> {
+    let plan = rowhook::config::Plan::load(&args.config)?;
+    match args.action {
+        None => {
+            let report = rt.block_on(rowhook::ops::report(&plan))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", rowhook::ops::render(&report));
+            }
+        }
+        Some(StateAction::Reset { handler, yes }) => {
+            anyhow::ensure!(
+                yes,
+                "resetting deletes every key of handler `{handler}`'s state for good; add --yes to confirm"
+            );
+            anyhow::ensure!(
+                plan.handlers.iter().any(|h| h.name == handler),
+                "{} has no handler `{handler}`",
+                plan.file.display()
+            );
+            let n = rowhook::ops::reset_state(&plan, &handler)?;
+            println!("handler `{handler}`: {n} keys deleted");
+        }
+        Some(StateAction::SetStart { to, yes }) => {
+            anyhow::ensure!(
+                yes,
+                "moving the start position skips or repeats the changes in between; add --yes to confirm"
+            );
+            match rowhook::ops::set_start(&plan, &to)? {
+                Some(cp) if cp.file.is_empty() => println!("the next run starts after GTID set {}", cp.gtids),
+                Some(cp) => println!("the next run starts at {}:{}", cp.file, cp.pos),
+                None => println!("checkpoint forgotten: the next run starts where [source] start says"),
+            }
+        }
+        Some(StateAction::Dump { handler }) => print!("{}", rowhook::ops::dump(&plan, &handler)?),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,16 +8,25 @@
 //! transaction's commit has been seen; inside a huge transaction it goes out
 //! in bounded batches. Handler state writes commit only after every sink
 //! acknowledged the transaction's messages.
+//!
+//! With a [`Store`] attached, committed transactions are gathered into a
+//! batch (their state writes, dead letters, and the position after them)
+//! that is committed to the store at most every `commit_interval`, always
+//! after the sinks acknowledged every message of its transactions. A sink
+//! that fails beyond its retries applies the `on_error` policy of each
+//! handler whose messages it refused.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{HandlerPlan, OnError, Plan};
 use crate::decode::txn::TableFilter;
 use crate::decode::{ChangeVisitor, Commit, Flow, RowChange};
-use crate::runtime::{GuestError, Instance, Limits, Module, Runtime};
+use crate::runtime::reload::{Reload, Reloader};
+use crate::runtime::{Grants, GuestError, Instance, Limits, Module, Runtime, SinkRules};
 use crate::sink::{AnySink, Message, Sink, SinkError};
+use crate::store::{Batch, Checkpoint, DeadLetter, Store};
 
 /// Messages buffered before a flush inside a transaction.
 const FLUSH_EVERY: usize = 4096;
@@ -29,7 +38,7 @@ struct HandlerSlot {
     plan: HandlerPlan,
     module: Module,
     instance: Instance,
-    grants: Arc<HashSet<String>>,
+    grants: Arc<Grants>,
 }
 
 /// The handlers (by index) a table's changes of one op go to; the names
@@ -53,6 +62,14 @@ pub struct Stats {
     pub handler_errors: u64,
     /// Transactions committed.
     pub commits: u64,
+    /// Module versions swapped in by hot reload.
+    pub reloads: u64,
+    /// Changed module files refused (the previous version kept serving).
+    pub reload_failures: u64,
+    /// Batches committed to the store.
+    pub checkpoints: u64,
+    /// Messages a sink refused beyond its retries, handled by `skip` or `dead-letter`.
+    pub sink_failures: u64,
 }
 
 /// Runs the configured handlers over decoded row changes.
@@ -60,7 +77,8 @@ pub struct Pipeline {
     runtime: Runtime,
     handlers: Vec<HandlerSlot>,
     sinks: BTreeMap<String, AnySink>,
-    pending: BTreeMap<String, Vec<Message>>,
+    /// Per sink: buffered messages, and the handler (index) each came from.
+    pending: BTreeMap<String, (Vec<Message>, Vec<usize>)>,
     pending_count: usize,
     /// Per table id and op: which handlers (by index) subscribe.
     routes: HashMap<(u64, crate::decode::Op), Route>,
@@ -68,9 +86,32 @@ pub struct Pipeline {
     commit_seen: bool,
     halted: Option<anyhow::Error>,
     stats: Stats,
+    reloader: Option<Reloader>,
+    /// Per handler: why its module file was last refused, until a good one loads.
+    reload_errors: Vec<Option<String>>,
+    store: Option<Store>,
+    /// Committed transactions not yet in the store.
+    batch: Batch,
+    commit_interval: Duration,
+    last_checkpoint: Instant,
+    /// The position after the last commit seen, until its flush.
+    pending_position: Option<Checkpoint>,
+    /// The position last committed to the store.
+    position: Option<Checkpoint>,
+    /// Dead letters of the transaction in progress.
+    txn_dead_letters: Vec<DeadLetter>,
 }
 
-fn runtime_limits(plan: &HandlerPlan) -> Limits {
+/// What a configured handler may emit to, with each sink's rules.
+pub fn grants_of(plan: &Plan, h: &HandlerPlan) -> Arc<Grants> {
+    Arc::new(Grants::new(h.grants.iter().map(|name| {
+        let single_line = plan.sinks.get(name).is_some_and(|s| s.one_line_per_message());
+        (name.to_owned(), SinkRules { single_line })
+    })))
+}
+
+/// The runtime limits of a configured handler.
+pub fn runtime_limits(plan: &HandlerPlan) -> Limits {
     Limits {
         memory_bytes: plan.limits.memory_mb as usize * (1 << 20),
         time_ms: plan.limits.time.as_millis().max(1) as u64,
@@ -86,7 +127,7 @@ impl Pipeline {
             let module = runtime
                 .load(&h.module)
                 .map_err(|e| anyhow::anyhow!("handler `{}`: {e}", h.name))?;
-            let grants: Arc<HashSet<String>> = Arc::new(h.grants.iter().map(str::to_owned).collect());
+            let grants = grants_of(plan, h);
             let instance = runtime.instantiate(&module, &h.name, grants.clone(), runtime_limits(h))?;
             handlers.push(HandlerSlot {
                 plan: h.clone(),
@@ -113,7 +154,141 @@ impl Pipeline {
             commit_seen: false,
             halted: None,
             stats: Stats::default(),
+            reloader: None,
+            reload_errors: vec![None; plan.handlers.len()],
+            store: None,
+            batch: Batch::default(),
+            commit_interval: plan.state.commit_interval,
+            last_checkpoint: Instant::now(),
+            pending_position: None,
+            position: None,
+            txn_dead_letters: Vec::new(),
         })
+    }
+
+    /// Keeps handler state and the resume position in `store`: loads every
+    /// handler's state from it and returns the position to resume at.
+    pub fn attach_store(&mut self, store: Store) -> anyhow::Result<Option<Checkpoint>> {
+        for h in &mut self.handlers {
+            let values = store.load_state(&h.plan.name)?;
+            h.instance
+                .replace_state(crate::runtime::StateOverlay::from_values(values));
+        }
+        let position = store.position()?;
+        self.position = position.clone();
+        self.store = Some(store);
+        Ok(position)
+    }
+
+    /// The attached store.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Commits the batch of acknowledged transactions to the store now.
+    pub fn checkpoint(&mut self) -> anyhow::Result<()> {
+        let Some(store) = &mut self.store else { return Ok(()) };
+        if !self.batch.is_empty() {
+            store.commit(&self.batch)?;
+            self.stats.checkpoints += 1;
+            if let Some(p) = self.batch.position.take() {
+                self.position = Some(p);
+            }
+            self.batch = Batch::default();
+            let report = crate::ops::Report {
+                store: store.path().to_owned(),
+                position: self.position.clone(),
+                handlers: self
+                    .handlers
+                    .iter_mut()
+                    .map(|h| crate::ops::HandlerState {
+                        name: h.plan.name.clone(),
+                        keys: h.instance.state().len() as u64,
+                        bytes: 0,
+                    })
+                    .collect(),
+                dead_letters: store.dead_letter_total(),
+                live_status_written_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs()),
+                server: None,
+            };
+            let dir = store.path().parent().unwrap_or(std::path::Path::new("."));
+            if let Err(e) = crate::ops::write_status(dir, &report) {
+                tracing::warn!("writing {}: {e}", dir.join(crate::ops::STATUS_FILE).display());
+            }
+        }
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Whether acknowledged transactions wait for a checkpoint.
+    pub fn checkpoint_pending(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
+    /// Time until the waiting batch is due (zero if it is), `None` if none waits.
+    pub fn checkpoint_due_in(&self) -> Option<Duration> {
+        self.checkpoint_pending()
+            .then(|| self.commit_interval.saturating_sub(self.last_checkpoint.elapsed()))
+    }
+
+    /// Watches every handler's module file and swaps a changed one in at
+    /// the next transaction boundary (see [`crate::runtime::reload`]).
+    pub fn watch_modules(&mut self) -> anyhow::Result<()> {
+        let modules: Vec<_> = self.handlers.iter().map(|h| h.plan.module.clone()).collect();
+        self.reloader = Some(Reloader::watch(&self.runtime, &modules)?);
+        Ok(())
+    }
+
+    /// Per handler (configuration order): why its changed module file was
+    /// refused, while the previous version keeps serving.
+    pub fn reload_errors(&self) -> &[Option<String>] {
+        &self.reload_errors
+    }
+
+    /// Swaps in modules that changed and compiled, and reports those that
+    /// did not. Call only at a transaction boundary, after the flush: the
+    /// new instance takes over the handler's committed state.
+    pub fn apply_reloads(&mut self) {
+        let Some(reloader) = &self.reloader else { return };
+        while let Some(outcome) = reloader.try_next() {
+            match outcome {
+                Reload::Ready { handlers, module } => {
+                    for i in handlers {
+                        let h = &mut self.handlers[i];
+                        match self
+                            .runtime
+                            .instantiate(&module, &h.plan.name, h.grants.clone(), runtime_limits(&h.plan))
+                        {
+                            Ok(mut fresh) => {
+                                fresh.replace_state(std::mem::take(h.instance.state()));
+                                h.instance = fresh;
+                                h.module = module.clone();
+                                self.reload_errors[i] = None;
+                                self.stats.reloads += 1;
+                                tracing::info!(handler = %h.plan.name, module = %module.path(), "handler reloaded: the new version handles the next transaction");
+                            }
+                            Err(e) => {
+                                let msg = format!("{e:#}");
+                                tracing::error!(handler = %h.plan.name, "reload refused, the previous version keeps serving: {msg}");
+                                self.reload_errors[i] = Some(msg);
+                                self.stats.reload_failures += 1;
+                            }
+                        }
+                    }
+                }
+                Reload::Failed { handlers, error } => {
+                    for i in handlers {
+                        let name = &self.handlers[i].plan.name;
+                        tracing::error!(handler = %name, "reload refused, the previous version keeps serving: {error}");
+                        self.reload_errors[i] = Some(error.to_string());
+                        self.stats.reload_failures += 1;
+                    }
+                }
+            }
+        }
     }
 
     /// The decoder table filter: the union of all handlers' subscriptions.
@@ -148,46 +323,141 @@ impl Pipeline {
     /// Writes buffered messages to their sinks; at a commit, then commits the
     /// handlers' state. Retries unavailable sinks with capped backoff.
     pub async fn flush(&mut self) -> anyhow::Result<()> {
-        for (sink, batch) in std::mem::take(&mut self.pending) {
+        let mut refused: Vec<(String, Vec<Message>, Vec<usize>, SinkError)> = Vec::new();
+        for (sink, (batch, origins)) in std::mem::take(&mut self.pending) {
             let target = self
                 .sinks
                 .get_mut(&sink)
                 .ok_or_else(|| anyhow::anyhow!("no sink `{sink}`"))?;
-            let mut delay = Duration::from_millis(50);
-            let mut attempt = 0;
-            loop {
-                match target.write_batch(&batch).await {
-                    Ok(()) => break,
-                    Err(e @ SinkError::Unavailable { .. }) if attempt < SINK_RETRIES => {
-                        tracing::warn!(sink = %sink, attempt, "sink unavailable, retrying: {e}");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(anyhow::anyhow!("{e}")),
-                }
+            match write_with_retries(target, &sink, &batch).await {
+                Ok(()) => self.stats.messages += batch.len() as u64,
+                Err(e) => refused.push((sink, batch, origins, e)),
             }
-            self.stats.messages += batch.len() as u64;
         }
         self.pending_count = 0;
+        for (sink, batch, origins, err) in refused {
+            self.sink_refused(&sink, batch, &origins, &err).await?;
+        }
         if self.commit_seen {
+            let keep = self.store.is_some();
             for h in &mut self.handlers {
-                // Issue 4 makes these writes durable with the checkpoint.
-                let _writes = h.instance.state().commit();
+                let writes = h.instance.state().commit();
+                if keep {
+                    for (key, value) in writes {
+                        self.batch.state.insert((h.plan.name.clone(), key), value);
+                    }
+                }
+            }
+            if keep {
+                if let Some(p) = self.pending_position.take() {
+                    self.batch.position = Some(p);
+                }
+                self.batch.dead_letters.append(&mut self.txn_dead_letters);
+                self.batch.transactions += 1;
+                if self.last_checkpoint.elapsed() >= self.commit_interval {
+                    self.checkpoint()?;
+                }
             }
             self.commit_seen = false;
         }
         Ok(())
     }
 
-    /// Closes every sink (making delivered messages durable).
+    /// A sink refused `batch` beyond its retries: each message's handler's
+    /// `on_error` decides (halt: the error; skip: dropped, logged and
+    /// counted; dead-letter: to its dead-letter sink, which must take it).
+    async fn sink_refused(
+        &mut self,
+        sink: &str,
+        batch: Vec<Message>,
+        origins: &[usize],
+        err: &SinkError,
+    ) -> anyhow::Result<()> {
+        let mut letters: BTreeMap<String, Vec<Message>> = BTreeMap::new();
+        for (msg, &i) in batch.into_iter().zip(origins) {
+            let h = &self.handlers[i];
+            match &h.plan.on_error {
+                OnError::Halt => {
+                    anyhow::bail!(
+                        "sink `{sink}` refused a message of handler `{}` ({}): {err}; halting before the checkpoint moves (on_error = \"halt\")",
+                        h.plan.name,
+                        msg.id
+                    )
+                }
+                OnError::Skip => {
+                    self.stats.sink_failures += 1;
+                    tracing::warn!(handler = %h.plan.name, change = %msg.id, "sink `{sink}` refused a message, skipped (on_error = \"skip\"): {err}");
+                }
+                OnError::DeadLetter { sink: dl } => {
+                    self.stats.sink_failures += 1;
+                    anyhow::ensure!(
+                        dl != sink,
+                        "sink `{sink}` refused a message of handler `{}` ({}) and is its dead-letter sink too: {err}",
+                        h.plan.name,
+                        msg.id
+                    );
+                    let payload = dead_letter_payload(&h.plan.name, &err.to_string(), |out| {
+                        out.extend_from_slice(b"{\"sink\":");
+                        crate::json_text::write_str(out, sink);
+                        out.extend_from_slice(b",\"payload\":");
+                        crate::json_text::write_str(out, &String::from_utf8_lossy(&msg.payload));
+                        out.push(b'}');
+                    });
+                    if self.store.is_some() {
+                        self.txn_dead_letters.push(DeadLetter {
+                            handler: h.plan.name.clone(),
+                            id: msg.id.clone(),
+                            error: err.to_string(),
+                            sink: dl.clone(),
+                        });
+                    }
+                    letters.entry(dl.clone()).or_default().push(Message {
+                        key: None,
+                        payload,
+                        id: msg.id,
+                    });
+                }
+            }
+        }
+        for (dl, batch) in letters {
+            let target = self
+                .sinks
+                .get_mut(&dl)
+                .ok_or_else(|| anyhow::anyhow!("no sink `{dl}`"))?;
+            write_with_retries(target, &dl, &batch)
+                .await
+                .map_err(|e| anyhow::anyhow!("dead-letter sink `{dl}` refused too: {e}"))?;
+            self.stats.messages += batch.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Drops the transaction in progress: its stream was cut before its
+    /// commit, and the new stream sends it again from its first change.
+    /// Its buffered messages are dropped (they will be emitted again, with
+    /// the same ids) and its state writes undone.
+    pub fn abandon_transaction(&mut self) {
+        self.pending.clear();
+        self.pending_count = 0;
+        self.commit_seen = false;
+        self.pending_position = None;
+        self.txn_dead_letters.clear();
+        for h in &mut self.handlers {
+            h.instance.state().abandon();
+            h.instance.take_emitted();
+        }
+    }
+
+    /// Closes every sink (making delivered messages durable), then commits
+    /// the waiting batch to the store. Messages of a transaction whose
+    /// commit was not seen are not sent, and its state writes not kept.
     pub async fn close(&mut self) -> anyhow::Result<()> {
         for (name, sink) in &mut self.sinks {
             sink.close()
                 .await
                 .map_err(|e| anyhow::anyhow!("closing sink `{name}`: {e}"))?;
         }
-        Ok(())
+        self.checkpoint()
     }
 
     fn route(&mut self, change: &RowChange<'_>) -> Arc<[usize]> {
@@ -237,25 +507,60 @@ impl Pipeline {
             }
             OnError::DeadLetter { sink } => {
                 self.stats.handler_errors += 1;
-                let mut payload = Vec::with_capacity(256);
-                payload.extend_from_slice(b"{\"handler\":");
-                crate::json_text::write_str(&mut payload, &h.plan.name);
-                payload.extend_from_slice(b",\"error\":");
-                crate::json_text::write_str(&mut payload, &err.to_string());
-                payload.extend_from_slice(b",\"change\":");
-                if change.write_json(&mut payload).is_err() {
-                    payload.extend_from_slice(b"null");
+                let payload = dead_letter_payload(&h.plan.name, &err.to_string(), |out| {
+                    if change.write_json(out).is_err() {
+                        out.extend_from_slice(b"null");
+                    }
+                });
+                if self.store.is_some() {
+                    self.txn_dead_letters.push(DeadLetter {
+                        handler: h.plan.name.clone(),
+                        id: id.clone(),
+                        error: err.to_string(),
+                        sink: sink.clone(),
+                    });
                 }
-                payload.push(b'}');
-                self.pending
-                    .entry(sink)
-                    .or_default()
-                    .push(Message { key: None, payload, id });
+                let (msgs, origins) = self.pending.entry(sink).or_default();
+                msgs.push(Message { key: None, payload, id });
+                origins.push(i);
                 self.pending_count += 1;
                 Flow::Continue
             }
         }
     }
+}
+
+/// Writes `batch` to `sink`, retrying an unavailable sink with capped
+/// exponential backoff; the error once retries run out, or at once for a
+/// permanent one.
+async fn write_with_retries(target: &mut AnySink, sink: &str, batch: &[Message]) -> Result<(), SinkError> {
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 0;
+    loop {
+        match target.write_batch(batch).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && attempt < SINK_RETRIES => {
+                tracing::warn!(sink = %sink, attempt, "sink unavailable, retrying in {delay:?}: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `{"handler":…,"error":…,"change":…}`, the change written by `change`.
+fn dead_letter_payload(handler: &str, error: &str, change: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(256);
+    payload.extend_from_slice(b"{\"handler\":");
+    crate::json_text::write_str(&mut payload, handler);
+    payload.extend_from_slice(b",\"error\":");
+    crate::json_text::write_str(&mut payload, error);
+    payload.extend_from_slice(b",\"change\":");
+    change(&mut payload);
+    payload.push(b'}');
+    payload
 }
 
 impl ChangeVisitor for Pipeline {
@@ -307,11 +612,13 @@ impl ChangeVisitor for Pipeline {
                 Ok(()) => {
                     for e in h.instance.take_emitted() {
                         let id = id.get_or_insert_with(|| change.id()).clone();
-                        self.pending.entry(e.sink).or_default().push(Message {
+                        let (msgs, origins) = self.pending.entry(e.sink).or_default();
+                        msgs.push(Message {
                             key: e.key.map(String::into_bytes),
                             payload: e.payload,
                             id,
                         });
+                        origins.push(i);
                         self.pending_count += 1;
                     }
                 }
@@ -327,7 +634,16 @@ impl ChangeVisitor for Pipeline {
         Flow::Continue
     }
 
-    fn commit(&mut self, _commit: &Commit<'_>) -> Flow {
+    fn commit(&mut self, commit: &Commit<'_>) -> Flow {
+        if self.store.is_some() {
+            self.pending_position = Some(Checkpoint {
+                file: commit.file.to_owned(),
+                pos: commit.end,
+                gtids: commit.gtid_state.to_string(),
+                txn: commit.txn.to_owned(),
+                ts: commit.ts,
+            });
+        }
         self.commit_seen = true;
         self.stats.commits += 1;
         Flow::Continue

@@ -6,15 +6,26 @@
 //! runtime's context. The drivers are therefore plain loops on the calling
 //! thread that enter a private runtime only for I/O (reading the stream,
 //! writing to sinks).
+//!
+//! `run` keeps handler state and the resume position in the store under
+//! `[state] path` and resumes there; `replay` does so only when asked
+//! ([`ReplayOptions::checkpoint`]), so that replaying recorded files is
+//! repeatable by default.
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
+
 use crate::config::Plan;
+use crate::decode::gtid::GtidState;
 use crate::decode::{Decoder, DecoderOptions, Flow, RawEvent};
 use crate::pipeline::{Pipeline, Stats};
 use crate::runtime::Runtime;
+use crate::source::StartPosition;
 use crate::source::file::{BinlogFile, Next};
-use crate::source::live::{LiveOptions, LiveSource};
+use crate::source::live::LiveOptions;
+use crate::source::reconnect::{Resilient, RetryPolicy, Step};
+use crate::store::{Checkpoint, Store};
 
 fn decoder_for(plan: &Plan, file: &str) -> Decoder {
     let opts = DecoderOptions {
@@ -40,6 +51,9 @@ fn step(
     if pipeline.flush_due() {
         rt.block_on(pipeline.flush())?;
     }
+    if !decoder.in_transaction() {
+        pipeline.apply_reloads();
+    }
     Ok(())
 }
 
@@ -50,32 +64,92 @@ fn io_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .map_err(|e| anyhow::anyhow!("starting the I/O runtime: {e}"))
 }
 
-/// Runs the handlers of `plan` over binlog `files`, in order. Call it
-/// outside any async runtime.
+/// Options of [`replay_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    /// Keep handler state and the position in the store under `[state]
+    /// path`, as `run` does: state carries over between replays, and a
+    /// replay resumes after the last checkpoint (its file must be among the
+    /// files given).
+    pub checkpoint: bool,
+}
+
+/// Runs the handlers of `plan` over binlog `files`, in order, with state in
+/// memory only. Call it outside any async runtime.
 pub fn replay(plan: &Plan, files: &[PathBuf]) -> anyhow::Result<Stats> {
+    replay_with(plan, files, &ReplayOptions::default())
+}
+
+/// Like [`replay`], with options.
+pub fn replay_with(plan: &Plan, files: &[PathBuf], opts: &ReplayOptions) -> anyhow::Result<Stats> {
     anyhow::ensure!(!files.is_empty(), "no binlog files given");
     let rt = io_runtime()?;
     let mut pipeline = rt.block_on(Pipeline::new(plan, Runtime::new()?))?;
+    pipeline.watch_modules()?;
     let mut decoder = decoder_for(plan, "");
-    for path in files {
-        let mut file = BinlogFile::open(path)?;
-        decoder.set_file(file.name());
-        loop {
-            match file.next_event()? {
-                Next::Event(ev) => step(&rt, &mut decoder, &mut pipeline, ev)?,
-                Next::End { partial } => {
-                    if let Some(at) = partial {
-                        tracing::warn!(file = %path.display(), offset = at, "the file ends inside an event: stopped at the last whole event");
+    let mut first = 0;
+    let mut seek_to = None;
+    let resume = match opts.checkpoint {
+        true => pipeline.attach_store(Store::open(&plan.state.path)?)?,
+        false => None,
+    };
+    if let Some(cp) = resume {
+        first = files
+            .iter()
+            .position(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == cp.file))
+            .with_context(|| {
+                format!(
+                    "the checkpoint in {} is at {}:{}, and {} is not among the files given: pass it and the files after it, or move the start with `rowhook state set-start`",
+                    plan.state.path.display(),
+                    cp.file,
+                    cp.pos,
+                    cp.file
+                )
+            })?;
+        seek_to = Some(cp.pos);
+        resume_gtids(&mut decoder, &cp)?;
+        tracing::info!(file = %cp.file, pos = cp.pos, "resuming after the checkpoint");
+    }
+    let result = (|| {
+        for path in &files[first..] {
+            let mut file = BinlogFile::open(path)?;
+            decoder.set_file(file.name());
+            if let Some(pos) = seek_to.take() {
+                // The format description comes first, wherever we resume.
+                if let Next::Event(ev) = file.next_event()? {
+                    step(&rt, &mut decoder, &mut pipeline, ev)?;
+                }
+                file.seek(pos)?;
+            }
+            loop {
+                match file.next_event()? {
+                    Next::Event(ev) => step(&rt, &mut decoder, &mut pipeline, ev)?,
+                    Next::End { partial } => {
+                        if let Some(at) = partial {
+                            tracing::warn!(file = %path.display(), offset = at, "the file ends inside an event: stopped at the last whole event");
+                        }
+                        break;
                     }
-                    break;
                 }
             }
         }
-    }
+        Ok(())
+    })();
     // Messages of a transaction whose commit is not in the files are not sent:
-    // the transaction is not committed as far as these files tell.
-    rt.block_on(pipeline.close())?;
+    // the transaction is not committed as far as these files tell. After a
+    // failure, what was acknowledged before it is still checkpointed.
+    let closed = rt.block_on(pipeline.close());
+    result.and(closed)?;
     Ok(pipeline.stats().clone())
+}
+
+fn resume_gtids(decoder: &mut Decoder, cp: &Checkpoint) -> anyhow::Result<()> {
+    if !cp.gtids.is_empty() {
+        let state = GtidState::parse(&cp.gtids)
+            .map_err(|e| anyhow::anyhow!("the checkpoint's GTID state `{}` is unreadable: {e}", cp.gtids))?;
+        decoder.set_gtid_state(state);
+    }
+    Ok(())
 }
 
 /// Runs the handlers of `plan` over the live server of its `[source]` until
@@ -87,35 +161,89 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
         .ok_or_else(|| anyhow::anyhow!("{}: `rowhook run` needs a [source] section", plan.file.display()))?;
     let rt = io_runtime()?;
     let mut pipeline = rt.block_on(Pipeline::new(plan, Runtime::new()?))?;
+    pipeline.watch_modules()?;
+    let resume = pipeline.attach_store(Store::open(&plan.state.path)?)?;
+    let start = match &resume {
+        Some(cp) if !cp.file.is_empty() => StartPosition::File {
+            file: cp.file.clone(),
+            pos: cp.pos,
+        },
+        Some(cp) => StartPosition::Gtid(cp.gtids.clone()),
+        None => source.start.clone(),
+    };
+    match &resume {
+        Some(cp) => tracing::info!(file = %cp.file, pos = cp.pos, gtids = %cp.gtids, "resuming after the checkpoint"),
+        None => tracing::info!(start = ?source.start, "no checkpoint yet: starting where the config says"),
+    }
     let opts = LiveOptions {
         url: source.url.clone(),
         server_id: source.server_id,
-        start: source.start.clone(),
+        start,
         heartbeat: source.heartbeat,
         allow_minimal_metadata: false,
     };
-    let mut live = rt.block_on(LiveSource::open(&opts))?;
+    // Lost connections resume at the last commit, forever, backing off to
+    // 10 s; a failing first connection, bad grants or settings, and purged
+    // positions are errors.
+    let mut live = rt.block_on(Resilient::open(opts, RetryPolicy::default()))?;
     let mut decoder = decoder_for(plan, "");
     decoder.set_gtid_state(live.start_gtids().clone());
+    if let Some(cp) = &resume {
+        resume_gtids(&mut decoder, cp)?;
+    }
     let _guard = rt.enter();
     let shutdown = tokio::spawn(async { tokio::signal::ctrl_c().await.ok() });
     drop(_guard);
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let event = rt.block_on(async {
+    let result = loop {
+        let due = pipeline.checkpoint_due_in();
+        let next = rt.block_on(async {
             tokio::select! {
-                e = live.next_event() => e.map(Some),
-                _ = &mut shutdown => Ok(None),
+                // Cancel-safe: the checkpoint timer may win mid-reconnect.
+                e = live.next_event() => e.map(Wake::Event).map_err(anyhow::Error::from),
+                _ = &mut shutdown => Ok(Wake::Stop),
+                _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => Ok(Wake::Checkpoint),
             }
-        })?;
-        let Some(Some(event)) = event else { break };
+        });
+        let event = match next {
+            Ok(Wake::Event(Step::Event(e))) => e,
+            Ok(Wake::Event(Step::Resumed(_))) => {
+                // The new stream starts at the last commit: the open
+                // transaction comes again from its first event.
+                decoder.abandon_transaction();
+                pipeline.abandon_transaction();
+                continue;
+            }
+            Ok(Wake::Stop) => break Ok(()),
+            Ok(Wake::Checkpoint) => match pipeline.checkpoint() {
+                Ok(()) => continue,
+                Err(e) => break Err(e),
+            },
+            Err(e) => break Err(e),
+        };
         let raw = live.raw(&event);
         let payload = raw.header.type_code == crate::decode::event::types::TRANSACTION_PAYLOAD;
-        step(&rt, &mut decoder, &mut pipeline, raw)?;
+        let commits = pipeline.stats().commits;
+        if let Err(e) = step(&rt, &mut decoder, &mut pipeline, raw) {
+            break Err(e);
+        }
+        if pipeline.stats().commits != commits {
+            live.committed(decoder.resume_position());
+        }
         if payload {
             live.skip_payload_copies(decoder.payload_events());
         }
-    }
-    rt.block_on(pipeline.close())?;
+    };
+    // Acknowledged transactions are checkpointed even when stopping on an
+    // error; the one in progress is handled again at the next start.
+    let closed = rt.block_on(pipeline.close());
+    result.and(closed)?;
     Ok(pipeline.stats().clone())
+}
+
+/// What the live loop woke up for.
+enum Wake {
+    Event(Step),
+    Stop,
+    Checkpoint,
 }

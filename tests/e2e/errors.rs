@@ -262,6 +262,8 @@ fn missed_heartbeats_end_the_stream() {
             "0.5",
             "--server-id",
             "907",
+            "--max-reconnect-attempts",
+            "0",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -2,35 +2,9 @@
 //! `rowhook replay` over the recorded shop binlog, with real sinks.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::support::{root, rowhook};
-
-/// Builds a guest crate for wasm32-wasip2 in its own target directory (where
-/// the example configs point) and returns its `.wasm`.
-fn build_guest(manifest_dir: &Path, name: &str) -> PathBuf {
-    let target_dir = manifest_dir.join("target");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--quiet",
-            "--manifest-path",
-        ])
-        .arg(manifest_dir.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .status()
-        .expect("run cargo for the guest");
-    assert!(
-        status.success(),
-        "building guest {name} failed (is the wasm32-wasip2 target installed?)"
-    );
-    target_dir.join("wasm32-wasip2/release").join(format!("{name}.wasm"))
-}
+use crate::support::{build_guest, root, rowhook};
 
 fn guests() -> &'static (PathBuf, PathBuf) {
     static G: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
@@ -158,9 +132,26 @@ sinks = ["orders_queue"]
         std::fs::read_to_string(dir.join("secret.jsonl")).unwrap_or_default(),
         ""
     );
+    // Per sms_outbox row: the denial, the refused newline, then what the sandbox shows of the
+    // filesystem (nothing opened), the environment (empty) and the clock
+    // (frozen at the epoch).
     let hostile_out = std::fs::read_to_string(dir.join("hostile.jsonl")).unwrap();
-    assert!(hostile_out.lines().all(|l| l.starts_with("denied:")), "{hostile_out}");
-    assert_eq!(hostile_out.lines().count(), 2, "one per sms_outbox row");
+    let lines: Vec<&str> = hostile_out.lines().collect();
+    assert_eq!(lines.len(), 10, "five lines per sms_outbox row: {hostile_out}");
+    for row in lines.chunks(5) {
+        assert!(row[0].starts_with("denied:"), "{hostile_out}");
+        assert!(
+            row[1].starts_with("newline: ") && row[1].contains("payload not valid"),
+            "{hostile_out}"
+        );
+        assert!(
+            row[2].starts_with("fs: Err(") && row[2].contains(") Err("),
+            "{hostile_out}"
+        );
+        assert!(!row[2].contains("Ok("), "{hostile_out}");
+        assert_eq!(row[3], "env: []");
+        assert_eq!(row[4], "clock: Ok(0)");
+    }
     // Every other event of the hostile handler went to the dead-letter sink
     // with its error: loops, traps, quota, memory.
     let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();

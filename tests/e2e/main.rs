@@ -7,12 +7,22 @@
 
 /// Reading MySQL's binlog formats from the conformance corpus in ../shared.
 mod conformance;
+/// SIGKILL at random moments under load: nothing lost, state exactly once.
+mod crash;
 /// Wrong passwords, missing grants, wrong server settings, bad files.
 mod errors;
+/// The example handlers and configs of `examples/`, replayed and live, and the README's demo.
+mod examples;
+/// Connection faults (killed, server restart, stall) and bad start positions.
+mod faults;
 /// WebAssembly handlers run by `rowhook replay`: output, containment, policies.
 mod handlers;
+/// Hot reload under load; modules refused at load and by `rowhook check`.
+mod reload;
 /// Resuming from every commit position gives exactly the rest.
 mod resume;
+/// `replay --checkpoint` and `rowhook state`: resume, report, reset, move.
+mod state;
 /// Shared helpers: the test server, running the CLI, golden files.
 mod support;
 /// The type-coverage workload: live and file against golden, and against mysqlbinlog.

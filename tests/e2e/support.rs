@@ -156,6 +156,35 @@ pub fn rowhook_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
+/// Builds the guest crate, or workspace of guest crates, at `manifest_dir`
+/// for wasm32-wasip2 (release) in its own `target` directory, where the
+/// example configs point, and returns the component of crate `name` (with
+/// `_` for `-`, as cargo names it).
+pub fn build_guest(manifest_dir: &Path, name: &str) -> PathBuf {
+    let target_dir = manifest_dir.join("target");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--quiet",
+            "--manifest-path",
+        ])
+        .arg(manifest_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .expect("run cargo for the guest");
+    assert!(
+        status.success(),
+        "building guest {name} failed (is the wasm32-wasip2 target installed?)"
+    );
+    let wasm = target_dir.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(wasm.exists(), "{} was not built", wasm.display());
+    wasm
+}
+
 /// Compares `actual` with golden file `name`, or rewrites it with ROWHOOK_BLESS=1.
 pub fn golden(name: &str, actual: &str) {
     let path = root().join("tests/golden").join(name);

@@ -42,11 +42,20 @@ pub struct LogLine {
 /// A handler's key-value state: the current values, with an undo journal so
 /// that what a failed event wrote can be taken back, and the set of keys a
 /// transaction changed, to commit together with the checkpoint.
+///
+/// The journal covers one event: once the event succeeded ([`Self::settle`])
+/// each key it wrote keeps only its value from before the transaction, so a
+/// transaction of a million rows that bumps one counter keeps one entry, not
+/// a million, and the whole transaction can still be undone
+/// ([`Self::abandon`]) when its stream is cut before its commit.
 #[derive(Debug, Default, Clone)]
 pub struct StateOverlay {
     values: HashMap<String, Vec<u8>>,
-    /// (key, value before the write) in write order.
+    /// (key, value before the write) in write order, for the current event.
     undo: Vec<(String, Option<Vec<u8>>)>,
+    /// Keys changed by the transaction's settled events, with their values
+    /// from before the transaction.
+    txn_before: HashMap<String, Option<Vec<u8>>>,
     /// Counters and gauges, shown by the host.
     pub counters: BTreeMap<String, u64>,
     /// Gauges, shown by the host.
@@ -54,6 +63,14 @@ pub struct StateOverlay {
 }
 
 impl StateOverlay {
+    /// Committed state loaded from the store.
+    pub fn from_values(values: HashMap<String, Vec<u8>>) -> StateOverlay {
+        StateOverlay {
+            values,
+            ..StateOverlay::default()
+        }
+    }
+
     /// A position in the undo journal.
     pub fn mark(&self) -> usize {
         self.undo.len()
@@ -70,18 +87,35 @@ impl StateOverlay {
         }
     }
 
+    /// Keeps the current event's writes: they can no longer be undone.
+    pub fn settle(&mut self) {
+        for (key, before) in self.undo.drain(..) {
+            self.txn_before.entry(key).or_insert(before);
+        }
+    }
+
+    /// Undoes every write of the transaction in progress (its stream was
+    /// cut; it will be handled again from its first change).
+    pub fn abandon(&mut self) {
+        self.rollback_to(0);
+        for (key, before) in self.txn_before.drain() {
+            match before {
+                Some(v) => self.values.insert(key, v),
+                None => self.values.remove(&key),
+            };
+        }
+    }
+
     /// Ends the transaction: its writes stay, and the keys it changed are
     /// returned with their new values (`None`: deleted), for the store.
     pub fn commit(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for (key, _) in self.undo.drain(..).rev() {
-            if seen.insert(key.clone()) {
-                let v = self.values.get(&key).cloned();
-                out.push((key, v));
-            }
+        self.settle();
+        let mut out = Vec::with_capacity(self.txn_before.len());
+        for (key, _) in self.txn_before.drain() {
+            let v = self.values.get(&key).cloned();
+            out.push((key, v));
         }
-        out.reverse();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
@@ -232,5 +266,40 @@ mod tests {
             vec![("a".to_string(), Some(b"1".to_vec())), ("c".to_string(), None)]
         );
         assert_eq!(s.mark(), 0);
+    }
+
+    #[test]
+    fn settled_events_keep_one_entry_per_key() {
+        let mut s = StateOverlay::default();
+        for i in 0..10_000u32 {
+            s.write("n".into(), Some(i.to_le_bytes().to_vec()));
+            s.settle();
+        }
+        assert_eq!(s.undo.len(), 0);
+        assert_eq!(s.txn_before.len(), 1);
+        assert_eq!(
+            s.commit(),
+            vec![("n".to_string(), Some(9_999u32.to_le_bytes().to_vec()))]
+        );
+    }
+
+    #[test]
+    fn an_abandoned_transaction_leaves_the_committed_state() {
+        let mut s = StateOverlay::default();
+        s.write("kept".into(), Some(b"1".to_vec()));
+        s.write("gone".into(), Some(b"1".to_vec()));
+        s.commit();
+        for i in 0..5u8 {
+            s.write("kept".into(), Some(vec![i]));
+            s.write("new".into(), Some(vec![i]));
+            s.write("gone".into(), None);
+            s.settle();
+        }
+        s.write("kept".into(), Some(b"unsettled".to_vec()));
+        s.abandon();
+        assert_eq!(s.get("kept"), Some(&b"1"[..]));
+        assert_eq!(s.get("gone"), Some(&b"1"[..]));
+        assert_eq!(s.get("new"), None);
+        assert_eq!(s.commit(), vec![]);
     }
 }

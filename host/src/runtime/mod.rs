@@ -15,8 +15,9 @@
 //! and a component that imports sockets or HTTP is refused at load.
 
 mod caps;
+pub mod reload;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,12 +83,12 @@ pub enum GuestError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// Module path.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Not a valid component for this engine.
     #[error("{path} is not a valid WebAssembly component: {detail}")]
@@ -141,6 +142,24 @@ const ALLOWED_WASI: &[&str] = &[
     "wasi:filesystem/preopens",
 ];
 
+/// The sinks a handler may emit to, each with what it can carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants(HashMap<String, SinkRules>);
+
+/// What a granted sink accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkRules {
+    /// The sink writes one message per line: a payload must not contain a newline.
+    pub single_line: bool,
+}
+
+impl Grants {
+    /// Grants from `(sink name, rules)` pairs.
+    pub fn new(sinks: impl IntoIterator<Item = (String, SinkRules)>) -> Grants {
+        Grants(sinks.into_iter().collect())
+    }
+}
+
 /// The engine all handlers share.
 #[derive(Clone)]
 pub struct Runtime {
@@ -178,7 +197,7 @@ pub struct HostState {
     table: ResourceTable,
     limits: StoreLimits,
     /// Sinks this handler may emit to.
-    grants: Arc<HashSet<String>>,
+    grants: Arc<Grants>,
     /// Messages emitted since the last `take_emitted`.
     emitted: Vec<Emitted>,
     emits_this_event: u32,
@@ -234,10 +253,7 @@ impl Runtime {
     /// the handler entry point.
     pub fn load(&self, path: &Path) -> Result<Module, LoadError> {
         let p = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: p.clone(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read { path: p.clone(), error })?;
         self.load_bytes(&p, &bytes)
     }
 
@@ -280,7 +296,7 @@ impl Runtime {
         &self,
         module: &Module,
         name: &str,
-        grants: Arc<HashSet<String>>,
+        grants: Arc<Grants>,
         limits: Limits,
     ) -> anyhow::Result<Instance> {
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
@@ -365,11 +381,13 @@ impl Instance {
                 }
             }
         };
+        let data = self.store.data_mut();
         if outcome.is_err() {
             // Nothing of a failed event leaves the handler.
-            let data = self.store.data_mut();
             data.emitted.truncate(mark);
             data.state.rollback_to(state_mark);
+        } else {
+            data.state.settle();
         }
         outcome
     }
@@ -407,15 +425,18 @@ impl Instance {
 
 impl HostState {
     fn emit(&mut self, sink: String, key: Option<String>, payload: Vec<u8>) -> Result<(), EmitError> {
-        if !self.grants.contains(&sink) {
+        let Some(rules) = self.grants.0.get(&sink) else {
             return Err(EmitError::Denied);
-        }
+        };
         if self.emits_this_event >= self.max_emits {
             self.quota_hit = true;
             return Err(EmitError::Quota);
         }
         if payload.len() > caps::MAX_PAYLOAD {
             return Err(EmitError::TooLarge);
+        }
+        if rules.single_line && payload.contains(&b'\n') {
+            return Err(EmitError::Invalid);
         }
         self.emits_this_event += 1;
         self.emitted.push(Emitted { sink, key, payload });

@@ -160,6 +160,14 @@ impl SinkSpec {
         }
     }
 
+    /// Whether the sink writes one message per line, so a payload with a
+    /// newline cannot go to it.
+    pub fn one_line_per_message(&self) -> bool {
+        match self {
+            SinkSpec::Stdout | SinkSpec::File(_) | SinkSpec::Fifo(_) => true,
+        }
+    }
+
     /// The filesystem path the sink writes to, if it has one.
     pub fn path(&self) -> Option<&Path> {
         match self {

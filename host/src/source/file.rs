@@ -20,12 +20,12 @@ const MAX_EVENT: u32 = (1 << 30) + 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     /// Opening or reading failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file does not start with the binlog magic bytes.
     #[error("{path}: not a binlog file (it does not start with \\xfebin)")]
@@ -88,9 +88,9 @@ pub struct BinlogFile {
 impl BinlogFile {
     /// Opens `path` and checks the magic bytes.
     pub fn open(path: &Path) -> Result<Self, FileError> {
-        let io = |source| FileError::Io {
+        let io = |error| FileError::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         let mut file = File::open(path).map_err(io)?;
         let mut magic = [0u8; 4];
@@ -131,9 +131,9 @@ impl BinlogFile {
 
     /// Moves to `pos`, which must be the offset of an event.
     pub fn seek(&mut self, pos: u64) -> Result<(), FileError> {
-        self.file.seek(SeekFrom::Start(pos)).map_err(|source| FileError::Io {
+        self.file.seek(SeekFrom::Start(pos)).map_err(|error| FileError::Io {
             path: self.path.clone(),
-            source,
+            error,
         })?;
         self.start = 0;
         self.end = 0;
@@ -157,9 +157,9 @@ impl BinlogFile {
             let len = self
                 .file
                 .metadata()
-                .map_err(|source| FileError::Io {
+                .map_err(|error| FileError::Io {
                     path: self.path.clone(),
-                    source,
+                    error,
                 })?
                 .len();
             let available = len.saturating_sub(self.offset) as usize;
@@ -172,9 +172,9 @@ impl BinlogFile {
             let got = self
                 .file
                 .read(&mut self.buf[self.end..])
-                .map_err(|source| FileError::Io {
+                .map_err(|error| FileError::Io {
                     path: self.path.clone(),
-                    source,
+                    error,
                 })?;
             if got == 0 {
                 return Ok(false);

@@ -1,7 +1,17 @@
 //! Where binlog events come from: a live server (as a replica) or files.
+//!
+//! - [`live`]: one replica connection and its binlog stream.
+//! - [`reconnect`]: [`reconnect::Resilient`], a live source that survives
+//!   server restarts, killed connections and stalls, resuming at the last
+//!   commit.
+//! - [`error`]: why a live source failed, typed: retry or tell the operator.
+//! - [`file`]: binlog files on disk.
+//! - [`server`]: checks and explanations outside the stream.
 
+pub mod error;
 pub mod file;
 pub mod live;
+pub mod reconnect;
 pub mod server;
 
 /// Where to start reading.

@@ -79,8 +79,13 @@ impl SourceUrl {
 
     /// Turns a driver error into an actionable one.
     pub fn explain(&self, e: mysql_async::Error) -> anyhow::Error {
+        self.explain_ref(&e)
+    }
+
+    /// [`SourceUrl::explain`] of a borrowed error.
+    pub fn explain_ref(&self, e: &mysql_async::Error) -> anyhow::Error {
         let msg = self.scrub(&e.to_string());
-        match &e {
+        match e {
             mysql_async::Error::Server(s) if s.code == 1045 => anyhow::anyhow!(
                 "cannot log in to {self}: access denied (wrong user or password). Check the user and password in the URL. Server said: {msg}"
             ),
@@ -120,23 +125,46 @@ pub struct ServerInfo {
     pub checksum: String,
 }
 
-async fn var(conn: &mut Conn, name: &str) -> Option<String> {
+/// A global variable; `None` where the server does not have it. A broken
+/// connection is an error: settings read from a server that went away
+/// mid-way would all look wrong.
+async fn var(conn: &mut Conn, name: &str) -> Result<Option<String>, mysql_async::Error> {
     let q = format!("SELECT @@GLOBAL.{name}");
-    conn.query_first::<Option<String>, _>(q).await.ok().flatten().flatten()
+    match conn.query_first::<Option<String>, _>(q).await {
+        Ok(v) => Ok(v.flatten()),
+        Err(mysql_async::Error::Server(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 impl ServerInfo {
-    /// Reads the server's version and binlog settings.
+    /// Reads the server's version and binlog settings; what cannot be read
+    /// is left empty.
     pub async fn read(conn: &mut Conn) -> anyhow::Result<ServerInfo> {
-        let version = var(conn, "version").await.unwrap_or_default();
+        Ok(Self::read_strict(conn).await.unwrap_or_else(|_| ServerInfo {
+            version: String::new(),
+            mariadb: false,
+            server_id: 0,
+            log_bin: false,
+            binlog_format: String::new(),
+            row_image: String::new(),
+            row_metadata: None,
+            checksum: "NONE".into(),
+        }))
+    }
+
+    /// Reads the server's version and binlog settings, failing if the
+    /// connection breaks.
+    pub async fn read_strict(conn: &mut Conn) -> Result<ServerInfo, mysql_async::Error> {
+        let version = var(conn, "version").await?.unwrap_or_default();
         Ok(ServerInfo {
             mariadb: version.contains("MariaDB"),
-            server_id: var(conn, "server_id").await.and_then(|s| s.parse().ok()).unwrap_or(0),
-            log_bin: matches!(var(conn, "log_bin").await.as_deref(), Some("1" | "ON")),
-            binlog_format: var(conn, "binlog_format").await.unwrap_or_default(),
-            row_image: var(conn, "binlog_row_image").await.unwrap_or_default(),
-            row_metadata: var(conn, "binlog_row_metadata").await,
-            checksum: var(conn, "binlog_checksum").await.unwrap_or_else(|| "NONE".into()),
+            server_id: var(conn, "server_id").await?.and_then(|s| s.parse().ok()).unwrap_or(0),
+            log_bin: matches!(var(conn, "log_bin").await?.as_deref(), Some("1" | "ON")),
+            binlog_format: var(conn, "binlog_format").await?.unwrap_or_default(),
+            row_image: var(conn, "binlog_row_image").await?.unwrap_or_default(),
+            row_metadata: var(conn, "binlog_row_metadata").await?,
+            checksum: var(conn, "binlog_checksum").await?.unwrap_or_else(|| "NONE".into()),
             version,
         })
     }

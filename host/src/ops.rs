@@ -1,0 +1,260 @@
+//! `rowhook state`: what the store holds (position, lag behind the server,
+//! each handler's state size, dead letters), and the two explicit changes
+//! an operator may make: reset a handler's state, move the start position.
+//!
+//! While `rowhook run` holds the store, the report comes from the status
+//! file it writes at each checkpoint, and changes are refused.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use mysql_async::prelude::Queryable;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Plan;
+use crate::source::StartPosition;
+use crate::store::{Checkpoint, StateSize, Store};
+
+/// The status file a running rowhook rewrites at each checkpoint.
+pub const STATUS_FILE: &str = "status.json";
+
+/// What `rowhook state` reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// The store's database file.
+    pub store: PathBuf,
+    /// Where a restart resumes, if anything was committed.
+    pub position: Option<Checkpoint>,
+    /// Per handler: keys and bytes of state.
+    pub handlers: Vec<HandlerState>,
+    /// Dead letters recorded.
+    pub dead_letters: u64,
+    /// Set when the report comes from a running rowhook's status file.
+    pub live_status_written_at: Option<u64>,
+    /// Where the server is and how far behind the position is.
+    pub server: Option<ServerPosition>,
+}
+
+/// One handler's state size.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HandlerState {
+    /// The handler.
+    pub name: String,
+    /// Keys.
+    pub keys: u64,
+    /// Bytes of keys and values (unknown in a status file: 0).
+    pub bytes: u64,
+}
+
+/// The server's binlog end and the lag of the checkpoint behind it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServerPosition {
+    /// The file being written.
+    pub file: String,
+    /// Its current end.
+    pub pos: u64,
+    /// Binlog bytes between the checkpoint and the end; `None` if the
+    /// checkpoint's file is no longer on the server.
+    pub bytes_behind: Option<u64>,
+    /// Why the server could not be asked, if it could not.
+    pub error: Option<String>,
+}
+
+/// Writes the status file of a running rowhook (atomically, by rename).
+pub fn write_status(dir: &Path, report: &Report) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?)?;
+    std::fs::rename(&tmp, dir.join(STATUS_FILE))
+}
+
+fn sizes(store: &Store) -> anyhow::Result<Vec<HandlerState>> {
+    Ok(store
+        .state_sizes()?
+        .into_iter()
+        .map(|(name, StateSize { keys, bytes })| HandlerState { name, keys, bytes })
+        .collect())
+}
+
+/// Opens the store of `plan`, or says that a running rowhook holds it.
+fn open(plan: &Plan) -> anyhow::Result<Result<Store, anyhow::Error>> {
+    match Store::open(&plan.state.path) {
+        Ok(s) => Ok(Ok(s)),
+        Err(e) if e.to_string().contains("in use by another rowhook process") => Ok(Err(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The report for `plan`'s store, with the server's position when the
+/// config has a `[source]`.
+pub async fn report(plan: &Plan) -> anyhow::Result<Report> {
+    let mut report = match open(plan)? {
+        Ok(store) => Report {
+            store: store.path().to_owned(),
+            position: store.position()?,
+            handlers: sizes(&store)?,
+            dead_letters: store.dead_letter_count()?,
+            live_status_written_at: None,
+            server: None,
+        },
+        Err(_) => {
+            let path = plan.state.path.join(STATUS_FILE);
+            let text = std::fs::read(&path).with_context(|| {
+                format!(
+                    "the store in {} is held by a running rowhook, and its status file cannot be read",
+                    plan.state.path.display()
+                )
+            })?;
+            serde_json::from_slice(&text).with_context(|| format!("{} is unreadable", path.display()))?
+        }
+    };
+    if let Some(source) = &plan.source {
+        report.server = Some(match server_position(&source.url, report.position.as_ref()).await {
+            Ok(p) => p,
+            Err(e) => ServerPosition {
+                error: Some(format!("{e:#}")),
+                ..ServerPosition::default()
+            },
+        });
+    }
+    Ok(report)
+}
+
+async fn server_position(
+    url: &crate::source::server::SourceUrl,
+    cp: Option<&Checkpoint>,
+) -> anyhow::Result<ServerPosition> {
+    let mut conn = url.connect().await?;
+    let logs: Vec<(String, u64)> = conn
+        .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
+            let name: String = row.get(0).unwrap_or_default();
+            let size: u64 = row.get(1).unwrap_or_default();
+            (name, size)
+        })
+        .await
+        .map_err(|e| url.explain(e))?;
+    let _ = conn.disconnect().await;
+    let (file, pos) = logs.last().cloned().context("the server lists no binary logs")?;
+    let bytes_behind = cp.and_then(|cp| {
+        let at = logs.iter().position(|(n, _)| *n == cp.file)?;
+        let rest: u64 = logs[at..].iter().map(|(_, s)| s).sum();
+        Some(rest.saturating_sub(cp.pos))
+    });
+    Ok(ServerPosition {
+        file,
+        pos,
+        bytes_behind,
+        error: None,
+    })
+}
+
+/// The report as text for people.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("store         {}\n", report.store.display()));
+    if let Some(at) = report.live_status_written_at {
+        out.push_str(&format!(
+            "              (held by a running rowhook: as of its checkpoint at unix time {at})\n"
+        ));
+    }
+    match &report.position {
+        Some(cp) if cp.file.is_empty() => out.push_str(&format!("position      GTID set {}\n", cp.gtids)),
+        Some(cp) => {
+            out.push_str(&format!("position      {}:{}", cp.file, cp.pos));
+            if !cp.gtids.is_empty() {
+                out.push_str(&format!(" (GTIDs {})", cp.gtids));
+            }
+            out.push_str(&format!(", after transaction {} (binlog time {})\n", cp.txn, cp.ts));
+        }
+        None => out.push_str("position      none yet: the next run starts where [source] start says\n"),
+    }
+    if let Some(s) = &report.server {
+        match (&s.error, s.bytes_behind) {
+            (Some(e), _) => out.push_str(&format!("server        unreachable: {e}\n")),
+            (None, Some(b)) => out.push_str(&format!(
+                "server        at {}:{}, {b} binlog bytes behind\n",
+                s.file, s.pos
+            )),
+            (None, None) if report.position.is_some() => out.push_str(&format!(
+                "server        at {}:{}; the checkpoint's file is no longer on the server (purged)\n",
+                s.file, s.pos
+            )),
+            (None, None) => out.push_str(&format!("server        at {}:{}\n", s.file, s.pos)),
+        }
+    }
+    if report.handlers.is_empty() {
+        out.push_str("state         no handler has state\n");
+    }
+    for h in &report.handlers {
+        out.push_str(&format!(
+            "state         {}: {} keys, {} bytes\n",
+            h.name, h.keys, h.bytes
+        ));
+    }
+    out.push_str(&format!("dead letters  {}\n", report.dead_letters));
+    out
+}
+
+/// Removes every key of `handler`'s state. Refused while rowhook runs.
+pub fn reset_state(plan: &Plan, handler: &str) -> anyhow::Result<u64> {
+    let mut store = open(plan)?.map_err(|e| e.context("stop rowhook before resetting state"))?;
+    store.reset_state(handler)
+}
+
+/// Moves the position the next run starts at. `config` forgets the
+/// checkpoint (the config's `start` applies); `FILE:POS` and a GTID set are
+/// stored as the position. Refused while rowhook runs.
+pub fn set_start(plan: &Plan, to: &str) -> anyhow::Result<Option<Checkpoint>> {
+    let mut store = open(plan)?.map_err(|e| e.context("stop rowhook before moving its start position"))?;
+    let cp = match to.trim() {
+        "config" => None,
+        other => match other.parse::<StartPosition>().map_err(|e| anyhow::anyhow!("{e}"))? {
+            StartPosition::File { file, pos } => Some(Checkpoint {
+                file,
+                pos,
+                gtids: String::new(),
+                txn: String::new(),
+                ts: 0,
+            }),
+            StartPosition::Gtid(gtids) => Some(Checkpoint {
+                file: String::new(),
+                pos: 0,
+                gtids,
+                txn: String::new(),
+                ts: 0,
+            }),
+            StartPosition::Earliest | StartPosition::Latest => anyhow::bail!(
+                "`{other}` is resolved against the server at start: set it as [source] start in the config and use `set-start config`"
+            ),
+        },
+    };
+    store.set_position(cp.as_ref())?;
+    Ok(cp)
+}
+
+/// Every key of `handler`'s state as JSON lines: `{"key":…,"value":…}`
+/// with the value as UTF-8 text, or `"base64":…` for other bytes; an
+/// 8-byte value (a counter, as `increment` writes it) also as `"counter":N`.
+pub fn dump(plan: &Plan, handler: &str) -> anyhow::Result<String> {
+    let store = open(plan)?.map_err(|e| e.context("stop rowhook to read its state"))?;
+    let mut entries: Vec<(String, Vec<u8>)> = store.load_state(handler)?.into_iter().collect();
+    entries.sort();
+    let mut out = String::new();
+    for (k, v) in entries {
+        use base64::Engine as _;
+        let mut line = serde_json::Map::new();
+        line.insert("key".into(), k.into());
+        if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+            line.insert("counter".into(), i64::from_le_bytes(b).into());
+        }
+        match std::str::from_utf8(&v) {
+            Ok(s) if v.len() != 8 => line.insert("value".into(), s.into()),
+            _ => line.insert(
+                "base64".into(),
+                base64::engine::general_purpose::STANDARD.encode(&v).into(),
+            ),
+        };
+        out.push_str(&serde_json::Value::Object(line).to_string());
+        out.push('\n');
+    }
+    Ok(out)
+}

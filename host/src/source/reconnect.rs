@@ -1,0 +1,500 @@
+//! A live source that survives connection faults.
+//!
+//! [`Resilient`] owns a [`LiveSource`] and replaces it when the stream is
+//! lost: the server restarting, the dump thread killed, a network that
+//! stalls (missed heartbeats). It reconnects with capped exponential
+//! backoff at the last transaction boundary the caller reported
+//! ([`Resilient::committed`]), so nothing is lost or read twice, and tells
+//! the caller ([`Step::Resumed`]) to drop the transaction it was decoding:
+//! the new stream sends it again from its first event, with the same ids.
+//!
+//! What is retried and what is not:
+//! - Lost connections ([`SourceError::Lost`]) are retried, forever by
+//!   default ([`RetryPolicy::max_attempts`]), with delays doubling from
+//!   100 ms to 10 s. The backoff starts over once a new stream has
+//!   delivered data or lived for the longest delay.
+//! - Login, grant and server-setting problems, and a resume position the
+//!   server no longer has (purged binlogs, unknown GTIDs) are returned at
+//!   once: retrying cannot fix them, and starting elsewhere would lose
+//!   changes without a word.
+//! - The first connection is not retried: a wrong host or port should fail
+//!   while someone is watching.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mysql_common::binlog::events::Event;
+
+use super::StartPosition;
+use super::error::{Cause, SourceError};
+use super::live::{LiveOptions, LiveSource, describe};
+use crate::decode::Cursor;
+use crate::decode::event::{RawEvent, types};
+use crate::decode::gtid::GtidState;
+use crate::source::server::ServerInfo;
+
+/// When and how often to reconnect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Delay before the first attempt after a loss.
+    pub first_delay: Duration,
+    /// Longest delay between attempts (the doubling stops here).
+    pub max_delay: Duration,
+    /// Failed attempts in a row after which to give up; `None`: never give
+    /// up; `Some(0)`: a lost stream is an error, as without this module.
+    pub max_attempts: Option<u32>,
+    /// How long one attempt may take (a stalled server accepts TCP
+    /// connections and never answers).
+    pub connect_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            max_attempts: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Capped exponential backoff.
+#[derive(Debug, Clone)]
+struct Backoff {
+    next: Duration,
+    first: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(policy: &RetryPolicy) -> Self {
+        Self {
+            next: policy.first_delay,
+            first: policy.first_delay,
+            max: policy.max_delay.max(policy.first_delay),
+        }
+    }
+
+    /// The delay before the next attempt.
+    fn delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
+/// Reconnect counters, readable from any thread while the source runs
+/// (e.g. by a metrics endpoint): get them with [`Resilient::stats`].
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    server_restart: AtomicU64,
+    killed: AtomicU64,
+    stalled: AtomicU64,
+    network: AtomicU64,
+    failed_attempts: AtomicU64,
+    connected: AtomicBool,
+}
+
+/// A snapshot of [`SourceStats`]: streams resumed, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconnects {
+    /// After the server restarted.
+    pub server_restart: u64,
+    /// After the server closed the connection (`KILL`).
+    pub killed: u64,
+    /// After missed heartbeats.
+    pub stalled: u64,
+    /// After other network errors.
+    pub network: u64,
+    /// Reconnection attempts that failed.
+    pub failed_attempts: u64,
+}
+
+impl Reconnects {
+    /// Streams resumed, all causes.
+    pub fn total(&self) -> u64 {
+        self.server_restart + self.killed + self.stalled + self.network
+    }
+
+    /// Resumed streams of one cause.
+    pub fn of(&self, cause: Cause) -> u64 {
+        match cause {
+            Cause::ServerRestart => self.server_restart,
+            Cause::Killed => self.killed,
+            Cause::Stalled => self.stalled,
+            Cause::Network => self.network,
+        }
+    }
+}
+
+impl SourceStats {
+    /// The counters now.
+    pub fn reconnects(&self) -> Reconnects {
+        Reconnects {
+            server_restart: self.server_restart.load(Ordering::Relaxed),
+            killed: self.killed.load(Ordering::Relaxed),
+            stalled: self.stalled.load(Ordering::Relaxed),
+            network: self.network.load(Ordering::Relaxed),
+            failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether a stream is connected (false while reconnecting).
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, cause: Cause) {
+        let counter = match cause {
+            Cause::ServerRestart => &self.server_restart,
+            Cause::Killed => &self.killed,
+            Cause::Stalled => &self.stalled,
+            Cause::Network => &self.network,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What [`Resilient::next_event`] found.
+#[derive(Debug)]
+pub enum Step {
+    /// The next event.
+    Event(Event),
+    /// The stream was lost and a new one started at the last reported
+    /// commit: drop the open transaction (see
+    /// [`crate::decode::Decoder::abandon_transaction`]) and anything
+    /// buffered for it; its events come again.
+    Resumed(Cause),
+}
+
+/// A live source that reconnects at the last commit. See the module docs.
+pub struct Resilient {
+    opts: LiveOptions,
+    policy: RetryPolicy,
+    live: LiveSource,
+    /// Where to reconnect: the stream's resolved start until the first
+    /// reported commit, then the commit's end (or the next file after a
+    /// rotation).
+    resume: StartPosition,
+    stats: Arc<SourceStats>,
+    backoff: Backoff,
+    connected_at: Instant,
+    delivered: bool,
+    /// Set while reconnecting. Kept here rather than in the future of
+    /// [`Resilient::next_event`], so that a caller may drop that future
+    /// (`select!` against a timer) without losing the outage's progress.
+    outage: Option<Outage>,
+}
+
+/// A lost stream being replaced.
+struct Outage {
+    /// The loss's cause as first seen (a restart shows later).
+    cause: Cause,
+    /// Whether an attempt was refused: nothing listened, the server was down.
+    refused: bool,
+    /// How the stream was lost.
+    lost: String,
+    since: Instant,
+    /// When the server we lost had started.
+    booted: Option<Instant>,
+    attempts: u32,
+    next_try: Instant,
+    /// The connection attempt in flight, if any.
+    attempt: Option<Attempt>,
+    last: Option<String>,
+}
+
+type Attempt = std::pin::Pin<Box<dyn std::future::Future<Output = Result<LiveSource, SourceError>> + Send>>;
+
+impl Resilient {
+    /// Connects (once: a first connection that fails is an error).
+    pub async fn open(opts: LiveOptions, policy: RetryPolicy) -> Result<Self, SourceError> {
+        let live = LiveSource::connect(&opts).await?;
+        let stats = Arc::new(SourceStats::default());
+        stats.connected.store(true, Ordering::Relaxed);
+        Ok(Self {
+            resume: live.start().clone(),
+            backoff: Backoff::new(&policy),
+            opts,
+            policy,
+            live,
+            stats,
+            connected_at: Instant::now(),
+            delivered: false,
+            outage: None,
+        })
+    }
+
+    /// The counters, shared: they keep counting after this call.
+    pub fn stats(&self) -> Arc<SourceStats> {
+        self.stats.clone()
+    }
+
+    /// The server's version and settings (as of the last connection).
+    pub fn server(&self) -> &ServerInfo {
+        self.live.server()
+    }
+
+    /// The GTID state the first stream was asked to start after.
+    pub fn start_gtids(&self) -> &GtidState {
+        self.live.start_gtids()
+    }
+
+    /// Where a lost stream would resume.
+    pub fn resume_position(&self) -> &StartPosition {
+        &self.resume
+    }
+
+    /// Reports that the caller has processed every transaction up to
+    /// `file:pos` (a commit's end, e.g. from
+    /// [`crate::decode::Decoder::resume_position`]): a lost stream resumes
+    /// there. The caller's decoder keeps the GTID state across the resume.
+    pub fn committed(&mut self, (file, pos, _gtids): (&str, u64, &GtidState)) {
+        match &mut self.resume {
+            StartPosition::File { file: f, pos: p } => {
+                if f != file {
+                    file.clone_into(f);
+                }
+                *p = pos;
+            }
+            other => {
+                *other = StartPosition::File {
+                    file: file.to_owned(),
+                    pos,
+                }
+            }
+        }
+    }
+
+    /// The event as the decoder takes it.
+    pub fn raw<'a>(&self, event: &'a Event) -> RawEvent<'a> {
+        self.live.raw(event)
+    }
+
+    /// Tells the source how many unpacked copies of a transaction payload's
+    /// events follow, to drop.
+    pub fn skip_payload_copies(&mut self, n: usize) {
+        self.live.skip_payload_copies(n);
+    }
+
+    /// Today's column names of `db.table` from information_schema.
+    pub async fn column_names(&mut self, db: &str, table: &str) -> anyhow::Result<Vec<String>> {
+        self.live.column_names(db, table).await
+    }
+
+    /// The next event, or [`Step::Resumed`] after a lost stream was
+    /// replaced. Fails on what retrying cannot fix, or when the policy's
+    /// attempts are used up.
+    ///
+    /// Cancel-safe: dropping the future (say, in a `select!`) loses no
+    /// event, and a reconnection in progress goes on at the next call.
+    pub async fn next_event(&mut self) -> Result<Step, SourceError> {
+        if self.outage.is_none() {
+            let loss = match self.live.next().await {
+                Ok(Some(event)) => {
+                    self.track(&event);
+                    return Ok(Step::Event(event));
+                }
+                Ok(None) => SourceError::lost(Cause::Killed, format!("{} closed the binlog stream", self.opts.url)),
+                Err(e) if e.is_transient() => e,
+                Err(e) => return Err(e),
+            };
+            self.lost(loss);
+        }
+        self.reconnect().await.map(Step::Resumed)
+    }
+
+    /// Follows rotations (a file boundary is a transaction boundary) and
+    /// notes when the stream is healthy.
+    fn track(&mut self, event: &Event) {
+        let t = event.header().event_type_raw();
+        match t {
+            types::ROTATE => {
+                if let StartPosition::File { .. } = self.resume {
+                    let raw = self.live.raw(event);
+                    let mut c = Cursor::new(raw.body);
+                    if let Ok(pos) = c.u64() {
+                        let name = String::from_utf8_lossy(c.rest());
+                        let moved = matches!(&self.resume, StartPosition::File { file, .. } if *file != name);
+                        if moved {
+                            tracing::debug!(file = %name, pos, "following the binlog into the next file");
+                        }
+                        if !name.is_empty() {
+                            self.committed((&*name, pos, &GtidState::None));
+                        }
+                    }
+                }
+            }
+            types::FORMAT_DESCRIPTION
+            | types::MARIA_GTID_LIST
+            | types::MARIA_BINLOG_CHECKPOINT
+            | types::PREVIOUS_GTIDS => {}
+            _ => self.delivered = true,
+        }
+    }
+
+    /// Starts an outage after the stream was lost (`loss` is transient).
+    fn lost(&mut self, loss: SourceError) {
+        self.stats.connected.store(false, Ordering::Relaxed);
+        let (cause, refused) = match &loss {
+            SourceError::Lost { cause, refused, .. } => (*cause, *refused),
+            _ => (Cause::Network, false),
+        };
+        // A stream that worked for a while starts the backoff over; one
+        // that keeps failing at once keeps backing off.
+        if self.delivered || self.connected_at.elapsed() >= self.policy.max_delay {
+            self.backoff.reset();
+        }
+        tracing::warn!(error = %loss, resume = %describe(&self.resume), "binlog stream lost; reconnecting");
+        self.outage = Some(Outage {
+            cause,
+            refused,
+            lost: loss.to_string(),
+            since: Instant::now(),
+            booted: self.live.server_booted(),
+            attempts: 0,
+            next_try: Instant::now() + self.backoff.delay(),
+            attempt: None,
+            last: None,
+        });
+    }
+
+    async fn reconnect(&mut self) -> Result<Cause, SourceError> {
+        let resume = describe(&self.resume);
+        loop {
+            let outage = self.outage.as_mut().expect("reconnecting during an outage");
+            if outage.attempt.is_none() {
+                if self.policy.max_attempts.is_some_and(|max| outage.attempts >= max) {
+                    let outage = self.outage.take().expect("checked");
+                    return Err(SourceError::GaveUp {
+                        attempts: outage.attempts,
+                        lost: outage.lost,
+                        last: outage.last,
+                    });
+                }
+                tokio::time::sleep_until(outage.next_try.into()).await;
+                let opts = LiveOptions {
+                    start: self.resume.clone(),
+                    ..self.opts.clone()
+                };
+                let limit = self.policy.connect_timeout;
+                outage.attempt = Some(Box::pin(async move {
+                    match tokio::time::timeout(limit, LiveSource::connect_as(&opts, true)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(SourceError::lost(
+                            Cause::Network,
+                            format!("{} did not answer within {:.1}s", opts.url, limit.as_secs_f64()),
+                        )),
+                    }
+                }));
+            }
+            let result = outage.attempt.as_mut().expect("set above").await;
+            outage.attempt = None;
+            outage.attempts += 1;
+            match result {
+                Ok(live) => {
+                    let outage = self.outage.take().expect("still reconnecting");
+                    let cause = if outage.refused || restarted(outage.booted, live.server_booted()) {
+                        Cause::ServerRestart
+                    } else {
+                        outage.cause
+                    };
+                    self.live = live;
+                    self.connected_at = Instant::now();
+                    self.delivered = false;
+                    self.stats.count(cause);
+                    self.stats.connected.store(true, Ordering::Relaxed);
+                    tracing::warn!(
+                        cause = %cause,
+                        attempt = outage.attempts,
+                        down_ms = outage.since.elapsed().as_millis() as u64,
+                        resume = %resume,
+                        "binlog stream resumed"
+                    );
+                    return Ok(cause);
+                }
+                Err(e) if e.is_transient() => {
+                    if let SourceError::Lost { refused: true, .. } = e {
+                        // Nothing listens: the server is down, and will
+                        // have restarted when it answers again.
+                        outage.refused = true;
+                        outage.cause = Cause::ServerRestart;
+                    }
+                    let delay = self.backoff.delay();
+                    outage.next_try = Instant::now() + delay;
+                    self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        cause = %outage.cause,
+                        attempt = outage.attempts,
+                        retry_in_ms = delay.as_millis() as u64,
+                        error = %e,
+                        "reconnecting failed"
+                    );
+                    outage.last = Some(e.to_string());
+                }
+                Err(e) => {
+                    self.outage = None;
+                    tracing::error!(error = %e, resume = %resume, "cannot resume the binlog stream");
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Whether the server's start time moved between two connections. Uptime
+/// has whole seconds and is read a moment after connecting, so small
+/// differences are noise; a restart moves it by the old server's whole
+/// uptime.
+fn restarted(before: Option<Instant>, after: Option<Instant>) -> bool {
+    const NOISE: Duration = Duration::from_millis(1500);
+    match (before, after) {
+        (Some(a), Some(b)) => b.checked_duration_since(a).is_some_and(|d| d > NOISE),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_starts_over() {
+        let mut b = Backoff::new(&RetryPolicy::default());
+        let got: Vec<u64> = (0..10).map(|_| b.delay().as_millis() as u64).collect();
+        assert_eq!(got, [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]);
+        b.reset();
+        assert_eq!(b.delay(), Duration::from_millis(100));
+        assert_eq!(b.delay(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn restart_is_a_moved_start_time() {
+        let now = Instant::now();
+        let t = |secs: u64| now.checked_sub(Duration::from_secs(secs));
+        // The same boot seen twice, one second of rounding apart.
+        assert!(!restarted(t(100), t(99)));
+        assert!(!restarted(t(100), t(101)));
+        // Booted 40 s after the one seen before.
+        assert!(restarted(t(100), t(60)));
+        assert!(!restarted(None, t(1)));
+    }
+
+    #[test]
+    fn reconnect_counters() {
+        let stats = SourceStats::default();
+        stats.count(Cause::Killed);
+        stats.count(Cause::Killed);
+        stats.count(Cause::ServerRestart);
+        let r = stats.reconnects();
+        assert_eq!((r.killed, r.server_restart, r.stalled, r.total()), (2, 1, 0, 3));
+        assert_eq!(r.of(Cause::Killed), 2);
+        assert_eq!(Cause::ALL.map(|c| r.of(c)).iter().sum::<u64>(), r.total());
+    }
+}

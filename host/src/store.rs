@@ -1,0 +1,353 @@
+//! The checkpoint and state store: one embedded, crash-safe database
+//! (redb) under `[state] path`.
+//!
+//! It holds the resume position (binlog file and offset just past the last
+//! committed transaction, and the GTID state there), every handler's
+//! key-value state, and the dead-letter index. A [`Batch`] of transactions
+//! (their state writes, their dead letters and the position after the last
+//! one) is committed in one database transaction, made durable before
+//! [`Store::commit`] returns: a crash leaves either all of a batch or none
+//! of it. The pipeline commits a batch only after the sinks acknowledged
+//! every message of its transactions, so the checkpoint never passes an
+//! unacknowledged write, and state counts each event exactly once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// The resume position: key `resume` → JSON [`Checkpoint`].
+const POSITION: TableDefinition<&str, &[u8]> = TableDefinition::new("position");
+/// Handler state: (handler, key) → value.
+const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
+/// Dead letters: sequence number → JSON [`DeadLetter`].
+const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+
+/// The file name of the database inside the state directory.
+pub const DB_FILE: &str = "rowhook.redb";
+
+/// Where a restart resumes: just past the last committed transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The binlog file of that transaction's commit.
+    pub file: String,
+    /// The offset just past its commit event.
+    pub pos: u64,
+    /// The executed GTID set there (empty where the server has no GTIDs).
+    pub gtids: String,
+    /// The transaction part of its row changes' ids.
+    pub txn: String,
+    /// The commit event's timestamp (seconds).
+    pub ts: u32,
+}
+
+/// A change a handler failed on, sent to its dead-letter sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The handler that failed.
+    pub handler: String,
+    /// The change's id.
+    pub id: String,
+    /// The error.
+    pub error: String,
+    /// The sink it went to.
+    pub sink: String,
+}
+
+/// What a batch of committed transactions changes in the store.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The position after the batch's last transaction.
+    pub position: Option<Checkpoint>,
+    /// State writes by (handler, key): the last value, `None` deleting the key.
+    pub state: BTreeMap<(String, String), Option<Vec<u8>>>,
+    /// Dead letters written to sinks.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Transactions in the batch.
+    pub transactions: u64,
+}
+
+impl Batch {
+    /// Whether committing it would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.position.is_none() && self.state.is_empty() && self.dead_letters.is_empty()
+    }
+}
+
+/// The size of one handler's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateSize {
+    /// Keys.
+    pub keys: u64,
+    /// Bytes of keys and values.
+    pub bytes: u64,
+}
+
+/// The open store.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    next_dead_letter: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in directory `dir`. A database
+    /// left by a crash is recovered to its last committed batch.
+    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the state directory {}", dir.display()))?;
+        let path = dir.join(DB_FILE);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => anyhow::anyhow!(
+                "{} is in use by another rowhook process; stop it, or give this one its own [state] path",
+                path.display()
+            ),
+            e => anyhow::anyhow!("opening the state store {}: {e}", path.display()),
+        })?;
+        // Create the tables, so readers find them.
+        let txn = db.begin_write()?;
+        txn.open_table(POSITION)?;
+        txn.open_table(STATE)?;
+        let next_dead_letter = {
+            let t = txn.open_table(DEAD_LETTERS)?;
+            t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0)
+        };
+        txn.commit()?;
+        Ok(Store {
+            db,
+            path,
+            next_dead_letter,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last committed position, if any.
+    pub fn position(&self) -> anyhow::Result<Option<Checkpoint>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(POSITION)?;
+        let Some(v) = t.get("resume")? else { return Ok(None) };
+        let cp = serde_json::from_slice(v.value())
+            .with_context(|| format!("{}: the stored position is unreadable", self.path.display()))?;
+        Ok(Some(cp))
+    }
+
+    /// Every key and value of `handler`'s state.
+    pub fn load_state(&self, handler: &str) -> anyhow::Result<HashMap<String, Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(STATE)?;
+        let mut out = HashMap::new();
+        for entry in t.range((handler, "")..)? {
+            let (k, v) = entry?;
+            let (h, key) = k.value();
+            if h != handler {
+                break;
+            }
+            out.insert(key.to_owned(), v.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Keys and bytes of state per handler, by name.
+    pub fn state_sizes(&self) -> anyhow::Result<Vec<(String, StateSize)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(STATE)?;
+        let mut out: Vec<(String, StateSize)> = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            let (h, key) = k.value();
+            if out.last().is_none_or(|(name, _)| name != h) {
+                out.push((h.to_owned(), StateSize::default()));
+            }
+            let size = &mut out.last_mut().expect("pushed").1;
+            size.keys += 1;
+            size.bytes += (key.len() + v.value().len()) as u64;
+        }
+        Ok(out)
+    }
+
+    /// How many dead letters were recorded, batches committed so far included.
+    pub fn dead_letter_total(&self) -> u64 {
+        self.next_dead_letter
+    }
+
+    /// How many dead letters were recorded.
+    pub fn dead_letter_count(&self) -> anyhow::Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(DEAD_LETTERS)?.len()?)
+    }
+
+    /// The last `n` dead letters, oldest first.
+    pub fn dead_letters(&self, n: usize) -> anyhow::Result<Vec<DeadLetter>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(DEAD_LETTERS)?;
+        let mut out = Vec::new();
+        for entry in t.iter()?.rev().take(n) {
+            let (_, v) = entry?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Commits `batch` atomically and durably.
+    pub fn commit(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut state = txn.open_table(STATE)?;
+            for ((handler, key), value) in &batch.state {
+                match value {
+                    Some(v) => {
+                        state.insert((handler.as_str(), key.as_str()), v.as_slice())?;
+                    }
+                    None => {
+                        state.remove((handler.as_str(), key.as_str()))?;
+                    }
+                }
+            }
+            let mut dl = txn.open_table(DEAD_LETTERS)?;
+            for (i, d) in batch.dead_letters.iter().enumerate() {
+                dl.insert(self.next_dead_letter + i as u64, serde_json::to_vec(d)?.as_slice())?;
+            }
+            if let Some(cp) = &batch.position {
+                txn.open_table(POSITION)?
+                    .insert("resume", serde_json::to_vec(cp)?.as_slice())?;
+            }
+        }
+        txn.commit()
+            .with_context(|| format!("committing to the state store {}", self.path.display()))?;
+        self.next_dead_letter += batch.dead_letters.len() as u64;
+        Ok(())
+    }
+
+    /// Removes every key of `handler`'s state; returns how many there were.
+    pub fn reset_state(&mut self, handler: &str) -> anyhow::Result<u64> {
+        let txn = self.db.begin_write()?;
+        let n = {
+            let mut t = txn.open_table(STATE)?;
+            let keys: Vec<String> = t
+                .range((handler, "")..)?
+                .map_while(|e| {
+                    e.ok()
+                        .and_then(|(k, _)| (k.value().0 == handler).then(|| k.value().1.to_owned()))
+                })
+                .collect();
+            for k in &keys {
+                t.remove((handler, k.as_str()))?;
+            }
+            keys.len() as u64
+        };
+        txn.commit()?;
+        Ok(n)
+    }
+
+    /// Replaces the resume position (`None`: forget it, so the next run
+    /// starts where the config says).
+    pub fn set_position(&mut self, cp: Option<&Checkpoint>) -> anyhow::Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(POSITION)?;
+            match cp {
+                Some(cp) => {
+                    t.insert("resume", serde_json::to_vec(cp)?.as_slice())?;
+                }
+                None => {
+                    t.remove("resume")?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rh-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn cp(pos: u64) -> Checkpoint {
+        Checkpoint {
+            file: "bin.000001".into(),
+            pos,
+            gtids: "0-1-7".into(),
+            txn: "0-1-7".into(),
+            ts: 1,
+        }
+    }
+
+    #[test]
+    fn batches_survive_reopen_and_handlers_are_separate() {
+        let dir = temp("reopen");
+        {
+            let mut s = Store::open(&dir).unwrap();
+            assert_eq!(s.position().unwrap(), None);
+            let batch = Batch {
+                position: Some(cp(100)),
+                state: BTreeMap::from([
+                    (("a".into(), "n".into()), Some(vec![1])),
+                    (("ab".into(), "n".into()), Some(vec![3])),
+                    (("a".into(), "gone".into()), None),
+                ]),
+                dead_letters: vec![DeadLetter {
+                    handler: "a".into(),
+                    id: "0-1-7:0:0".into(),
+                    error: "trap".into(),
+                    sink: "dead".into(),
+                }],
+                transactions: 1,
+            };
+            s.commit(&batch).unwrap();
+        }
+        let mut s = Store::open(&dir).unwrap();
+        assert_eq!(s.position().unwrap(), Some(cp(100)));
+        assert_eq!(s.load_state("a").unwrap(), HashMap::from([("n".to_string(), vec![1])]));
+        assert_eq!(s.load_state("ab").unwrap(), HashMap::from([("n".to_string(), vec![3])]));
+        assert_eq!(s.load_state("b").unwrap(), HashMap::new());
+        assert_eq!(s.dead_letter_count().unwrap(), 1);
+        s.commit(&Batch {
+            dead_letters: s.dead_letters(5).unwrap(),
+            ..Batch::default()
+        })
+        .unwrap();
+        assert_eq!(
+            s.dead_letter_count().unwrap(),
+            2,
+            "sequence numbers continue after reopen"
+        );
+        assert_eq!(
+            s.state_sizes().unwrap(),
+            vec![
+                ("a".into(), StateSize { keys: 1, bytes: 2 }),
+                ("ab".into(), StateSize { keys: 1, bytes: 2 })
+            ]
+        );
+        assert_eq!(s.reset_state("a").unwrap(), 1);
+        assert_eq!(s.load_state("ab").unwrap().len(), 1);
+        s.set_position(None).unwrap();
+        assert_eq!(s.position().unwrap(), None);
+    }
+
+    #[test]
+    fn a_second_process_is_told_the_store_is_in_use() {
+        let dir = temp("busy");
+        let _first = Store::open(&dir).unwrap();
+        let err = Store::open(&dir).unwrap_err().to_string();
+        assert!(err.contains("in use by another rowhook process"), "{err}");
+    }
+}

@@ -1,0 +1,462 @@
+//! The example handlers of `examples/handlers/` with their configs, as the
+//! README runs them: each replayed over the recorded shop binlog, and each
+//! run live against a fresh server loading `examples/shop.sql`, both compared
+//! with the same golden file (so the outputs hold no binlog file names or
+//! offsets, which differ between the two; ids hold GTIDs, the same on both);
+//! all four at once through `examples/demo.sh`, the README's first command;
+//! and the handlers' own unit tests.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::support::{Server, build_guest, golden, root, rowhook};
+
+/// One example: `examples/<name>.toml`, its handler in `examples/handlers/`.
+struct Example {
+    name: &'static str,
+    /// Its golden output, under `tests/golden/`.
+    golden: &'static str,
+    /// The FIFO its sink writes to, relative to the config; `None`: stdout.
+    fifo: Option<&'static str>,
+}
+
+const ORDERS_COPY: Example = Example {
+    name: "orders-copy",
+    golden: "examples/orders-copy.jsonl",
+    fifo: None,
+};
+const DAILY_SIGNUPS: Example = Example {
+    name: "daily-signups",
+    golden: "examples/daily-signups.jsonl",
+    fifo: None,
+};
+const IP_BLOCK: Example = Example {
+    name: "ip-block",
+    golden: "examples/ip-block.txt",
+    fifo: None,
+};
+const NEWS_FIFO: Example = Example {
+    name: "news-fifo",
+    golden: "examples/news-fifo.txt",
+    fifo: Some("var/news.fifo"),
+};
+
+/// Builds the example handlers, once, where the configs point.
+fn handlers_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = root().join("examples/handlers");
+        for name in ["orders_copy", "daily_signups", "ip_block", "news_fifo"] {
+            build_guest(&dir, name);
+        }
+    });
+}
+
+/// A scratch directory holding example config `name` (after `edit`) beside a
+/// link to `examples/handlers`: the config's relative paths find the modules
+/// as they do in `examples/`, and what it writes (`var/...`) lands here,
+/// apart from other tests and from the examples' own `var/`.
+fn sandbox(tag: &str, example: &Example, edit: impl FnOnce(&str) -> String) -> (PathBuf, PathBuf) {
+    // Tests run in parallel, and several replay the same example.
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "rh-examples-{tag}-{}-{}-{}",
+        example.name,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(root().join("examples/handlers"), dir.join("handlers")).unwrap();
+    let text = std::fs::read_to_string(root().join(format!("examples/{}.toml", example.name))).unwrap();
+    let config = dir.join(format!("{}.toml", example.name));
+    std::fs::write(&config, edit(&text)).unwrap();
+    (dir, config)
+}
+
+/// The config with the URL of its `[source]` replaced by `url`; everything
+/// else (server id, start position, sinks, handler) as written.
+fn with_url(config: &str, url: &str) -> String {
+    let mut in_source = false;
+    let mut replaced = 0;
+    let mut out = String::with_capacity(config.len());
+    for line in config.lines() {
+        if line.starts_with('[') {
+            in_source = line.trim_end() == "[source]";
+        }
+        if in_source && line.starts_with("url = ") {
+            out.push_str(&format!("url = \"{url}\""));
+            replaced += 1;
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    assert_eq!(replaced, 1, "one [source] url in the example config:\n{config}");
+    out
+}
+
+/// What reaches an example's sink, line by line as it arrives, read by a thread.
+struct SinkReader {
+    lines: Receiver<String>,
+    reader: JoinHandle<()>,
+    /// For a FIFO: a write end of our own. Opening it waited until the reader
+    /// had the pipe open, so rowhook finds a reader at its first write;
+    /// holding it keeps the reader from seeing end-of-file before rowhook
+    /// has opened the pipe.
+    hold: Option<File>,
+}
+
+impl SinkReader {
+    /// Reads lines from `open()` (called in the thread) to their end.
+    fn spawn<R: Read>(open: impl FnOnce() -> R + Send + 'static) -> (Receiver<String>, JoinHandle<()>) {
+        let (tx, lines) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(open()).lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        (lines, reader)
+    }
+
+    /// The standard output of `child`.
+    fn stdout(child: &mut Child) -> SinkReader {
+        let out = child.stdout.take().unwrap();
+        let (lines, reader) = SinkReader::spawn(move || out);
+        SinkReader {
+            lines,
+            reader,
+            hold: None,
+        }
+    }
+
+    /// A page builder on the FIFO at `path`, which it makes (the sink takes
+    /// an existing one), as `examples/demo.sh` does.
+    fn fifo(path: &Path) -> SinkReader {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let fifo = path.to_owned();
+        let (lines, reader) = SinkReader::spawn(move || File::open(fifo).unwrap());
+        let hold = OpenOptions::new().write(true).open(path).unwrap();
+        SinkReader {
+            lines,
+            reader,
+            hold: Some(hold),
+        }
+    }
+
+    /// Once rowhook has exited: the lines not taken yet, up to end-of-file.
+    fn finish(mut self) -> Vec<String> {
+        drop(self.hold.take());
+        self.reader.join().unwrap();
+        self.lines.try_iter().collect()
+    }
+}
+
+fn text(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// Runs `example` over the recorded shop binlog; returns what reached its sink.
+fn replay(example: &Example) -> String {
+    handlers_built();
+    let (dir, config) = sandbox("replay", example, str::to_owned);
+    let binlog = root().join("examples/binlog/shop-bin.000001");
+    let fifo = example.fifo.map(|fifo| SinkReader::fifo(&dir.join(fifo)));
+    let out = rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{} failed: {stderr}", example.name);
+    assert!(stderr.contains(" 0 handler errors"), "{stderr}");
+    let output = match fifo {
+        Some(fifo) => {
+            assert_eq!(stdout, "", "only the FIFO gets output");
+            text(&fifo.finish())
+        }
+        None => stdout,
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    output
+}
+
+/// Runs `example` with `rowhook run` against a fresh server that loads
+/// `examples/shop.sql`, until its output is as long as the replay's, then
+/// stops it with SIGINT; returns the output.
+fn live(example: &Example, lines_expected: usize) -> String {
+    handlers_built();
+    let server = Server::start(&[]);
+    let (dir, config) = sandbox("live", example, |text| with_url(text, &server.url()));
+    let fifo = example.fifo.map(|fifo| SinkReader::fifo(&dir.join(fifo)));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env("ROWHOOK_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rowhook");
+    let stderr = read_all(child.stderr.take().unwrap());
+    let (sink, stdout) = match fifo {
+        Some(fifo) => (fifo, Some(read_all(child.stdout.take().unwrap()))),
+        None => (SinkReader::stdout(&mut child), None),
+    };
+
+    // The changes happen while rowhook is connected (or about to be: it
+    // starts from the earliest binlog, so nothing is missed either way).
+    server.sql_file(&root().join("examples/shop.sql"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    while got.len() < lines_expected {
+        match sink
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(line) => got.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{}: {} of {lines_expected} lines after 60 s: {got:?}\n{}",
+                    example.name,
+                    got.len(),
+                    String::from_utf8_lossy(&stderr.join().unwrap())
+                );
+            }
+        }
+    }
+    // A line that should not be there (a second block, a change counted
+    // twice) gets a moment to show up before the stop.
+    std::thread::sleep(Duration::from_millis(300));
+    let status = interrupt(child);
+    let stderr = String::from_utf8(stderr.join().unwrap()).unwrap();
+    assert!(
+        status.success(),
+        "{}: rowhook run ended with {status}: {stderr}",
+        example.name
+    );
+    assert!(stderr.contains("rowhook: stopped after"), "{stderr}");
+    got.extend(sink.finish());
+    if let Some(stdout) = stdout {
+        assert_eq!(stdout.join().unwrap(), b"", "only the FIFO gets output");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    text(&got)
+}
+
+/// Reads a pipe to its end in a thread.
+fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        from.read_to_end(&mut all).unwrap();
+        all
+    })
+}
+
+/// Sends SIGINT (Ctrl-C), as an operator stops `rowhook run`, and waits up
+/// to 20 s for the exit.
+fn interrupt(mut child: Child) -> ExitStatus {
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    wait_until(
+        &mut child,
+        Instant::now() + Duration::from_secs(20),
+        "rowhook run after SIGINT",
+    )
+}
+
+/// Waits for `child` until `deadline`; kills it and fails the test after that.
+fn wait_until(child: &mut Child, deadline: Instant, what: &str) -> ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn check_replay(example: &Example) {
+    golden(example.golden, &replay(example));
+}
+
+/// Live must give what the replay gives, line for line.
+fn check_live(example: &Example) {
+    let replayed = replay(example);
+    let live = live(example, replayed.lines().count());
+    assert_eq!(live, replayed, "{}: live and replayed differ", example.name);
+    golden(example.golden, &live);
+}
+
+#[test]
+fn orders_copy_replayed() {
+    check_replay(&ORDERS_COPY);
+}
+
+#[test]
+fn orders_copy_live() {
+    check_live(&ORDERS_COPY);
+}
+
+#[test]
+fn daily_signups_replayed() {
+    check_replay(&DAILY_SIGNUPS);
+}
+
+#[test]
+fn daily_signups_live() {
+    check_live(&DAILY_SIGNUPS);
+}
+
+#[test]
+fn ip_block_replayed() {
+    check_replay(&IP_BLOCK);
+}
+
+#[test]
+fn ip_block_live() {
+    check_live(&IP_BLOCK);
+}
+
+#[test]
+fn news_fifo_replayed() {
+    check_replay(&NEWS_FIFO);
+}
+
+#[test]
+fn news_fifo_live() {
+    check_live(&NEWS_FIFO);
+}
+
+/// Runs `bash examples/demo.sh` from `cwd`, giving it up to 20 minutes (a
+/// first run builds rowhook in the dev profile).
+fn demo(cwd: &Path) -> Output {
+    let mut child = Command::new("bash")
+        .arg(root().join("examples/demo.sh"))
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bash");
+    let (stdout, stderr) = (
+        read_all(child.stdout.take().unwrap()),
+        read_all(child.stderr.take().unwrap()),
+    );
+    let status = wait_until(
+        &mut child,
+        Instant::now() + Duration::from_secs(20 * 60),
+        "examples/demo.sh",
+    );
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// The lines of `out` from the one starting with `header` to the next `== `
+/// header, without either.
+fn section<'a>(out: &'a str, header: &str) -> Vec<&'a str> {
+    let mut lines = out.lines().skip_while(|l| !l.starts_with(header));
+    assert!(lines.next().is_some(), "no section `{header}` in:\n{out}");
+    let mut section: Vec<&str> = lines.take_while(|l| !l.starts_with("== ")).collect();
+    while section.last() == Some(&"") {
+        section.pop();
+    }
+    section
+}
+
+fn joined(lines: &[&str]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// The README's first command, from another directory, twice: every sink of
+/// `examples/demo.toml` gets what each example gets alone (the golden files),
+/// and a second run starts from a clean slate (counters from zero, no
+/// leftover pipe or lines).
+#[test]
+fn demo_script_runs_all_four_examples() {
+    let elsewhere = std::env::temp_dir();
+    for run in 1..=2 {
+        let out = demo(&elsewhere);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "run {run}: {stdout}\n{stderr}");
+        assert!(stderr.contains(" 0 handler errors"), "run {run}: {stderr}");
+
+        let replay = section(&stdout, "== rowhook replay -c examples/demo.toml");
+        let (orders, rest): (Vec<&str>, Vec<&str>) = replay.iter().partition(|l| l.starts_with("{\"order_id\":"));
+        let (page_builder, rest): (Vec<&str>, Vec<&str>) = rest.iter().partition(|l| l.starts_with("page builder: "));
+        assert_eq!(
+            rest,
+            [
+                "(orders-copy writes to stdout; 'page builder:' lines come from a reader of the FIFO)",
+                ""
+            ],
+            "run {run}: unexpected lines:\n{stdout}"
+        );
+        golden(ORDERS_COPY.golden, &joined(&orders));
+        let ids: Vec<&str> = page_builder
+            .iter()
+            .map(|l| {
+                l.strip_prefix("page builder: news item ")
+                    .and_then(|l| l.strip_suffix(" changed"))
+                    .unwrap_or_else(|| panic!("{l}"))
+            })
+            .collect();
+        golden(NEWS_FIFO.golden, &joined(&ids));
+        golden(
+            DAILY_SIGNUPS.golden,
+            &joined(&section(
+                &stdout,
+                "== daily-signups wrote examples/var/demo/signups.jsonl",
+            )),
+        );
+        golden(
+            IP_BLOCK.golden,
+            &joined(&section(&stdout, "== ip-block wrote examples/var/demo/firewall.sh")),
+        );
+    }
+}
+
+/// The handlers' unit tests (`rowhook_guest::testing`, run natively): their
+/// workspace is not part of this one, so `cargo test --workspace` reaches
+/// them only through here.
+#[test]
+fn example_handlers_pass_their_unit_tests() {
+    let dir = root().join("examples/handlers");
+    let out = Command::new(env!("CARGO"))
+        .args(["test", "--quiet", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(dir.join("target"))
+        .output()
+        .expect("run cargo test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One result per crate, each with tests that ran.
+    let ran: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("test result: ok.") && !l.starts_with("test result: ok. 0 passed"))
+        .collect();
+    assert_eq!(ran.len(), 4, "{stdout}");
+}

@@ -1,0 +1,364 @@
+//! Hot reload under load, and modules refused at load: `rowhook run` against
+//! a live server while the handler's module file is replaced, by rename and
+//! in place, with good versions and with files that must not serve.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::{Server, build_guest, root};
+
+/// Builds the guests of `tests/guests/suite` (one workspace) and returns
+/// the directory holding their `.wasm` files.
+pub fn suite_guests() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let v1 = build_guest(&root().join("tests/guests/suite"), "reload_v1");
+        v1.parent().expect("a directory").to_owned()
+    })
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rh-reload-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Kills the child on drop, so a failed assertion leaves no daemon behind.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Replaces `target` atomically: write a temp file beside it, then rename.
+fn swap_by_rename(from: &Path, target: &Path) {
+    let tmp = target.with_extension("wasm.tmp");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, target).unwrap();
+}
+
+/// Rewrites `target` in place in two halves with a pause between, as a slow
+/// copy would: the reloader must not compile the half-written file.
+fn swap_in_place(from: &Path, target: &Path) {
+    use std::io::Write;
+    let bytes = std::fs::read(from).unwrap();
+    let mut f = std::fs::File::create(target).unwrap();
+    f.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    f.write_all(&bytes[bytes.len() / 2..]).unwrap();
+}
+
+/// Thousands of row changes flow while the handler's module is swapped
+/// seven times, good and bad versions alternating. Every change is handled
+/// exactly once, in order; the state counter carries across every swap; the
+/// bad files are refused, each with its reason, while the previous version
+/// keeps serving.
+#[test]
+fn hot_reload_under_load_loses_and_repeats_nothing() {
+    let wasm = suite_guests();
+    let server = std::sync::Arc::new(Server::start(&[]));
+    server.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v INT NOT NULL);");
+    let dir = temp_dir("load");
+    let module = dir.join("handler.wasm");
+    std::fs::copy(wasm.join("reload_v1.wasm"), &module).unwrap();
+    let config = dir.join("rowhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[source]
+url = "{url}"
+server_id = 7301
+start = "earliest"
+
+[sinks.out]
+kind = "file"
+path = "out.log"
+
+[[handlers]]
+name = "counter"
+module = "handler.wasm"
+tables = ["app.t"]
+sinks = ["out"]
+on_error = "halt"
+"#,
+            url = server.url()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("rowhook.log");
+    let daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_rowhook"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("ROWHOOK_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let out = dir.join("out.log");
+
+    // The writer: transactions of 5 rows, paced, until told to stop; then 20
+    // more. Returns the number of rows written.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let server = server.clone();
+        std::thread::spawn(move || {
+            let mut next = 1u32;
+            let mut tail = 20;
+            loop {
+                let mut sql = String::new();
+                for _ in 0..20 {
+                    let rows: Vec<String> = (next..next + 5).map(|i| format!("({i},{})", i * 7)).collect();
+                    sql.push_str(&format!(
+                        "INSERT INTO app.t VALUES {};\nDO SLEEP(0.004);\n",
+                        rows.join(",")
+                    ));
+                    next += 5;
+                }
+                server.sql(&sql);
+                if stop.load(Ordering::SeqCst) {
+                    tail -= 1;
+                    if tail == 0 {
+                        return next - 1;
+                    }
+                }
+            }
+        })
+    };
+
+    let lines = || read(&out).lines().count();
+    let count = |needle: &str| read(&log_path).matches(needle).count();
+    wait_for("the first changes", Duration::from_secs(60), || lines() > 50);
+    let (mut reloaded, mut refused) = (0, 0);
+    let truncated = dir.join("truncated.wasm");
+    let v1 = std::fs::read(wasm.join("reload_v1.wasm")).unwrap();
+    std::fs::write(&truncated, &v1[..v1.len() / 3]).unwrap();
+    // (what, new file, written in place rather than renamed, should load)
+    let steps = [
+        ("v2 by rename", wasm.join("reload_v2.wasm"), false, true),
+        ("a truncated file", truncated.clone(), false, false),
+        ("v1 in place", wasm.join("reload_v1.wasm"), true, true),
+        ("a WASI command", wasm.join("wrong-world.wasm"), false, false),
+        ("a sockets user", wasm.join("sockets.wasm"), false, false),
+        ("v2 in place", wasm.join("reload_v2.wasm"), true, true),
+        ("v1 by rename", wasm.join("reload_v1.wasm"), false, true),
+    ];
+    for (what, from, in_place, good) in &steps {
+        let before = lines();
+        if *in_place {
+            swap_in_place(from, &module);
+        } else {
+            swap_by_rename(from, &module);
+        }
+        if *good {
+            reloaded += 1;
+            wait_for(what, Duration::from_secs(60), || count("handler reloaded") >= reloaded);
+        } else {
+            refused += 1;
+            wait_for(what, Duration::from_secs(60), || count("reload refused") >= refused);
+        }
+        // Changes keep flowing between swaps.
+        wait_for("changes after a swap", Duration::from_secs(60), || {
+            lines() > before + 100
+        });
+    }
+    stop.store(true, Ordering::SeqCst);
+    let total = writer.join().unwrap() as usize;
+    wait_for("every change", Duration::from_secs(60), || lines() >= total);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut daemon = daemon;
+    Command::new("kill")
+        .args(["-INT", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = daemon.0.wait().unwrap();
+    let log = read(&log_path);
+    assert!(status.success(), "{log}");
+
+    // Exactly once, in order, with the state counter unbroken.
+    let text = read(&out);
+    let mut versions: Vec<&str> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f.len(), 3, "{line}");
+        let want = (i + 1).to_string();
+        assert_eq!((f[1], f[2]), (want.as_str(), want.as_str()), "line {}: {line}", i + 1);
+        if versions.last() != Some(&f[0]) {
+            versions.push(f[0]);
+        }
+    }
+    assert_eq!(text.lines().count(), total, "{total} rows written");
+    assert!(total >= 2000, "only {total} rows");
+    assert_eq!(versions, ["v1", "v2", "v1", "v2", "v1"], "versions in output order");
+    // Each bad file was refused with its reason, and named.
+    assert!(log.contains("is not a valid WebAssembly component"), "{log}");
+    assert!(log.contains("does not implement the rowhook:handler world"), "{log}");
+    assert!(log.contains("imports `wasi:sockets/"), "{log}");
+    assert_eq!(count("reload refused"), 3, "{log}");
+    assert_eq!(count("handler reloaded"), 4, "{log}");
+}
+
+/// `rowhook check -c` names every problem of a config, each with its fix,
+/// and passes a good one, server included; `replay` refuses a module that
+/// imports sockets before reading anything.
+#[test]
+fn check_names_module_grant_limit_and_sink_problems() {
+    let wasm = suite_guests();
+    let dir = temp_dir("check");
+    let not_a_pipe = dir.join("not-a-pipe");
+    std::fs::write(&not_a_pipe, "").unwrap();
+    let v1 = wasm.join("reload_v1.wasm");
+    let bad = format!(
+        r#"
+[sinks.out]
+kind = "file"
+path = "out/changes.log"
+
+[sinks.pipe]
+kind = "fifo"
+path = "{pipe}"
+
+[[handlers]]
+name = "good"
+module = "{v1}"
+tables = ["app.t"]
+sinks = ["out"]
+
+[[handlers]]
+name = "net"
+module = "{sockets}"
+tables = ["app.t"]
+sinks = ["out"]
+
+[[handlers]]
+name = "command"
+module = "{command}"
+tables = ["app.t"]
+sinks = ["pipe"]
+
+[[handlers]]
+name = "missing"
+module = "nowhere/handler.wasm"
+tables = ["app.t"]
+sinks = ["out"]
+
+[[handlers]]
+name = "tiny"
+module = "{v1}"
+tables = ["app.t"]
+sinks = ["out"]
+limits = {{ memory_mb = 1 }}
+"#,
+        pipe = not_a_pipe.display(),
+        v1 = v1.display(),
+        sockets = wasm.join("sockets.wasm").display(),
+        command = wasm.join("wrong-world.wasm").display(),
+    );
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, bad).unwrap();
+    let out = crate::support::rowhook(&["check", "-c", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let line = |prefix: &str| -> String {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in\n{stdout}"))
+            .to_string()
+    };
+    assert!(line("ok   handler `good`: ").contains("compiles"), "{stdout}");
+    assert!(
+        line("ok   handler `good` (tenant").contains("may emit to out"),
+        "{stdout}"
+    );
+    let net = line("FAIL handler `net`: ");
+    assert!(
+        net.contains("imports `wasi:sockets/") && net.contains("remove that use"),
+        "{net}"
+    );
+    let command = line("FAIL handler `command`: ");
+    assert!(
+        command.contains("does not implement the rowhook:handler world") && command.contains("export_handler!"),
+        "{command}"
+    );
+    let missing = line("FAIL handler `missing`: ");
+    assert!(
+        missing.contains("cannot read") && missing.contains("cargo build"),
+        "{missing}"
+    );
+    let tiny = line("FAIL handler `tiny`: ");
+    assert!(tiny.contains("raise limits.memory_mb (now 1)"), "{tiny}");
+    let pipe = line("FAIL sink `pipe` (fifo): ");
+    assert!(pipe.contains("is not a named pipe"), "{pipe}");
+    assert!(line("ok   sink `out` (file): ").contains("changes.log"), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("FAIL")).count(), 5, "{stdout}");
+
+    // A module that imports sockets stops `replay` before anything runs.
+    let net_only = dir.join("net.toml");
+    std::fs::write(
+        &net_only,
+        format!(
+            "[sinks.out]\nkind = \"stdout\"\n\n[[handlers]]\nname = \"net\"\nmodule = \"{}\"\ntables = [\"shop.*\"]\nsinks = [\"out\"]\n",
+            wasm.join("sockets.wasm").display()
+        ),
+    )
+    .unwrap();
+    let binlog = root().join("examples/binlog/shop-bin.000001");
+    let out = crate::support::rowhook(&["replay", "-c", net_only.to_str().unwrap(), binlog.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("handler `net`") && stderr.contains("imports `wasi:sockets/"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // A good config with a server: every line ok, the server's included.
+    let server = Server::start(&[]);
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[source]\nurl = \"{}\"\nserver_id = 7302\n\n[sinks.out]\nkind = \"file\"\npath = \"out/changes.log\"\n\n[[handlers]]\nname = \"good\"\nmodule = \"{}\"\ntables = [\"app.t\"]\nsinks = [\"out\"]\n",
+            server.url(),
+            v1.display()
+        ),
+    )
+    .unwrap();
+    let out = crate::support::rowhook(&["check", "-c", good.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.lines().all(|l| l.starts_with("ok   ")), "{stdout}");
+    for expected in [
+        "handler `good`: ",
+        "binlog_format=ROW",
+        "server_id 7302 is free",
+        "REPLICATION SLAVE",
+    ] {
+        assert!(stdout.contains(expected), "{expected} missing from\n{stdout}");
+    }
+}
