@@ -397,11 +397,12 @@ impl Pipeline {
                         msg.id
                     );
                     let payload = dead_letter_payload(&h.plan.name, &err.to_string(), |out| {
-                        out.extend_from_slice(b"{\"sink\":");
+                        out.extend_from_slice(b",\"id\":");
+                        crate::json_text::write_str(out, &msg.id);
+                        out.extend_from_slice(b",\"sink\":");
                         crate::json_text::write_str(out, sink);
                         out.extend_from_slice(b",\"payload\":");
                         crate::json_text::write_str(out, &String::from_utf8_lossy(&msg.payload));
-                        out.push(b'}');
                     });
                     if self.store.is_some() {
                         self.txn_dead_letters.push(DeadLetter {
@@ -508,6 +509,7 @@ impl Pipeline {
             OnError::DeadLetter { sink } => {
                 self.stats.handler_errors += 1;
                 let payload = dead_letter_payload(&h.plan.name, &err.to_string(), |out| {
+                    out.extend_from_slice(b",\"change\":");
                     if change.write_json(out).is_err() {
                         out.extend_from_slice(b"null");
                     }
@@ -550,15 +552,16 @@ async fn write_with_retries(target: &mut AnySink, sink: &str, batch: &[Message])
     }
 }
 
-/// `{"handler":…,"error":…,"change":…}`, the change written by `change`.
-fn dead_letter_payload(handler: &str, error: &str, change: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+/// A dead letter: `{"handler":…,"error":…` then what `rest` writes: the
+/// change (`,"change":{…}`) a handler failed on, or the message (`,"id":…,
+/// "sink":…,"payload":…`) a sink refused.
+fn dead_letter_payload(handler: &str, error: &str, rest: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut payload = Vec::with_capacity(256);
     payload.extend_from_slice(b"{\"handler\":");
     crate::json_text::write_str(&mut payload, handler);
     payload.extend_from_slice(b",\"error\":");
     crate::json_text::write_str(&mut payload, error);
-    payload.extend_from_slice(b",\"change\":");
-    change(&mut payload);
+    rest(&mut payload);
     payload.push(b'}');
     payload
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, rowhook_ok};
+use crate::support::{Server, rowhook_ok, temp_dir};
 
 /// Kills left at least this many times.
 const KILLS: usize = 50;
@@ -142,9 +142,7 @@ fn sigkill_loses_nothing_and_state_counts_exactly_once() {
          INSERT INTO crash.counters SELECT seq, 0 FROM crash.seq_0_to_7;
          CREATE TABLE crash.ledger (id BIGINT UNSIGNED PRIMARY KEY, k INT NOT NULL, amount INT NOT NULL);",
     );
-    let dir = std::env::temp_dir().join(format!("rh-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("crash");
     let config = dir.join("rowhook.toml");
     std::fs::write(
         &config,
@@ -359,9 +357,7 @@ fn ddl_while_stopped_keeps_each_rows_own_column_names() {
     let wasm = crate::reload::suite_guests();
     let server = Server::start(&[]);
     server.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, a INT, b VARCHAR(10));");
-    let dir = std::env::temp_dir().join(format!("rh-ddl-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("ddl");
     let config = dir.join("rowhook.toml");
     std::fs::write(
         &config,
@@ -426,9 +422,7 @@ fn run_resumes_after_killed_connections_and_a_server_restart() {
          INSERT INTO crash.counters SELECT seq, 0 FROM crash.seq_0_to_7;
          CREATE TABLE crash.ledger (id BIGINT UNSIGNED PRIMARY KEY, k INT NOT NULL, amount INT NOT NULL);",
     );
-    let dir = std::env::temp_dir().join(format!("rh-faults-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("faults-run");
     let config = dir.join("rowhook.toml");
     std::fs::write(
         &config,
@@ -473,7 +467,10 @@ fn run_resumes_after_killed_connections_and_a_server_restart() {
     let expected: u64 = server.sql("SELECT COUNT(*) FROM crash.ledger").trim().parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let seen: HashSet<String> = lines(&out).iter().map(|l| l.split(' ').nth(1).unwrap().to_owned()).collect();
+        let seen: HashSet<String> = lines(&out)
+            .iter()
+            .map(|l| l.split(' ').nth(1).unwrap().to_owned())
+            .collect();
         if seen.len() as u64 >= expected {
             break;
         }
@@ -489,7 +486,11 @@ fn run_resumes_after_killed_connections_and_a_server_restart() {
     assert!(child.wait().unwrap().success(), "{text}");
     let causes = crate::faults::resumed_causes(&crate::faults::strip_ansi(&text));
     assert_eq!(causes.iter().filter(|c| *c == "killed").count(), 3, "{causes:?}");
-    assert_eq!(causes.iter().filter(|c| *c == "server_restart").count(), 1, "{causes:?}");
+    assert_eq!(
+        causes.iter().filter(|c| *c == "server_restart").count(),
+        1,
+        "{causes:?}"
+    );
     eprintln!("resumed {resumed_in:?} after the server was back; causes {causes:?}");
 
     // Everything committed arrived, nothing else; a row repeats only as part

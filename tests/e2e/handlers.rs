@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::support::{build_guest, root, rowhook};
+use crate::support::{build_guest, root, rowhook, temp_dir};
 
 fn guests() -> &'static (PathBuf, PathBuf) {
     static G: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
@@ -14,13 +14,6 @@ fn guests() -> &'static (PathBuf, PathBuf) {
             build_guest(&root().join("tests/guests/hostile"), "hostile"),
         )
     })
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rh-handlers-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn replay(config: &Path) -> std::process::Output {
@@ -44,7 +37,7 @@ fn example_config_replays_as_documented() {
 #[test]
 fn minimal_handler_emits_new_orders() {
     let (minimal, _) = guests();
-    let dir = temp_dir("minimal");
+    let dir = temp_dir("handlers-minimal");
     let config = dir.join("rowhook.toml");
     std::fs::write(
         &config,
@@ -76,7 +69,7 @@ sinks = ["orders_queue"]
 #[test]
 fn hostile_handler_is_contained() {
     let (minimal, hostile) = guests();
-    let dir = temp_dir("hostile");
+    let dir = temp_dir("handlers-hostile");
     let config = dir.join("rowhook.toml");
     std::fs::write(
         &config,
@@ -189,7 +182,7 @@ sinks = ["orders_queue"]
 #[test]
 fn halt_stops_and_malformed_modules_are_refused() {
     let (_, hostile) = guests();
-    let dir = temp_dir("halt");
+    let dir = temp_dir("handlers-halt");
     let write = |module: &str, on_error: &str| {
         let config = dir.join("rowhook.toml");
         std::fs::write(
@@ -226,4 +219,82 @@ on_error = "{on_error}"
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("is not a valid WebAssembly component"), "{stderr}");
+}
+
+/// A sink that refuses for good (stdout with its reader gone) applies the
+/// `on_error` of the handler whose messages it refused: dead letters carry
+/// the message and the error, `halt` stops with the reason.
+#[test]
+fn a_failing_sink_applies_the_handlers_policy() {
+    let minimal = build_guest(&root().join("guest-sdk/examples/minimal"), "minimal");
+    let dir = temp_dir("handlers-sink-fails");
+    let write = |on_error: &str| {
+        let config = dir.join(format!("{on_error}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[sinks.orders_queue]
+kind = "stdout"
+
+[sinks.dead]
+kind = "file"
+path = "dead.jsonl"
+
+[[handlers]]
+name = "orders"
+module = "{}"
+tables = ["shop.orders"]
+ops = ["insert"]
+sinks = ["orders_queue"]
+on_error = "{on_error}"
+dead_letter = "dead"
+"#,
+                minimal.display()
+            )
+            .replace(
+                "dead_letter = \"dead\"\n",
+                if on_error == "dead-letter" {
+                    "dead_letter = \"dead\"\n"
+                } else {
+                    ""
+                },
+            ),
+        )
+        .unwrap();
+        config
+    };
+    // rowhook's standard output is a pipe nobody reads.
+    let run = |config: &Path| {
+        let binlog = root().join("examples/binlog/shop-bin.000001");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rowhook"))
+            .args(["replay", "-c"])
+            .arg(config)
+            .arg(&binlog)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&write("dead-letter"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    for (d, order) in dead.iter().zip([1001, 1002, 1003]) {
+        assert_eq!(d["handler"], "orders");
+        assert_eq!(d["sink"], "orders_queue");
+        assert_eq!(d["payload"], format!("{{\"order\":{order}}}"));
+        assert!(d["id"].as_str().unwrap().starts_with("0-1-"), "{d}");
+        assert!(d["error"].as_str().unwrap().contains("orders_queue"), "{d}");
+    }
+    let out = run(&write("halt"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("sink `orders_queue` refused a message of handler `orders`") && stderr.contains("halting"),
+        "{stderr}"
+    );
 }

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, build_guest, root};
+use crate::support::{Server, build_guest, root, temp_dir};
 
 /// Builds the guests of `tests/guests/suite` (one workspace) and returns
 /// the directory holding their `.wasm` files.
@@ -18,13 +18,6 @@ pub fn suite_guests() -> &'static Path {
         let v1 = build_guest(&root().join("tests/guests/suite"), "reload_v1");
         v1.parent().expect("a directory").to_owned()
     })
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rh-reload-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// Kills the child on drop, so a failed assertion leaves no daemon behind.
@@ -78,7 +71,7 @@ fn hot_reload_under_load_loses_and_repeats_nothing() {
     let wasm = suite_guests();
     let server = std::sync::Arc::new(Server::start(&[]));
     server.sql("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v INT NOT NULL);");
-    let dir = temp_dir("load");
+    let dir = temp_dir("reload-load");
     let module = dir.join("handler.wasm");
     std::fs::copy(wasm.join("reload_v1.wasm"), &module).unwrap();
     let config = dir.join("rowhook.toml");
@@ -228,7 +221,7 @@ on_error = "halt"
 #[test]
 fn check_names_module_grant_limit_and_sink_problems() {
     let wasm = suite_guests();
-    let dir = temp_dir("check");
+    let dir = temp_dir("reload-check");
     let not_a_pipe = dir.join("not-a-pipe");
     std::fs::write(&not_a_pipe, "").unwrap();
     let v1 = wasm.join("reload_v1.wasm");

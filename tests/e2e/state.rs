@@ -2,14 +2,12 @@
 //! resumes after its checkpoint; `rowhook state` reports it, and changes it
 //! only when told to, with `--yes`.
 
-use crate::support::{build_guest, root, rowhook, rowhook_ok};
+use crate::support::{build_guest, root, rowhook, rowhook_ok, temp_dir};
 
 #[test]
 fn checkpointed_replay_resumes_and_state_changes_only_on_command() {
     let minimal = build_guest(&root().join("guest-sdk/examples/minimal"), "minimal");
-    let dir = std::env::temp_dir().join(format!("rh-state-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("state");
     let config = dir.join("rowhook.toml");
     std::fs::write(
         &config,

@@ -156,6 +156,15 @@ pub fn rowhook_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
+/// A fresh, empty directory for one test: `rh-<tag>-<pid>` under the
+/// system's temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rh-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// Builds the guest crate, or workspace of guest crates, at `manifest_dir`
 /// for wasm32-wasip2 (release) in its own `target` directory, where the
 /// example configs point, and returns the component of crate `name` (with
