@@ -4,9 +4,12 @@
 #   tests/bench/run.sh                  # rowhook alone: ~3-5 min on 2 cores after the build
 #   BENCH_PEERS=1 tests/bench/run.sh    # + ../shared/bench/bench.py with rowhook beside the peers
 #                                       #   (~6 min more; the first time also ~12 min to build the peers)
+#   ONLY=handlers tests/bench/run.sh    # only the handler figures (steps 3b, 4b, 5b)
+#   ONLY=inspect tests/bench/run.sh     # only the `rowhook inspect` figures (steps 3-6)
 #
 # What it does:
-#  1. builds rowhook (release) and the `decode` bench;
+#  1. builds rowhook (release) and the trivial handler (tests/guests/trivial, wasm32-wasip2:
+#     reads the `id` column of each change, emits nothing); the benches build when they run;
 #  2. starts a private MariaDB (tests/mariadb.sh: ROW binlog, FULL row image and metadata,
 #     max_allowed_packet 1G) under $BENCH_DIR/db;
 #  3. writes four binlog files, one per case:
@@ -15,10 +18,20 @@
 #       txn-100k  one transaction inserting 100,000 narrow rows (INSERT ... SELECT FROM seq_1_to_100000)
 #       txn-1M    one transaction inserting 1,000,000 narrow rows
 #       blob-40M  $BLOBS rows of one 40 MiB LONGBLOB each
+#  3b. and one more for the handler figures:
+#       ten       the same row shape spread evenly over ten tables cdcbench10.orders_0..9:
+#                 $ROUNDS x 2000 row changes, 100 rows per transaction, transactions round-robin
+#                 over the tables, the workload's op mix (80% inserts, 15% updates, 5% deletes),
+#                 row values copied from the workload's `orders` rows by SQL on the server
 #  4. times `rowhook inspect` on each, live (--url, the server streams it) and from the file
 #     (--file), counting (--format count) and printing JSON to /dev/null, $REPEAT runs each,
 #     median; CPU = user+sys of the rowhook process, peak RSS from GNU time (%M);
+#  4b. times `rowhook replay -c CONFIG FILE` with the trivial handler ($REPEAT runs, median,
+#     GNU time): subscribed to every table of the workload (calls = 1M), to one table of the
+#     ten-table file (calls must equal that table's row changes: the other nine cost no call)
+#     and to all ten; checks the `handler calls` count replay prints;
 #  5. runs `cargo bench -p rowhook --bench decode` on the workload file;
+#  5b. runs `cargo bench -p rowhook --bench handlers` on the workload and the ten-table file;
 #  6. with BENCH_PEERS=1: builds the peers of ../shared/bench in a copy (shared/ is read-only)
 #     and runs its bench.py with rowhook as `--ours`.
 # Prints markdown tables; everything also lands in $BENCH_DIR/results-<time>.md.
@@ -31,6 +44,9 @@
 #   BENCH_PEERS   1: also run bench.py with the peers                           [0]
 #   PEER_LIST     peers for bench.py (comma list; rowhook is added first)      [all of peers.conf]
 #   REUSE_DB      1: keep a server and binlogs left by an earlier run with KEEP_DB=1 [0]
+#                 (binlogs that run did not make, e.g. after ONLY=handlers, are made now)
+#   ONLY          handlers | inspect: run only that part                         [both]
+#   TEN_TABLE     the table of the ten-table file the 1-in-10 handler subscribes to [orders_3]
 #   KEEP_DB       1: leave the server running at the end                        [0]
 # The machine is shared: quote ratios between rows of one run, not absolute times.
 set -euo pipefail
@@ -44,6 +60,13 @@ BLOBS=${BLOBS:-5}
 BENCH_PEERS=${BENCH_PEERS:-0}
 REUSE_DB=${REUSE_DB:-0}
 KEEP_DB=${KEEP_DB:-0}
+ONLY=${ONLY:-}
+TEN_TABLE=${TEN_TABLE:-orders_3}
+case $ONLY in
+    "" | handlers | inspect) ;;
+    *) echo "run.sh: ONLY=$ONLY: expected handlers or inspect" >&2; exit 1 ;;
+esac
+want() { [[ -z $ONLY || $ONLY == "$1" ]]; }
 DB=$BENCH_DIR/db
 GEN=$BENCH_DIR/peers-bench   # writable copy of ../shared/bench: workload.env, peer builds, results/
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -71,6 +94,14 @@ log "building rowhook (release)"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release/rowhook
 [[ -x $BIN ]] || die "$BIN was not built"
+if want handlers; then
+    log "building the trivial handler (wasm32-wasip2)"
+    GUESTS=$ROOT/tests/guests/trivial
+    (cd "$GUESTS" && cargo build --release --target wasm32-wasip2 --workspace --quiet --target-dir "$GUESTS/target") >&2 \
+        || die "building $GUESTS failed (rustup target add wasm32-wasip2?)"
+    TRIVIAL=$GUESTS/target/wasm32-wasip2/release/trivial.wasm
+    [[ -s $TRIVIAL ]] || die "$TRIVIAL was not built"
+fi
 
 # --- server and binlogs --------------------------------------------------------------------------
 M() { mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot "$@"; }
@@ -94,6 +125,12 @@ mkdir -p "$GEN"
 cp -r --preserve=timestamps "$SHARED_BENCH/." "$GEN/"
 chmod -R u+w "$GEN"
 
+# cases.env: KEY=VALUE lines that REUSE_DB=1 reads back; `record` appends to it.
+record() {
+    local kv
+    for kv in "$@"; do echo "$kv" >>"$BENCH_DIR/cases.env"; done
+}
+
 if [[ $REUSE_DB == 1 && -s $BENCH_DIR/cases.env && -s $DB/pid ]] && kill -0 "$(cat "$DB/pid")" 2>/dev/null; then
     # shellcheck disable=SC1091
     source "$BENCH_DIR/cases.env"
@@ -112,7 +149,11 @@ else
     source "$GEN/workload.env"
     WL_FILE=$BINLOG_FILE
     WL_ROWS=$N_ROWS
+    : >"$BENCH_DIR/cases.env"
+    record "PORT=$PORT" "WL_FILE=$WL_FILE" "WL_ROWS=$WL_ROWS"
+fi
 
+if want inspect && [[ -z ${TXN100K_FILE:-} ]]; then
     M cdcbench -e "CREATE TABLE narrow (id INT UNSIGNED NOT NULL PRIMARY KEY, v BIGINT NOT NULL, s VARCHAR(16) NOT NULL);
                    CREATE TABLE blobs (id INT UNSIGNED NOT NULL PRIMARY KEY, b LONGBLOB NOT NULL)"
     log "one transaction of 100,000 rows"
@@ -128,15 +169,64 @@ else
         M cdcbench -e "INSERT INTO blobs VALUES ($i, REPEAT(RANDOM_BYTES(1024), 40 * 1024))"
     done
     M -e "FLUSH BINARY LOGS"
-    cat >"$BENCH_DIR/cases.env" <<EOF
-PORT=$PORT
-WL_FILE=$WL_FILE
-WL_ROWS=$WL_ROWS
-TXN100K_FILE=$TXN100K_FILE
-TXN1M_FILE=$TXN1M_FILE
-BLOB_FILE=$BLOB_FILE
-BLOBS=$BLOBS
-EOF
+    record "TXN100K_FILE=$TXN100K_FILE" "TXN1M_FILE=$TXN1M_FILE" "BLOB_FILE=$BLOB_FILE" "BLOBS=$BLOBS"
+fi
+
+if want handlers && [[ -z ${TEN_FILE:-} ]]; then
+    # The workload's row shape over ten tables. The rows are the workload's own `orders` rows
+    # (copied, numbered, into a staging table that is not binlogged), inserted 100 per
+    # transaction by INSERT ... SELECT; every round of 20 transactions has the workload's
+    # mix (16 inserts, 3 updates, 1 delete of 100 rows each) and puts transaction j of round
+    # r on table (j + r) % 10, so each table gets a tenth of every op. An update changes the
+    # newest live 100 ids of its table, a delete removes the oldest: each hits 100 rows.
+    log "the ten-table workload: $ROUNDS rounds x 2000 row changes over cdcbench10.orders_0..9"
+    M cdcbench -e "SET SESSION sql_log_bin = 0;
+                   DROP TABLE IF EXISTS ten_src;
+                   CREATE TABLE ten_src ENGINE=InnoDB SELECT ROW_NUMBER() OVER (ORDER BY id) AS n, o.* FROM orders o;
+                   ALTER TABLE ten_src ADD PRIMARY KEY (n)"
+    M -e "DROP DATABASE IF EXISTS cdcbench10; CREATE DATABASE cdcbench10"
+    for ((t = 0; t < 10; t++)); do
+        M -e "CREATE TABLE cdcbench10.orders_$t LIKE cdcbench.orders"
+    done
+    src_rows=$(M -N -e "SELECT COUNT(*) DIV 100 * 100 FROM cdcbench.ten_src")
+    (( src_rows >= 100 )) || die "the workload left too few orders rows ($src_rows) to copy"
+    TEN_FILE=$(fresh_binlog)
+    python3 - "$ROUNDS" "$src_rows" <<'PY' | M
+import sys
+
+rounds, src_rows = int(sys.argv[1]), int(sys.argv[2])
+cols = "user_id, status, currency, amount, tax, qty, created_at, updated_at, sku, note, attrs, is_gift"
+statuses = ["shipped", "delivered", "cancelled", "refunded"]
+out = sys.stdout
+out.write("SET SESSION binlog_annotate_row_events = OFF;\nSET time_zone = '+00:00';\nUSE cdcbench10;\n")
+next_id = [1] * 10   # next id to insert, per table
+live = [[] for _ in range(10)]   # first ids of the 100-row batches still there, oldest first
+src = 0   # next staging row (0-based), wraps
+for r in range(rounds):
+    for j in range(20):
+        t = (j + r) % 10
+        if j < 16:
+            lo, s = next_id[t], src % src_rows
+            next_id[t] += 100
+            src += 100
+            live[t].append(lo)
+            out.write(f"BEGIN;\nINSERT INTO orders_{t} (id, {cols}) SELECT n + ({lo - 1 - s}), {cols} "
+                      f"FROM cdcbench.ten_src WHERE n BETWEEN {s + 1} AND {s + 100};\nCOMMIT;\n")
+        elif j < 19:
+            lo = live[t][-1]
+            out.write(f"BEGIN;\nUPDATE orders_{t} SET status = '{statuses[(r + j) % 4]}', "
+                      f"updated_at = '2024-06-{1 + r % 28:02d} 12:00:00.000000', amount = amount + 1.00, "
+                      f"note = CONCAT(COALESCE(note, ''), ' [upd]') WHERE id BETWEEN {lo} AND {lo + 99};\nCOMMIT;\n")
+        else:
+            lo = live[t].pop(0)
+            out.write(f"BEGIN;\nDELETE FROM orders_{t} WHERE id BETWEEN {lo} AND {lo + 99};\nCOMMIT;\n")
+PY
+    M -e "FLUSH BINARY LOGS"
+    M cdcbench -e "SET SESSION sql_log_bin = 0; DROP TABLE ten_src"
+    TEN_ROWS=$((ROUNDS * 2000))
+    seen=$("$BIN" inspect --file "$DB/log/$TEN_FILE" --format count | tail -n 1)
+    [[ $seen == "$TEN_ROWS" ]] || die "the ten-table binlog $TEN_FILE holds $seen row changes, expected $TEN_ROWS"
+    record "TEN_FILE=$TEN_FILE" "TEN_ROWS=$TEN_ROWS"
 fi
 URL="mysql://cdcbench:cdcbench@127.0.0.1:$PORT"
 LOGDIR=$DB/log
@@ -194,40 +284,137 @@ bench_case() {
         | tee -a "$REPORT"
 }
 
-out ""
-out "## rowhook inspect ($(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- host || echo '+changes'), $REPEAT runs, median; $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg) at start)"
-out ""
-out "CPU = user+sys of the rowhook process (each run in brackets; GNU time, 10 ms resolution); peak RSS = max over runs."
-out "live = --url (the server streams the file), file = --file; count = --format count, json = --format json >/dev/null."
-out ""
-out "| case | mode | rows | binlog MB | wall s | CPU s (runs) | rows/s wall | rows per CPU-s | binlog MB/s wall | peak RSS MB |"
-out "|---|---|---|---|---|---|---|---|---|---|"
-# Sanity: the JSON has one line per row change.
-lines=$("$BIN" inspect --url "$URL" --start "$WL_FILE:4" --limit "$WL_ROWS" --format json | wc -l)
-[[ $lines == "$WL_ROWS" ]] || die "live JSON gave $lines lines, expected $WL_ROWS"
-for mode in live-count live-json file-count file-json; do
-    bench_case "workload (100 rows/txn)" "$WL_ROWS" "$WL_FILE" "$mode"
-done
-for mode in live-count live-json file-json; do
-    bench_case "1 txn of 100k rows" 100000 "$TXN100K_FILE" "$mode"
-done
-for mode in live-count live-json file-json; do
-    bench_case "1 txn of 1M rows" 1000000 "$TXN1M_FILE" "$mode"
-done
-for mode in live-count live-json file-json; do
-    bench_case "$BLOBS x 40 MiB LONGBLOB" "$BLOBS" "$BLOB_FILE" "$mode"
-done
+if want inspect; then
+    out ""
+    out "## rowhook inspect ($(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- host || echo '+changes'), $REPEAT runs, median; $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg) at start)"
+    out ""
+    out "CPU = user+sys of the rowhook process (each run in brackets; GNU time, 10 ms resolution); peak RSS = max over runs."
+    out "live = --url (the server streams the file), file = --file; count = --format count, json = --format json >/dev/null."
+    out ""
+    out "| case | mode | rows | binlog MB | wall s | CPU s (runs) | rows/s wall | rows per CPU-s | binlog MB/s wall | peak RSS MB |"
+    out "|---|---|---|---|---|---|---|---|---|---|"
+    # Sanity: the JSON has one line per row change.
+    lines=$("$BIN" inspect --url "$URL" --start "$WL_FILE:4" --limit "$WL_ROWS" --format json | wc -l)
+    [[ $lines == "$WL_ROWS" ]] || die "live JSON gave $lines lines, expected $WL_ROWS"
+    for mode in live-count live-json file-count file-json; do
+        bench_case "workload (100 rows/txn)" "$WL_ROWS" "$WL_FILE" "$mode"
+    done
+    for mode in live-count live-json file-json; do
+        bench_case "1 txn of 100k rows" 100000 "$TXN100K_FILE" "$mode"
+    done
+    for mode in live-count live-json file-json; do
+        bench_case "1 txn of 1M rows" 1000000 "$TXN1M_FILE" "$mode"
+    done
+    for mode in live-count live-json file-json; do
+        bench_case "$BLOBS x 40 MiB LONGBLOB" "$BLOBS" "$BLOB_FILE" "$mode"
+    done
+fi
+
+# --- rowhook replay with the trivial handler -----------------------------------------------------
+# time_replay CONFIG FILE CALLS -> "wall cpu rss_kb changes" of one `rowhook replay` run; fails
+# unless replay reports exactly CALLS handler calls.
+time_replay() {
+    local config=$1 file=$2 calls=$3 tf err rc stats changes seen
+    tf=$(mktemp)
+    err=$(mktemp)
+    ROWHOOK_LOG=warn /usr/bin/time -f '%e %U %S %M' -o "$tf" "$BIN" replay -c "$config" "$LOGDIR/$file" \
+        >/dev/null 2>"$err" && rc=0 || rc=$?
+    [[ $rc == 0 ]] || { cat "$err" >&2; die "replay -c $config $file: rc $rc"; }
+    # replay ends with "rowhook: N row changes, M handler calls, ..." on stderr
+    stats=$(grep -E '^rowhook: [0-9]+ row changes, [0-9]+ handler calls' "$err" | tail -n 1) \
+        || { cat "$err" >&2; die "replay -c $config $file printed no counters"; }
+    changes=$(sed -E 's/^rowhook: ([0-9]+) row changes.*/\1/' <<<"$stats")
+    seen=$(sed -E 's/^rowhook: [0-9]+ row changes, ([0-9]+) handler calls.*/\1/' <<<"$stats")
+    [[ $seen == "$calls" ]] || die "replay -c $config $file: $seen handler calls, expected $calls ($stats)"
+    local wall user sys rss
+    read -r wall user sys rss < <(tail -n 1 "$tf")
+    rm -f "$tf" "$err"
+    awk -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" -v c="$changes" \
+        'BEGIN { printf "%s %.2f %s %s\n", w, u + s, r, c }'
+}
+
+# handler_case NAME ROWS FILE CALLS TABLE... -> one table row: the trivial handler on TABLE...,
+# median wall and CPU of $REPEAT runs over FILE (ROWS row changes in all), max RSS
+handler_case() {
+    local name=$1 rows=$2 file=$3 calls=$4 i r line walls=() cpus=() rsss=() changes=
+    shift 4
+    local config=$HDIR/$(tr -c 'a-zA-Z0-9\n' '_' <<<"$name").toml list
+    list=$(printf '"%s", ' "$@")
+    cat >"$config" <<EOF
+[state]
+path = "state"
+
+[[handlers]]
+name = "trivial"
+module = "$TRIVIAL"
+tables = [${list%, }]
+EOF
+    for ((i = 0; i < REPEAT; i++)); do
+        line=$(time_replay "$config" "$file" "$calls") || exit 1
+        read -r -a r <<<"$line"
+        walls+=("${r[0]}") cpus+=("${r[1]}") rsss+=("${r[2]}")
+        changes=${r[3]}
+    done
+    local wall cpu rss_max
+    wall=$(printf '%s\n' "${walls[@]}" | median)
+    cpu=$(printf '%s\n' "${cpus[@]}" | median)
+    rss_max=$(printf '%s\n' "${rsss[@]}" | sort -g | tail -n 1)
+    awk -v n="$name" -v t="$*" -v rows="$rows" -v ch="$changes" -v calls="$calls" -v w="$wall" -v c="$cpu" \
+        -v cs="${cpus[*]}" -v rss="$rss_max" 'BEGIN {
+        rw = (w > 0) ? sprintf("%d", rows / w) : "-"; rc = (c > 0) ? sprintf("%d", rows / c) : "-";
+        printf "| %s | %s | %d | %d | %d | %.2f | %.2f (%s) | %s | %s | %.1f |\n",
+            n, t, rows, ch, calls, w, c, cs, rw, rc, rss / 1024 }' \
+        | tee -a "$REPORT"
+}
+
+if want handlers; then
+    HDIR=$BENCH_DIR/handlers
+    mkdir -p "$HDIR"
+    TEN_SUB=$("$BIN" inspect --file "$LOGDIR/$TEN_FILE" --tables "cdcbench10.$TEN_TABLE" --format count | tail -n 1)
+    [[ $TEN_SUB -gt 0 ]] || die "cdcbench10.$TEN_TABLE has no row changes in $TEN_FILE"
+    out ""
+    out "## rowhook replay, trivial handler ($(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- host || echo '+changes'), $REPEAT runs, median; $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg) at start)"
+    out ""
+    out "\`rowhook replay -c CONFIG FILE\`, the handler tests/guests/trivial (reads \`id\`, emits nothing) on the tables shown."
+    out "rows = every row change in the file; changes, calls = what replay reports (changes of subscribed tables,"
+    out "handler calls); the rates are over all rows. CPU = user+sys of the process (each run in brackets; GNU time)."
+    out ""
+    out "| case | handler tables | rows | changes | calls | wall s | CPU s (runs) | rows/s wall | rows per CPU-s | peak RSS MB |"
+    out "|---|---|---|---|---|---|---|---|---|---|"
+    handler_case "workload, every row" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    handler_case "ten tables, 1 in 10" "$TEN_ROWS" "$TEN_FILE" "$TEN_SUB" "cdcbench10.$TEN_TABLE"
+    handler_case "ten tables, all 10" "$TEN_ROWS" "$TEN_FILE" "$TEN_ROWS" "cdcbench10.*"
+    out ""
+    out "No handler, same files (\`rowhook inspect --file F --format count\`: decode every row):"
+    out ""
+    out "| case | mode | rows | binlog MB | wall s | CPU s (runs) | rows/s wall | rows per CPU-s | binlog MB/s wall | peak RSS MB |"
+    out "|---|---|---|---|---|---|---|---|---|---|"
+    bench_case "workload (100 rows/txn)" "$WL_ROWS" "$WL_FILE" file-count
+    bench_case "ten tables" "$TEN_ROWS" "$TEN_FILE" file-count
+fi
 
 # --- in-process decode bench ---------------------------------------------------------------------
-out ""
-out "## cargo bench -p rowhook --bench decode"
-out ""
-out '```'
-(cd "$ROOT" && ROWHOOK_BENCH_BINLOG=$LOGDIR/$WL_FILE cargo bench -q -p rowhook --bench decode) | tee -a "$REPORT"
-out '```'
+if want inspect; then
+    out ""
+    out "## cargo bench -p rowhook --bench decode"
+    out ""
+    out '```'
+    (cd "$ROOT" && ROWHOOK_BENCH_BINLOG=$LOGDIR/$WL_FILE cargo bench -q -p rowhook --bench decode) | tee -a "$REPORT"
+    out '```'
+fi
+if want handlers; then
+    out ""
+    out "## cargo bench -p rowhook --bench handlers"
+    out ""
+    out '```'
+    (cd "$ROOT" && ROWHOOK_BENCH_BINLOG=$LOGDIR/$WL_FILE ROWHOOK_BENCH_BINLOG10=$LOGDIR/$TEN_FILE \
+        ROWHOOK_BENCH_TABLE10=cdcbench10.$TEN_TABLE ROWHOOK_BENCH_WASM=$TRIVIAL ROWHOOK_BENCH_RUNS=$REPEAT \
+        cargo bench -q -p rowhook --bench handlers) | tee -a "$REPORT"
+    out '```'
+fi
 
 # --- peers ---------------------------------------------------------------------------------------
-if [[ $BENCH_PEERS == 1 ]]; then
+if want inspect && [[ $BENCH_PEERS == 1 ]]; then
     log "building the peers in $GEN (once; reused later)"
     (cd "$GEN/peers/rust" && cargo build --release 2>&1 | tail -n 2) >&2
     if [[ ! -x $GEN/peers/python/venv/bin/python ]] || ! "$GEN/peers/python/venv/bin/python" -c 'import pymysqlreplication' 2>/dev/null; then

@@ -15,6 +15,8 @@ mod errors;
 mod examples;
 /// Connection faults (killed, server restart, stall) and bad start positions.
 mod faults;
+/// Host-side filtering: a handler is called exactly for its tables' and ops' changes.
+mod filtering;
 /// WebAssembly handlers run by `rowhook replay`: output, containment, policies.
 mod handlers;
 /// Hot reload under load; modules refused at load and by `rowhook check`.
