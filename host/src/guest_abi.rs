@@ -133,6 +133,47 @@ pub mod tag {
     pub const VECTOR: u8 = 17;
 }
 
+/// A table's column directory, laid out once when the table is planned:
+/// the names go first in the data area, right after the value entries, so
+/// the directory is the same bytes for every change with the same images.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnDirectory {
+    /// The column names, concatenated.
+    names: Box<[u8]>,
+    /// The directory entries for a change with one image (insert, delete)
+    /// and with two (update).
+    entries: [Box<[u8]>; 2],
+}
+
+impl ColumnDirectory {
+    /// The directory of `columns`; `None` where a name does not fit.
+    pub fn new(columns: &[Column]) -> Option<ColumnDirectory> {
+        let n = columns.len();
+        let names: Vec<u8> = columns.iter().flat_map(|c| c.name.bytes()).collect();
+        let entries = [1, 2].map(|images| {
+            let data_at = HEADER_LEN + n * COLUMN_ENTRY_LEN + images * n * VALUE_ENTRY_LEN;
+            let mut at = data_at;
+            let mut e = Vec::with_capacity(n * COLUMN_ENTRY_LEN);
+            for col in columns {
+                e.extend_from_slice(&u32::try_from(at).ok()?.to_le_bytes());
+                e.extend_from_slice(&u16::try_from(col.name.len()).ok()?.to_le_bytes());
+                e.push(col.type_code);
+                e.push(
+                    (u8::from(col.primary_key) * column_flags::PRIMARY_KEY)
+                        | (u8::from(col.nullable) * column_flags::NULLABLE),
+                );
+                at += col.name.len();
+            }
+            Some(e.into_boxed_slice())
+        });
+        let [Some(one), Some(two)] = entries else { return None };
+        Some(ColumnDirectory {
+            names: names.into_boxed_slice(),
+            entries: [one, two],
+        })
+    }
+}
+
 /// Writes `change` into `out` in the row change encoding, replacing what
 /// `out` held. Reusing `out` across changes, nothing is allocated per row
 /// except for the rare values that allocate in the JSON path too (charsets
@@ -183,6 +224,14 @@ pub fn encode_change(change: &RowChange<'_>, out: &mut Vec<u8>) -> Result<(), Re
     put(out, 20, &len32(change.txn.len())?.to_le_bytes());
     put(out, 24, &change.pos.to_le_bytes());
 
+    let images = usize::from(change.before.is_some()) + usize::from(change.after.is_some());
+    match &change.table.guest_directory {
+        Some(dir) if images > 0 => {
+            out[directory..before_at].copy_from_slice(&dir.entries[images - 1]);
+            out.extend_from_slice(&dir.names);
+        }
+        _ => write_directory(out, columns)?,
+    }
     let id = out.len();
     out.extend_from_slice(change.txn.as_bytes());
     out.push(b':');
@@ -205,6 +254,20 @@ pub fn encode_change(change: &RowChange<'_>, out: &mut Vec<u8>) -> Result<(), Re
     let s = push_span(out, change.table.table.as_bytes())?;
     put(out, 64, &s);
 
+    if let Some(before) = change.before {
+        write_image(out, before_at, columns, before, None)?;
+    }
+    if let Some(after) = change.after {
+        write_image(out, after_at, columns, after, change.before)?;
+    }
+    len32(out.len())?;
+    Ok(())
+}
+
+/// Writes the column directory and the names (where the table has no
+/// precomputed [`ColumnDirectory`]).
+fn write_directory(out: &mut Vec<u8>, columns: &[Column]) -> Result<(), RenderError> {
+    let directory = HEADER_LEN;
     for (i, col) in columns.iter().enumerate() {
         let name_at = len32(out.len())?;
         out.extend_from_slice(col.name.as_bytes());
@@ -218,14 +281,6 @@ pub fn encode_change(change: &RowChange<'_>, out: &mut Vec<u8>) -> Result<(), Re
             (u8::from(col.primary_key) * column_flags::PRIMARY_KEY) | (u8::from(col.nullable) * column_flags::NULLABLE);
         put(out, directory + i * COLUMN_ENTRY_LEN, &entry);
     }
-
-    if let Some(before) = change.before {
-        write_image(out, before_at, columns, before, None)?;
-    }
-    if let Some(after) = change.after {
-        write_image(out, after_at, columns, after, change.before)?;
-    }
-    len32(out.len())?;
     Ok(())
 }
 
@@ -335,7 +390,9 @@ fn text_or_bytes(
             Ok((tag::BYTES, span(at, out.len() - at)?))
         }
         // Most text: valid UTF-8 or ASCII, the same bytes either way.
-        Charset::Utf8 if std::str::from_utf8(b).is_ok() => Ok((tag::STRING, push_span(out, b)?)),
+        // `is_ascii` first: much faster than UTF-8 validation on the short,
+        // mostly ASCII values of typical tables.
+        Charset::Utf8 if b.is_ascii() || std::str::from_utf8(b).is_ok() => Ok((tag::STRING, push_span(out, b)?)),
         Charset::Latin1 | Charset::Ascii if b.is_ascii() => Ok((tag::STRING, push_span(out, b)?)),
         cs => {
             // The JSON path's decoder (lossy where the bytes are invalid),
@@ -352,6 +409,13 @@ fn text_or_bytes(
 fn json_string(out: &mut Vec<u8>, col: &Column, v: &Value<'_>) -> Result<[u8; 8], RenderError> {
     let at = out.len();
     value::write_json(out, col, v, None)?;
+    if matches!(
+        v,
+        Value::Decimal(_) | Value::Date(_) | Value::DateTime(_) | Value::Timestamp(..) | Value::Time(_)
+    ) {
+        // Digits, signs and separators only: nothing escaped, no scan needed.
+        return span(at + 1, out.len() - at - 2);
+    }
     unquote(out, at)
 }
 
