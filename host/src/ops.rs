@@ -79,7 +79,7 @@ fn sizes(store: &Store) -> anyhow::Result<Vec<HandlerState>> {
 fn open(plan: &Plan) -> anyhow::Result<Result<Store, anyhow::Error>> {
     match Store::open(&plan.state.path) {
         Ok(s) => Ok(Ok(s)),
-        Err(e) if e.to_string().contains("in use by another rowhook process") => Ok(Err(e)),
+        Err(e) if e.is::<crate::store::InUse>() => Ok(Err(e)),
         Err(e) => Err(e),
     }
 }

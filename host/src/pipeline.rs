@@ -87,8 +87,6 @@ pub struct Pipeline {
     halted: Option<anyhow::Error>,
     stats: Stats,
     reloader: Option<Reloader>,
-    /// Per handler: why its module file was last refused, until a good one loads.
-    reload_errors: Vec<Option<String>>,
     store: Option<Store>,
     /// Committed transactions not yet in the store.
     batch: Batch,
@@ -155,7 +153,6 @@ impl Pipeline {
             halted: None,
             stats: Stats::default(),
             reloader: None,
-            reload_errors: vec![None; plan.handlers.len()],
             store: None,
             batch: Batch::default(),
             commit_interval: plan.state.commit_interval,
@@ -178,11 +175,6 @@ impl Pipeline {
         self.position = position.clone();
         self.store = Some(store);
         Ok(position)
-    }
-
-    /// The attached store.
-    pub fn store(&self) -> Option<&Store> {
-        self.store.as_ref()
     }
 
     /// Commits the batch of acknowledged transactions to the store now.
@@ -242,12 +234,6 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Per handler (configuration order): why its changed module file was
-    /// refused, while the previous version keeps serving.
-    pub fn reload_errors(&self) -> &[Option<String>] {
-        &self.reload_errors
-    }
-
     /// Swaps in modules that changed and compiled, and reports those that
     /// did not. Call only at a transaction boundary, after the flush: the
     /// new instance takes over the handler's committed state.
@@ -266,14 +252,12 @@ impl Pipeline {
                                 fresh.replace_state(std::mem::take(h.instance.state()));
                                 h.instance = fresh;
                                 h.module = module.clone();
-                                self.reload_errors[i] = None;
                                 self.stats.reloads += 1;
                                 tracing::info!(handler = %h.plan.name, module = %module.path(), "handler reloaded: the new version handles the next transaction");
                             }
                             Err(e) => {
                                 let msg = format!("{e:#}");
                                 tracing::error!(handler = %h.plan.name, "reload refused, the previous version keeps serving: {msg}");
-                                self.reload_errors[i] = Some(msg);
                                 self.stats.reload_failures += 1;
                             }
                         }
@@ -283,7 +267,6 @@ impl Pipeline {
                     for i in handlers {
                         let name = &self.handlers[i].plan.name;
                         tracing::error!(handler = %name, "reload refused, the previous version keeps serving: {error}");
-                        self.reload_errors[i] = Some(error.to_string());
                         self.stats.reload_failures += 1;
                     }
                 }
@@ -353,7 +336,6 @@ impl Pipeline {
                     self.batch.position = Some(p);
                 }
                 self.batch.dead_letters.append(&mut self.txn_dead_letters);
-                self.batch.transactions += 1;
                 if self.last_checkpoint.elapsed() >= self.commit_interval {
                     self.checkpoint()?;
                 }

@@ -65,8 +65,6 @@ pub struct Batch {
     pub state: BTreeMap<(String, String), Option<Vec<u8>>>,
     /// Dead letters written to sinks.
     pub dead_letters: Vec<DeadLetter>,
-    /// Transactions in the batch.
-    pub transactions: u64,
 }
 
 impl Batch {
@@ -84,6 +82,11 @@ pub struct StateSize {
     /// Bytes of keys and values.
     pub bytes: u64,
 }
+
+/// Another process (a running rowhook) holds the store.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is in use by another rowhook process; stop it, or give this one its own [state] path", .0.display())]
+pub struct InUse(pub PathBuf);
 
 /// The open store.
 pub struct Store {
@@ -105,10 +108,7 @@ impl Store {
         std::fs::create_dir_all(dir).with_context(|| format!("creating the state directory {}", dir.display()))?;
         let path = dir.join(DB_FILE);
         let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => anyhow::anyhow!(
-                "{} is in use by another rowhook process; stop it, or give this one its own [state] path",
-                path.display()
-            ),
+            redb::DatabaseError::DatabaseAlreadyOpen => anyhow::Error::new(InUse(path.clone())),
             e => anyhow::anyhow!("opening the state store {}: {e}", path.display()),
         })?;
         // Create the tables, so readers find them.
@@ -185,19 +185,6 @@ impl Store {
     pub fn dead_letter_count(&self) -> anyhow::Result<u64> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(DEAD_LETTERS)?.len()?)
-    }
-
-    /// The last `n` dead letters, oldest first.
-    pub fn dead_letters(&self, n: usize) -> anyhow::Result<Vec<DeadLetter>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(DEAD_LETTERS)?;
-        let mut out = Vec::new();
-        for entry in t.iter()?.rev().take(n) {
-            let (_, v) = entry?;
-            out.push(serde_json::from_slice(v.value())?);
-        }
-        out.reverse();
-        Ok(out)
     }
 
     /// Commits `batch` atomically and durably.
@@ -291,6 +278,15 @@ mod tests {
         }
     }
 
+    fn letter() -> DeadLetter {
+        DeadLetter {
+            handler: "a".into(),
+            id: "0-1-7:0:0".into(),
+            error: "trap".into(),
+            sink: "dead".into(),
+        }
+    }
+
     #[test]
     fn batches_survive_reopen_and_handlers_are_separate() {
         let dir = temp("reopen");
@@ -304,13 +300,7 @@ mod tests {
                     (("ab".into(), "n".into()), Some(vec![3])),
                     (("a".into(), "gone".into()), None),
                 ]),
-                dead_letters: vec![DeadLetter {
-                    handler: "a".into(),
-                    id: "0-1-7:0:0".into(),
-                    error: "trap".into(),
-                    sink: "dead".into(),
-                }],
-                transactions: 1,
+                dead_letters: vec![letter()],
             };
             s.commit(&batch).unwrap();
         }
@@ -321,7 +311,7 @@ mod tests {
         assert_eq!(s.load_state("b").unwrap(), HashMap::new());
         assert_eq!(s.dead_letter_count().unwrap(), 1);
         s.commit(&Batch {
-            dead_letters: s.dead_letters(5).unwrap(),
+            dead_letters: vec![letter()],
             ..Batch::default()
         })
         .unwrap();

@@ -7,13 +7,13 @@
 //! counts every ledger row exactly once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, rowhook_ok, temp_dir};
+use crate::support::{Server, rowhook_ok, spawn_run, temp_dir};
 
 /// Kills left at least this many times.
 const KILLS: usize = 50;
@@ -30,18 +30,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
-}
-
-fn start(config: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_rowhook"))
-        .args(["run", "-c"])
-        .arg(config)
-        .env("ROWHOOK_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
-        .spawn()
-        .unwrap()
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -132,8 +120,11 @@ fn load(server: &Server, stop: &AtomicBool, seed: u64) {
     }
 }
 
-#[test]
-fn sigkill_loses_nothing_and_state_counts_exactly_once() {
+/// A private server with the ledger schema, and in a fresh directory a
+/// `rowhook run` config for it: the `ledger` handler writing to the file
+/// sink `out.log`, its state in `state/` (`state_keys` adds to `[state]`).
+/// Returns the server, the directory and the config.
+fn ledger_setup(tag: &str, server_id: u32, state_keys: &str) -> (Arc<Server>, PathBuf, PathBuf) {
     let wasm = crate::reload::suite_guests();
     let server = Arc::new(Server::start(&[]));
     server.sql(
@@ -142,7 +133,7 @@ fn sigkill_loses_nothing_and_state_counts_exactly_once() {
          INSERT INTO crash.counters SELECT seq, 0 FROM crash.seq_0_to_7;
          CREATE TABLE crash.ledger (id BIGINT UNSIGNED PRIMARY KEY, k INT NOT NULL, amount INT NOT NULL);",
     );
-    let dir = temp_dir("crash");
+    let dir = temp_dir(tag);
     let config = dir.join("rowhook.toml");
     std::fs::write(
         &config,
@@ -150,13 +141,13 @@ fn sigkill_loses_nothing_and_state_counts_exactly_once() {
             r#"
 [source]
 url = "{url}"
-server_id = 7401
+server_id = {server_id}
 start = "earliest"
 heartbeat_secs = 1
 
 [state]
 path = "state"
-commit_interval_ms = 50
+{state_keys}
 
 [sinks.out]
 kind = "file"
@@ -176,6 +167,12 @@ on_error = "halt"
         ),
     )
     .unwrap();
+    (server, dir, config)
+}
+
+#[test]
+fn sigkill_loses_nothing_and_state_counts_exactly_once() {
+    let (server, dir, config) = ledger_setup("crash", 7401, "commit_interval_ms = 50");
     let out = dir.join("out.log");
     let log = dir.join("rowhook.log");
     let seed = std::time::SystemTime::now()
@@ -196,7 +193,7 @@ on_error = "halt"
     let mut restarts: Vec<(usize, String)> = Vec::new();
     let started = Instant::now();
     for _ in 0..KILLS {
-        let mut child = start(&config, &log);
+        let mut child = spawn_run(&config, &log);
         std::thread::sleep(Duration::from_millis(150 + rng.below(900)));
         child.kill().unwrap();
         child.wait().unwrap();
@@ -210,7 +207,7 @@ on_error = "halt"
 
     // A last run catches up and stops cleanly.
     let expected: u64 = server.sql("SELECT COUNT(*) FROM crash.ledger").trim().parse().unwrap();
-    let mut child = start(&config, &log);
+    let mut child = spawn_run(&config, &log);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let seen: HashSet<u64> = lines(&out)
@@ -370,7 +367,7 @@ fn ddl_while_stopped_keeps_each_rows_own_column_names() {
     .unwrap();
     let (out, log) = (dir.join("out.log"), dir.join("rowhook.log"));
     let run_until = |rows: usize| {
-        let mut child = start(&config, &log);
+        let mut child = spawn_run(&config, &log);
         let deadline = Instant::now() + Duration::from_secs(60);
         while lines(&out).len() < rows {
             assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap());
@@ -414,32 +411,14 @@ fn ddl_while_stopped_keeps_each_rows_own_column_names() {
 /// transaction cut by a fault is undone and handled again).
 #[test]
 fn run_resumes_after_killed_connections_and_a_server_restart() {
-    let wasm = crate::reload::suite_guests();
-    let server = Arc::new(Server::start(&[]));
-    server.sql(
-        "CREATE DATABASE crash;
-         CREATE TABLE crash.counters (k INT PRIMARY KEY, n BIGINT NOT NULL);
-         INSERT INTO crash.counters SELECT seq, 0 FROM crash.seq_0_to_7;
-         CREATE TABLE crash.ledger (id BIGINT UNSIGNED PRIMARY KEY, k INT NOT NULL, amount INT NOT NULL);",
-    );
-    let dir = temp_dir("faults-run");
-    let config = dir.join("rowhook.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nurl = \"{}\"\nserver_id = 7403\nstart = \"earliest\"\nheartbeat_secs = 1\n\n[state]\npath = \"state\"\n\n[sinks.out]\nkind = \"file\"\npath = \"out.log\"\nfsync = \"never\"\n\n[[handlers]]\nname = \"ledger\"\nmodule = \"{}\"\ntables = [\"crash.ledger\"]\nops = [\"insert\"]\nsinks = [\"out\"]\n",
-            server.url(),
-            wasm.join("ledger.wasm").display()
-        ),
-    )
-    .unwrap();
+    let (server, dir, config) = ledger_setup("faults-run", 7403, "");
     let (out, log) = (dir.join("out.log"), dir.join("rowhook.log"));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (server, stop) = (server.clone(), stop.clone());
         std::thread::spawn(move || load(&server, &stop, 42))
     };
-    let mut child = start(&config, &log);
+    let mut child = spawn_run(&config, &log);
     let grows = |what: &str| {
         let n = lines(&out).len();
         let deadline = Instant::now() + Duration::from_secs(30);

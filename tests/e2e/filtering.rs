@@ -9,14 +9,13 @@
 //! and [`Stats::calls`] must count exactly those calls.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use rowhook::config::Plan;
 use rowhook::pipeline::Stats;
 use serde_json::{Value, json};
 
-use crate::support::{Server, json_lines, root, rowhook_ok};
+use crate::support::{Server, build_guest, json_lines, root, rowhook_ok, temp_dir};
 
 /// Rounds of the workload below.
 const ROUNDS: u32 = 4;
@@ -25,29 +24,9 @@ const ROUNDS: u32 = 4;
 fn guests() -> &'static (PathBuf, PathBuf) {
     static G: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     G.get_or_init(|| {
-        let dir = root().join("tests/guests/trivial");
-        let target_dir = dir.join("target");
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--workspace",
-                "--quiet",
-            ])
-            .arg("--manifest-path")
-            .arg(dir.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .status()
-            .expect("run cargo for the guests");
-        assert!(
-            status.success(),
-            "building tests/guests/trivial failed (is the wasm32-wasip2 target installed?)"
-        );
-        let release = target_dir.join("wasm32-wasip2/release");
-        (release.join("trivial.wasm"), release.join("counting.wasm"))
+        let trivial = build_guest(&root().join("tests/guests/trivial"), "trivial");
+        let counting = trivial.with_file_name("counting.wasm");
+        (trivial, counting)
     })
 }
 
@@ -158,7 +137,7 @@ fn handler_is_called_only_for_its_tables_and_ops() {
     );
     assert_eq!(all.len(), in_ten + 2 * rounds);
 
-    let dir = std::env::temp_dir().join(format!("rh-filtering-{}", std::process::id()));
+    let dir = temp_dir("filtering");
     let cases: [(&[&str], &[&str], usize); 4] = [
         // All ops of one table; `other.t3` has the same name and must not count.
         (

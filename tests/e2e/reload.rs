@@ -3,12 +3,12 @@
 //! in place, with good versions and with files that must not serve.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, build_guest, root, temp_dir};
+use crate::support::{Server, build_guest, root, spawn_run, temp_dir};
 
 /// Builds the guests of `tests/guests/suite` (one workspace) and returns
 /// the directory holding their `.wasm` files.
@@ -100,17 +100,7 @@ on_error = "halt"
     )
     .unwrap();
     let log_path = dir.join("rowhook.log");
-    let daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_rowhook"))
-            .args(["run", "-c"])
-            .arg(&config)
-            .env("ROWHOOK_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = Daemon(spawn_run(&config, &log_path));
     let out = dir.join("out.log");
 
     // The writer: transactions of 5 rows, paced, until told to stop; then 20

@@ -145,6 +145,20 @@ pub fn rowhook(args: &[&str]) -> Output {
     }
 }
 
+/// Starts `rowhook run -c config` in the background, its log (at info)
+/// appended to `log`.
+pub fn spawn_run(config: &Path, log: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["run", "-c"])
+        .arg(config)
+        .env("ROWHOOK_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
+        .spawn()
+        .expect("run rowhook")
+}
+
 /// Runs rowhook and returns stdout, panicking with stderr on failure.
 pub fn rowhook_ok(args: &[&str]) -> String {
     let out = rowhook(args);

@@ -120,11 +120,6 @@ impl Reloader {
     pub fn try_next(&self) -> Option<Reload> {
         self.ready.try_recv().ok()
     }
-
-    /// Waits up to `timeout` for the next reload outcome.
-    pub fn next_timeout(&self, timeout: Duration) -> Option<Reload> {
-        self.ready.recv_timeout(timeout).ok()
-    }
 }
 
 /// Collects changed paths until each has settled, then compiles it.
