@@ -179,7 +179,8 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// Builds the guest crate, or workspace of guest crates, at `manifest_dir`
+/// Builds the guest crate, or workspace of guest crates (every member,
+/// also where the root is itself a package), at `manifest_dir`
 /// for wasm32-wasip2 (release) in its own `target` directory, where the
 /// example configs point, and returns the component of crate `name` (with
 /// `_` for `-`, as cargo names it).
@@ -191,6 +192,7 @@ pub fn build_guest(manifest_dir: &Path, name: &str) -> PathBuf {
             "--release",
             "--target",
             "wasm32-wasip2",
+            "--workspace",
             "--quiet",
             "--manifest-path",
         ])
