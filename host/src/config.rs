@@ -47,9 +47,9 @@ use serde::de;
 use serde::{Deserialize, Deserializer};
 
 use crate::decode::Op;
-use crate::sink::SinkSpec;
 use crate::sink::fifo::FifoOptions;
 use crate::sink::file::{FileOptions, FsyncPolicy, Rotation};
+use crate::sink::{SinkRetry, SinkSpec};
 use crate::source::StartPosition;
 use crate::source::server::SourceUrl;
 
@@ -157,10 +157,17 @@ pub enum RawSink {
     Exec(RawPlannedSink),
 }
 
-/// `kind = "stdout"`: no other keys. Each message's payload is written as one line.
+/// `kind = "stdout"`: each message's payload is written as one line.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawStdoutSink {}
+pub struct RawStdoutSink {
+    /// Retries of a write the sink cannot take now (no FIFO reader, a full
+    /// disk): a number (default 8) or `"forever"`. Waits start at 50 ms and
+    /// double up to `retry_max_ms`; then the handler's `on_error` applies.
+    pub retries: Option<RawRetries>,
+    /// The longest wait between two retries, 50 to 600000 ms (default 5000).
+    pub retry_max_ms: Option<u64>,
+}
 
 /// `kind = "file"`.
 #[derive(Debug, Deserialize)]
@@ -180,6 +187,12 @@ pub struct RawFileSink {
     /// How many rotated files (`PATH.1` … `PATH.N`) to keep, 1 to 1000 (default 5).
     /// Needs `max_bytes`.
     pub keep: Option<u32>,
+    /// Retries of a write the sink cannot take now (no FIFO reader, a full
+    /// disk): a number (default 8) or `"forever"`. Waits start at 50 ms and
+    /// double up to `retry_max_ms`; then the handler's `on_error` applies.
+    pub retries: Option<RawRetries>,
+    /// The longest wait between two retries, 50 to 600000 ms (default 5000).
+    pub retry_max_ms: Option<u64>,
 }
 
 /// `fsync = "always" | "never" | { interval_ms = N }`.
@@ -209,6 +222,12 @@ pub struct RawFifoSink {
     /// Permission bits of a FIFO rowhook creates, e.g. `0o660` to let the reader's
     /// group open it (default `0o600`). An existing FIFO keeps its own.
     pub mode: Option<u32>,
+    /// Retries of a write the sink cannot take now (no FIFO reader, a full
+    /// disk): a number (default 8) or `"forever"`. Waits start at 50 ms and
+    /// double up to `retry_max_ms`; then the handler's `on_error` applies.
+    pub retries: Option<RawRetries>,
+    /// The longest wait between two retries, 50 to 600000 ms (default 5000).
+    pub retry_max_ms: Option<u64>,
 }
 
 /// A sink kind that later versions implement; its keys are not checked yet.
@@ -358,6 +377,37 @@ impl<'de> Deserialize<'de> for RawFsync {
             }
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawFsync, A::Error> {
                 RawFsyncInterval::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawFsync::Interval)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `retries = N | "forever"`.
+#[derive(Debug)]
+pub enum RawRetries {
+    /// A number of retries.
+    Count(i64),
+    /// A word (only `"forever"` is valid).
+    Word(String),
+}
+
+impl<'de> Deserialize<'de> for RawRetries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RawRetries;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of retries or \"forever\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawRetries, E> {
+                Ok(RawRetries::Count(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawRetries, E> {
+                Ok(RawRetries::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRetries, E> {
+                Ok(RawRetries::Word(v.to_owned()))
             }
         }
         d.deserialize_any(V)
@@ -690,6 +740,8 @@ pub struct Plan {
     pub state: StatePlan,
     /// Sinks by name.
     pub sinks: BTreeMap<String, SinkSpec>,
+    /// How each sink's unavailable writes are retried, by sink name.
+    pub sink_retry: BTreeMap<String, SinkRetry>,
     /// Handlers, in file order (the order they see each row change in).
     pub handlers: Vec<HandlerPlan>,
 }
@@ -1011,6 +1063,7 @@ impl RawConfig {
 
         let defined: BTreeSet<&str> = self.sinks.keys().map(String::as_str).collect();
         let mut sinks = BTreeMap::new();
+        let mut sink_retry = BTreeMap::new();
         let mut paths: BTreeMap<PathBuf, String> = BTreeMap::new();
         for (name, raw) in &self.sinks {
             let key = format!("sinks.{name}");
@@ -1021,9 +1074,13 @@ impl RawConfig {
                     "use letters, digits, `_` and `-` (at most 64): handlers emit to it by this name",
                 );
             }
+            let retry = resolve_retry(raw, &key, &mut problems);
             let Some(spec) = resolve_sink(raw, &key, &base, &mut problems) else {
                 continue;
             };
+            if let Some(retry) = retry {
+                sink_retry.insert(name.clone(), retry);
+            }
             if let Some(path) = spec.path() {
                 if let Some(other) = paths.get(path) {
                     problems.push(
@@ -1074,6 +1131,7 @@ impl RawConfig {
             source,
             state,
             sinks,
+            sink_retry,
             handlers,
         })
     }
@@ -1218,6 +1276,53 @@ fn resolve_start_table(t: RawStartTable, problems: &mut Problems) -> Option<Star
     }
 }
 
+/// `retries` and `retry_max_ms` of a sink of any kind.
+fn resolve_retry(raw: &RawSink, key: &str, problems: &mut Problems) -> Option<SinkRetry> {
+    let (retries, max_ms) = match raw {
+        RawSink::Stdout(s) => (&s.retries, s.retry_max_ms),
+        RawSink::File(s) => (&s.retries, s.retry_max_ms),
+        RawSink::Fifo(s) => (&s.retries, s.retry_max_ms),
+        _ => (&None, None),
+    };
+    let attempts = match retries {
+        None => Some(Some(SinkRetry::DEFAULT_ATTEMPTS)),
+        Some(RawRetries::Word(w)) if w == "forever" => Some(None),
+        Some(RawRetries::Count(n)) if (0..=1_000_000).contains(n) => Some(Some(*n as u32)),
+        Some(RawRetries::Count(n)) => {
+            problems.push(
+                format!("{key}.retries"),
+                format!("{n} is out of range"),
+                "use 0 to 1000000 retries, or \"forever\" to wait until the sink takes the batch",
+            );
+            None
+        }
+        Some(RawRetries::Word(w)) => {
+            problems.push(
+                format!("{key}.retries"),
+                format!("`{w}` is not a number of retries"),
+                "use a number (default 8) or \"forever\"",
+            );
+            None
+        }
+    };
+    let max_delay = match max_ms {
+        None => Some(SinkRetry::DEFAULT_MAX_DELAY),
+        Some(ms) if (50..=600_000).contains(&ms) => Some(Duration::from_millis(ms)),
+        Some(ms) => {
+            problems.push(
+                format!("{key}.retry_max_ms"),
+                format!("{ms} is out of range"),
+                "use 50 to 600000 ms (default 5000)",
+            );
+            None
+        }
+    };
+    Some(SinkRetry {
+        attempts: attempts?,
+        max_delay: max_delay?,
+    })
+}
+
 fn resolve_sink(raw: &RawSink, key: &str, base: &Path, problems: &mut Problems) -> Option<SinkSpec> {
     let path = |p: &str, problems: &mut Problems| {
         if p.trim().is_empty() {
@@ -1228,7 +1333,7 @@ fn resolve_sink(raw: &RawSink, key: &str, base: &Path, problems: &mut Problems) 
         }
     };
     match raw {
-        RawSink::Stdout(RawStdoutSink {}) => Some(SinkSpec::Stdout),
+        RawSink::Stdout(_) => Some(SinkSpec::Stdout),
         RawSink::File(f) => {
             let path = path(&f.path, problems);
             let fsync = match &f.fsync {
@@ -2143,6 +2248,60 @@ path = "/etc/rowhook/x"
         // Paths are compared (and kept) without `.` components.
         let plan = parse("[sinks.g]\nkind = \"fifo\"\npath = \"./run/./x\"\n").unwrap();
         assert_eq!(plan.sinks["g"].path().unwrap().as_os_str(), "/etc/rowhook/run/x");
+    }
+
+    #[test]
+    fn sink_retries() {
+        let plan = parse(
+            r#"
+[sinks.a]
+kind = "stdout"
+[sinks.b]
+kind = "fifo"
+path = "p"
+retries = "forever"
+retry_max_ms = 60000
+[sinks.c]
+kind = "file"
+path = "f"
+retries = 0
+"#,
+        )
+        .unwrap();
+        assert_eq!(plan.sink_retry["a"], SinkRetry::default());
+        assert_eq!(
+            plan.sink_retry["b"],
+            SinkRetry {
+                attempts: None,
+                max_delay: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(plan.sink_retry["c"].attempts, Some(0));
+        assert!(!plan.sink_retry["c"].allows(0));
+        assert!(plan.sink_retry["a"].allows(7) && !plan.sink_retry["a"].allows(8));
+
+        let p = problems(
+            r#"
+[sinks.a]
+kind = "stdout"
+retries = -1
+[sinks.b]
+kind = "fifo"
+path = "p"
+retries = "often"
+retry_max_ms = 10
+"#,
+        );
+        let got: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.what)).collect();
+        assert_eq!(
+            got,
+            [
+                "sinks.a.retries: -1 is out of range",
+                "sinks.b.retries: `often` is not a number of retries",
+                "sinks.b.retry_max_ms: 10 is out of range",
+            ]
+        );
+        assert!(p.iter().all(|p| !p.fix.is_empty()));
     }
 
     #[test]

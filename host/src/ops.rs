@@ -12,7 +12,9 @@ use mysql_async::prelude::Queryable;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Plan;
+use crate::pipeline::Stats;
 use crate::source::StartPosition;
+use crate::source::reconnect::SourceSnapshot;
 use crate::store::{Checkpoint, StateSize, Store};
 
 /// The status file a running rowhook rewrites at each checkpoint.
@@ -33,6 +35,12 @@ pub struct Report {
     pub live_status_written_at: Option<u64>,
     /// Where the server is and how far behind the position is.
     pub server: Option<ServerPosition>,
+    /// A running rowhook's counters since it started (status file only).
+    #[serde(default)]
+    pub stats: Option<Stats>,
+    /// A running rowhook's connection to the server (status file only).
+    #[serde(default)]
+    pub source: Option<SourceSnapshot>,
 }
 
 /// One handler's state size.
@@ -95,6 +103,8 @@ pub async fn report(plan: &Plan) -> anyhow::Result<Report> {
             dead_letters: store.dead_letter_count()?,
             live_status_written_at: None,
             server: None,
+            stats: None,
+            source: None,
         },
         Err(_) => {
             let path = plan.state.path.join(STATUS_FILE);
@@ -191,6 +201,30 @@ pub fn render(report: &Report) -> String {
         ));
     }
     out.push_str(&format!("dead letters  {}\n", report.dead_letters));
+    if let Some(s) = &report.source {
+        let r = &s.reconnects;
+        out.push_str(&format!(
+            "source        {}; {} rotations; resumed {} times: {} server restarts, {} killed, {} stalled, {} network; {} failed attempts\n",
+            if s.connected { "connected" } else { "reconnecting" },
+            s.rotations,
+            r.total(),
+            r.server_restart,
+            r.killed,
+            r.stalled,
+            r.network,
+            r.failed_attempts
+        ));
+    }
+    if let Some(s) = &report.stats {
+        out.push_str(&format!(
+            "since start   {} changes, {} handler calls, {} transactions, {} messages, {} checkpoints\n",
+            s.changes, s.calls, s.commits, s.messages, s.checkpoints
+        ));
+        out.push_str(&format!(
+            "              {} handler errors, {} sink retries, {} messages refused by sinks, {} reloads, {} refused reloads\n",
+            s.handler_errors, s.sink_retries, s.sink_failures, s.reloads, s.reload_failures
+        ));
+    }
     out
 }
 

@@ -25,13 +25,12 @@ use crate::decode::txn::TableFilter;
 use crate::decode::{ChangeVisitor, Commit, Flow, RowChange};
 use crate::runtime::reload::{Reload, Reloader};
 use crate::runtime::{Grants, GuestError, Instance, Limits, Module, Runtime, SinkRules};
-use crate::sink::{AnySink, Message, Sink, SinkError};
+use crate::sink::{AnySink, Message, Sink, SinkError, SinkRetry};
+use crate::source::reconnect::SourceStats;
 use crate::store::{Batch, Checkpoint, DeadLetter, Store};
 
 /// Messages buffered before a flush inside a transaction.
 const FLUSH_EVERY: usize = 4096;
-/// Retries of a sink write before the batch counts as failed.
-const SINK_RETRIES: u32 = 8;
 
 /// One handler: its plan, compiled module and live instance.
 struct HandlerSlot {
@@ -39,6 +38,12 @@ struct HandlerSlot {
     module: Module,
     instance: Instance,
     grants: Arc<Grants>,
+}
+
+/// One sink and how its unavailable writes are retried.
+struct SinkSlot {
+    sink: AnySink,
+    retry: SinkRetry,
 }
 
 /// The handlers (by index) a table's changes of one op go to; the names
@@ -50,7 +55,8 @@ struct Route {
 }
 
 /// Counters a run reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// Row changes seen (of subscribed tables).
     pub changes: u64,
@@ -70,13 +76,15 @@ pub struct Stats {
     pub checkpoints: u64,
     /// Messages a sink refused beyond its retries, handled by `skip` or `dead-letter`.
     pub sink_failures: u64,
+    /// Writes retried because a sink was unavailable.
+    pub sink_retries: u64,
 }
 
 /// Runs the configured handlers over decoded row changes.
 pub struct Pipeline {
     runtime: Runtime,
     handlers: Vec<HandlerSlot>,
-    sinks: BTreeMap<String, AnySink>,
+    sinks: BTreeMap<String, SinkSlot>,
     /// Per sink: buffered messages, and the handler (index) each came from.
     pending: BTreeMap<String, (Vec<Message>, Vec<usize>)>,
     pending_count: usize,
@@ -98,6 +106,8 @@ pub struct Pipeline {
     position: Option<Checkpoint>,
     /// Dead letters of the transaction in progress.
     txn_dead_letters: Vec<DeadLetter>,
+    /// The live source's counters, for the status file.
+    source: Option<Arc<SourceStats>>,
 }
 
 /// What a configured handler may emit to, with each sink's rules.
@@ -139,7 +149,8 @@ impl Pipeline {
             let sink = AnySink::open(name, spec)
                 .await
                 .map_err(|e| anyhow::anyhow!("opening sink `{name}`: {e}"))?;
-            sinks.insert(name.clone(), sink);
+            let retry = plan.sink_retry.get(name).copied().unwrap_or_default();
+            sinks.insert(name.clone(), SinkSlot { sink, retry });
         }
         Ok(Pipeline {
             runtime,
@@ -160,6 +171,7 @@ impl Pipeline {
             pending_position: None,
             position: None,
             txn_dead_letters: Vec::new(),
+            source: None,
         })
     }
 
@@ -187,32 +199,47 @@ impl Pipeline {
                 self.position = Some(p);
             }
             self.batch = Batch::default();
-            let report = crate::ops::Report {
-                store: store.path().to_owned(),
-                position: self.position.clone(),
-                handlers: self
-                    .handlers
-                    .iter_mut()
-                    .map(|h| crate::ops::HandlerState {
-                        name: h.plan.name.clone(),
-                        keys: h.instance.state().len() as u64,
-                        bytes: 0,
-                    })
-                    .collect(),
-                dead_letters: store.dead_letter_total(),
-                live_status_written_at: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()
-                    .map(|d| d.as_secs()),
-                server: None,
-            };
-            let dir = store.path().parent().unwrap_or(std::path::Path::new("."));
-            if let Err(e) = crate::ops::write_status(dir, &report) {
-                tracing::warn!("writing {}: {e}", dir.join(crate::ops::STATUS_FILE).display());
-            }
+            self.write_status();
         }
         self.last_checkpoint = Instant::now();
         Ok(())
+    }
+
+    /// Reports the live source's counters in the status file too.
+    pub fn attach_source(&mut self, stats: Arc<SourceStats>) {
+        self.source = Some(stats);
+    }
+
+    /// Rewrites the status file beside the store (see [`crate::ops`]):
+    /// position, state sizes, dead letters and the counters. Without a store
+    /// there is nothing to report. A failure is logged: status is advisory.
+    pub fn write_status(&mut self) {
+        let Some(store) = &self.store else { return };
+        let report = crate::ops::Report {
+            store: store.path().to_owned(),
+            position: self.position.clone(),
+            handlers: self
+                .handlers
+                .iter_mut()
+                .map(|h| crate::ops::HandlerState {
+                    name: h.plan.name.clone(),
+                    keys: h.instance.state().len() as u64,
+                    bytes: 0,
+                })
+                .collect(),
+            dead_letters: store.dead_letter_total(),
+            live_status_written_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs()),
+            server: None,
+            stats: Some(self.stats.clone()),
+            source: self.source.as_ref().map(|s| s.snapshot()),
+        };
+        let dir = store.path().parent().unwrap_or(std::path::Path::new("."));
+        if let Err(e) = crate::ops::write_status(dir, &report) {
+            tracing::warn!("writing {}: {e}", dir.join(crate::ops::STATUS_FILE).display());
+        }
     }
 
     /// Whether acknowledged transactions wait for a checkpoint.
@@ -312,7 +339,7 @@ impl Pipeline {
                 .sinks
                 .get_mut(&sink)
                 .ok_or_else(|| anyhow::anyhow!("no sink `{sink}`"))?;
-            match write_with_retries(target, &sink, &batch).await {
+            match write_with_retries(target, &sink, &batch, &mut self.stats.sink_retries).await {
                 Ok(()) => self.stats.messages += batch.len() as u64,
                 Err(e) => refused.push((sink, batch, origins, e)),
             }
@@ -407,7 +434,7 @@ impl Pipeline {
                 .sinks
                 .get_mut(&dl)
                 .ok_or_else(|| anyhow::anyhow!("no sink `{dl}`"))?;
-            write_with_retries(target, &dl, &batch)
+            write_with_retries(target, &dl, &batch, &mut self.stats.sink_retries)
                 .await
                 .map_err(|e| anyhow::anyhow!("dead-letter sink `{dl}` refused too: {e}"))?;
             self.stats.messages += batch.len() as u64;
@@ -435,8 +462,9 @@ impl Pipeline {
     /// the waiting batch to the store. Messages of a transaction whose
     /// commit was not seen are not sent, and its state writes not kept.
     pub async fn close(&mut self) -> anyhow::Result<()> {
-        for (name, sink) in &mut self.sinks {
-            sink.close()
+        for (name, slot) in &mut self.sinks {
+            slot.sink
+                .close()
                 .await
                 .map_err(|e| anyhow::anyhow!("closing sink `{name}`: {e}"))?;
         }
@@ -515,19 +543,30 @@ impl Pipeline {
 }
 
 /// Writes `batch` to `sink`, retrying an unavailable sink with capped
-/// exponential backoff; the error once retries run out, or at once for a
-/// permanent one.
-async fn write_with_retries(target: &mut AnySink, sink: &str, batch: &[Message]) -> Result<(), SinkError> {
-    let mut delay = Duration::from_millis(50);
+/// exponential backoff as its [`SinkRetry`] says (counting retries in
+/// `retries`); the error once retries run out, or at once for a permanent one.
+async fn write_with_retries(
+    target: &mut SinkSlot,
+    sink: &str,
+    batch: &[Message],
+    retries: &mut u64,
+) -> Result<(), SinkError> {
+    let mut delay = SinkRetry::FIRST_DELAY.min(target.retry.max_delay);
     let mut attempt = 0;
     loop {
-        match target.write_batch(batch).await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_retryable() && attempt < SINK_RETRIES => {
-                tracing::warn!(sink = %sink, attempt, "sink unavailable, retrying in {delay:?}: {e}");
+        match target.sink.write_batch(batch).await {
+            Ok(()) => {
+                if attempt > 0 {
+                    tracing::info!(sink = %sink, retries = attempt, "sink took the batch again");
+                }
+                return Ok(());
+            }
+            Err(e) if e.is_retryable() && target.retry.allows(attempt) => {
+                tracing::warn!(sink = %sink, attempt = attempt + 1, "sink unavailable, retrying in {delay:?}: {e}");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = (delay * 2).min(target.retry.max_delay);
                 attempt += 1;
+                *retries += 1;
             }
             Err(e) => return Err(e),
         }

@@ -13,8 +13,10 @@
 //! repeatable by default.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::sync::watch;
 
 use crate::config::Plan;
 use crate::decode::gtid::GtidState;
@@ -36,12 +38,14 @@ fn decoder_for(plan: &Plan, file: &str) -> Decoder {
     Decoder::new(opts, file)
 }
 
-/// Feeds one event and flushes at commits and when the buffer is large.
+/// Feeds one event and flushes at commits and when the buffer is large. A
+/// flush waiting on a sink gives way to `stop` (with [`Interrupted`]).
 fn step(
     rt: &tokio::runtime::Runtime,
     decoder: &mut Decoder,
     pipeline: &mut Pipeline,
     ev: RawEvent<'_>,
+    stop: Option<&mut watch::Receiver<bool>>,
 ) -> anyhow::Result<()> {
     let flow = decoder.feed(ev, pipeline)?;
     if let Some(e) = pipeline.take_halt() {
@@ -49,12 +53,59 @@ fn step(
     }
     debug_assert_eq!(flow, Flow::Continue);
     if pipeline.flush_due() {
-        rt.block_on(pipeline.flush())?;
+        match stop {
+            Some(stop) => rt.block_on(async {
+                tokio::select! {
+                    r = pipeline.flush() => r,
+                    _ = stop.wait_for(|stop| *stop) => Err(Interrupted.into()),
+                }
+            })?,
+            None => rt.block_on(pipeline.flush())?,
+        }
     }
     if !decoder.in_transaction() {
         pipeline.apply_reloads();
     }
     Ok(())
+}
+
+/// A flush given up for a stop request: the transaction was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped while a sink was being written")]
+struct Interrupted;
+
+/// How often `run` rewrites the status file when no checkpoint did.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// Turns the first SIGINT or SIGTERM into a stop request; the second exits
+/// at once (the store is crash-safe: the next start resumes at the last
+/// checkpoint).
+fn stop_on_signals(rt: &tokio::runtime::Runtime) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    rt.spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut signals = 0;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => if r.is_err() { return },
+                Some(()) = async {
+                    match term.as_mut() {
+                        Some(t) => t.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            signals += 1;
+            if signals == 1 {
+                tracing::info!("stopping after the acknowledged transactions (signal again to exit at once)");
+                tx.send_replace(true);
+            } else {
+                tracing::warn!("exiting at once: the next start resumes at the last checkpoint");
+                std::process::exit(130);
+            }
+        }
+    });
+    rx
 }
 
 fn io_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -117,13 +168,13 @@ pub fn replay_with(plan: &Plan, files: &[PathBuf], opts: &ReplayOptions) -> anyh
             if let Some(pos) = seek_to.take() {
                 // The format description comes first, wherever we resume.
                 if let Next::Event(ev) = file.next_event()? {
-                    step(&rt, &mut decoder, &mut pipeline, ev)?;
+                    step(&rt, &mut decoder, &mut pipeline, ev, None)?;
                 }
                 file.seek(pos)?;
             }
             loop {
                 match file.next_event()? {
-                    Next::Event(ev) => step(&rt, &mut decoder, &mut pipeline, ev)?,
+                    Next::Event(ev) => step(&rt, &mut decoder, &mut pipeline, ev, None)?,
                     Next::End { partial } => {
                         if let Some(at) = partial {
                             tracing::warn!(file = %path.display(), offset = at, "the file ends inside an event: stopped at the last whole event");
@@ -153,7 +204,7 @@ fn resume_gtids(decoder: &mut Decoder, cp: &Checkpoint) -> anyhow::Result<()> {
 }
 
 /// Runs the handlers of `plan` over the live server of its `[source]` until
-/// interrupted (Ctrl-C / SIGINT). Call it outside any async runtime.
+/// stopped by SIGINT (Ctrl-C) or SIGTERM. Call it outside any async runtime.
 pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     let source = plan
         .source
@@ -191,18 +242,19 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     if let Some(cp) = &resume {
         resume_gtids(&mut decoder, cp)?;
     }
-    let _guard = rt.enter();
-    let shutdown = tokio::spawn(async { tokio::signal::ctrl_c().await.ok() });
-    drop(_guard);
-    let mut shutdown = std::pin::pin!(shutdown);
+    pipeline.attach_source(live.stats());
+    pipeline.write_status();
+    let mut stop = stop_on_signals(&rt);
+    let mut next_status = tokio::time::Instant::now() + STATUS_EVERY;
     let result = loop {
         let due = pipeline.checkpoint_due_in();
         let next = rt.block_on(async {
             tokio::select! {
-                // Cancel-safe: the checkpoint timer may win mid-reconnect.
+                // Cancel-safe: a timer may win mid-reconnect.
                 e = live.next_event() => e.map(Wake::Event).map_err(anyhow::Error::from),
-                _ = &mut shutdown => Ok(Wake::Stop),
+                _ = stop.wait_for(|stop| *stop) => Ok(Wake::Stop),
                 _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => Ok(Wake::Checkpoint),
+                _ = tokio::time::sleep_until(next_status) => Ok(Wake::Status),
             }
         });
         let event = match next {
@@ -219,13 +271,26 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
                 Ok(()) => continue,
                 Err(e) => break Err(e),
             },
+            Ok(Wake::Status) => {
+                pipeline.write_status();
+                next_status = tokio::time::Instant::now() + STATUS_EVERY;
+                continue;
+            }
             Err(e) => break Err(e),
         };
         let raw = live.raw(&event);
         let payload = raw.header.type_code == crate::decode::event::types::TRANSACTION_PAYLOAD;
         let commits = pipeline.stats().commits;
-        if let Err(e) = step(&rt, &mut decoder, &mut pipeline, raw) {
-            break Err(e);
+        match step(&rt, &mut decoder, &mut pipeline, raw, Some(&mut stop)) {
+            Ok(()) => {}
+            Err(e) if e.is::<Interrupted>() => {
+                // Its messages may be partly written: it is handled again,
+                // with the same ids, at the next start.
+                decoder.abandon_transaction();
+                pipeline.abandon_transaction();
+                break Ok(());
+            }
+            Err(e) => break Err(e),
         }
         if pipeline.stats().commits != commits {
             live.committed(decoder.resume_position());
@@ -246,4 +311,5 @@ enum Wake {
     Event(Step),
     Stop,
     Checkpoint,
+    Status,
 }

@@ -120,11 +120,15 @@ fn load(server: &Server, stop: &AtomicBool, seed: u64) {
     }
 }
 
+/// The ledger configs' usual sink: the file `out.log`.
+pub(crate) const OUT_LOG: &str = "kind = \"file\"\npath = \"out.log\"\nfsync = \"never\"";
+
 /// A private server with the ledger schema, and in a fresh directory a
-/// `rowhook run` config for it: the `ledger` handler writing to the file
-/// sink `out.log`, its state in `state/` (`state_keys` adds to `[state]`).
-/// Returns the server, the directory and the config.
-fn ledger_setup(tag: &str, server_id: u32, state_keys: &str) -> (Arc<Server>, PathBuf, PathBuf) {
+/// `rowhook run` config for it: the `ledger` handler writing to the sink
+/// `out` (whose keys are `out`, e.g. [`OUT_LOG`]), its state in `state/`
+/// (`state_keys` adds to `[state]`). Returns the server, the directory and
+/// the config.
+pub(crate) fn ledger_setup(tag: &str, server_id: u32, state_keys: &str, out: &str) -> (Arc<Server>, PathBuf, PathBuf) {
     let wasm = crate::reload::suite_guests();
     let server = Arc::new(Server::start(&[]));
     server.sql(
@@ -150,9 +154,7 @@ path = "state"
 {state_keys}
 
 [sinks.out]
-kind = "file"
-path = "out.log"
-fsync = "never"
+{out}
 
 [[handlers]]
 name = "ledger"
@@ -163,7 +165,7 @@ sinks = ["out"]
 on_error = "halt"
 "#,
             url = server.url(),
-            module = wasm.join("ledger.wasm").display()
+            module = wasm.join("ledger.wasm").display(),
         ),
     )
     .unwrap();
@@ -172,7 +174,7 @@ on_error = "halt"
 
 #[test]
 fn sigkill_loses_nothing_and_state_counts_exactly_once() {
-    let (server, dir, config) = ledger_setup("crash", 7401, "commit_interval_ms = 50");
+    let (server, dir, config) = ledger_setup("crash", 7401, "commit_interval_ms = 50", OUT_LOG);
     let out = dir.join("out.log");
     let log = dir.join("rowhook.log");
     let seed = std::time::SystemTime::now()
@@ -411,7 +413,7 @@ fn ddl_while_stopped_keeps_each_rows_own_column_names() {
 /// transaction cut by a fault is undone and handled again).
 #[test]
 fn run_resumes_after_killed_connections_and_a_server_restart() {
-    let (server, dir, config) = ledger_setup("faults-run", 7403, "");
+    let (server, dir, config) = ledger_setup("faults-run", 7403, "", OUT_LOG);
     let (out, log) = (dir.join("out.log"), dir.join("rowhook.log"));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -456,13 +458,39 @@ fn run_resumes_after_killed_connections_and_a_server_restart() {
         assert!(Instant::now() < deadline, "caught up to {} of {expected}", seen.len());
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The running rowhook's status: each resume counted by cause, and a
+    // rotation of the binlog followed.
+    server.sql("FLUSH BINARY LOGS; INSERT INTO crash.ledger (id, k, amount) VALUES (1000000000, 1, 1)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let s: serde_json::Value =
+            serde_json::from_str(&rowhook_ok(&["state", "-c", config.to_str().unwrap(), "--json"])).unwrap();
+        if s["source"]["rotations"].as_u64() >= Some(1) && s["stats"]["changes"].as_u64() > Some(expected) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the status file shows no rotation: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let source = &status["source"];
+    assert_eq!(source["connected"], true, "{status}");
+    assert_eq!(source["reconnects"]["killed"], 3, "{status}");
+    assert_eq!(source["reconnects"]["server_restart"], 1, "{status}");
+    assert!(status["stats"]["checkpoints"].as_u64() > Some(0), "{status}");
+    let text = rowhook_ok(&["state", "-c", config.to_str().unwrap()]);
+    eprintln!("{text}");
+    assert!(
+        text.contains("resumed 4 times: 1 server restarts, 3 killed, 0 stalled"),
+        "{text}"
+    );
+    let expected = expected + 1;
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(child.wait().unwrap().success(), "{text}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("the server rotated its binlog"), "{text}");
     let causes = crate::faults::resumed_causes(&crate::faults::strip_ansi(&text));
     assert_eq!(causes.iter().filter(|c| *c == "killed").count(), 3, "{causes:?}");
     assert_eq!(

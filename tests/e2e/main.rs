@@ -9,6 +9,8 @@
 mod conformance;
 /// SIGKILL at random moments under load: nothing lost, state exactly once.
 mod crash;
+/// Sinks that cannot take a write: retries, on_error, stopping, backpressure.
+mod delivery;
 /// Wrong passwords, missing grants, wrong server settings, bad files.
 mod errors;
 /// The example handlers and configs of `examples/`, replayed and live, and the README's demo.

@@ -149,7 +149,8 @@ pub struct Commit<'a> {
     pub end: u64,
     /// Executed GTIDs including this transaction.
     pub gtid_state: &'a GtidState,
-    /// Row changes it held (all tables, filtered or not).
+    /// Row changes decoded from it: of every table, or only of the tables
+    /// the decoder's table filter lets through.
     pub rows: u64,
     /// Header timestamp of the commit event.
     pub ts: u32,

@@ -178,6 +178,41 @@ impl SinkSpec {
     }
 }
 
+/// How writes a sink cannot take now ([`SinkError::Unavailable`]) are
+/// retried: after 50 ms, then doubling up to `max_delay`, `attempts` times
+/// (`None`: until the sink takes the batch). Then the handler's `on_error`
+/// applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkRetry {
+    /// Retries before giving up; `None` retries forever.
+    pub attempts: Option<u32>,
+    /// The longest wait between two attempts.
+    pub max_delay: std::time::Duration,
+}
+
+impl SinkRetry {
+    /// The first wait.
+    pub const FIRST_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+    /// Default retries (about 11 s with the default `max_delay`).
+    pub const DEFAULT_ATTEMPTS: u32 = 8;
+    /// Default longest wait.
+    pub const DEFAULT_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Whether attempt `n` (counting retries from 0) may still be made.
+    pub fn allows(&self, n: u32) -> bool {
+        self.attempts.is_none_or(|max| n < max)
+    }
+}
+
+impl Default for SinkRetry {
+    fn default() -> Self {
+        SinkRetry {
+            attempts: Some(Self::DEFAULT_ATTEMPTS),
+            max_delay: Self::DEFAULT_MAX_DELAY,
+        }
+    }
+}
+
 /// A sink of any kind.
 ///
 /// An enum rather than `Box<dyn Sink>`: the kinds are a closed set known from

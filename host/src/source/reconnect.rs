@@ -98,11 +98,12 @@ pub struct SourceStats {
     stalled: AtomicU64,
     network: AtomicU64,
     failed_attempts: AtomicU64,
+    rotations: AtomicU64,
     connected: AtomicBool,
 }
 
 /// A snapshot of [`SourceStats`]: streams resumed, by cause.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reconnects {
     /// After the server restarted.
     pub server_restart: u64,
@@ -150,6 +151,20 @@ impl SourceStats {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// Moves from one binlog file into the next.
+    pub fn rotations(&self) -> u64 {
+        self.rotations.load(Ordering::Relaxed)
+    }
+
+    /// Everything at once, for a status report.
+    pub fn snapshot(&self) -> SourceSnapshot {
+        SourceSnapshot {
+            connected: self.connected(),
+            rotations: self.rotations(),
+            reconnects: self.reconnects(),
+        }
+    }
+
     fn count(&self, cause: Cause) {
         let counter = match cause {
             Cause::ServerRestart => &self.server_restart,
@@ -159,6 +174,17 @@ impl SourceStats {
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The state of a live source, as `rowhook state` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceSnapshot {
+    /// Whether a stream is connected (false while reconnecting).
+    pub connected: bool,
+    /// Moves from one binlog file into the next.
+    pub rotations: u64,
+    /// Streams resumed, by cause.
+    pub reconnects: Reconnects,
 }
 
 /// What [`Resilient::next_event`] found.
@@ -186,6 +212,8 @@ pub struct Resilient {
     backoff: Backoff,
     connected_at: Instant,
     delivered: bool,
+    /// The binlog file the stream is in (empty until its first ROTATE).
+    file: String,
     /// Set while reconnecting. Kept here rather than in the future of
     /// [`Resilient::next_event`], so that a caller may drop that future
     /// (`select!` against a timer) without losing the outage's progress.
@@ -227,6 +255,7 @@ impl Resilient {
             stats,
             connected_at: Instant::now(),
             delivered: false,
+            file: String::new(),
             outage: None,
         })
     }
@@ -316,20 +345,23 @@ impl Resilient {
         let t = event.header().event_type_raw();
         match t {
             types::ROTATE => {
-                if let StartPosition::File { .. } = self.resume {
-                    let raw = self.live.raw(event);
-                    let mut c = Cursor::new(raw.body);
-                    if let Ok(pos) = c.u64() {
-                        let name = String::from_utf8_lossy(c.rest());
-                        let moved = matches!(&self.resume, StartPosition::File { file, .. } if *file != name);
-                        if moved {
-                            tracing::debug!(file = %name, pos, "following the binlog into the next file");
-                        }
-                        if !name.is_empty() {
-                            self.committed((&*name, pos, &GtidState::None));
-                        }
-                    }
+                let raw = self.live.raw(event);
+                let mut c = Cursor::new(raw.body);
+                let Ok(pos) = c.u64() else { return };
+                let name = String::from_utf8_lossy(c.rest()).into_owned();
+                if name.is_empty() {
+                    return;
                 }
+                // A stream starts with a ROTATE to its first file; a
+                // reconnect's names the file it resumes in.
+                if !self.file.is_empty() && self.file != name {
+                    self.stats.rotations.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(from = %self.file, to = %name, "the server rotated its binlog: following into the next file");
+                }
+                if let StartPosition::File { .. } = self.resume {
+                    self.committed((&name, pos, &GtidState::None));
+                }
+                self.file = name;
             }
             types::FORMAT_DESCRIPTION
             | types::MARIA_GTID_LIST
