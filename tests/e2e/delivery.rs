@@ -4,13 +4,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::crash::ledger_setup;
-use crate::support::{Server, build_guest, root, rowhook, rowhook_ok, spawn_run, temp_dir};
+use crate::support::{Server, build_guest, interrupt, root, rowhook, rowhook_ok, spawn_run, temp_dir};
 
 /// Replays the shop binlog through the `minimal` example handler, whose
 /// `orders_queue` sink is the FIFO `orders.fifo` with the extra `keys`.
@@ -176,13 +175,6 @@ fn when_retries_run_out_the_handlers_policy_applies() {
     );
 }
 
-fn interrupt(child: &Child) {
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-}
-
 /// Waits until `log` contains `what`.
 fn wait_for_log(log: &Path, what: &str, within: Duration) {
     let deadline = Instant::now() + within;
@@ -212,9 +204,7 @@ fn a_stop_while_a_sink_is_retried_keeps_the_transaction_for_the_next_start() {
     wait_for_log(&log, "sink unavailable, retrying", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(500));
     let asked = Instant::now();
-    interrupt(&child);
-    let mut child = child;
-    let status = child.wait().unwrap();
+    let status = interrupt(child);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{text}");
     assert!(
@@ -229,9 +219,7 @@ fn a_stop_while_a_sink_is_retried_keeps_the_transaction_for_the_next_start() {
     let reader = Reader::start(dir.join("out.fifo"));
     let child = spawn_run(&config, &log);
     reader.wait_for(10, Duration::from_secs(30));
-    interrupt(&child);
-    let mut child = child;
-    assert!(child.wait().unwrap().success());
+    assert!(interrupt(child).success());
     let lines = reader.finish();
     let ids: Vec<u64> = lines
         .iter()
@@ -342,9 +330,7 @@ sinks = ["out"]
 
     reader.paused.store(false, Ordering::SeqCst);
     reader.wait_for(21_000, Duration::from_secs(120));
-    interrupt(&child);
-    let mut child = child;
-    assert!(child.wait().unwrap().success());
+    assert!(interrupt(child).success());
     let lines = reader.finish();
     let ids: Vec<u64> = lines
         .iter()

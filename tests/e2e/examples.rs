@@ -9,14 +9,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, build_guest, golden, root, rowhook};
+use crate::support::{Server, build_guest, golden, interrupt, root, rowhook, wait_until};
 
 /// One example: `examples/<name>.toml`, its handler in `examples/handlers/`.
 struct Example {
@@ -259,36 +259,6 @@ fn read_all(mut from: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
         from.read_to_end(&mut all).unwrap();
         all
     })
-}
-
-/// Sends SIGINT (Ctrl-C), as an operator stops `rowhook run`, and waits up
-/// to 20 s for the exit.
-fn interrupt(mut child: Child) -> ExitStatus {
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
-    wait_until(
-        &mut child,
-        Instant::now() + Duration::from_secs(20),
-        "rowhook run after SIGINT",
-    )
-}
-
-/// Waits for `child` until `deadline`; kills it and fails the test after that.
-fn wait_until(child: &mut Child, deadline: Instant, what: &str) -> ExitStatus {
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn check_replay(example: &Example) {

@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -244,4 +245,34 @@ pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
     s.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
         .collect()
+}
+
+/// Sends SIGINT (Ctrl-C), as an operator stops `rowhook run`, and waits up
+/// to 20 s for the exit.
+pub fn interrupt(mut child: Child) -> ExitStatus {
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    wait_until(
+        &mut child,
+        Instant::now() + Duration::from_secs(20),
+        "rowhook run after SIGINT",
+    )
+}
+
+/// Waits for `child` until `deadline`; kills it and fails the test after that.
+pub fn wait_until(child: &mut Child, deadline: Instant, what: &str) -> ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
