@@ -186,13 +186,29 @@ impl Pipeline {
         let position = store.position()?;
         self.position = position.clone();
         self.store = Some(store);
+        // The checkpoint makes sink writes durable before it moves.
+        for slot in self.sinks.values_mut() {
+            slot.sink.defer_durability();
+        }
         Ok(position)
     }
 
-    /// Commits the batch of acknowledged transactions to the store now.
-    pub fn checkpoint(&mut self) -> anyhow::Result<()> {
-        let Some(store) = &mut self.store else { return Ok(()) };
+    /// Commits the batch of acknowledged transactions to the store now,
+    /// once every sink made what it acknowledged durable (group commit: one
+    /// fsync per file sink for the whole batch).
+    pub async fn checkpoint(&mut self) -> anyhow::Result<()> {
+        if self.store.is_none() {
+            return Ok(());
+        }
         if !self.batch.is_empty() {
+            for (name, slot) in &mut self.sinks {
+                slot.sink.make_durable().await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "sink `{name}` could not make its messages durable, so the checkpoint stays where it was: {e}"
+                    )
+                })?;
+            }
+            let Some(store) = &mut self.store else { return Ok(()) };
             store.commit(&self.batch)?;
             self.stats.checkpoints += 1;
             if let Some(p) = self.batch.position.take() {
@@ -364,7 +380,7 @@ impl Pipeline {
                 }
                 self.batch.dead_letters.append(&mut self.txn_dead_letters);
                 if self.last_checkpoint.elapsed() >= self.commit_interval {
-                    self.checkpoint()?;
+                    self.checkpoint().await?;
                 }
             }
             self.commit_seen = false;
@@ -468,7 +484,7 @@ impl Pipeline {
                 .await
                 .map_err(|e| anyhow::anyhow!("closing sink `{name}`: {e}"))?;
         }
-        self.checkpoint()
+        self.checkpoint().await
     }
 
     fn route(&mut self, change: &RowChange<'_>) -> Arc<[usize]> {

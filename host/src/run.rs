@@ -267,7 +267,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
                 continue;
             }
             Ok(Wake::Stop) => break Ok(()),
-            Ok(Wake::Checkpoint) => match pipeline.checkpoint() {
+            Ok(Wake::Checkpoint) => match rt.block_on(pipeline.checkpoint()) {
                 Ok(()) => continue,
                 Err(e) => break Err(e),
             },

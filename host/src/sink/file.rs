@@ -1,7 +1,10 @@
 //! `kind = "file"`: append one line per message to a file.
 //!
 //! A batch is delivered (acknowledged) once its lines are in the file and,
-//! under [`FsyncPolicy::Always`], fsynced. With a [`Rotation`], a file that
+//! under [`FsyncPolicy::Always`], fsynced. Under group commit
+//! ([`Sink::defer_durability`], which the pipeline asks for when it keeps
+//! checkpoints) `Always` fsyncs once in [`Sink::make_durable`], before the
+//! checkpoint moves past the batches written since the last one. With a [`Rotation`], a file that
 //! would grow past `max_bytes` is renamed to `PATH.1` (older ones shift to
 //! `PATH.2` … `PATH.keep`, the oldest is dropped) and a new `PATH` is started;
 //! a line is never split across files.
@@ -103,6 +106,8 @@ struct FileState {
     torn: bool,
     /// Lines were acknowledged without an fsync since the last one.
     unsynced: bool,
+    /// Group commit: `Always` fsyncs in `make_durable`, not per batch.
+    deferred: bool,
     last_sync: Instant,
     counters: Arc<Counters>,
 }
@@ -122,6 +127,7 @@ impl FileSink {
                 len: 0,
                 torn: false,
                 unsynced: false,
+                deferred: false,
                 last_sync: Instant::now(),
                 counters: counters.clone(),
             })),
@@ -186,6 +192,18 @@ impl Sink for FileSink {
 
     async fn close(&mut self) -> Result<(), SinkError> {
         self.run(FileState::close).await
+    }
+
+    fn defer_durability(&mut self) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).deferred = true;
+    }
+
+    async fn make_durable(&mut self) -> Result<(), SinkError> {
+        self.run(|st| match st.unsynced && st.opts.fsync == FsyncPolicy::Always {
+            true => st.sync(),
+            false => Ok(()),
+        })
+        .await
     }
 }
 
@@ -322,7 +340,8 @@ impl FileState {
             }
         }
         match self.opts.fsync {
-            FsyncPolicy::Always => self.sync()?,
+            FsyncPolicy::Always if !self.deferred => self.sync()?,
+            FsyncPolicy::Always => self.unsynced = true,
             FsyncPolicy::Interval(every) if self.last_sync.elapsed() >= every => self.sync()?,
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => self.unsynced = true,
         }
@@ -475,6 +494,34 @@ mod tests {
             sink.write_batch(&msgs(&format!("b{i}-"), 0..2)).await.unwrap();
         }
         assert_eq!(sink.stats().fsyncs, 3);
+    }
+
+    #[tokio::test]
+    async fn group_commit_syncs_once_for_many_batches() {
+        let dir = TempDir::new("file-group");
+        let o = opts(&dir, FsyncPolicy::Always, None);
+        let mut sink = FileSink::open("f", o.clone()).await.unwrap();
+        sink.defer_durability();
+        for i in 0..3 {
+            sink.write_batch(&msgs(&format!("b{i}-"), 0..2)).await.unwrap();
+        }
+        assert_eq!(sink.stats().fsyncs, 0);
+        sink.make_durable().await.unwrap();
+        assert_eq!(sink.stats().fsyncs, 1);
+        // Nothing new: nothing to sync.
+        sink.make_durable().await.unwrap();
+        assert_eq!(sink.stats().fsyncs, 1);
+        assert_eq!(std::fs::read_to_string(&o.path).unwrap().lines().count(), 6);
+        // Under `never`, not even then.
+        let o = FileOptions {
+            path: dir.path().join("never.jsonl"),
+            ..opts(&dir, FsyncPolicy::Never, None)
+        };
+        let mut sink = FileSink::open("g", o).await.unwrap();
+        sink.defer_durability();
+        sink.write_batch(&msgs("a", 0..2)).await.unwrap();
+        sink.make_durable().await.unwrap();
+        assert_eq!(sink.stats().fsyncs, 0);
     }
 
     #[tokio::test]

@@ -137,6 +137,19 @@ pub trait Sink: Send {
     /// Makes everything delivered durable and releases the destination. A
     /// later `write_batch` opens it again.
     fn close(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Group commit: from now on a batch is acknowledged once written, and
+    /// what was acknowledged is made durable by [`Sink::make_durable`], which
+    /// the caller calls before relying on it (the pipeline: before each
+    /// checkpoint), so that one fsync serves many batches. A sink whose
+    /// acknowledgement costs nothing extra ignores it.
+    fn defer_durability(&mut self) {}
+
+    /// Makes every batch acknowledged since [`Sink::defer_durability`] as
+    /// durable as the sink's policy promises.
+    fn make_durable(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// How to open a sink: the validated, kind-specific settings from the config.
@@ -271,6 +284,22 @@ impl Sink for AnySink {
             AnySink::Stdout(s) => s.close().await,
             AnySink::File(s) => s.close().await,
             AnySink::Fifo(s) => s.close().await,
+        }
+    }
+
+    fn defer_durability(&mut self) {
+        match self {
+            AnySink::Stdout(s) => s.defer_durability(),
+            AnySink::File(s) => s.defer_durability(),
+            AnySink::Fifo(s) => s.defer_durability(),
+        }
+    }
+
+    async fn make_durable(&mut self) -> Result<(), SinkError> {
+        match self {
+            AnySink::Stdout(s) => s.make_durable().await,
+            AnySink::File(s) => s.make_durable().await,
+            AnySink::Fifo(s) => s.make_durable().await,
         }
     }
 }
