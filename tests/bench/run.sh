@@ -4,15 +4,16 @@
 #   tests/bench/run.sh                  # rowhook alone: ~3-5 min on 2 cores after the build
 #   BENCH_PEERS=1 tests/bench/run.sh    # + ../shared/bench/bench.py with rowhook beside the peers
 #                                       #   (~6 min more; the first time also ~12 min to build the peers)
-#   ONLY=handlers tests/bench/run.sh    # only the handler figures (steps 3b, 4b, 5b)
+#   ONLY=handlers tests/bench/run.sh    # only the handler figures (steps 3, 3b, 4b, 5b)
 #   ONLY=inspect tests/bench/run.sh     # only the `rowhook inspect` figures (steps 3-6)
 #
 # What it does:
 #  1. builds rowhook (release) and the trivial handler (tests/guests/trivial, wasm32-wasip2:
-#     reads the `id` column of each change, emits nothing); the benches build when they run;
+#     reads the `id` column of each change, emits nothing) with its sibling `counting` (the
+#     same plus one message per change); the benches build when they run;
 #  2. starts a private MariaDB (tests/mariadb.sh: ROW binlog, FULL row image and metadata,
 #     max_allowed_packet 1G) under $BENCH_DIR/db;
-#  3. writes four binlog files, one per case:
+#  3. writes four binlog files, one per case (the handler figures use workload, txn-1M, blob-40M):
 #       workload  the shared 1M-row workload (../shared/bench/workload/make_binlog.sh 500 42:
 #                 100 rows per transaction, orders + user_info, inserts/updates/deletes)
 #       txn-100k  one transaction inserting 100,000 narrow rows (INSERT ... SELECT FROM seq_1_to_100000)
@@ -29,7 +30,12 @@
 #  4b. times `rowhook replay -c CONFIG FILE` with the trivial handler ($REPEAT runs, median,
 #     GNU time): subscribed to every table of the workload (calls = 1M), to one table of the
 #     ten-table file (calls must equal that table's row changes: the other nine cost no call)
-#     and to all ten; checks the `handler calls` count replay prints;
+#     and to all ten; checks the `handler calls` and `messages` counts replay prints.
+#     Durability: the workload with `replay --checkpoint` (a fresh [state] path per run) at
+#     commit_interval_ms 500 and 10, and the rows per CPU-second that keeps; then two handlers,
+#     trivial and counting (a file sink that must end with exactly one line per change), with
+#     --checkpoint over the workload, txn-1M and blob-40M, for the peak RSS (which should be the
+#     same for txn-1M as for the workload: it must not grow with the transaction);
 #  5. runs `cargo bench -p rowhook --bench decode` on the workload file;
 #  5b. runs `cargo bench -p rowhook --bench handlers` on the workload and the ten-table file;
 #  6. with BENCH_PEERS=1: builds the peers of ../shared/bench in a copy (shared/ is read-only)
@@ -95,12 +101,14 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release/rowhook
 [[ -x $BIN ]] || die "$BIN was not built"
 if want handlers; then
-    log "building the trivial handler (wasm32-wasip2)"
+    log "building the trivial and counting handlers (wasm32-wasip2)"
     GUESTS=$ROOT/tests/guests/trivial
     (cd "$GUESTS" && cargo build --release --target wasm32-wasip2 --workspace --quiet --target-dir "$GUESTS/target") >&2 \
         || die "building $GUESTS failed (rustup target add wasm32-wasip2?)"
     TRIVIAL=$GUESTS/target/wasm32-wasip2/release/trivial.wasm
+    COUNTING=$GUESTS/target/wasm32-wasip2/release/counting.wasm
     [[ -s $TRIVIAL ]] || die "$TRIVIAL was not built"
+    [[ -s $COUNTING ]] || die "$COUNTING was not built"
 fi
 
 # --- server and binlogs --------------------------------------------------------------------------
@@ -148,12 +156,14 @@ else
     # shellcheck disable=SC1091
     source "$GEN/workload.env"
     WL_FILE=$BINLOG_FILE
+    # shellcheck disable=SC2153 # N_ROWS comes from workload.env
     WL_ROWS=$N_ROWS
     : >"$BENCH_DIR/cases.env"
     record "PORT=$PORT" "WL_FILE=$WL_FILE" "WL_ROWS=$WL_ROWS"
 fi
 
-if want inspect && [[ -z ${TXN100K_FILE:-} ]]; then
+# (both parts: the handler figures replay txn-1M and blob-40M too)
+if [[ -z ${TXN100K_FILE:-} ]]; then
     M cdcbench -e "CREATE TABLE narrow (id INT UNSIGNED NOT NULL PRIMARY KEY, v BIGINT NOT NULL, s VARCHAR(16) NOT NULL);
                    CREATE TABLE blobs (id INT UNSIGNED NOT NULL PRIMARY KEY, b LONGBLOB NOT NULL)"
     log "one transaction of 100,000 rows"
@@ -311,21 +321,25 @@ if want inspect; then
 fi
 
 # --- rowhook replay with the trivial handler -----------------------------------------------------
-# time_replay CONFIG FILE CALLS -> "wall cpu rss_kb changes" of one `rowhook replay` run; fails
-# unless replay reports exactly CALLS handler calls.
+# time_replay CONFIG FILE CALLS MESSAGES [REPLAY FLAG...] -> "wall cpu rss_kb changes" of one
+# `rowhook replay` run; fails unless replay reports exactly CALLS handler calls and MESSAGES
+# messages delivered.
 time_replay() {
-    local config=$1 file=$2 calls=$3 tf err rc stats changes seen
+    local config=$1 file=$2 calls=$3 messages=$4 tf err rc stats changes seen sent
+    shift 4
     tf=$(mktemp)
     err=$(mktemp)
-    ROWHOOK_LOG=warn /usr/bin/time -f '%e %U %S %M' -o "$tf" "$BIN" replay -c "$config" "$LOGDIR/$file" \
+    ROWHOOK_LOG=warn /usr/bin/time -f '%e %U %S %M' -o "$tf" "$BIN" replay "$@" -c "$config" "$LOGDIR/$file" \
         >/dev/null 2>"$err" && rc=0 || rc=$?
-    [[ $rc == 0 ]] || { cat "$err" >&2; die "replay -c $config $file: rc $rc"; }
-    # replay ends with "rowhook: N row changes, M handler calls, ..." on stderr
-    stats=$(grep -E '^rowhook: [0-9]+ row changes, [0-9]+ handler calls' "$err" | tail -n 1) \
+    [[ $rc == 0 ]] || { cat "$err" >&2; die "replay $* -c $config $file: rc $rc"; }
+    # replay ends with "rowhook: N row changes, M handler calls, K messages, ..." on stderr
+    stats=$(grep -E '^rowhook: [0-9]+ row changes, [0-9]+ handler calls, [0-9]+ messages' "$err" | tail -n 1) \
         || { cat "$err" >&2; die "replay -c $config $file printed no counters"; }
     changes=$(sed -E 's/^rowhook: ([0-9]+) row changes.*/\1/' <<<"$stats")
     seen=$(sed -E 's/^rowhook: [0-9]+ row changes, ([0-9]+) handler calls.*/\1/' <<<"$stats")
+    sent=$(sed -E 's/^rowhook: [0-9]+ row changes, [0-9]+ handler calls, ([0-9]+) messages.*/\1/' <<<"$stats")
     [[ $seen == "$calls" ]] || die "replay -c $config $file: $seen handler calls, expected $calls ($stats)"
+    [[ $sent == "$messages" ]] || die "replay -c $config $file: $sent messages, expected $messages ($stats)"
     local wall user sys rss
     read -r wall user sys rss < <(tail -n 1 "$tf")
     rm -f "$tf" "$err"
@@ -333,39 +347,78 @@ time_replay() {
         'BEGIN { printf "%s %.2f %s %s\n", w, u + s, r, c }'
 }
 
-# handler_case NAME ROWS FILE CALLS TABLE... -> one table row: the trivial handler on TABLE...,
-# median wall and CPU of $REPEAT runs over FILE (ROWS row changes in all), max RSS
+# handler_case [--emit] [--checkpoint MS] NAME ROWS FILE CALLS TABLE... -> one table row: the
+# trivial handler on TABLE..., median wall and CPU of $REPEAT runs over FILE (ROWS row changes in
+# all, CALLS of them on TABLE...), max RSS. Sets CASE_CPU to the median CPU seconds.
+#   --emit            a second handler, tests/guests/trivial/counting, on the same tables: one
+#                     message per change to a file sink (default fsync, "always"); after each run
+#                     the file must hold exactly CALLS lines
+#   --checkpoint MS   `replay --checkpoint`: the position and state go to the store, committed
+#                     every MS ms (`[state] commit_interval_ms`)
+# Every run starts from an empty directory (state store, sink file): a kept checkpoint would make
+# the next run resume at the end of FILE and do nothing.
 handler_case() {
-    local name=$1 rows=$2 file=$3 calls=$4 i r line walls=() cpus=() rsss=() changes=
+    local emit=0 interval='' flags=()
+    while [[ $1 == --* ]]; do
+        case $1 in
+            --emit) emit=1; shift ;;
+            --checkpoint) interval=$2; flags+=(--checkpoint); shift 2 ;;
+            *) die "handler_case: unknown option $1" ;;
+        esac
+    done
+    local name=$1 rows=$2 file=$3 calls=$4 i r line walls=() cpus=() rsss=() changes='' slug config run list lines
     shift 4
-    local config=$HDIR/$(tr -c 'a-zA-Z0-9\n' '_' <<<"$name").toml list
+    [[ -z $interval ]] || name="$name, --checkpoint, commit_interval_ms = $interval"
+    # the config stays in $HDIR after the run, to replay the case by hand
+    slug=$(tr -cs 'a-zA-Z0-9\n' '_' <<<"$name")
+    config=$HDIR/$slug.toml
+    run=$HDIR/$slug.run   # emptied before each run
     list=$(printf '"%s", ' "$@")
-    cat >"$config" <<EOF
-[state]
-path = "state"
-
-[[handlers]]
-name = "trivial"
-module = "$TRIVIAL"
-tables = [${list%, }]
-EOF
+    {
+        echo "[state]"
+        echo "path = \"$run/state\""
+        [[ -z $interval ]] || echo "commit_interval_ms = $interval"
+        if [[ $emit == 1 ]]; then
+            printf '\n[sinks.calls]\nkind = "file"\npath = "%s"\n' "$run/calls.jsonl"
+        fi
+        printf '\n[[handlers]]\nname = "trivial"\nmodule = "%s"\ntables = [%s]\n' "$TRIVIAL" "${list%, }"
+        if [[ $emit == 1 ]]; then
+            printf '\n[[handlers]]\nname = "counting"\nmodule = "%s"\ntables = [%s]\nsinks = ["calls"]\n' \
+                "$COUNTING" "${list%, }"
+        fi
+    } >"$config"
+    local messages=$((emit * calls))
     for ((i = 0; i < REPEAT; i++)); do
-        line=$(time_replay "$config" "$file" "$calls") || exit 1
+        rm -rf "$run"
+        mkdir -p "$run"
+        line=$(time_replay "$config" "$file" $(((1 + emit) * calls)) "$messages" "${flags[@]}") || exit 1
+        if [[ $emit == 1 ]]; then
+            # What reached the file, not what replay says it sent.
+            lines=0
+            [[ ! -f $run/calls.jsonl ]] || lines=$(wc -l <"$run/calls.jsonl")
+            [[ $lines == "$calls" ]] || die "$name: the file sink $run/calls.jsonl holds $lines lines, expected $calls"
+        fi
         read -r -a r <<<"$line"
         walls+=("${r[0]}") cpus+=("${r[1]}") rsss+=("${r[2]}")
         changes=${r[3]}
     done
-    local wall cpu rss_max
+    rm -rf "$run"
+    local wall cpu rss_max handlers=$*
     wall=$(printf '%s\n' "${walls[@]}" | median)
     cpu=$(printf '%s\n' "${cpus[@]}" | median)
     rss_max=$(printf '%s\n' "${rsss[@]}" | sort -g | tail -n 1)
-    awk -v n="$name" -v t="$*" -v rows="$rows" -v ch="$changes" -v calls="$calls" -v w="$wall" -v c="$cpu" \
-        -v cs="${cpus[*]}" -v rss="$rss_max" 'BEGIN {
+    CASE_CPU=$cpu
+    [[ $emit == 0 ]] || handlers="$handlers (+ counting → file)"
+    awk -v n="$name" -v t="$handlers" -v rows="$rows" -v ch="$changes" -v calls="$(((1 + emit) * calls))" \
+        -v w="$wall" -v c="$cpu" -v cs="${cpus[*]}" -v rss="$rss_max" 'BEGIN {
         rw = (w > 0) ? sprintf("%d", rows / w) : "-"; rc = (c > 0) ? sprintf("%d", rows / c) : "-";
         printf "| %s | %s | %d | %d | %d | %.2f | %.2f (%s) | %s | %s | %.1f |\n",
             n, t, rows, ch, calls, w, c, cs, rw, rc, rss / 1024 }' \
         | tee -a "$REPORT"
 }
+
+# kept BASE_CPU CPU -> "90%": the share of the rows per CPU-second of the base case that a case keeps
+kept() { awk -v b="$1" -v c="$2" 'BEGIN { if (c > 0) printf "%.0f%%", 100 * b / c; else printf "-" }'; }
 
 if want handlers; then
     HDIR=$BENCH_DIR/handlers
@@ -375,15 +428,37 @@ if want handlers; then
     out ""
     out "## rowhook replay, trivial handler ($(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- host || echo '+changes'), $REPEAT runs, median; $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg) at start)"
     out ""
-    out "\`rowhook replay -c CONFIG FILE\`, the handler tests/guests/trivial (reads \`id\`, emits nothing) on the tables shown."
+    out "\`rowhook replay -c CONFIG FILE\`, the handler tests/guests/trivial (reads \`id\`, emits nothing) on the tables shown;"
+    out "\"+ counting → file\": a second handler, tests/guests/trivial/counting, on the same tables, one message per change"
+    out "to a file sink (fsync \"always\"), whose file was checked to hold exactly one line per change. \`--checkpoint\`:"
+    out "\`replay --checkpoint\` with a fresh \`[state] path\` per run, committed every commit_interval_ms."
     out "rows = every row change in the file; changes, calls = what replay reports (changes of subscribed tables,"
-    out "handler calls); the rates are over all rows. CPU = user+sys of the process (each run in brackets; GNU time)."
+    out "handler calls of all handlers); the rates are over all rows. CPU = user+sys of the process (each run in"
+    out "brackets; GNU time)."
     out ""
     out "| case | handler tables | rows | changes | calls | wall s | CPU s (runs) | rows/s wall | rows per CPU-s | peak RSS MB |"
     out "|---|---|---|---|---|---|---|---|---|---|"
     handler_case "workload, every row" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    base_cpu=$CASE_CPU
+    # What durable checkpoints cost: the same replay, committing to the store every 500 ms (the
+    # default) and every 10 ms.
+    handler_case --checkpoint 500 "workload, every row" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    kept_500=$(kept "$base_cpu" "$CASE_CPU")
+    handler_case --checkpoint 10 "workload, every row" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    kept_10=$(kept "$base_cpu" "$CASE_CPU")
     handler_case "ten tables, 1 in 10" "$TEN_ROWS" "$TEN_FILE" "$TEN_SUB" "cdcbench10.$TEN_TABLE"
     handler_case "ten tables, all 10" "$TEN_ROWS" "$TEN_FILE" "$TEN_ROWS" "cdcbench10.*"
+    # Bounded memory: two handlers, one emitting a message per row, durable checkpoints; one
+    # transaction of 1M rows must peak where 100-row transactions do, and a 40 MiB row costs a
+    # few copies of itself (decoded, encoded for the guests, in each guest's memory).
+    handler_case --emit --checkpoint 500 "workload, two handlers" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    handler_case --emit --checkpoint 500 "1 txn of 1M rows, two handlers" 1000000 "$TXN1M_FILE" 1000000 "cdcbench.*"
+    handler_case --emit --checkpoint 500 "$BLOBS x 40 MiB LONGBLOB, two handlers" "$BLOBS" "$BLOB_FILE" "$BLOBS" "cdcbench.*"
+    out ""
+    out "Throughput kept with durable checkpoints (rows per CPU-s with \`--checkpoint\` / without, workload, trivial handler):"
+    out "$kept_500 at commit_interval_ms = 500, $kept_10 at 10."
+    out ""
+    out "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
     out ""
     out "No handler, same files (\`rowhook inspect --file F --format count\`: decode every row):"
     out ""
