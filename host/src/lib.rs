@@ -11,6 +11,7 @@
 //! - [`config`]: `rowhook.toml`, parsed and resolved into a validated plan.
 //! - [`sink`]: where emitted messages go (stdout, file, fifo).
 
+mod backoff;
 pub mod check;
 pub mod config;
 pub mod decode;

@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use mysql_async::prelude::Queryable;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Plan;
@@ -134,19 +133,14 @@ async fn server_position(
     cp: Option<&Checkpoint>,
 ) -> anyhow::Result<ServerPosition> {
     let mut conn = url.connect().await?;
-    let logs: Vec<(String, u64)> = conn
-        .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
-            let name: String = row.get(0).unwrap_or_default();
-            let size: u64 = row.get(1).unwrap_or_default();
-            (name, size)
-        })
+    let logs = crate::source::live::binary_logs(&mut conn)
         .await
         .map_err(|e| url.explain(e))?;
     let _ = conn.disconnect().await;
     let (file, pos) = logs.last().cloned().context("the server lists no binary logs")?;
     let bytes_behind = cp.and_then(|cp| {
         let at = logs.iter().position(|(n, _)| *n == cp.file)?;
-        let rest: u64 = logs[at..].iter().map(|(_, s)| s).sum();
+        let rest = logs[at..].iter().fold(0u64, |sum, (_, size)| sum.saturating_add(*size));
         Some(rest.saturating_sub(cp.pos))
     });
     Ok(ServerPosition {

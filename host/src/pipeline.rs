@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
 use crate::config::{HandlerPlan, OnError, Plan};
 use crate::decode::txn::TableFilter;
 use crate::decode::{ChangeVisitor, Commit, Flow, RowChange};
@@ -197,9 +198,7 @@ impl Pipeline {
     /// once every sink made what it acknowledged durable (group commit: one
     /// fsync per file sink for the whole batch).
     pub async fn checkpoint(&mut self) -> anyhow::Result<()> {
-        if self.store.is_none() {
-            return Ok(());
-        }
+        let Some(store) = &mut self.store else { return Ok(()) };
         if !self.batch.is_empty() {
             for (name, slot) in &mut self.sinks {
                 slot.sink.make_durable().await.map_err(|e| {
@@ -208,7 +207,6 @@ impl Pipeline {
                     )
                 })?;
             }
-            let Some(store) = &mut self.store else { return Ok(()) };
             store.commit(&self.batch)?;
             self.stats.checkpoints += 1;
             if let Some(p) = self.batch.position.take() {
@@ -430,12 +428,8 @@ impl Pipeline {
                         crate::json_text::write_str(out, &String::from_utf8_lossy(&msg.payload));
                     });
                     if self.store.is_some() {
-                        self.txn_dead_letters.push(DeadLetter {
-                            handler: h.plan.name.clone(),
-                            id: msg.id.clone(),
-                            error: err.to_string(),
-                            sink: dl.clone(),
-                        });
+                        self.txn_dead_letters
+                            .push(DeadLetter::new(&h.plan.name, &msg.id, err, dl));
                     }
                     letters.entry(dl.clone()).or_default().push(Message {
                         key: None,
@@ -541,12 +535,8 @@ impl Pipeline {
                     }
                 });
                 if self.store.is_some() {
-                    self.txn_dead_letters.push(DeadLetter {
-                        handler: h.plan.name.clone(),
-                        id: id.clone(),
-                        error: err.to_string(),
-                        sink: sink.clone(),
-                    });
+                    self.txn_dead_letters
+                        .push(DeadLetter::new(&h.plan.name, &id, &err, &sink));
                 }
                 let (msgs, origins) = self.pending.entry(sink).or_default();
                 msgs.push(Message { key: None, payload, id });
@@ -567,7 +557,7 @@ async fn write_with_retries(
     batch: &[Message],
     retries: &mut u64,
 ) -> Result<(), SinkError> {
-    let mut delay = SinkRetry::FIRST_DELAY.min(target.retry.max_delay);
+    let mut backoff = Backoff::new(SinkRetry::FIRST_DELAY, target.retry.max_delay);
     let mut attempt = 0;
     loop {
         match target.sink.write_batch(batch).await {
@@ -578,9 +568,9 @@ async fn write_with_retries(
                 return Ok(());
             }
             Err(e) if e.is_retryable() && target.retry.allows(attempt) => {
+                let delay = backoff.delay();
                 tracing::warn!(sink = %sink, attempt = attempt + 1, "sink unavailable, retrying in {delay:?}: {e}");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(target.retry.max_delay);
                 attempt += 1;
                 *retries += 1;
             }

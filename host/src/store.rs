@@ -56,6 +56,18 @@ pub struct DeadLetter {
     pub sink: String,
 }
 
+impl DeadLetter {
+    /// The record of `handler`'s change `id`, failed with `error`, sent to `sink`.
+    pub fn new(handler: &str, id: &str, error: &impl std::fmt::Display, sink: &str) -> DeadLetter {
+        DeadLetter {
+            handler: handler.to_owned(),
+            id: id.to_owned(),
+            error: error.to_string(),
+            sink: sink.to_owned(),
+        }
+    }
+}
+
 /// What a batch of committed transactions changes in the store.
 #[derive(Debug, Default)]
 pub struct Batch {

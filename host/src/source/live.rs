@@ -354,7 +354,7 @@ async fn master_status(conn: &mut Conn) -> Result<(String, u64), mysql_async::Er
 }
 
 /// The server's binlog files and sizes, oldest first.
-async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, mysql_async::Error> {
+pub(crate) async fn binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, mysql_async::Error> {
     let rows: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await?;
     Ok(rows
         .iter()

@@ -29,6 +29,7 @@ use mysql_common::binlog::events::Event;
 use super::StartPosition;
 use super::error::{Cause, SourceError};
 use super::live::{LiveOptions, LiveSource, describe};
+use crate::backoff::Backoff;
 use crate::decode::Cursor;
 use crate::decode::event::{RawEvent, types};
 use crate::decode::gtid::GtidState;
@@ -57,35 +58,6 @@ impl Default for RetryPolicy {
             max_attempts: None,
             connect_timeout: Duration::from_secs(10),
         }
-    }
-}
-
-/// Capped exponential backoff.
-#[derive(Debug, Clone)]
-struct Backoff {
-    next: Duration,
-    first: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(policy: &RetryPolicy) -> Self {
-        Self {
-            next: policy.first_delay,
-            first: policy.first_delay,
-            max: policy.max_delay.max(policy.first_delay),
-        }
-    }
-
-    /// The delay before the next attempt.
-    fn delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    fn reset(&mut self) {
-        self.next = self.first;
     }
 }
 
@@ -248,7 +220,7 @@ impl Resilient {
         stats.connected.store(true, Ordering::Relaxed);
         Ok(Self {
             resume: live.start().clone(),
-            backoff: Backoff::new(&policy),
+            backoff: Backoff::new(policy.first_delay, policy.max_delay),
             opts,
             policy,
             live,
@@ -495,16 +467,6 @@ fn restarted(before: Option<Instant>, after: Option<Instant>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_to_the_cap_and_starts_over() {
-        let mut b = Backoff::new(&RetryPolicy::default());
-        let got: Vec<u64> = (0..10).map(|_| b.delay().as_millis() as u64).collect();
-        assert_eq!(got, [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]);
-        b.reset();
-        assert_eq!(b.delay(), Duration::from_millis(100));
-        assert_eq!(b.delay(), Duration::from_millis(200));
-    }
 
     #[test]
     fn restart_is_a_moved_start_time() {
