@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::decode::gtid::GtidState;
 use crate::decode::txn::TableFilter;
 use crate::decode::value::RenderError;
-use crate::decode::{ChangeVisitor, Commit, Decoder, DecoderOptions, Flow, RowChange};
+use crate::decode::{ChangeVisitor, Commit, DecodeError, Decoder, DecoderOptions, Flow, RowChange, Undecodable};
 use crate::source::StartPosition;
 use crate::source::file::{BinlogFile, Next};
 use crate::source::live::LiveOptions;
@@ -23,6 +23,17 @@ pub enum Format {
     Json,
     /// Only the number of row changes, at the end.
     Count,
+}
+
+/// What to do with rows the decoder cannot decode (a table it cannot plan,
+/// a value it cannot read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnUndecodable {
+    /// Stop with an error naming the table, column and position.
+    #[default]
+    Halt,
+    /// Log them (table, column, position, reason) and read on.
+    Skip,
 }
 
 /// Where the binlog comes from.
@@ -55,6 +66,8 @@ pub struct InspectOptions {
     pub skip_statements: bool,
     /// Live: when to reconnect after a lost connection.
     pub reconnect: RetryPolicy,
+    /// Rows that cannot be decoded: halt, or log them and read on.
+    pub on_undecodable: OnUndecodable,
 }
 
 /// What a run saw.
@@ -74,6 +87,8 @@ pub struct Summary {
     pub partial_tail: Option<u64>,
     /// Live: lost connections resumed, by cause.
     pub reconnects: Reconnects,
+    /// Rows events (or their rest) passed over as undecodable, with `--on-error skip`.
+    pub undecodable: u64,
 }
 
 /// Writes row changes as JSON lines.
@@ -93,6 +108,8 @@ struct Printer<W: Write> {
     /// After a lost connection: the abandoned transaction comes again, and
     /// its changes up to this one (event, row) were printed already.
     printed_before_loss: Option<(u32, u32)>,
+    on_undecodable: OnUndecodable,
+    undecodable: u64,
     error: Option<anyhow::Error>,
 }
 
@@ -150,15 +167,14 @@ impl<W: Write> ChangeVisitor for Printer<W> {
             let mark = self.buf.len();
             if let Err(RenderError(e)) = change.write_json(&mut self.buf) {
                 self.buf.truncate(mark);
-                self.error = Some(anyhow::anyhow!(
-                    "{}:{}: cannot render row {} of `{}`.`{}`: {e}",
-                    change.file,
-                    change.pos,
-                    change.id(),
-                    change.table.db,
-                    change.table.table
-                ));
-                return Flow::Stop;
+                let rows = Undecodable::of_change(change, &e);
+                return match self.undecodable(&rows) {
+                    Flow::Continue => Flow::Continue,
+                    Flow::Stop => {
+                        self.error = Some(anyhow::anyhow!("{rows}{}", SKIP_HINT));
+                        Flow::Stop
+                    }
+                };
             }
             self.buf.push(b'\n');
             if self.buf.len() >= 1 << 16 && self.flush_buf() == Flow::Stop {
@@ -175,6 +191,20 @@ impl<W: Write> ChangeVisitor for Printer<W> {
     fn statement(&mut self, at: &crate::decode::At, sql: &[u8]) {
         let text = String::from_utf8_lossy(&sql[..sql.len().min(200)]);
         tracing::warn!(at = %at, sql = %text, "statement-based change skipped: its rows are not in the binlog");
+    }
+
+    fn undecodable(&mut self, rows: &Undecodable<'_>) -> Flow {
+        if self.skipping {
+            return Flow::Continue;
+        }
+        match self.on_undecodable {
+            OnUndecodable::Halt => Flow::Stop,
+            OnUndecodable::Skip => {
+                self.undecodable += 1;
+                tracing::warn!(change = %rows.id(), "{rows}; passed over (--on-error skip)");
+                Flow::Continue
+            }
+        }
     }
 
     fn commit(&mut self, _commit: &Commit<'_>) -> Flow {
@@ -225,6 +255,8 @@ pub async fn run<W: Write>(
         printed_txn: String::new(),
         printed_at: None,
         printed_before_loss: None,
+        on_undecodable: opts.on_undecodable,
+        undecodable: 0,
         error: None,
     };
     let dopts = DecoderOptions {
@@ -277,8 +309,12 @@ fn finish<W: Write>(mut printer: Printer<W>, mut summary: Summary) -> anyhow::Re
     let _ = printer.out.flush();
     summary.changes = printer.changes;
     summary.commits = printer.commits;
+    summary.undecodable = printer.undecodable;
     Ok(summary)
 }
+
+/// How to go on past rows that cannot be decoded.
+const SKIP_HINT: &str = "; to log such rows and read on, pass --on-error skip";
 
 /// Feeds one event, telling the printer where transactions begin.
 fn feed<W: Write>(
@@ -287,7 +323,10 @@ fn feed<W: Write>(
     printer: &mut Printer<W>,
 ) -> anyhow::Result<Flow> {
     let was_open = decoder.in_transaction();
-    let flow = decoder.feed(ev, printer)?;
+    let flow = decoder.feed(ev, printer).map_err(|e| match e {
+        DecodeError::Undecodable(what) => anyhow::anyhow!("{what}{SKIP_HINT}"),
+        e => e.into(),
+    })?;
     if !was_open && decoder.in_transaction() && printer.skip_gtids.is_some() {
         printer.begin(decoder.current_gtid());
     }

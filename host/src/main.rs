@@ -104,6 +104,15 @@ enum FormatArg {
     Count,
 }
 
+/// `inspect --on-error`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnErrorArg {
+    /// Stop at the first row that cannot be decoded.
+    Halt,
+    /// Log it and read on.
+    Skip,
+}
+
 #[derive(clap::Args)]
 struct InspectArgs {
     /// Source server, mysql://USER:PASSWORD@HOST:PORT (or ROWHOOK_URL).
@@ -148,6 +157,11 @@ struct InspectArgs {
     /// MIXED) instead of stopping: their rows are not in the binlog.
     #[arg(long)]
     skip_statements: bool,
+    /// Rows that cannot be decoded (a table whose TABLE_MAP cannot be
+    /// planned, a value that cannot be read): halt with an error naming the
+    /// table, column and position, or skip them with a warning and read on.
+    #[arg(long = "on-error", value_enum, default_value = "halt")]
+    on_error: OnErrorArg,
     /// Give up after N failed reconnection attempts in a row (default: keep
     /// trying, backing off up to 10 s; 0: a lost connection ends the run).
     #[arg(long, value_name = "N")]
@@ -238,6 +252,10 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         reconnect: rowhook::source::reconnect::RetryPolicy {
             max_attempts: args.max_reconnect_attempts,
             ..Default::default()
+        },
+        on_undecodable: match args.on_error {
+            OnErrorArg::Halt => rowhook::inspect::OnUndecodable::Halt,
+            OnErrorArg::Skip => rowhook::inspect::OnUndecodable::Skip,
         },
     };
     let stdout = std::io::stdout().lock();

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use crate::backoff::Backoff;
 use crate::config::{HandlerPlan, OnError, Plan};
 use crate::decode::txn::TableFilter;
-use crate::decode::{ChangeVisitor, Commit, Flow, RowChange};
+use crate::decode::{ChangeVisitor, Commit, Flow, RowChange, Undecodable};
 use crate::runtime::reload::{Reload, Reloader};
-use crate::runtime::{Grants, GuestError, Instance, Limits, Module, Runtime, SinkRules};
+use crate::runtime::{Grants, Instance, Limits, Module, Runtime, SinkRules};
 use crate::sink::{AnySink, Message, Sink, SinkError, SinkRetry};
 use crate::source::reconnect::SourceStats;
 use crate::store::{Batch, Checkpoint, DeadLetter, Store};
@@ -505,19 +505,21 @@ impl Pipeline {
         r
     }
 
-    fn handle_error(&mut self, i: usize, change: &RowChange<'_>, err: GuestError) -> Flow {
+    /// Applies handler `i`'s `on_error` to its failure on `failed`.
+    fn handle_error(&mut self, i: usize, failed: Failed<'_, '_>, err: &dyn std::fmt::Display) -> Flow {
         let h = &self.handlers[i];
-        let id = change.id();
+        let id = failed.id();
         match h.plan.on_error.clone() {
             OnError::Halt => {
+                let (db, table, file, pos) = failed.place();
                 self.halted = Some(anyhow::anyhow!(
                     "handler `{}` failed on {} (`{}`.`{}` at {}:{}): {err}; halting before the checkpoint moves (on_error = \"halt\")",
                     h.plan.name,
                     id,
-                    change.table.db,
-                    change.table.table,
-                    change.file,
-                    change.pos
+                    db,
+                    table,
+                    file,
+                    pos
                 ));
                 Flow::Stop
             }
@@ -530,13 +532,11 @@ impl Pipeline {
                 self.stats.handler_errors += 1;
                 let payload = dead_letter_payload(&h.plan.name, &err.to_string(), |out| {
                     out.extend_from_slice(b",\"change\":");
-                    if change.write_json(out).is_err() {
-                        out.extend_from_slice(b"null");
-                    }
+                    failed.write_json(out);
                 });
                 if self.store.is_some() {
                     self.txn_dead_letters
-                        .push(DeadLetter::new(&h.plan.name, &id, &err, &sink));
+                        .push(DeadLetter::new(&h.plan.name, &id, err, &sink));
                 }
                 let (msgs, origins) = self.pending.entry(sink).or_default();
                 msgs.push(Message { key: None, payload, id });
@@ -544,6 +544,58 @@ impl Pipeline {
                 self.pending_count += 1;
                 Flow::Continue
             }
+        }
+    }
+
+    /// Rows that cannot be decoded or encoded count as a failure of every
+    /// handler subscribed to them: each one's `on_error` applies.
+    fn fail_undecodable(&mut self, rows: &Undecodable<'_>) -> Flow {
+        let subscribed: Vec<usize> = (0..self.handlers.len())
+            .filter(|&i| self.handlers[i].plan.subscribes(rows.db, rows.table, rows.op))
+            .collect();
+        for i in subscribed {
+            if self.handle_error(i, Failed::Rows(rows), rows) == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// What a handler failed on: a row change, or rows that could not be decoded.
+#[derive(Clone, Copy)]
+enum Failed<'c, 'a> {
+    Change(&'c RowChange<'a>),
+    Rows(&'c Undecodable<'a>),
+}
+
+impl Failed<'_, '_> {
+    fn id(&self) -> String {
+        match self {
+            Failed::Change(c) => c.id(),
+            Failed::Rows(r) => r.id(),
+        }
+    }
+
+    /// Schema, table, binlog file and offset.
+    fn place(&self) -> (&str, &str, &str, u64) {
+        match self {
+            Failed::Change(c) => (&c.table.db, &c.table.table, c.file, c.pos),
+            Failed::Rows(r) => (r.db, r.table, r.file, r.pos),
+        }
+    }
+
+    /// The row change JSON, for a dead letter.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Failed::Change(c) => {
+                let mark = out.len();
+                if c.write_json(out).is_err() {
+                    out.truncate(mark);
+                    out.extend_from_slice(b"null");
+                }
+            }
+            Failed::Rows(r) => r.write_json(out),
         }
     }
 }
@@ -602,14 +654,13 @@ impl ChangeVisitor for Pipeline {
         self.stats.changes += 1;
         self.encoded.clear();
         if let Err(e) = crate::guest_abi::encode_change(change, &mut self.encoded) {
-            self.halted = Some(anyhow::anyhow!(
-                "{}:{}: cannot encode row change {}: {}",
-                change.file,
-                change.pos,
-                change.id(),
-                e.0
-            ));
-            return Flow::Stop;
+            let rows = Undecodable::of_change(change, &e.0);
+            for &i in targets.iter() {
+                if self.handle_error(i, Failed::Rows(&rows), &rows) == Flow::Stop {
+                    return Flow::Stop;
+                }
+            }
+            return Flow::Continue;
         }
         // The id is formatted once, and only for a change that emitted.
         let mut id: Option<String> = None;
@@ -653,7 +704,7 @@ impl ChangeVisitor for Pipeline {
                     }
                 }
                 Err(err) => {
-                    if self.handle_error(i, change, err) == Flow::Stop {
+                    if self.handle_error(i, Failed::Change(change), &err) == Flow::Stop {
                         return Flow::Stop;
                     }
                 }
@@ -662,6 +713,10 @@ impl ChangeVisitor for Pipeline {
         // The driver flushes between events once enough is buffered; one
         // rows event holds a bounded number of rows.
         Flow::Continue
+    }
+
+    fn undecodable(&mut self, rows: &Undecodable<'_>) -> Flow {
+        self.fail_undecodable(rows)
     }
 
     fn commit(&mut self, commit: &Commit<'_>) -> Flow {

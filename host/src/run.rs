@@ -47,7 +47,10 @@ fn step(
     ev: RawEvent<'_>,
     stop: Option<&mut watch::Receiver<bool>>,
 ) -> anyhow::Result<()> {
-    let flow = decoder.feed(ev, pipeline)?;
+    // A handler that halted says why better than the decoder's error does.
+    let flow = decoder
+        .feed(ev, pipeline)
+        .map_err(|e| pipeline.take_halt().unwrap_or_else(|| e.into()))?;
     if let Some(e) = pipeline.take_halt() {
         return Err(e);
     }

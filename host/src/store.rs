@@ -58,7 +58,7 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// The record of `handler`'s change `id`, failed with `error`, sent to `sink`.
-    pub fn new(handler: &str, id: &str, error: &impl std::fmt::Display, sink: &str) -> DeadLetter {
+    pub fn new(handler: &str, id: &str, error: &(impl std::fmt::Display + ?Sized), sink: &str) -> DeadLetter {
         DeadLetter {
             handler: handler.to_owned(),
             id: id.to_owned(),

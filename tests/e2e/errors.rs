@@ -326,3 +326,185 @@ fn follow_waits_for_the_rest_of_a_file() {
         .collect();
     assert_eq!(ids, (0..50).collect::<Vec<_>>());
 }
+
+/// The recorded shop binlog with the column types of the first TABLE_MAP of
+/// `table` made unknown to the decoder (its checksum recomputed): the rows
+/// that follow it cannot be decoded; those of every other table and of the
+/// next transactions of `table` can. Returns the file and the offset of the
+/// first rows event after that TABLE_MAP.
+fn binlog_with_unplannable_table(dir: &std::path::Path, table: &str) -> (std::path::PathBuf, u64) {
+    let mut b = std::fs::read(crate::support::root().join("examples/binlog/shop-bin.000001")).unwrap();
+    let mut pos = 4;
+    let mut patched = false;
+    while pos + 19 <= b.len() {
+        let size = u32::from_le_bytes(b[pos + 9..pos + 13].try_into().unwrap()) as usize;
+        let (type_code, ev) = (b[pos + 4], pos..pos + size);
+        if patched && matches!(type_code, 23 | 30) {
+            let out = dir.join("shop-bin.000001");
+            std::fs::write(&out, &b).unwrap();
+            return (out, pos as u64);
+        }
+        if type_code == 19 && !patched {
+            let body = &b[pos + 19..pos + size - 4];
+            let dl = usize::from(body[8]);
+            let tl = usize::from(body[8 + dl + 2]);
+            let name = &body[8 + dl + 3..8 + dl + 3 + tl];
+            if name == table.as_bytes() {
+                let stored = u32::from_le_bytes(b[ev.end - 4..ev.end].try_into().unwrap());
+                assert_eq!(
+                    crc32fast::hash(&b[ev.start..ev.end - 4]),
+                    stored,
+                    "the file has CRC32 checksums"
+                );
+                // The column count (one byte here), then the type codes: make
+                // the second column's type one no server writes.
+                let types = pos + 19 + 8 + dl + 3 + tl + 1 + 1;
+                b[types + 1] = 200;
+                let crc = crc32fast::hash(&b[ev.start..ev.end - 4]);
+                b[ev.end - 4..ev.end].copy_from_slice(&crc.to_le_bytes());
+                patched = true;
+            }
+        }
+        pos += size;
+    }
+    panic!("no TABLE_MAP of {table} followed by rows");
+}
+
+/// Rows the decoder cannot decode halt `inspect` with the table, column and
+/// position named and the way on; with `--on-error skip` they are logged and
+/// every other row still comes out, exactly.
+#[test]
+fn undecodable_rows_halt_or_are_skipped_in_inspect() {
+    let dir = crate::support::temp_dir("undecodable-inspect");
+    let (file, pos) = binlog_with_unplannable_table(&dir, "orders");
+    let path = file.to_str().unwrap();
+    let out = rowhook(&["inspect", "--file", path]);
+    let at = format!("shop-bin.000001:{pos}");
+    assert_clean_failure(
+        &out,
+        &[
+            "`shop`.`orders`",
+            &at,
+            "column `@2`",
+            "unsupported column type 200",
+            "--on-error skip",
+        ],
+    );
+    // What came before the bad rows was printed.
+    let golden = std::fs::read_to_string(crate::support::root().join("tests/golden/shop.jsonl")).unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!printed.is_empty() && golden.starts_with(&printed), "{printed}");
+
+    let out = rowhook(&["inspect", "--file", path, "--on-error", "skip"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let skipped: Vec<&str> = golden
+        .lines()
+        .filter(|l| l.contains(&format!("\"pos\":{pos},")))
+        .collect();
+    assert!(!skipped.is_empty());
+    assert!(skipped.iter().all(|l| l.contains("\"table\":\"orders\"")));
+    let expected: Vec<&str> = golden.lines().filter(|l| !skipped.contains(l)).collect();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>(),
+        expected
+    );
+    let log = stderr(&out);
+    assert_eq!(log.matches("passed over (--on-error skip)").count(), 1, "{log}");
+    assert!(log.contains(&at) && log.contains("column `@2`"), "{log}");
+}
+
+/// In `replay` (and `run`), undecodable rows are a failure of every handler
+/// subscribed to them: each one's `on_error` applies, as for a trap.
+#[test]
+fn undecodable_rows_follow_each_handlers_on_error() {
+    let dir = crate::support::temp_dir("undecodable-replay");
+    let (file, pos) = binlog_with_unplannable_table(&dir, "orders");
+    let minimal = crate::support::build_guest(&crate::support::root().join("guest-sdk/examples/minimal"), "minimal");
+    let config = |on_error: &str| {
+        let config = dir.join(format!("{on_error}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[sinks.orders_queue]
+kind = "file"
+path = "{on_error}.jsonl"
+
+[sinks.dead]
+kind = "file"
+path = "{on_error}-dead.jsonl"
+
+[[handlers]]
+name = "orders"
+module = "{}"
+tables = ["shop.orders"]
+ops = ["insert"]
+sinks = ["orders_queue"]
+on_error = "{on_error}"
+{}
+"#,
+                minimal.display(),
+                if on_error == "dead-letter" {
+                    "dead_letter = \"dead\""
+                } else {
+                    ""
+                }
+            ),
+        )
+        .unwrap();
+        config
+    };
+    let replay = |on_error: &str| {
+        rowhook(&[
+            "replay",
+            "-c",
+            config(on_error).to_str().unwrap(),
+            file.to_str().unwrap(),
+        ])
+    };
+
+    let out = replay("halt");
+    assert_clean_failure(
+        &out,
+        &[
+            "handler `orders` failed",
+            "`shop`.`orders`",
+            "column `@2`",
+            "on_error = \"halt\"",
+        ],
+    );
+
+    // The first orders insert is in the bad transaction; the next two are not.
+    let out = replay("skip");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("skip.jsonl")).unwrap(),
+        "{\"order\":1002}\n{\"order\":1003}\n"
+    );
+    assert!(
+        stderr(&out).contains("event skipped (on_error = \"skip\")"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = replay("dead-letter");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("dead-letter.jsonl")).unwrap(),
+        "{\"order\":1002}\n{\"order\":1003}\n"
+    );
+    let dead = std::fs::read_to_string(dir.join("dead-letter-dead.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["handler"], "orders");
+    assert_eq!(dead[0]["change"]["table"], "orders");
+    assert_eq!(dead[0]["change"]["pos"], pos);
+    assert_eq!(dead[0]["change"]["after"], serde_json::Value::Null);
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported column type 200"),
+        "{dead:?}"
+    );
+}

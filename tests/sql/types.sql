@@ -633,6 +633,69 @@ XA PREPARE 'gtrid', 'bqual', 7;
 XA COMMIT 'gtrid', 'bqual', 7;
 
 -- ===========================================================================================
+-- Signedness metadata next to YEAR and BIT
+-- ===========================================================================================
+-- TABLE_MAP gives one signedness bit per numeric column, in column order. MariaDB counts YEAR
+-- among them (MySQL does not) and BIT in neither; miscounting one shifts the signedness of every
+-- numeric column after it. Unsigned columns hold their maximum (all bits set: -1 if read as
+-- signed), signed ones a negative value (a large number if read as unsigned), so any shift shows.
+CREATE TABLE signedness (
+  id INT PRIMARY KEY, y YEAR, a INT UNSIGNED, bt BIT(4), b TINYINT, d MEDIUMINT UNSIGNED,
+  e DECIMAL(5,2) UNSIGNED, f FLOAT, m MEDIUMINT, g BIGINT UNSIGNED, s SMALLINT UNSIGNED
+) ENGINE=InnoDB;
+INSERT INTO signedness VALUES
+  (1, 2024, 4294967295, b'1010', -1, 16777215, 999.99, -1.5, -8388608, 18446744073709551615, 65535),
+  (2, 0, 0, b'0', 127, 0, 0, 0, 8388607, 0, 0),
+  (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+UPDATE signedness SET b = -128, y = 1901 WHERE id = 1;
+
+-- Every numeric type, signed and unsigned, before and after YEAR and BIT, in both orders,
+-- over more than one byte of signedness bits.
+CREATE TABLE signedness_mix (
+  id   INT PRIMARY KEY,
+  y1   YEAR,              tu  TINYINT UNSIGNED,   bt1 BIT(4),    ts  TINYINT,
+  su   SMALLINT UNSIGNED, y2  YEAR,               ss  SMALLINT,
+  mu   MEDIUMINT UNSIGNED, bt2 BIT(12),           ms  MEDIUMINT,
+  iu   INT UNSIGNED,      du  DECIMAL(5,2) UNSIGNED, i  INT,
+  bu   BIGINT UNSIGNED,   fl  FLOAT,              bi  BIGINT,
+  dbl  DOUBLE,            y3  YEAR,               dec_s DECIMAL(5,2),
+  bt3  BIT(64),           tu2 TINYINT UNSIGNED,   y4  YEAR,      ts2 TINYINT,
+  dbu  DOUBLE UNSIGNED,   bt4 BIT(1),             fu  FLOAT UNSIGNED, si2 SMALLINT
+) ENGINE=InnoDB;
+INSERT INTO signedness_mix VALUES
+  (1, 2000, 255, b'1111', -1, 65535, 2155, -1, 16777215, b'111111111111', -1,
+      4294967295, 999.99, -1, 18446744073709551615, -2.5, -1, -0.25, 1999, -999.99,
+      0xFFFFFFFFFFFFFFFF, 255, 1901, -128, 1.5, b'1', 0.5, -32768),
+  (2, 0, 0, b'0', 127, 0, 0, 32767, 0, b'0', 8388607, 0, 0, 2147483647, 0, 0,
+      9223372036854775807, 0, 0, 0, 0, 0, 0, 127, 0, b'0', 0, 32767);
+
+-- ===========================================================================================
+-- DECIMAL scales up to 38 (MariaDB; MySQL stops at 30)
+-- ===========================================================================================
+CREATE TABLE decs_scale (
+  id   INT PRIMARY KEY,
+  d38  DECIMAL(38,38),
+  d65  DECIMAL(65,38),
+  d39  DECIMAL(39,38),
+  d11  DECIMAL(1,1),
+  d10  DECIMAL(1,0),
+  dint DECIMAL(65,0)
+) ENGINE=InnoDB;
+INSERT INTO decs_scale VALUES
+  -- largest
+  (1, 0.99999999999999999999999999999999999999, 999999999999999999999999999.99999999999999999999999999999999999999, 9.99999999999999999999999999999999999999, 0.9, 9, 99999999999999999999999999999999999999999999999999999999999999999),
+  -- smallest
+  (2, -0.99999999999999999999999999999999999999, -999999999999999999999999999.99999999999999999999999999999999999999, -9.99999999999999999999999999999999999999, -0.9, -9, -99999999999999999999999999999999999999999999999999999999999999999),
+  -- zero
+  (3, 0, 0, 0, 0, 0, 0),
+  -- every digit group distinct, and the smallest magnitudes
+  (4, 0.12345678901234567890123456789012345678, 123456789012345678901234567.12345678901234567890123456789012345678,
+      -1.00000000000000000000000000000000000001, -0.1, -1, -10000000000000000000000000000000000000000000000000000000000000001),
+  (5, 0.00000000000000000000000000000000000001, -0.00000000000000000000000000000000000001, 0.00000000000000000000000000000000000001, 0.1, 1, 10000000000000000000000000000000000000000000000000000000000000000),
+  (6, NULL, NULL, NULL, NULL, NULL, NULL);
+UPDATE decs_scale SET d38 = -0.00000000000000000000000000000000000001, dint = 0 WHERE id = 5;
+
+-- ===========================================================================================
 -- 100,000 rows in one transaction, narrow table (rows events split at ~8 KiB)
 -- ===========================================================================================
 CREATE TABLE big (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB;

@@ -11,6 +11,7 @@
 
 pub mod charset;
 pub mod cursor;
+pub mod decimal;
 pub mod event;
 pub mod gtid;
 pub mod mysql_json;
@@ -26,7 +27,7 @@ mod robustness;
 
 pub use cursor::Cursor;
 pub use event::{EventHeader, FormatDescription, RawEvent};
-pub use txn::{ChangeVisitor, Commit, Decoder, DecoderOptions, Flow, Op, RowChange};
+pub use txn::{ChangeVisitor, Commit, Decoder, DecoderOptions, Flow, Op, RowChange, Undecodable};
 
 /// Why an event could not be decoded. Every variant that concerns bytes names
 /// where they are (binlog file and offset), so a report points at the event.
@@ -60,20 +61,11 @@ pub enum DecodeError {
         /// The table id in the rows event.
         table_id: u64,
     },
-    /// A column type this decoder does not know.
-    #[error("{at}: column {column} of `{db}`.`{table}` has unsupported type {type_code}")]
-    UnsupportedColumn {
-        /// Where the TABLE_MAP starts.
-        at: At,
-        /// Schema name.
-        db: String,
-        /// Table name.
-        table: String,
-        /// Column name or `@N`.
-        column: String,
-        /// The MySQL type code.
-        type_code: u8,
-    },
+    /// Rows the decoder cannot decode (a table it cannot plan, a row image
+    /// it cannot read), and the visitor chose to halt on them; names the
+    /// table, column and position.
+    #[error("{0}")]
+    Undecodable(String),
     /// An event type that cannot be skipped safely and is not understood.
     #[error("{at}: unknown event type {type_code} (not marked ignorable); refusing to skip it")]
     UnknownEvent {

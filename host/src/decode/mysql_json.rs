@@ -27,7 +27,8 @@
 //! to MySQL's 100 levels, and the work done is bounded by the input size even
 //! when a corrupt document points many entries at the same bytes.
 
-use crate::json_text::{write_base64, write_f64, write_i64, write_str, write_u64};
+use super::decimal::{decimal_bin_size, decimal_text};
+use crate::json_text::{self, write_base64, write_f64, write_i64, write_str, write_u64};
 
 /// MySQL's limit on nesting (`JSON_DOCUMENT_MAX_DEPTH`).
 const MAX_DEPTH: usize = 100;
@@ -63,22 +64,6 @@ const FT_NEWDECIMAL: u8 = 246;
 const OP_REPLACE: u8 = 0;
 const OP_INSERT: u8 = 1;
 const OP_REMOVE: u8 = 2;
-
-/// Bytes taken by the leftover (fewer than 9) digits of a binary DECIMAL.
-const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
-/// 10^n for the digits of one decimal group (a table: this runs per group of every DECIMAL value).
-const POW10: [u64; 10] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-    1_000_000_000,
-];
 
 /// Errors from decoding MySQL binary JSON. Every variant names the byte offset inside the value.
 ///
@@ -179,6 +164,16 @@ pub enum JsonError {
     },
 }
 
+impl From<super::decimal::DecimalError> for JsonError {
+    fn from(e: super::decimal::DecimalError) -> Self {
+        use super::decimal::DecimalError;
+        match e {
+            DecimalError::Truncated { offset } => JsonError::Truncated { offset },
+            DecimalError::Malformed { offset } => JsonError::BadDecimal { offset },
+        }
+    }
+}
+
 /// Appends the JSON text of the MySQL binary JSON document `bytes` to `out`.
 /// An empty `bytes` (MySQL writes a zero-length value for JSON null in some cases) is written as `null`.
 ///
@@ -226,30 +221,6 @@ pub fn write_json_with_diff(before: &[u8], diff: &[u8], out: &mut Vec<u8>) -> Re
         out.truncate(start);
     }
     r
-}
-
-/// Appends the MySQL binary DECIMAL(`precision`, `scale`) at the start of
-/// `bytes` as a plain number (`-10.55`, `1.50`, `0.00`: exactly `scale`
-/// fraction digits, no exponent, no superfluous leading zeros) and returns
-/// how many bytes it took ([`decimal_bin_size`]).
-///
-/// On error `out` is left as it was.
-pub fn write_decimal(bytes: &[u8], precision: u8, scale: u8, out: &mut Vec<u8>) -> Result<usize, JsonError> {
-    let start = out.len();
-    let r = decimal_text(bytes, precision, scale, 0, out);
-    if r.is_err() {
-        out.truncate(start);
-    }
-    r
-}
-
-/// Bytes taken by a binary DECIMAL(`precision`, `scale`): 4 bytes per 9
-/// digits on each side of the point, fewer for the leftover digits. A scale
-/// above the precision (invalid) counts as no integer digits.
-pub fn decimal_bin_size(precision: u8, scale: u8) -> usize {
-    let intg = usize::from(precision.saturating_sub(scale));
-    let frac = usize::from(scale);
-    intg / 9 * 4 + DIG2BYTES[intg % 9] + frac / 9 * 4 + DIG2BYTES[frac % 9]
 }
 
 // ---------------------------------------------------------------------------
@@ -604,14 +575,6 @@ fn write_opaque_base64(ft: u8, body: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// Appends `v` in decimal with at least `width` digits.
-fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
-    let mut buf = itoa::Buffer::new();
-    let s = buf.format(v);
-    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(s.len())));
-    out.extend_from_slice(s.as_bytes());
-}
-
 /// A temporal value in MySQL's packed longlong form, unpacked as
 /// `TIME_from_longlong_{time,datetime,date}_packed` do and printed as
 /// `my_TIME_to_str(.., 6)` does: always six fraction digits for TIME and
@@ -624,121 +587,34 @@ fn write_packed_temporal(ft: u8, packed: i64, out: &mut Vec<u8>) {
         if packed < 0 {
             out.push(b'-');
         }
-        push_padded(out, (int >> 12) % (1 << 10), 2);
+        json_text::write_u64_padded(out, (int >> 12) % (1 << 10), 2);
         out.push(b':');
-        push_padded(out, (int >> 6) % (1 << 6), 2);
+        json_text::write_u64_padded(out, (int >> 6) % (1 << 6), 2);
         out.push(b':');
-        push_padded(out, int % (1 << 6), 2);
+        json_text::write_u64_padded(out, int % (1 << 6), 2);
         out.push(b'.');
-        push_padded(out, frac, 6);
+        json_text::write_u64_padded(out, frac, 6);
         return;
     }
     let ymd = int >> 17;
     let ym = ymd >> 5;
     let hms = int % (1 << 17);
-    push_padded(out, ym / 13, 4);
+    json_text::write_u64_padded(out, ym / 13, 4);
     out.push(b'-');
-    push_padded(out, ym % 13, 2);
+    json_text::write_u64_padded(out, ym % 13, 2);
     out.push(b'-');
-    push_padded(out, ymd % (1 << 5), 2);
+    json_text::write_u64_padded(out, ymd % (1 << 5), 2);
     if ft == FT_DATE {
         return;
     }
     out.push(b' ');
-    push_padded(out, hms >> 12, 2);
+    json_text::write_u64_padded(out, hms >> 12, 2);
     out.push(b':');
-    push_padded(out, (hms >> 6) % (1 << 6), 2);
+    json_text::write_u64_padded(out, (hms >> 6) % (1 << 6), 2);
     out.push(b':');
-    push_padded(out, hms % (1 << 6), 2);
+    json_text::write_u64_padded(out, hms % (1 << 6), 2);
     out.push(b'.');
-    push_padded(out, frac, 6);
-}
-
-// ---------------------------------------------------------------------------
-// DECIMAL
-
-/// Reads the digit groups of a binary DECIMAL in order. The stored image has
-/// the sign bit of the first byte inverted (so images sort as numbers), and a
-/// negative number has every byte inverted.
-struct DecimalGroups<'a> {
-    b: &'a [u8],
-    pos: usize,
-    mask: u8,
-    abs: usize,
-}
-
-impl DecimalGroups<'_> {
-    fn next(&mut self, digits: usize) -> Result<u64, JsonError> {
-        let start = self.pos;
-        let mut v: u64 = 0;
-        for _ in 0..DIG2BYTES[digits.min(9)] {
-            let raw = *self.b.get(self.pos).ok_or(JsonError::Truncated {
-                offset: at(self.abs, self.pos),
-            })?;
-            let sign_flip = if self.pos == 0 { 0x80 } else { 0 };
-            v = (v << 8) | u64::from(raw ^ sign_flip ^ self.mask);
-            self.pos += 1;
-        }
-        if v >= POW10[digits.min(9)] {
-            return Err(JsonError::BadDecimal {
-                offset: at(self.abs, start),
-            });
-        }
-        Ok(v)
-    }
-}
-
-fn decimal_text(bytes: &[u8], precision: u8, scale: u8, abs: usize, out: &mut Vec<u8>) -> Result<usize, JsonError> {
-    if precision == 0 || scale > precision {
-        return Err(JsonError::BadDecimal { offset: abs });
-    }
-    let size = decimal_bin_size(precision, scale);
-    let b = bytes.get(..size).ok_or(JsonError::Truncated { offset: abs })?;
-    let negative = b.first().is_some_and(|&first| first & 0x80 == 0);
-    let mut groups = DecimalGroups {
-        b,
-        pos: 0,
-        mask: if negative { 0xff } else { 0 },
-        abs,
-    };
-    let intg = usize::from(precision - scale);
-    let frac = usize::from(scale);
-
-    let start = out.len();
-    if negative {
-        out.push(b'-');
-    }
-    let mut nonzero = false;
-    // The leftover integer digits come first, then whole 9-digit groups.
-    let lead = Some(intg % 9).filter(|&d| d > 0);
-    let mut started = false;
-    for digits in lead.into_iter().chain(std::iter::repeat_n(9, intg / 9)) {
-        let v = groups.next(digits)?;
-        nonzero |= v != 0;
-        if started {
-            push_padded(out, v, digits);
-        } else if v != 0 {
-            write_u64(out, v);
-            started = true;
-        }
-    }
-    if !started {
-        out.push(b'0');
-    }
-    if frac > 0 {
-        out.push(b'.');
-        let tail = Some(frac % 9).filter(|&d| d > 0);
-        for digits in std::iter::repeat_n(9, frac / 9).chain(tail) {
-            let v = groups.next(digits)?;
-            nonzero |= v != 0;
-            push_padded(out, v, digits);
-        }
-    }
-    // "-0.00" is not a number MySQL would show; keep zero unsigned.
-    if negative && !nonzero {
-        out.remove(start);
-    }
-    Ok(size)
+    json_text::write_u64_padded(out, frac, 6);
 }
 
 // ---------------------------------------------------------------------------
@@ -1241,13 +1117,6 @@ mod tests {
         Ok(String::from_utf8(out).expect("UTF-8 output"))
     }
 
-    fn dec(bytes: &[u8], precision: u8, scale: u8) -> Result<String, JsonError> {
-        let mut out = Vec::new();
-        let n = write_decimal(bytes, precision, scale, &mut out)?;
-        assert_eq!(n, decimal_bin_size(precision, scale));
-        Ok(String::from_utf8(out).expect("UTF-8 output"))
-    }
-
     // --- A small test-side encoder, so structured cases stay readable. ---
 
     #[derive(Clone)]
@@ -1674,80 +1543,6 @@ mod tests {
         );
     }
 
-    // --- DECIMAL ---
-
-    #[test]
-    fn decimal_sizes() {
-        assert_eq!(decimal_bin_size(14, 4), 7);
-        assert_eq!(decimal_bin_size(10, 0), 5);
-        assert_eq!(decimal_bin_size(9, 0), 4);
-        assert_eq!(decimal_bin_size(1, 1), 1);
-        assert_eq!(decimal_bin_size(65, 30), 30);
-        assert_eq!(decimal_bin_size(0, 0), 0);
-        assert_eq!(decimal_bin_size(2, 5), 3);
-    }
-
-    #[test]
-    fn decimals() {
-        // The example in MySQL's decimal2bin documentation.
-        assert_eq!(
-            dec(&[0x81, 0x0d, 0xfb, 0x38, 0xd2, 0x04, 0xd2], 14, 4).unwrap(),
-            "1234567890.1234"
-        );
-        assert_eq!(
-            dec(&[0x7e, 0xf2, 0x04, 0xc7, 0x2d, 0xfb, 0x2d], 14, 4).unwrap(),
-            "-1234567890.1234"
-        );
-        assert_eq!(dec(&[0x75, 0xc8], 4, 2).unwrap(), "-10.55");
-        assert_eq!(dec(&[0x8a, 0x37], 4, 2).unwrap(), "10.55");
-        assert_eq!(dec(&[0x81, 0x32], 3, 2).unwrap(), "1.50");
-        assert_eq!(dec(&[0x80, 0x00], 3, 2).unwrap(), "0.00");
-        assert_eq!(dec(&[0x7f, 0xff], 3, 2).unwrap(), "0.00");
-        assert_eq!(dec(&[0x85], 1, 1).unwrap(), "0.5");
-        assert_eq!(dec(&[0x7a], 1, 1).unwrap(), "-0.5");
-        assert_eq!(dec(&[0x80, 0, 0, 0, 0], 10, 0).unwrap(), "0");
-        assert_eq!(dec(&[0x80, 0, 0, 0, 7], 10, 0).unwrap(), "7");
-        // A zero leftover group then a full group: no leading zeros.
-        assert_eq!(dec(&[0x80, 0x00, 0x00, 0x00, 0x07, 0x00], 12, 1).unwrap(), "7.0");
-        // Fraction groups keep their leading zeros.
-        assert_eq!(dec(&[0x80, 0x00, 0x00, 0x05], 9, 9).unwrap(), "0.000000005");
-        // DECIMAL(65,30) of all nines.
-        // 8 leftover integer digits (99999999 in 4 bytes), 3 + 3 nine-digit
-        // groups, 3 leftover fraction digits (999 in 2 bytes).
-        let mut max = vec![0x85, 0xf5, 0xe0, 0xff];
-        max.extend([0x3b, 0x9a, 0xc9, 0xff].repeat(6));
-        max.extend([0x03, 0xe7]);
-        assert_eq!(max.len(), 30);
-        assert_eq!(
-            dec(&max, 65, 30).unwrap(),
-            format!("{}.{}", "9".repeat(35), "9".repeat(30))
-        );
-    }
-
-    #[test]
-    fn decimal_consumes_only_its_bytes_and_appends() {
-        let mut out = b"[".to_vec();
-        assert_eq!(write_decimal(&[0x81, 0x32, 0xaa, 0xbb], 3, 2, &mut out), Ok(2));
-        assert_eq!(out, b"[1.50");
-    }
-
-    #[test]
-    fn bad_decimals() {
-        // 100 in a two-digit group.
-        assert_eq!(dec(&[0x8a, 0x64], 4, 2), Err(JsonError::BadDecimal { offset: 1 }));
-        // 1_000_000_000 in a nine-digit group.
-        assert_eq!(
-            dec(&[0xbb, 0x9a, 0xca, 0x00], 9, 0),
-            Err(JsonError::BadDecimal { offset: 0 })
-        );
-        assert_eq!(dec(&[0x81], 3, 2), Err(JsonError::Truncated { offset: 0 }));
-        assert_eq!(dec(&[0x80], 0, 0), Err(JsonError::BadDecimal { offset: 0 }));
-        assert_eq!(dec(&[0x80, 0, 0], 2, 3), Err(JsonError::BadDecimal { offset: 0 }));
-        let mut out = b"keep".to_vec();
-        assert!(write_decimal(&[0x8a, 0x64], 4, 2, &mut out).is_err());
-        assert_eq!(out, b"keep");
-    }
-
     // --- Errors ---
 
     #[test]
@@ -1920,7 +1715,8 @@ mod tests {
             };
             out.clear();
             let _ = write_json(&bytes, &mut out);
-            let _ = write_decimal(&bytes, rng.next() as u8 % 70, rng.next() as u8 % 35, &mut out);
+            let _ =
+                super::super::decimal::write_decimal(&bytes, rng.next() as u8 % 70, rng.next() as u8 % 35, &mut out);
             let _ = write_json_with_diff(FIXTURE_JOE_24, &bytes, &mut out);
             let _ = write_json_with_diff(&bytes, &diff_list(&[(OP_REMOVE, "$[0]", None)]), &mut out);
         }

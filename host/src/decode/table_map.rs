@@ -235,19 +235,27 @@ struct RawColumn {
 }
 
 impl RawColumn {
-    fn is_numeric(&self) -> bool {
-        matches!(
-            self.real_type,
+    /// Whether the column takes a bit in the SIGNEDNESS metadata. The
+    /// servers disagree on YEAR: MySQL lists only the integer, floating and
+    /// decimal types (`is_numeric_type`), while MariaDB gives a bit to every
+    /// `Field_num`, and its `Field_year` is one (it is stored as a TINYINT).
+    /// BIT takes no bit on either. A YEAR counted wrongly shifts the bits of
+    /// every numeric column after it onto its neighbour: silent corruption of
+    /// signed and unsigned values, so the rule is pinned by tests on both.
+    fn takes_signedness_bit(&self, flavor: Flavor) -> bool {
+        match self.real_type {
             col::TINY
-                | col::SHORT
-                | col::INT24
-                | col::LONG
-                | col::LONGLONG
-                | col::FLOAT
-                | col::DOUBLE
-                | col::NEWDECIMAL
-                | col::DECIMAL
-        )
+            | col::SHORT
+            | col::INT24
+            | col::LONG
+            | col::LONGLONG
+            | col::FLOAT
+            | col::DOUBLE
+            | col::NEWDECIMAL
+            | col::DECIMAL => true,
+            col::YEAR => flavor == Flavor::MariaDb,
+            _ => false,
+        }
     }
 
     fn is_enum_or_set(&self) -> bool {
@@ -364,7 +372,7 @@ fn read_optional(raw: &[RawColumn], flavor: Flavor, bytes: &[u8]) -> Result<Opti
         primary_key: vec![false; n],
         ..Optional::default()
     };
-    let numeric: Vec<usize> = (0..n).filter(|&i| raw[i].is_numeric()).collect();
+    let numeric: Vec<usize> = (0..n).filter(|&i| raw[i].takes_signedness_bit(flavor)).collect();
     let character: Vec<usize> = (0..n).filter(|&i| raw[i].is_character(flavor)).collect();
     let enum_set: Vec<usize> = (0..n).filter(|&i| raw[i].is_enum_or_set()).collect();
     let mut c = Cursor::new(bytes);
@@ -619,7 +627,7 @@ fn plan_kind(
         col::DOUBLE => ColumnKind::Double,
         col::NEWDECIMAL => {
             let (precision, scale) = (rc.meta as u8, rc.meta2);
-            if precision == 0 || precision > 65 || scale > 30 || scale > precision {
+            if precision == 0 || precision > 65 || scale > 38 || scale > precision {
                 return Err(PlanError::Invalid(
                     "DECIMAL precision/scale",
                     format!("({precision},{scale})"),
@@ -628,7 +636,7 @@ fn plan_kind(
             ColumnKind::Decimal {
                 precision,
                 scale,
-                size: super::mysql_json::decimal_bin_size(precision, scale),
+                size: super::decimal::decimal_bin_size(precision, scale),
             }
         }
         col::DATE | col::NEWDATE => ColumnKind::Date,
@@ -690,4 +698,113 @@ fn plan_kind(
         },
         t => return Err(PlanError::UnsupportedType { index, type_code: t }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TABLE_MAP body for `test`.`t` with `columns` (type code, metadata
+    /// bytes) and a SIGNEDNESS field of `signedness` bytes.
+    fn table_map(columns: &[(u8, &[u8])], signedness: &[u8]) -> Vec<u8> {
+        let mut b = vec![1, 0, 0, 0, 0, 0, 0, 0]; // table id 1, flags
+        b.extend_from_slice(&[4, b't', b'e', b's', b't', 0, 1, b't', 0]);
+        b.push(columns.len() as u8);
+        b.extend(columns.iter().map(|c| c.0));
+        let meta: Vec<u8> = columns.iter().flat_map(|c| c.1.iter().copied()).collect();
+        b.push(meta.len() as u8);
+        b.extend_from_slice(&meta);
+        b.extend(std::iter::repeat_n(0xff, columns.len().div_ceil(8)));
+        b.extend_from_slice(&[meta::SIGNEDNESS, signedness.len() as u8]);
+        b.extend_from_slice(signedness);
+        b
+    }
+
+    fn unsigned_ints(t: &TableMap) -> Vec<(usize, bool)> {
+        t.columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c.kind {
+                ColumnKind::Int { unsigned, .. } => Some((i, unsigned)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn plan(flavor: Flavor, columns: &[(u8, &[u8])], signedness: &[u8]) -> TableMap {
+        let ctx = PlanContext {
+            flavor,
+            table_id_len: 6,
+        };
+        TableMap::parse(&table_map(columns, signedness), ctx).expect("plans")
+    }
+
+    #[test]
+    fn year_takes_a_signedness_bit_on_mariadb_only() {
+        // y YEAR, a TINYINT UNSIGNED, bt BIT(4), b TINYINT, c TINYINT UNSIGNED
+        let columns: &[(u8, &[u8])] = &[
+            (col::YEAR, &[]),
+            (col::TINY, &[]),
+            (col::BIT, &[4, 0]),
+            (col::TINY, &[]),
+            (col::TINY, &[]),
+        ];
+        // MariaDB writes y=1 (YEAR is unsigned), a=1, b=0, c=1; BIT takes no bit.
+        let t = plan(Flavor::MariaDb, columns, &[0b1101_0000]);
+        assert_eq!(unsigned_ints(&t), [(1, true), (3, false), (4, true)]);
+        // MySQL writes no bit for YEAR: a=1, b=0, c=1.
+        let t = plan(Flavor::MySql, columns, &[0b1010_0000]);
+        assert_eq!(unsigned_ints(&t), [(1, true), (3, false), (4, true)]);
+    }
+
+    #[test]
+    fn signedness_bits_run_over_bytes_past_bit_and_year() {
+        // Nine integers alternating unsigned/signed with a BIT and a YEAR
+        // among them: the ninth bit is in the second byte.
+        let mut columns: Vec<(u8, &[u8])> = Vec::new();
+        let mut bits = Vec::new();
+        for i in 0..9 {
+            if i == 2 {
+                columns.push((col::BIT, &[1, 0]));
+            }
+            if i == 5 {
+                columns.push((col::YEAR, &[]));
+                bits.push(true);
+            }
+            columns.push((col::LONGLONG, &[]));
+            bits.push(i % 2 == 0);
+        }
+        let mut bytes = vec![0u8; bits.len().div_ceil(8)];
+        for (k, &b) in bits.iter().enumerate() {
+            if b {
+                bytes[k / 8] |= 0x80 >> (k % 8);
+            }
+        }
+        let t = plan(Flavor::MariaDb, &columns, &bytes);
+        let got: Vec<bool> = unsigned_ints(&t).into_iter().map(|(_, u)| u).collect();
+        assert_eq!(got, (0..9).map(|i| i % 2 == 0).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn decimal_scale_up_to_38() {
+        for (precision, scale, ok) in [
+            (38, 38, true),
+            (65, 38, true),
+            (1, 1, true),
+            (65, 0, true),
+            (39, 39, false),
+            (66, 0, false),
+            (5, 6, false),
+            (0, 0, false),
+        ] {
+            let r = TableMap::parse(
+                &table_map(&[(col::NEWDECIMAL, &[precision, scale])], &[0]),
+                PlanContext {
+                    flavor: Flavor::MariaDb,
+                    table_id_len: 6,
+                },
+            );
+            assert_eq!(r.is_ok(), ok, "DECIMAL({precision},{scale}): {:?}", r.err());
+        }
+    }
 }

@@ -41,6 +41,119 @@ pub trait ChangeVisitor {
         let _ = commit;
         Flow::Continue
     }
+    /// Rows the decoder cannot turn into values (a table it cannot plan, a
+    /// row image it cannot read). The visitor applies its error policy:
+    /// [`Flow::Continue`] when it recorded them (logged, skipped,
+    /// dead-lettered) and the stream goes on, [`Flow::Stop`] to halt, and
+    /// then [`Decoder::feed`] returns [`DecodeError::Undecodable`] naming
+    /// them. The default halts.
+    fn undecodable(&mut self, rows: &Undecodable<'_>) -> Flow {
+        let _ = rows;
+        Flow::Stop
+    }
+}
+
+/// Rows of a table that the decoder cannot decode: where they are, which
+/// table and column, and why. Only the rows event's framing is trusted, so
+/// the rest of the event is passed over; the stream goes on after it.
+#[derive(Debug, Clone, Copy)]
+pub struct Undecodable<'a> {
+    /// The transaction part of the ids, as in [`RowChange::txn`].
+    pub txn: &'a str,
+    /// Index of the rows event within the transaction.
+    pub event_index: u32,
+    /// The first row not decoded; the rows before it were delivered. 0 when
+    /// the table could not be planned: none of the event's rows were.
+    pub row_index: u32,
+    /// The operation of the rows event.
+    pub op: Op,
+    /// Schema name.
+    pub db: &'a str,
+    /// Table name.
+    pub table: &'a str,
+    /// The column, when the problem is in one.
+    pub column: Option<&'a str>,
+    /// The transaction's GTID, if the server wrote one.
+    pub gtid: Option<&'a str>,
+    /// Binlog file of the rows event.
+    pub file: &'a str,
+    /// Offset of the rows event.
+    pub pos: u64,
+    /// Header timestamp of the rows event (seconds).
+    pub ts: u32,
+    /// What is wrong.
+    pub reason: &'a str,
+}
+
+impl Undecodable<'_> {
+    /// The id of the first row not decoded (`<txn>:<event>:<row>`).
+    pub fn id(&self) -> String {
+        format!("{}:{}:{}", self.txn, self.event_index, self.row_index)
+    }
+
+    /// The row change JSON without images (`"before"` and `"after"` are
+    /// null), with the reason under `"undecodable"`: for dead letters.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"id\":");
+        json_text::write_str(out, &self.id());
+        out.extend_from_slice(b",\"op\":\"");
+        out.extend_from_slice(self.op.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"db\":");
+        json_text::write_str(out, self.db);
+        out.extend_from_slice(b",\"table\":");
+        json_text::write_str(out, self.table);
+        out.extend_from_slice(b",\"ts\":");
+        json_text::write_u64(out, u64::from(self.ts));
+        out.extend_from_slice(b",\"gtid\":");
+        match self.gtid {
+            Some(g) => json_text::write_str(out, g),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"file\":");
+        json_text::write_str(out, self.file);
+        out.extend_from_slice(b",\"pos\":");
+        json_text::write_u64(out, self.pos);
+        out.extend_from_slice(b",\"before\":null,\"after\":null,\"undecodable\":");
+        json_text::write_str(out, &self.to_string());
+        out.push(b'}');
+    }
+
+    /// A row change whose values cannot be rendered (`reason` names the column).
+    pub fn of_change<'a>(change: &RowChange<'a>, reason: &'a str) -> Undecodable<'a> {
+        Undecodable {
+            txn: change.txn,
+            event_index: change.event_index,
+            row_index: change.row_index,
+            op: change.op,
+            db: &change.table.db,
+            table: &change.table.table,
+            column: None,
+            gtid: change.gtid,
+            file: change.file,
+            pos: change.pos,
+            ts: change.ts,
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for Undecodable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot decode {} of `{}`.`{}` from row {} of the rows event at {}:{}",
+            self.op.as_str(),
+            self.db,
+            self.table,
+            self.row_index,
+            self.file,
+            self.pos
+        )?;
+        if let Some(c) = self.column {
+            write!(f, ", column `{c}`")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
 }
 
 /// One row change, borrowed from the event it was decoded from.
@@ -203,12 +316,24 @@ pub struct DecoderOptions {
     pub skip_statements: bool,
 }
 
-/// A planned table, or a table the filter excludes.
+/// A planned table, a table the filter excludes, or one that cannot be planned.
 struct TableSlot {
     /// The TABLE_MAP body it was planned from; an identical body (the same
     /// table in the next transaction) reuses the plan.
     body: Vec<u8>,
-    plan: Option<TableMap>,
+    plan: Planned,
+}
+
+enum Planned {
+    Table(TableMap),
+    Filtered,
+    /// Its rows are reported to [`ChangeVisitor::undecodable`].
+    Broken {
+        db: String,
+        table: String,
+        column: Option<String>,
+        reason: String,
+    },
 }
 
 /// The open transaction.
@@ -618,7 +743,7 @@ impl Decoder {
                 id,
                 TableSlot {
                     body: ev.body.to_vec(),
-                    plan: None,
+                    plan: Planned::Filtered,
                 },
             );
             return Ok(Flow::Continue);
@@ -627,7 +752,39 @@ impl Decoder {
             flavor: self.fde.flavor,
             table_id_len: self.table_id_len,
         };
-        let mut plan = TableMap::parse(ev.body, ctx).map_err(|e| self.plan_error(ev, e))?;
+        let mut plan = match TableMap::parse(ev.body, ctx) {
+            Ok(plan) => plan,
+            Err(e) => {
+                // Only this table's rows are lost to it: they go to the
+                // visitor's error policy as they come, and the stream goes on.
+                let (column, reason) = match e {
+                    PlanError::Short(what) => (None, format!("its TABLE_MAP is truncated in the {what}")),
+                    PlanError::UnsupportedType { index, type_code } => (
+                        Some(format!("@{}", index + 1)),
+                        format!("unsupported column type {type_code}"),
+                    ),
+                    PlanError::Invalid(what, detail) => (None, format!("invalid {what} {detail} in its TABLE_MAP")),
+                };
+                let (db, table) = (
+                    String::from_utf8_lossy(db).into_owned(),
+                    String::from_utf8_lossy(table).into_owned(),
+                );
+                tracing::warn!(at = %self.at(ev.pos), db = %db, table = %table, "cannot plan the table: {reason}");
+                self.tables.insert(
+                    id,
+                    TableSlot {
+                        body: ev.body.to_vec(),
+                        plan: Planned::Broken {
+                            db,
+                            table,
+                            column,
+                            reason,
+                        },
+                    },
+                );
+                return Ok(Flow::Continue);
+            }
+        };
         if !plan.has_names {
             let key = (plan.db.clone(), plan.table.clone());
             let provided = self.names.get(&key).is_some_and(|names| plan.rename_columns(names));
@@ -643,40 +800,10 @@ impl Decoder {
             id,
             TableSlot {
                 body: ev.body.to_vec(),
-                plan: Some(plan),
+                plan: Planned::Table(plan),
             },
         );
         Ok(Flow::Continue)
-    }
-
-    fn plan_error(&self, ev: RawEvent<'_>, e: PlanError) -> DecodeError {
-        let (db, table) = TableMap::peek_names(ev.body, self.table_id_len)
-            .map(|(_, d, t)| {
-                (
-                    String::from_utf8_lossy(d).into_owned(),
-                    String::from_utf8_lossy(t).into_owned(),
-                )
-            })
-            .unwrap_or_default();
-        match e {
-            PlanError::Short(what) => DecodeError::Truncated {
-                at: self.at(ev.pos),
-                what,
-                need: 1,
-            },
-            PlanError::UnsupportedType { index, type_code } => DecodeError::UnsupportedColumn {
-                at: self.at(ev.pos),
-                db,
-                table,
-                column: format!("@{}", index + 1),
-                type_code,
-            },
-            PlanError::Invalid(what, detail) => DecodeError::Invalid {
-                at: self.at(ev.pos),
-                what,
-                detail: format!("{detail} in `{db}`.`{table}`"),
-            },
-        }
     }
 
     fn rows<V: ChangeVisitor>(&mut self, ev: RawEvent<'_>, kind: RowsKind, v: &mut V) -> Result<Flow, DecodeError> {
@@ -698,10 +825,36 @@ impl Decoder {
         };
         let header =
             rows::parse_header(ev.body, kind, self.table_id_len).map_err(|what| self.truncated(ev.pos, what))?;
-        let Some(table) = slot.plan.as_ref() else {
+        let table = match &slot.plan {
+            Planned::Table(table) => table,
             // Filtered out: count its rows cheaply is not possible without
             // decoding, so they are not counted in `rows` of the commit.
-            return Ok(Flow::Continue);
+            Planned::Filtered => return Ok(Flow::Continue),
+            Planned::Broken {
+                db,
+                table,
+                column,
+                reason,
+            } => {
+                let rows = Undecodable {
+                    txn: &self.txn.id,
+                    event_index,
+                    row_index: 0,
+                    op: kind.op,
+                    db,
+                    table,
+                    column: column.as_deref(),
+                    gtid: self.txn.gtid.as_deref(),
+                    file: &self.file,
+                    pos: ev.pos,
+                    ts: ev.header.timestamp,
+                    reason,
+                };
+                return match v.undecodable(&rows) {
+                    Flow::Continue => Ok(Flow::Continue),
+                    Flow::Stop => Err(DecodeError::Undecodable(rows.to_string())),
+                };
+            }
         };
         let inflated;
         let data: &[u8] = if kind.compressed {
@@ -725,40 +878,40 @@ impl Decoder {
                 rows::Op::Update => rows::read_image(&mut c, table, w, header.present, false, &mut before)
                     .and_then(|_| rows::read_image(&mut c, table, w, header.present_after, kind.partial, &mut after)),
             };
-            if let Err(e) = read {
-                let detail = match e {
-                    ImageError::Short { column } => format!(
-                        "row {row_index} of `{}`.`{}` ends inside column {}",
-                        table.db,
-                        table.table,
-                        table.columns.get(column).map_or("?", |c| c.name.as_str())
-                    ),
-                    ImageError::Width { event, table: n } => format!(
-                        "rows event has {event} columns but the TABLE_MAP of `{}`.`{}` has {n}",
-                        table.db, table.table
-                    ),
-                };
-                result = Err(DecodeError::Invalid {
-                    at: At {
-                        file: self.file.clone(),
-                        pos: ev.pos,
-                    },
-                    what: "row image",
-                    detail,
-                });
-                break;
-            }
-            if c.len() == left {
+            let problem = match read {
+                Err(ImageError::Short { column }) => Some((
+                    table.columns.get(column).map(|c| c.name.as_str()),
+                    "the row image ends inside this column".to_owned(),
+                )),
+                Err(ImageError::Width { event, table: n }) => Some((
+                    None,
+                    format!("the rows event has {event} columns but the TABLE_MAP has {n}"),
+                )),
                 // No column in the image (an empty bitmap): a row takes no
                 // bytes, so the rows would never end.
-                result = Err(self.invalid(
-                    ev.pos,
-                    "row image",
-                    format!(
-                        "rows event of `{}`.`{}` has no columns in its image",
-                        table.db, table.table
-                    ),
-                ));
+                Ok(_) if c.len() == left => Some((None, "the row image has no columns".to_owned())),
+                Ok(_) => None,
+            };
+            if let Some((column, reason)) = problem {
+                // Row boundaries after a bad row are unknown: the rest of the
+                // event goes to the visitor's error policy with it.
+                let rows = Undecodable {
+                    txn: &self.txn.id,
+                    event_index,
+                    row_index,
+                    op: kind.op,
+                    db: &table.db,
+                    table: &table.table,
+                    column,
+                    gtid: self.txn.gtid.as_deref(),
+                    file: &self.file,
+                    pos: ev.pos,
+                    ts: ev.header.timestamp,
+                    reason: &reason,
+                };
+                if v.undecodable(&rows) == Flow::Stop {
+                    result = Err(DecodeError::Undecodable(rows.to_string()));
+                }
                 break;
             }
             let change = RowChange {

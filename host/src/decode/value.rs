@@ -138,7 +138,7 @@ pub fn write_json(
                 return Err(RenderError("decimal value in a non-decimal column".into()));
             };
             out.push(b'"');
-            super::mysql_json::write_decimal(b, precision, scale, out)
+            super::decimal::write_decimal(b, precision, scale, out)
                 .map_err(|e| RenderError(format!("DECIMAL({precision},{scale}): {e}")))?;
             out.push(b'"');
         }
