@@ -286,7 +286,8 @@ pub enum RawOp {
 pub struct RawLimits {
     /// Linear memory cap of one instance in MiB, 1 to 4096 (default 64).
     pub memory_mb: Option<u32>,
-    /// CPU deadline of one call in milliseconds, 1 to 60000 (default 100).
+    /// Wall-clock deadline of one call in milliseconds, 1 to 60000 (default
+    /// 100): the time from the call to its return, host calls included.
     pub time_ms: Option<u32>,
     /// Messages one row change may emit, 0 to 10000 (default 64).
     pub emits_per_event: Option<u32>,

@@ -3,18 +3,19 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::runtime::Runtime;
 
 use crate::decode::gtid::GtidState;
 use crate::decode::txn::TableFilter;
 use crate::decode::value::RenderError;
 use crate::decode::{ChangeVisitor, Commit, DecodeError, Decoder, DecoderOptions, Flow, RowChange, Undecodable};
+use crate::driver::{Consumer, DriveOptions, Ended, Stop, drive};
 use crate::source::StartPosition;
-use crate::source::file::{BinlogFile, Next};
+use crate::source::file::{BinlogFiles, FileStart};
 use crate::source::live::LiveOptions;
-use crate::source::reconnect::{Reconnects, Resilient, RetryPolicy, Step};
+use crate::source::reconnect::{Reconnects, Resilient, RetryPolicy};
 
 /// What to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,13 +237,41 @@ impl<W: Write> Printer<W> {
     }
 }
 
+impl<W: Write> Consumer for Printer<W> {
+    fn after_event(&mut self, _: &Runtime, decoder: &Decoder, began: bool, _: &mut Stop) -> anyhow::Result<()> {
+        if began && self.skip_gtids.is_some() {
+            self.begin(decoder.current_gtid());
+        }
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn decode_failed(&mut self, e: DecodeError) -> anyhow::Error {
+        match e {
+            DecodeError::Undecodable(what) => anyhow::anyhow!("{what}{SKIP_HINT}"),
+            e => e.into(),
+        }
+    }
+
+    fn abandon_transaction(&mut self) {
+        Printer::abandon_transaction(self);
+    }
+
+    /// A live tail shows changes as they happen; bulk reads still write in chunks.
+    fn idle(&mut self) -> anyhow::Result<()> {
+        self.flush_out()
+    }
+}
+
+/// How to go on past rows that cannot be decoded.
+const SKIP_HINT: &str = "; to log such rows and read on, pass --on-error skip";
+
 /// Runs `inspect`, writing to `out`, until the input ends, the limit is
-/// reached, or `shutdown` resolves.
-pub async fn run<W: Write>(
-    opts: InspectOptions,
-    out: W,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<Summary> {
+/// reached, or `stop` is requested. Call it outside any async runtime; `rt`
+/// serves the live source.
+pub fn run<W: Write>(rt: &Runtime, opts: InspectOptions, out: W, mut stop: Stop) -> anyhow::Result<Summary> {
     let mut printer = Printer {
         out,
         buf: Vec::with_capacity(1 << 17),
@@ -268,29 +297,63 @@ pub async fn run<W: Write>(
         return Ok(Summary::default());
     }
     let mut summary = Summary::default();
-    let decoder = match &opts.input {
+    let mut decoder = Decoder::new(dopts, "");
+    let driven = match &opts.input {
         Input::Live(live) => {
-            tokio::pin!(shutdown);
             let mut live = live.clone();
             live.allow_minimal_metadata = opts.allow_minimal_metadata;
             live.start = opts.start.clone();
-            let r = tokio::select! {
-                r = run_live(&live, &opts.reconnect, dopts, &mut printer, &mut summary) => r,
-                () = &mut shutdown => return finish(printer, summary),
-            };
-            r
+            let mut source = rt.block_on(Resilient::open(live, opts.reconnect.clone()))?;
+            let stats = source.stats();
+            decoder.set_gtid_state(source.start_gtids().clone());
+            let driven = drive(
+                rt,
+                &mut source,
+                &mut decoder,
+                &mut printer,
+                &mut stop,
+                DriveOptions {
+                    names_from_source: opts.allow_minimal_metadata,
+                },
+            );
+            summary.reconnects = stats.reconnects();
+            driven
         }
-        Input::Files(files) => run_files(files, &opts, dopts, &mut printer, &mut summary),
+        Input::Files(files) => {
+            let (first, start) = match &opts.start {
+                StartPosition::Earliest => (0, None),
+                StartPosition::Latest => (files.len().saturating_sub(1), Some(FileStart::End)),
+                StartPosition::File { file, pos } => (
+                    BinlogFiles::position_of(files, file)
+                        .with_context(|| format!("--start names {file}, which is not among the files given"))?,
+                    Some(FileStart::At(*pos)),
+                ),
+                StartPosition::Gtid(set) => {
+                    printer.skip_gtids = Some(GtidState::parse(set).map_err(|e| anyhow::anyhow!("--start: {e}"))?);
+                    (0, None)
+                }
+            };
+            let mut source = BinlogFiles::new(files, first, start, opts.follow)?;
+            drive(
+                rt,
+                &mut source,
+                &mut decoder,
+                &mut printer,
+                &mut stop,
+                DriveOptions::default(),
+            )
+        }
     };
     // What was decoded before an error is still written out.
-    let decoder = match decoder {
-        Ok(d) => d,
+    match driven {
+        Ok(Ended::End { partial }) => summary.partial_tail = partial,
+        Ok(Ended::Stopped | Ended::Interrupted) => {}
         Err(e) => {
             printer.flush_buf();
             let _ = printer.out.flush();
             return Err(e);
         }
-    };
+    }
     let (file, pos, gtids) = decoder.resume_position();
     summary.resume_file = file.to_owned();
     summary.resume_pos = pos;
@@ -311,195 +374,6 @@ fn finish<W: Write>(mut printer: Printer<W>, mut summary: Summary) -> anyhow::Re
     summary.commits = printer.commits;
     summary.undecodable = printer.undecodable;
     Ok(summary)
-}
-
-/// How to go on past rows that cannot be decoded.
-const SKIP_HINT: &str = "; to log such rows and read on, pass --on-error skip";
-
-/// Feeds one event, telling the printer where transactions begin.
-fn feed<W: Write>(
-    decoder: &mut Decoder,
-    ev: crate::decode::RawEvent<'_>,
-    printer: &mut Printer<W>,
-) -> anyhow::Result<Flow> {
-    let was_open = decoder.in_transaction();
-    let flow = decoder.feed(ev, printer).map_err(|e| match e {
-        DecodeError::Undecodable(what) => anyhow::anyhow!("{what}{SKIP_HINT}"),
-        e => e.into(),
-    })?;
-    if !was_open && decoder.in_transaction() && printer.skip_gtids.is_some() {
-        printer.begin(decoder.current_gtid());
-    }
-    if let Some(e) = printer.error.take() {
-        return Err(e);
-    }
-    Ok(flow)
-}
-
-async fn run_live<W: Write>(
-    live: &LiveOptions,
-    policy: &RetryPolicy,
-    dopts: DecoderOptions,
-    printer: &mut Printer<W>,
-    summary: &mut Summary,
-) -> anyhow::Result<Decoder> {
-    let mut source = Resilient::open(live.clone(), policy.clone()).await?;
-    let stats = source.stats();
-    let mut decoder = Decoder::new(dopts, "");
-    decoder.set_gtid_state(source.start_gtids().clone());
-    let mut named = std::collections::HashSet::new();
-    loop {
-        // Output goes out whenever the stream has nothing ready: a live tail
-        // shows changes as they happen, and bulk reads still write in chunks.
-        let next = {
-            let mut next = std::pin::pin!(source.next_event());
-            match std::future::poll_fn(|cx| std::task::Poll::Ready(next.as_mut().poll(cx))).await {
-                std::task::Poll::Ready(r) => r,
-                std::task::Poll::Pending => {
-                    printer.flush_out()?;
-                    next.await
-                }
-            }
-        };
-        let event = match next {
-            Ok(Step::Event(event)) => event,
-            Ok(Step::Resumed(_)) => {
-                summary.reconnects = stats.reconnects();
-                let txn = decoder.current_gtid().map(str::to_owned);
-                if decoder.abandon_transaction() {
-                    tracing::info!(
-                        txn = txn.as_deref().unwrap_or("-"),
-                        printed = printer.printed_at.is_some(),
-                        "the stream was lost inside a transaction: it is read again from its start, and its changes already printed are not printed again"
-                    );
-                }
-                printer.abandon_transaction();
-                continue;
-            }
-            Err(e) => {
-                summary.reconnects = stats.reconnects();
-                return Err(e.into());
-            }
-        };
-        let raw = source.raw(&event);
-        if live.allow_minimal_metadata
-            && raw.header.type_code == crate::decode::event::types::TABLE_MAP
-            && let Some((_, db, table)) =
-                crate::decode::table_map::TableMap::peek_names(raw.body, decoder.table_id_len())
-        {
-            let key = (
-                String::from_utf8_lossy(db).into_owned(),
-                String::from_utf8_lossy(table).into_owned(),
-            );
-            if named.insert(key.clone()) {
-                let names = source.column_names(&key.0, &key.1).await?;
-                tracing::warn!(
-                    db = %key.0, table = %key.1,
-                    "column names taken from information_schema (binlog_row_metadata is not FULL): they are today's names and are wrong for rows written before a rename"
-                );
-                decoder.provide_names(&key.0, &key.1, names);
-            }
-        }
-        let is_payload = raw.header.type_code == crate::decode::event::types::TRANSACTION_PAYLOAD;
-        let commits = printer.commits;
-        let flow = feed(&mut decoder, raw, printer)?;
-        if printer.commits != commits {
-            source.committed(decoder.resume_position());
-        }
-        if is_payload {
-            source.skip_payload_copies(decoder.payload_events());
-        }
-        if flow == Flow::Stop {
-            break;
-        }
-    }
-    summary.reconnects = stats.reconnects();
-    Ok(decoder)
-}
-
-fn run_files<W: Write>(
-    files: &[PathBuf],
-    opts: &InspectOptions,
-    dopts: DecoderOptions,
-    printer: &mut Printer<W>,
-    summary: &mut Summary,
-) -> anyhow::Result<Decoder> {
-    anyhow::ensure!(!files.is_empty(), "no binlog files given");
-    let mut decoder = Decoder::new(dopts, "");
-    let mut first = 0;
-    let mut seek_to = None;
-    match &opts.start {
-        StartPosition::Earliest => {}
-        StartPosition::Latest => {
-            first = files.len() - 1;
-            seek_to = Some(u64::MAX);
-        }
-        StartPosition::File { file, pos } => {
-            first = files
-                .iter()
-                .position(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == *file))
-                .with_context(|| format!("--start names {file}, which is not among the files given"))?;
-            seek_to = Some(*pos);
-        }
-        StartPosition::Gtid(set) => {
-            printer.skip_gtids = Some(GtidState::parse(set).map_err(|e| anyhow::anyhow!("--start: {e}"))?);
-        }
-    }
-    let mut queue: Vec<PathBuf> = files[first..].to_vec();
-    let mut i = 0;
-    while i < queue.len() {
-        let path = queue[i].clone();
-        let mut file = BinlogFile::open(&path)?;
-        decoder.set_file(file.name());
-        if let Some(pos) = seek_to.take() {
-            // The format description is needed before any other event.
-            if let Next::Event(ev) = file.next_event()? {
-                feed(&mut decoder, ev, printer)?;
-            }
-            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            let target = if pos == u64::MAX { len } else { pos };
-            if target > len {
-                anyhow::bail!(
-                    "--start {}:{target} is past the end of the file ({len} bytes)",
-                    file.name()
-                );
-            }
-            file.seek(target)?;
-        }
-        let name_before = file.name().to_owned();
-        loop {
-            match file.next_event()? {
-                Next::Event(ev) => {
-                    let flow = feed(&mut decoder, ev, printer)?;
-                    if flow == Flow::Stop {
-                        return Ok(decoder);
-                    }
-                    if opts.follow && decoder.file() != name_before && i + 1 == queue.len() {
-                        // A ROTATE at the end of a file names the next one.
-                        let next = path.with_file_name(decoder.file());
-                        queue.push(next);
-                    }
-                }
-                Next::End { partial } => {
-                    if opts.follow && i + 1 == queue.len() && decoder.file() == file.name() {
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                    if partial.is_some() && i + 1 == queue.len() {
-                        summary.partial_tail = partial;
-                        tracing::warn!(
-                            file = %path.display(),
-                            offset = partial,
-                            "the file ends inside an event (still being written, or cut): stopped at the last whole event"
-                        );
-                    }
-                    break;
-                }
-            }
-        }
-        i += 1;
-    }
-    Ok(decoder)
 }
 
 /// Reads the names of the binlog files in `dir` in order, from its index file.

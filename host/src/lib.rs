@@ -15,6 +15,7 @@ mod backoff;
 pub mod check;
 pub mod config;
 pub mod decode;
+pub mod driver;
 pub mod guest_abi;
 pub mod inspect;
 pub mod json_text;

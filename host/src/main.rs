@@ -206,7 +206,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Replay(args) => replay(args),
         Command::State(args) => state(&rt, args),
-        Command::Inspect(args) => rt.block_on(inspect(args)),
+        Command::Inspect(args) => inspect(&rt, args),
         Command::Check(args) => check(&rt, args),
     };
     match result {
@@ -218,7 +218,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+fn inspect(rt: &tokio::runtime::Runtime, args: InspectArgs) -> anyhow::Result<ExitCode> {
     let start: StartPosition = args
         .start
         .parse()
@@ -260,10 +260,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     };
     let stdout = std::io::stdout().lock();
     let out = std::io::BufWriter::with_capacity(1 << 16, stdout);
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    rowhook::inspect::run(opts, out, shutdown).await?;
+    rowhook::inspect::run(rt, opts, out, rowhook::driver::stop_on_signals(rt))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -109,6 +109,9 @@ pub struct Pipeline {
     txn_dead_letters: Vec<DeadLetter>,
     /// The live source's counters, for the status file.
     source: Option<Arc<SourceStats>>,
+    /// When the status file is rewritten next, and how often, if it is
+    /// rewritten on a timer as well as at checkpoints.
+    status_timer: Option<(tokio::time::Instant, Duration)>,
 }
 
 /// What a configured handler may emit to, with each sink's rules.
@@ -173,6 +176,7 @@ impl Pipeline {
             position: None,
             txn_dead_letters: Vec::new(),
             source: None,
+            status_timer: None,
         })
     }
 
@@ -254,6 +258,35 @@ impl Pipeline {
         if let Err(e) = crate::ops::write_status(dir, &report) {
             tracing::warn!("writing {}: {e}", dir.join(crate::ops::STATUS_FILE).display());
         }
+    }
+
+    /// Rewrites the status file every `every` as well as at checkpoints, so
+    /// that it shows a live run's counters while no checkpoint is due.
+    pub fn write_status_every(&mut self, every: Duration) {
+        self.status_timer = Some((tokio::time::Instant::now() + every, every));
+    }
+
+    /// When the next timed work is due: a waiting checkpoint, or the status file.
+    pub fn next_tick(&self) -> Option<tokio::time::Instant> {
+        let checkpoint = self.checkpoint_due_in().map(|d| tokio::time::Instant::now() + d);
+        match (checkpoint, self.status_timer.map(|(at, _)| at)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Does the timed work that is due: the checkpoint, the status file.
+    pub async fn tick(&mut self) -> anyhow::Result<()> {
+        if self.checkpoint_due_in().is_some_and(|d| d.is_zero()) {
+            self.checkpoint().await?;
+        }
+        if let Some((at, every)) = self.status_timer
+            && at <= tokio::time::Instant::now()
+        {
+            self.write_status();
+            self.status_timer = Some((tokio::time::Instant::now() + every, every));
+        }
+        Ok(())
     }
 
     /// Whether acknowledged transactions wait for a checkpoint.

@@ -1,11 +1,11 @@
 //! `rowhook run` and `rowhook replay`: the configured handlers over a live
 //! server or recorded binlog files.
 //!
-//! Handlers are called outside any async runtime: WASI's synchronous
-//! bindings block on futures of their own, which cannot happen inside a
-//! runtime's context. The drivers are therefore plain loops on the calling
-//! thread that enter a private runtime only for I/O (reading the stream,
-//! writing to sinks).
+//! Both read through the one loop of [`crate::driver`], with the
+//! [`Pipeline`] as its consumer. Handlers are called outside any async
+//! runtime: WASI's synchronous bindings block on futures of their own, which
+//! cannot happen inside a runtime's context; the loop enters a private
+//! runtime only for I/O (reading the stream, writing to sinks).
 //!
 //! `run` keeps handler state and the resume position in the store under
 //! `[state] path` and resumes there; `replay` does so only when asked
@@ -16,17 +16,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::watch;
 
 use crate::config::Plan;
 use crate::decode::gtid::GtidState;
-use crate::decode::{Decoder, DecoderOptions, Flow, RawEvent};
+use crate::decode::{DecodeError, Decoder, DecoderOptions};
+use crate::driver::{Consumer, DriveOptions, Interrupted, Stop, drive, stop_on_signals};
 use crate::pipeline::{Pipeline, Stats};
 use crate::runtime::Runtime;
 use crate::source::StartPosition;
-use crate::source::file::{BinlogFile, Next};
+use crate::source::file::{BinlogFiles, FileStart};
 use crate::source::live::LiveOptions;
-use crate::source::reconnect::{Resilient, RetryPolicy, Step};
+use crate::source::reconnect::{Resilient, RetryPolicy};
 use crate::store::{Checkpoint, Store};
 
 fn decoder_for(plan: &Plan, file: &str) -> Decoder {
@@ -38,78 +38,54 @@ fn decoder_for(plan: &Plan, file: &str) -> Decoder {
     Decoder::new(opts, file)
 }
 
-/// Feeds one event and flushes at commits and when the buffer is large. A
-/// flush waiting on a sink gives way to `stop` (with [`Interrupted`]).
-fn step(
-    rt: &tokio::runtime::Runtime,
-    decoder: &mut Decoder,
-    pipeline: &mut Pipeline,
-    ev: RawEvent<'_>,
-    stop: Option<&mut watch::Receiver<bool>>,
-) -> anyhow::Result<()> {
-    // A handler that halted says why better than the decoder's error does.
-    let flow = decoder
-        .feed(ev, pipeline)
-        .map_err(|e| pipeline.take_halt().unwrap_or_else(|| e.into()))?;
-    if let Some(e) = pipeline.take_halt() {
-        return Err(e);
-    }
-    debug_assert_eq!(flow, Flow::Continue);
-    if pipeline.flush_due() {
-        match stop {
-            Some(stop) => rt.block_on(async {
-                tokio::select! {
-                    r = pipeline.flush() => r,
-                    _ = stop.wait_for(|stop| *stop) => Err(Interrupted.into()),
-                }
-            })?,
-            None => rt.block_on(pipeline.flush())?,
+impl Consumer for Pipeline {
+    /// Flushes at commits and when the buffer is large; a flush waiting on a
+    /// sink gives way to `stop` (with [`Interrupted`]). Reloads are applied
+    /// between transactions.
+    fn after_event(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        decoder: &Decoder,
+        _: bool,
+        stop: &mut Stop,
+    ) -> anyhow::Result<()> {
+        if let Some(e) = self.take_halt() {
+            return Err(e);
         }
+        if self.flush_due() {
+            rt.block_on(async {
+                tokio::select! {
+                    r = self.flush() => r,
+                    () = stop.requested_wait() => Err(Interrupted.into()),
+                }
+            })?;
+        }
+        if !decoder.in_transaction() {
+            self.apply_reloads();
+        }
+        Ok(())
     }
-    if !decoder.in_transaction() {
-        pipeline.apply_reloads();
-    }
-    Ok(())
-}
 
-/// A flush given up for a stop request: the transaction was not acknowledged.
-#[derive(Debug, thiserror::Error)]
-#[error("stopped while a sink was being written")]
-struct Interrupted;
+    /// A handler that halted says why better than the decoder's error does.
+    fn decode_failed(&mut self, e: DecodeError) -> anyhow::Error {
+        self.take_halt().unwrap_or_else(|| e.into())
+    }
+
+    fn abandon_transaction(&mut self) {
+        Pipeline::abandon_transaction(self);
+    }
+
+    fn next_tick(&self) -> Option<tokio::time::Instant> {
+        Pipeline::next_tick(self)
+    }
+
+    fn tick(&mut self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        rt.block_on(Pipeline::tick(self))
+    }
+}
 
 /// How often `run` rewrites the status file when no checkpoint did.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
-
-/// Turns the first SIGINT or SIGTERM into a stop request; the second exits
-/// at once (the store is crash-safe: the next start resumes at the last
-/// checkpoint).
-fn stop_on_signals(rt: &tokio::runtime::Runtime) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    rt.spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let mut signals = 0;
-        loop {
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                Some(()) = async {
-                    match term.as_mut() {
-                        Some(t) => t.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
-            }
-            signals += 1;
-            if signals == 1 {
-                tracing::info!("stopping after the acknowledged transactions (signal again to exit at once)");
-                tx.send_replace(true);
-            } else {
-                tracing::warn!("exiting at once: the next start resumes at the last checkpoint");
-                std::process::exit(130);
-            }
-        }
-    });
-    rx
-}
 
 fn io_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -141,17 +117,13 @@ pub fn replay_with(plan: &Plan, files: &[PathBuf], opts: &ReplayOptions) -> anyh
     let mut pipeline = rt.block_on(Pipeline::new(plan, Runtime::new()?))?;
     pipeline.watch_modules()?;
     let mut decoder = decoder_for(plan, "");
-    let mut first = 0;
-    let mut seek_to = None;
     let resume = match opts.checkpoint {
         true => pipeline.attach_store(Store::open(&plan.state.path)?)?,
         false => None,
     };
-    if let Some(cp) = resume {
-        first = files
-            .iter()
-            .position(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == cp.file))
-            .with_context(|| {
+    let (first, start) = match &resume {
+        Some(cp) => {
+            let first = BinlogFiles::position_of(files, &cp.file).with_context(|| {
                 format!(
                     "the checkpoint in {} is at {}:{}, and {} is not among the files given: pass it and the files after it, or move the start with `rowhook state set-start`",
                     plan.state.path.display(),
@@ -160,35 +132,21 @@ pub fn replay_with(plan: &Plan, files: &[PathBuf], opts: &ReplayOptions) -> anyh
                     cp.file
                 )
             })?;
-        seek_to = Some(cp.pos);
-        resume_gtids(&mut decoder, &cp)?;
-        tracing::info!(file = %cp.file, pos = cp.pos, "resuming after the checkpoint");
-    }
-    let result = (|| {
-        for path in &files[first..] {
-            let mut file = BinlogFile::open(path)?;
-            decoder.set_file(file.name());
-            if let Some(pos) = seek_to.take() {
-                // The format description comes first, wherever we resume.
-                if let Next::Event(ev) = file.next_event()? {
-                    step(&rt, &mut decoder, &mut pipeline, ev, None)?;
-                }
-                file.seek(pos)?;
-            }
-            loop {
-                match file.next_event()? {
-                    Next::Event(ev) => step(&rt, &mut decoder, &mut pipeline, ev, None)?,
-                    Next::End { partial } => {
-                        if let Some(at) = partial {
-                            tracing::warn!(file = %path.display(), offset = at, "the file ends inside an event: stopped at the last whole event");
-                        }
-                        break;
-                    }
-                }
-            }
+            resume_gtids(&mut decoder, cp)?;
+            tracing::info!(file = %cp.file, pos = cp.pos, "resuming after the checkpoint");
+            (first, Some(FileStart::At(cp.pos)))
         }
-        Ok(())
-    })();
+        None => (0, None),
+    };
+    let mut source = BinlogFiles::new(files, first, start, false)?;
+    let result = drive(
+        &rt,
+        &mut source,
+        &mut decoder,
+        &mut pipeline,
+        &mut Stop::never(),
+        DriveOptions::default(),
+    );
     // Messages of a transaction whose commit is not in the files are not sent:
     // the transaction is not committed as far as these files tell. After a
     // failure, what was acknowledged before it is still checkpointed.
@@ -247,72 +205,19 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     }
     pipeline.attach_source(live.stats());
     pipeline.write_status();
+    pipeline.write_status_every(STATUS_EVERY);
     let mut stop = stop_on_signals(&rt);
-    let mut next_status = tokio::time::Instant::now() + STATUS_EVERY;
-    let result = loop {
-        let due = pipeline.checkpoint_due_in();
-        let next = rt.block_on(async {
-            tokio::select! {
-                // Cancel-safe: a timer may win mid-reconnect.
-                e = live.next_event() => e.map(Wake::Event).map_err(anyhow::Error::from),
-                _ = stop.wait_for(|stop| *stop) => Ok(Wake::Stop),
-                _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => Ok(Wake::Checkpoint),
-                _ = tokio::time::sleep_until(next_status) => Ok(Wake::Status),
-            }
-        });
-        let event = match next {
-            Ok(Wake::Event(Step::Event(e))) => e,
-            Ok(Wake::Event(Step::Resumed(_))) => {
-                // The new stream starts at the last commit: the open
-                // transaction comes again from its first event.
-                decoder.abandon_transaction();
-                pipeline.abandon_transaction();
-                continue;
-            }
-            Ok(Wake::Stop) => break Ok(()),
-            Ok(Wake::Checkpoint) => match rt.block_on(pipeline.checkpoint()) {
-                Ok(()) => continue,
-                Err(e) => break Err(e),
-            },
-            Ok(Wake::Status) => {
-                pipeline.write_status();
-                next_status = tokio::time::Instant::now() + STATUS_EVERY;
-                continue;
-            }
-            Err(e) => break Err(e),
-        };
-        let raw = live.raw(&event);
-        let payload = raw.header.type_code == crate::decode::event::types::TRANSACTION_PAYLOAD;
-        let commits = pipeline.stats().commits;
-        match step(&rt, &mut decoder, &mut pipeline, raw, Some(&mut stop)) {
-            Ok(()) => {}
-            Err(e) if e.is::<Interrupted>() => {
-                // Its messages may be partly written: it is handled again,
-                // with the same ids, at the next start.
-                decoder.abandon_transaction();
-                pipeline.abandon_transaction();
-                break Ok(());
-            }
-            Err(e) => break Err(e),
-        }
-        if pipeline.stats().commits != commits {
-            live.committed(decoder.resume_position());
-        }
-        if payload {
-            live.skip_payload_copies(decoder.payload_events());
-        }
-    };
+    let result = drive(
+        &rt,
+        &mut live,
+        &mut decoder,
+        &mut pipeline,
+        &mut stop,
+        DriveOptions::default(),
+    );
     // Acknowledged transactions are checkpointed even when stopping on an
     // error; the one in progress is handled again at the next start.
     let closed = rt.block_on(pipeline.close());
     result.and(closed)?;
     Ok(pipeline.stats().clone())
-}
-
-/// What the live loop woke up for.
-enum Wake {
-    Event(Step),
-    Stop,
-    Checkpoint,
-    Status,
 }

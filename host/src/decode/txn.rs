@@ -367,6 +367,8 @@ pub struct Decoder {
     before: Vec<Value<'static>>,
     after: Vec<Value<'static>>,
     payload_events: usize,
+    /// Transactions committed so far.
+    commits: u64,
 }
 
 /// Reuses a vector's allocation for values of another lifetime. The vector
@@ -394,7 +396,14 @@ impl Decoder {
             before: Vec::new(),
             after: Vec::new(),
             payload_events: 0,
+            commits: 0,
         }
+    }
+
+    /// How many transactions have committed: a reader compares it across
+    /// [`Decoder::feed`] to see that a commit happened.
+    pub fn commits(&self) -> u64 {
+        self.commits
     }
 
     /// Sets the GTID state the stream starts from (as requested by the reader).
@@ -670,6 +679,7 @@ impl Decoder {
         }
         self.txn.open = false;
         self.resume = (self.file.clone(), ev.end);
+        self.commits += 1;
         v.commit(&Commit {
             txn: &self.txn.id,
             gtid: self.txn.gtid.as_deref(),

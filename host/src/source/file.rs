@@ -83,6 +83,8 @@ pub struct BinlogFile {
     end: usize,
     offset: u64,
     checksum: bool,
+    /// The last event read: header, body range in `buf`, offset, end.
+    last: Option<(EventHeader, std::ops::Range<usize>, u64, u64)>,
 }
 
 impl BinlogFile {
@@ -111,6 +113,7 @@ impl BinlogFile {
             end: 0,
             offset: 4,
             checksum: false,
+            last: None,
         })
     }
 
@@ -138,7 +141,20 @@ impl BinlogFile {
         self.start = 0;
         self.end = 0;
         self.offset = pos;
+        self.last = None;
         Ok(())
+    }
+
+    /// The event the last [`BinlogFile::next_event`] returned, until the next
+    /// call or a seek.
+    pub fn current(&self) -> Option<RawEvent<'_>> {
+        let (header, body, pos, end) = self.last.clone()?;
+        Some(RawEvent {
+            header,
+            body: &self.buf[body],
+            pos,
+            end,
+        })
     }
 
     /// Makes at least `n` bytes available in the buffer, if the file has them.
@@ -236,12 +252,155 @@ impl BinlogFile {
             verify(&self.path, pos, whole)?;
             body = &body[..body.len() - CHECKSUM_LEN];
         }
+        let body_start = body.as_ptr() as usize - self.buf.as_ptr() as usize;
+        self.last = Some((header, body_start..body_start + body.len(), pos, pos + size as u64));
         Ok(Next::Event(RawEvent {
             header,
             body,
             pos,
             end: pos + size as u64,
         }))
+    }
+}
+
+/// Binlog files read in order as one [`Source`]: what `replay` and
+/// `inspect --file` read.
+///
+/// A start inside a file still gives the file's FORMAT_DESCRIPTION first
+/// (the decoder cannot read an event without it), then moves to the start.
+/// With `follow`, the end of the last file is not the end: it waits for more
+/// and follows a ROTATE into the file it names, as a live tail.
+pub struct BinlogFiles {
+    queue: Vec<PathBuf>,
+    /// Index in `queue` of the open file.
+    at: usize,
+    file: Option<BinlogFile>,
+    /// Where to move once the open file's format description is read.
+    seek: Option<FileStart>,
+    follow: bool,
+}
+
+/// Where [`BinlogFiles`] starts in its first file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileStart {
+    /// At this offset, which must be an event's.
+    At(u64),
+    /// At the end: only what is appended from now on.
+    End,
+}
+
+impl BinlogFiles {
+    /// Reads `files` from `files[first]` on, starting at `start` in it (from
+    /// its beginning when `None`).
+    pub fn new(files: &[PathBuf], first: usize, start: Option<FileStart>, follow: bool) -> anyhow::Result<Self> {
+        anyhow::ensure!(!files.is_empty(), "no binlog files given");
+        anyhow::ensure!(
+            first < files.len(),
+            "no binlog file {first} among the {} given",
+            files.len()
+        );
+        Ok(BinlogFiles {
+            queue: files.to_vec(),
+            at: first,
+            file: None,
+            seek: start,
+            follow,
+        })
+    }
+
+    /// The index in `files` of the file named `name` (a server's file name,
+    /// as positions give it).
+    pub fn position_of(files: &[PathBuf], name: &str) -> Option<usize> {
+        files
+            .iter()
+            .position(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == name))
+    }
+
+    fn open_current(&mut self) -> anyhow::Result<()> {
+        if self.file.is_none() {
+            self.file = Some(BinlogFile::open(&self.queue[self.at])?);
+        }
+        Ok(())
+    }
+
+    /// The next event, the end of the last file, or `None` when following
+    /// and nothing new is there yet.
+    fn step(&mut self) -> anyhow::Result<Option<super::SourceStep>> {
+        loop {
+            self.open_current()?;
+            let file = self.file.as_mut().expect("opened");
+            let seek = self.seek.take();
+            let last = self.at + 1 == self.queue.len();
+            match file.next_event()? {
+                Next::Event(ev) => {
+                    if let Some(start) = seek {
+                        if ev.header.type_code == types::FORMAT_DESCRIPTION {
+                            // Give the format description, then move.
+                            self.seek = Some(start);
+                            return Ok(Some(super::SourceStep::Event));
+                        }
+                        let len = std::fs::metadata(file.path()).map(|m| m.len()).unwrap_or(0);
+                        let target = match start {
+                            FileStart::At(pos) if pos > len => {
+                                anyhow::bail!("{}:{pos} is past the end of the file ({len} bytes)", file.name())
+                            }
+                            FileStart::At(pos) => pos,
+                            FileStart::End => len,
+                        };
+                        file.seek(target)?;
+                        continue;
+                    }
+                    if self.follow && last && ev.header.type_code == types::ROTATE {
+                        // A ROTATE at the end of a file names the next one.
+                        let name = String::from_utf8_lossy(ev.body.get(8..).unwrap_or_default()).into_owned();
+                        let next = self.queue[self.at].with_file_name(name);
+                        self.queue.push(next);
+                    }
+                    return Ok(Some(super::SourceStep::Event));
+                }
+                Next::End { partial } => {
+                    if last {
+                        if self.follow {
+                            self.seek = seek;
+                            return Ok(None);
+                        }
+                        if let Some(at) = partial {
+                            tracing::warn!(
+                                file = %file.path().display(),
+                                offset = at,
+                                "the file ends inside an event (still being written, or cut): stopped at the last whole event"
+                            );
+                        }
+                        return Ok(Some(super::SourceStep::End { partial }));
+                    }
+                    self.at += 1;
+                    self.file = None;
+                }
+            }
+        }
+    }
+}
+
+impl super::Source for BinlogFiles {
+    async fn next(&mut self) -> anyhow::Result<super::SourceStep> {
+        loop {
+            match self.step()? {
+                Some(step) => return Ok(step),
+                // Following the last file: look again shortly.
+                None => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    fn event(&self) -> RawEvent<'_> {
+        self.file
+            .as_ref()
+            .and_then(BinlogFile::current)
+            .expect("event() follows a SourceStep::Event")
+    }
+
+    fn file_name(&self) -> Option<&str> {
+        self.file.as_ref().map(BinlogFile::name)
     }
 }
 

@@ -7,12 +7,78 @@
 //! - [`error`]: why a live source failed, typed: retry or tell the operator.
 //! - [`file`]: binlog files on disk.
 //! - [`server`]: checks and explanations outside the stream.
+//!
+//! Both kinds are a [`Source`], the one interface the driver reads.
 
 pub mod error;
 pub mod file;
 pub mod live;
 pub mod reconnect;
 pub mod server;
+
+use crate::decode::RawEvent;
+use crate::decode::gtid::GtidState;
+
+/// What [`Source::next`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStep {
+    /// An event: [`Source::event`] gives it, until the next call.
+    Event,
+    /// The stream was lost and a new one started at the last commit the
+    /// source was told of ([`Source::committed`]): the open transaction
+    /// comes again from its first event, so drop it and what was buffered
+    /// for it.
+    Resumed,
+    /// No more events. `partial`: the offset of an incomplete event at the
+    /// end of the last file, if there is one.
+    End {
+        /// Offset of a partial trailing event.
+        partial: Option<u64>,
+    },
+}
+
+/// Where binlog events come from: the seam between a stream of events and
+/// the one loop that decodes and hands them on ([`crate::driver`]).
+///
+/// A source frames events and knows how to resume; it knows nothing of
+/// transactions or rows. The driver tells it what it needs to resume
+/// ([`Source::committed`]) and to drop duplicates ([`Source::skip_payload_copies`]).
+pub trait Source {
+    /// Waits for the next step. Cancel-safe: dropping the future (a timer
+    /// or a stop request won a `select!`) loses no event.
+    fn next(&mut self) -> impl std::future::Future<Output = anyhow::Result<SourceStep>>;
+
+    /// The event of the last [`SourceStep::Event`].
+    fn event(&self) -> RawEvent<'_>;
+
+    /// The binlog file the events come from, where the source knows it
+    /// (files); a live stream names its file in its ROTATE events instead.
+    fn file_name(&self) -> Option<&str> {
+        None
+    }
+
+    /// Every transaction up to `file:pos` is handled: a lost stream resumes there.
+    fn committed(&mut self, at: (&str, u64, &GtidState)) {
+        let _ = at;
+    }
+
+    /// The decoder unpacked a transaction payload of `n` events; a live
+    /// MySQL stream also sends them unpacked, and those copies are dropped.
+    fn skip_payload_copies(&mut self, n: usize) {
+        let _ = n;
+    }
+
+    /// Today's column names of `db.table`, for binlogs without them, where
+    /// the source can ask a server.
+    fn column_names(
+        &mut self,
+        db: &str,
+        table: &str,
+    ) -> impl std::future::Future<Output = anyhow::Result<Option<Vec<String>>>> {
+        let _ = (db, table);
+        async { Ok(None) }
+    }
+}
 
 /// Where to start reading.
 #[derive(Debug, Clone, PartialEq, Eq)]

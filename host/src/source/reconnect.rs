@@ -190,6 +190,8 @@ pub struct Resilient {
     /// [`Resilient::next_event`], so that a caller may drop that future
     /// (`select!` against a timer) without losing the outage's progress.
     outage: Option<Outage>,
+    /// The last event [`crate::source::Source::next`] gave.
+    current: Option<Event>,
 }
 
 /// A lost stream being replaced.
@@ -229,6 +231,7 @@ impl Resilient {
             delivered: false,
             file: String::new(),
             outage: None,
+            current: None,
         })
     }
 
@@ -461,6 +464,34 @@ fn restarted(before: Option<Instant>, after: Option<Instant>) -> bool {
     match (before, after) {
         (Some(a), Some(b)) => b.checked_duration_since(a).is_some_and(|d| d > NOISE),
         _ => false,
+    }
+}
+
+impl super::Source for Resilient {
+    async fn next(&mut self) -> anyhow::Result<super::SourceStep> {
+        Ok(match self.next_event().await? {
+            Step::Event(event) => {
+                self.current = Some(event);
+                super::SourceStep::Event
+            }
+            Step::Resumed(_) => super::SourceStep::Resumed,
+        })
+    }
+
+    fn event(&self) -> RawEvent<'_> {
+        self.raw(self.current.as_ref().expect("event() follows a SourceStep::Event"))
+    }
+
+    fn committed(&mut self, at: (&str, u64, &GtidState)) {
+        Resilient::committed(self, at);
+    }
+
+    fn skip_payload_copies(&mut self, n: usize) {
+        Resilient::skip_payload_copies(self, n);
+    }
+
+    async fn column_names(&mut self, db: &str, table: &str) -> anyhow::Result<Option<Vec<String>>> {
+        Resilient::column_names(self, db, table).await.map(Some)
     }
 }
 
