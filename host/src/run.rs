@@ -272,6 +272,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
                 Err(e) => break Err(e),
             },
             Ok(Wake::Status) => {
+                // Also when the stream is idle: an interval fsync is due
+                // whether or not another batch comes.
+                rt.block_on(pipeline.check_sinks());
                 pipeline.write_status();
                 next_status = tokio::time::Instant::now() + STATUS_EVERY;
                 continue;

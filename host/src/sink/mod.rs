@@ -139,8 +139,10 @@ pub trait Sink: Send {
     /// what an error or a dropped future means.
     fn write_batch(&mut self, batch: &[Message]) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Whether the sink can take a batch now. Cheap; called periodically, so a
-    /// sink may use it for housekeeping (the file sink's interval fsync).
+    /// Whether the sink can take a batch now. Cheap. `rowhook run` calls it
+    /// about once a second (see [`crate::pipeline::Pipeline::check_sinks`]),
+    /// also while no batch comes, so a sink may use it for housekeeping that
+    /// must not wait for the next write (the file sink's interval fsync).
     fn health(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Makes everything delivered durable and releases the destination. A
