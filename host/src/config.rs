@@ -150,6 +150,9 @@ pub struct RawSink {
     pub options: Option<RawSinkOptions>,
 }
 
+/// `sinks` is taken out of the document before serde reads the rest (see
+/// `parse_sinks`); the field stays so that an unknown top-level key still
+/// lists it among the expected ones.
 fn read_apart<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, RawSink>, D::Error> {
     de::IgnoredAny::deserialize(d).map(|_| BTreeMap::new())
 }
@@ -597,14 +600,15 @@ fn parse_sinks(
             None => None,
             Some(Ok(options)) => Some(options),
             Some(Err(e)) => {
-                let path = key_of(track.path().to_string(), &e);
-                let path = if path.is_empty() || path == "." {
+                let inner = key_of(track.path().to_string(), &e);
+                let path = if inner.is_empty() || inner == "." {
                     key
                 } else {
-                    format!("{key}.{path}")
+                    format!("{key}.{inner}")
                 };
                 let mut message = e.message().trim_end().to_owned();
-                if message.starts_with("unknown field") {
+                // A key of the sink's own table, not of a table inside it.
+                if message.starts_with("unknown field") && !inner.contains('.') {
                     message = message.replace(
                         ", there are no fields",
                         &format!(": a `{kind_name}` sink has no keys of its own"),
@@ -1918,6 +1922,10 @@ on_error = "halt"                 # | "skip" | "dead-letter"
             message,
             "unknown field `retry`: a `stdout` sink has no keys of its own; every sink also takes `kind`, `retries` and `retry_max_ms`"
         );
+        // Inside a table of the kind's, only that table's keys.
+        let (_, key, message) = syntax("[sinks.f]\nkind = \"file\"\npath = \"x\"\nfsync = { interval = 5 }\n");
+        assert_eq!(key.as_deref(), Some("sinks.f.fsync.interval"));
+        assert_eq!(message, "unknown field `interval`, expected `interval_ms`");
         let (_, _, message) = syntax("[sinks.f]\nkind = \"file\"\npath = \"x\"\nretry = 3\n");
         assert!(
             message.starts_with(

@@ -2,9 +2,10 @@
 //!
 //! Each kind lives in its own folder (`sink/<kind>/`) and implements
 //! [`SinkKind`]: its config keys as written and their validation, the sink it
-//! opens, and its `rowhook check` probe. The [`kinds!`] list at the bottom of
-//! this file is the only place that names them; each line sits behind the
-//! kind's cargo feature, so a build without a kind has no trace of it.
+//! opens, and its `rowhook check` probe. The `kinds!` list at the bottom of
+//! this file is the only place that names them (besides their `mod` lines
+//! in `sink/mod.rs`); each line sits behind the kind's cargo feature, so a
+//! build without a kind has no trace of it.
 //!
 //! From the list come three enums with one variant per kind: [`RawSinkOptions`]
 //! (the kind's own keys, parsed), [`SinkSpec`] (validated, ready to open) and
