@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use crate::config::{OnError, Plan};
 use crate::runtime::{LoadError, Runtime};
-use crate::sink::SinkSpec;
 use crate::source::server::{self, ProblemKind, ServerInfo, SourceUrl};
 
 /// One line of the report.
@@ -16,6 +15,18 @@ pub struct CheckLine {
     pub ok: bool,
     /// What was checked and what was found (with the fix, when not ok).
     pub text: String,
+}
+
+impl CheckLine {
+    /// A line for something that is fine.
+    pub fn ok(text: String) -> CheckLine {
+        CheckLine { ok: true, text }
+    }
+
+    /// A line for a problem: `text` says what was found and the fix.
+    pub fn fail(text: String) -> CheckLine {
+        CheckLine { ok: false, text }
+    }
 }
 
 /// Checks the server behind `url` for use with replica id `server_id`.
@@ -92,11 +103,11 @@ pub async fn check_server(url: &SourceUrl, server_id: u32) -> Vec<CheckLine> {
 }
 
 fn ok(text: String) -> CheckLine {
-    CheckLine { ok: true, text }
+    CheckLine::ok(text)
 }
 
 fn fail(text: String) -> CheckLine {
-    CheckLine { ok: false, text }
+    CheckLine::fail(text)
 }
 
 /// What to do about a module that cannot load.
@@ -130,7 +141,7 @@ pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
         plan.handlers.len()
     ))];
     for (name, spec) in &plan.sinks {
-        lines.push(check_sink(name, spec));
+        lines.push(spec.probe(name));
     }
     lines.push(match writable_dir(&plan.state.path) {
         Ok(()) => ok(format!("state directory {} is writable", plan.state.path.display())),
@@ -193,29 +204,26 @@ pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
     lines
 }
 
-fn check_sink(name: &str, spec: &SinkSpec) -> CheckLine {
-    let Some(path) = spec.path() else {
-        return ok(format!("sink `{name}` ({})", spec.kind()));
-    };
+/// The probe of a sink that writes to `path` (see
+/// [`crate::sink::SinkKind::probe`]): its directory can be written to (or
+/// created), and whatever is at `path` already is what the kind writes to:
+/// `wrong_type` says what is wrong with it and the fix, or `None`.
+pub fn path_probe(
+    name: &str,
+    kind: &str,
+    path: &Path,
+    wrong_type: impl FnOnce(&std::fs::Metadata) -> Option<&'static str>,
+) -> CheckLine {
     let dir = path.parent().unwrap_or(Path::new("."));
     if let Err(e) = writable_dir(dir) {
         return fail(format!(
-            "sink `{name}` ({}): directory {}: {e}; create it or change the sink's path",
-            spec.kind(),
+            "sink `{name}` ({kind}): directory {}: {e}; create it or change the sink's path",
             dir.display()
         ));
     }
-    use std::os::unix::fs::FileTypeExt as _;
-    match (spec, std::fs::metadata(path)) {
-        (SinkSpec::Fifo(_), Ok(m)) if !m.file_type().is_fifo() => fail(format!(
-            "sink `{name}` (fifo): {} exists and is not a named pipe; remove it or change the sink's path",
-            path.display()
-        )),
-        (SinkSpec::File(_), Ok(m)) if !m.is_file() => fail(format!(
-            "sink `{name}` (file): {} exists and is not a regular file; change the sink's path",
-            path.display()
-        )),
-        _ => ok(format!("sink `{name}` ({}): {}", spec.kind(), path.display())),
+    match std::fs::metadata(path).ok().as_ref().and_then(wrong_type) {
+        Some(wrong) => fail(format!("sink `{name}` ({kind}): {} {wrong}", path.display())),
+        None => ok(format!("sink `{name}` ({kind}): {}", path.display())),
     }
 }
 

@@ -9,7 +9,8 @@
 //! - [`inspect`]: `rowhook inspect`, row changes as JSON lines.
 //! - [`check`]: `rowhook check`, is a server ready.
 //! - [`config`]: `rowhook.toml`, parsed and resolved into a validated plan.
-//! - [`sink`]: where emitted messages go (stdout, file, fifo).
+//! - [`sink`]: where emitted messages go: one folder per kind (stdout, file,
+//!   fifo), listed in [`sink::registry`], each behind a cargo feature.
 
 mod backoff;
 pub mod check;

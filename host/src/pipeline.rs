@@ -45,6 +45,8 @@ struct HandlerSlot {
 struct SinkSlot {
     sink: AnySink,
     retry: SinkRetry,
+    /// What the last health check found wrong, to log changes only.
+    unhealthy: Option<SinkError>,
 }
 
 /// The handlers (by index) a table's changes of one op go to; the names
@@ -154,7 +156,14 @@ impl Pipeline {
                 .await
                 .map_err(|e| anyhow::anyhow!("opening sink `{name}`: {e}"))?;
             let retry = plan.sink_retry.get(name).copied().unwrap_or_default();
-            sinks.insert(name.clone(), SinkSlot { sink, retry });
+            sinks.insert(
+                name.clone(),
+                SinkSlot {
+                    sink,
+                    retry,
+                    unhealthy: None,
+                },
+            );
         }
         Ok(Pipeline {
             runtime,
@@ -223,6 +232,34 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Asks every sink for its health, which is also when sinks do their
+    /// housekeeping: a file sink with `fsync = { interval_ms }` fsyncs lines
+    /// written since its last fsync once the interval has passed, even if no
+    /// batch follows them. The live loop calls this about once a second.
+    /// A sink that is unavailable is not an error here (the next write
+    /// retries it); changes are logged.
+    pub async fn check_sinks(&mut self) {
+        for (name, slot) in &mut self.sinks {
+            match (slot.sink.health().await, &slot.unhealthy) {
+                (Ok(()), None) => {}
+                (Ok(()), Some(_)) => {
+                    tracing::info!(sink = %name, "sink is available again");
+                    slot.unhealthy = None;
+                }
+                (Err(e), was) => {
+                    if was.as_ref() != Some(&e) {
+                        if e.is_retryable() {
+                            tracing::info!(sink = %name, "sink unavailable: {e}");
+                        } else {
+                            tracing::warn!(sink = %name, "sink failed its health check: {e}");
+                        }
+                    }
+                    slot.unhealthy = Some(e);
+                }
+            }
+        }
+    }
+
     /// Reports the live source's counters in the status file too.
     pub fn attach_source(&mut self, stats: Arc<SourceStats>) {
         self.source = Some(stats);
@@ -275,7 +312,8 @@ impl Pipeline {
         }
     }
 
-    /// Does the timed work that is due: the checkpoint, the status file.
+    /// Does the timed work that is due: the checkpoint, the sinks' health
+    /// (their housekeeping, such as an interval fsync), the status file.
     pub async fn tick(&mut self) -> anyhow::Result<()> {
         if self.checkpoint_due_in().is_some_and(|d| d.is_zero()) {
             self.checkpoint().await?;
@@ -283,6 +321,9 @@ impl Pipeline {
         if let Some((at, every)) = self.status_timer
             && at <= tokio::time::Instant::now()
         {
+            // Also when the stream is idle: an interval fsync is due
+            // whether or not another batch comes.
+            self.check_sinks().await;
             self.write_status();
             self.status_timer = Some((tokio::time::Instant::now() + every, every));
         }
@@ -765,5 +806,42 @@ impl ChangeVisitor for Pipeline {
         self.commit_seen = true;
         self.stats.commits += 1;
         Flow::Continue
+    }
+}
+
+#[cfg(all(test, feature = "sink-file"))]
+mod tests {
+    use super::*;
+    use crate::sink::testing::{TempDir, msgs};
+
+    fn fsyncs(pipeline: &Pipeline, sink: &str) -> u64 {
+        #[allow(unreachable_patterns)]
+        match &pipeline.sinks[sink].sink {
+            AnySink::File(f) => f.stats().fsyncs,
+            other => panic!("not a file sink: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interval_fsync_happens_with_no_further_writes() {
+        let dir = TempDir::new("pipeline-interval");
+        let text = "[sinks.audit]\nkind = \"file\"\npath = \"audit.jsonl\"\nfsync = { interval_ms = 100 }\n";
+        let plan = Plan::parse(text, &dir.path().join("rowhook.toml"), |_| None).unwrap();
+        let mut pipeline = Pipeline::new(&plan, Runtime::new().unwrap()).await.unwrap();
+        pipeline.pending.insert("audit".into(), (msgs("a", 0..2), vec![0, 0]));
+        pipeline.flush().await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap(),
+            "a0\na1\n"
+        );
+        assert_eq!(fsyncs(&pipeline, "audit"), 0, "written, not due yet");
+        pipeline.check_sinks().await;
+        assert_eq!(fsyncs(&pipeline, "audit"), 0);
+        // No batch comes; the live loop's once-a-second tick does it.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        pipeline.check_sinks().await;
+        assert_eq!(fsyncs(&pipeline, "audit"), 1, "synced without another write");
+        pipeline.check_sinks().await;
+        assert_eq!(fsyncs(&pipeline, "audit"), 1, "nothing new to sync");
     }
 }

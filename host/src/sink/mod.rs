@@ -22,17 +22,26 @@
 //!   the file sink truncates it away; stdout and the FIFO sink first write the
 //!   rest of the torn line.
 //!
-//! The kinds of this version: [`stdout`], [`file`](mod@file), [`fifo`], gathered in the
-//! enum [`AnySink`], which is how the runtime holds a sink of any kind.
+//! Each kind is a folder, `sink/<kind>/`, that owns its config keys, opens
+//! the sink and probes it for `rowhook check`; [`registry`] lists the kinds
+//! this build has (each behind its cargo feature `sink-<kind>`) and gathers
+//! them in the enums the rest of rowhook holds: [`SinkSpec`] (a validated
+//! sink config) and [`AnySink`] (an open sink). This version has
+//! `stdout`, `file` and `fifo`; `docs/adding-a-sink.md` says how to add one.
 
+#[cfg(feature = "sink-fifo")]
 pub mod fifo;
+#[cfg(feature = "sink-file")]
 pub mod file;
+pub mod registry;
+#[cfg(feature = "sink-stdout")]
 pub mod stdout;
 
 use std::future::Future;
-use std::path::Path;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+pub use self::registry::{AnySink, KINDS, RawSinkOptions, SinkKind, SinkSpec};
 
 /// One message for a sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +139,10 @@ pub trait Sink: Send {
     /// what an error or a dropped future means.
     fn write_batch(&mut self, batch: &[Message]) -> impl Future<Output = Result<(), SinkError>> + Send;
 
-    /// Whether the sink can take a batch now. Cheap; called periodically, so a
-    /// sink may use it for housekeeping (the file sink's interval fsync).
+    /// Whether the sink can take a batch now. Cheap. `rowhook run` calls it
+    /// about once a second (see [`crate::pipeline::Pipeline::check_sinks`]),
+    /// also while no batch comes, so a sink may use it for housekeeping that
+    /// must not wait for the next write (the file sink's interval fsync).
     fn health(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Makes everything delivered durable and releases the destination. A
@@ -149,45 +160,6 @@ pub trait Sink: Send {
     /// durable as the sink's policy promises.
     fn make_durable(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
         async { Ok(()) }
-    }
-}
-
-/// How to open a sink: the validated, kind-specific settings from the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkSpec {
-    /// Standard output.
-    Stdout,
-    /// An appended file.
-    File(file::FileOptions),
-    /// A named pipe.
-    Fifo(fifo::FifoOptions),
-}
-
-impl SinkSpec {
-    /// The kind's name as written in the config.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SinkSpec::Stdout => "stdout",
-            SinkSpec::File(_) => "file",
-            SinkSpec::Fifo(_) => "fifo",
-        }
-    }
-
-    /// Whether the sink writes one message per line, so a payload with a
-    /// newline cannot go to it.
-    pub fn one_line_per_message(&self) -> bool {
-        match self {
-            SinkSpec::Stdout | SinkSpec::File(_) | SinkSpec::Fifo(_) => true,
-        }
-    }
-
-    /// The filesystem path the sink writes to, if it has one.
-    pub fn path(&self) -> Option<&Path> {
-        match self {
-            SinkSpec::Stdout => None,
-            SinkSpec::File(f) => Some(&f.path),
-            SinkSpec::Fifo(f) => Some(&f.path),
-        }
     }
 }
 
@@ -226,84 +198,6 @@ impl Default for SinkRetry {
     }
 }
 
-/// A sink of any kind.
-///
-/// An enum rather than `Box<dyn Sink>`: the kinds are a closed set known from
-/// the config (one variant per [`SinkSpec`] variant), calls need no boxed
-/// future per batch, and `Sink` keeps its plain `async fn`s. Adding a kind
-/// adds a variant here and a match arm in each method.
-#[derive(Debug)]
-pub enum AnySink {
-    /// Standard output.
-    Stdout(stdout::StdoutSink<tokio::io::Stdout>),
-    /// An appended file.
-    File(file::FileSink),
-    /// A named pipe.
-    Fifo(fifo::FifoSink),
-}
-
-impl AnySink {
-    /// Opens the sink `name` as `spec` says. Fails only on problems retrying
-    /// cannot fix (a FIFO with no reader yet is fine: it connects on first write).
-    pub async fn open(name: &str, spec: &SinkSpec) -> Result<AnySink, SinkError> {
-        Ok(match spec {
-            SinkSpec::Stdout => AnySink::Stdout(stdout::StdoutSink::stdout(name)),
-            SinkSpec::File(opts) => AnySink::File(file::FileSink::open(name, opts.clone()).await?),
-            SinkSpec::Fifo(opts) => AnySink::Fifo(fifo::FifoSink::open(name, opts.clone()).await?),
-        })
-    }
-}
-
-impl Sink for AnySink {
-    fn name(&self) -> &str {
-        match self {
-            AnySink::Stdout(s) => s.name(),
-            AnySink::File(s) => s.name(),
-            AnySink::Fifo(s) => s.name(),
-        }
-    }
-
-    async fn write_batch(&mut self, batch: &[Message]) -> Result<(), SinkError> {
-        match self {
-            AnySink::Stdout(s) => s.write_batch(batch).await,
-            AnySink::File(s) => s.write_batch(batch).await,
-            AnySink::Fifo(s) => s.write_batch(batch).await,
-        }
-    }
-
-    async fn health(&mut self) -> Result<(), SinkError> {
-        match self {
-            AnySink::Stdout(s) => s.health().await,
-            AnySink::File(s) => s.health().await,
-            AnySink::Fifo(s) => s.health().await,
-        }
-    }
-
-    async fn close(&mut self) -> Result<(), SinkError> {
-        match self {
-            AnySink::Stdout(s) => s.close().await,
-            AnySink::File(s) => s.close().await,
-            AnySink::Fifo(s) => s.close().await,
-        }
-    }
-
-    fn defer_durability(&mut self) {
-        match self {
-            AnySink::Stdout(s) => s.defer_durability(),
-            AnySink::File(s) => s.defer_durability(),
-            AnySink::Fifo(s) => s.defer_durability(),
-        }
-    }
-
-    async fn make_durable(&mut self) -> Result<(), SinkError> {
-        match self {
-            AnySink::Stdout(s) => s.make_durable().await,
-            AnySink::File(s) => s.make_durable().await,
-            AnySink::Fifo(s) => s.make_durable().await,
-        }
-    }
-}
-
 /// Appends the batch as lines (payload + `\n` each) to `buf`.
 ///
 /// Line sinks carry exactly one line per message, so a payload holding a
@@ -333,11 +227,13 @@ pub(crate) fn encode_lines(sink: &str, batch: &[Message], buf: &mut Vec<u8>) -> 
 /// next call first finishes the torn line with its own bytes, so the reader
 /// never sees a partial message glued to the next one.
 #[derive(Debug, Default)]
+#[cfg_attr(not(any(feature = "sink-stdout", feature = "sink-fifo")), allow(dead_code))]
 pub(crate) struct LineBuffer {
     buf: Vec<u8>,
     done: usize,
 }
 
+#[cfg_attr(not(any(feature = "sink-stdout", feature = "sink-fifo")), allow(dead_code))]
 impl LineBuffer {
     /// Replaces the contents with `batch`, one line per message. Call
     /// [`LineBuffer::finish_line`] first: this drops what was not written.
@@ -474,34 +370,5 @@ mod tests {
         assert!(SinkError::from_io("s", &Error::from(ErrorKind::StorageFull)).is_retryable());
         assert!(!SinkError::from_io("s", &Error::from(ErrorKind::PermissionDenied)).is_retryable());
         assert!(!SinkError::from_io("s", &Error::from(ErrorKind::IsADirectory)).is_retryable());
-    }
-
-    #[tokio::test]
-    async fn any_sink_opens_each_kind() {
-        let dir = testing::TempDir::new("any");
-        let file = SinkSpec::File(file::FileOptions {
-            path: dir.path().join("out.jsonl"),
-            fsync: file::FsyncPolicy::Always,
-            rotation: None,
-        });
-        let mut s = AnySink::open("f", &file).await.unwrap();
-        assert_eq!(s.name(), "f");
-        s.write_batch(&[msg("1", "x")]).await.unwrap();
-        s.health().await.unwrap();
-        s.close().await.unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap(), "x\n");
-
-        let fifo = SinkSpec::Fifo(fifo::FifoOptions {
-            path: dir.path().join("p.fifo"),
-            mode: 0o600,
-        });
-        let mut s = AnySink::open("p", &fifo).await.unwrap();
-        // No reader: unavailable, not an open failure.
-        assert!(s.health().await.unwrap_err().is_retryable());
-
-        let mut s = AnySink::open("o", &SinkSpec::Stdout).await.unwrap();
-        s.write_batch(&[]).await.unwrap();
-        assert_eq!(SinkSpec::Stdout.kind(), "stdout");
-        assert_eq!(fifo.path(), Some(dir.path().join("p.fifo").as_path()));
     }
 }

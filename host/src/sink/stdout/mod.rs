@@ -5,9 +5,42 @@
 //! of every batch, so a delivered batch has left the process. The sink is
 //! generic over the writer so tests (and embedders) can capture the output.
 
+mod config;
+
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+pub use self::config::{RawStdoutSink, StdoutOptions};
+use super::registry::SinkKind;
 use super::{LineBuffer, Message, Sink, SinkError};
+use crate::check::CheckLine;
+use crate::config::SinkContext;
+
+/// `kind = "stdout"` in the registry.
+#[derive(Debug)]
+pub struct StdoutKind;
+
+impl SinkKind for StdoutKind {
+    const NAME: &'static str = "stdout";
+    type Raw = RawStdoutSink;
+    type Options = StdoutOptions;
+    type Sink = StdoutSink<tokio::io::Stdout>;
+
+    fn resolve(raw: RawStdoutSink, cx: &mut SinkContext<'_>) -> Option<StdoutOptions> {
+        config::resolve(raw, cx)
+    }
+
+    async fn open(name: &str, _: &StdoutOptions) -> Result<Self::Sink, SinkError> {
+        Ok(StdoutSink::stdout(name))
+    }
+
+    fn probe(name: &str, _: &StdoutOptions) -> CheckLine {
+        CheckLine::ok(format!("sink `{name}` (stdout)"))
+    }
+
+    fn one_line_per_message(_: &StdoutOptions) -> bool {
+        true
+    }
+}
 
 /// Writes one line per message to an [`AsyncWrite`], standard output by default.
 #[derive(Debug)]

@@ -27,7 +27,46 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+mod config;
+
+pub use self::config::{DEFAULT_KEEP, RawFileSink, RawFsync, RawFsyncInterval};
+use super::registry::SinkKind;
 use super::{Message, Sink, SinkError, encode_lines};
+use crate::check::{self, CheckLine};
+use crate::config::SinkContext;
+
+/// `kind = "file"` in the registry.
+#[derive(Debug)]
+pub struct FileKind;
+
+impl SinkKind for FileKind {
+    const NAME: &'static str = "file";
+    type Raw = RawFileSink;
+    type Options = FileOptions;
+    type Sink = FileSink;
+
+    fn resolve(raw: RawFileSink, cx: &mut SinkContext<'_>) -> Option<FileOptions> {
+        config::resolve(raw, cx)
+    }
+
+    async fn open(name: &str, options: &FileOptions) -> Result<FileSink, SinkError> {
+        FileSink::open(name, options.clone()).await
+    }
+
+    fn probe(name: &str, options: &FileOptions) -> CheckLine {
+        check::path_probe(name, Self::NAME, &options.path, |m| {
+            (!m.is_file()).then_some("exists and is not a regular file; change the sink's path")
+        })
+    }
+
+    fn path(options: &FileOptions) -> Option<&Path> {
+        Some(&options.path)
+    }
+
+    fn one_line_per_message(_: &FileOptions) -> bool {
+        true
+    }
+}
 
 /// Settings of a file sink.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,7 +31,46 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use tokio::net::unix::pipe;
 
+mod config;
+
+pub use self::config::RawFifoSink;
+use super::registry::SinkKind;
 use super::{LineBuffer, Message, Sink, SinkError};
+use crate::check::{self, CheckLine};
+use crate::config::SinkContext;
+
+/// `kind = "fifo"` in the registry.
+#[derive(Debug)]
+pub struct FifoKind;
+
+impl SinkKind for FifoKind {
+    const NAME: &'static str = "fifo";
+    type Raw = RawFifoSink;
+    type Options = FifoOptions;
+    type Sink = FifoSink;
+
+    fn resolve(raw: RawFifoSink, cx: &mut SinkContext<'_>) -> Option<FifoOptions> {
+        config::resolve(raw, cx)
+    }
+
+    async fn open(name: &str, options: &FifoOptions) -> Result<FifoSink, SinkError> {
+        FifoSink::open(name, options.clone()).await
+    }
+
+    fn probe(name: &str, options: &FifoOptions) -> CheckLine {
+        check::path_probe(name, Self::NAME, &options.path, |m| {
+            (!m.file_type().is_fifo()).then_some("exists and is not a named pipe; remove it or change the sink's path")
+        })
+    }
+
+    fn path(options: &FifoOptions) -> Option<&Path> {
+        Some(&options.path)
+    }
+
+    fn one_line_per_message(_: &FifoOptions) -> bool {
+        true
+    }
+}
 
 /// Settings of a FIFO sink.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,252 @@
+//! The sink kinds of this build, and how the rest of rowhook reaches them.
+//!
+//! Each kind lives in its own folder (`sink/<kind>/`) and implements
+//! [`SinkKind`]: its config keys as written and their validation, the sink it
+//! opens, and its `rowhook check` probe. The `kinds!` list at the bottom of
+//! this file is the only place that names them (besides their `mod` lines
+//! in `sink/mod.rs`); each line sits behind the kind's cargo feature, so a
+//! build without a kind has no trace of it.
+//!
+//! From the list come three enums with one variant per kind: [`RawSinkOptions`]
+//! (the kind's own keys, parsed), [`SinkSpec`] (validated, ready to open) and
+//! [`AnySink`] (an open sink). Code outside `sink/` holds only these, and the
+//! keys every kind shares (`kind`, `retries`, `retry_max_ms`) are read once by
+//! [`crate::config`].
+//!
+//! [`AnySink`] is an enum rather than `Box<dyn Sink>` because
+//! [`Sink::write_batch`] runs once per sink per transaction on the event
+//! path: the enum dispatches with a `match`, keeps `Sink`'s plain `async fn`s,
+//! and needs no boxed future per batch. The macro writes the match arms, so
+//! the closed set costs a new kind nothing.
+//!
+//! `docs/adding-a-sink.md` walks through adding a kind.
+
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{Message, Sink, SinkError};
+use crate::check::CheckLine;
+use crate::config::SinkContext;
+
+/// One kind of sink: what a `sink/<kind>/` folder provides.
+pub trait SinkKind {
+    /// The kind's name, as written after `kind =` in the config.
+    const NAME: &'static str;
+
+    /// The kind's own keys of `[sinks.NAME]`, as written. Derive
+    /// `Deserialize` with `#[serde(deny_unknown_fields)]`; each field's doc
+    /// comment is that key's documentation. The shared keys (`kind`,
+    /// `retries`, `retry_max_ms`) are not part of it.
+    type Raw: for<'de> Deserialize<'de> + fmt::Debug;
+
+    /// The validated settings [`SinkKind::open`] needs.
+    type Options: fmt::Debug + Clone + PartialEq + Eq + Send + Sync;
+
+    /// The open sink.
+    type Sink: Sink + fmt::Debug;
+
+    /// Validates `raw`, reporting every problem to `cx` under the key it is
+    /// about (`cx.problem("fsync", ...)` names `sinks.NAME.fsync`). `None`
+    /// when a problem was reported.
+    fn resolve(raw: Self::Raw, cx: &mut SinkContext<'_>) -> Option<Self::Options>;
+
+    /// Opens the sink `name`. Fails only on problems retrying cannot fix: a
+    /// destination that is not there yet is fine, and shows up as
+    /// [`SinkError::Unavailable`] at the first write.
+    fn open(name: &str, options: &Self::Options) -> impl Future<Output = Result<Self::Sink, SinkError>> + Send;
+
+    /// What `rowhook check` says about the sink, without opening it or
+    /// changing anything: whether it could be opened as configured, and the fix if not.
+    fn probe(name: &str, options: &Self::Options) -> CheckLine;
+
+    /// The filesystem path the sink writes to, if it has one (two sinks on
+    /// one path are refused).
+    fn path(options: &Self::Options) -> Option<&Path> {
+        let _ = options;
+        None
+    }
+
+    /// Whether the sink writes one message per line, so a payload with a
+    /// newline cannot go to it (the guest's `emit` is refused at once).
+    fn one_line_per_message(options: &Self::Options) -> bool;
+}
+
+/// Writes the three enums and their dispatch from the list of kinds.
+macro_rules! kinds {
+    ($( $(#[$cfg:meta])* $variant:ident => $kind:ty, )*) => {
+        /// The names of the kinds this build has, in registry order.
+        pub const KINDS: &[&str] = &[$( $(#[$cfg])* <$kind as SinkKind>::NAME, )*];
+
+        /// The own keys of a `[sinks.NAME]` table, parsed by its kind.
+        #[derive(Debug)]
+        pub enum RawSinkOptions {
+            $( $(#[$cfg])* #[doc = concat!("The `", stringify!($variant), "` kind.")] $variant(<$kind as SinkKind>::Raw), )*
+        }
+
+        impl RawSinkOptions {
+            /// Parses the keys of a sink of kind `kind`; `None` if this build
+            /// has no such kind.
+            pub fn parse<'de, D: serde::Deserializer<'de>>(kind: &str, keys: D) -> Option<Result<Self, D::Error>> {
+                $( $(#[$cfg])* if kind == <$kind as SinkKind>::NAME {
+                    return Some(<<$kind as SinkKind>::Raw>::deserialize(keys).map(Self::$variant));
+                } )*
+                let _ = keys;
+                None
+            }
+
+            /// Validates the keys (see [`SinkKind::resolve`]).
+            pub fn resolve(self, cx: &mut SinkContext<'_>) -> Option<SinkSpec> {
+                match self {
+                    $( $(#[$cfg])* Self::$variant(raw) => <$kind as SinkKind>::resolve(raw, cx).map(SinkSpec::$variant), )*
+                }
+            }
+        }
+
+        /// How to open a sink: the validated, kind-specific settings from the config.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum SinkSpec {
+            $( $(#[$cfg])* #[doc = concat!("The `", stringify!($variant), "` kind.")] $variant(<$kind as SinkKind>::Options), )*
+        }
+
+        impl SinkSpec {
+            /// The kind's name as written in the config.
+            pub fn kind(&self) -> &'static str {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(_) => <$kind as SinkKind>::NAME, )*
+                }
+            }
+
+            /// See [`SinkKind::one_line_per_message`].
+            pub fn one_line_per_message(&self) -> bool {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref o) => <$kind as SinkKind>::one_line_per_message(o), )*
+                }
+            }
+
+            /// See [`SinkKind::path`].
+            pub fn path(&self) -> Option<&Path> {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref o) => <$kind as SinkKind>::path(o), )*
+                }
+            }
+
+            /// See [`SinkKind::probe`].
+            pub fn probe(&self, name: &str) -> CheckLine {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref o) => <$kind as SinkKind>::probe(name, o), )*
+                }
+            }
+        }
+
+        /// A sink of any kind: how the runtime holds one (see the module docs
+        /// for why an enum).
+        #[derive(Debug)]
+        pub enum AnySink {
+            $( $(#[$cfg])* #[doc = concat!("The `", stringify!($variant), "` kind.")] $variant(<$kind as SinkKind>::Sink), )*
+        }
+
+        impl AnySink {
+            /// Opens the sink `name` as `spec` says (see [`SinkKind::open`]).
+            pub async fn open(name: &str, spec: &SinkSpec) -> Result<AnySink, SinkError> {
+                Ok(match *spec {
+                    $( $(#[$cfg])* SinkSpec::$variant(ref o) => AnySink::$variant(<$kind as SinkKind>::open(name, o).await?), )*
+                })
+            }
+        }
+
+        impl Sink for AnySink {
+            fn name(&self) -> &str {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref s) => s.name(), )*
+                }
+            }
+
+            async fn write_batch(&mut self, batch: &[Message]) -> Result<(), SinkError> {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref mut s) => s.write_batch(batch).await, )*
+                }
+            }
+
+            async fn health(&mut self) -> Result<(), SinkError> {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref mut s) => s.health().await, )*
+                }
+            }
+
+            async fn close(&mut self) -> Result<(), SinkError> {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref mut s) => s.close().await, )*
+                }
+            }
+
+            fn defer_durability(&mut self) {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref mut s) => s.defer_durability(), )*
+                }
+            }
+
+            async fn make_durable(&mut self) -> Result<(), SinkError> {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref mut s) => s.make_durable().await, )*
+                }
+            }
+        }
+    };
+}
+
+// The kinds of this build: one line each, behind the kind's cargo feature.
+kinds! {
+    #[cfg(feature = "sink-stdout")]
+    Stdout => super::stdout::StdoutKind,
+    #[cfg(feature = "sink-file")]
+    File => super::file::FileKind,
+    #[cfg(feature = "sink-fifo")]
+    Fifo => super::fifo::FifoKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::testing::{TempDir, msg};
+    use crate::sink::{fifo, file, stdout};
+
+    #[test]
+    fn every_kind_is_listed_once() {
+        assert_eq!(KINDS, ["stdout", "file", "fifo"]);
+    }
+
+    #[tokio::test]
+    async fn any_sink_opens_each_kind() {
+        let dir = TempDir::new("any");
+        let file = SinkSpec::File(file::FileOptions {
+            path: dir.path().join("out.jsonl"),
+            fsync: file::FsyncPolicy::Always,
+            rotation: None,
+        });
+        let mut s = AnySink::open("f", &file).await.unwrap();
+        assert_eq!(s.name(), "f");
+        s.write_batch(&[msg("1", "x")]).await.unwrap();
+        s.health().await.unwrap();
+        s.close().await.unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap(), "x\n");
+
+        let fifo = SinkSpec::Fifo(fifo::FifoOptions {
+            path: dir.path().join("p.fifo"),
+            mode: 0o600,
+        });
+        let mut s = AnySink::open("p", &fifo).await.unwrap();
+        // No reader: unavailable, not an open failure.
+        assert!(s.health().await.unwrap_err().is_retryable());
+
+        let out = SinkSpec::Stdout(stdout::StdoutOptions);
+        let mut s = AnySink::open("o", &out).await.unwrap();
+        s.write_batch(&[]).await.unwrap();
+        assert_eq!(out.kind(), "stdout");
+        assert_eq!(out.path(), None);
+        assert_eq!(fifo.path(), Some(dir.path().join("p.fifo").as_path()));
+        assert!([&out, &file, &fifo].iter().all(|s| s.one_line_per_message()));
+    }
+}
