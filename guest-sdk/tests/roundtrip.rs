@@ -326,3 +326,29 @@ fn mariadb_type_workload() {
         assert!(check.kinds.contains(kind), "no {kind} value in types.sql");
     }
 }
+
+#[path = "../abi/tests/support/vectors.rs"]
+mod vectors;
+
+/// The SDK against the test vectors of `rowhook-abi`: each valid vector's
+/// `Change::to_json` is the row change JSON rowhook printed for it, and each
+/// malformed one fails as `Error::Format`.
+#[test]
+fn abi_vectors() {
+    let mut valid = 0;
+    for (name, bytes, doc) in vectors::all() {
+        let parsed = Change::parse(&bytes);
+        if doc.get("error").is_some() {
+            let failed = match parsed {
+                Err(_) => true,
+                Ok(c) => matches!(c.to_json(), Err(Error::Format(_))),
+            };
+            assert!(failed, "{name} was read");
+            continue;
+        }
+        let change = parsed.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(change.to_json().unwrap(), doc["json"].as_str().unwrap(), "{name}");
+        valid += 1;
+    }
+    assert!(valid > 0, "no vectors in {}", vectors::dir().display());
+}
