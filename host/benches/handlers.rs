@@ -231,12 +231,13 @@ fn header(title: &str) {
     );
 }
 
-/// `trivial.wasm`: `ROWHOOK_BENCH_WASM`, or built from `tests/guests/trivial`.
+/// `trivial.wasm`: `ROWHOOK_BENCH_WASM`, or built from `tests/guests/trivial`
+/// in the guest workspace `tests/guests`.
 fn trivial_wasm() -> PathBuf {
     if let Some(p) = std::env::var_os("ROWHOOK_BENCH_WASM") {
         return PathBuf::from(p);
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests/trivial");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args([
