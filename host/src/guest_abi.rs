@@ -17,6 +17,7 @@
 //! it is O(columns), and a reader decodes only the values it touches.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use rowhook_abi::write::{ChangeWriter, Header, Span, WriteError, push_span, span};
 use rowhook_abi::{Image, tag};
@@ -50,7 +51,30 @@ pub fn column_directory(table: &TableMap) -> Result<ColumnDirectory, RenderError
 /// [`forget`]: DirectoryCache::forget
 #[derive(Debug, Default)]
 pub struct DirectoryCache {
-    tables: HashMap<u64, ColumnDirectory>,
+    tables: HashMap<u64, ColumnDirectory, BuildHasherDefault<TableIdHasher>>,
+}
+
+/// Hashes a table id with one multiply: this lookup runs for every row
+/// change a handler gets, where SipHash would cost more than the rest of
+/// laying out the header. Table ids are server-assigned counters, not
+/// attacker-chosen keys.
+#[derive(Debug, Default)]
+struct TableIdHasher(u64);
+
+impl Hasher for TableIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 impl DirectoryCache {

@@ -291,8 +291,9 @@ impl<'o> ChangeWriter<'o> {
             Image::Before => self.before_at,
             Image::After => self.after_at,
         };
-        let at = at.expect("the header announces this image");
-        assert!(column < self.ncols, "column {column} of {}", self.ncols);
+        let Some(at) = at.filter(|_| column < self.ncols) else {
+            panic!("no value entry for column {column} of the {image} image");
+        };
         let e = at + column * VALUE_ENTRY_LEN;
         self.out[e] = tag;
         put(self.out, e + 1, &payload);
