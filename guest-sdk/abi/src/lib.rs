@@ -3,7 +3,7 @@
 //!
 //! This crate is the one Rust statement of the format that `SPEC.md` (beside
 //! this crate's `Cargo.toml`) specifies for every language. rowhook writes
-//! changes with [`write`]; the Rust SDK, `rowhook-guest`, reads them with
+//! changes with [`write`](mod@write); the Rust SDK, `rowhook-guest`, reads them with
 //! [`Change`]. Both depend on this crate, so they cannot drift apart, and
 //! the test vectors in `vectors/` hold each of them to the same bytes.
 //!
