@@ -1,211 +1,16 @@
-//! Reading a row change from its encoding, lazily.
+//! Reading a row change from its encoding, lazily, for handlers.
 //!
-//! [`Change::parse`] checks the header and the index (the column directory
-//! and the value entries of each image), which is O(columns) and touches no
-//! value data. Reading a column then decodes that one value: a number from
-//! its entry, or text and bytes borrowed from the buffer, checked for UTF-8
-//! when read. Nothing is copied or allocated.
-//!
-//! The format is specified in the host crate's `rowhook::guest_abi` and in
-//! `wit/handler.wit`.
+//! [`Change`] and [`Row`] wrap the reader of `rowhook-abi`, which owns the
+//! format (specified in its `SPEC.md`): parsing checks the header and the
+//! index, and reading a column decodes that one value, borrowed from the
+//! buffer. These wrappers add typed access ([`FromValue`]) and the SDK's
+//! [`Error`]. Nothing is copied or allocated.
 
 use core::fmt;
 
+pub use rowhook_abi::{Column, Image, Op, VERSION, Value};
+
 use crate::error::{Error, FormatError, Result};
-
-/// The version of the row change encoding this SDK reads.
-pub const VERSION: u8 = 1;
-const MAGIC: [u8; 4] = [b'R', b'H', b'C', VERSION];
-const HEADER_LEN: usize = 72;
-const COLUMN_ENTRY_LEN: usize = 8;
-const VALUE_ENTRY_LEN: usize = 9;
-
-const FLAG_BEFORE: u8 = 1;
-const FLAG_AFTER: u8 = 2;
-const FLAG_GTID: u8 = 4;
-const FLAG_NAMES: u8 = 8;
-
-mod tag {
-    pub const ABSENT: u8 = 0;
-    pub const NULL: u8 = 1;
-    pub const INT: u8 = 2;
-    pub const UINT: u8 = 3;
-    pub const FLOAT: u8 = 4;
-    pub const DOUBLE: u8 = 5;
-    pub const DECIMAL: u8 = 6;
-    pub const STRING: u8 = 7;
-    pub const BYTES: u8 = 8;
-    pub const DATE: u8 = 9;
-    pub const DATETIME: u8 = 10;
-    pub const TIMESTAMP: u8 = 11;
-    pub const TIME: u8 = 12;
-    pub const JSON: u8 = 13;
-    pub const ENUM: u8 = 14;
-    pub const SET: u8 = 15;
-    pub const BIT: u8 = 16;
-    pub const VECTOR: u8 = 17;
-}
-
-/// What a row change does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Op {
-    /// INSERT: an after image only.
-    Insert,
-    /// UPDATE: before and after images.
-    Update,
-    /// DELETE: a before image only.
-    Delete,
-}
-
-impl Op {
-    /// The name in the row change JSON: `insert`, `update`, `delete`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Insert => "insert",
-            Op::Update => "update",
-            Op::Delete => "delete",
-        }
-    }
-}
-
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One of a change's two row images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Image {
-    /// The row before the change (update, delete).
-    Before,
-    /// The row after the change (insert, update).
-    After,
-}
-
-impl fmt::Display for Image {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Image::Before => "before",
-            Image::After => "after",
-        })
-    }
-}
-
-/// One column value, borrowed from the change buffer.
-///
-/// The variants follow the row change JSON (DESIGN.md): where it shows text
-/// (DECIMAL, temporal types, ENUM, SET), this holds the same text; where it
-/// shows base64, this holds the raw bytes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub enum Value<'a> {
-    /// SQL NULL.
-    Null,
-    /// A signed integer column (TINYINT … BIGINT).
-    Int(i64),
-    /// An UNSIGNED integer column, YEAR (`0` for YEAR 0000), or an ENUM
-    /// index / SET bits whose labels the binlog did not carry.
-    UInt(u64),
-    /// FLOAT.
-    Float(f32),
-    /// DOUBLE.
-    Double(f64),
-    /// DECIMAL: exact digits with the column's scale, e.g. `"-10.55"`.
-    Decimal(&'a str),
-    /// CHAR, VARCHAR, TEXT (decoded from the column's charset).
-    String(&'a str),
-    /// BINARY (zero-padded to its length), VARBINARY, BLOB, GEOMETRY (SRID
-    /// + WKB), and text in a charset rowhook cannot decode.
-    Bytes(&'a [u8]),
-    /// DATE, `YYYY-MM-DD` (`0000-00-00` kept).
-    Date(&'a str),
-    /// DATETIME, `YYYY-MM-DD HH:MM:SS[.f…]`.
-    DateTime(&'a str),
-    /// TIMESTAMP in UTC, `YYYY-MM-DDTHH:MM:SS[.f…]Z`.
-    Timestamp(&'a str),
-    /// TIME, `[-]HH:MM:SS[.f…]` (hours may exceed 24).
-    Time(&'a str),
-    /// JSON, as JSON text.
-    Json(&'a str),
-    /// ENUM label (`""` for the invalid-value index 0).
-    Enum(&'a str),
-    /// SET labels in definition order, joined with `,`.
-    Set(&'a str),
-    /// BIT(n).
-    Bit(u64),
-    /// MySQL 9 VECTOR: little-endian `f32`s ([`Value::vector`] reads them).
-    Vector(&'a [u8]),
-}
-
-impl<'a> Value<'a> {
-    /// A short name of the variant, for messages: `"null"`, `"int"`, ...
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Value::Null => "null",
-            Value::Int(_) => "int",
-            Value::UInt(_) => "uint",
-            Value::Float(_) => "float",
-            Value::Double(_) => "double",
-            Value::Decimal(_) => "decimal",
-            Value::String(_) => "string",
-            Value::Bytes(_) => "bytes",
-            Value::Date(_) => "date",
-            Value::DateTime(_) => "datetime",
-            Value::Timestamp(_) => "timestamp",
-            Value::Time(_) => "time",
-            Value::Json(_) => "json",
-            Value::Enum(_) => "enum",
-            Value::Set(_) => "set",
-            Value::Bit(_) => "bit",
-            Value::Vector(_) => "vector",
-        }
-    }
-
-    /// Whether it is SQL NULL.
-    pub fn is_null(&self) -> bool {
-        matches!(self, Value::Null)
-    }
-
-    /// The text of every variant that has text (what the JSON shows as a
-    /// string, and JSON text).
-    pub fn as_text(&self) -> Option<&'a str> {
-        match *self {
-            Value::Decimal(s)
-            | Value::String(s)
-            | Value::Date(s)
-            | Value::DateTime(s)
-            | Value::Timestamp(s)
-            | Value::Time(s)
-            | Value::Json(s)
-            | Value::Enum(s)
-            | Value::Set(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The elements of a VECTOR value.
-    pub fn vector(&self) -> Option<impl ExactSizeIterator<Item = f32> + 'a> {
-        match *self {
-            Value::Vector(b) => Some(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
-            _ => None,
-        }
-    }
-}
-
-/// A column of the changed table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Column<'a> {
-    /// Its name, or `@1`, `@2`, … where the binlog has no names.
-    pub name: &'a str,
-    /// The MySQL type code from the binlog's TABLE_MAP (`3` INT, `15`
-    /// VARCHAR, `246` DECIMAL, `252` BLOB/TEXT, `254` CHAR/ENUM/SET, ...).
-    pub type_code: u8,
-    /// Whether it is part of the primary key.
-    pub primary_key: bool,
-    /// Whether it allows NULL.
-    pub nullable: bool,
-}
 
 /// One row change, read in place from its encoding.
 ///
@@ -214,55 +19,12 @@ pub struct Column<'a> {
 /// or from the before image of a delete: the row as it is now, or as it was
 /// when it went away.
 #[derive(Clone, Copy)]
-pub struct Change<'a> {
-    buf: &'a [u8],
-    op: Op,
-    ncols: usize,
-    before: Option<usize>,
-    after: Option<usize>,
-    id: &'a str,
-    gtid: Option<&'a str>,
-    file: &'a str,
-    db: &'a str,
-    table: &'a str,
-}
+pub struct Change<'a>(rowhook_abi::Change<'a>);
 
 impl fmt::Debug for Change<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Change")
-            .field("id", &self.id)
-            .field("op", &self.op)
-            .field("db", &self.db)
-            .field("table", &self.table)
-            .finish_non_exhaustive()
+        self.0.fmt(f)
     }
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-/// The bytes of the span at `at`.
-fn span(b: &[u8], at: usize) -> core::result::Result<&[u8], FormatError> {
-    let off = u32_at(b, at) as usize;
-    let len = u32_at(b, at + 4) as usize;
-    off.checked_add(len)
-        .and_then(|end| b.get(off..end))
-        .ok_or(FormatError::Span)
-}
-
-fn text(b: &[u8]) -> core::result::Result<&str, FormatError> {
-    core::str::from_utf8(b).map_err(|_| FormatError::Utf8)
 }
 
 impl<'a> Change<'a> {
@@ -272,203 +34,144 @@ impl<'a> Change<'a> {
     /// column directory and value entries fit the buffer. Column names,
     /// tags and values are checked when read, so a handler pays only for
     /// the columns it touches.
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> core::result::Result<Self, FormatError> {
-        let header = buf.get(..HEADER_LEN).ok_or(FormatError::Truncated)?;
-        let magic = [header[0], header[1], header[2], header[3]];
-        if magic != MAGIC {
-            return Err(FormatError::Magic(magic));
-        }
-        let op = match header[4] {
-            1 => Op::Insert,
-            2 => Op::Update,
-            3 => Op::Delete,
-            other => return Err(FormatError::Op(other)),
-        };
-        let flags = header[5];
-        let ncols = usize::from(u16_at(header, 6));
-        let mut at = HEADER_LEN + ncols * COLUMN_ENTRY_LEN;
-        let before = (flags & FLAG_BEFORE != 0).then(|| {
-            let b = at;
-            at += ncols * VALUE_ENTRY_LEN;
-            b
-        });
-        let after = (flags & FLAG_AFTER != 0).then(|| {
-            let a = at;
-            at += ncols * VALUE_ENTRY_LEN;
-            a
-        });
-        if buf.len() < at {
-            return Err(FormatError::Truncated);
-        }
-        let gtid = if flags & FLAG_GTID != 0 {
-            Some(text(span(buf, 40)?)?)
-        } else {
-            None
-        };
-        let change = Change {
-            buf,
-            op,
-            ncols,
-            before,
-            after,
-            id: text(span(buf, 32)?)?,
-            gtid,
-            file: text(span(buf, 48)?)?,
-            db: text(span(buf, 56)?)?,
-            table: text(span(buf, 64)?)?,
-        };
-        if change.txn_len() > change.id.len() || !change.id.is_char_boundary(change.txn_len()) {
-            return Err(FormatError::Span);
-        }
-        Ok(change)
+        rowhook_abi::Change::parse(buf).map(Change)
+    }
+
+    /// The reader this change wraps, for what the format has and the SDK
+    /// does not show.
+    #[inline]
+    pub fn raw(&self) -> rowhook_abi::Change<'a> {
+        self.0
     }
 
     /// The encoded bytes this change reads from.
+    #[inline]
     pub fn as_bytes(&self) -> &'a [u8] {
-        self.buf
+        self.0.as_bytes()
     }
 
     /// Insert, update or delete.
+    #[inline]
     pub fn op(&self) -> Op {
-        self.op
+        self.0.op()
     }
 
     /// The schema (database) name.
+    #[inline]
     pub fn db(&self) -> &'a str {
-        self.db
+        self.0.db()
     }
 
     /// The table name.
+    #[inline]
     pub fn table(&self) -> &'a str {
-        self.table
+        self.0.table()
     }
 
     /// The change's stable id, `<txn>:<event>:<row>`: the same every time
     /// the same binlog is replayed, so a sink can deduplicate on it.
+    #[inline]
     pub fn id(&self) -> &'a str {
-        self.id
+        self.0.id()
     }
 
     /// The transaction part of the id: its GTID, or `<file>/<pos>` of its
     /// first event where there is none.
+    #[inline]
     pub fn txn(&self) -> &'a str {
-        &self.id[..self.txn_len()]
-    }
-
-    fn txn_len(&self) -> usize {
-        u32_at(self.buf, 20) as usize
+        self.0.txn()
     }
 
     /// Index of the rows event within the transaction, from 0.
+    #[inline]
     pub fn event_index(&self) -> u32 {
-        u32_at(self.buf, 12)
+        self.0.event_index()
     }
 
     /// Index of the row within its rows event, from 0.
+    #[inline]
     pub fn row_index(&self) -> u32 {
-        u32_at(self.buf, 16)
+        self.0.row_index()
     }
 
     /// The transaction's GTID, where the server wrote one.
+    #[inline]
     pub fn gtid(&self) -> Option<&'a str> {
-        self.gtid
+        self.0.gtid()
     }
 
     /// The binlog file of the rows event.
+    #[inline]
     pub fn file(&self) -> &'a str {
-        self.file
+        self.0.file()
     }
 
     /// Offset of the rows event in its binlog file.
+    #[inline]
     pub fn pos(&self) -> u64 {
-        u64_at(self.buf, 24)
+        self.0.pos()
     }
 
     /// The rows event's header timestamp, seconds since the epoch.
+    #[inline]
     pub fn ts(&self) -> u32 {
-        u32_at(self.buf, 8)
+        self.0.ts()
     }
 
     /// Whether column names come from the binlog; if not, they are `@1`,
     /// `@2`, … by position (a server with `binlog_row_metadata=MINIMAL`).
+    #[inline]
     pub fn has_column_names(&self) -> bool {
-        self.buf[5] & FLAG_NAMES != 0
+        self.0.has_column_names()
     }
 
     /// The number of columns of the table.
+    #[inline]
     pub fn column_count(&self) -> usize {
-        self.ncols
+        self.0.column_count()
     }
 
     /// The columns of the table, in table order.
     pub fn columns(&self) -> impl ExactSizeIterator<Item = Column<'a>> + 'a {
-        let this = *self;
-        (0..self.ncols).map(move |i| this.column(i).expect("index in range"))
+        self.0.columns()
     }
 
     /// The `i`th column (from 0), if there is one.
+    #[inline]
     pub fn column(&self, i: usize) -> Option<Column<'a>> {
-        if i >= self.ncols {
-            return None;
-        }
-        let e = HEADER_LEN + i * COLUMN_ENTRY_LEN;
-        let flags = self.buf[e + 7];
-        Some(Column {
-            // A name out of bounds or not UTF-8 shows as empty rather than
-            // failing an iteration.
-            name: text(self.name_bytes(i)).unwrap_or(""),
-            type_code: self.buf[e + 6],
-            primary_key: flags & 1 != 0,
-            nullable: flags & 2 != 0,
-        })
-    }
-
-    fn name_bytes(&self, i: usize) -> &'a [u8] {
-        let e = HEADER_LEN + i * COLUMN_ENTRY_LEN;
-        let off = u32_at(self.buf, e) as usize;
-        let len = usize::from(u16_at(self.buf, e + 4));
-        self.buf.get(off..off.saturating_add(len)).unwrap_or(&[])
+        self.0.column(i)
     }
 
     /// The position of the column `name`, if the table has it.
+    #[inline]
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        (0..self.ncols).find(|&i| self.name_bytes(i) == name.as_bytes())
+        self.0.column_index(name)
     }
 
     /// The after image (insert, update).
+    #[inline]
     pub fn after_image(&self) -> Option<Row<'a>> {
-        self.after.map(|at| Row {
-            change: *self,
-            image: Image::After,
-            at,
-        })
+        self.0.after_image().map(Row)
     }
 
     /// The before image (update, delete).
+    #[inline]
     pub fn before_image(&self) -> Option<Row<'a>> {
-        self.before.map(|at| Row {
-            change: *self,
-            image: Image::Before,
-            at,
-        })
+        self.0.before_image().map(Row)
     }
 
     /// The image [`Change::get`] reads: after, or before for a delete.
+    #[inline]
     pub fn row(&self) -> Row<'a> {
-        self.after_image().or_else(|| self.before_image()).unwrap_or(Row {
-            change: *self,
-            image: Image::After,
-            at: usize::MAX,
-        })
+        Row(self.0.row())
     }
 
     /// The image `image`, or [`Error::NoImage`].
+    #[inline]
     pub fn image(&self, image: Image) -> Result<Row<'a>> {
-        match image {
-            Image::Before => self.before_image(),
-            Image::After => self.after_image(),
-        }
-        .ok_or(Error::NoImage { image })
+        self.0.image(image).map(Row).ok_or(Error::NoImage { image })
     }
 
     /// Column `name` as `T`, from the after image, or the before image of a
@@ -480,6 +183,7 @@ impl<'a> Change<'a> {
     /// let email: Option<&str> = change.get("email")?;
     /// # Ok(()) }
     /// ```
+    #[inline]
     pub fn get<T: FromValue<'a>>(&self, name: &str) -> Result<T> {
         self.row().get(name)
     }
@@ -518,30 +222,23 @@ impl<'a> Change<'a> {
 
 /// One image of a change: the row before or after it.
 #[derive(Clone, Copy)]
-pub struct Row<'a> {
-    change: Change<'a>,
-    image: Image,
-    /// Offset of the value entries; `usize::MAX` for a change with neither
-    /// image (which the host never sends).
-    at: usize,
-}
+pub struct Row<'a>(rowhook_abi::Row<'a>);
 
 impl fmt::Debug for Row<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Row")
-            .field("change", &self.change.id)
-            .field("image", &self.image)
-            .finish_non_exhaustive()
+        self.0.fmt(f)
     }
 }
 
 impl<'a> Row<'a> {
     /// Which image this is.
+    #[inline]
     pub fn image(&self) -> Image {
-        self.image
+        self.0.image()
     }
 
     /// Column `name` as `T`. `Option<T>` reads NULL as `None`.
+    #[inline]
     pub fn get<T: FromValue<'a>>(&self, name: &str) -> Result<T> {
         let value = self.value(name)?;
         T::from_value(value).ok_or_else(|| Error::WrongType {
@@ -552,66 +249,29 @@ impl<'a> Row<'a> {
     }
 
     /// Column `name`'s value; [`Error::NotInImage`] where the image lacks it.
+    #[inline]
     pub fn value(&self, name: &str) -> Result<Value<'a>> {
         let i = self
-            .change
+            .0
+            .change()
             .column_index(name)
             .ok_or_else(|| Error::NoColumn { column: name.into() })?;
         self.value_at(i)?.ok_or_else(|| Error::NotInImage {
             column: name.into(),
-            image: self.image,
+            image: self.image(),
         })
     }
 
     /// The value of the `i`th column (from 0); `None` where the image lacks
     /// it (MINIMAL row image) or there is no such column.
+    #[inline]
     pub fn value_at(&self, i: usize) -> Result<Option<Value<'a>>> {
-        if i >= self.change.ncols || self.at == usize::MAX {
-            return Ok(None);
-        }
-        let b = self.change.buf;
-        let e = self.at + i * VALUE_ENTRY_LEN;
-        let t = b[e];
-        let p = e + 1;
-        let txt = || -> Result<&'a str> { Ok(text(span(b, p)?)?) };
-        Ok(Some(match t {
-            tag::ABSENT => return Ok(None),
-            tag::NULL => Value::Null,
-            tag::INT => Value::Int(u64_at(b, p) as i64),
-            tag::UINT => Value::UInt(u64_at(b, p)),
-            // Widened from an f32 by the host, so narrowing is exact.
-            tag::FLOAT => Value::Float(f64::from_bits(u64_at(b, p)) as f32),
-            tag::DOUBLE => Value::Double(f64::from_bits(u64_at(b, p))),
-            tag::BIT => Value::Bit(u64_at(b, p)),
-            tag::DECIMAL => Value::Decimal(txt()?),
-            tag::STRING => Value::String(txt()?),
-            tag::BYTES => Value::Bytes(span(b, p)?),
-            tag::DATE => Value::Date(txt()?),
-            tag::DATETIME => Value::DateTime(txt()?),
-            tag::TIMESTAMP => Value::Timestamp(txt()?),
-            tag::TIME => Value::Time(txt()?),
-            tag::JSON => Value::Json(txt()?),
-            tag::ENUM => Value::Enum(txt()?),
-            tag::SET => Value::Set(txt()?),
-            tag::VECTOR => Value::Vector(span(b, p)?),
-            other => return Err(FormatError::Tag(other).into()),
-        }))
+        self.0.value_at(i).map_err(Error::Format)
     }
 
     /// The columns present in this image, with their values, in table order.
     pub fn iter(&self) -> impl Iterator<Item = Result<(Column<'a>, Value<'a>)>> + 'a {
-        let row = *self;
-        (0..row.change.ncols).filter_map(move |i| match row.value_at(i) {
-            Ok(Some(v)) => Some(Ok((row.change.column(i).expect("index in range"), v))),
-            Ok(None) => None,
-            Err(e) => Some(Err(e)),
-        })
-    }
-}
-
-impl From<FormatError> for Error {
-    fn from(e: FormatError) -> Self {
-        Error::Format(e)
+        self.0.iter().map(|item| item.map_err(Error::Format))
     }
 }
 
@@ -753,6 +413,7 @@ impl<'a, T: FromValue<'a>> FromValue<'a> for Option<T> {
 mod tests {
     use super::*;
     use crate::testing::ChangeBuilder;
+    use rowhook_abi::{COLUMN_ENTRY_LEN, HEADER_LEN, VALUE_ENTRY_LEN, tag};
 
     fn update() -> Vec<u8> {
         ChangeBuilder::update("shop", "orders")

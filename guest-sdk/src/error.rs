@@ -2,6 +2,8 @@
 
 use core::fmt;
 
+pub use rowhook_abi::FormatError;
+
 use crate::change::Image;
 
 /// The result of a handler and of the SDK's calls.
@@ -96,7 +98,10 @@ impl fmt::Display for Error {
 /// Lets `?` turn any error into a handler failure, keeping its message.
 ///
 /// `Error` itself does not implement [`std::error::Error`]; that is what
-/// leaves room for this conversion (as `anyhow::Error` does).
+/// leaves room for this conversion (as `anyhow::Error` does). A
+/// [`FormatError`] (defined in `rowhook-abi`, so this blanket impl covers it)
+/// becomes a handler failure too; the SDK itself reports one as
+/// [`Error::Format`].
 impl<E: std::error::Error> From<E> for Error {
     fn from(e: E) -> Self {
         Error::Handler(e.to_string())
@@ -108,44 +113,6 @@ impl From<Error> for String {
         e.to_string()
     }
 }
-
-/// What is wrong with a change buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FormatError {
-    /// Shorter than its header or directory says.
-    Truncated,
-    /// Not a row change, or a version of the encoding this SDK does not know.
-    Magic([u8; 4]),
-    /// An operation code other than 1, 2, 3.
-    Op(u8),
-    /// A value tag this SDK does not know.
-    Tag(u8),
-    /// A span reaches past the end of the buffer.
-    Span,
-    /// Text that is not UTF-8.
-    Utf8,
-}
-
-impl fmt::Display for FormatError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FormatError::Truncated => f.write_str("buffer is truncated"),
-            FormatError::Magic(m) => write!(
-                f,
-                "unknown magic or version {m:02x?} (this SDK reads version {})",
-                crate::change::VERSION
-            ),
-            FormatError::Op(op) => write!(f, "unknown operation {op}"),
-            FormatError::Tag(t) => write!(f, "unknown value tag {t}"),
-            FormatError::Span => f.write_str("a span reaches past the end"),
-            FormatError::Utf8 => f.write_str("text is not UTF-8"),
-        }
-    }
-}
-
-// Not a `std::error::Error`: that would make `?` turn it into
-// `Error::Handler` through the blanket conversion above, instead of `Error::Format`.
 
 /// Why a sink did not accept a message (WIT `emit-error`). Nothing reached
 /// any sink.

@@ -44,8 +44,9 @@
 //!
 //! # Reading a change
 //!
-//! The change arrives as one byte buffer with an index up front (see
-//! `wit/handler.wit`); [`Change`] reads it in place. Asking for a column
+//! The change arrives as one byte buffer with an index up front (the row
+//! change encoding of the `rowhook-abi` crate, specified in its `SPEC.md`);
+//! [`Change`] reads it in place. Asking for a column
 //! decodes that column only, so a handler pays for what it reads, not for
 //! the width of the table. [`Change::get`] reads the row as it is after the
 //! change (before it, for a delete); [`Change::before`] and

@@ -23,7 +23,9 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::change::{Change, Op, Value};
+use rowhook_abi::write::{ChangeWriter, ColumnDirectory, Header};
+
+use crate::change::{Change, Column, Image, Op, Value};
 use crate::error::{EmitError, Result, StateError};
 use crate::log::Level;
 
@@ -325,77 +327,48 @@ impl<'a> ChangeBuilder<'a> {
 
     /// The encoded change.
     pub fn build(&self) -> Vec<u8> {
-        let n = self.columns.len();
-        let has_before = self.op != Op::Insert;
-        let has_after = self.op != Op::Delete;
-        let before_at = 72 + n * 8;
-        let after_at = before_at + if has_before { n * 9 } else { 0 };
-        let data_at = after_at + if has_after { n * 9 } else { 0 };
-        let mut out = vec![0u8; data_at];
-        out[0..4].copy_from_slice(b"RHC\x01");
-        out[4] = match self.op {
-            Op::Insert => 1,
-            Op::Update => 2,
-            Op::Delete => 3,
+        let directory = ColumnDirectory::new(self.columns.iter().map(|c| Column {
+            name: c.name,
+            type_code: type_code(&c.after.or(c.before).unwrap_or(Value::Null)),
+            primary_key: c.primary_key,
+            nullable: true,
+        }))
+        .expect("a test change fits the encoding");
+        let header = Header {
+            op: self.op,
+            before: self.op != Op::Insert,
+            after: self.op != Op::Delete,
+            has_names: true,
+            ts: self.ts,
+            event_index: self.event_index,
+            row_index: self.row_index,
+            txn: self.txn,
+            gtid: self.gtid,
+            file: self.file,
+            pos: self.pos,
+            db: self.db,
+            table: self.table,
         };
-        out[5] = u8::from(has_before) | u8::from(has_after) << 1 | u8::from(self.gtid.is_some()) << 2 | 8;
-        out[6..8].copy_from_slice(&(n as u16).to_le_bytes());
-        out[8..12].copy_from_slice(&self.ts.to_le_bytes());
-        out[12..16].copy_from_slice(&self.event_index.to_le_bytes());
-        out[16..20].copy_from_slice(&self.row_index.to_le_bytes());
-        out[20..24].copy_from_slice(&(self.txn.len() as u32).to_le_bytes());
-        out[24..32].copy_from_slice(&self.pos.to_le_bytes());
-        let id = format!("{}:{}:{}", self.txn, self.event_index, self.row_index);
-        for (field, text) in [
-            (32, id.as_str()),
-            (40, self.gtid.unwrap_or("")),
-            (48, self.file),
-            (56, self.db),
-            (64, self.table),
-        ] {
-            let s = push(&mut out, text.as_bytes());
-            out[field..field + 8].copy_from_slice(&s);
-        }
-        for (i, c) in self.columns.iter().enumerate() {
-            let s = push(&mut out, c.name.as_bytes());
-            let e = 72 + i * 8;
-            out[e..e + 4].copy_from_slice(&s[0..4]);
-            out[e + 4..e + 6].copy_from_slice(&(c.name.len() as u16).to_le_bytes());
-            let sample = c.after.or(c.before).unwrap_or(Value::Null);
-            out[e + 6] = type_code(&sample);
-            out[e + 7] = u8::from(c.primary_key) | 2;
-        }
-        for (at, after) in [(before_at, false), (after_at, true)] {
-            if (after && !has_after) || (!after && !has_before) {
+        let mut out = Vec::new();
+        let mut w = ChangeWriter::new(&mut out, &header, &directory).expect("a test change fits the encoding");
+        for (image, present) in [(Image::Before, header.before), (Image::After, header.after)] {
+            if !present {
                 continue;
             }
             for (i, c) in self.columns.iter().enumerate() {
-                let v = if after {
-                    c.after.or(c.before)
-                } else {
-                    c.before.or(c.after)
+                let v = match image {
+                    Image::Before => c.before.or(c.after),
+                    Image::After => c.after.or(c.before),
                 };
-                let (tag, payload) = match v {
-                    None => (0, [0; 8]),
-                    Some(v) => entry(&mut out, &v),
-                };
-                let e = at + i * 9;
-                out[e] = tag;
-                out[e + 1..e + 9].copy_from_slice(&payload);
+                w.value(image, i, v).expect("a test change fits the encoding");
             }
         }
+        w.finish().expect("a test change fits the encoding");
         out
     }
 }
 
-fn push(out: &mut Vec<u8>, bytes: &[u8]) -> [u8; 8] {
-    let mut s = [0u8; 8];
-    s[0..4].copy_from_slice(&(out.len() as u32).to_le_bytes());
-    s[4..8].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out.extend_from_slice(bytes);
-    s
-}
-
+/// A plausible MySQL type code for a value of this kind.
 fn type_code(v: &Value<'_>) -> u8 {
     match v {
         Value::Null => 6,
@@ -414,27 +387,6 @@ fn type_code(v: &Value<'_>) -> u8 {
         Value::Set(_) => 248,
         Value::Bit(_) => 16,
         Value::Vector(_) => 242,
-    }
-}
-
-fn entry(out: &mut Vec<u8>, v: &Value<'_>) -> (u8, [u8; 8]) {
-    match *v {
-        Value::Null => (1, [0; 8]),
-        Value::Int(i) => (2, i.to_le_bytes()),
-        Value::UInt(u) => (3, u.to_le_bytes()),
-        Value::Float(f) => (4, f64::from(f).to_le_bytes()),
-        Value::Double(d) => (5, d.to_le_bytes()),
-        Value::Decimal(s) => (6, push(out, s.as_bytes())),
-        Value::String(s) => (7, push(out, s.as_bytes())),
-        Value::Bytes(b) => (8, push(out, b)),
-        Value::Date(s) => (9, push(out, s.as_bytes())),
-        Value::DateTime(s) => (10, push(out, s.as_bytes())),
-        Value::Timestamp(s) => (11, push(out, s.as_bytes())),
-        Value::Time(s) => (12, push(out, s.as_bytes())),
-        Value::Json(s) => (13, push(out, s.as_bytes())),
-        Value::Enum(s) => (14, push(out, s.as_bytes())),
-        Value::Set(s) => (15, push(out, s.as_bytes())),
-        Value::Bit(u) => (16, u.to_le_bytes()),
-        Value::Vector(b) => (17, push(out, b)),
+        _ => 252,
     }
 }

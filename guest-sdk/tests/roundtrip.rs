@@ -1,5 +1,5 @@
 //! The row change encoding end to end: real binlogs decoded by rowhook,
-//! encoded by the host's `guest_abi`, read back by this SDK, and compared
+//! encoded by the host's `guest_abi` (the `rowhook-abi` writer), read back by this SDK, and compared
 //! column by column with the row change JSON rowhook prints for the same
 //! change.
 //!
@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine as _;
+use rowhook::decode::table_map::TableMap;
 use rowhook::decode::{ChangeVisitor, Decoder, DecoderOptions, Flow, RowChange};
-use rowhook::guest_abi;
+use rowhook::guest_abi::DirectoryCache;
 use rowhook::source::file::{BinlogFile, Next};
 use rowhook_guest::{Change, Error, Image, Op, Value};
 use serde_json::Value as Json;
@@ -25,6 +26,7 @@ fn root() -> PathBuf {
 /// Checks every change it sees, counting what it checked.
 #[derive(Default)]
 struct RoundTrip {
+    directories: DirectoryCache,
     buf: Vec<u8>,
     json: Vec<u8>,
     changes: usize,
@@ -37,7 +39,7 @@ impl ChangeVisitor for RoundTrip {
     fn change(&mut self, c: &RowChange<'_>) -> Flow {
         self.json.clear();
         let rendered = c.write_json(&mut self.json);
-        let encoded = guest_abi::encode_change(c, &mut self.buf);
+        let encoded = self.directories.encode(c, &mut self.buf);
         match (rendered, encoded) {
             (Ok(()), Ok(())) => {}
             (Err(a), Err(b)) => {
@@ -101,6 +103,10 @@ impl ChangeVisitor for RoundTrip {
         }
         self.changes += 1;
         Flow::Continue
+    }
+
+    fn table_map(&mut self, table: &TableMap) {
+        self.directories.forget(table.table_id);
     }
 }
 
@@ -319,4 +325,30 @@ fn mariadb_type_workload() {
     ] {
         assert!(check.kinds.contains(kind), "no {kind} value in types.sql");
     }
+}
+
+#[path = "../abi/tests/support/vectors.rs"]
+mod vectors;
+
+/// The SDK against the test vectors of `rowhook-abi`: each valid vector's
+/// `Change::to_json` is the row change JSON rowhook printed for it, and each
+/// malformed one fails as `Error::Format`.
+#[test]
+fn abi_vectors() {
+    let mut valid = 0;
+    for (name, bytes, doc) in vectors::all() {
+        let parsed = Change::parse(&bytes);
+        if doc.get("error").is_some() {
+            let failed = match parsed {
+                Err(_) => true,
+                Ok(c) => matches!(c.to_json(), Err(Error::Format(_))),
+            };
+            assert!(failed, "{name} was read");
+            continue;
+        }
+        let change = parsed.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(change.to_json().unwrap(), doc["json"].as_str().unwrap(), "{name}");
+        valid += 1;
+    }
+    assert!(valid > 0, "no vectors in {}", vectors::dir().display());
 }

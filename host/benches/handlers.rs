@@ -38,9 +38,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rowhook::config::Plan;
+use rowhook::decode::table_map::TableMap;
 use rowhook::decode::txn::TableFilter;
 use rowhook::decode::{ChangeVisitor, Decoder, DecoderOptions, Flow, RowChange};
-use rowhook::guest_abi::encode_change;
+use rowhook::guest_abi::DirectoryCache;
 use rowhook::pipeline::Stats;
 use rowhook::runtime::{Grants, Instance, Limits, Module, Runtime};
 use rowhook::source::file::{BinlogFile, Next};
@@ -55,6 +56,8 @@ enum Work<'a> {
 /// Counts the changes it sees and the handler calls it makes.
 struct Visit<'a> {
     work: Work<'a>,
+    /// Column directories, laid out once per table as the pipeline does.
+    directories: DirectoryCache,
     changes: u64,
     calls: u64,
 }
@@ -67,16 +70,20 @@ impl ChangeVisitor for Visit<'_> {
                 black_box(change);
             }
             Work::Encode(buf) => {
-                encode_change(change, buf).expect("the workload encodes");
+                self.directories.encode(change, buf).expect("the workload encodes");
                 black_box(buf.len());
             }
             Work::Call(buf, instance) => {
-                encode_change(change, buf).expect("the workload encodes");
+                self.directories.encode(change, buf).expect("the workload encodes");
                 instance.call(buf).expect("the trivial handler succeeds");
                 self.calls += 1;
             }
         }
         Flow::Continue
+    }
+
+    fn table_map(&mut self, table: &TableMap) {
+        self.directories.forget(table.table_id);
     }
 }
 
@@ -104,6 +111,7 @@ fn decode_pass(path: &Path, tables: &str, work: Work<'_>) -> Sample {
     let mut decoder = Decoder::new(opts, file.name());
     let mut visit = Visit {
         work,
+        directories: DirectoryCache::default(),
         changes: 0,
         calls: 0,
     };
@@ -223,12 +231,13 @@ fn header(title: &str) {
     );
 }
 
-/// `trivial.wasm`: `ROWHOOK_BENCH_WASM`, or built from `tests/guests/trivial`.
+/// `trivial.wasm`: `ROWHOOK_BENCH_WASM`, or built from `tests/guests/trivial`
+/// in the guest workspace `tests/guests`.
 fn trivial_wasm() -> PathBuf {
     if let Some(p) = std::env::var_os("ROWHOOK_BENCH_WASM") {
         return PathBuf::from(p);
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests/trivial");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guests");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args([

@@ -22,8 +22,10 @@ use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
 use crate::config::{HandlerPlan, OnError, Plan};
+use crate::decode::table_map::TableMap;
 use crate::decode::txn::TableFilter;
 use crate::decode::{ChangeVisitor, Commit, Flow, RowChange, Undecodable};
+use crate::guest_abi::DirectoryCache;
 use crate::runtime::reload::{Reload, Reloader};
 use crate::runtime::{Grants, Instance, Limits, Module, Runtime, SinkRules};
 use crate::sink::{AnySink, Message, Sink, SinkError, SinkRetry};
@@ -93,6 +95,9 @@ pub struct Pipeline {
     pending_count: usize,
     /// Per table id and op: which handlers (by index) subscribe.
     routes: HashMap<(u64, crate::decode::Op), Route>,
+    /// Per table id: the column directory of the encoding handlers receive,
+    /// laid out at the table's first routed change, not per row.
+    directories: DirectoryCache,
     encoded: Vec<u8>,
     commit_seen: bool,
     halted: Option<anyhow::Error>,
@@ -172,6 +177,7 @@ impl Pipeline {
             pending: BTreeMap::new(),
             pending_count: 0,
             routes: HashMap::new(),
+            directories: DirectoryCache::default(),
             encoded: Vec::new(),
             commit_seen: false,
             halted: None,
@@ -726,8 +732,7 @@ impl ChangeVisitor for Pipeline {
             return Flow::Continue;
         }
         self.stats.changes += 1;
-        self.encoded.clear();
-        if let Err(e) = crate::guest_abi::encode_change(change, &mut self.encoded) {
+        if let Err(e) = self.directories.encode(change, &mut self.encoded) {
             let rows = Undecodable::of_change(change, &e.0);
             for &i in targets.iter() {
                 if self.handle_error(i, Failed::Rows(&rows), &rows) == Flow::Stop {
@@ -787,6 +792,11 @@ impl ChangeVisitor for Pipeline {
         // The driver flushes between events once enough is buffered; one
         // rows event holds a bounded number of rows.
         Flow::Continue
+    }
+
+    fn table_map(&mut self, table: &TableMap) {
+        // The id may now name other columns (a DDL, a restarted server).
+        self.directories.forget(table.table_id);
     }
 
     fn undecodable(&mut self, rows: &Undecodable<'_>) -> Flow {

@@ -102,9 +102,9 @@ BIN=$TARGET_DIR/release/rowhook
 [[ -x $BIN ]] || die "$BIN was not built"
 if want handlers; then
     log "building the trivial and counting handlers (wasm32-wasip2)"
-    GUESTS=$ROOT/tests/guests/trivial
-    (cd "$GUESTS" && cargo build --release --target wasm32-wasip2 --workspace --quiet --target-dir "$GUESTS/target") >&2 \
-        || die "building $GUESTS failed (rustup target add wasm32-wasip2?)"
+    GUESTS=$ROOT/tests/guests
+    (cd "$GUESTS" && cargo build --release --target wasm32-wasip2 -p trivial -p counting --quiet --target-dir "$GUESTS/target") >&2 \
+        || die "building $GUESTS/trivial failed (rustup target add wasm32-wasip2?)"
     TRIVIAL=$GUESTS/target/wasm32-wasip2/release/trivial.wasm
     COUNTING=$GUESTS/target/wasm32-wasip2/release/counting.wasm
     [[ -s $TRIVIAL ]] || die "$TRIVIAL was not built"

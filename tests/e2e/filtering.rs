@@ -20,11 +20,11 @@ use crate::support::{Server, build_guest, json_lines, root, rowhook_ok, temp_dir
 /// Rounds of the workload below.
 const ROUNDS: u32 = 4;
 
-/// `trivial.wasm` and `counting.wasm`, built once from their workspace.
+/// `trivial.wasm` and `counting.wasm`, built once with the guest workspace.
 fn guests() -> &'static (PathBuf, PathBuf) {
     static G: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     G.get_or_init(|| {
-        let trivial = build_guest(&root().join("tests/guests/trivial"), "trivial");
+        let trivial = build_guest(&root().join("tests/guests"), "trivial");
         let counting = trivial.with_file_name("counting.wasm");
         (trivial, counting)
     })

@@ -11,7 +11,7 @@ fn guests() -> &'static (PathBuf, PathBuf) {
     G.get_or_init(|| {
         (
             build_guest(&root().join("guest-sdk/examples/minimal"), "minimal"),
-            build_guest(&root().join("tests/guests/hostile"), "hostile"),
+            build_guest(&root().join("tests/guests"), "hostile"),
         )
     })
 }

@@ -5,6 +5,8 @@
 //! compared with golden JSONL files under `tests/golden/`; set
 //! `ROWHOOK_BLESS=1` to rewrite them after a deliberate change.
 
+/// The row change encoding's test vectors: rowhook's writer gives their bytes.
+mod abi_vectors;
 /// Reading MySQL's binlog formats from the conformance corpus in ../shared.
 mod conformance;
 /// SIGKILL at random moments under load: nothing lost, state exactly once.

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Server, build_guest, root, spawn_run, temp_dir};
 
-/// Builds the guests of `tests/guests/suite` (one workspace) and returns
-/// the directory holding their `.wasm` files.
+/// Builds the test guests (`tests/guests`, one workspace; the reload,
+/// crash and echo handlers are in `suite/`) and returns the directory
+/// holding their `.wasm` files.
 pub fn suite_guests() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let v1 = build_guest(&root().join("tests/guests/suite"), "reload_v1");
+        let v1 = build_guest(&root().join("tests/guests"), "reload_v1");
         v1.parent().expect("a directory").to_owned()
     })
 }

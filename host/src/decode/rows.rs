@@ -5,27 +5,10 @@ use super::cursor::{Cursor, Short};
 use super::table_map::{ColumnKind, TableMap};
 use super::value::{self, Value};
 
-/// What a rows event does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Op {
-    /// INSERT: after image only.
-    Insert,
-    /// UPDATE: before and after images.
-    Update,
-    /// DELETE: before image only.
-    Delete,
-}
-
-impl Op {
-    /// The contract's name for the operation.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Insert => "insert",
-            Op::Update => "update",
-            Op::Delete => "delete",
-        }
-    }
-}
+/// What a rows event does: insert, update or delete. One type from the
+/// decoder to the handlers: the row change encoding's, whose crate
+/// (`rowhook-abi`) is plain data with no dependencies on the host.
+pub use rowhook_abi::Op;
 
 /// How a rows event type is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

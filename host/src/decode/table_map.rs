@@ -184,9 +184,6 @@ pub struct TableMap {
     pub has_names: bool,
     /// Whether signedness and charsets came from the binlog (MINIMAL or FULL).
     pub has_types: bool,
-    /// The column directory of the row change encoding handlers receive,
-    /// laid out once per table (`None` if a name is too long for it).
-    pub guest_directory: Option<crate::guest_abi::ColumnDirectory>,
 }
 
 /// What went wrong planning a table.
@@ -554,7 +551,6 @@ impl TableMap {
             db,
             table,
             names_json: names_json.into_boxed_slice(),
-            guest_directory: crate::guest_abi::ColumnDirectory::new(&columns),
             columns,
             has_names: opt.names.is_some(),
             has_types: opt.signed_known || opt.charset_known,
@@ -574,7 +570,6 @@ impl TableMap {
             c.key_json = key_json.into_boxed_slice();
             c.name = name.clone();
         }
-        self.guest_directory = crate::guest_abi::ColumnDirectory::new(&self.columns);
         true
     }
 }

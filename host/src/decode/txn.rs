@@ -41,6 +41,12 @@ pub trait ChangeVisitor {
         let _ = commit;
         Flow::Continue
     }
+    /// A TABLE_MAP planned `table` anew: changes of its table id from now on
+    /// carry this map, so what a visitor derived from an earlier map of the
+    /// same id is stale. Not called when the same map is repeated.
+    fn table_map(&mut self, table: &TableMap) {
+        let _ = table;
+    }
     /// Rows the decoder cannot turn into values (a table it cannot plan, a
     /// row image it cannot read). The visitor applies its error policy:
     /// [`Flow::Continue`] when it recorded them (logged, skipped,
@@ -529,7 +535,7 @@ impl Decoder {
                 }
                 Ok(Flow::Continue)
             }
-            types::TABLE_MAP => self.table_map(ev),
+            types::TABLE_MAP => self.table_map(ev, v),
             types::QUERY | types::MARIA_QUERY_COMPRESSED => self.query(ev, v),
             types::XID | types::XA_PREPARE => Ok(self.commit(ev, v)),
             types::GTID | types::ANONYMOUS_GTID => {
@@ -739,7 +745,7 @@ impl Decoder {
         }
     }
 
-    fn table_map(&mut self, ev: RawEvent<'_>) -> Result<Flow, DecodeError> {
+    fn table_map<V: ChangeVisitor>(&mut self, ev: RawEvent<'_>, v: &mut V) -> Result<Flow, DecodeError> {
         let Some((id, db, table)) = TableMap::peek_names(ev.body, self.table_id_len) else {
             return Err(self.truncated(ev.pos, "table map"));
         };
@@ -806,6 +812,7 @@ impl Decoder {
                 });
             }
         }
+        v.table_map(&plan);
         self.tables.insert(
             id,
             TableSlot {

@@ -1,0 +1,3 @@
+//! Test support shared with rowhook's own tests.
+
+pub mod vectors;
