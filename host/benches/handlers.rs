@@ -1,4 +1,4 @@
-//! What a handler costs per row change: `rowhook::run::replay` with the
+//! What a handler costs per row change: `rowhook::cli::replay::replay` with the
 //! trivial handler (`tests/guests/trivial`: reads the `id` column, emits
 //! nothing) over real binlog files, and the steps of that path measured one
 //! by one so a slow figure says where the time goes.
@@ -21,7 +21,7 @@
 //! - `encode`: + the row change encoding the guest receives (`guest_abi`);
 //! - `call`: + one call of a trivial instance per change, straight to the
 //!   runtime (no pipeline);
-//! - `replay`: `rowhook::run::replay` with a config, as `rowhook replay`
+//! - `replay`: `rowhook::cli::replay::replay` with a config, as `rowhook replay`
 //!   runs it: engine start, compile, decode, route, encode, call, commit.
 //!
 //! `rows` counts every row change in the file, subscribed or not; the rates
@@ -43,7 +43,7 @@ use rowhook::decode::txn::TableFilter;
 use rowhook::decode::{ChangeVisitor, Decoder, DecoderOptions, Flow, RowChange};
 use rowhook::guest_abi::DirectoryCache;
 use rowhook::pipeline::Stats;
-use rowhook::runtime::{Grants, Instance, Limits, Module, Runtime};
+use rowhook::runtime::{Grants, HandlerRuntime, Instance, Limits, Module};
 use rowhook::source::file::{BinlogFile, Next};
 
 /// What a pass does per row change of a subscribed table.
@@ -128,11 +128,11 @@ fn decode_pass(path: &Path, tables: &str, work: Work<'_>) -> Sample {
     }
 }
 
-/// One `rowhook::run::replay` of `path` with `config`.
+/// One `rowhook::cli::replay::replay` of `path` with `config`.
 fn replay_pass(config: &Path, path: &Path) -> (Sample, Stats) {
     let (cpu0, proc0, t0) = (thread_cpu(), process_cpu(), Instant::now());
     let plan = Plan::load(config).expect("the bench config loads");
-    let stats = rowhook::run::replay(&plan, &[path.to_owned()]).expect("replay succeeds");
+    let stats = rowhook::cli::replay::replay(&plan, &[path.to_owned()]).expect("replay succeeds");
     let sample = Sample {
         rows: 0,
         changes: stats.changes,
@@ -279,7 +279,7 @@ fn write_config(dir: &Path, name: &str, wasm: &Path, tables: &str) -> PathBuf {
 }
 
 /// A fresh trivial instance, with the default limits of a handler.
-fn trivial_instance(runtime: &Runtime, module: &Module) -> Instance {
+fn trivial_instance(runtime: &HandlerRuntime, module: &Module) -> Instance {
     runtime
         .instantiate(module, "trivial", Arc::new(Grants::default()), Limits::default())
         .expect("instantiate the trivial guest")
@@ -301,7 +301,7 @@ fn bench_file(label: &str, path: &Path, tables: &str, wasm: &Path, dir: &Path, r
     report("decode+encode", runs, || {
         with_rows(decode_pass(path, tables, Work::Encode(Vec::new())))
     });
-    let runtime = Runtime::new().expect("start wasmtime");
+    let runtime = HandlerRuntime::new().expect("start wasmtime");
     let module = runtime.load(wasm).expect("load the trivial guest");
     report("decode+encode+call", runs, || {
         // A fresh instance per pass, made before the clock starts.
@@ -349,7 +349,7 @@ fn bench_file(label: &str, path: &Path, tables: &str, wasm: &Path, dir: &Path, r
 /// Engine start, compile and instantiate: what a replay pays once.
 fn setup_cost(wasm: &Path) {
     let t0 = Instant::now();
-    let runtime = Runtime::new().expect("start wasmtime");
+    let runtime = HandlerRuntime::new().expect("start wasmtime");
     let t1 = Instant::now();
     let module = runtime.load(wasm).expect("load the trivial guest");
     let t2 = Instant::now();

@@ -13,17 +13,15 @@
 //!   fifo), listed in [`sink::registry`], each behind a cargo feature.
 
 mod backoff;
-pub mod check;
+pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod driver;
 pub mod guest_abi;
-pub mod inspect;
 pub mod json_text;
-pub mod ops;
 pub mod pipeline;
-pub mod run;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod store;

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use rowhook::cli::inspect::{Format, Input, InspectOptions};
 use rowhook::decode::txn::TableFilter;
-use rowhook::inspect::{Format, Input, InspectOptions};
 use rowhook::source::StartPosition;
 use rowhook::source::live::LiveOptions;
 use rowhook::source::server::SourceUrl;
@@ -201,7 +201,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Handlers run outside the async runtime (see rowhook::run).
+    // Handlers run outside the async runtime (see rowhook::cli).
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Replay(args) => replay(args),
@@ -254,26 +254,31 @@ fn inspect(rt: &tokio::runtime::Runtime, args: InspectArgs) -> anyhow::Result<Ex
             ..Default::default()
         },
         on_undecodable: match args.on_error {
-            OnErrorArg::Halt => rowhook::inspect::OnUndecodable::Halt,
-            OnErrorArg::Skip => rowhook::inspect::OnUndecodable::Skip,
+            OnErrorArg::Halt => rowhook::cli::inspect::OnUndecodable::Halt,
+            OnErrorArg::Skip => rowhook::cli::inspect::OnUndecodable::Skip,
         },
     };
     let stdout = std::io::stdout().lock();
     let out = std::io::BufWriter::with_capacity(1 << 16, stdout);
-    rowhook::inspect::run(rt, opts, out, rowhook::driver::stop_on_signals(rt))?;
+    rowhook::cli::inspect::run(rt, opts, out, rowhook::driver::stop_on_signals(rt))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn check(rt: &tokio::runtime::Runtime, args: CheckArgs) -> anyhow::Result<ExitCode> {
     let lines = match (args.url, args.config) {
-        (Some(url), _) => rt.block_on(rowhook::check::check_server(&SourceUrl::parse(&url)?, args.server_id)),
+        (Some(url), _) => rt.block_on(rowhook::cli::check::check_server(
+            &SourceUrl::parse(&url)?,
+            args.server_id,
+        )),
         (None, Some(config)) => {
             let plan = rowhook::config::Plan::load(&config)?;
-            // Modules are checked outside the async runtime (see rowhook::run).
-            let mut lines = rowhook::check::check_plan(&plan);
+            // Modules are checked outside the async runtime (see rowhook::cli).
+            let mut lines = rowhook::cli::check::check_plan(&plan);
             match &plan.source {
-                Some(source) => lines.extend(rt.block_on(rowhook::check::check_server(&source.url, source.server_id))),
-                None => lines.push(rowhook::check::CheckLine {
+                Some(source) => {
+                    lines.extend(rt.block_on(rowhook::cli::check::check_server(&source.url, source.server_id)))
+                }
+                None => lines.push(rowhook::cli::check::CheckLine {
                     ok: true,
                     text: "no [source]: the config can replay binlog files; `rowhook run` needs a [source]".into(),
                 }),
@@ -292,10 +297,10 @@ fn check(rt: &tokio::runtime::Runtime, args: CheckArgs) -> anyhow::Result<ExitCo
 
 fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let plan = rowhook::config::Plan::load(&args.config)?;
-    let opts = rowhook::run::ReplayOptions {
+    let opts = rowhook::cli::replay::ReplayOptions {
         checkpoint: args.checkpoint,
     };
-    let stats = rowhook::run::replay_with(&plan, &args.files, &opts)?;
+    let stats = rowhook::cli::replay::replay_with(&plan, &args.files, &opts)?;
     eprintln!(
         "rowhook: {} row changes, {} handler calls, {} messages, {} handler errors, {} transactions",
         stats.changes, stats.calls, stats.messages, stats.handler_errors, stats.commits
@@ -305,7 +310,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = rowhook::config::Plan::load(&args.config)?;
-    let stats = rowhook::run::run(&plan)?;
+    let stats = rowhook::cli::run::run(&plan)?;
     eprintln!(
         "rowhook: stopped after {} row changes, {} messages, {} transactions",
         stats.changes, stats.messages, stats.commits
@@ -317,11 +322,11 @@ fn state(rt: &tokio::runtime::Runtime, args: StateArgs) -> anyhow::Result<ExitCo
     let plan = rowhook::config::Plan::load(&args.config)?;
     match args.action {
         None => {
-            let report = rt.block_on(rowhook::ops::report(&plan))?;
+            let report = rt.block_on(rowhook::cli::state::report(&plan))?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", rowhook::ops::render(&report));
+                print!("{}", rowhook::cli::state::render(&report));
             }
         }
         Some(StateAction::Reset { handler, yes }) => {
@@ -334,7 +339,7 @@ fn state(rt: &tokio::runtime::Runtime, args: StateArgs) -> anyhow::Result<ExitCo
                 "{} has no handler `{handler}`",
                 plan.file.display()
             );
-            let n = rowhook::ops::reset_state(&plan, &handler)?;
+            let n = rowhook::cli::state::reset_state(&plan, &handler)?;
             println!("handler `{handler}`: {n} keys deleted");
         }
         Some(StateAction::SetStart { to, yes }) => {
@@ -342,13 +347,13 @@ fn state(rt: &tokio::runtime::Runtime, args: StateArgs) -> anyhow::Result<ExitCo
                 yes,
                 "moving the start position skips or repeats the changes in between; add --yes to confirm"
             );
-            match rowhook::ops::set_start(&plan, &to)? {
+            match rowhook::cli::state::set_start(&plan, &to)? {
                 Some(cp) if cp.file.is_empty() => println!("the next run starts after GTID set {}", cp.gtids),
                 Some(cp) => println!("the next run starts at {}:{}", cp.file, cp.pos),
                 None => println!("checkpoint forgotten: the next run starts where [source] start says"),
             }
         }
-        Some(StateAction::Dump { handler }) => print!("{}", rowhook::ops::dump(&plan, &handler)?),
+        Some(StateAction::Dump { handler }) => print!("{}", rowhook::cli::state::dump(&plan, &handler)?),
     }
     Ok(ExitCode::SUCCESS)
 }

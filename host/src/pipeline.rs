@@ -9,7 +9,7 @@
 //! in bounded batches. Handler state writes commit only after every sink
 //! acknowledged the transaction's messages.
 //!
-//! With a [`Store`] attached, committed transactions are gathered into a
+//! With a [`StateStore`] attached, committed transactions are gathered into a
 //! batch (their state writes, dead letters, and the position after them)
 //! that is committed to the store at most every `commit_interval`, always
 //! after the sinks acknowledged every message of its transactions. A sink
@@ -25,12 +25,13 @@ use crate::config::{HandlerPlan, OnError, Plan};
 use crate::decode::table_map::TableMap;
 use crate::decode::txn::TableFilter;
 use crate::decode::{ChangeVisitor, Commit, Flow, RowChange, Undecodable};
+use crate::driver::{Consumer, Interrupted, Stop};
 use crate::guest_abi::DirectoryCache;
 use crate::runtime::reload::{Reload, Reloader};
-use crate::runtime::{Grants, Instance, Limits, Module, Runtime, SinkRules};
+use crate::runtime::{Grants, HandlerRuntime, Instance, Limits, Module, SinkRules};
 use crate::sink::{AnySink, Message, Sink, SinkError, SinkRetry};
 use crate::source::reconnect::SourceStats;
-use crate::store::{Batch, Checkpoint, DeadLetter, Store};
+use crate::store::{Batch, Checkpoint, DeadLetter, StateStore};
 
 /// Messages buffered before a flush inside a transaction.
 const FLUSH_EVERY: usize = 4096;
@@ -87,7 +88,7 @@ pub struct Stats {
 
 /// Runs the configured handlers over decoded row changes.
 pub struct Pipeline {
-    runtime: Runtime,
+    runtime: HandlerRuntime,
     handlers: Vec<HandlerSlot>,
     sinks: BTreeMap<String, SinkSlot>,
     /// Per sink: buffered messages, and the handler (index) each came from.
@@ -103,7 +104,7 @@ pub struct Pipeline {
     halted: Option<anyhow::Error>,
     stats: Stats,
     reloader: Option<Reloader>,
-    store: Option<Store>,
+    store: Option<StateStore>,
     /// Committed transactions not yet in the store.
     batch: Batch,
     commit_interval: Duration,
@@ -140,7 +141,7 @@ pub fn runtime_limits(plan: &HandlerPlan) -> Limits {
 
 impl Pipeline {
     /// Loads every handler's module and opens every sink of `plan`.
-    pub async fn new(plan: &Plan, runtime: Runtime) -> anyhow::Result<Pipeline> {
+    pub async fn new(plan: &Plan, runtime: HandlerRuntime) -> anyhow::Result<Pipeline> {
         let mut handlers = Vec::new();
         for h in &plan.handlers {
             let module = runtime
@@ -197,7 +198,7 @@ impl Pipeline {
 
     /// Keeps handler state and the resume position in `store`: loads every
     /// handler's state from it and returns the position to resume at.
-    pub fn attach_store(&mut self, store: Store) -> anyhow::Result<Option<Checkpoint>> {
+    pub fn attach_store(&mut self, store: StateStore) -> anyhow::Result<Option<Checkpoint>> {
         for h in &mut self.handlers {
             let values = store.load_state(&h.plan.name)?;
             h.instance
@@ -271,18 +272,18 @@ impl Pipeline {
         self.source = Some(stats);
     }
 
-    /// Rewrites the status file beside the store (see [`crate::ops`]):
+    /// Rewrites the status file beside the store (see [`crate::status`]):
     /// position, state sizes, dead letters and the counters. Without a store
     /// there is nothing to report. A failure is logged: status is advisory.
     pub fn write_status(&mut self) {
         let Some(store) = &self.store else { return };
-        let report = crate::ops::Report {
+        let report = crate::status::Report {
             store: store.path().to_owned(),
             position: self.position.clone(),
             handlers: self
                 .handlers
                 .iter_mut()
-                .map(|h| crate::ops::HandlerState {
+                .map(|h| crate::status::HandlerState {
                     name: h.plan.name.clone(),
                     keys: h.instance.state().len() as u64,
                     bytes: 0,
@@ -298,8 +299,8 @@ impl Pipeline {
             source: self.source.as_ref().map(|s| s.snapshot()),
         };
         let dir = store.path().parent().unwrap_or(std::path::Path::new("."));
-        if let Err(e) = crate::ops::write_status(dir, &report) {
-            tracing::warn!("writing {}: {e}", dir.join(crate::ops::STATUS_FILE).display());
+        if let Err(e) = crate::status::write_status(dir, &report) {
+            tracing::warn!("writing {}: {e}", dir.join(crate::status::STATUS_FILE).display());
         }
     }
 
@@ -680,6 +681,53 @@ impl Failed<'_, '_> {
     }
 }
 
+/// The pipeline is what the driver hands row changes to in `run` and `replay`.
+impl Consumer for Pipeline {
+    /// Flushes at commits and when the buffer is large; a flush waiting on a
+    /// sink gives way to `stop` (with [`Interrupted`]). Reloads are applied
+    /// between transactions.
+    fn after_event(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        decoder: &crate::decode::Decoder,
+        _: bool,
+        stop: &mut Stop,
+    ) -> anyhow::Result<()> {
+        if let Some(e) = self.take_halt() {
+            return Err(e);
+        }
+        if self.flush_due() {
+            rt.block_on(async {
+                tokio::select! {
+                    r = self.flush() => r,
+                    () = stop.requested_wait() => Err(Interrupted.into()),
+                }
+            })?;
+        }
+        if !decoder.in_transaction() {
+            self.apply_reloads();
+        }
+        Ok(())
+    }
+
+    /// A handler that halted says why better than the decoder's error does.
+    fn decode_failed(&mut self, e: crate::decode::DecodeError) -> anyhow::Error {
+        self.take_halt().unwrap_or_else(|| e.into())
+    }
+
+    fn abandon_transaction(&mut self) {
+        Pipeline::abandon_transaction(self);
+    }
+
+    fn next_tick(&self) -> Option<tokio::time::Instant> {
+        Pipeline::next_tick(self)
+    }
+
+    fn tick(&mut self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        rt.block_on(Pipeline::tick(self))
+    }
+}
+
 /// Writes `batch` to `sink`, retrying an unavailable sink with capped
 /// exponential backoff as its [`SinkRetry`] says (counting retries in
 /// `retries`); the error once retries run out, or at once for a permanent one.
@@ -837,7 +885,7 @@ mod tests {
         let dir = TempDir::new("pipeline-interval");
         let text = "[sinks.audit]\nkind = \"file\"\npath = \"audit.jsonl\"\nfsync = { interval_ms = 100 }\n";
         let plan = Plan::parse(text, &dir.path().join("rowhook.toml"), |_| None).unwrap();
-        let mut pipeline = Pipeline::new(&plan, Runtime::new().unwrap()).await.unwrap();
+        let mut pipeline = Pipeline::new(&plan, HandlerRuntime::new().unwrap()).await.unwrap();
         pipeline.pending.insert("audit".into(), (msgs("a", 0..2), vec![0, 0]));
         pipeline.flush().await.unwrap();
         assert_eq!(

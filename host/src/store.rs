@@ -6,7 +6,7 @@
 //! key-value state, and the dead-letter index. A [`Batch`] of transactions
 //! (their state writes, their dead letters and the position after the last
 //! one) is committed in one database transaction, made durable before
-//! [`Store::commit`] returns: a crash leaves either all of a batch or none
+//! [`StateStore::commit`] returns: a crash leaves either all of a batch or none
 //! of it. The pipeline commits a batch only after the sinks acknowledged
 //! every message of its transactions, so the checkpoint never passes an
 //! unacknowledged write, and state counts each event exactly once.
@@ -101,22 +101,22 @@ pub struct StateSize {
 pub struct InUse(pub PathBuf);
 
 /// The open store.
-pub struct Store {
+pub struct StateStore {
     db: Database,
     path: PathBuf,
     next_dead_letter: u64,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("StateStore").field("path", &self.path).finish()
     }
 }
 
-impl Store {
+impl StateStore {
     /// Opens (creating if needed) the store in directory `dir`. A database
     /// left by a crash is recovered to its last committed batch.
-    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+    pub fn open(dir: &Path) -> anyhow::Result<StateStore> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating the state directory {}", dir.display()))?;
         let path = dir.join(DB_FILE);
         let db = Database::create(&path).map_err(|e| match e {
@@ -132,7 +132,7 @@ impl Store {
             t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0)
         };
         txn.commit()?;
-        Ok(Store {
+        Ok(StateStore {
             db,
             path,
             next_dead_letter,
@@ -303,7 +303,7 @@ mod tests {
     fn batches_survive_reopen_and_handlers_are_separate() {
         let dir = temp("reopen");
         {
-            let mut s = Store::open(&dir).unwrap();
+            let mut s = StateStore::open(&dir).unwrap();
             assert_eq!(s.position().unwrap(), None);
             let batch = Batch {
                 position: Some(cp(100)),
@@ -316,7 +316,7 @@ mod tests {
             };
             s.commit(&batch).unwrap();
         }
-        let mut s = Store::open(&dir).unwrap();
+        let mut s = StateStore::open(&dir).unwrap();
         assert_eq!(s.position().unwrap(), Some(cp(100)));
         assert_eq!(s.load_state("a").unwrap(), HashMap::from([("n".to_string(), vec![1])]));
         assert_eq!(s.load_state("ab").unwrap(), HashMap::from([("n".to_string(), vec![3])]));
@@ -348,8 +348,8 @@ mod tests {
     #[test]
     fn a_second_process_is_told_the_store_is_in_use() {
         let dir = temp("busy");
-        let _first = Store::open(&dir).unwrap();
-        let err = Store::open(&dir).unwrap_err().to_string();
+        let _first = StateStore::open(&dir).unwrap();
+        let err = StateStore::open(&dir).unwrap_err().to_string();
         assert!(err.contains("in use by another rowhook process"), "{err}");
     }
 }

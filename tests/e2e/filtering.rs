@@ -114,7 +114,7 @@ tables = ["ten.*"]
     )
     .unwrap();
     let plan = Plan::load(&config).unwrap();
-    let stats = rowhook::run::replay(&plan, &[binlog.to_path_buf()]).unwrap();
+    let stats = rowhook::cli::replay::replay(&plan, &[binlog.to_path_buf()]).unwrap();
     let lines = std::fs::read_to_string(dir.join("calls.jsonl")).unwrap_or_default();
     (json_lines(&lines), stats)
 }

@@ -188,7 +188,7 @@ pub struct TableMap {
 
 /// What went wrong planning a table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PlanError {
+pub enum TableMapError {
     /// The event is shorter than what it announces.
     Short(&'static str),
     /// A column type this decoder does not know.
@@ -202,8 +202,8 @@ pub enum PlanError {
     Invalid(&'static str, String),
 }
 
-fn short(what: &'static str) -> impl Fn(Short) -> PlanError {
-    move |_| PlanError::Short(what)
+fn short(what: &'static str) -> impl Fn(Short) -> TableMapError {
+    move |_| TableMapError::Short(what)
 }
 
 /// Optional metadata field types (MySQL `Table_map_log_event::Optional_metadata_field_type`).
@@ -277,7 +277,7 @@ impl RawColumn {
 }
 
 /// Reads the per-column metadata block into raw columns.
-fn read_column_meta(types: &[u8], meta: &[u8]) -> Result<Vec<RawColumn>, PlanError> {
+fn read_column_meta(types: &[u8], meta: &[u8]) -> Result<Vec<RawColumn>, TableMapError> {
     let mut c = Cursor::new(meta);
     let mut out = Vec::with_capacity(types.len());
     for (index, &t) in types.iter().enumerate() {
@@ -339,7 +339,7 @@ fn read_column_meta(types: &[u8], meta: &[u8]) -> Result<Vec<RawColumn>, PlanErr
             | col::DATETIME
             | col::YEAR
             | col::NEWDATE => {}
-            _ => return Err(PlanError::UnsupportedType { index, type_code: t }),
+            _ => return Err(TableMapError::UnsupportedType { index, type_code: t }),
         }
         out.push(rc);
     }
@@ -359,7 +359,7 @@ struct Optional {
     primary_key: Vec<bool>,
 }
 
-fn read_optional(raw: &[RawColumn], flavor: Flavor, bytes: &[u8]) -> Result<Optional, PlanError> {
+fn read_optional(raw: &[RawColumn], flavor: Flavor, bytes: &[u8]) -> Result<Optional, TableMapError> {
     let n = raw.len();
     let mut o = Optional {
         unsigned: vec![false; n],
@@ -469,7 +469,7 @@ fn read_optional(raw: &[RawColumn], flavor: Flavor, bytes: &[u8]) -> Result<Opti
 
 /// Input to [`TableMap::parse`] besides the body.
 #[derive(Debug, Clone, Copy)]
-pub struct PlanContext {
+pub struct TableMapContext {
     /// Which server wrote the binlog.
     pub flavor: Flavor,
     /// Table id width in bytes: 6, or 4 for binlogs written by MySQL 5.0/5.1.early.
@@ -492,7 +492,7 @@ impl TableMap {
     }
 
     /// Parses a TABLE_MAP body and plans the table.
-    pub fn parse(body: &[u8], ctx: PlanContext) -> Result<TableMap, PlanError> {
+    pub fn parse(body: &[u8], ctx: TableMapContext) -> Result<TableMap, TableMapError> {
         let mut c = Cursor::new(body);
         let table_id = c.uint_n(ctx.table_id_len).map_err(short("table id"))?;
         let _flags = c.u16().map_err(short("flags"))?;
@@ -504,7 +504,7 @@ impl TableMap {
         c.skip(1).map_err(short("table name"))?;
         let n = c.packed().map_err(short("column count"))?;
         if n > 4096 {
-            return Err(PlanError::Invalid("column count", n.to_string()));
+            return Err(TableMapError::Invalid("column count", n.to_string()));
         }
         let n = n as usize;
         let types = c.take(n).map_err(short("column types"))?;
@@ -592,23 +592,23 @@ fn plan_kind(
     unsigned: bool,
     charset: Option<Charset>,
     charset_known: bool,
-) -> Result<ColumnKind, PlanError> {
+) -> Result<ColumnKind, TableMapError> {
     // Without charset metadata, CHAR/VARCHAR are taken as UTF-8 text and
     // BLOB/TEXT as bytes: the binlog cannot tell TEXT from BLOB then.
     let text_cs = charset.unwrap_or(if charset_known { Charset::Binary } else { Charset::Utf8 });
     let blob_cs = charset.unwrap_or(Charset::Binary);
-    let fsp = |m: u16| -> Result<u8, PlanError> {
+    let fsp = |m: u16| -> Result<u8, TableMapError> {
         if m > 6 {
-            Err(PlanError::Invalid("fractional seconds precision", m.to_string()))
+            Err(TableMapError::Invalid("fractional seconds precision", m.to_string()))
         } else {
             Ok(m as u8)
         }
     };
-    let blob_len = |m: u16| -> Result<u8, PlanError> {
+    let blob_len = |m: u16| -> Result<u8, TableMapError> {
         if (1..=4).contains(&m) {
             Ok(m as u8)
         } else {
-            Err(PlanError::Invalid("blob length width", m.to_string()))
+            Err(TableMapError::Invalid("blob length width", m.to_string()))
         }
     };
     Ok(match rc.real_type {
@@ -623,7 +623,7 @@ fn plan_kind(
         col::NEWDECIMAL => {
             let (precision, scale) = (rc.meta as u8, rc.meta2);
             if precision == 0 || precision > 65 || scale > 38 || scale > precision {
-                return Err(PlanError::Invalid(
+                return Err(TableMapError::Invalid(
                     "DECIMAL precision/scale",
                     format!("({precision},{scale})"),
                 ));
@@ -661,16 +661,16 @@ fn plan_kind(
         },
         col::ENUM => match rc.meta {
             1 | 2 => ColumnKind::Enum { bytes: rc.meta as u8 },
-            m => return Err(PlanError::Invalid("ENUM width", m.to_string())),
+            m => return Err(TableMapError::Invalid("ENUM width", m.to_string())),
         },
         col::SET => match rc.meta {
             1..=8 => ColumnKind::Set { bytes: rc.meta as u8 },
-            m => return Err(PlanError::Invalid("SET width", m.to_string())),
+            m => return Err(TableMapError::Invalid("SET width", m.to_string())),
         },
         col::BIT => {
             let bytes = rc.meta2 as usize + usize::from(rc.meta > 0);
             if bytes == 0 || bytes > 8 {
-                return Err(PlanError::Invalid("BIT width", bytes.to_string()));
+                return Err(TableMapError::Invalid("BIT width", bytes.to_string()));
             }
             ColumnKind::Bit { bytes: bytes as u8 }
         }
@@ -691,7 +691,7 @@ fn plan_kind(
             len_bytes: len_bytes_for(rc.meta),
             charset: text_cs,
         },
-        t => return Err(PlanError::UnsupportedType { index, type_code: t }),
+        t => return Err(TableMapError::UnsupportedType { index, type_code: t }),
     })
 }
 
@@ -727,7 +727,7 @@ mod tests {
     }
 
     fn plan(flavor: Flavor, columns: &[(u8, &[u8])], signedness: &[u8]) -> TableMap {
-        let ctx = PlanContext {
+        let ctx = TableMapContext {
             flavor,
             table_id_len: 6,
         };
@@ -794,7 +794,7 @@ mod tests {
         ] {
             let r = TableMap::parse(
                 &table_map(&[(col::NEWDECIMAL, &[precision, scale])], &[0]),
-                PlanContext {
+                TableMapContext {
                     flavor: Flavor::MariaDb,
                     table_id_len: 6,
                 },

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::event::{FLAG_IGNORABLE, FormatDescription, HEADER_LEN, RawEvent, types};
 use super::gtid::{GtidState, format_uuid};
 use super::rows::{self, ImageError, RowsKind};
-use super::table_map::{PlanContext, PlanError, TableMap};
+use super::table_map::{TableMap, TableMapContext, TableMapError};
 use super::value::{self, RenderError, Value};
 use super::{At, Cursor, DecodeError};
 use crate::json_text;
@@ -764,7 +764,7 @@ impl Decoder {
             );
             return Ok(Flow::Continue);
         }
-        let ctx = PlanContext {
+        let ctx = TableMapContext {
             flavor: self.fde.flavor,
             table_id_len: self.table_id_len,
         };
@@ -774,12 +774,12 @@ impl Decoder {
                 // Only this table's rows are lost to it: they go to the
                 // visitor's error policy as they come, and the stream goes on.
                 let (column, reason) = match e {
-                    PlanError::Short(what) => (None, format!("its TABLE_MAP is truncated in the {what}")),
-                    PlanError::UnsupportedType { index, type_code } => (
+                    TableMapError::Short(what) => (None, format!("its TABLE_MAP is truncated in the {what}")),
+                    TableMapError::UnsupportedType { index, type_code } => (
                         Some(format!("@{}", index + 1)),
                         format!("unsupported column type {type_code}"),
                     ),
-                    PlanError::Invalid(what, detail) => (None, format!("invalid {what} {detail} in its TABLE_MAP")),
+                    TableMapError::Invalid(what, detail) => (None, format!("invalid {what} {detail} in its TABLE_MAP")),
                 };
                 let (db, table) = (
                     String::from_utf8_lossy(db).into_owned(),

@@ -162,13 +162,13 @@ impl Grants {
 
 /// The engine all handlers share.
 #[derive(Clone)]
-pub struct Runtime {
+pub struct HandlerRuntime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     stop: Arc<AtomicBool>,
 }
 
-impl Drop for Runtime {
+impl Drop for HandlerRuntime {
     fn drop(&mut self) {
         if Arc::strong_count(&self.stop) == 1 {
             self.stop.store(true, Ordering::Relaxed);
@@ -218,9 +218,9 @@ impl WasiView for HostState {
     }
 }
 
-impl Runtime {
+impl HandlerRuntime {
     /// Creates the engine and starts the epoch ticker.
-    pub fn new() -> anyhow::Result<Runtime> {
+    pub fn new() -> anyhow::Result<HandlerRuntime> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -241,7 +241,7 @@ impl Runtime {
                 }
             })
             .map_err(|e| anyhow::anyhow!("starting the epoch thread: {e}"))?;
-        Ok(Runtime {
+        Ok(HandlerRuntime {
             engine,
             linker: Arc::new(linker),
             stop,
@@ -257,7 +257,7 @@ impl Runtime {
         self.load_bytes(&p, &bytes)
     }
 
-    /// Like [`Runtime::load`], from bytes.
+    /// Like [`HandlerRuntime::load`], from bytes.
     pub fn load_bytes(&self, path: &str, bytes: &[u8]) -> Result<Module, LoadError> {
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
             path: path.to_owned(),

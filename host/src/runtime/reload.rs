@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher as _};
 
-use super::{LoadError, Module, Runtime};
+use super::{HandlerRuntime, LoadError, Module};
 
 /// How long a module file must be left alone before it is compiled.
 pub const SETTLE: Duration = Duration::from_millis(150);
@@ -78,7 +78,7 @@ fn watch_key(module: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
 
 impl Reloader {
     /// Watches `modules` (one path per handler, in configuration order).
-    pub fn watch(runtime: &Runtime, modules: &[PathBuf]) -> anyhow::Result<Reloader> {
+    pub fn watch(runtime: &HandlerRuntime, modules: &[PathBuf]) -> anyhow::Result<Reloader> {
         let mut files: HashMap<PathBuf, Watched> = HashMap::new();
         let mut dirs = Vec::new();
         for (i, m) in modules.iter().enumerate() {
@@ -124,7 +124,7 @@ impl Reloader {
 
 /// Collects changed paths until each has settled, then compiles it.
 fn compile_loop(
-    runtime: &Runtime,
+    runtime: &HandlerRuntime,
     mut files: HashMap<PathBuf, Watched>,
     raw: &mpsc::Receiver<notify::Result<notify::Event>>,
     ready: &mpsc::Sender<Reload>,

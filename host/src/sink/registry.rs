@@ -28,7 +28,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{Message, Sink, SinkError};
-use crate::check::CheckLine;
+use crate::cli::check::CheckLine;
 use crate::config::SinkContext;
 
 /// One kind of sink: what a `sink/<kind>/` folder provides.

@@ -36,7 +36,7 @@ mod config;
 pub use self::config::RawFifoSink;
 use super::registry::SinkKind;
 use super::{LineBuffer, Message, Sink, SinkError};
-use crate::check::{self, CheckLine};
+use crate::cli::check::{self, CheckLine};
 use crate::config::SinkContext;
 
 /// `kind = "fifo"` in the registry.

@@ -32,7 +32,7 @@ mod config;
 pub use self::config::{DEFAULT_KEEP, RawFileSink, RawFsync, RawFsyncInterval};
 use super::registry::SinkKind;
 use super::{Message, Sink, SinkError, encode_lines};
-use crate::check::{self, CheckLine};
+use crate::cli::check::{self, CheckLine};
 use crate::config::SinkContext;
 
 /// `kind = "file"` in the registry.

@@ -12,7 +12,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 pub use self::config::{RawStdoutSink, StdoutOptions};
 use super::registry::SinkKind;
 use super::{LineBuffer, Message, Sink, SinkError};
-use crate::check::CheckLine;
+use crate::cli::check::CheckLine;
 use crate::config::SinkContext;
 
 /// `kind = "stdout"` in the registry.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::config::{OnError, Plan};
-use crate::runtime::{LoadError, Runtime};
+use crate::runtime::{HandlerRuntime, LoadError};
 use crate::source::server::{self, ProblemKind, ServerInfo, SourceUrl};
 
 /// One line of the report.
@@ -150,7 +150,7 @@ pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
             plan.state.path.display()
         )),
     });
-    let runtime = match Runtime::new() {
+    let runtime = match HandlerRuntime::new() {
         Ok(r) => r,
         Err(e) => {
             lines.push(fail(format!("{e:#}")));

@@ -1,0 +1,76 @@
+//! `rowhook run`: the configured handlers over the live server of the
+//! config's `[source]`, keeping handler state and the resume position in the
+//! store under `[state] path` and resuming there, until SIGINT or SIGTERM.
+
+use std::time::Duration;
+
+use super::{decoder_for, io_runtime, resume_gtids};
+use crate::config::Plan;
+use crate::driver::{DriveOptions, drive, stop_on_signals};
+use crate::pipeline::{Pipeline, Stats};
+use crate::runtime::HandlerRuntime;
+use crate::source::StartPosition;
+use crate::source::live::LiveOptions;
+use crate::source::reconnect::{Resilient, RetryPolicy};
+use crate::store::StateStore;
+
+/// How often `run` rewrites the status file when no checkpoint did.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the handlers of `plan` over the live server of its `[source]` until
+/// stopped by SIGINT (Ctrl-C) or SIGTERM. Call it outside any async runtime.
+pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
+    let source = plan
+        .source
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("{}: `rowhook run` needs a [source] section", plan.file.display()))?;
+    let rt = io_runtime()?;
+    let mut pipeline = rt.block_on(Pipeline::new(plan, HandlerRuntime::new()?))?;
+    pipeline.watch_modules()?;
+    let resume = pipeline.attach_store(StateStore::open(&plan.state.path)?)?;
+    let start = match &resume {
+        Some(cp) if !cp.file.is_empty() => StartPosition::File {
+            file: cp.file.clone(),
+            pos: cp.pos,
+        },
+        Some(cp) => StartPosition::Gtid(cp.gtids.clone()),
+        None => source.start.clone(),
+    };
+    match &resume {
+        Some(cp) => tracing::info!(file = %cp.file, pos = cp.pos, gtids = %cp.gtids, "resuming after the checkpoint"),
+        None => tracing::info!(start = ?source.start, "no checkpoint yet: starting where the config says"),
+    }
+    let opts = LiveOptions {
+        url: source.url.clone(),
+        server_id: source.server_id,
+        start,
+        heartbeat: source.heartbeat,
+        allow_minimal_metadata: false,
+    };
+    // Lost connections resume at the last commit, forever, backing off to
+    // 10 s; a failing first connection, bad grants or settings, and purged
+    // positions are errors.
+    let mut live = rt.block_on(Resilient::open(opts, RetryPolicy::default()))?;
+    let mut decoder = decoder_for(plan, "");
+    decoder.set_gtid_state(live.start_gtids().clone());
+    if let Some(cp) = &resume {
+        resume_gtids(&mut decoder, cp)?;
+    }
+    pipeline.attach_source(live.stats());
+    pipeline.write_status();
+    pipeline.write_status_every(STATUS_EVERY);
+    let mut stop = stop_on_signals(&rt);
+    let result = drive(
+        &rt,
+        &mut live,
+        &mut decoder,
+        &mut pipeline,
+        &mut stop,
+        DriveOptions::default(),
+    );
+    // Acknowledged transactions are checkpointed even when stopping on an
+    // error; the one in progress is handled again at the next start.
+    let closed = rt.block_on(pipeline.close());
+    result.and(closed)?;
+    Ok(pipeline.stats().clone())
+}

@@ -1,0 +1,71 @@
+//! The status report: what the store holds (position, each handler's state
+//! size, dead letters) and, from a running rowhook, its counters and its
+//! connection to the server. `rowhook state` prints it
+//! ([`crate::cli::state`]); `rowhook run` rewrites it as `status.json` beside
+//! the store, so that the report can be read while the store is held.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::Stats;
+use crate::source::reconnect::SourceSnapshot;
+use crate::store::Checkpoint;
+
+/// The status file a running rowhook rewrites at each checkpoint.
+pub const STATUS_FILE: &str = "status.json";
+
+/// What `rowhook state` reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// The store's database file.
+    pub store: PathBuf,
+    /// Where a restart resumes, if anything was committed.
+    pub position: Option<Checkpoint>,
+    /// Per handler: keys and bytes of state.
+    pub handlers: Vec<HandlerState>,
+    /// Dead letters recorded.
+    pub dead_letters: u64,
+    /// Set when the report comes from a running rowhook's status file.
+    pub live_status_written_at: Option<u64>,
+    /// Where the server is and how far behind the position is.
+    pub server: Option<ServerPosition>,
+    /// A running rowhook's counters since it started (status file only).
+    #[serde(default)]
+    pub stats: Option<Stats>,
+    /// A running rowhook's connection to the server (status file only).
+    #[serde(default)]
+    pub source: Option<SourceSnapshot>,
+}
+
+/// One handler's state size.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HandlerState {
+    /// The handler.
+    pub name: String,
+    /// Keys.
+    pub keys: u64,
+    /// Bytes of keys and values (unknown in a status file: 0).
+    pub bytes: u64,
+}
+
+/// The server's binlog end and the lag of the checkpoint behind it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServerPosition {
+    /// The file being written.
+    pub file: String,
+    /// Its current end.
+    pub pos: u64,
+    /// Binlog bytes between the checkpoint and the end; `None` if the
+    /// checkpoint's file is no longer on the server.
+    pub bytes_behind: Option<u64>,
+    /// Why the server could not be asked, if it could not.
+    pub error: Option<String>,
+}
+
+/// Writes the status file of a running rowhook (atomically, by rename).
+pub fn write_status(dir: &Path, report: &Report) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?)?;
+    std::fs::rename(&tmp, dir.join(STATUS_FILE))
+}
