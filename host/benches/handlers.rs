@@ -42,9 +42,9 @@ use rowhook::decode::table_map::TableMap;
 use rowhook::decode::txn::TableFilter;
 use rowhook::decode::{ChangeVisitor, Decoder, DecoderOptions, Flow, RowChange};
 use rowhook::guest_abi::DirectoryCache;
-use rowhook::pipeline::Stats;
 use rowhook::runtime::{Grants, HandlerRuntime, Instance, Limits, Module};
 use rowhook::source::file::{BinlogFile, Next};
+use rowhook::status::Stats;
 
 /// What a pass does per row change of a subscribed table.
 enum Work<'a> {

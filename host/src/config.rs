@@ -47,6 +47,8 @@ use serde::de;
 use serde::{Deserialize, Deserializer};
 
 use crate::decode::Op;
+pub use crate::problem::{Problem, SinkContext};
+use crate::problem::{Problems, resolve_path};
 use crate::sink::{KINDS, RawSinkOptions, SinkRetry, SinkSpec};
 use crate::source::StartPosition;
 use crate::source::server::SourceUrl;
@@ -399,23 +401,6 @@ pub enum ConfigError {
         /// The problems, in file order.
         problems: Vec<Problem>,
     },
-}
-
-/// One thing wrong with a config value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Key path, e.g. `handlers[1].sinks` (handlers count from 0).
-    pub key: String,
-    /// What is wrong.
-    pub what: String,
-    /// How to fix it.
-    pub fix: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}; {}", self.key, self.what, self.fix)
-    }
 }
 
 fn at(line: Option<usize>, column: Option<usize>) -> String {
@@ -1015,28 +1000,8 @@ impl Plan {
     }
 }
 
-/// Collects every problem instead of stopping at the first.
-#[derive(Default)]
-struct Problems(Vec<Problem>);
-
-impl Problems {
-    fn push(&mut self, key: impl Into<String>, what: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(Problem {
-            key: key.into(),
-            what: what.into(),
-            fix: fix.into(),
-        });
-    }
-}
-
 fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// `p` against `base` unless absolute, without `.` components (lexically:
-/// symlinks and `..` are left as written).
-fn resolve_path(base: &Path, p: &str) -> PathBuf {
-    base.join(p).components().collect()
 }
 
 impl RawConfig {
@@ -1093,11 +1058,7 @@ impl RawConfig {
             }
             let retry = resolve_retry(&raw, &key, &mut problems);
             let spec = match raw.options {
-                Some(options) => options.resolve(&mut SinkContext {
-                    key: &key,
-                    base: &base,
-                    problems: &mut problems,
-                }),
+                Some(options) => options.resolve(&mut SinkContext::new(&key, &base, &mut problems)),
                 None => {
                     problems.push(
                         format!("{key}.kind"),
@@ -1312,41 +1273,6 @@ fn resolve_start_table(t: RawStartTable, problems: &mut Problems) -> Option<Star
 fn list_kinds() -> String {
     let kinds: Vec<String> = KINDS.iter().map(|k| format!("`{k}`")).collect();
     kinds.join(", ")
-}
-
-/// What a sink kind's resolve step gets (see
-/// [`crate::sink::SinkKind::resolve`]): where its problems go, named under
-/// its `[sinks.NAME]` table, and the directory relative paths start from.
-pub struct SinkContext<'a> {
-    /// `sinks.NAME`.
-    key: &'a str,
-    /// The config file's directory.
-    base: &'a Path,
-    problems: &'a mut Problems,
-}
-
-impl SinkContext<'_> {
-    /// Reports a problem with the sink's key `key` (`"fsync.interval_ms"`
-    /// is reported as `sinks.NAME.fsync.interval_ms`): what is wrong, and how to fix it.
-    pub fn problem(&mut self, key: &str, what: impl Into<String>, fix: impl Into<String>) {
-        self.problems.push(format!("{}.{key}", self.key), what, fix);
-    }
-
-    /// A path written under `key`, relative to the config file's directory
-    /// unless absolute, without `.` components; an empty one is a problem.
-    pub fn path(&mut self, key: &str, value: &str) -> Option<PathBuf> {
-        if value.trim().is_empty() {
-            self.problem(key, "is empty", "name the file to write to");
-            None
-        } else {
-            Some(resolve_path(self.base, value))
-        }
-    }
-
-    /// The sink's key path, `sinks.NAME`.
-    pub fn key(&self) -> &str {
-        self.key
-    }
 }
 
 /// `retries` and `retry_max_ms`, which every sink has.

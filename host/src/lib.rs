@@ -4,13 +4,34 @@
 //! with its own decoder ([`decode`]), and hands each row change on. This
 //! crate holds the runtime; the `rowhook` binary is a thin CLI over it.
 //!
-//! - [`decode`]: binlog bytes → row changes, pure and allocation-free per row.
-//! - [`source`]: the live replica stream and binlog files.
-//! - [`inspect`]: `rowhook inspect`, row changes as JSON lines.
-//! - [`check`]: `rowhook check`, is a server ready.
+//! The data path: a [`source`] frames binlog events; the [`driver`] loop
+//! feeds them to the [`decode`]r and hands what it decodes to a consumer,
+//! the handler [`pipeline`] or `inspect`'s printer. `docs/ARCHITECTURE.md`
+//! draws it and names the seams.
+//!
+//! Every module:
+//!
+//! - [`cli`]: the commands, one module each: `run`, `replay`, `inspect`,
+//!   `check`, `state`.
 //! - [`config`]: `rowhook.toml`, parsed and resolved into a validated plan.
+//! - [`problem`]: config problems gathered with key and fix; what a sink
+//!   kind's keys report into.
+//! - [`source`]: the [`source::Source`] trait; the live replica stream (with
+//!   reconnects) and binlog files.
+//! - [`driver`]: the one read loop of `run`, `replay` and `inspect`, and its
+//!   [`driver::Consumer`] trait.
+//! - [`decode`]: binlog bytes → row changes, pure and allocation-free per row.
+//! - [`pipeline`]: route → call → buffer → forward → acknowledge → checkpoint.
+//! - [`runtime`]: wasmtime: handler components, limits, capabilities, hot reload.
+//! - [`guest_abi`]: a decoded row change in the row change encoding
+//!   (`guest-sdk/abi/SPEC.md`), written with `rowhook-abi`.
 //! - [`sink`]: where emitted messages go: one folder per kind (stdout, file,
 //!   fifo), listed in [`sink::registry`], each behind a cargo feature.
+//! - [`store`]: the crash-safe store of the position, handler state and dead letters.
+//! - [`status`]: the status report (`status.json`, `rowhook state`) and the run's counters.
+//! - [`probe`]: the lines of a `rowhook check` report, and the probes sinks share.
+//! - [`json_text`]: hand-written JSON output for the hot path.
+//! - `backoff`: the one capped exponential backoff (reconnects, sink retries).
 
 mod backoff;
 pub mod cli;
@@ -20,6 +41,8 @@ pub mod driver;
 pub mod guest_abi;
 pub mod json_text;
 pub mod pipeline;
+pub mod probe;
+pub mod problem;
 pub mod runtime;
 pub mod sink;
 pub mod source;

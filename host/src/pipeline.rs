@@ -31,6 +31,7 @@ use crate::runtime::reload::{Reload, Reloader};
 use crate::runtime::{Grants, HandlerRuntime, Instance, Limits, Module, SinkRules};
 use crate::sink::{AnySink, Message, Sink, SinkError, SinkRetry};
 use crate::source::reconnect::SourceStats;
+use crate::status::Stats;
 use crate::store::{Batch, Checkpoint, DeadLetter, StateStore};
 
 /// Messages buffered before a flush inside a transaction.
@@ -58,32 +59,6 @@ struct Route {
     db: Arc<str>,
     table: Arc<str>,
     handlers: Arc<[usize]>,
-}
-
-/// Counters a run reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct Stats {
-    /// Row changes seen (of subscribed tables).
-    pub changes: u64,
-    /// Handler calls made.
-    pub calls: u64,
-    /// Messages written to sinks.
-    pub messages: u64,
-    /// Handler failures handled by `skip` or `dead-letter`.
-    pub handler_errors: u64,
-    /// Transactions committed.
-    pub commits: u64,
-    /// Module versions swapped in by hot reload.
-    pub reloads: u64,
-    /// Changed module files refused (the previous version kept serving).
-    pub reload_failures: u64,
-    /// Batches committed to the store.
-    pub checkpoints: u64,
-    /// Messages a sink refused beyond its retries, handled by `skip` or `dead-letter`.
-    pub sink_failures: u64,
-    /// Writes retried because a sink was unavailable.
-    pub sink_retries: u64,
 }
 
 /// Runs the configured handlers over decoded row changes.

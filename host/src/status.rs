@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::Stats;
 use crate::source::reconnect::SourceSnapshot;
 use crate::store::Checkpoint;
 
@@ -68,4 +67,30 @@ pub fn write_status(dir: &Path, report: &Report) -> std::io::Result<()> {
     let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
     std::fs::write(&tmp, serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?)?;
     std::fs::rename(&tmp, dir.join(STATUS_FILE))
+}
+
+/// Counters a run reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Stats {
+    /// Row changes seen (of subscribed tables).
+    pub changes: u64,
+    /// Handler calls made.
+    pub calls: u64,
+    /// Messages written to sinks.
+    pub messages: u64,
+    /// Handler failures handled by `skip` or `dead-letter`.
+    pub handler_errors: u64,
+    /// Transactions committed.
+    pub commits: u64,
+    /// Module versions swapped in by hot reload.
+    pub reloads: u64,
+    /// Changed module files refused (the previous version kept serving).
+    pub reload_failures: u64,
+    /// Batches committed to the store.
+    pub checkpoints: u64,
+    /// Messages a sink refused beyond its retries, handled by `skip` or `dead-letter`.
+    pub sink_failures: u64,
+    /// Writes retried because a sink was unavailable.
+    pub sink_retries: u64,
 }

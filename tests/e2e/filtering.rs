@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use rowhook::config::Plan;
-use rowhook::pipeline::Stats;
+use rowhook::status::Stats;
 use serde_json::{Value, json};
 
 use crate::support::{Server, build_guest, json_lines, root, rowhook_ok, temp_dir};

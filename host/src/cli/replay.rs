@@ -12,9 +12,10 @@ use anyhow::Context as _;
 use super::{decoder_for, io_runtime, resume_gtids};
 use crate::config::Plan;
 use crate::driver::{DriveOptions, Stop, drive};
-use crate::pipeline::{Pipeline, Stats};
+use crate::pipeline::Pipeline;
 use crate::runtime::HandlerRuntime;
 use crate::source::file::{BinlogFiles, FileStart};
+use crate::status::Stats;
 use crate::store::StateStore;
 
 /// Options of [`replay_with`].

@@ -7,11 +7,12 @@ use std::time::Duration;
 use super::{decoder_for, io_runtime, resume_gtids};
 use crate::config::Plan;
 use crate::driver::{DriveOptions, drive, stop_on_signals};
-use crate::pipeline::{Pipeline, Stats};
+use crate::pipeline::Pipeline;
 use crate::runtime::HandlerRuntime;
 use crate::source::StartPosition;
 use crate::source::live::LiveOptions;
 use crate::source::reconnect::{Resilient, RetryPolicy};
+use crate::status::Stats;
 use crate::store::StateStore;
 
 /// How often `run` rewrites the status file when no checkpoint did.

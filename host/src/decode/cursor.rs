@@ -139,6 +139,28 @@ pub fn be_uint(b: &[u8]) -> u64 {
     b.iter().take(8).fold(0u64, |v, &x| (v << 8) | u64::from(x))
 }
 
+/// MySQL's `mysql::serialization` integers (tagged GTID events, and the
+/// tag inside a GTID set).
+/// Reads a variable-length unsigned integer: the number of trailing one bits
+/// of the first byte, plus one, is the number of bytes; the value is the
+/// little-endian bytes shifted right by that count (nine bytes: the last eight).
+pub fn varlen_u64(c: &mut Cursor<'_>) -> Option<u64> {
+    let first = *c.rest().first()?;
+    let n = first.trailing_ones() as usize + 1;
+    if n == 9 {
+        c.skip(1).ok()?;
+        return c.u64().ok();
+    }
+    let bytes = c.take(n).ok()?;
+    Some(le_uint(bytes) >> n)
+}
+
+/// Reads a variable-length signed integer (zigzag-encoded).
+pub fn varlen_i64(c: &mut Cursor<'_>) -> Option<i64> {
+    let u = varlen_u64(c)?;
+    Some((u >> 1) as i64 ^ -((u & 1) as i64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,7 +76,7 @@ impl GtidState {
         for _ in 0..n {
             let uuid = format_uuid(c.take(16).ok()?);
             let tag = if tagged {
-                let len = super::tagged::varlen_u64(&mut c)? as usize;
+                let len = super::cursor::varlen_u64(&mut c)? as usize;
                 String::from_utf8_lossy(c.take(len).ok()?).to_ascii_lowercase()
             } else {
                 String::new()

@@ -69,7 +69,7 @@ const OP_REMOVE: u8 = 2;
 ///
 /// Offsets count from the start of the document given to [`write_json`] (or
 /// of `before` in [`write_json_with_diff`]), or from the start of `diff` for
-/// errors in a diff list, or of the bytes given to [`write_decimal`].
+/// errors in a diff list, or of the bytes given to [`super::decimal::write_decimal`].
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JsonError {
     /// A field runs past the end of the data.

@@ -3,28 +3,8 @@
 //! size, last non-ignorable field id) and then `(field id, value)` pairs, all
 //! as variable-length integers.
 
-use super::cursor::Cursor;
+use super::cursor::{Cursor, varlen_i64, varlen_u64};
 use super::gtid::format_uuid;
-
-/// Reads a variable-length unsigned integer: the number of trailing one bits
-/// of the first byte, plus one, is the number of bytes; the value is the
-/// little-endian bytes shifted right by that count (nine bytes: the last eight).
-pub fn varlen_u64(c: &mut Cursor<'_>) -> Option<u64> {
-    let first = *c.rest().first()?;
-    let n = first.trailing_ones() as usize + 1;
-    if n == 9 {
-        c.skip(1).ok()?;
-        return c.u64().ok();
-    }
-    let bytes = c.take(n).ok()?;
-    Some(super::cursor::le_uint(bytes) >> n)
-}
-
-/// Reads a variable-length signed integer (zigzag-encoded).
-pub fn varlen_i64(c: &mut Cursor<'_>) -> Option<i64> {
-    let u = varlen_u64(c)?;
-    Some((u >> 1) as i64 ^ -((u & 1) as i64))
-}
 
 /// Returns `(uuid, tag, gno)` of a tagged GTID event body.
 pub fn parse(body: &[u8]) -> Result<(String, String, u64), String> {

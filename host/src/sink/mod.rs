@@ -33,6 +33,7 @@
 pub mod fifo;
 #[cfg(feature = "sink-file")]
 pub mod file;
+pub mod kind;
 pub mod registry;
 #[cfg(feature = "sink-stdout")]
 pub mod stdout;
@@ -41,7 +42,8 @@ use std::future::Future;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-pub use self::registry::{AnySink, KINDS, RawSinkOptions, SinkKind, SinkSpec};
+pub use self::kind::SinkKind;
+pub use self::registry::{AnySink, KINDS, RawSinkOptions, SinkSpec};
 
 /// One message for a sink.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -263,7 +263,7 @@ impl BinlogFile {
     }
 }
 
-/// Binlog files read in order as one [`Source`]: what `replay` and
+/// Binlog files read in order as one [`super::Source`]: what `replay` and
 /// `inspect --file` read.
 ///
 /// A start inside a file still gives the file's FORMAT_DESCRIPTION first

@@ -5,7 +5,7 @@
 //!   server restarts, killed connections and stalls, resuming at the last
 //!   commit.
 //! - [`error`]: why a live source failed, typed: retry or tell the operator.
-//! - [`file`]: binlog files on disk.
+//! - [`file`](mod@file): binlog files on disk.
 //! - [`server`]: checks and explanations outside the stream.
 //!
 //! Both kinds are a [`Source`], the one interface the driver reads.

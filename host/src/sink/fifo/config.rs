@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::FifoOptions;
-use crate::config::SinkContext;
+use crate::problem::SinkContext;
 
 /// `kind = "fifo"`.
 #[derive(Debug, Deserialize)]

@@ -34,10 +34,10 @@ use tokio::net::unix::pipe;
 mod config;
 
 pub use self::config::RawFifoSink;
-use super::registry::SinkKind;
+use super::kind::SinkKind;
 use super::{LineBuffer, Message, Sink, SinkError};
-use crate::cli::check::{self, CheckLine};
-use crate::config::SinkContext;
+use crate::probe::{self, CheckLine};
+use crate::problem::SinkContext;
 
 /// `kind = "fifo"` in the registry.
 #[derive(Debug)]
@@ -58,7 +58,7 @@ impl SinkKind for FifoKind {
     }
 
     fn probe(name: &str, options: &FifoOptions) -> CheckLine {
-        check::path_probe(name, Self::NAME, &options.path, |m| {
+        probe::path_probe(name, Self::NAME, &options.path, |m| {
             (!m.file_type().is_fifo()).then_some("exists and is not a named pipe; remove it or change the sink's path")
         })
     }

@@ -8,7 +8,7 @@ use serde::de;
 use serde::{Deserialize, Deserializer};
 
 use super::{FileOptions, FsyncPolicy, Rotation};
-use crate::config::SinkContext;
+use crate::problem::SinkContext;
 
 /// Default number of rotated files a file sink keeps.
 pub const DEFAULT_KEEP: u32 = 5;

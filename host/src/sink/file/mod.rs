@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 mod config;
 
 pub use self::config::{DEFAULT_KEEP, RawFileSink, RawFsync, RawFsyncInterval};
-use super::registry::SinkKind;
+use super::kind::SinkKind;
 use super::{Message, Sink, SinkError, encode_lines};
-use crate::cli::check::{self, CheckLine};
-use crate::config::SinkContext;
+use crate::probe::{self, CheckLine};
+use crate::problem::SinkContext;
 
 /// `kind = "file"` in the registry.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ impl SinkKind for FileKind {
     }
 
     fn probe(name: &str, options: &FileOptions) -> CheckLine {
-        check::path_probe(name, Self::NAME, &options.path, |m| {
+        probe::path_probe(name, Self::NAME, &options.path, |m| {
             (!m.is_file()).then_some("exists and is not a regular file; change the sink's path")
         })
     }

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::config::SinkContext;
+use crate::problem::SinkContext;
 
 /// `kind = "stdout"`: each message's payload is written as one line. Only
 /// the keys every sink has (`retries`, `retry_max_ms`) apply.

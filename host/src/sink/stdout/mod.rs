@@ -10,10 +10,10 @@ mod config;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub use self::config::{RawStdoutSink, StdoutOptions};
-use super::registry::SinkKind;
+use super::kind::SinkKind;
 use super::{LineBuffer, Message, Sink, SinkError};
-use crate::cli::check::CheckLine;
-use crate::config::SinkContext;
+use crate::probe::CheckLine;
+use crate::problem::SinkContext;
 
 /// `kind = "stdout"` in the registry.
 #[derive(Debug)]
