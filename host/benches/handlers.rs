@@ -302,7 +302,7 @@ fn bench_file(label: &str, path: &Path, tables: &str, wasm: &Path, dir: &Path, r
         with_rows(decode_pass(path, tables, Work::Encode(Vec::new())))
     });
     let runtime = HandlerRuntime::new().expect("start wasmtime");
-    let module = runtime.load(wasm).expect("load the trivial guest");
+    let module = runtime.load(wasm, 64 << 20).expect("load the trivial guest");
     report("decode+encode+call", runs, || {
         // A fresh instance per pass, made before the clock starts.
         let mut instance = trivial_instance(&runtime, &module);
@@ -351,7 +351,7 @@ fn setup_cost(wasm: &Path) {
     let t0 = Instant::now();
     let runtime = HandlerRuntime::new().expect("start wasmtime");
     let t1 = Instant::now();
-    let module = runtime.load(wasm).expect("load the trivial guest");
+    let module = runtime.load(wasm, 64 << 20).expect("load the trivial guest");
     let t2 = Instant::now();
     let _instance = trivial_instance(&runtime, &module);
     let t3 = Instant::now();

@@ -216,6 +216,10 @@ pub struct RawLimits {
     pub time_ms: Option<u32>,
     /// Messages one row change may emit, 0 to 10000 (default 64).
     pub emits_per_event: Option<u32>,
+    /// Largest module file rowhook reads for the handler, 1 to 1024 MiB
+    /// (default 64): a larger file, at start or on reload, is refused
+    /// without being read.
+    pub module_mb: Option<u32>,
 }
 
 /// `on_error = ...`.
@@ -919,6 +923,8 @@ pub struct Limits {
     pub time: Duration,
     /// Messages one row change may emit.
     pub emits_per_event: u32,
+    /// Largest module file read, MiB.
+    pub module_mb: u32,
 }
 
 impl Limits {
@@ -928,10 +934,18 @@ impl Limits {
     pub const DEFAULT_TIME_MS: u32 = 100;
     /// Default emit quota.
     pub const DEFAULT_EMITS_PER_EVENT: u32 = 64;
+    /// Default module file size cap, MiB: room for an interpreter-based
+    /// component (Python's is about 18 MB, JavaScript's 12 MB).
+    pub const DEFAULT_MODULE_MB: u32 = 64;
 
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> usize {
         self.memory_mb as usize * 1024 * 1024
+    }
+
+    /// The module file size cap in bytes.
+    pub fn module_bytes(&self) -> u64 {
+        u64::from(self.module_mb) * 1024 * 1024
     }
 }
 
@@ -941,6 +955,7 @@ impl Default for Limits {
             memory_mb: Self::DEFAULT_MEMORY_MB,
             time: Duration::from_millis(Self::DEFAULT_TIME_MS.into()),
             emits_per_event: Self::DEFAULT_EMITS_PER_EVENT,
+            module_mb: Self::DEFAULT_MODULE_MB,
         }
     }
 }
@@ -1458,6 +1473,7 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         memory_mb: None,
         time_ms: None,
         emits_per_event: None,
+        module_mb: None,
     });
     let mut check = |name: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>, unit: &str| {
         let v = value.unwrap_or(default);
@@ -1479,10 +1495,12 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         0..=10_000,
         "",
     );
+    let module_mb = check("module_mb", raw.module_mb, Limits::DEFAULT_MODULE_MB, 1..=1024, " MiB");
     Limits {
         memory_mb,
         time: Duration::from_millis(time_ms.into()),
         emits_per_event,
+        module_mb,
     }
 }
 
@@ -1659,7 +1677,8 @@ on_error = "skip"
             Limits {
                 memory_mb: 32,
                 time: Duration::from_millis(50),
-                emits_per_event: 16
+                emits_per_event: 16,
+                module_mb: Limits::DEFAULT_MODULE_MB,
             }
         );
         assert_eq!(orders.limits.memory_bytes(), 32 << 20);
@@ -1709,7 +1728,8 @@ on_error = "skip"
             Limits {
                 memory_mb: 64,
                 time: Duration::from_millis(100),
-                emits_per_event: 64
+                emits_per_event: 64,
+                module_mb: 64,
             }
         );
         assert_eq!(h.on_error, OnError::Halt);
@@ -1807,7 +1827,8 @@ on_error = "halt"                 # | "skip" | "dead-letter"
             Limits {
                 memory_mb: 32,
                 time: Duration::from_millis(50),
-                emits_per_event: 16
+                emits_per_event: 16,
+                module_mb: Limits::DEFAULT_MODULE_MB,
             }
         );
         assert_eq!(h.on_error, OnError::Halt);

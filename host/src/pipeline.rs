@@ -120,7 +120,7 @@ impl Pipeline {
         let mut handlers = Vec::new();
         for h in &plan.handlers {
             let module = runtime
-                .load(&h.module)
+                .load(&h.module, h.limits.module_bytes())
                 .map_err(|e| anyhow::anyhow!("handler `{}`: {e}", h.name))?;
             let grants = grants_of(plan, h);
             let instance = runtime.instantiate(&module, &h.name, grants.clone(), runtime_limits(h))?;
@@ -326,7 +326,11 @@ impl Pipeline {
     /// Watches every handler's module file and swaps a changed one in at
     /// the next transaction boundary (see [`crate::runtime::reload`]).
     pub fn watch_modules(&mut self) -> anyhow::Result<()> {
-        let modules: Vec<_> = self.handlers.iter().map(|h| h.plan.module.clone()).collect();
+        let modules: Vec<_> = self
+            .handlers
+            .iter()
+            .map(|h| (h.plan.module.clone(), h.plan.limits.module_bytes()))
+            .collect();
         self.reloader = Some(Reloader::watch(&self.runtime, &modules)?);
         Ok(())
     }

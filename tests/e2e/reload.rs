@@ -141,7 +141,17 @@ on_error = "halt"
     let truncated = dir.join("truncated.wasm");
     let v1 = std::fs::read(wasm.join("reload_v1.wasm")).unwrap();
     std::fs::write(&truncated, &v1[..v1.len() / 3]).unwrap();
-    // (what, new file, written in place rather than renamed, should load)
+    // Paths that are no module at all, renamed over the module: a FIFO
+    // (reading it would block the reload thread forever), a link to an
+    // endless device, a link to a file whose bytes must not reach the log.
+    let fifo = dir.join("fifo.wasm");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let zero = dir.join("zero.wasm");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let passwd = dir.join("passwd.wasm");
+    std::os::unix::fs::symlink("/etc/passwd", &passwd).unwrap();
+    // (what, new file, written in place rather than renamed, should load);
+    // after the FIFO and the links only a rename replaces the module path.
     let steps = [
         ("v2 by rename", wasm.join("reload_v2.wasm"), false, true),
         ("a truncated file", truncated.clone(), false, false),
@@ -149,14 +159,22 @@ on_error = "halt"
         ("a WASI command", wasm.join("wrong-world.wasm"), false, false),
         ("a sockets user", wasm.join("sockets.wasm"), false, false),
         ("v2 in place", wasm.join("reload_v2.wasm"), true, true),
+        ("a named pipe", fifo.clone(), false, false),
+        ("a link to /dev/zero", zero.clone(), false, false),
+        ("a link to /etc/passwd", passwd.clone(), false, false),
         ("v1 by rename", wasm.join("reload_v1.wasm"), false, true),
     ];
     for (what, from, in_place, good) in &steps {
         let before = lines();
         if *in_place {
             swap_in_place(from, &module);
-        } else {
+        } else if from.symlink_metadata().unwrap().file_type().is_file() {
             swap_by_rename(from, &module);
+        } else {
+            // The FIFO or link itself takes the module's name.
+            let moved = dir.join("moved.tmp");
+            std::fs::rename(from, &moved).unwrap();
+            std::fs::rename(&moved, &module).unwrap();
         }
         if *good {
             reloaded += 1;
@@ -202,7 +220,16 @@ on_error = "halt"
     assert!(log.contains("is not a valid WebAssembly component"), "{log}");
     assert!(log.contains("does not implement the rowhook:handler world"), "{log}");
     assert!(log.contains("imports `wasi:sockets/"), "{log}");
-    assert_eq!(count("reload refused"), 3, "{log}");
+    assert!(log.contains("is a named pipe, not a regular file"), "{log}");
+    assert!(log.contains("is a device, not a regular file"), "{log}");
+    assert!(log.contains("is not a WebAssembly file"), "{log}");
+    let passwd_start = std::fs::read("/etc/passwd").unwrap();
+    let shown = format!("{:?}", &passwd_start[..4]);
+    assert!(
+        !log.contains(&shown) && !log.contains("root:"),
+        "bytes of the file in the log: {log}"
+    );
+    assert_eq!(count("reload refused"), 6, "{log}");
     assert_eq!(count("handler reloaded"), 4, "{log}");
 }
 
@@ -344,5 +371,60 @@ limits = {{ memory_mb = 1 }}
         "REPLICATION SLAVE",
     ] {
         assert!(stdout.contains(expected), "{expected} missing from\n{stdout}");
+    }
+}
+
+/// A module path that names no module is refused at start, at once and
+/// unread: a FIFO (which would block), a link to an endless device, a file
+/// over `limits.module_mb`, and any file that is not WebAssembly, whose bytes
+/// are never shown.
+#[test]
+fn module_paths_that_are_no_module_are_refused_unread() {
+    let dir = temp_dir("reload-no-module");
+    let binlog = crate::support::root().join("examples/binlog/shop-bin.000001");
+    nix::unistd::mkfifo(&dir.join("fifo.wasm"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.wasm")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd.wasm")).unwrap();
+    std::fs::create_dir(dir.join("dir.wasm")).unwrap();
+    let mut big = b"\0asm\x0d\0\x01\0".to_vec();
+    big.resize(2 << 20, 0);
+    std::fs::write(dir.join("big.wasm"), &big).unwrap();
+    for (module, limit, expect) in [
+        ("fifo.wasm", "", "is a named pipe, not a regular file"),
+        ("zero.wasm", "", "is a device, not a regular file"),
+        ("dir.wasm", "", "is a directory, not a regular file"),
+        ("passwd.wasm", "", "is not a WebAssembly file"),
+        (
+            "big.wasm",
+            "limits = { module_mb = 1 }",
+            "is larger than 1 MiB (limits.module_mb)",
+        ),
+    ] {
+        let config = dir.join(format!("{module}.toml"));
+        std::fs::write(
+            &config,
+            format!("[[handlers]]\nname = \"h\"\nmodule = \"{module}\"\ntables = [\"shop.*\"]\n{limit}\n"),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        for args in [
+            vec!["check", "-c", config.to_str().unwrap()],
+            vec!["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()],
+        ] {
+            let out = crate::support::rowhook(&args);
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!out.status.success(), "{module} {args:?}: {all}");
+            assert!(all.contains(expect), "{module} {args:?}: {all}");
+            assert!(!all.contains("root:") && !all.contains("[114, 111, 111, 116"), "{all}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{module}: took {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -96,6 +96,12 @@ fn load_fix(e: &LoadError) -> &'static str {
         LoadError::Read { .. } => {
             "build the handler (cargo build --release --target wasm32-wasip2) or point `module` at the built .wasm"
         }
+        LoadError::NotAFile { .. } | LoadError::NotWasm { .. } => {
+            "point `module` at the handler's built .wasm component"
+        }
+        LoadError::TooLarge { .. } => {
+            "raise the handler's limits.module_mb if the module is meant to be that large, or point `module` at the right file"
+        }
         LoadError::Invalid { .. } => {
             "build the handler as a WebAssembly component for wasm32-wasip2 (a core module must be wrapped with `wasm-tools component new`)"
         }
@@ -139,7 +145,7 @@ pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
     };
     for h in &plan.handlers {
         let started = Instant::now();
-        let module = match runtime.load(&h.module) {
+        let module = match runtime.load(&h.module, h.limits.module_bytes()) {
             Ok(m) => m,
             Err(e) => {
                 lines.push(fail(format!("handler `{}`: {e}; {}", h.name, load_fix(&e))));

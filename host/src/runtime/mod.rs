@@ -90,6 +90,32 @@ pub enum LoadError {
         /// The I/O error.
         error: std::io::Error,
     },
+    /// The path names something other than a regular file (a device, a
+    /// FIFO, a directory, or a link to one).
+    #[error("{path} is {what}, not a regular file: point the handler's module at a .wasm file")]
+    NotAFile {
+        /// Module path.
+        path: String,
+        /// What it is.
+        what: &'static str,
+    },
+    /// The file is larger than the handler's `limits.module_mb`.
+    #[error(
+        "{path} is larger than {max_mb} MiB (limits.module_mb): it was not read; raise the limit if the module is meant to be that large"
+    )]
+    TooLarge {
+        /// Module path.
+        path: String,
+        /// The cap, MiB.
+        max_mb: u64,
+    },
+    /// The file does not start with WebAssembly's magic bytes. Its bytes
+    /// are not shown: the path may name any file.
+    #[error("{path} is not a WebAssembly file (it does not start with \\0asm)")]
+    NotWasm {
+        /// Module path.
+        path: String,
+    },
     /// Not a valid component for this engine.
     #[error("{path} is not a valid WebAssembly component: {detail}")]
     Invalid {
@@ -114,6 +140,54 @@ pub enum LoadError {
         /// What is missing.
         detail: String,
     },
+}
+
+/// Reads the module file at `path`, refusing without blocking or reading
+/// what cannot be a module: anything but a regular file (a FIFO would block
+/// the reader forever, `/dev/zero` would never end) and a file larger than
+/// `max_bytes`. Opened non-blocking, checked on the open handle (so a file
+/// swapped in between is not read), and read through a cap in case it
+/// grows while being read.
+pub fn read_module(path: &Path, max_bytes: u64) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+
+    let p = || path.display().to_string();
+    let read_err = |error| LoadError::Read { path: p(), error };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a named pipe"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(LoadError::NotAFile { path: p(), what });
+    }
+    let too_large = || LoadError::TooLarge {
+        path: p(),
+        max_mb: max_bytes.div_ceil(1 << 20),
+    };
+    if meta.len() > max_bytes {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(read_err)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// WASI interfaces a handler may import (without version suffix).
@@ -251,14 +325,19 @@ impl HandlerRuntime {
     /// Compiles and validates the component at `path`: it must be a
     /// component, import nothing beyond what handlers are given, and export
     /// the handler entry point.
-    pub fn load(&self, path: &Path) -> Result<Module, LoadError> {
-        let p = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|error| LoadError::Read { path: p.clone(), error })?;
-        self.load_bytes(&p, &bytes)
+    /// Reads at most `max_bytes` (see [`read_module`]).
+    pub fn load(&self, path: &Path, max_bytes: u64) -> Result<Module, LoadError> {
+        let bytes = read_module(path, max_bytes)?;
+        self.load_bytes(&path.display().to_string(), &bytes)
     }
 
     /// Like [`HandlerRuntime::load`], from bytes.
     pub fn load_bytes(&self, path: &str, bytes: &[u8]) -> Result<Module, LoadError> {
+        // Checked here, not left to wasmtime, whose error would quote the
+        // first bytes of whatever file the path names.
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::NotWasm { path: path.to_owned() });
+        }
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
             path: path.to_owned(),
             detail: format!("{e:#}"),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher as _};
 
-use super::{HandlerRuntime, LoadError, Module};
+use super::{HandlerRuntime, LoadError, Module, read_module};
 
 /// How long a module file must be left alone before it is compiled.
 pub const SETTLE: Duration = Duration::from_millis(150);
@@ -54,6 +54,8 @@ struct Watched {
     handlers: Vec<usize>,
     /// Hash of the bytes last compiled (or loaded at start).
     last: Option<u64>,
+    /// The most that is read of it: the largest `limits.module_mb` of its handlers.
+    max_bytes: u64,
 }
 
 fn digest(bytes: &[u8]) -> u64 {
@@ -77,21 +79,21 @@ fn watch_key(module: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
 }
 
 impl Reloader {
-    /// Watches `modules` (one path per handler, in configuration order).
-    pub fn watch(runtime: &HandlerRuntime, modules: &[PathBuf]) -> anyhow::Result<Reloader> {
+    /// Watches `modules` (one path per handler, in configuration order,
+    /// with the most of it to read).
+    pub fn watch(runtime: &HandlerRuntime, modules: &[(PathBuf, u64)]) -> anyhow::Result<Reloader> {
         let mut files: HashMap<PathBuf, Watched> = HashMap::new();
         let mut dirs = Vec::new();
-        for (i, m) in modules.iter().enumerate() {
+        for (i, (m, max_bytes)) in modules.iter().enumerate() {
             let (key, dir) = watch_key(m).map_err(|e| anyhow::anyhow!("watching {}: {e}", m.display()))?;
-            let last = std::fs::read(&key).ok().map(|b| digest(&b));
-            files
-                .entry(key)
-                .or_insert_with(|| Watched {
-                    handlers: Vec::new(),
-                    last,
-                })
-                .handlers
-                .push(i);
+            let last = read_module(&key, *max_bytes).ok().map(|b| digest(&b));
+            let watched = files.entry(key).or_insert_with(|| Watched {
+                handlers: Vec::new(),
+                last,
+                max_bytes: *max_bytes,
+            });
+            watched.handlers.push(i);
+            watched.max_bytes = watched.max_bytes.max(*max_bytes);
             if !dirs.contains(&dir) {
                 dirs.push(dir);
             }
@@ -161,15 +163,12 @@ fn compile_loop(
         for path in settled {
             dirty.remove(&path);
             let watched = files.get_mut(&path).expect("only watched paths are dirty");
-            let outcome = match std::fs::read(&path) {
+            let outcome = match read_module(&path, watched.max_bytes) {
                 // Removed (or mid-rename): the next event brings the new file.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(LoadError::Read { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(error) => Reload::Failed {
                     handlers: watched.handlers.clone(),
-                    error: LoadError::Read {
-                        path: path.display().to_string(),
-                        error,
-                    },
+                    error,
                 },
                 Ok(bytes) => {
                     let d = digest(&bytes);
