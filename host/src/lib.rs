@@ -11,6 +11,9 @@
 //! - [`config`]: `rowhook.toml`, parsed and resolved into a validated plan.
 //! - [`sink`]: where emitted messages go: one folder per kind (stdout, file,
 //!   fifo), listed in [`sink::registry`], each behind a cargo feature.
+//! - [`telemetry`]: one registry of counters and gauges that the pipeline,
+//!   the source, the sinks and the handlers write, and `rowhook state`,
+//!   `status.json` and Prometheus text read.
 
 mod backoff;
 pub mod check;
@@ -27,3 +30,4 @@ pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod telemetry;
