@@ -150,11 +150,12 @@ impl StateOverlay {
 /// and the host's count of its dropped log lines and ignored metric calls,
 /// all labelled with its tenant and name.
 ///
-/// A call's metric writes wait in [`GuestMetrics::pending`] and reach the
-/// registry only when the call succeeds ([`GuestMetrics::apply`]); a failed
-/// call's are dropped with its emits ([`GuestMetrics::discard`]). A name is
-/// resolved to its series once; after that a write costs a map lookup and,
-/// at the end of the call, one atomic operation.
+/// A call's metric writes wait in `pending` and reach the registry only
+/// when the call succeeds ([`GuestMetrics::apply`]); a failed call's are
+/// dropped with its emits ([`GuestMetrics::discard`]), and a name it used
+/// first does not appear at all. A name is resolved to its series once;
+/// after that a write costs a map lookup and, at the end of the call, one
+/// atomic operation.
 #[derive(Debug, Clone)]
 pub struct GuestMetrics {
     registry: Registry,
@@ -172,6 +173,9 @@ pub struct GuestMetrics {
 enum MetricWrite {
     Add(Counter, u64),
     Set(Gauge, f64),
+    /// A name this handler has not used yet: registered when applied.
+    AddNew(String, u64),
+    SetNew(String, f64),
 }
 
 impl GuestMetrics {
@@ -206,12 +210,25 @@ impl GuestMetrics {
 
     /// Applies the writes of the call that just succeeded.
     pub fn apply(&mut self) {
-        for w in self.pending.drain(..) {
+        let mut pending = std::mem::take(&mut self.pending);
+        for w in pending.drain(..) {
             match w {
                 MetricWrite::Add(c, n) => c.saturating_add(n),
                 MetricWrite::Set(g, v) => g.set(v),
+                MetricWrite::AddNew(name, n) => {
+                    if let Some(c) = self.new_counter(name) {
+                        c.saturating_add(n);
+                    }
+                }
+                MetricWrite::SetNew(name, v) => {
+                    if let Some(g) = self.new_gauge(name) {
+                        g.set(v);
+                    }
+                }
             }
         }
+        // Keep the allocation for the next call.
+        self.pending = pending;
     }
 
     /// Drops the writes of the call that just failed.
@@ -225,41 +242,58 @@ impl GuestMetrics {
     }
 
     fn counter_add(&mut self, name: String, delta: u64) {
-        let counter = match self.counters.get(&name) {
-            Some(c) => c.clone(),
-            None => {
-                if !self.accepts(&name, self.counters.len()) {
-                    return;
-                }
-                let c = self.registry.counter(
-                    names::GUEST_COUNTER,
-                    "A counter a handler adds to (metrics.counter-add).",
-                    self.labels(&name),
-                );
-                self.counters.insert(name, c.clone());
-                c
-            }
+        let write = match self.counters.get(&name).cloned() {
+            Some(known) => MetricWrite::Add(known, delta),
+            None if self.valid(&name) => MetricWrite::AddNew(name, delta),
+            None => return,
         };
-        self.pending.push(MetricWrite::Add(counter, delta));
+        self.pending.push(write);
     }
 
     fn gauge_set(&mut self, name: String, value: f64) {
-        let gauge = match self.gauges.get(&name) {
-            Some(g) => g.clone(),
-            None => {
-                if !self.accepts(&name, self.gauges.len()) {
-                    return;
-                }
-                let g = self.registry.gauge(
-                    names::GUEST_GAUGE,
-                    "A gauge a handler sets (metrics.gauge-set).",
-                    self.labels(&name),
-                );
-                self.gauges.insert(name, g.clone());
-                g
-            }
+        let write = match self.gauges.get(&name).cloned() {
+            Some(known) => MetricWrite::Set(known, value),
+            None if self.valid(&name) => MetricWrite::SetNew(name, value),
+            None => return,
         };
-        self.pending.push(MetricWrite::Set(gauge, value));
+        self.pending.push(write);
+    }
+
+    /// The series of counter `name` (one call may have used it twice), or
+    /// `None` if the handler has used all the names it may.
+    fn new_counter(&mut self, name: String) -> Option<Counter> {
+        if let Some(c) = self.counters.get(&name) {
+            return Some(c.clone());
+        }
+        if self.counters.len() >= MAX_METRIC_NAMES {
+            self.ignore(&name, "is one name too many: a handler may use 1000 counter names");
+            return None;
+        }
+        let c = self.registry.counter(
+            names::GUEST_COUNTER,
+            "A counter a handler adds to (metrics.counter-add).",
+            self.labels(&name),
+        );
+        self.counters.insert(name, c.clone());
+        Some(c)
+    }
+
+    /// Like [`Self::new_counter`], for a gauge.
+    fn new_gauge(&mut self, name: String) -> Option<Gauge> {
+        if let Some(g) = self.gauges.get(&name) {
+            return Some(g.clone());
+        }
+        if self.gauges.len() >= MAX_METRIC_NAMES {
+            self.ignore(&name, "is one name too many: a handler may use 1000 gauge names");
+            return None;
+        }
+        let g = self.registry.gauge(
+            names::GUEST_GAUGE,
+            "A gauge a handler sets (metrics.gauge-set).",
+            self.labels(&name),
+        );
+        self.gauges.insert(name, g.clone());
+        Some(g)
     }
 
     fn labels(&self, name: &str) -> crate::telemetry::Labels {
@@ -270,21 +304,24 @@ impl GuestMetrics {
         ]
     }
 
-    /// Whether a new name may be used: valid, and within the limit of names.
-    /// An ignored call is counted, and logged once per name.
-    fn accepts(&mut self, name: &str, known: usize) -> bool {
-        let why = if !valid_metric_name(name) {
-            "is not a valid metric name (ASCII letters, digits and `_`, not starting with a digit)"
-        } else if known >= MAX_METRIC_NAMES {
-            "is one name too many: a handler may use 1000 counter and 1000 gauge names"
-        } else {
+    /// Whether `name` is a valid metric name; if not, the call is ignored.
+    fn valid(&mut self, name: &str) -> bool {
+        if valid_metric_name(name) {
             return true;
-        };
+        }
+        self.ignore(
+            name,
+            "is not a valid metric name (ASCII letters, digits and `_`, not starting with a digit)",
+        );
+        false
+    }
+
+    /// Counts an ignored call, and logs it once per name.
+    fn ignore(&mut self, name: &str, why: &str) {
         self.ignored.inc();
         if self.warned.len() < MAX_WARNED_NAMES && self.warned.insert(name.to_owned()) {
             tracing::warn!(handler = %self.handler, tenant = %self.tenant, "metric `{}` {why}: its calls are ignored", name.escape_debug());
         }
-        false
     }
 }
 
@@ -455,6 +492,8 @@ mod tests {
         m.apply();
         m.counter_add("orders".into(), 40);
         m.gauge_set("latest".into(), 9.0);
+        m.counter_add("leaked".into(), 1);
+        m.gauge_set("leaked".into(), 1.0);
         m.discard();
         m.counter_add("orders".into(), 1);
         m.apply();
