@@ -3,8 +3,12 @@
 //! an operator may make: reset a handler's state, move the start position.
 //!
 //! While `rowhook run` holds the store, the report comes from the status
-//! file it writes at each checkpoint, and changes are refused.
+//! file it writes at each checkpoint, and changes are refused. The status
+//! file also carries the run's metrics (read from its
+//! [`crate::telemetry::Registry`]); once the run is over, the report
+//! shows the last ones it wrote beside what the store holds.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -15,6 +19,7 @@ use crate::pipeline::Stats;
 use crate::source::StartPosition;
 use crate::source::reconnect::SourceSnapshot;
 use crate::store::{Checkpoint, StateSize, Store};
+use crate::telemetry::{Snapshot, Value, names};
 
 /// The status file a running rowhook rewrites at each checkpoint.
 pub const STATUS_FILE: &str = "status.json";
@@ -32,14 +37,122 @@ pub struct Report {
     pub dead_letters: u64,
     /// Set when the report comes from a running rowhook's status file.
     pub live_status_written_at: Option<u64>,
+    /// When the status file that the metrics below come from was written
+    /// (unix seconds): by the running rowhook, or by the last run that
+    /// kept checkpoints (`run`, `replay --checkpoint`) once it is over.
+    #[serde(default)]
+    pub metrics_written_at: Option<u64>,
     /// Where the server is and how far behind the position is.
     pub server: Option<ServerPosition>,
-    /// A running rowhook's counters since it started (status file only).
+    /// A run's totals since it started (status file only).
     #[serde(default)]
     pub stats: Option<Stats>,
-    /// A running rowhook's connection to the server (status file only).
+    /// A run's connection to the server (status file of `run` only).
     #[serde(default)]
     pub source: Option<SourceSnapshot>,
+    /// A run's metrics per handler (status file only).
+    #[serde(default)]
+    pub handler_metrics: Vec<HandlerMetrics>,
+    /// A run's counters per sink (status file only).
+    #[serde(default)]
+    pub sinks: Vec<SinkMetrics>,
+}
+
+/// One handler's metrics: what the host counted of it, and what the
+/// handler's own `metrics` calls set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HandlerMetrics {
+    /// Its tenant.
+    pub tenant: String,
+    /// The handler.
+    pub name: String,
+    /// The host's counters of it, by the name of metric
+    /// `rowhook_handler_NAME_total`: `calls`, `errors`, `reloads`,
+    /// `reload_failures`, `log_lines_dropped`, `metric_calls_ignored`.
+    #[serde(flatten)]
+    pub host: BTreeMap<String, u64>,
+    /// Its `metrics.counter-add` counters.
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
+    /// Its `metrics.gauge-set` gauges.
+    #[serde(default)]
+    pub gauges: BTreeMap<String, f64>,
+}
+
+impl HandlerMetrics {
+    /// Every handler's metrics in a registry snapshot, by tenant and name.
+    pub fn from_snapshot(snap: &Snapshot) -> Vec<HandlerMetrics> {
+        let mut by_handler: BTreeMap<(String, String), HandlerMetrics> = BTreeMap::new();
+        for s in &snap.samples {
+            let (Some(tenant), Some(name)) = (s.label("tenant"), s.label("handler")) else {
+                continue;
+            };
+            let h = by_handler
+                .entry((tenant.to_owned(), name.to_owned()))
+                .or_insert_with(|| HandlerMetrics {
+                    tenant: tenant.to_owned(),
+                    name: name.to_owned(),
+                    ..HandlerMetrics::default()
+                });
+            let guest = s.label("name").unwrap_or_default().to_owned();
+            match (s.name.as_str(), s.value) {
+                (names::GUEST_COUNTER, Value::Counter(n)) => {
+                    h.counters.insert(guest, n);
+                }
+                (names::GUEST_GAUGE, Value::Gauge(v)) => {
+                    h.gauges.insert(guest, v);
+                }
+                (other, Value::Counter(n)) => {
+                    if let Some(key) = short_name(other, names::HANDLER_PREFIX) {
+                        h.host.insert(key.to_owned(), n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        by_handler.into_values().collect()
+    }
+}
+
+/// One sink's counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SinkMetrics {
+    /// The sink.
+    pub name: String,
+    /// Its counters, by the name of metric `rowhook_sink_NAME_total`:
+    /// `messages`, `retries`, `refused` for every sink, and a kind's own
+    /// (a file sink's `fsyncs`, `rotations`, `repairs`).
+    #[serde(flatten)]
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl SinkMetrics {
+    /// Every sink's counters in a registry snapshot, by name.
+    pub fn from_snapshot(snap: &Snapshot) -> Vec<SinkMetrics> {
+        let mut by_sink: BTreeMap<String, SinkMetrics> = BTreeMap::new();
+        for s in &snap.samples {
+            let (Some(sink), Value::Counter(n)) = (s.label("sink"), s.value) else {
+                continue;
+            };
+            let Some(key) = short_name(&s.name, names::SINK_PREFIX) else {
+                continue;
+            };
+            by_sink
+                .entry(sink.to_owned())
+                .or_insert_with(|| SinkMetrics {
+                    name: sink.to_owned(),
+                    ..SinkMetrics::default()
+                })
+                .counters
+                .insert(key.to_owned(), n);
+        }
+        by_sink.into_values().collect()
+    }
+}
+
+/// `rowhook_sink_fsyncs_total` → `fsyncs` for prefix `rowhook_sink_`.
+fn short_name<'a>(metric: &'a str, prefix: &str) -> Option<&'a str> {
+    metric.strip_prefix(prefix)?.strip_suffix("_total")
 }
 
 /// One handler's state size.
@@ -100,10 +213,7 @@ pub async fn report(plan: &Plan) -> anyhow::Result<Report> {
             position: store.position()?,
             handlers: sizes(&store)?,
             dead_letters: store.dead_letter_count()?,
-            live_status_written_at: None,
-            server: None,
-            stats: None,
-            source: None,
+            ..last_run_metrics(&plan.state.path.join(STATUS_FILE))
         },
         Err(_) => {
             let path = plan.state.path.join(STATUS_FILE);
@@ -113,7 +223,10 @@ pub async fn report(plan: &Plan) -> anyhow::Result<Report> {
                     plan.state.path.display()
                 )
             })?;
-            serde_json::from_slice(&text).with_context(|| format!("{} is unreadable", path.display()))?
+            let mut report: Report =
+                serde_json::from_slice(&text).with_context(|| format!("{} is unreadable", path.display()))?;
+            report.metrics_written_at = report.live_status_written_at;
+            report
         }
     };
     if let Some(source) = &plan.source {
@@ -126,6 +239,25 @@ pub async fn report(plan: &Plan) -> anyhow::Result<Report> {
         });
     }
     Ok(report)
+}
+
+/// The metrics of the status file the last run left (nothing if there is
+/// none, or it is unreadable: status is advisory).
+fn last_run_metrics(path: &Path) -> Report {
+    let Some(last) = std::fs::read(path)
+        .ok()
+        .and_then(|text| serde_json::from_slice::<Report>(&text).ok())
+    else {
+        return Report::default();
+    };
+    Report {
+        metrics_written_at: last.live_status_written_at,
+        stats: last.stats,
+        source: last.source,
+        handler_metrics: last.handler_metrics,
+        sinks: last.sinks,
+        ..Report::default()
+    }
 }
 
 async fn server_position(
@@ -210,6 +342,11 @@ pub fn render(report: &Report) -> String {
         ));
     }
     if let Some(s) = &report.stats {
+        if report.live_status_written_at.is_none()
+            && let Some(at) = report.metrics_written_at
+        {
+            out.push_str(&format!("last run      (its status file, written at unix time {at})\n"));
+        }
         out.push_str(&format!(
             "since start   {} changes, {} handler calls, {} transactions, {} messages, {} checkpoints\n",
             s.changes, s.calls, s.commits, s.messages, s.checkpoints
@@ -218,6 +355,35 @@ pub fn render(report: &Report) -> String {
             "              {} handler errors, {} sink retries, {} messages refused by sinks, {} reloads, {} refused reloads\n",
             s.handler_errors, s.sink_retries, s.sink_failures, s.reloads, s.reload_failures
         ));
+    }
+    for h in &report.handler_metrics {
+        let host = |k: &str| h.host.get(k).copied().unwrap_or(0);
+        out.push_str(&format!(
+            "handler       {}/{}: {} calls, {} errors, {} log lines dropped, {} metric calls ignored\n",
+            h.tenant,
+            h.name,
+            host("calls"),
+            host("errors"),
+            host("log_lines_dropped"),
+            host("metric_calls_ignored")
+        ));
+        let metrics: Vec<String> = (h.counters.iter().map(|(k, v)| format!("{k}={v}")))
+            .chain(h.gauges.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
+        if !metrics.is_empty() {
+            out.push_str(&format!("              metrics: {}\n", metrics.join(", ")));
+        }
+    }
+    for s in &report.sinks {
+        // Every sink's first, then the kind's own.
+        const FIRST: [&str; 3] = ["messages", "retries", "refused"];
+        let first = FIRST.iter().filter_map(|k| s.counters.get(*k).map(|v| (*k, v)));
+        let own = (s.counters.iter()).filter(|(k, _)| !FIRST.contains(&k.as_str()));
+        let counters: Vec<String> = first
+            .chain(own.map(|(k, v)| (k.as_str(), v)))
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
+        out.push_str(&format!("sink          {}: {}\n", s.name, counters.join(", ")));
     }
     out
 }

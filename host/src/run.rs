@@ -152,7 +152,7 @@ pub fn replay_with(plan: &Plan, files: &[PathBuf], opts: &ReplayOptions) -> anyh
     // failure, what was acknowledged before it is still checkpointed.
     let closed = rt.block_on(pipeline.close());
     result.and(closed)?;
-    Ok(pipeline.stats().clone())
+    Ok(pipeline.stats())
 }
 
 fn resume_gtids(decoder: &mut Decoder, cp: &Checkpoint) -> anyhow::Result<()> {
@@ -219,5 +219,5 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     // error; the one in progress is handled again at the next start.
     let closed = rt.block_on(pipeline.close());
     result.and(closed)?;
-    Ok(pipeline.stats().clone())
+    Ok(pipeline.stats())
 }
