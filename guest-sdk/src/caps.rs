@@ -191,9 +191,11 @@ pub mod log {
     }
 }
 
-/// Named counters and gauges that rowhook exposes, labelled with the
-/// handler. Names are ASCII letters, digits and `_`, not starting with a
-/// digit.
+/// Named counters and gauges that rowhook exposes (in `rowhook state`),
+/// labelled with the handler's tenant and name. Names are ASCII letters,
+/// digits and `_`, not starting with a digit; calls with other names are
+/// ignored. The writes of a call that returns an error are dropped, like
+/// its emits.
 pub mod metrics {
     /// Adds `delta` to the counter `name`.
     pub fn counter_add(name: &str, delta: u64) {

@@ -29,6 +29,9 @@
 //!   fifo), listed in [`sink::registry`], each behind a cargo feature.
 //! - [`store`]: the crash-safe store of the position, handler state and dead letters.
 //! - [`status`]: the status report (`status.json`, `rowhook state`) and the run's counters.
+//! - [`telemetry`]: one registry of counters and gauges that the pipeline,
+//!   the source, the sinks and the handlers write, and `rowhook state`,
+//!   `status.json` and Prometheus text read.
 //! - [`probe`]: the lines of a `rowhook check` report, and the probes sinks share.
 //! - [`json_text`]: hand-written JSON output for the hot path.
 //! - `backoff`: the one capped exponential backoff (reconnects, sink retries).
@@ -48,3 +51,4 @@ pub mod sink;
 pub mod source;
 pub mod status;
 pub mod store;
+pub mod telemetry;

@@ -28,11 +28,12 @@ use crate::decode::{ChangeVisitor, Commit, Flow, RowChange, Undecodable};
 use crate::driver::{Consumer, Interrupted, Stop};
 use crate::guest_abi::DirectoryCache;
 use crate::runtime::reload::{Reload, Reloader};
-use crate::runtime::{Grants, HandlerRuntime, Instance, Limits, Module, SinkRules};
+use crate::runtime::{Grants, GuestMetrics, HandlerRuntime, Instance, Limits, Module, SinkRules};
 use crate::sink::{AnySink, Message, Sink, SinkError, SinkRetry};
 use crate::source::reconnect::SourceStats;
 use crate::status::Stats;
 use crate::store::{Batch, Checkpoint, DeadLetter, StateStore};
+use crate::telemetry::{Counter, Registry, names};
 
 /// Messages buffered before a flush inside a transaction.
 const FLUSH_EVERY: usize = 4096;
@@ -43,14 +44,61 @@ struct HandlerSlot {
     module: Module,
     instance: Instance,
     grants: Arc<Grants>,
+    counters: HandlerCounters,
+    /// Its series for what the guest's `metrics` calls write; each new
+    /// instance (after a trap, a reload) writes to the same series.
+    metrics: GuestMetrics,
 }
 
-/// One sink and how its unavailable writes are retried.
+/// What the pipeline counts per handler, labelled `tenant`, `handler`.
+struct HandlerCounters {
+    calls: Counter,
+    errors: Counter,
+    reloads: Counter,
+    reload_failures: Counter,
+}
+
+impl HandlerCounters {
+    fn new(registry: &Registry, h: &HandlerPlan) -> HandlerCounters {
+        let labels = || vec![("tenant", h.tenant.clone()), ("handler", h.name.clone())];
+        HandlerCounters {
+            calls: registry.counter(names::HANDLER_CALLS, "Handler calls made.", labels()),
+            errors: registry.counter(
+                names::HANDLER_ERRORS,
+                "Handler failures handled by on_error skip or dead-letter.",
+                labels(),
+            ),
+            reloads: registry.counter(
+                names::HANDLER_RELOADS,
+                "Module versions swapped in by hot reload.",
+                labels(),
+            ),
+            reload_failures: registry.counter(
+                names::HANDLER_RELOAD_FAILURES,
+                "Changed module files refused; the previous version kept serving.",
+                labels(),
+            ),
+        }
+    }
+}
+
+/// One sink, how its unavailable writes are retried, and what the
+/// pipeline counts of it (labelled `sink`).
 struct SinkSlot {
     sink: AnySink,
     retry: SinkRetry,
     /// What the last health check found wrong, to log changes only.
     unhealthy: Option<SinkError>,
+    messages: Counter,
+    retries: Counter,
+    refused: Counter,
+}
+
+/// What the pipeline counts that belongs to no handler or sink.
+struct PipelineCounters {
+    changes: Counter,
+    transactions: Counter,
+    checkpoints: Counter,
 }
 
 /// The handlers (by index) a table's changes of one op go to; the names
@@ -77,7 +125,8 @@ pub struct Pipeline {
     encoded: Vec<u8>,
     commit_seen: bool,
     halted: Option<anyhow::Error>,
-    stats: Stats,
+    registry: Registry,
+    counters: PipelineCounters,
     reloader: Option<Reloader>,
     store: Option<StateStore>,
     /// Committed transactions not yet in the store.
@@ -90,8 +139,6 @@ pub struct Pipeline {
     position: Option<Checkpoint>,
     /// Dead letters of the transaction in progress.
     txn_dead_letters: Vec<DeadLetter>,
-    /// The live source's counters, for the status file.
-    source: Option<Arc<SourceStats>>,
     /// When the status file is rewritten next, and how often, if it is
     /// rewritten on a timer as well as at checkpoints.
     status_timer: Option<(tokio::time::Instant, Duration)>,
@@ -116,19 +163,24 @@ pub fn runtime_limits(plan: &HandlerPlan) -> Limits {
 
 impl Pipeline {
     /// Loads every handler's module and opens every sink of `plan`.
+    /// Counts in a registry of its own: see [`Pipeline::registry`].
     pub async fn new(plan: &Plan, runtime: HandlerRuntime) -> anyhow::Result<Pipeline> {
+        let registry = Registry::new();
         let mut handlers = Vec::new();
         for h in &plan.handlers {
             let module = runtime
                 .load(&h.module, h.limits.module_bytes())
                 .map_err(|e| anyhow::anyhow!("handler `{}`: {e}", h.name))?;
             let grants = grants_of(plan, h);
-            let instance = runtime.instantiate(&module, &h.name, grants.clone(), runtime_limits(h))?;
+            let metrics = GuestMetrics::new(&registry, &h.tenant, &h.name);
+            let instance = runtime.instantiate_with(&module, grants.clone(), runtime_limits(h), metrics.clone())?;
             handlers.push(HandlerSlot {
                 plan: h.clone(),
                 module,
                 instance,
                 grants,
+                counters: HandlerCounters::new(&registry, h),
+                metrics,
             });
         }
         let mut sinks = BTreeMap::new();
@@ -137,15 +189,33 @@ impl Pipeline {
                 .await
                 .map_err(|e| anyhow::anyhow!("opening sink `{name}`: {e}"))?;
             let retry = plan.sink_retry.get(name).copied().unwrap_or_default();
+            sink.register_metrics(&registry);
+            let labels = || vec![("sink", name.clone())];
             sinks.insert(
                 name.clone(),
                 SinkSlot {
                     sink,
                     retry,
                     unhealthy: None,
+                    messages: registry.counter(names::SINK_MESSAGES, "Messages a sink acknowledged.", labels()),
+                    retries: registry.counter(
+                        names::SINK_RETRIES,
+                        "Writes retried because a sink was unavailable.",
+                        labels(),
+                    ),
+                    refused: registry.counter(
+                        names::SINK_REFUSED,
+                        "Messages a sink refused beyond its retries, handled by on_error skip or dead-letter.",
+                        labels(),
+                    ),
                 },
             );
         }
+        let counters = PipelineCounters {
+            changes: registry.counter(names::CHANGES, "Row changes of subscribed tables seen.", vec![]),
+            transactions: registry.counter(names::TRANSACTIONS, "Transactions whose commit was seen.", vec![]),
+            checkpoints: registry.counter(names::CHECKPOINTS, "Batches committed to the store.", vec![]),
+        };
         Ok(Pipeline {
             runtime,
             handlers,
@@ -157,7 +227,8 @@ impl Pipeline {
             encoded: Vec::new(),
             commit_seen: false,
             halted: None,
-            stats: Stats::default(),
+            registry,
+            counters,
             reloader: None,
             store: None,
             batch: Batch::default(),
@@ -166,7 +237,6 @@ impl Pipeline {
             pending_position: None,
             position: None,
             txn_dead_letters: Vec::new(),
-            source: None,
             status_timer: None,
         })
     }
@@ -203,7 +273,7 @@ impl Pipeline {
                 })?;
             }
             store.commit(&self.batch)?;
-            self.stats.checkpoints += 1;
+            self.counters.checkpoints.inc();
             if let Some(p) = self.batch.position.take() {
                 self.position = Some(p);
             }
@@ -242,16 +312,29 @@ impl Pipeline {
         }
     }
 
-    /// Reports the live source's counters in the status file too.
+    /// Counts the live source's reconnects and rotations in the pipeline's
+    /// registry, so the status file and `/metrics` show them.
     pub fn attach_source(&mut self, stats: Arc<SourceStats>) {
-        self.source = Some(stats);
+        stats.register(&self.registry);
+    }
+
+    /// The registry the pipeline, its handlers, sinks and attached source
+    /// count in; readable from any thread.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Rewrites the status file beside the store (see [`crate::status`]):
-    /// position, state sizes, dead letters and the counters. Without a store
-    /// there is nothing to report. A failure is logged: status is advisory.
+    /// position, state sizes, dead letters and the metrics of the registry.
+    /// Without a store there is nothing to report. A failure is logged:
+    /// status is advisory.
     pub fn write_status(&mut self) {
         let Some(store) = &self.store else { return };
+        let metrics = self.registry.snapshot();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
         let report = crate::status::Report {
             store: store.path().to_owned(),
             position: self.position.clone(),
@@ -265,13 +348,13 @@ impl Pipeline {
                 })
                 .collect(),
             dead_letters: store.dead_letter_total(),
-            live_status_written_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_secs()),
+            live_status_written_at: now,
+            metrics_written_at: now,
             server: None,
-            stats: Some(self.stats.clone()),
-            source: self.source.as_ref().map(|s| s.snapshot()),
+            stats: Some(Stats::from_snapshot(&metrics)),
+            source: SourceStats::from_snapshot(&metrics),
+            handler_metrics: crate::status::HandlerMetrics::from_snapshot(&metrics),
+            sinks: crate::status::SinkMetrics::from_snapshot(&metrics),
         };
         let dir = store.path().parent().unwrap_or(std::path::Path::new("."));
         if let Err(e) = crate::status::write_status(dir, &report) {
@@ -345,30 +428,32 @@ impl Pipeline {
                 Reload::Ready { handlers, module } => {
                     for i in handlers {
                         let h = &mut self.handlers[i];
-                        match self
-                            .runtime
-                            .instantiate(&module, &h.plan.name, h.grants.clone(), runtime_limits(&h.plan))
-                        {
+                        match self.runtime.instantiate_with(
+                            &module,
+                            h.grants.clone(),
+                            runtime_limits(&h.plan),
+                            h.metrics.clone(),
+                        ) {
                             Ok(mut fresh) => {
                                 fresh.replace_state(std::mem::take(h.instance.state()));
                                 h.instance = fresh;
                                 h.module = module.clone();
-                                self.stats.reloads += 1;
+                                h.counters.reloads.inc();
                                 tracing::info!(handler = %h.plan.name, module = %module.path(), "handler reloaded: the new version handles the next transaction");
                             }
                             Err(e) => {
                                 let msg = format!("{e:#}");
                                 tracing::error!(handler = %h.plan.name, "reload refused, the previous version keeps serving: {msg}");
-                                self.stats.reload_failures += 1;
+                                h.counters.reload_failures.inc();
                             }
                         }
                     }
                 }
                 Reload::Failed { handlers, error } => {
                     for i in handlers {
-                        let name = &self.handlers[i].plan.name;
-                        tracing::error!(handler = %name, "reload refused, the previous version keeps serving: {error}");
-                        self.stats.reload_failures += 1;
+                        let h = &self.handlers[i];
+                        tracing::error!(handler = %h.plan.name, "reload refused, the previous version keeps serving: {error}");
+                        h.counters.reload_failures.inc();
                     }
                 }
             }
@@ -389,9 +474,9 @@ impl Pipeline {
         TableFilter::parse(&list.join(",")).expect("patterns were validated by the config")
     }
 
-    /// Counters so far.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// The totals so far, read from the registry.
+    pub fn stats(&self) -> Stats {
+        Stats::from_snapshot(&self.registry.snapshot())
     }
 
     /// Whether the decoder should stop: a handler failed under `halt`.
@@ -413,8 +498,8 @@ impl Pipeline {
                 .sinks
                 .get_mut(&sink)
                 .ok_or_else(|| anyhow::anyhow!("no sink `{sink}`"))?;
-            match write_with_retries(target, &sink, &batch, &mut self.stats.sink_retries).await {
-                Ok(()) => self.stats.messages += batch.len() as u64,
+            match write_with_retries(target, &sink, &batch).await {
+                Ok(()) => target.messages.add(batch.len() as u64),
                 Err(e) => refused.push((sink, batch, origins, e)),
             }
         }
@@ -457,6 +542,7 @@ impl Pipeline {
         err: &SinkError,
     ) -> anyhow::Result<()> {
         let mut letters: BTreeMap<String, Vec<Message>> = BTreeMap::new();
+        let refused = self.sinks.get(sink).map(|s| s.refused.clone()).unwrap_or_default();
         for (msg, &i) in batch.into_iter().zip(origins) {
             let h = &self.handlers[i];
             match &h.plan.on_error {
@@ -468,11 +554,11 @@ impl Pipeline {
                     )
                 }
                 OnError::Skip => {
-                    self.stats.sink_failures += 1;
+                    refused.inc();
                     tracing::warn!(handler = %h.plan.name, change = %msg.id, "sink `{sink}` refused a message, skipped (on_error = \"skip\"): {err}");
                 }
                 OnError::DeadLetter { sink: dl } => {
-                    self.stats.sink_failures += 1;
+                    refused.inc();
                     anyhow::ensure!(
                         dl != sink,
                         "sink `{sink}` refused a message of handler `{}` ({}) and is its dead-letter sink too: {err}",
@@ -504,10 +590,10 @@ impl Pipeline {
                 .sinks
                 .get_mut(&dl)
                 .ok_or_else(|| anyhow::anyhow!("no sink `{dl}`"))?;
-            write_with_retries(target, &dl, &batch, &mut self.stats.sink_retries)
+            write_with_retries(target, &dl, &batch)
                 .await
                 .map_err(|e| anyhow::anyhow!("dead-letter sink `{dl}` refused too: {e}"))?;
-            self.stats.messages += batch.len() as u64;
+            target.messages.add(batch.len() as u64);
         }
         Ok(())
     }
@@ -538,7 +624,10 @@ impl Pipeline {
                 .await
                 .map_err(|e| anyhow::anyhow!("closing sink `{name}`: {e}"))?;
         }
-        self.checkpoint().await
+        self.checkpoint().await?;
+        // The run's last counts, also when no checkpoint was due.
+        self.write_status();
+        Ok(())
     }
 
     fn route(&mut self, change: &RowChange<'_>) -> Arc<[usize]> {
@@ -584,12 +673,12 @@ impl Pipeline {
                 Flow::Stop
             }
             OnError::Skip => {
-                self.stats.handler_errors += 1;
+                h.counters.errors.inc();
                 tracing::warn!(handler = %h.plan.name, change = %id, "handler failed, event skipped (on_error = \"skip\"): {err}");
                 Flow::Continue
             }
             OnError::DeadLetter { sink } => {
-                self.stats.handler_errors += 1;
+                h.counters.errors.inc();
                 let payload = dead_letter_payload(&h.plan.name, &err.to_string(), |out| {
                     out.extend_from_slice(b",\"change\":");
                     failed.write_json(out);
@@ -708,14 +797,9 @@ impl Consumer for Pipeline {
 }
 
 /// Writes `batch` to `sink`, retrying an unavailable sink with capped
-/// exponential backoff as its [`SinkRetry`] says (counting retries in
-/// `retries`); the error once retries run out, or at once for a permanent one.
-async fn write_with_retries(
-    target: &mut SinkSlot,
-    sink: &str,
-    batch: &[Message],
-    retries: &mut u64,
-) -> Result<(), SinkError> {
+/// exponential backoff as its [`SinkRetry`] says (counting retries in the
+/// slot); the error once retries run out, or at once for a permanent one.
+async fn write_with_retries(target: &mut SinkSlot, sink: &str, batch: &[Message]) -> Result<(), SinkError> {
     let mut backoff = Backoff::new(SinkRetry::FIRST_DELAY, target.retry.max_delay);
     let mut attempt = 0;
     loop {
@@ -731,7 +815,7 @@ async fn write_with_retries(
                 tracing::warn!(sink = %sink, attempt = attempt + 1, "sink unavailable, retrying in {delay:?}: {e}");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
-                *retries += 1;
+                target.retries.inc();
             }
             Err(e) => return Err(e),
         }
@@ -758,7 +842,7 @@ impl ChangeVisitor for Pipeline {
         if targets.is_empty() {
             return Flow::Continue;
         }
-        self.stats.changes += 1;
+        self.counters.changes.inc();
         if let Err(e) = self.directories.encode(change, &mut self.encoded) {
             let rows = Undecodable::of_change(change, &e.0);
             for &i in targets.iter() {
@@ -772,16 +856,18 @@ impl ChangeVisitor for Pipeline {
         let mut id: Option<String> = None;
         for &i in targets.iter() {
             let h = &mut self.handlers[i];
-            self.stats.calls += 1;
+            h.counters.calls.inc();
             let result = h.instance.call(&self.encoded);
             if h.instance.is_broken() {
                 // A trapped component instance refuses further calls: start a
                 // new one, keeping the handler's state.
                 let state = std::mem::take(h.instance.state());
-                match self
-                    .runtime
-                    .instantiate(&h.module, &h.plan.name, h.grants.clone(), runtime_limits(&h.plan))
-                {
+                match self.runtime.instantiate_with(
+                    &h.module,
+                    h.grants.clone(),
+                    runtime_limits(&h.plan),
+                    h.metrics.clone(),
+                ) {
                     Ok(mut fresh) => {
                         fresh.replace_state(state);
                         h.instance = fresh;
@@ -841,7 +927,7 @@ impl ChangeVisitor for Pipeline {
             });
         }
         self.commit_seen = true;
-        self.stats.commits += 1;
+        self.counters.transactions.inc();
         Flow::Continue
     }
 }

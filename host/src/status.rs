@@ -1,15 +1,19 @@
 //! The status report: what the store holds (position, each handler's state
-//! size, dead letters) and, from a running rowhook, its counters and its
-//! connection to the server. `rowhook state` prints it
-//! ([`crate::cli::state`]); `rowhook run` rewrites it as `status.json` beside
-//! the store, so that the report can be read while the store is held.
+//! size, dead letters) and, from a run, its metrics: the totals, each
+//! handler's and each sink's counters and the handlers' own metrics, read
+//! from its [`crate::telemetry::Registry`]. `rowhook state` prints it
+//! ([`crate::cli::state`]); `rowhook run` (and `replay --checkpoint`)
+//! rewrite it as `status.json` beside the store, so that the report can be
+//! read while the store is held and the last run's metrics after it ended.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::source::reconnect::SourceSnapshot;
 use crate::store::Checkpoint;
+use crate::telemetry::{Snapshot, Value, names};
 
 /// The status file a running rowhook rewrites at each checkpoint.
 pub const STATUS_FILE: &str = "status.json";
@@ -27,14 +31,122 @@ pub struct Report {
     pub dead_letters: u64,
     /// Set when the report comes from a running rowhook's status file.
     pub live_status_written_at: Option<u64>,
+    /// When the status file that the metrics below come from was written
+    /// (unix seconds): by the running rowhook, or by the last run that
+    /// kept checkpoints (`run`, `replay --checkpoint`) once it is over.
+    #[serde(default)]
+    pub metrics_written_at: Option<u64>,
     /// Where the server is and how far behind the position is.
     pub server: Option<ServerPosition>,
-    /// A running rowhook's counters since it started (status file only).
+    /// A run's totals since it started (status file only).
     #[serde(default)]
     pub stats: Option<Stats>,
-    /// A running rowhook's connection to the server (status file only).
+    /// A run's connection to the server (status file of `run` only).
     #[serde(default)]
     pub source: Option<SourceSnapshot>,
+    /// A run's metrics per handler (status file only).
+    #[serde(default)]
+    pub handler_metrics: Vec<HandlerMetrics>,
+    /// A run's counters per sink (status file only).
+    #[serde(default)]
+    pub sinks: Vec<SinkMetrics>,
+}
+
+/// One handler's metrics: what the host counted of it, and what the
+/// handler's own `metrics` calls set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HandlerMetrics {
+    /// Its tenant.
+    pub tenant: String,
+    /// The handler.
+    pub name: String,
+    /// The host's counters of it, by the name of metric
+    /// `rowhook_handler_NAME_total`: `calls`, `errors`, `reloads`,
+    /// `reload_failures`, `log_lines_dropped`, `metric_calls_ignored`.
+    #[serde(flatten)]
+    pub host: BTreeMap<String, u64>,
+    /// Its `metrics.counter-add` counters.
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
+    /// Its `metrics.gauge-set` gauges.
+    #[serde(default)]
+    pub gauges: BTreeMap<String, f64>,
+}
+
+impl HandlerMetrics {
+    /// Every handler's metrics in a registry snapshot, by tenant and name.
+    pub fn from_snapshot(snap: &Snapshot) -> Vec<HandlerMetrics> {
+        let mut by_handler: BTreeMap<(String, String), HandlerMetrics> = BTreeMap::new();
+        for s in &snap.samples {
+            let (Some(tenant), Some(name)) = (s.label("tenant"), s.label("handler")) else {
+                continue;
+            };
+            let h = by_handler
+                .entry((tenant.to_owned(), name.to_owned()))
+                .or_insert_with(|| HandlerMetrics {
+                    tenant: tenant.to_owned(),
+                    name: name.to_owned(),
+                    ..HandlerMetrics::default()
+                });
+            let guest = s.label("name").unwrap_or_default().to_owned();
+            match (s.name.as_str(), s.value) {
+                (names::GUEST_COUNTER, Value::Counter(n)) => {
+                    h.counters.insert(guest, n);
+                }
+                (names::GUEST_GAUGE, Value::Gauge(v)) => {
+                    h.gauges.insert(guest, v);
+                }
+                (other, Value::Counter(n)) => {
+                    if let Some(key) = short_name(other, names::HANDLER_PREFIX) {
+                        h.host.insert(key.to_owned(), n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        by_handler.into_values().collect()
+    }
+}
+
+/// One sink's counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SinkMetrics {
+    /// The sink.
+    pub name: String,
+    /// Its counters, by the name of metric `rowhook_sink_NAME_total`:
+    /// `messages`, `retries`, `refused` for every sink, and a kind's own
+    /// (a file sink's `fsyncs`, `rotations`, `repairs`).
+    #[serde(flatten)]
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl SinkMetrics {
+    /// Every sink's counters in a registry snapshot, by name.
+    pub fn from_snapshot(snap: &Snapshot) -> Vec<SinkMetrics> {
+        let mut by_sink: BTreeMap<String, SinkMetrics> = BTreeMap::new();
+        for s in &snap.samples {
+            let (Some(sink), Value::Counter(n)) = (s.label("sink"), s.value) else {
+                continue;
+            };
+            let Some(key) = short_name(&s.name, names::SINK_PREFIX) else {
+                continue;
+            };
+            by_sink
+                .entry(sink.to_owned())
+                .or_insert_with(|| SinkMetrics {
+                    name: sink.to_owned(),
+                    ..SinkMetrics::default()
+                })
+                .counters
+                .insert(key.to_owned(), n);
+        }
+        by_sink.into_values().collect()
+    }
+}
+
+/// `rowhook_sink_fsyncs_total` → `fsyncs` for prefix `rowhook_sink_`.
+fn short_name<'a>(metric: &'a str, prefix: &str) -> Option<&'a str> {
+    metric.strip_prefix(prefix)?.strip_suffix("_total")
 }
 
 /// One handler's state size.
@@ -69,7 +181,9 @@ pub fn write_status(dir: &Path, report: &Report) -> std::io::Result<()> {
     std::fs::rename(&tmp, dir.join(STATUS_FILE))
 }
 
-/// Counters a run reports.
+/// The totals of a run, summed over handlers and sinks: what `rowhook
+/// replay` prints and `stats` of the status file. Read from the
+/// [`crate::telemetry::Registry`] ([`Stats::from_snapshot`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct Stats {
@@ -93,4 +207,23 @@ pub struct Stats {
     pub sink_failures: u64,
     /// Writes retried because a sink was unavailable.
     pub sink_retries: u64,
+}
+
+impl Stats {
+    /// The totals in a snapshot of the registry a
+    /// [`crate::pipeline::Pipeline`] counts in.
+    pub fn from_snapshot(snap: &Snapshot) -> Stats {
+        Stats {
+            changes: snap.sum(names::CHANGES),
+            calls: snap.sum(names::HANDLER_CALLS),
+            messages: snap.sum(names::SINK_MESSAGES),
+            handler_errors: snap.sum(names::HANDLER_ERRORS),
+            commits: snap.sum(names::TRANSACTIONS),
+            reloads: snap.sum(names::HANDLER_RELOADS),
+            reload_failures: snap.sum(names::HANDLER_RELOAD_FAILURES),
+            checkpoints: snap.sum(names::CHECKPOINTS),
+            sink_failures: snap.sum(names::SINK_REFUSED),
+            sink_retries: snap.sum(names::SINK_RETRIES),
+        }
+    }
 }

@@ -476,6 +476,25 @@ fn run_resumes_after_killed_connections_and_a_server_restart() {
     assert_eq!(source["reconnects"]["killed"], 3, "{status}");
     assert_eq!(source["reconnects"]["server_restart"], 1, "{status}");
     assert!(status["stats"]["checkpoints"].as_u64() > Some(0), "{status}");
+    // The totals and the per-handler and per-sink counts are one registry.
+    let sum = |list: &str, key: &str| -> u64 {
+        status[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[key].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        Some(sum("handler_metrics", "calls")),
+        status["stats"]["calls"].as_u64(),
+        "{status}"
+    );
+    assert_eq!(
+        Some(sum("sinks", "messages")),
+        status["stats"]["messages"].as_u64(),
+        "{status}"
+    );
     let text = rowhook_ok(&["state", "-c", config.to_str().unwrap()]);
     eprintln!("{text}");
     assert!(

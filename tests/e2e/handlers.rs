@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::support::{build_guest, root, rowhook, temp_dir};
+use crate::support::{build_guest, root, rowhook, rowhook_ok, temp_dir};
 
 fn guests() -> &'static (PathBuf, PathBuf) {
     static G: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
@@ -297,4 +297,72 @@ dead_letter = "dead"
         stderr.contains("sink `orders_queue` refused a message of handler `orders`") && stderr.contains("halting"),
         "{stderr}"
     );
+}
+
+/// What a handler's `metrics` calls write reaches `rowhook state` labelled
+/// with its tenant and name; the writes of a failed call are dropped, calls
+/// with invalid names ignored and counted, and log lines past the per-call
+/// cap dropped and counted.
+#[test]
+fn handler_metrics_are_exposed_and_drops_counted() {
+    let telemetry = build_guest(&root().join("tests/guests"), "telemetry");
+    let dir = temp_dir("handlers-metrics");
+    let config = dir.join("rowhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[state]
+path = "state"
+
+[sinks.out]
+kind = "file"
+path = "out.jsonl"
+
+[[handlers]]
+name = "counted"
+tenant = "shop"
+module = "{}"
+tables = ["shop.orders"]
+sinks = ["out"]
+limits = {{ time_ms = 5000 }}
+on_error = "skip"
+"#,
+            telemetry.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let binlog = root().join("examples/binlog/shop-bin.000001");
+    rowhook_ok(&["replay", "--checkpoint", "-c", config, binlog.to_str().unwrap()]);
+
+    let report: serde_json::Value = serde_json::from_str(&rowhook_ok(&["state", "-c", config, "--json"])).unwrap();
+    // shop.orders: three inserts, three updates (which fail), one delete.
+    assert_eq!(report["stats"]["changes"], 7, "{report:#}");
+    assert_eq!(report["stats"]["calls"], 7, "{report:#}");
+    assert_eq!(report["stats"]["handler_errors"], 3, "{report:#}");
+    let h = &report["handler_metrics"][0];
+    assert_eq!(
+        (&h["tenant"], &h["name"]),
+        (&"shop".into(), &"counted".into()),
+        "{report:#}"
+    );
+    assert_eq!(h["calls"], 7, "{report:#}");
+    assert_eq!(h["errors"], 3, "{report:#}");
+    assert_eq!(h["log_lines_dropped"], 6, "two per insert: {report:#}");
+    assert_eq!(h["metric_calls_ignored"], 2, "`bad-name` and `9lives`: {report:#}");
+    assert_eq!(
+        h["counters"],
+        serde_json::json!({"orders_seen": 3}),
+        "no `leaked`: {report:#}"
+    );
+    assert_eq!(h["gauges"], serde_json::json!({"last_order_id": 1003.0}), "{report:#}");
+    assert!(report["metrics_written_at"].as_u64().is_some(), "{report:#}");
+
+    let text = rowhook_ok(&["state", "-c", config]);
+    assert!(
+        text.contains("handler       shop/counted: 7 calls, 3 errors, 6 log lines dropped, 2 metric calls ignored"),
+        "{text}"
+    );
+    assert!(text.contains("metrics: orders_seen=3, last_order_id=1003"), "{text}");
 }

@@ -54,11 +54,38 @@ sinks = ["orders_queue"]
     assert_eq!(report["handlers"][0]["name"], "orders");
     assert_eq!(report["handlers"][0]["keys"], 1);
     assert_eq!(report["dead_letters"], 0);
+    // The run's metrics, from the status file it left: totals, the
+    // handler's own counter (the minimal guest counts `orders`), the sink's.
+    assert_eq!(report["stats"]["changes"], 3, "{report:#}");
+    assert_eq!(report["stats"]["messages"], 3, "{report:#}");
+    let h = &report["handler_metrics"][0];
+    assert_eq!(
+        (&h["tenant"], &h["name"]),
+        (&"default".into(), &"orders".into()),
+        "{report:#}"
+    );
+    assert_eq!(h["calls"], 3, "{report:#}");
+    assert_eq!(h["counters"]["orders"], 3, "{report:#}");
+    let sink = &report["sinks"][0];
+    assert_eq!(
+        (&sink["name"], &sink["messages"]),
+        (&"orders_queue".into(), &3.into()),
+        "{report:#}"
+    );
+    assert!(sink["fsyncs"].as_u64() >= Some(1), "{report:#}");
+    let text = rowhook_ok(&["state", "-c", config]);
+    assert!(text.contains("last run      (its status file"), "{text}");
+    assert!(text.contains("handler       default/orders: 3 calls"), "{text}");
+    assert!(text.contains("metrics: orders=3"), "{text}");
+    assert!(text.contains("sink          orders_queue: 3 messages"), "{text}");
 
     // A second one resumes after the checkpoint: nothing again, state as is.
     rowhook_ok(&["replay", "--checkpoint", "-c", config, binlog]);
     assert_eq!(orders().lines().count(), 3);
     assert!(dump().contains("\"counter\":3"));
+    // Metrics are per run: the last run handled nothing.
+    let report: serde_json::Value = serde_json::from_str(&rowhook_ok(&["state", "-c", config, "--json"])).unwrap();
+    assert_eq!(report["handler_metrics"][0]["calls"], 0, "{report:#}");
 
     // Without --checkpoint, replay leaves the store alone.
     rowhook_ok(&["replay", "-c", config, binlog]);

@@ -76,5 +76,5 @@ pub fn replay_with(plan: &Plan, files: &[PathBuf], opts: &ReplayOptions) -> anyh
     // failure, what was acknowledged before it is still checkpointed.
     let closed = rt.block_on(pipeline.close());
     result.and(closed)?;
-    Ok(pipeline.stats().clone())
+    Ok(pipeline.stats())
 }

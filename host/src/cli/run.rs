@@ -73,5 +73,5 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     // error; the one in progress is handled again at the next start.
     let closed = rt.block_on(pipeline.close());
     result.and(closed)?;
-    Ok(pipeline.stats().clone())
+    Ok(pipeline.stats())
 }

@@ -3,13 +3,18 @@
 //! an operator may make: reset a handler's state, move the start position.
 //!
 //! While `rowhook run` holds the store, the report comes from the status
-//! file it writes at each checkpoint, and changes are refused.
+//! file it writes at each checkpoint, and changes are refused. The status
+//! file also carries the run's metrics (read from its
+//! [`crate::telemetry::Registry`]); once the run is over, the report
+//! shows the last ones it wrote beside what the store holds.
+
+use std::path::Path;
 
 use anyhow::Context as _;
 
 use crate::config::Plan;
 use crate::source::StartPosition;
-pub use crate::status::{HandlerState, Report, STATUS_FILE, ServerPosition};
+pub use crate::status::{HandlerMetrics, HandlerState, Report, STATUS_FILE, ServerPosition, SinkMetrics};
 use crate::store::{Checkpoint, StateSize, StateStore};
 
 fn sizes(store: &StateStore) -> anyhow::Result<Vec<HandlerState>> {
@@ -38,10 +43,7 @@ pub async fn report(plan: &Plan) -> anyhow::Result<Report> {
             position: store.position()?,
             handlers: sizes(&store)?,
             dead_letters: store.dead_letter_count()?,
-            live_status_written_at: None,
-            server: None,
-            stats: None,
-            source: None,
+            ..last_run_metrics(&plan.state.path.join(STATUS_FILE))
         },
         Err(_) => {
             let path = plan.state.path.join(STATUS_FILE);
@@ -51,7 +53,10 @@ pub async fn report(plan: &Plan) -> anyhow::Result<Report> {
                     plan.state.path.display()
                 )
             })?;
-            serde_json::from_slice(&text).with_context(|| format!("{} is unreadable", path.display()))?
+            let mut report: Report =
+                serde_json::from_slice(&text).with_context(|| format!("{} is unreadable", path.display()))?;
+            report.metrics_written_at = report.live_status_written_at;
+            report
         }
     };
     if let Some(source) = &plan.source {
@@ -64,6 +69,25 @@ pub async fn report(plan: &Plan) -> anyhow::Result<Report> {
         });
     }
     Ok(report)
+}
+
+/// The metrics of the status file the last run left (nothing if there is
+/// none, or it is unreadable: status is advisory).
+fn last_run_metrics(path: &Path) -> Report {
+    let Some(last) = std::fs::read(path)
+        .ok()
+        .and_then(|text| serde_json::from_slice::<Report>(&text).ok())
+    else {
+        return Report::default();
+    };
+    Report {
+        metrics_written_at: last.live_status_written_at,
+        stats: last.stats,
+        source: last.source,
+        handler_metrics: last.handler_metrics,
+        sinks: last.sinks,
+        ..Report::default()
+    }
 }
 
 async fn server_position(
@@ -148,6 +172,11 @@ pub fn render(report: &Report) -> String {
         ));
     }
     if let Some(s) = &report.stats {
+        if report.live_status_written_at.is_none()
+            && let Some(at) = report.metrics_written_at
+        {
+            out.push_str(&format!("last run      (its status file, written at unix time {at})\n"));
+        }
         out.push_str(&format!(
             "since start   {} changes, {} handler calls, {} transactions, {} messages, {} checkpoints\n",
             s.changes, s.calls, s.commits, s.messages, s.checkpoints
@@ -156,6 +185,35 @@ pub fn render(report: &Report) -> String {
             "              {} handler errors, {} sink retries, {} messages refused by sinks, {} reloads, {} refused reloads\n",
             s.handler_errors, s.sink_retries, s.sink_failures, s.reloads, s.reload_failures
         ));
+    }
+    for h in &report.handler_metrics {
+        let host = |k: &str| h.host.get(k).copied().unwrap_or(0);
+        out.push_str(&format!(
+            "handler       {}/{}: {} calls, {} errors, {} log lines dropped, {} metric calls ignored\n",
+            h.tenant,
+            h.name,
+            host("calls"),
+            host("errors"),
+            host("log_lines_dropped"),
+            host("metric_calls_ignored")
+        ));
+        let metrics: Vec<String> = (h.counters.iter().map(|(k, v)| format!("{k}={v}")))
+            .chain(h.gauges.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
+        if !metrics.is_empty() {
+            out.push_str(&format!("              metrics: {}\n", metrics.join(", ")));
+        }
+    }
+    for s in &report.sinks {
+        // Every sink's first, then the kind's own.
+        const FIRST: [&str; 3] = ["messages", "retries", "refused"];
+        let first = FIRST.iter().filter_map(|k| s.counters.get(*k).map(|v| (*k, v)));
+        let own = (s.counters.iter()).filter(|(k, _)| !FIRST.contains(&k.as_str()));
+        let counters: Vec<String> = first
+            .chain(own.map(|(k, v)| (k.as_str(), v)))
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect();
+        out.push_str(&format!("sink          {}: {}\n", s.name, counters.join(", ")));
     }
     out
 }

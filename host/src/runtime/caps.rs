@@ -2,11 +2,12 @@
 //! handler's grants on every call), per-handler state, structured log and
 //! metrics. A denial is a value the guest can handle, never a trap.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::HostState;
 use super::bindings::rowhook::handler::{emit, log, metrics, state};
+use crate::telemetry::{Counter, Gauge, Registry, names};
 
 /// Largest payload one emit may carry.
 pub const MAX_PAYLOAD: usize = 16 << 20;
@@ -16,6 +17,12 @@ const MAX_KEY: usize = 1024;
 const MAX_VALUE: usize = 1 << 20;
 /// Most keys one handler may keep.
 const MAX_KEYS: usize = 1_000_000;
+/// Log lines one call may write; the rest are dropped and counted.
+pub const MAX_LOG_LINES_PER_CALL: usize = 10_000;
+/// Distinct counter names (and, apart, gauge names) one handler may use.
+pub const MAX_METRIC_NAMES: usize = 1_000;
+/// Invalid metric names warned about per instance (each once).
+const MAX_WARNED_NAMES: usize = 100;
 
 /// One message a handler emitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,10 +63,6 @@ pub struct StateOverlay {
     /// Keys changed by the transaction's settled events, with their values
     /// from before the transaction.
     txn_before: HashMap<String, Option<Vec<u8>>>,
-    /// Counters and gauges, shown by the host.
-    pub counters: BTreeMap<String, u64>,
-    /// Gauges, shown by the host.
-    pub gauges: BTreeMap<String, f64>,
 }
 
 impl StateOverlay {
@@ -143,6 +146,191 @@ impl StateOverlay {
     }
 }
 
+/// A handler's metrics in the [`Registry`]: what its `metrics` calls set,
+/// and the host's count of its dropped log lines and ignored metric calls,
+/// all labelled with its tenant and name.
+///
+/// A call's metric writes wait in `pending` and reach the registry only
+/// when the call succeeds ([`GuestMetrics::apply`]); a failed call's are
+/// dropped with its emits ([`GuestMetrics::discard`]), and a name it used
+/// first does not appear at all. A name is resolved to its series once;
+/// after that a write costs a map lookup and, at the end of the call, one
+/// atomic operation.
+#[derive(Debug, Clone)]
+pub struct GuestMetrics {
+    registry: Registry,
+    tenant: String,
+    handler: String,
+    counters: HashMap<String, Counter>,
+    gauges: HashMap<String, Gauge>,
+    pending: Vec<MetricWrite>,
+    log_lines_dropped: Counter,
+    ignored: Counter,
+    warned: HashSet<String>,
+}
+
+#[derive(Debug, Clone)]
+enum MetricWrite {
+    Add(Counter, u64),
+    Set(Gauge, f64),
+    /// A name this handler has not used yet: registered when applied.
+    AddNew(String, u64),
+    SetNew(String, f64),
+}
+
+impl GuestMetrics {
+    /// The metrics of handler `handler` of `tenant`, in `registry`.
+    pub fn new(registry: &Registry, tenant: &str, handler: &str) -> GuestMetrics {
+        let labels = || vec![("tenant", tenant.to_owned()), ("handler", handler.to_owned())];
+        GuestMetrics {
+            log_lines_dropped: registry.counter(
+                names::HANDLER_LOG_LINES_DROPPED,
+                "Log lines a handler wrote past the per-call cap, dropped.",
+                labels(),
+            ),
+            ignored: registry.counter(
+                names::HANDLER_METRIC_CALLS_IGNORED,
+                "Metric calls of a handler ignored: an invalid name, or more names than allowed.",
+                labels(),
+            ),
+            registry: registry.clone(),
+            tenant: tenant.to_owned(),
+            handler: handler.to_owned(),
+            counters: HashMap::new(),
+            gauges: HashMap::new(),
+            pending: Vec::new(),
+            warned: HashSet::new(),
+        }
+    }
+
+    /// The name of the handler.
+    pub fn handler(&self) -> &str {
+        &self.handler
+    }
+
+    /// Applies the writes of the call that just succeeded.
+    pub fn apply(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending);
+        for w in pending.drain(..) {
+            match w {
+                MetricWrite::Add(c, n) => c.saturating_add(n),
+                MetricWrite::Set(g, v) => g.set(v),
+                MetricWrite::AddNew(name, n) => {
+                    if let Some(c) = self.new_counter(name) {
+                        c.saturating_add(n);
+                    }
+                }
+                MetricWrite::SetNew(name, v) => {
+                    if let Some(g) = self.new_gauge(name) {
+                        g.set(v);
+                    }
+                }
+            }
+        }
+        // Keep the allocation for the next call.
+        self.pending = pending;
+    }
+
+    /// Drops the writes of the call that just failed.
+    pub fn discard(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Counts a log line dropped by the per-call cap.
+    pub fn log_line_dropped(&self) {
+        self.log_lines_dropped.inc();
+    }
+
+    fn counter_add(&mut self, name: String, delta: u64) {
+        let write = match self.counters.get(&name).cloned() {
+            Some(known) => MetricWrite::Add(known, delta),
+            None if self.valid(&name) => MetricWrite::AddNew(name, delta),
+            None => return,
+        };
+        self.pending.push(write);
+    }
+
+    fn gauge_set(&mut self, name: String, value: f64) {
+        let write = match self.gauges.get(&name).cloned() {
+            Some(known) => MetricWrite::Set(known, value),
+            None if self.valid(&name) => MetricWrite::SetNew(name, value),
+            None => return,
+        };
+        self.pending.push(write);
+    }
+
+    /// The series of counter `name` (one call may have used it twice), or
+    /// `None` if the handler has used all the names it may.
+    fn new_counter(&mut self, name: String) -> Option<Counter> {
+        if let Some(c) = self.counters.get(&name) {
+            return Some(c.clone());
+        }
+        if self.counters.len() >= MAX_METRIC_NAMES {
+            self.ignore(&name, "is one name too many: a handler may use 1000 counter names");
+            return None;
+        }
+        let c = self.registry.counter(
+            names::GUEST_COUNTER,
+            "A counter a handler adds to (metrics.counter-add).",
+            self.labels(&name),
+        );
+        self.counters.insert(name, c.clone());
+        Some(c)
+    }
+
+    /// Like [`Self::new_counter`], for a gauge.
+    fn new_gauge(&mut self, name: String) -> Option<Gauge> {
+        if let Some(g) = self.gauges.get(&name) {
+            return Some(g.clone());
+        }
+        if self.gauges.len() >= MAX_METRIC_NAMES {
+            self.ignore(&name, "is one name too many: a handler may use 1000 gauge names");
+            return None;
+        }
+        let g = self.registry.gauge(
+            names::GUEST_GAUGE,
+            "A gauge a handler sets (metrics.gauge-set).",
+            self.labels(&name),
+        );
+        self.gauges.insert(name, g.clone());
+        Some(g)
+    }
+
+    fn labels(&self, name: &str) -> crate::telemetry::Labels {
+        vec![
+            ("tenant", self.tenant.clone()),
+            ("handler", self.handler.clone()),
+            ("name", name.to_owned()),
+        ]
+    }
+
+    /// Whether `name` is a valid metric name; if not, the call is ignored.
+    fn valid(&mut self, name: &str) -> bool {
+        if valid_metric_name(name) {
+            return true;
+        }
+        self.ignore(
+            name,
+            "is not a valid metric name (ASCII letters, digits and `_`, not starting with a digit)",
+        );
+        false
+    }
+
+    /// Counts an ignored call, and logs it once per name.
+    fn ignore(&mut self, name: &str, why: &str) {
+        self.ignored.inc();
+        if self.warned.len() < MAX_WARNED_NAMES && self.warned.insert(name.to_owned()) {
+            tracing::warn!(handler = %self.handler, tenant = %self.tenant, "metric `{}` {why}: its calls are ignored", name.escape_debug());
+        }
+    }
+}
+
+/// ASCII letters, digits and `_`, not starting with a digit, not empty.
+fn valid_metric_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty() && !b[0].is_ascii_digit() && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
 impl emit::Host for HostState {
     fn emit(&mut self, sink: String, key: Option<String>, payload: Vec<u8>) -> Result<(), emit::EmitError> {
         HostState::emit(self, sink, key, payload)
@@ -203,24 +391,25 @@ impl log::Host for HostState {
             log::Level::Error => "error",
         };
         // Bounded: a handler cannot grow host memory through its log.
-        if self.logs.len() < 10_000 {
+        if self.logs.len() < MAX_LOG_LINES_PER_CALL {
             self.logs.push(LogLine { level, message, fields });
+            return;
         }
+        if !self.logs_dropped_this_call {
+            self.logs_dropped_this_call = true;
+            tracing::warn!(handler = %self.handler, "handler wrote more than {MAX_LOG_LINES_PER_CALL} log lines in one call: the rest of this call's lines are dropped and counted");
+        }
+        self.metrics.log_line_dropped();
     }
 }
 
 impl metrics::Host for HostState {
     fn counter_add(&mut self, name: String, delta: u64) {
-        if self.state.counters.len() < 1000 || self.state.counters.contains_key(&name) {
-            let c = self.state.counters.entry(name).or_default();
-            *c = c.saturating_add(delta);
-        }
+        self.metrics.counter_add(name, delta);
     }
 
     fn gauge_set(&mut self, name: String, value: f64) {
-        if self.state.gauges.len() < 1000 || self.state.gauges.contains_key(&name) {
-            self.state.gauges.insert(name, value);
-        }
+        self.metrics.gauge_set(name, value);
     }
 }
 
@@ -281,6 +470,63 @@ mod tests {
             s.commit(),
             vec![("n".to_string(), Some(9_999u32.to_le_bytes().to_vec()))]
         );
+    }
+
+    fn guest_series(registry: &Registry) -> Vec<(String, String, crate::telemetry::Value)> {
+        registry
+            .snapshot()
+            .samples
+            .into_iter()
+            .filter(|s| s.name.starts_with("rowhook_guest_"))
+            .map(|s| (s.name.clone(), s.label("name").unwrap_or("").to_owned(), s.value))
+            .collect()
+    }
+
+    #[test]
+    fn metric_writes_land_only_when_the_call_succeeds() {
+        use crate::telemetry::Value;
+        let registry = Registry::new();
+        let mut m = GuestMetrics::new(&registry, "shop", "orders");
+        m.counter_add("orders".into(), 2);
+        m.gauge_set("latest".into(), 1.5);
+        m.apply();
+        m.counter_add("orders".into(), 40);
+        m.gauge_set("latest".into(), 9.0);
+        m.counter_add("leaked".into(), 1);
+        m.gauge_set("leaked".into(), 1.0);
+        m.discard();
+        m.counter_add("orders".into(), 1);
+        m.apply();
+        assert_eq!(
+            guest_series(&registry),
+            vec![
+                ("rowhook_guest_counter_total".into(), "orders".into(), Value::Counter(3)),
+                ("rowhook_guest_gauge".into(), "latest".into(), Value::Gauge(1.5)),
+            ]
+        );
+        let calls = registry.snapshot();
+        let s = calls.family(names::GUEST_COUNTER).next().unwrap();
+        assert_eq!((s.label("tenant"), s.label("handler")), (Some("shop"), Some("orders")));
+    }
+
+    #[test]
+    fn invalid_and_surplus_metric_names_are_ignored_and_counted() {
+        let registry = Registry::new();
+        let mut m = GuestMetrics::new(&registry, "shop", "orders");
+        for bad in ["", "1st", "a-b", "a b", "é"] {
+            m.counter_add(bad.into(), 1);
+            m.gauge_set(bad.into(), 1.0);
+        }
+        for i in 0..MAX_METRIC_NAMES + 5 {
+            m.counter_add(format!("n{i}"), 1);
+        }
+        m.counter_add("_ok_9".into(), 1);
+        m.apply();
+        let snap = registry.snapshot();
+        assert_eq!(snap.family(names::GUEST_COUNTER).count(), MAX_METRIC_NAMES);
+        assert!(!snap.has(names::GUEST_GAUGE));
+        assert_eq!(snap.sum(names::HANDLER_METRIC_CALLS_IGNORED), 10 + 5 + 1);
+        assert!(valid_metric_name("_ok_9") && valid_metric_name("Orders"));
     }
 
     #[test]

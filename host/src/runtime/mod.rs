@@ -27,7 +27,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use caps::{Emitted, LogLine, StateOverlay};
+pub use caps::{Emitted, GuestMetrics, LogLine, MAX_LOG_LINES_PER_CALL, MAX_METRIC_NAMES, StateOverlay};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -280,6 +280,10 @@ pub struct HostState {
     /// State writes since the last commit, over the committed state.
     state: StateOverlay,
     logs: Vec<LogLine>,
+    /// Whether this call already wrote more log lines than allowed.
+    logs_dropped_this_call: bool,
+    /// What its `metrics` calls write, applied when the call succeeds.
+    metrics: GuestMetrics,
     handler: Arc<str>,
 }
 
@@ -370,7 +374,8 @@ impl HandlerRuntime {
         })
     }
 
-    /// A fresh instance of `module` for handler `name` with `grants` and `limits`.
+    /// A fresh instance of `module` for handler `name` with `grants` and
+    /// `limits`, whose metrics go to a registry of its own.
     pub fn instantiate(
         &self,
         module: &Module,
@@ -378,6 +383,21 @@ impl HandlerRuntime {
         grants: Arc<Grants>,
         limits: Limits,
     ) -> anyhow::Result<Instance> {
+        let metrics = GuestMetrics::new(&crate::telemetry::Registry::new(), "default", name);
+        self.instantiate_with(module, grants, limits, metrics)
+    }
+
+    /// A fresh instance of `module` for the handler `metrics` names, with
+    /// `grants` and `limits`; its `metrics` calls and dropped log lines are
+    /// counted in `metrics`' registry.
+    pub fn instantiate_with(
+        &self,
+        module: &Module,
+        grants: Arc<Grants>,
+        limits: Limits,
+        metrics: GuestMetrics,
+    ) -> anyhow::Result<Instance> {
+        let name = metrics.handler().to_owned();
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         wasi.wall_clock(caps::FrozenClock).monotonic_clock(caps::FrozenClock);
@@ -396,7 +416,9 @@ impl HandlerRuntime {
             quota_hit: false,
             state: StateOverlay::default(),
             logs: Vec::new(),
-            handler: Arc::from(name),
+            logs_dropped_this_call: false,
+            metrics,
+            handler: Arc::from(name.as_str()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -441,6 +463,7 @@ impl Instance {
             let data = self.store.data_mut();
             data.emits_this_event = 0;
             data.quota_hit = false;
+            data.logs_dropped_this_call = false;
         }
         self.store.set_epoch_deadline(deadline_ticks(self.limits.time_ms));
         let result = self.handler.call_on_change(&mut self.store, change);
@@ -462,11 +485,13 @@ impl Instance {
         };
         let data = self.store.data_mut();
         if outcome.is_err() {
-            // Nothing of a failed event leaves the handler.
+            // Nothing of a failed event leaves the handler (but its log).
             data.emitted.truncate(mark);
             data.state.rollback_to(state_mark);
+            data.metrics.discard();
         } else {
             data.state.settle();
+            data.metrics.apply();
         }
         outcome
     }

@@ -151,6 +151,14 @@ pub trait Sink: Send {
     /// later `write_batch` opens it again.
     fn close(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
 
+    /// Registers the sink's own counters (a file sink's fsyncs, say) in
+    /// `registry`, labelled `sink="NAME"` and named `rowhook_sink_…_total`,
+    /// so that `rowhook state` and `/metrics` show them. The pipeline
+    /// counts messages, retries and refusals of every sink itself.
+    fn register_metrics(&self, registry: &crate::telemetry::Registry) {
+        let _ = registry;
+    }
+
     /// Group commit: from now on a batch is acknowledged once written, and
     /// what was acknowledged is made durable by [`Sink::make_durable`], which
     /// the caller calls before relying on it (the pipeline: before each

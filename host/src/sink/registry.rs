@@ -138,6 +138,12 @@ macro_rules! kinds {
                 }
             }
 
+            fn register_metrics(&self, registry: &crate::telemetry::Registry) {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref s) => s.register_metrics(registry), )*
+                }
+            }
+
             fn defer_durability(&mut self) {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref mut s) => s.defer_durability(), )*

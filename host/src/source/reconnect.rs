@@ -21,7 +21,6 @@
 //!   while someone is watching.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql_common::binlog::events::Event;
@@ -34,6 +33,7 @@ use crate::decode::Cursor;
 use crate::decode::event::{RawEvent, types};
 use crate::decode::gtid::GtidState;
 use crate::source::server::ServerInfo;
+use crate::telemetry::{Counter, Gauge, Registry, names};
 
 /// When and how often to reconnect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,17 +61,19 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Reconnect counters, readable from any thread while the source runs
-/// (e.g. by a metrics endpoint): get them with [`Resilient::stats`].
+/// Reconnect counters, readable from any thread while the source runs:
+/// get them with [`Resilient::stats`], and put them in a metrics
+/// [`Registry`] with [`SourceStats::register`].
 #[derive(Debug, Default)]
 pub struct SourceStats {
-    server_restart: AtomicU64,
-    killed: AtomicU64,
-    stalled: AtomicU64,
-    network: AtomicU64,
-    failed_attempts: AtomicU64,
-    rotations: AtomicU64,
-    connected: AtomicBool,
+    server_restart: Counter,
+    killed: Counter,
+    stalled: Counter,
+    network: Counter,
+    failed_attempts: Counter,
+    rotations: Counter,
+    /// 1 while connected.
+    connected: Gauge,
 }
 
 /// A snapshot of [`SourceStats`]: streams resumed, by cause.
@@ -110,22 +112,82 @@ impl SourceStats {
     /// The counters now.
     pub fn reconnects(&self) -> Reconnects {
         Reconnects {
-            server_restart: self.server_restart.load(Ordering::Relaxed),
-            killed: self.killed.load(Ordering::Relaxed),
-            stalled: self.stalled.load(Ordering::Relaxed),
-            network: self.network.load(Ordering::Relaxed),
-            failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
+            server_restart: self.server_restart.get(),
+            killed: self.killed.get(),
+            stalled: self.stalled.get(),
+            network: self.network.get(),
+            failed_attempts: self.failed_attempts.get(),
         }
     }
 
     /// Whether a stream is connected (false while reconnecting).
     pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+        self.connected.get() != 0.0
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.connected.set(if connected { 1.0 } else { 0.0 });
     }
 
     /// Moves from one binlog file into the next.
     pub fn rotations(&self) -> u64 {
-        self.rotations.load(Ordering::Relaxed)
+        self.rotations.get()
+    }
+
+    /// Makes these counters part of `registry`: resumes by `cause`, failed
+    /// attempts, rotations, and whether a stream is connected.
+    pub fn register(&self, registry: &Registry) {
+        for cause in Cause::ALL {
+            registry.attach_counter(
+                names::SOURCE_RECONNECTS,
+                "Binlog streams resumed after a loss, by cause.",
+                vec![("cause", cause.as_str().to_owned())],
+                self.counter(cause),
+            );
+        }
+        registry.attach_counter(
+            names::SOURCE_RECONNECT_FAILURES,
+            "Reconnection attempts that failed.",
+            vec![],
+            &self.failed_attempts,
+        );
+        registry.attach_counter(
+            names::SOURCE_ROTATIONS,
+            "Binlog rotations followed into the next file.",
+            vec![],
+            &self.rotations,
+        );
+        registry.attach_gauge(
+            names::SOURCE_CONNECTED,
+            "1 while a binlog stream is connected, 0 while reconnecting.",
+            vec![],
+            &self.connected,
+        );
+    }
+
+    /// The source's state as a [`Registry`] snapshot has it, if a source
+    /// was registered there.
+    pub fn from_snapshot(snap: &crate::telemetry::Snapshot) -> Option<SourceSnapshot> {
+        if !snap.has(names::SOURCE_CONNECTED) {
+            return None;
+        }
+        let by_cause = |cause: Cause| {
+            snap.family(names::SOURCE_RECONNECTS)
+                .filter(|s| s.label("cause") == Some(cause.as_str()))
+                .map(|s| s.count())
+                .sum()
+        };
+        Some(SourceSnapshot {
+            connected: snap.sum(names::SOURCE_CONNECTED) != 0,
+            rotations: snap.sum(names::SOURCE_ROTATIONS),
+            reconnects: Reconnects {
+                server_restart: by_cause(Cause::ServerRestart),
+                killed: by_cause(Cause::Killed),
+                stalled: by_cause(Cause::Stalled),
+                network: by_cause(Cause::Network),
+                failed_attempts: snap.sum(names::SOURCE_RECONNECT_FAILURES),
+            },
+        })
     }
 
     /// Everything at once, for a status report.
@@ -137,14 +199,17 @@ impl SourceStats {
         }
     }
 
-    fn count(&self, cause: Cause) {
-        let counter = match cause {
+    fn counter(&self, cause: Cause) -> &Counter {
+        match cause {
             Cause::ServerRestart => &self.server_restart,
             Cause::Killed => &self.killed,
             Cause::Stalled => &self.stalled,
             Cause::Network => &self.network,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn count(&self, cause: Cause) {
+        self.counter(cause).inc();
     }
 }
 
@@ -219,7 +284,7 @@ impl Resilient {
     pub async fn open(opts: LiveOptions, policy: RetryPolicy) -> Result<Self, SourceError> {
         let live = LiveSource::connect(&opts).await?;
         let stats = Arc::new(SourceStats::default());
-        stats.connected.store(true, Ordering::Relaxed);
+        stats.set_connected(true);
         Ok(Self {
             resume: live.start().clone(),
             backoff: Backoff::new(policy.first_delay, policy.max_delay),
@@ -330,7 +395,7 @@ impl Resilient {
                 // A stream starts with a ROTATE to its first file; a
                 // reconnect's names the file it resumes in.
                 if !self.file.is_empty() && self.file != name {
-                    self.stats.rotations.fetch_add(1, Ordering::Relaxed);
+                    self.stats.rotations.inc();
                     tracing::info!(from = %self.file, to = %name, "the server rotated its binlog: following into the next file");
                 }
                 if let StartPosition::File { .. } = self.resume {
@@ -348,7 +413,7 @@ impl Resilient {
 
     /// Starts an outage after the stream was lost (`loss` is transient).
     fn lost(&mut self, loss: SourceError) {
-        self.stats.connected.store(false, Ordering::Relaxed);
+        self.stats.set_connected(false);
         let (cause, refused) = match &loss {
             SourceError::Lost { cause, refused, .. } => (*cause, *refused),
             _ => (Cause::Network, false),
@@ -416,7 +481,7 @@ impl Resilient {
                     self.connected_at = Instant::now();
                     self.delivered = false;
                     self.stats.count(cause);
-                    self.stats.connected.store(true, Ordering::Relaxed);
+                    self.stats.set_connected(true);
                     tracing::warn!(
                         cause = %cause,
                         attempt = outage.attempts,
@@ -435,7 +500,7 @@ impl Resilient {
                     }
                     let delay = self.backoff.delay();
                     outage.next_try = Instant::now() + delay;
-                    self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    self.stats.failed_attempts.inc();
                     tracing::warn!(
                         cause = %outage.cause,
                         attempt = outage.attempts,
@@ -521,5 +586,12 @@ mod tests {
         assert_eq!((r.killed, r.server_restart, r.stalled, r.total()), (2, 1, 0, 3));
         assert_eq!(r.of(Cause::Killed), 2);
         assert_eq!(Cause::ALL.map(|c| r.of(c)).iter().sum::<u64>(), r.total());
+        let registry = Registry::new();
+        stats.register(&registry);
+        stats.set_connected(true);
+        stats.failed_attempts.inc();
+        let snap = registry.snapshot();
+        assert_eq!(SourceStats::from_snapshot(&snap), Some(stats.snapshot()));
+        assert_eq!(SourceStats::from_snapshot(&Registry::new().snapshot()), None);
     }
 }

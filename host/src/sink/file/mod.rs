@@ -23,7 +23,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,6 +33,7 @@ use super::kind::SinkKind;
 use super::{Message, Sink, SinkError, encode_lines};
 use crate::probe::{self, CheckLine};
 use crate::problem::SinkContext;
+use crate::telemetry::{Counter, Registry};
 
 /// `kind = "file"` in the registry.
 #[derive(Debug)]
@@ -116,9 +116,9 @@ pub struct FileStats {
 
 #[derive(Debug, Default)]
 struct Counters {
-    fsyncs: AtomicU64,
-    rotations: AtomicU64,
-    repairs: AtomicU64,
+    fsyncs: Counter,
+    rotations: Counter,
+    repairs: Counter,
 }
 
 /// Appends one line per message to a file, with an fsync policy and rotation.
@@ -184,9 +184,9 @@ impl FileSink {
     /// Counts of fsyncs, rotations and repairs so far.
     pub fn stats(&self) -> FileStats {
         FileStats {
-            fsyncs: self.counters.fsyncs.load(Ordering::Relaxed),
-            rotations: self.counters.rotations.load(Ordering::Relaxed),
-            repairs: self.counters.repairs.load(Ordering::Relaxed),
+            fsyncs: self.counters.fsyncs.get(),
+            rotations: self.counters.rotations.get(),
+            repairs: self.counters.repairs.get(),
         }
     }
 
@@ -231,6 +231,29 @@ impl Sink for FileSink {
 
     async fn close(&mut self) -> Result<(), SinkError> {
         self.run(FileState::close).await
+    }
+
+    fn register_metrics(&self, registry: &Registry) {
+        let c = &self.counters;
+        let sink = || vec![("sink", self.name.clone())];
+        registry.attach_counter(
+            "rowhook_sink_fsyncs_total",
+            "Fsyncs of a file sink's data file.",
+            sink(),
+            &c.fsyncs,
+        );
+        registry.attach_counter(
+            "rowhook_sink_rotations_total",
+            "Rotations of a file sink's file.",
+            sink(),
+            &c.rotations,
+        );
+        registry.attach_counter(
+            "rowhook_sink_repairs_total",
+            "Torn tails (unacknowledged partial batches) a file sink cut off.",
+            sink(),
+            &c.repairs,
+        );
     }
 
     fn defer_durability(&mut self) {
@@ -323,7 +346,7 @@ impl FileState {
         let whole = complete_lines_len(&file, meta.len()).map_err(ctx("reading", &path))?;
         if whole < meta.len() {
             file.set_len(whole).map_err(ctx("truncating", &path))?;
-            self.counters.repairs.fetch_add(1, Ordering::Relaxed);
+            self.counters.repairs.inc();
         }
         self.file = Some(file);
         self.id = (meta.dev(), meta.ino());
@@ -341,7 +364,7 @@ impl FileState {
             // will be re-sent, so cut them off (a partial line would corrupt
             // the next one; whole ones would only duplicate).
             file.set_len(self.len).map_err(ctx("truncating", &self.opts.path))?;
-            self.counters.repairs.fetch_add(1, Ordering::Relaxed);
+            self.counters.repairs.inc();
             self.torn = false;
         }
         if self.file.is_none() {
@@ -398,7 +421,7 @@ impl FileState {
     fn sync(&mut self) -> io::Result<()> {
         if let Some(file) = &self.file {
             file.sync_data().map_err(ctx("fsyncing", &self.opts.path))?;
-            self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            self.counters.fsyncs.inc();
         }
         self.last_sync = Instant::now();
         self.unsynced = false;
@@ -444,7 +467,7 @@ impl FileState {
         self.id = (meta.dev(), meta.ino());
         self.file = Some(file);
         self.len = 0;
-        self.counters.rotations.fetch_add(1, Ordering::Relaxed);
+        self.counters.rotations.inc();
         Ok(())
     }
 

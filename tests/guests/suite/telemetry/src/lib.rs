@@ -1,0 +1,38 @@
+//! A handler whose metrics and log a test can count (tests/e2e/handlers.rs),
+//! one behaviour per op of `shop.orders`:
+//!
+//! - insert: adds 1 to counter `orders_seen`, sets gauge `last_order_id`,
+//!   and writes two log lines more than rowhook keeps per call;
+//! - update: adds 1 to counter `leaked`, then fails: the write is dropped
+//!   with the failed call;
+//! - delete: writes metrics with invalid names, which rowhook ignores.
+
+use rowhook_guest::{Change, Error, Op, Result, log, metrics};
+
+/// rowhook's per-call cap on log lines (`MAX_LOG_LINES_PER_CALL`).
+const LOG_LINES_KEPT: usize = 10_000;
+
+fn on_change(change: &Change) -> Result<()> {
+    match change.op() {
+        Op::Insert => {
+            let id: i64 = change.get("id")?;
+            metrics::counter_add("orders_seen", 1);
+            metrics::gauge_set("last_order_id", id as f64);
+            for _ in 0..LOG_LINES_KEPT + 2 {
+                log::debug("order seen", &[]);
+            }
+            Ok(())
+        }
+        Op::Update => {
+            metrics::counter_add("leaked", 1);
+            Err(Error::msg("fails on purpose after writing a metric"))
+        }
+        Op::Delete => {
+            metrics::counter_add("bad-name", 1);
+            metrics::gauge_set("9lives", 1.0);
+            Ok(())
+        }
+    }
+}
+
+rowhook_guest::export_handler!(on_change);
