@@ -175,9 +175,28 @@ pub struct ServerPosition {
 }
 
 /// Writes the status file of a running rowhook (atomically, by rename).
+///
+/// The temp file is created anew (`O_EXCL`, mode 0600): whatever is at its
+/// name, a file a crash left or a link planted there, is removed first and
+/// never followed, so the write cannot land anywhere but in `dir`.
 pub fn write_status(dir: &Path, report: &Report) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let bytes = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
     let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?)?;
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&tmp)?;
+    file.write_all(&bytes)?;
+    drop(file);
     std::fs::rename(&tmp, dir.join(STATUS_FILE))
 }
 
@@ -225,5 +244,28 @@ impl Stats {
             sink_failures: snap.sum(names::SINK_REFUSED),
             sink_retries: snap.sum(names::SINK_RETRIES),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_planted_temp_link_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("rowhook-status-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(format!("{STATUS_FILE}.tmp"))).unwrap();
+        write_status(&dir, &Report::default()).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        let status = dir.join(STATUS_FILE);
+        assert!(std::fs::read_to_string(&status).unwrap().contains("\"dead_letters\""));
+        assert_eq!(std::fs::metadata(&status).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

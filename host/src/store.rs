@@ -117,8 +117,23 @@ impl StateStore {
     /// Opens (creating if needed) the store in directory `dir`. A database
     /// left by a crash is recovered to its last committed batch.
     pub fn open(dir: &Path) -> anyhow::Result<StateStore> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating the state directory {}", dir.display()))?;
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+        // Handler state is the tenants' data: only rowhook's user may read it.
+        // Directories that already exist keep the mode their operator gave them.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the state directory {}", dir.display()))?;
         let path = dir.join(DB_FILE);
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating the state store {}", path.display()))?;
+        }
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => anyhow::Error::new(InUse(path.clone())),
             e => anyhow::anyhow!("opening the state store {}: {e}", path.display()),
@@ -351,5 +366,19 @@ mod tests {
         let _first = StateStore::open(&dir).unwrap();
         let err = StateStore::open(&dir).unwrap_err().to_string();
         assert!(err.contains("in use by another rowhook process"), "{err}");
+    }
+
+    #[test]
+    fn state_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("rowhook-store-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store_dir = dir.join("a/b");
+        let _store = StateStore::open(&store_dir).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&store_dir), 0o700);
+        assert_eq!(mode(&dir.join("a")), 0o700);
+        assert_eq!(mode(&store_dir.join(DB_FILE)), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
