@@ -879,7 +879,14 @@ impl ChangeVisitor for Pipeline {
                 }
             }
             for line in h.instance.take_logs() {
-                tracing::info!(handler = %h.plan.name, level = line.level, fields = ?line.fields, "{}", line.message);
+                let (name, fields, msg) = (&h.plan.name, &line.fields, &line.message);
+                match line.level {
+                    "error" => tracing::error!(handler = %name, fields = ?fields, "{msg}"),
+                    "warn" => tracing::warn!(handler = %name, fields = ?fields, "{msg}"),
+                    "info" => tracing::info!(handler = %name, fields = ?fields, "{msg}"),
+                    "debug" => tracing::debug!(handler = %name, fields = ?fields, "{msg}"),
+                    _ => tracing::trace!(handler = %name, fields = ?fields, "{msg}"),
+                }
             }
             match result {
                 Ok(()) => {

@@ -334,7 +334,27 @@ on_error = "skip"
     .unwrap();
     let config = config.to_str().unwrap();
     let binlog = root().join("examples/binlog/shop-bin.000001");
-    rowhook_ok(&["replay", "--checkpoint", "-c", config, binlog.to_str().unwrap()]);
+    let out = crate::support::rowhook(&["replay", "--checkpoint", "-c", config, binlog.to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    // What the guest writes stays on its own log line, escaped: no forged
+    // line, no terminal escape; a guest warning shows at WARN.
+    assert!(!log.lines().any(|l| l.starts_with("2099")), "forged line: {log}");
+    assert!(!log.contains('\u{1b}') && !log.contains('\r'), "{log}");
+    assert_eq!(
+        log.matches("\\n2099-01-01T00:00:00Z ERROR rowhook: forged by a guest")
+            .count(),
+        3,
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("deleted\\r\\n2099")
+            && l.contains("\\u{1b}[2J")
+            && l.contains("handler=counted")),
+        "{log}"
+    );
+    assert!(log.contains(r#"field\\nname"#), "{log}");
 
     let report: serde_json::Value = serde_json::from_str(&rowhook_ok(&["state", "-c", config, "--json"])).unwrap();
     // shop.orders: three inserts, three updates (which fail), one delete.

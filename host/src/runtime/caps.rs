@@ -19,6 +19,42 @@ const MAX_VALUE: usize = 1 << 20;
 const MAX_KEYS: usize = 1_000_000;
 /// Log lines one call may write; the rest are dropped and counted.
 pub const MAX_LOG_LINES_PER_CALL: usize = 10_000;
+/// The most bytes of log text (messages, field names and values) one call
+/// may write; past it, lines are dropped and counted like lines past
+/// [`MAX_LOG_LINES_PER_CALL`].
+pub const MAX_LOG_BYTES_PER_CALL: usize = 1 << 20;
+/// The most bytes of one log message, and of an error string a handler
+/// returns, that reach rowhook's log or a dead letter.
+pub const MAX_GUEST_TEXT: usize = 4096;
+/// The most bytes of one log field's name or value.
+const MAX_FIELD_TEXT: usize = 512;
+/// The most fields of one log line.
+const MAX_FIELDS: usize = 32;
+
+/// Text a guest wrote, made safe for rowhook's log (one line per record,
+/// whatever the guest wrote) and bounded: control characters are escaped
+/// (`\n`, `\r`, `\t`, `\u{1b}`), so a guest cannot forge log lines or
+/// terminal escapes, and anything past `max` bytes is cut, saying how much.
+pub fn guest_text(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max) + 16);
+    for (i, c) in s.char_indices() {
+        if out.len() >= max {
+            out.push_str(&format!("… ({} more bytes)", s.len() - i));
+            return out;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
 /// Distinct counter names (and, apart, gauge names) one handler may use.
 pub const MAX_METRIC_NAMES: usize = 1_000;
 /// Invalid metric names warned about per instance (each once).
@@ -390,14 +426,26 @@ impl log::Host for HostState {
             log::Level::Warn => "warn",
             log::Level::Error => "error",
         };
-        // Bounded: a handler cannot grow host memory through its log.
-        if self.logs.len() < MAX_LOG_LINES_PER_CALL {
-            self.logs.push(LogLine { level, message, fields });
+        // Bounded: a handler cannot grow host memory through its log, and
+        // what it writes is escaped and cut before it is kept.
+        let bytes = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if self.logs.len() < MAX_LOG_LINES_PER_CALL && self.log_bytes + bytes <= MAX_LOG_BYTES_PER_CALL {
+            self.log_bytes += bytes;
+            let fields = fields
+                .iter()
+                .take(MAX_FIELDS)
+                .map(|(k, v)| (guest_text(k, MAX_FIELD_TEXT), guest_text(v, MAX_FIELD_TEXT)))
+                .collect();
+            self.logs.push(LogLine {
+                level,
+                message: guest_text(&message, MAX_GUEST_TEXT),
+                fields,
+            });
             return;
         }
         if !self.logs_dropped_this_call {
             self.logs_dropped_this_call = true;
-            tracing::warn!(handler = %self.handler, "handler wrote more than {MAX_LOG_LINES_PER_CALL} log lines in one call: the rest of this call's lines are dropped and counted");
+            tracing::warn!(handler = %self.handler, "handler wrote more than {MAX_LOG_LINES_PER_CALL} log lines or {MAX_LOG_BYTES_PER_CALL} bytes of log in one call: the rest of this call's lines are dropped and counted");
         }
         self.metrics.log_line_dropped();
     }
@@ -437,6 +485,22 @@ impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn guest_text_is_one_escaped_bounded_line() {
+        assert_eq!(guest_text("plain ü", 100), "plain ü");
+        assert_eq!(
+            guest_text("a\nb\r\tc\\d\u{1b}[2J\u{7f}\u{2028}", 100),
+            "a\\nb\\r\\tc\\\\d\\u{1b}[2J\\u{7f}\\u{2028}"
+        );
+        // Cut on a character boundary, saying how much is left out.
+        assert_eq!(guest_text("ééé", 3), "éé… (2 more bytes)");
+        assert_eq!(
+            guest_text(&"x".repeat(10_000), 4096).len(),
+            4096 + "… (5904 more bytes)".len()
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -282,6 +282,8 @@ pub struct HostState {
     logs: Vec<LogLine>,
     /// Whether this call already wrote more log lines than allowed.
     logs_dropped_this_call: bool,
+    /// Bytes of log text written in this call.
+    log_bytes: usize,
     /// What its `metrics` calls write, applied when the call succeeds.
     metrics: GuestMetrics,
     handler: Arc<str>,
@@ -417,6 +419,7 @@ impl HandlerRuntime {
             state: StateOverlay::default(),
             logs: Vec::new(),
             logs_dropped_this_call: false,
+            log_bytes: 0,
             metrics,
             handler: Arc::from(name.as_str()),
         };
@@ -464,6 +467,7 @@ impl Instance {
             data.emits_this_event = 0;
             data.quota_hit = false;
             data.logs_dropped_this_call = false;
+            data.log_bytes = 0;
         }
         self.store.set_epoch_deadline(deadline_ticks(self.limits.time_ms));
         let result = self.handler.call_on_change(&mut self.store, change);
@@ -473,13 +477,18 @@ impl Instance {
             // the error value it got.
             Ok(_) if quota_hit => Err(GuestError::Quota(self.limits.emits_per_event)),
             Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(GuestError::Failed(msg)),
+            // What the guest says goes to the log and to dead letters:
+            // escaped and bounded like its log lines.
+            Ok(Err(msg)) => Err(GuestError::Failed(caps::guest_text(&msg, caps::MAX_GUEST_TEXT))),
             Err(e) => {
                 self.broken = true;
                 if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
                     Err(GuestError::Timeout(self.limits.time_ms))
                 } else {
-                    Err(GuestError::Trap(format!("{e:#}")))
+                    Err(GuestError::Trap(caps::guest_text(
+                        &format!("{e:#}"),
+                        caps::MAX_GUEST_TEXT,
+                    )))
                 }
             }
         };

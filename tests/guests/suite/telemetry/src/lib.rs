@@ -3,9 +3,11 @@
 //!
 //! - insert: adds 1 to counter `orders_seen`, sets gauge `last_order_id`,
 //!   and writes two log lines more than rowhook keeps per call;
-//! - update: adds 1 to counter `leaked`, then fails: the write is dropped
-//!   with the failed call;
-//! - delete: writes metrics with invalid names, which rowhook ignores.
+//! - update: adds 1 to counter `leaked`, then fails with an error that
+//!   tries to forge a line of rowhook's log: the write is dropped with the
+//!   failed call, the error is escaped;
+//! - delete: writes metrics with invalid names, which rowhook ignores, and
+//!   a warning that tries to forge a log line and clear the terminal.
 
 use rowhook_guest::{Change, Error, Op, Result, log, metrics};
 
@@ -25,11 +27,17 @@ fn on_change(change: &Change) -> Result<()> {
         }
         Op::Update => {
             metrics::counter_add("leaked", 1);
-            Err(Error::msg("fails on purpose after writing a metric"))
+            Err(Error::msg(
+                "fails on purpose after writing a metric\n2099-01-01T00:00:00Z ERROR rowhook: forged by a guest",
+            ))
         }
         Op::Delete => {
             metrics::counter_add("bad-name", 1);
             metrics::gauge_set("9lives", 1.0);
+            log::warn(
+                "deleted\r\n2099-01-01T00:00:00Z INFO rowhook: forged by a guest\u{1b}[2J",
+                &[("field\nname", "value\n2099-01-01T00:00:00Z INFO forged")],
+            );
             Ok(())
         }
     }
