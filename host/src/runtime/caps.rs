@@ -59,6 +59,11 @@ pub fn guest_text(s: &str, max: usize) -> String {
 pub const MAX_METRIC_NAMES: usize = 1_000;
 /// Invalid metric names warned about per instance (each once).
 const MAX_WARNED_NAMES: usize = 100;
+/// The longest metric name, bytes.
+pub const MAX_METRIC_NAME: usize = 64;
+/// The most metric writes one call may make; the rest are ignored and
+/// counted, so a loop of `counter-add` cannot grow host memory.
+pub const MAX_METRIC_WRITES_PER_CALL: usize = 10_000;
 
 /// One message a handler emitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +283,10 @@ impl GuestMetrics {
     }
 
     fn counter_add(&mut self, name: String, delta: u64) {
+        if self.pending.len() >= MAX_METRIC_WRITES_PER_CALL {
+            self.ignore(&name, "is written past the 10000 metric writes one call may make");
+            return;
+        }
         let write = match self.counters.get(&name).cloned() {
             Some(known) => MetricWrite::Add(known, delta),
             None if self.valid(&name) => MetricWrite::AddNew(name, delta),
@@ -287,6 +296,10 @@ impl GuestMetrics {
     }
 
     fn gauge_set(&mut self, name: String, value: f64) {
+        if self.pending.len() >= MAX_METRIC_WRITES_PER_CALL {
+            self.ignore(&name, "is written past the 10000 metric writes one call may make");
+            return;
+        }
         let write = match self.gauges.get(&name).cloned() {
             Some(known) => MetricWrite::Set(known, value),
             None if self.valid(&name) => MetricWrite::SetNew(name, value),
@@ -347,7 +360,7 @@ impl GuestMetrics {
         }
         self.ignore(
             name,
-            "is not a valid metric name (ASCII letters, digits and `_`, not starting with a digit)",
+            "is not a valid metric name (ASCII letters, digits and `_`, not starting with a digit, at most 64 bytes)",
         );
         false
     }
@@ -355,16 +368,24 @@ impl GuestMetrics {
     /// Counts an ignored call, and logs it once per name.
     fn ignore(&mut self, name: &str, why: &str) {
         self.ignored.inc();
-        if self.warned.len() < MAX_WARNED_NAMES && self.warned.insert(name.to_owned()) {
-            tracing::warn!(handler = %self.handler, tenant = %self.tenant, "metric `{}` {why}: its calls are ignored", name.escape_debug());
+        // Only a bounded prefix of a name is kept and shown: a guest may
+        // pass names of any length.
+        let shown = guest_text(name, MAX_METRIC_NAME);
+        if self.warned.len() < MAX_WARNED_NAMES && !self.warned.contains(&shown) {
+            tracing::warn!(handler = %self.handler, tenant = %self.tenant, "metric `{shown}` {why}: its calls are ignored");
+            self.warned.insert(shown);
         }
     }
 }
 
-/// ASCII letters, digits and `_`, not starting with a digit, not empty.
+/// ASCII letters, digits and `_`, not starting with a digit, 1 to
+/// [`MAX_METRIC_NAME`] bytes.
 fn valid_metric_name(name: &str) -> bool {
     let b = name.as_bytes();
-    !b.is_empty() && !b[0].is_ascii_digit() && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    !b.is_empty()
+        && b.len() <= MAX_METRIC_NAME
+        && !b[0].is_ascii_digit()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 impl emit::Host for HostState {
@@ -591,6 +612,23 @@ mod tests {
         assert!(!snap.has(names::GUEST_GAUGE));
         assert_eq!(snap.sum(names::HANDLER_METRIC_CALLS_IGNORED), 10 + 5 + 1);
         assert!(valid_metric_name("_ok_9") && valid_metric_name("Orders"));
+    }
+
+    #[test]
+    fn long_names_and_write_floods_are_ignored_and_counted() {
+        let registry = Registry::new();
+        let mut m = GuestMetrics::new(&registry, "shop", "orders");
+        assert!(valid_metric_name(&"n".repeat(MAX_METRIC_NAME)));
+        m.counter_add("n".repeat(4 << 20), 1);
+        for _ in 0..MAX_METRIC_WRITES_PER_CALL + 7 {
+            m.counter_add("hits".into(), 1);
+        }
+        m.apply();
+        let snap = registry.snapshot();
+        assert_eq!(snap.sum(names::GUEST_COUNTER), MAX_METRIC_WRITES_PER_CALL as u64);
+        assert_eq!(snap.sum(names::HANDLER_METRIC_CALLS_IGNORED), 1 + 7);
+        // What is kept to log a name once is a bounded prefix.
+        assert!(m.warned.iter().all(|n| n.len() <= MAX_METRIC_NAME + 32));
     }
 
     #[test]
