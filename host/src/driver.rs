@@ -251,6 +251,7 @@ pub fn drive<S: Source, C: Consumer>(
                 named.insert(key);
             }
         }
+        // Taken again: asking the source for names borrowed it mutably.
         let ev = source.event();
         let (was_open, commits) = (decoder.in_transaction(), decoder.commits());
         let flow = decoder.feed(ev, consumer).map_err(|e| consumer.decode_failed(e))?;

@@ -108,17 +108,7 @@ impl Undecodable<'_> {
         json_text::write_str(out, self.db);
         out.extend_from_slice(b",\"table\":");
         json_text::write_str(out, self.table);
-        out.extend_from_slice(b",\"ts\":");
-        json_text::write_u64(out, u64::from(self.ts));
-        out.extend_from_slice(b",\"gtid\":");
-        match self.gtid {
-            Some(g) => json_text::write_str(out, g),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"file\":");
-        json_text::write_str(out, self.file);
-        out.extend_from_slice(b",\"pos\":");
-        json_text::write_u64(out, self.pos);
+        write_place(out, self.ts, self.gtid, self.file, self.pos);
         out.extend_from_slice(b",\"before\":null,\"after\":null,\"undecodable\":");
         json_text::write_str(out, &self.to_string());
         out.push(b'}');
@@ -141,6 +131,24 @@ impl Undecodable<'_> {
             reason,
         }
     }
+}
+
+/// The `"ts"`, `"gtid"`, `"file"` and `"pos"` keys of the row change JSON,
+/// each after a comma: where a change is, shared by [`RowChange::write_json`]
+/// and [`Undecodable::write_json`].
+#[inline]
+fn write_place(out: &mut Vec<u8>, ts: u32, gtid: Option<&str>, file: &str, pos: u64) {
+    out.extend_from_slice(b",\"ts\":");
+    json_text::write_u64(out, u64::from(ts));
+    out.extend_from_slice(b",\"gtid\":");
+    match gtid {
+        Some(g) => json_text::write_str(out, g),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"file\":");
+    json_text::write_str(out, file);
+    out.extend_from_slice(b",\"pos\":");
+    json_text::write_u64(out, pos);
 }
 
 impl std::fmt::Display for Undecodable<'_> {
@@ -202,17 +210,7 @@ impl RowChange<'_> {
         out.extend_from_slice(self.op.as_str().as_bytes());
         out.extend_from_slice(b"\",");
         out.extend_from_slice(&self.table.names_json);
-        out.extend_from_slice(b",\"ts\":");
-        json_text::write_u64(out, u64::from(self.ts));
-        out.extend_from_slice(b",\"gtid\":");
-        match self.gtid {
-            Some(g) => json_text::write_str(out, g),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"file\":");
-        json_text::write_str(out, self.file);
-        out.extend_from_slice(b",\"pos\":");
-        json_text::write_u64(out, self.pos);
+        write_place(out, self.ts, self.gtid, self.file, self.pos);
         out.extend_from_slice(b",\"before\":");
         self.write_image(out, self.before, None)?;
         out.extend_from_slice(b",\"after\":");
