@@ -21,7 +21,11 @@
 //! - [`driver`]: the one read loop of `run`, `replay` and `inspect`, and its
 //!   [`driver::Consumer`] trait.
 //! - [`decode`]: binlog bytes → row changes, pure and allocation-free per row.
-//! - [`pipeline`]: route → call → buffer → forward → acknowledge → checkpoint.
+//! - [`pipeline`]: route → call → buffer → forward → acknowledge →
+//!   checkpoint, one module a step: [`pipeline::router`],
+//!   [`pipeline::dispatch`], [`pipeline::delivery`],
+//!   [`pipeline::dead_letter`], [`pipeline::checkpoint`].
+//! - [`handler_id`]: a handler's stable identity, tenant and name.
 //! - [`runtime`]: wasmtime: handler components, limits, capabilities, hot reload.
 //! - [`guest_abi`]: a decoded row change in the row change encoding
 //!   (`guest-sdk/abi/SPEC.md`), written with `rowhook-abi`.
@@ -42,6 +46,7 @@ pub mod config;
 pub mod decode;
 pub mod driver;
 pub mod guest_abi;
+pub mod handler_id;
 pub mod json_text;
 pub mod pipeline;
 pub mod probe;

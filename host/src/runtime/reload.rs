@@ -20,24 +20,25 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher as _};
 
 use super::{HandlerRuntime, LoadError, Module, read_module};
+use crate::handler_id::HandlerId;
 
 /// How long a module file must be left alone before it is compiled.
 pub const SETTLE: Duration = Duration::from_millis(150);
 
 /// The outcome of compiling a changed module file, for every handler that
-/// uses that file (by its index in the configuration).
+/// uses that file.
 pub enum Reload {
     /// Compiled and validated; swap it in at the next transaction boundary.
     Ready {
         /// Handlers that use the file.
-        handlers: Vec<usize>,
+        handlers: Vec<HandlerId>,
         /// The new version.
         module: Module,
     },
     /// The file cannot serve; the previous version keeps serving.
     Failed {
         /// Handlers that use the file.
-        handlers: Vec<usize>,
+        handlers: Vec<HandlerId>,
         /// Why.
         error: LoadError,
     },
@@ -51,7 +52,7 @@ pub struct Reloader {
 
 /// A watched module file.
 struct Watched {
-    handlers: Vec<usize>,
+    handlers: Vec<HandlerId>,
     /// Hash of the bytes last compiled (or loaded at start).
     last: Option<u64>,
     /// The most that is read of it: the largest `limits.module_mb` of its handlers.
@@ -79,12 +80,12 @@ fn watch_key(module: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
 }
 
 impl Reloader {
-    /// Watches `modules` (one path per handler, in configuration order,
-    /// with the most of it to read).
-    pub fn watch(runtime: &HandlerRuntime, modules: &[(PathBuf, u64)]) -> anyhow::Result<Reloader> {
+    /// Watches `modules`: each handler's module path, with the most of it
+    /// to read.
+    pub fn watch(runtime: &HandlerRuntime, modules: &[(HandlerId, PathBuf, u64)]) -> anyhow::Result<Reloader> {
         let mut files: HashMap<PathBuf, Watched> = HashMap::new();
         let mut dirs = Vec::new();
-        for (i, (m, max_bytes)) in modules.iter().enumerate() {
+        for (id, m, max_bytes) in modules {
             let (key, dir) = watch_key(m).map_err(|e| anyhow::anyhow!("watching {}: {e}", m.display()))?;
             let last = read_module(&key, *max_bytes).ok().map(|b| digest(&b));
             let watched = files.entry(key).or_insert_with(|| Watched {
@@ -92,7 +93,7 @@ impl Reloader {
                 last,
                 max_bytes: *max_bytes,
             });
-            watched.handlers.push(i);
+            watched.handlers.push(id.clone());
             watched.max_bytes = watched.max_bytes.max(*max_bytes);
             if !dirs.contains(&dir) {
                 dirs.push(dir);

@@ -1,0 +1,210 @@
+//! Group commit of acknowledged transactions to the store.
+//!
+//! A transaction's state writes, dead letters and the position after it
+//! join a batch once every sink acknowledged its messages; the batch is
+//! committed to the store (one redb transaction) at most every
+//! `commit_interval`. The caller makes the sinks' writes durable before
+//! [`Checkpointer::commit`], so the position never moves past a message a
+//! crash could lose. Without a store nothing is kept and nothing is due.
+
+use std::time::{Duration, Instant};
+
+use crate::store::{Batch, Checkpoint, DeadLetter, StateStore};
+
+/// The batch waiting for the store, and the transaction in progress.
+pub struct Checkpointer {
+    store: Option<StateStore>,
+    /// Acknowledged transactions not yet in the store.
+    batch: Batch,
+    commit_interval: Duration,
+    last_commit: Instant,
+    /// The position after the commit seen last, until its transaction ends.
+    txn_position: Option<Checkpoint>,
+    /// Dead letters of the transaction in progress.
+    txn_dead_letters: Vec<DeadLetter>,
+    /// The position last committed to the store.
+    position: Option<Checkpoint>,
+}
+
+impl Checkpointer {
+    /// Commits at most every `commit_interval`, once a store is attached.
+    pub fn new(commit_interval: Duration) -> Checkpointer {
+        Checkpointer {
+            store: None,
+            batch: Batch::default(),
+            commit_interval,
+            last_commit: Instant::now(),
+            txn_position: None,
+            txn_dead_letters: Vec::new(),
+            position: None,
+        }
+    }
+
+    /// Keeps batches in `store`; returns the position to resume at.
+    pub fn attach(&mut self, store: StateStore) -> anyhow::Result<Option<Checkpoint>> {
+        let position = store.position()?;
+        self.position = position.clone();
+        self.store = Some(store);
+        Ok(position)
+    }
+
+    /// The store, if one is attached.
+    pub fn store(&self) -> Option<&StateStore> {
+        self.store.as_ref()
+    }
+
+    /// Whether a store is attached (otherwise nothing is recorded).
+    pub fn keeps(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The position last committed to the store.
+    pub fn position(&self) -> Option<&Checkpoint> {
+        self.position.as_ref()
+    }
+
+    /// The transaction in progress committed at `position`.
+    pub fn commit_seen(&mut self, position: Checkpoint) {
+        if self.keeps() {
+            self.txn_position = Some(position);
+        }
+    }
+
+    /// A dead letter of the transaction in progress.
+    pub fn dead_letter(&mut self, record: DeadLetter) {
+        if self.keeps() {
+            self.txn_dead_letters.push(record);
+        }
+    }
+
+    /// `handler`'s state writes of the transaction in progress (`None`
+    /// deletes the key).
+    pub fn state_writes(&mut self, handler: &str, writes: Vec<(String, Option<Vec<u8>>)>) {
+        if self.keeps() {
+            for (key, value) in writes {
+                self.batch.state.insert((handler.to_owned(), key), value);
+            }
+        }
+    }
+
+    /// The transaction in progress was acknowledged by every sink: it joins
+    /// the batch. Returns whether the batch is due.
+    pub fn end_transaction(&mut self) -> bool {
+        if !self.keeps() {
+            return false;
+        }
+        if let Some(p) = self.txn_position.take() {
+            self.batch.position = Some(p);
+        }
+        self.batch.dead_letters.append(&mut self.txn_dead_letters);
+        self.last_commit.elapsed() >= self.commit_interval
+    }
+
+    /// The transaction in progress was cut before its commit: what it
+    /// recorded is dropped.
+    pub fn abandon_transaction(&mut self) {
+        self.txn_position = None;
+        self.txn_dead_letters.clear();
+    }
+
+    /// Whether acknowledged transactions wait for the store.
+    pub fn pending(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
+    /// Time until the waiting batch is due (zero if it is), `None` if none waits.
+    pub fn due_in(&self) -> Option<Duration> {
+        self.pending()
+            .then(|| self.commit_interval.saturating_sub(self.last_commit.elapsed()))
+    }
+
+    /// Commits the waiting batch to the store; the sinks must have made
+    /// its messages durable. Returns whether anything was committed; the
+    /// interval restarts either way.
+    pub fn commit(&mut self) -> anyhow::Result<bool> {
+        self.last_commit = Instant::now();
+        let Some(store) = &mut self.store else { return Ok(false) };
+        if self.batch.is_empty() {
+            return Ok(false);
+        }
+        store.commit(&self.batch)?;
+        if let Some(p) = self.batch.position.take() {
+            self.position = Some(p);
+        }
+        self.batch = Batch::default();
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::testing::TempDir;
+
+    fn at(pos: u64) -> Checkpoint {
+        Checkpoint {
+            file: "mysql-bin.000001".into(),
+            pos,
+            gtids: String::new(),
+            txn: format!("mysql-bin.000001:{pos}"),
+            ts: 0,
+        }
+    }
+
+    fn write(key: &str, value: &str) -> Vec<(String, Option<Vec<u8>>)> {
+        vec![(key.to_owned(), Some(value.as_bytes().to_vec()))]
+    }
+
+    #[test]
+    fn without_a_store_nothing_is_kept_or_due() {
+        let mut c = Checkpointer::new(Duration::ZERO);
+        c.commit_seen(at(100));
+        c.state_writes("h", write("k", "v"));
+        assert!(!c.end_transaction());
+        assert!(!c.pending());
+        assert_eq!(c.due_in(), None);
+        assert!(!c.commit().unwrap());
+    }
+
+    #[test]
+    fn transactions_join_the_batch_and_commit_together() {
+        let dir = TempDir::new("checkpointer-batch");
+        let mut c = Checkpointer::new(Duration::from_secs(3600));
+        assert_eq!(c.attach(StateStore::open(dir.path()).unwrap()).unwrap(), None);
+        c.commit_seen(at(100));
+        c.state_writes("h", write("n", "1"));
+        assert!(!c.end_transaction(), "the interval has not passed");
+        c.commit_seen(at(200));
+        c.state_writes("h", write("n", "2"));
+        c.dead_letter(DeadLetter::new("h", "mysql-bin.000001:150:0", "boom", "dead"));
+        c.end_transaction();
+        assert!(c.pending());
+        assert!(c.due_in().unwrap() > Duration::from_secs(3000));
+        assert_eq!(c.position(), None, "nothing is in the store yet");
+        assert!(c.commit().unwrap());
+        assert_eq!(c.position(), Some(&at(200)));
+        assert!(!c.pending());
+        let store = c.store().unwrap();
+        assert_eq!(store.position().unwrap(), Some(at(200)));
+        assert_eq!(store.load_state("h").unwrap()["n"], b"2");
+        assert_eq!(store.dead_letter_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn an_abandoned_transaction_leaves_no_trace() {
+        let dir = TempDir::new("checkpointer-abandon");
+        let mut c = Checkpointer::new(Duration::ZERO);
+        c.attach(StateStore::open(dir.path()).unwrap()).unwrap();
+        c.commit_seen(at(100));
+        assert!(c.end_transaction(), "a zero interval is due at once");
+        c.commit().unwrap();
+        c.dead_letter(DeadLetter::new("h", "mysql-bin.000001:150:0", "boom", "dead"));
+        c.commit_seen(at(200));
+        c.abandon_transaction();
+        c.end_transaction();
+        assert!(!c.pending(), "the cut transaction recorded nothing");
+        assert!(!c.commit().unwrap());
+        assert_eq!(c.store().unwrap().position().unwrap(), Some(at(100)));
+        assert_eq!(c.store().unwrap().dead_letter_count().unwrap(), 0);
+    }
+}

@@ -1,0 +1,333 @@
+//! The handlers and their calls: one live instance per handler, recreated
+//! after a trap, swapped by hot reload, with what the pipeline counts of it.
+//!
+//! A call returns what the handler emitted or why it failed; the guest's log
+//! lines go to rowhook's log at their level. A handler whose instance cannot
+//! be created (after a trap, its start function fails) keeps its state and
+//! is not called: each of its changes fails with the reason, under its own
+//! `on_error`, and the next change tries to create the instance again.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{HandlerPlan, OnError, Plan};
+use crate::handler_id::{HandlerId, IdMap};
+use crate::runtime::{
+    Emitted, Grants, GuestError, GuestMetrics, HandlerRuntime, Instance, Limits, LoadError, Module, SinkRules,
+    StateOverlay,
+};
+use crate::telemetry::{Counter, Registry, names};
+
+/// What a configured handler may emit to, with each sink's rules.
+pub fn grants_of(plan: &Plan, h: &HandlerPlan) -> Arc<Grants> {
+    Arc::new(Grants::new(h.grants.iter().map(|name| {
+        let single_line = plan.sinks.get(name).is_some_and(|s| s.one_line_per_message());
+        (name.to_owned(), SinkRules { single_line })
+    })))
+}
+
+/// The runtime limits of a configured handler.
+pub fn runtime_limits(plan: &HandlerPlan) -> Limits {
+    Limits {
+        memory_bytes: plan.limits.memory_mb as usize * (1 << 20),
+        time_ms: plan.limits.time.as_millis().max(1) as u64,
+        emits_per_event: plan.limits.emits_per_event,
+    }
+}
+
+/// Why a call did not succeed.
+#[derive(Debug)]
+pub enum CallError {
+    /// The guest failed: an error it returned, a trap, a timeout, a quota.
+    Guest(GuestError),
+    /// The handler has no instance: creating one failed, for this reason.
+    NoInstance(String),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Guest(e) => e.fmt(f),
+            CallError::NoInstance(e) => write!(f, "the handler's instance cannot be created: {e}"),
+        }
+    }
+}
+
+/// What the pipeline counts per handler, labelled `tenant`, `handler`.
+struct HandlerCounters {
+    calls: Counter,
+    errors: Counter,
+    reloads: Counter,
+    reload_failures: Counter,
+}
+
+impl HandlerCounters {
+    fn new(registry: &Registry, h: &HandlerPlan) -> HandlerCounters {
+        let labels = || vec![("tenant", h.tenant.clone()), ("handler", h.name.clone())];
+        HandlerCounters {
+            calls: registry.counter(names::HANDLER_CALLS, "Handler calls made.", labels()),
+            errors: registry.counter(
+                names::HANDLER_ERRORS,
+                "Handler failures handled by on_error skip or dead-letter.",
+                labels(),
+            ),
+            reloads: registry.counter(
+                names::HANDLER_RELOADS,
+                "Module versions swapped in by hot reload.",
+                labels(),
+            ),
+            reload_failures: registry.counter(
+                names::HANDLER_RELOAD_FAILURES,
+                "Changed module files refused; the previous version kept serving.",
+                labels(),
+            ),
+        }
+    }
+}
+
+/// One handler: its plan, compiled module and live instance.
+struct HandlerSlot {
+    plan: HandlerPlan,
+    module: Module,
+    /// `None` while no instance can be created; its state then waits in `parked`.
+    instance: Option<Instance>,
+    parked: StateOverlay,
+    grants: Arc<Grants>,
+    counters: HandlerCounters,
+    /// Its series for what the guest's `metrics` calls write; each new
+    /// instance (after a trap, a reload) writes to the same series.
+    metrics: GuestMetrics,
+}
+
+impl HandlerSlot {
+    fn instantiate(&self, runtime: &HandlerRuntime, module: &Module) -> anyhow::Result<Instance> {
+        runtime.instantiate_with(
+            module,
+            self.grants.clone(),
+            runtime_limits(&self.plan),
+            self.metrics.clone(),
+        )
+    }
+
+    /// Creates the instance if there is none, taking over the parked state.
+    fn ensure_live(&mut self, runtime: &HandlerRuntime) -> Result<(), String> {
+        if self.instance.is_none() {
+            let mut fresh = self.instantiate(runtime, &self.module).map_err(|e| format!("{e:#}"))?;
+            fresh.replace_state(std::mem::take(&mut self.parked));
+            tracing::info!(handler = %self.plan.name, "the handler's instance was created again");
+            self.instance = Some(fresh);
+        }
+        Ok(())
+    }
+
+    /// Replaces a trapped instance, keeping the handler's state; if no new
+    /// one can be created, parks the state until one can.
+    fn recover(&mut self, runtime: &HandlerRuntime) {
+        let Some(mut broken) = self.instance.take() else { return };
+        let state = std::mem::take(broken.state());
+        match self.instantiate(runtime, &self.module) {
+            Ok(mut fresh) => {
+                fresh.replace_state(state);
+                self.instance = Some(fresh);
+            }
+            Err(e) => {
+                tracing::error!(
+                    handler = %self.plan.name,
+                    "re-creating the handler's instance after a trap failed; its changes fail under its on_error until it can be created: {e:#}"
+                );
+                self.parked = state;
+            }
+        }
+    }
+
+    fn state(&mut self) -> &mut StateOverlay {
+        match &mut self.instance {
+            Some(i) => i.state(),
+            None => &mut self.parked,
+        }
+    }
+}
+
+/// The configured handlers, by id, in call order.
+pub struct Handlers {
+    runtime: HandlerRuntime,
+    slots: IdMap<HandlerSlot>,
+    order: Vec<HandlerId>,
+}
+
+impl Handlers {
+    /// No handlers yet; instances come from `runtime`.
+    pub fn new(runtime: HandlerRuntime) -> Handlers {
+        Handlers {
+            runtime,
+            slots: IdMap::default(),
+            order: Vec::new(),
+        }
+    }
+
+    /// The runtime handlers are instantiated in.
+    pub fn runtime(&self) -> &HandlerRuntime {
+        &self.runtime
+    }
+
+    /// Loads `h`'s module and creates its instance; it is called after the
+    /// handlers added before it. Counts in `registry`.
+    pub fn add(&mut self, plan: &Plan, h: &HandlerPlan, registry: &Registry) -> anyhow::Result<HandlerId> {
+        let id = HandlerId::new(&h.tenant, &h.name);
+        anyhow::ensure!(!self.slots.contains_key(&id), "handler `{id}` is configured twice");
+        let module = self
+            .runtime
+            .load(&h.module, h.limits.module_bytes())
+            .map_err(|e| anyhow::anyhow!("handler `{}`: {e}", h.name))?;
+        let mut slot = HandlerSlot {
+            plan: h.clone(),
+            module,
+            instance: None,
+            parked: StateOverlay::default(),
+            grants: grants_of(plan, h),
+            counters: HandlerCounters::new(registry, h),
+            metrics: GuestMetrics::new(registry, &h.tenant, &h.name),
+        };
+        slot.instance = Some(slot.instantiate(&self.runtime, &slot.module)?);
+        self.slots.insert(id.clone(), slot);
+        self.order.push(id.clone());
+        Ok(id)
+    }
+
+    /// Removes handler `id` (its state and instance go with it).
+    pub fn remove(&mut self, id: &HandlerId) {
+        self.slots.remove(id);
+        self.order.retain(|h| h != id);
+    }
+
+    /// The handlers, in call order.
+    pub fn ids(&self) -> &[HandlerId] {
+        &self.order
+    }
+
+    /// Handler `id`'s `on_error`.
+    pub fn on_error(&self, id: &HandlerId) -> &OnError {
+        &self.slots[id].plan.on_error
+    }
+
+    /// Counts a failure of `id` that `on_error` skipped or dead-lettered.
+    pub fn count_error(&self, id: &HandlerId) {
+        self.slots[id].counters.errors.inc();
+    }
+
+    /// Calls handler `id` with one encoded row change; returns what it
+    /// emitted. A trapped instance is replaced before this returns.
+    pub fn call(&mut self, id: &HandlerId, change: &[u8]) -> Result<Vec<Emitted>, CallError> {
+        let slot = self.slots.get_mut(id).expect("routes name configured handlers");
+        slot.counters.calls.inc();
+        slot.ensure_live(&self.runtime).map_err(CallError::NoInstance)?;
+        let instance = slot.instance.as_mut().expect("ensured");
+        let result = instance.call(change);
+        let name = &slot.plan.name;
+        for line in instance.take_logs() {
+            let (fields, msg) = (&line.fields, &line.message);
+            match line.level {
+                "error" => tracing::error!(handler = %name, fields = ?fields, "{msg}"),
+                "warn" => tracing::warn!(handler = %name, fields = ?fields, "{msg}"),
+                "info" => tracing::info!(handler = %name, fields = ?fields, "{msg}"),
+                "debug" => tracing::debug!(handler = %name, fields = ?fields, "{msg}"),
+                _ => tracing::trace!(handler = %name, fields = ?fields, "{msg}"),
+            }
+        }
+        let emitted = match result {
+            Ok(()) => Ok(instance.take_emitted()),
+            Err(e) => Err(CallError::Guest(e)),
+        };
+        if instance.is_broken() {
+            // A trapped component instance refuses further calls.
+            slot.recover(&self.runtime);
+        }
+        emitted
+    }
+
+    /// Replaces the state of every handler with what `load` returns for its name.
+    pub fn load_state(
+        &mut self,
+        mut load: impl FnMut(&str) -> anyhow::Result<std::collections::HashMap<String, Vec<u8>>>,
+    ) -> anyhow::Result<()> {
+        for slot in self.slots.values_mut() {
+            let values = load(&slot.plan.name)?;
+            *slot.state() = StateOverlay::from_values(values);
+        }
+        Ok(())
+    }
+
+    /// Ends every handler's transaction; `keep` gets each one's writes.
+    pub fn commit_state(&mut self, mut keep: impl FnMut(&HandlerId, Vec<(String, Option<Vec<u8>>)>)) {
+        for id in &self.order {
+            let writes = self.slots.get_mut(id).expect("ordered ids are slots").state().commit();
+            keep(id, writes);
+        }
+    }
+
+    /// Undoes every handler's writes and drops what it emitted in the
+    /// transaction in progress.
+    pub fn abandon_transaction(&mut self) {
+        for slot in self.slots.values_mut() {
+            slot.state().abandon();
+            if let Some(i) = &mut slot.instance {
+                i.take_emitted();
+            }
+        }
+    }
+
+    /// Each handler's name and number of state keys, in call order.
+    pub fn state_sizes(&mut self) -> Vec<(String, u64)> {
+        let slots = &mut self.slots;
+        self.order
+            .iter()
+            .map(|id| {
+                let slot = slots.get_mut(id).expect("ordered ids are slots");
+                (slot.plan.name.clone(), slot.state().len() as u64)
+            })
+            .collect()
+    }
+
+    /// Each handler's module path and the most of it to read.
+    pub fn modules(&self) -> Vec<(HandlerId, PathBuf, u64)> {
+        self.order
+            .iter()
+            .map(|id| {
+                let p = &self.slots[id].plan;
+                (id.clone(), p.module.clone(), p.limits.module_bytes())
+            })
+            .collect()
+    }
+
+    /// Swaps `module` in for `handlers` (at a transaction boundary: the new
+    /// instance takes over the committed state). A handler whose new
+    /// instance cannot be created keeps its previous version.
+    pub fn reloaded(&mut self, handlers: &[HandlerId], module: &Module) {
+        for id in handlers {
+            let Some(slot) = self.slots.get_mut(id) else { continue };
+            match slot.instantiate(&self.runtime, module) {
+                Ok(mut fresh) => {
+                    fresh.replace_state(std::mem::take(slot.state()));
+                    slot.instance = Some(fresh);
+                    slot.module = module.clone();
+                    slot.counters.reloads.inc();
+                    tracing::info!(handler = %slot.plan.name, module = %module.path(), "handler reloaded: the new version handles the next transaction");
+                }
+                Err(e) => {
+                    tracing::error!(handler = %slot.plan.name, "reload refused, the previous version keeps serving: {e:#}");
+                    slot.counters.reload_failures.inc();
+                }
+            }
+        }
+    }
+
+    /// `handlers`' changed module file was refused.
+    pub fn reload_failed(&self, handlers: &[HandlerId], error: &LoadError) {
+        for id in handlers {
+            let Some(slot) = self.slots.get(id) else { continue };
+            tracing::error!(handler = %slot.plan.name, "reload refused, the previous version keeps serving: {error}");
+            slot.counters.reload_failures.inc();
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! The handler pipeline: route → call → buffer → forward → acknowledge →
+//! checkpoint.
+//!
+//! For each row change the [`router`] picks the handlers subscribed to its
+//! table and operation (tables nobody subscribed to are not even decoded:
+//! the decoder's table filter is the union of all subscriptions), the change
+//! is encoded once, and [`dispatch`] calls each handler in binlog order.
+//! What handlers emit is buffered per transaction by [`delivery`] and
+//! written to the sinks when the transaction's commit has been seen; inside
+//! a huge transaction it goes out in bounded batches. Handler state writes
+//! commit only after every sink acknowledged the transaction's messages.
+//!
+//! A failure (a handler's, rows that cannot be decoded, a sink refusing a
+//! message beyond its retries) goes through the failing handler's
+//! `on_error` ([`dead_letter`]). With a store attached, committed
+//! transactions are gathered into a batch (their state writes, dead letters
+//! and the position after them) that [`checkpoint`] commits at most every
+//! `commit_interval`, always after the sinks made every message of its
+//! transactions durable.
+//!
+//! Handlers are referred to by their [`HandlerId`] (tenant and name)
+//! throughout: routes, buffered messages, reloads.
+
+pub mod checkpoint;
+pub mod dead_letter;
+pub mod delivery;
+pub mod dispatch;
+pub mod router;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Plan;
+use crate::decode::table_map::TableMap;
+use crate::decode::txn::TableFilter;
+use crate::decode::{ChangeVisitor, Commit, Flow, RowChange, Undecodable};
+use crate::driver::{Consumer, Interrupted, Stop};
+use crate::guest_abi::DirectoryCache;
+pub use crate::handler_id::HandlerId;
+use crate::runtime::HandlerRuntime;
+use crate::runtime::reload::{Reload, Reloader};
+use crate::sink::Message;
+use crate::source::reconnect::SourceStats;
+use crate::status::Stats;
+use crate::store::{Checkpoint, StateStore};
+use crate::telemetry::{Counter, Registry, names};
+use checkpoint::Checkpointer;
+use dead_letter::{Decision, Failed};
+use delivery::{Delivery, Refused};
+use dispatch::Handlers;
+pub use dispatch::{grants_of, runtime_limits};
+use router::{Router, Subscription};
+
+/// What the pipeline counts that belongs to no handler or sink.
+struct PipelineCounters {
+    changes: Counter,
+    transactions: Counter,
+    checkpoints: Counter,
+}
+
+/// Runs the configured handlers over decoded row changes.
+pub struct Pipeline {
+    handlers: Handlers,
+    router: Router,
+    delivery: Delivery,
+    checkpointer: Checkpointer,
+    /// Per table id: the column directory of the encoding handlers receive,
+    /// laid out at the table's first routed change, not per row.
+    directories: DirectoryCache,
+    encoded: Vec<u8>,
+    commit_seen: bool,
+    halted: Option<anyhow::Error>,
+    registry: Registry,
+    counters: PipelineCounters,
+    reloader: Option<Reloader>,
+    /// When the status file is rewritten next, and how often, if it is
+    /// rewritten on a timer as well as at checkpoints.
+    status_timer: Option<(tokio::time::Instant, Duration)>,
+}
+
+impl Pipeline {
+    /// Loads every handler's module and opens every sink of `plan`.
+    /// Counts in a registry of its own: see [`Pipeline::registry`].
+    pub async fn new(plan: &Plan, runtime: HandlerRuntime) -> anyhow::Result<Pipeline> {
+        let registry = Registry::new();
+        let mut handlers = Handlers::new(runtime);
+        let mut router = Router::default();
+        for h in &plan.handlers {
+            let id = handlers.add(plan, h, &registry)?;
+            router.add(
+                id,
+                Subscription {
+                    tables: h.tables.clone(),
+                    ops: h.ops,
+                },
+            );
+        }
+        let delivery = Delivery::open(plan, &registry).await?;
+        let counters = PipelineCounters {
+            changes: registry.counter(names::CHANGES, "Row changes of subscribed tables seen.", vec![]),
+            transactions: registry.counter(names::TRANSACTIONS, "Transactions whose commit was seen.", vec![]),
+            checkpoints: registry.counter(names::CHECKPOINTS, "Batches committed to the store.", vec![]),
+        };
+        Ok(Pipeline {
+            handlers,
+            router,
+            delivery,
+            checkpointer: Checkpointer::new(plan.state.commit_interval),
+            directories: DirectoryCache::default(),
+            encoded: Vec::new(),
+            commit_seen: false,
+            halted: None,
+            registry,
+            counters,
+            reloader: None,
+            status_timer: None,
+        })
+    }
+
+    /// Keeps handler state and the resume position in `store`: loads every
+    /// handler's state from it and returns the position to resume at.
+    pub fn attach_store(&mut self, store: StateStore) -> anyhow::Result<Option<Checkpoint>> {
+        self.handlers.load_state(|name| store.load_state(name))?;
+        let position = self.checkpointer.attach(store)?;
+        // The checkpoint makes sink writes durable before it moves.
+        self.delivery.defer_durability();
+        Ok(position)
+    }
+
+    /// Commits the batch of acknowledged transactions to the store now,
+    /// once every sink made what it acknowledged durable (group commit: one
+    /// fsync per file sink for the whole batch).
+    pub async fn checkpoint(&mut self) -> anyhow::Result<()> {
+        if self.checkpointer.pending() {
+            self.delivery.make_durable().await?;
+        }
+        if self.checkpointer.commit()? {
+            self.counters.checkpoints.inc();
+            self.write_status();
+        }
+        Ok(())
+    }
+
+    /// Asks every sink for its health (see [`Delivery::check_health`]): the
+    /// live loop calls this about once a second.
+    pub async fn check_sinks(&mut self) {
+        self.delivery.check_health().await;
+    }
+
+    /// Counts the live source's reconnects and rotations in the pipeline's
+    /// registry, so the status file and `/metrics` show them.
+    pub fn attach_source(&mut self, stats: Arc<SourceStats>) {
+        stats.register(&self.registry);
+    }
+
+    /// The registry the pipeline, its handlers, sinks and attached source
+    /// count in; readable from any thread.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Rewrites the status file beside the store (see [`crate::status`]):
+    /// position, state sizes, dead letters and the metrics of the registry.
+    /// Without a store there is nothing to report. A failure is logged:
+    /// status is advisory.
+    pub fn write_status(&mut self) {
+        let Some(store) = self.checkpointer.store() else { return };
+        let metrics = self.registry.snapshot();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
+        let report = crate::status::Report {
+            store: store.path().to_owned(),
+            position: self.checkpointer.position().cloned(),
+            handlers: self
+                .handlers
+                .state_sizes()
+                .into_iter()
+                .map(|(name, keys)| crate::status::HandlerState { name, keys, bytes: 0 })
+                .collect(),
+            dead_letters: store.dead_letter_total(),
+            live_status_written_at: now,
+            metrics_written_at: now,
+            server: None,
+            stats: Some(Stats::from_snapshot(&metrics)),
+            source: SourceStats::from_snapshot(&metrics),
+            handler_metrics: crate::status::HandlerMetrics::from_snapshot(&metrics),
+            sinks: crate::status::SinkMetrics::from_snapshot(&metrics),
+        };
+        let dir = store.path().parent().unwrap_or(std::path::Path::new("."));
+        if let Err(e) = crate::status::write_status(dir, &report) {
+            tracing::warn!("writing {}: {e}", dir.join(crate::status::STATUS_FILE).display());
+        }
+    }
+
+    /// Rewrites the status file every `every` as well as at checkpoints, so
+    /// that it shows a live run's counters while no checkpoint is due.
+    pub fn write_status_every(&mut self, every: Duration) {
+        self.status_timer = Some((tokio::time::Instant::now() + every, every));
+    }
+
+    /// When the next timed work is due: a waiting checkpoint, or the status file.
+    pub fn next_tick(&self) -> Option<tokio::time::Instant> {
+        let checkpoint = self.checkpoint_due_in().map(|d| tokio::time::Instant::now() + d);
+        match (checkpoint, self.status_timer.map(|(at, _)| at)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Does the timed work that is due: the checkpoint, the sinks' health
+    /// (their housekeeping, such as an interval fsync), the status file.
+    pub async fn tick(&mut self) -> anyhow::Result<()> {
+        if self.checkpoint_due_in().is_some_and(|d| d.is_zero()) {
+            self.checkpoint().await?;
+        }
+        if let Some((at, every)) = self.status_timer
+            && at <= tokio::time::Instant::now()
+        {
+            // Also when the stream is idle: an interval fsync is due
+            // whether or not another batch comes.
+            self.check_sinks().await;
+            self.write_status();
+            self.status_timer = Some((tokio::time::Instant::now() + every, every));
+        }
+        Ok(())
+    }
+
+    /// Whether acknowledged transactions wait for a checkpoint.
+    pub fn checkpoint_pending(&self) -> bool {
+        self.checkpointer.pending()
+    }
+
+    /// Time until the waiting batch is due (zero if it is), `None` if none waits.
+    pub fn checkpoint_due_in(&self) -> Option<Duration> {
+        self.checkpointer.due_in()
+    }
+
+    /// Watches every handler's module file and swaps a changed one in at
+    /// the next transaction boundary (see [`crate::runtime::reload`]).
+    pub fn watch_modules(&mut self) -> anyhow::Result<()> {
+        self.reloader = Some(Reloader::watch(self.handlers.runtime(), &self.handlers.modules())?);
+        Ok(())
+    }
+
+    /// Swaps in modules that changed and compiled, and reports those that
+    /// did not. Call only at a transaction boundary, after the flush: the
+    /// new instance takes over the handler's committed state.
+    pub fn apply_reloads(&mut self) {
+        let Some(reloader) = &self.reloader else { return };
+        while let Some(outcome) = reloader.try_next() {
+            match outcome {
+                Reload::Ready { handlers, module } => self.handlers.reloaded(&handlers, &module),
+                Reload::Failed { handlers, error } => self.handlers.reload_failed(&handlers, &error),
+            }
+        }
+    }
+
+    /// The decoder table filter: the union of all handlers' subscriptions.
+    pub fn table_filter(plan: &Plan) -> TableFilter {
+        router::table_filter(plan.handlers.iter().flat_map(|h| h.tables.iter()))
+    }
+
+    /// The totals so far, read from the registry.
+    pub fn stats(&self) -> Stats {
+        Stats::from_snapshot(&self.registry.snapshot())
+    }
+
+    /// Whether the decoder should stop: a handler failed under `halt`.
+    pub fn take_halt(&mut self) -> Option<anyhow::Error> {
+        self.halted.take()
+    }
+
+    /// Whether a flush is due: a commit was seen, or the buffer is large.
+    pub fn flush_due(&self) -> bool {
+        self.commit_seen || self.delivery.full()
+    }
+
+    /// Writes buffered messages to their sinks; at a commit, then commits the
+    /// handlers' state. Retries unavailable sinks with capped backoff.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        for refused in self.delivery.flush().await? {
+            self.sink_refused(refused).await?;
+        }
+        if self.commit_seen {
+            let checkpointer = &mut self.checkpointer;
+            self.handlers
+                .commit_state(|id, writes| checkpointer.state_writes(id.name(), writes));
+            if self.checkpointer.end_transaction() {
+                self.checkpoint().await?;
+            }
+            self.commit_seen = false;
+        }
+        Ok(())
+    }
+
+    /// A sink refused messages beyond its retries: each message's handler's
+    /// `on_error` decides (halt: the error; skip: dropped, logged and
+    /// counted; dead-letter: to its dead-letter sink, which must take it).
+    async fn sink_refused(&mut self, refused: Refused) -> anyhow::Result<()> {
+        let Refused {
+            sink,
+            messages,
+            origins,
+            error,
+        } = refused;
+        let mut letters: std::collections::BTreeMap<String, Vec<Message>> = Default::default();
+        for (msg, origin) in messages.into_iter().zip(&origins) {
+            match dead_letter::sink_refused(origin, self.handlers.on_error(origin), &sink, msg, &error) {
+                Decision::Halt(e) => return Err(e),
+                Decision::Skip => self.delivery.count_refused(&sink, 1),
+                Decision::DeadLetter {
+                    sink: dl,
+                    letter,
+                    record,
+                } => {
+                    self.delivery.count_refused(&sink, 1);
+                    self.checkpointer.dead_letter(record);
+                    letters.entry(dl).or_default().push(letter);
+                }
+            }
+        }
+        for (dl, batch) in letters {
+            self.delivery
+                .deliver(&dl, &batch)
+                .await
+                .map_err(|e| anyhow::anyhow!("dead-letter sink `{dl}` refused too: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the transaction in progress: its stream was cut before its
+    /// commit, and the new stream sends it again from its first change.
+    /// Its buffered messages are dropped (they will be emitted again, with
+    /// the same ids) and its state writes undone.
+    pub fn abandon_transaction(&mut self) {
+        self.delivery.clear();
+        self.commit_seen = false;
+        self.checkpointer.abandon_transaction();
+        self.handlers.abandon_transaction();
+    }
+
+    /// Closes every sink (making delivered messages durable), then commits
+    /// the waiting batch to the store. Messages of a transaction whose
+    /// commit was not seen are not sent, and its state writes not kept.
+    pub async fn close(&mut self) -> anyhow::Result<()> {
+        self.delivery.close().await?;
+        self.checkpoint().await?;
+        // The run's last counts, also when no checkpoint was due.
+        self.write_status();
+        Ok(())
+    }
+
+    /// Applies handler `id`'s `on_error` to its failure on `failed`.
+    fn handle_error(&mut self, id: &HandlerId, failed: Failed<'_, '_>, err: &dyn std::fmt::Display) -> Flow {
+        match dead_letter::handler_failed(id, self.handlers.on_error(id), failed, err) {
+            Decision::Halt(e) => {
+                self.halted = Some(e);
+                Flow::Stop
+            }
+            Decision::Skip => {
+                self.handlers.count_error(id);
+                Flow::Continue
+            }
+            Decision::DeadLetter { sink, letter, record } => {
+                self.handlers.count_error(id);
+                self.checkpointer.dead_letter(record);
+                self.delivery.push(sink, letter, id.clone());
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Rows that cannot be decoded or encoded count as a failure of every
+    /// handler subscribed to them: each one's `on_error` applies.
+    fn fail_rows(&mut self, handlers: &[HandlerId], rows: &Undecodable<'_>) -> Flow {
+        for id in handlers {
+            if self.handle_error(id, Failed::Rows(rows), rows) == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// The pipeline is what the driver hands row changes to in `run` and `replay`.
+impl Consumer for Pipeline {
+    /// Flushes at commits and when the buffer is large; a flush waiting on a
+    /// sink gives way to `stop` (with [`Interrupted`]). Reloads are applied
+    /// between transactions.
+    fn after_event(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        decoder: &crate::decode::Decoder,
+        _: bool,
+        stop: &mut Stop,
+    ) -> anyhow::Result<()> {
+        if let Some(e) = self.take_halt() {
+            return Err(e);
+        }
+        if self.flush_due() {
+            rt.block_on(async {
+                tokio::select! {
+                    r = self.flush() => r,
+                    () = stop.requested_wait() => Err(Interrupted.into()),
+                }
+            })?;
+        }
+        if !decoder.in_transaction() {
+            self.apply_reloads();
+        }
+        Ok(())
+    }
+
+    /// A handler that halted says why better than the decoder's error does.
+    fn decode_failed(&mut self, e: crate::decode::DecodeError) -> anyhow::Error {
+        self.take_halt().unwrap_or_else(|| e.into())
+    }
+
+    fn abandon_transaction(&mut self) {
+        Pipeline::abandon_transaction(self);
+    }
+
+    fn next_tick(&self) -> Option<tokio::time::Instant> {
+        Pipeline::next_tick(self)
+    }
+
+    fn tick(&mut self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        rt.block_on(Pipeline::tick(self))
+    }
+}
+
+impl ChangeVisitor for Pipeline {
+    fn change(&mut self, change: &RowChange<'_>) -> Flow {
+        let t = &change.table;
+        let targets = self.router.route(t.table_id, &t.db, &t.table, change.op);
+        if targets.is_empty() {
+            return Flow::Continue;
+        }
+        self.counters.changes.inc();
+        if let Err(e) = self.directories.encode(change, &mut self.encoded) {
+            let rows = Undecodable::of_change(change, &e.0);
+            return self.fail_rows(&targets, &rows);
+        }
+        // The id is formatted once, and only for a change that emitted.
+        let mut id: Option<String> = None;
+        for handler in targets.iter() {
+            match self.handlers.call(handler, &self.encoded) {
+                Ok(emitted) => {
+                    for e in emitted {
+                        let id = id.get_or_insert_with(|| change.id()).clone();
+                        let message = Message {
+                            key: e.key.map(String::into_bytes),
+                            payload: e.payload,
+                            id,
+                        };
+                        self.delivery.push(e.sink, message, handler.clone());
+                    }
+                }
+                Err(err) => {
+                    if self.handle_error(handler, Failed::Change(change), &err) == Flow::Stop {
+                        return Flow::Stop;
+                    }
+                }
+            }
+        }
+        // The driver flushes between events once enough is buffered; one
+        // rows event holds a bounded number of rows.
+        Flow::Continue
+    }
+
+    fn table_map(&mut self, table: &TableMap) {
+        // The id may now name other columns (a DDL, a restarted server).
+        self.directories.forget(table.table_id);
+    }
+
+    fn undecodable(&mut self, rows: &Undecodable<'_>) -> Flow {
+        let subscribed = self.router.subscribers(rows.db, rows.table, rows.op);
+        self.fail_rows(&subscribed, rows)
+    }
+
+    fn commit(&mut self, commit: &Commit<'_>) -> Flow {
+        if self.checkpointer.keeps() {
+            self.checkpointer.commit_seen(Checkpoint {
+                file: commit.file.to_owned(),
+                pos: commit.end,
+                gtids: commit.gtid_state.to_string(),
+                txn: commit.txn.to_owned(),
+                ts: commit.ts,
+            });
+        }
+        self.commit_seen = true;
+        self.counters.transactions.inc();
+        Flow::Continue
+    }
+}

@@ -1,0 +1,179 @@
+//! Which handlers a row change goes to.
+//!
+//! A handler subscribes to tables (`db.table`, `db.*`) and operations. The
+//! router answers "who gets this change" once per table id and operation and
+//! caches the answer, so a row costs one map lookup; the table's names are
+//! kept with the cached answer because a table id can be reused for another
+//! table (a DDL, a restarted server). Adding or removing a handler clears
+//! the cache.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{OpSet, TablePattern};
+use crate::decode::Op;
+use crate::decode::txn::TableFilter;
+use crate::handler_id::HandlerId;
+
+/// What one handler subscribes to.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// Tables, `db.table` or `db.*`.
+    pub tables: Vec<TablePattern>,
+    /// Operations.
+    pub ops: OpSet,
+}
+
+impl Subscription {
+    /// Whether a change of `db`.`table` with `op` is subscribed.
+    pub fn matches(&self, db: &str, table: &str, op: Op) -> bool {
+        self.ops.contains(op) && self.tables.iter().any(|t| t.matches(db, table))
+    }
+}
+
+/// A cached answer: the handlers of one table id and op, with the names of
+/// the table it was computed for.
+struct Route {
+    db: Arc<str>,
+    table: Arc<str>,
+    handlers: Arc<[HandlerId]>,
+}
+
+/// The handlers' subscriptions, in the order handlers are called.
+#[derive(Default)]
+pub struct Router {
+    subscriptions: Vec<(HandlerId, Subscription)>,
+    routes: HashMap<(u64, Op), Route>,
+}
+
+impl Router {
+    /// Adds `id`'s subscription; it is called after the handlers added before it.
+    pub fn add(&mut self, id: HandlerId, subscription: Subscription) {
+        self.subscriptions.retain(|(h, _)| *h != id);
+        self.subscriptions.push((id, subscription));
+        self.routes.clear();
+    }
+
+    /// Removes `id`: no further change routes to it.
+    pub fn remove(&mut self, id: &HandlerId) {
+        self.subscriptions.retain(|(h, _)| h != id);
+        self.routes.clear();
+    }
+
+    /// The handlers a change of table `table_id` (`db`.`table`) with `op`
+    /// goes to, in call order; empty if nobody subscribed.
+    pub fn route(&mut self, table_id: u64, db: &str, table: &str, op: Op) -> Arc<[HandlerId]> {
+        let key = (table_id, op);
+        if let Some(r) = self.routes.get(&key)
+            && *r.db == *db
+            && *r.table == *table
+        {
+            return r.handlers.clone();
+        }
+        let handlers: Arc<[HandlerId]> = self.subscribers(db, table, op).into();
+        let route = Route {
+            db: Arc::from(db),
+            table: Arc::from(table),
+            handlers: handlers.clone(),
+        };
+        self.routes.insert(key, route);
+        handlers
+    }
+
+    /// The handlers subscribed to `db`.`table` and `op`, in call order,
+    /// without the cache (for rows whose table id cannot be trusted).
+    pub fn subscribers(&self, db: &str, table: &str, op: Op) -> Vec<HandlerId> {
+        self.subscriptions
+            .iter()
+            .filter(|(_, s)| s.matches(db, table, op))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The decoder's table filter: the union of all subscriptions, so a
+    /// table nobody subscribed to is not even decoded.
+    pub fn table_filter(&self) -> TableFilter {
+        table_filter(self.subscriptions.iter().flat_map(|(_, s)| s.tables.iter()))
+    }
+}
+
+/// The table filter that decodes exactly the tables `patterns` name.
+pub fn table_filter<'a>(patterns: impl Iterator<Item = &'a TablePattern>) -> TableFilter {
+    let list: Vec<String> = patterns.map(ToString::to_string).collect();
+    if list.is_empty() {
+        // No handler subscribes to anything: decode nothing.
+        return TableFilter::parse("\u{0}.\u{0}").expect("valid pattern");
+    }
+    TableFilter::parse(&list.join(",")).expect("patterns were validated by the config")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(tables: &[&str], ops: OpSet) -> Subscription {
+        Subscription {
+            tables: tables.iter().map(|t| TablePattern::parse(t).unwrap()).collect(),
+            ops,
+        }
+    }
+
+    const INSERTS: OpSet = OpSet {
+        insert: true,
+        update: false,
+        delete: false,
+    };
+
+    fn ids(route: &[HandlerId]) -> Vec<String> {
+        route.iter().map(|h| h.name().to_owned()).collect()
+    }
+
+    #[test]
+    fn routes_by_table_and_op_in_call_order() {
+        let mut r = Router::default();
+        r.add(HandlerId::new("t", "b"), sub(&["shop.*"], OpSet::ALL));
+        r.add(HandlerId::new("t", "a"), sub(&["shop.orders"], INSERTS));
+        assert_eq!(ids(&r.route(7, "shop", "orders", Op::Insert)), ["b", "a"]);
+        assert_eq!(ids(&r.route(7, "shop", "orders", Op::Delete)), ["b"]);
+        assert_eq!(ids(&r.route(8, "shop", "users", Op::Insert)), ["b"]);
+        assert!(r.route(9, "crm", "users", Op::Insert).is_empty());
+    }
+
+    #[test]
+    fn a_reused_table_id_is_routed_by_its_new_table() {
+        let mut r = Router::default();
+        r.add(HandlerId::new("t", "orders"), sub(&["shop.orders"], OpSet::ALL));
+        assert_eq!(ids(&r.route(7, "shop", "orders", Op::Insert)), ["orders"]);
+        // The server restarted: id 7 now names another table.
+        assert!(r.route(7, "shop", "audit", Op::Insert).is_empty());
+        assert_eq!(ids(&r.route(7, "shop", "orders", Op::Insert)), ["orders"]);
+    }
+
+    #[test]
+    fn adding_and_removing_a_handler_changes_cached_routes() {
+        let mut r = Router::default();
+        let a = HandlerId::new("t", "a");
+        r.add(a.clone(), sub(&["shop.orders"], OpSet::ALL));
+        assert_eq!(ids(&r.route(7, "shop", "orders", Op::Update)), ["a"]);
+        r.add(HandlerId::new("u", "b"), sub(&["shop.*"], OpSet::ALL));
+        assert_eq!(ids(&r.route(7, "shop", "orders", Op::Update)), ["a", "b"]);
+        r.remove(&a);
+        assert_eq!(ids(&r.route(7, "shop", "orders", Op::Update)), ["b"]);
+        // Added again: called last, once.
+        r.add(a, sub(&["shop.orders"], OpSet::ALL));
+        assert_eq!(ids(&r.route(7, "shop", "orders", Op::Update)), ["b", "a"]);
+    }
+
+    #[test]
+    fn the_table_filter_is_the_union_of_subscriptions() {
+        let mut r = Router::default();
+        let nothing = r.table_filter();
+        assert!(!nothing.matches(b"shop", b"orders"));
+        r.add(HandlerId::new("t", "a"), sub(&["shop.orders"], OpSet::ALL));
+        r.add(HandlerId::new("t", "b"), sub(&["crm.*"], INSERTS));
+        let f = r.table_filter();
+        assert!(f.matches(b"shop", b"orders"));
+        assert!(f.matches(b"crm", b"leads"));
+        assert!(!f.matches(b"shop", b"users"));
+    }
+}
