@@ -216,6 +216,9 @@ pub struct RawLimits {
     pub time_ms: Option<u32>,
     /// Messages one row change may emit, 0 to 10000 (default 64).
     pub emits_per_event: Option<u32>,
+    /// Bytes (payloads and keys) one row change may emit, 1 to 1024 MiB
+    /// (default 16).
+    pub emit_mb_per_event: Option<u32>,
     /// Largest module file rowhook reads for the handler, 1 to 1024 MiB
     /// (default 64): a larger file, at start or on reload, is refused
     /// without being read.
@@ -923,6 +926,8 @@ pub struct Limits {
     pub time: Duration,
     /// Messages one row change may emit.
     pub emits_per_event: u32,
+    /// Bytes (payloads and keys) one row change may emit, MiB.
+    pub emit_mb_per_event: u32,
     /// Largest module file read, MiB.
     pub module_mb: u32,
 }
@@ -934,6 +939,9 @@ impl Limits {
     pub const DEFAULT_TIME_MS: u32 = 100;
     /// Default emit quota.
     pub const DEFAULT_EMITS_PER_EVENT: u32 = 64;
+    /// Default emit byte budget per row change, MiB: one message of the
+    /// largest size a sink takes.
+    pub const DEFAULT_EMIT_MB_PER_EVENT: u32 = 16;
     /// Default module file size cap, MiB: room for an interpreter-based
     /// component (Python's is about 18 MB, JavaScript's 12 MB).
     pub const DEFAULT_MODULE_MB: u32 = 64;
@@ -941,6 +949,11 @@ impl Limits {
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> usize {
         self.memory_mb as usize * 1024 * 1024
+    }
+
+    /// The emit byte budget of one row change, in bytes.
+    pub fn emit_bytes_per_event(&self) -> usize {
+        self.emit_mb_per_event as usize * 1024 * 1024
     }
 
     /// The module file size cap in bytes.
@@ -955,6 +968,7 @@ impl Default for Limits {
             memory_mb: Self::DEFAULT_MEMORY_MB,
             time: Duration::from_millis(Self::DEFAULT_TIME_MS.into()),
             emits_per_event: Self::DEFAULT_EMITS_PER_EVENT,
+            emit_mb_per_event: Self::DEFAULT_EMIT_MB_PER_EVENT,
             module_mb: Self::DEFAULT_MODULE_MB,
         }
     }
@@ -1473,6 +1487,7 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         memory_mb: None,
         time_ms: None,
         emits_per_event: None,
+        emit_mb_per_event: None,
         module_mb: None,
     });
     let mut check = |name: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>, unit: &str| {
@@ -1495,11 +1510,19 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         0..=10_000,
         "",
     );
+    let emit_mb_per_event = check(
+        "emit_mb_per_event",
+        raw.emit_mb_per_event,
+        Limits::DEFAULT_EMIT_MB_PER_EVENT,
+        1..=1024,
+        " MiB",
+    );
     let module_mb = check("module_mb", raw.module_mb, Limits::DEFAULT_MODULE_MB, 1..=1024, " MiB");
     Limits {
         memory_mb,
         time: Duration::from_millis(time_ms.into()),
         emits_per_event,
+        emit_mb_per_event,
         module_mb,
     }
 }
@@ -1678,6 +1701,7 @@ on_error = "skip"
                 memory_mb: 32,
                 time: Duration::from_millis(50),
                 emits_per_event: 16,
+                emit_mb_per_event: Limits::DEFAULT_EMIT_MB_PER_EVENT,
                 module_mb: Limits::DEFAULT_MODULE_MB,
             }
         );
@@ -1729,6 +1753,7 @@ on_error = "skip"
                 memory_mb: 64,
                 time: Duration::from_millis(100),
                 emits_per_event: 64,
+                emit_mb_per_event: 16,
                 module_mb: 64,
             }
         );
@@ -1828,6 +1853,7 @@ on_error = "halt"                 # | "skip" | "dead-letter"
                 memory_mb: 32,
                 time: Duration::from_millis(50),
                 emits_per_event: 16,
+                emit_mb_per_event: Limits::DEFAULT_EMIT_MB_PER_EVENT,
                 module_mb: Limits::DEFAULT_MODULE_MB,
             }
         );

@@ -72,7 +72,7 @@ pub trait Consumer: ChangeVisitor {
 pub struct Interrupted;
 
 /// A stop request (SIGINT, SIGTERM), or none.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Stop(Option<watch::Receiver<bool>>);
 
 impl Stop {

@@ -23,6 +23,8 @@ mod faults;
 mod filtering;
 /// WebAssembly handlers run by `rowhook replay`: output, containment, policies.
 mod handlers;
+/// Host memory for what handlers emit: the byte budget, the key cap, flushes by size.
+mod limits;
 /// Hot reload under load; modules refused at load and by `rowhook check`.
 mod reload;
 /// Resuming from every commit position gives exactly the rest.

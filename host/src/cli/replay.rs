@@ -37,7 +37,7 @@ pub fn replay(plan: &Plan, files: &[PathBuf]) -> anyhow::Result<Stats> {
 /// Like [`replay`], with options.
 pub fn replay_with(plan: &Plan, files: &[PathBuf], opts: &ReplayOptions) -> anyhow::Result<Stats> {
     anyhow::ensure!(!files.is_empty(), "no binlog files given");
-    let rt = io_runtime()?;
+    let rt = std::sync::Arc::new(io_runtime()?);
     let mut pipeline = rt.block_on(Pipeline::new(plan, HandlerRuntime::new()?))?;
     pipeline.watch_modules()?;
     let mut decoder = decoder_for(plan, "");
@@ -63,6 +63,7 @@ pub fn replay_with(plan: &Plan, files: &[PathBuf], opts: &ReplayOptions) -> anyh
         None => (0, None),
     };
     let mut source = BinlogFiles::new(files, first, start, false)?;
+    pipeline.flush_inside_events(rt.clone(), Stop::never());
     let result = drive(
         &rt,
         &mut source,

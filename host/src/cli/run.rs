@@ -25,7 +25,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
         .source
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("{}: `rowhook run` needs a [source] section", plan.file.display()))?;
-    let rt = io_runtime()?;
+    let rt = std::sync::Arc::new(io_runtime()?);
     let mut pipeline = rt.block_on(Pipeline::new(plan, HandlerRuntime::new()?))?;
     pipeline.watch_modules()?;
     let resume = pipeline.attach_store(StateStore::open(&plan.state.path)?)?;
@@ -61,6 +61,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     pipeline.write_status();
     pipeline.write_status_every(STATUS_EVERY);
     let mut stop = stop_on_signals(&rt);
+    pipeline.flush_inside_events(rt.clone(), stop.clone());
     let result = drive(
         &rt,
         &mut live,

@@ -18,6 +18,8 @@ use crate::telemetry::{Counter, Registry, names};
 
 /// Messages buffered before a flush inside a transaction.
 const FLUSH_EVERY: usize = 4096;
+/// Payload and key bytes buffered before a flush inside a transaction.
+pub const FLUSH_BYTES: usize = 32 << 20;
 
 /// One sink, how its unavailable writes are retried, and what the
 /// pipeline counts of it (labelled `sink`).
@@ -55,6 +57,7 @@ pub struct Delivery {
     sinks: BTreeMap<String, SinkSlot>,
     pending: BTreeMap<String, Pending>,
     buffered: usize,
+    buffered_bytes: usize,
 }
 
 impl Delivery {
@@ -92,20 +95,23 @@ impl Delivery {
             sinks,
             pending: BTreeMap::new(),
             buffered: 0,
+            buffered_bytes: 0,
         })
     }
 
     /// Buffers `message` of handler `origin` for `sink`.
     pub fn push(&mut self, sink: String, message: Message, origin: HandlerId) {
+        self.buffered_bytes += message.payload.len() + message.key.as_ref().map_or(0, Vec::len);
         let p = self.pending.entry(sink).or_default();
         p.messages.push(message);
         p.origins.push(origin);
         self.buffered += 1;
     }
 
-    /// Whether the buffer is full enough to flush inside a transaction.
+    /// Whether the buffer is full enough to flush inside a transaction:
+    /// [`FLUSH_EVERY`] messages or [`FLUSH_BYTES`] of payloads and keys.
     pub fn full(&self) -> bool {
-        self.buffered >= FLUSH_EVERY
+        self.buffered >= FLUSH_EVERY || self.buffered_bytes >= FLUSH_BYTES
     }
 
     /// Writes every buffered message, sink by sink, retrying unavailable
@@ -113,6 +119,7 @@ impl Delivery {
     pub async fn flush(&mut self) -> anyhow::Result<Vec<Refused>> {
         let mut refused = Vec::new();
         self.buffered = 0;
+        self.buffered_bytes = 0;
         for (sink, p) in std::mem::take(&mut self.pending) {
             let target = self
                 .sinks
@@ -155,6 +162,7 @@ impl Delivery {
     pub fn clear(&mut self) {
         self.pending.clear();
         self.buffered = 0;
+        self.buffered_bytes = 0;
     }
 
     /// Asks every sink for its health, which is also when sinks do their
@@ -335,6 +343,18 @@ mod tests {
         assert!(!d.full());
         assert!(d.flush().await.unwrap().is_empty());
         assert_eq!(std::fs::read_to_string(dir.path().join("a.jsonl")).unwrap(), "");
+        // Few messages, many bytes.
+        let big = |n: usize| Message {
+            key: Some(vec![b'k'; 1024]),
+            payload: vec![b'x'; n],
+            id: "i".into(),
+        };
+        d.push("a".into(), big(FLUSH_BYTES / 2), h.clone());
+        assert!(!d.full());
+        d.push("a".into(), big(FLUSH_BYTES / 2 - 1024), h.clone());
+        assert!(d.full(), "the keys count too");
+        assert!(d.flush().await.unwrap().is_empty());
+        assert!(!d.full(), "a flush empties the byte count");
     }
 
     #[tokio::test]

@@ -33,6 +33,7 @@ pub fn runtime_limits(plan: &HandlerPlan) -> Limits {
         memory_bytes: plan.limits.memory_mb as usize * (1 << 20),
         time_ms: plan.limits.time.as_millis().max(1) as u64,
         emits_per_event: plan.limits.emits_per_event,
+        emit_bytes_per_event: plan.limits.emit_bytes_per_event(),
     }
 }
 

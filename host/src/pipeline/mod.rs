@@ -73,6 +73,9 @@ pub struct Pipeline {
     registry: Registry,
     counters: PipelineCounters,
     reloader: Option<Reloader>,
+    /// The I/O runtime and the stop request, to flush a full buffer in the
+    /// middle of a rows event (see [`Pipeline::flush_inside_events`]).
+    io: Option<(Arc<tokio::runtime::Runtime>, Stop)>,
     /// When the status file is rewritten next, and how often, if it is
     /// rewritten on a timer as well as at checkpoints.
     status_timer: Option<(tokio::time::Instant, Duration)>,
@@ -113,6 +116,7 @@ impl Pipeline {
             registry,
             counters,
             reloader: None,
+            io: None,
             status_timer: None,
         })
     }
@@ -270,6 +274,40 @@ impl Pipeline {
     /// Whether the decoder should stop: a handler failed under `halt`.
     pub fn take_halt(&mut self) -> Option<anyhow::Error> {
         self.halted.take()
+    }
+
+    /// Lets the pipeline flush a full buffer as soon as it is full, in the
+    /// middle of a rows event, on `rt` (giving way to `stop`). Without it,
+    /// the buffer is flushed between events only, and one event of many
+    /// rows can buffer what every row emits. `run` and `replay` call it;
+    /// the decoder must then be fed outside `rt`, as the driver does.
+    pub fn flush_inside_events(&mut self, rt: Arc<tokio::runtime::Runtime>, stop: Stop) {
+        self.io = Some((rt, stop));
+    }
+
+    /// Flushes a full buffer now, if the pipeline may (see
+    /// [`Pipeline::flush_inside_events`]); `false` (with the reason kept
+    /// for [`Pipeline::take_halt`]) if the flush failed or was interrupted.
+    fn flush_full_buffer(&mut self) -> bool {
+        if !self.delivery.full() || tokio::runtime::Handle::try_current().is_ok() {
+            return true;
+        }
+        let Some((rt, mut stop)) = self.io.clone() else {
+            return true;
+        };
+        let flushed = rt.block_on(async {
+            tokio::select! {
+                r = self.flush() => r,
+                () = stop.requested_wait() => Err(Interrupted.into()),
+            }
+        });
+        match flushed {
+            Ok(()) => true,
+            Err(e) => {
+                self.halted = Some(e);
+                false
+            }
+        }
     }
 
     /// Whether a flush is due: a commit was seen, or the buffer is large.
@@ -456,6 +494,11 @@ impl ChangeVisitor for Pipeline {
                             id,
                         };
                         self.delivery.push(e.sink, message, handler.clone());
+                    }
+                    // A rows event may hold thousands of rows: what they emit
+                    // goes out as it fills the buffer.
+                    if !self.flush_full_buffer() {
+                        return Flow::Stop;
                     }
                 }
                 Err(err) => {

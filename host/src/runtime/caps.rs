@@ -11,6 +11,8 @@ use crate::telemetry::{Counter, Gauge, Registry, names};
 
 /// Largest payload one emit may carry.
 pub const MAX_PAYLOAD: usize = 16 << 20;
+/// Largest key one emit may carry.
+pub const MAX_EMIT_KEY: usize = 64 << 10;
 /// Largest state key.
 const MAX_KEY: usize = 1024;
 /// Largest state value.

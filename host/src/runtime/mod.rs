@@ -50,6 +50,8 @@ pub struct Limits {
     pub time_ms: u64,
     /// Emits allowed per event.
     pub emits_per_event: u32,
+    /// Bytes (payloads and keys) one event may emit.
+    pub emit_bytes_per_event: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +60,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             time_ms: 100,
             emits_per_event: 64,
+            emit_bytes_per_event: 16 << 20,
         }
     }
 }
@@ -77,6 +80,13 @@ pub enum GuestError {
     /// The handler emitted more than its quota for one event.
     #[error("handler exceeded its emit quota of {0} per event")]
     Quota(u32),
+    /// The handler emitted more bytes (payloads and keys) than its budget
+    /// for one event.
+    #[error(
+        "handler exceeded its emit budget of {} MiB per event (limits.emit_mb_per_event)",
+        .0 >> 20
+    )]
+    EmitBudget(usize),
 }
 
 /// Why a module cannot be loaded.
@@ -264,6 +274,15 @@ impl Module {
     }
 }
 
+/// The emit limit an event breached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EmitLimit {
+    /// `emits_per_event`.
+    Count,
+    /// `emit_mb_per_event`.
+    Bytes,
+}
+
 /// What a handler instance's store holds: its WASI context, its limits, its
 /// grants, and what it emitted and wrote during the current transaction.
 pub struct HostState {
@@ -276,7 +295,11 @@ pub struct HostState {
     emitted: Vec<Emitted>,
     emits_this_event: u32,
     max_emits: u32,
-    quota_hit: bool,
+    /// Payload and key bytes emitted in this event, and the budget.
+    emit_bytes_this_event: usize,
+    max_emit_bytes: usize,
+    /// Which emit limit this event breached, if any.
+    quota_hit: Option<EmitLimit>,
     /// State writes since the last commit, over the committed state.
     state: StateOverlay,
     logs: Vec<LogLine>,
@@ -415,7 +438,9 @@ impl HandlerRuntime {
             emitted: Vec::new(),
             emits_this_event: 0,
             max_emits: limits.emits_per_event,
-            quota_hit: false,
+            emit_bytes_this_event: 0,
+            max_emit_bytes: limits.emit_bytes_per_event,
+            quota_hit: None,
             state: StateOverlay::default(),
             logs: Vec::new(),
             logs_dropped_this_call: false,
@@ -465,7 +490,8 @@ impl Instance {
         {
             let data = self.store.data_mut();
             data.emits_this_event = 0;
-            data.quota_hit = false;
+            data.emit_bytes_this_event = 0;
+            data.quota_hit = None;
             data.logs_dropped_this_call = false;
             data.log_bytes = 0;
         }
@@ -475,7 +501,10 @@ impl Instance {
         let outcome = match result {
             // A breached quota is the failure, whatever the guest made of
             // the error value it got.
-            Ok(_) if quota_hit => Err(GuestError::Quota(self.limits.emits_per_event)),
+            Ok(_) if quota_hit == Some(EmitLimit::Count) => Err(GuestError::Quota(self.limits.emits_per_event)),
+            Ok(_) if quota_hit == Some(EmitLimit::Bytes) => {
+                Err(GuestError::EmitBudget(self.limits.emit_bytes_per_event))
+            }
             Ok(Ok(())) => Ok(()),
             // What the guest says goes to the log and to dead letters:
             // escaped and bounded like its log lines.
@@ -542,16 +571,23 @@ impl HostState {
             return Err(EmitError::Denied);
         };
         if self.emits_this_event >= self.max_emits {
-            self.quota_hit = true;
+            self.quota_hit = Some(EmitLimit::Count);
             return Err(EmitError::Quota);
         }
-        if payload.len() > caps::MAX_PAYLOAD {
+        let key_len = key.as_ref().map_or(0, String::len);
+        if payload.len() > caps::MAX_PAYLOAD || key_len > caps::MAX_EMIT_KEY {
             return Err(EmitError::TooLarge);
+        }
+        let bytes = payload.len() + key_len;
+        if self.emit_bytes_this_event + bytes > self.max_emit_bytes {
+            self.quota_hit = Some(EmitLimit::Bytes);
+            return Err(EmitError::Quota);
         }
         if rules.single_line && payload.contains(&b'\n') {
             return Err(EmitError::Invalid);
         }
         self.emits_this_event += 1;
+        self.emit_bytes_this_event += bytes;
         self.emitted.push(Emitted { sink, key, payload });
         Ok(())
     }

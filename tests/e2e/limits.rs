@@ -1,0 +1,157 @@
+//! What a handler emits is bounded in host memory: a byte budget per event,
+//! a key size cap, and flushes by bytes inside one rows event.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::support::{Server, build_guest, root, temp_dir};
+
+/// Rows of `flood.payloads`, inserted by one statement: one rows event,
+/// each row emitting 8 MiB, 800 MiB in all.
+const PAYLOAD_ROWS: usize = 100;
+/// Rows of `flood.budget`, one transaction.
+const BUDGET_ROWS: usize = 20;
+/// Rows of `flood.keys`.
+const KEY_ROWS: usize = 3;
+/// The peak RSS `rowhook replay` must stay under, KiB: the flush threshold
+/// (32 MiB), one call's emit budget (16 MiB), the two instances' memory and
+/// the runtime, with room; buffering the rows event's messages would take
+/// 800 MiB.
+const PEAK_RSS_KIB: u64 = 400 * 1024;
+
+fn guests() -> (PathBuf, PathBuf) {
+    let dir = root().join("tests/guests");
+    (build_guest(&dir, "flooder"), build_guest(&dir, "counting"))
+}
+
+/// Runs `rowhook replay` with stdout to /dev/null; returns its success,
+/// stderr and peak RSS in KiB (as `/usr/bin/time` measures it).
+fn replay_measured(config: &Path, binlog: &Path, dir: &Path) -> (bool, String, u64) {
+    let rss_file = dir.join("rss");
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&rss_file)
+        .arg(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["replay", "-c"])
+        .arg(config)
+        .arg(binlog)
+        .env("ROWHOOK_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run /usr/bin/time rowhook");
+    let rss = std::fs::read_to_string(&rss_file).unwrap();
+    let rss: u64 = rss.lines().last().unwrap().trim().parse().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        rss,
+    )
+}
+
+#[test]
+fn emitted_bytes_are_bounded_by_the_budget_and_flushed_by_size() {
+    let (flooder, counting) = guests();
+    let server = Server::start(&[]);
+    server.sql(&format!(
+        "CREATE DATABASE flood;
+         USE flood;
+         CREATE TABLE flood.payloads (id INT PRIMARY KEY);
+         CREATE TABLE flood.budget (id INT PRIMARY KEY);
+         CREATE TABLE flood.keys (id INT PRIMARY KEY);
+         INSERT INTO flood.payloads SELECT seq FROM seq_1_to_{PAYLOAD_ROWS};
+         INSERT INTO flood.budget SELECT seq FROM seq_1_to_{BUDGET_ROWS};
+         INSERT INTO flood.keys SELECT seq FROM seq_1_to_{KEY_ROWS};
+         FLUSH BINARY LOGS;"
+    ));
+    let binlog = server.binlog("mysql-bin.000001");
+    let dir = temp_dir("limits-flood");
+    let config = dir.join("rowhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sinks.out]
+kind = "stdout"
+
+[sinks.report]
+kind = "file"
+path = "report.jsonl"
+
+[sinks.dead]
+kind = "file"
+path = "dead.jsonl"
+
+[sinks.calls]
+kind = "file"
+path = "calls.jsonl"
+
+[[handlers]]
+name = "flooder"
+module = "{flooder}"
+tables = ["flood.*"]
+sinks = ["out", "report"]
+# Copying 16 MiB messages out of the guest is slow in a debug build: the
+# time limit is not what this test is about.
+limits = {{ time_ms = 10000 }}
+on_error = "dead-letter"
+dead_letter = "dead"
+
+[[handlers]]
+name = "neighbour"
+module = "{counting}"
+tables = ["flood.*"]
+sinks = ["calls"]
+"#,
+            flooder = flooder.display(),
+            counting = counting.display(),
+        ),
+    )
+    .unwrap();
+    let (ok, stderr, rss_kib) = replay_measured(&config, &binlog, &dir);
+    assert!(ok, "{stderr}");
+
+    // The neighbour saw every change, once, in order.
+    let calls = std::fs::read_to_string(dir.join("calls.jsonl")).unwrap();
+    let tables: Vec<String> = calls
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["table"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let expected: Vec<&str> = std::iter::repeat_n("payloads", PAYLOAD_ROWS)
+        .chain(std::iter::repeat_n("budget", BUDGET_ROWS))
+        .chain(std::iter::repeat_n("keys", KEY_ROWS))
+        .collect();
+    assert_eq!(tables, expected);
+
+    // A key past the cap is refused as too large, and the guest can say so.
+    let report = std::fs::read_to_string(dir.join("report.jsonl")).unwrap();
+    assert_eq!(report.lines().count(), KEY_ROWS, "{report}");
+    assert!(
+        report
+            .lines()
+            .all(|l| l.contains("too-large") || l.contains("too large")),
+        "{report}"
+    );
+
+    // Every budget row failed on its budget: dead-lettered, one letter each.
+    let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();
+    let letters: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(letters.len(), BUDGET_ROWS, "{dead}");
+    for l in &letters {
+        assert_eq!(l["change"]["table"], "budget");
+        let e = l["error"].as_str().unwrap();
+        assert!(e.contains("emit budget of 16 MiB per event"), "{e}");
+    }
+
+    assert!(
+        rss_kib < PEAK_RSS_KIB,
+        "peak RSS {rss_kib} KiB, over the bound of {PEAK_RSS_KIB} KiB"
+    );
+    eprintln!("flood replay: peak RSS {} MiB", rss_kib / 1024);
+}
