@@ -191,6 +191,23 @@ pub struct RawHandler {
     /// With `on_error = "dead-letter"`: the sink that receives failed events.
     /// Written by rowhook, not the handler, so it needs no grant.
     pub dead_letter: Option<String>,
+    /// The circuit breaker: `failures` failures within `window_ms` suspend
+    /// the handler for `cooldown_ms`.
+    pub breaker: Option<RawBreaker>,
+}
+
+/// `breaker = { failures = 5, window_ms = 10000, cooldown_ms = 30000 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Failures (errors, traps, timeouts, quotas) within the window that
+    /// suspend the handler, 0 to 1000000 (default 5; 0: never).
+    pub failures: Option<u32>,
+    /// The window, 1 to 3600000 ms (default 10000).
+    pub window_ms: Option<u32>,
+    /// How long the handler stays suspended before one trial change, 1 to
+    /// 3600000 ms (default 30000).
+    pub cooldown_ms: Option<u32>,
 }
 
 /// An operation name in `ops`.
@@ -799,6 +816,8 @@ pub struct HandlerPlan {
     pub limits: Limits,
     /// What a failure does.
     pub on_error: OnError,
+    /// When repeated failures suspend it.
+    pub breaker: BreakerPlan,
 }
 
 impl HandlerPlan {
@@ -970,6 +989,37 @@ impl Default for Limits {
             emits_per_event: Self::DEFAULT_EMITS_PER_EVENT,
             emit_mb_per_event: Self::DEFAULT_EMIT_MB_PER_EVENT,
             module_mb: Self::DEFAULT_MODULE_MB,
+        }
+    }
+}
+
+/// When a handler's circuit breaker opens, and for how long
+/// (see `pipeline::breaker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPlan {
+    /// Failures within `window` that open it; 0 never opens it.
+    pub failures: u32,
+    /// The window failures are counted in.
+    pub window: Duration,
+    /// How long it stays open before a trial call.
+    pub cooldown: Duration,
+}
+
+impl BreakerPlan {
+    /// Default failures that open the breaker.
+    pub const DEFAULT_FAILURES: u32 = 5;
+    /// Default window, ms.
+    pub const DEFAULT_WINDOW_MS: u32 = 10_000;
+    /// Default cool-down, ms.
+    pub const DEFAULT_COOLDOWN_MS: u32 = 30_000;
+}
+
+impl Default for BreakerPlan {
+    fn default() -> Self {
+        BreakerPlan {
+            failures: Self::DEFAULT_FAILURES,
+            window: Duration::from_millis(Self::DEFAULT_WINDOW_MS.into()),
+            cooldown: Duration::from_millis(Self::DEFAULT_COOLDOWN_MS.into()),
         }
     }
 }
@@ -1460,6 +1510,8 @@ fn resolve_handler(
         (RawOnError::Skip, None) => OnError::Skip,
     };
 
+    let breaker = resolve_breaker(raw.breaker, key, problems);
+
     (problems.0.len() == before).then_some(HandlerPlan {
         name: raw.name,
         tenant,
@@ -1469,6 +1521,7 @@ fn resolve_handler(
         grants: SinkGrants(grants),
         limits,
         on_error,
+        breaker,
     })
 }
 
@@ -1482,6 +1535,61 @@ fn define_or_remove(sink: &str, defined: &BTreeSet<&str>) -> String {
     format!("define it in a [sinks.{sink}] table or use a defined sink ({known})")
 }
 
+/// `value` (or `default`), with a problem at `prefix.name` if it is outside `range`.
+fn in_range(
+    problems: &mut Problems,
+    prefix: &str,
+    name: &str,
+    value: Option<u32>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+    unit: &str,
+) -> u32 {
+    let v = value.unwrap_or(default);
+    if !range.contains(&v) {
+        problems.push(
+            format!("{prefix}.{name}"),
+            format!("{v} is out of range"),
+            format!("use {} to {}{unit} (default {default})", range.start(), range.end()),
+        );
+    }
+    v
+}
+
+fn resolve_breaker(raw: Option<RawBreaker>, key: &str, problems: &mut Problems) -> BreakerPlan {
+    let Some(raw) = raw else { return BreakerPlan::default() };
+    let prefix = format!("{key}.breaker");
+    let mut check = |name: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>, unit: &str| {
+        in_range(problems, &prefix, name, value, default, range, unit)
+    };
+    let failures = check(
+        "failures",
+        raw.failures,
+        BreakerPlan::DEFAULT_FAILURES,
+        0..=1_000_000,
+        " (0: never suspend)",
+    );
+    let window_ms = check(
+        "window_ms",
+        raw.window_ms,
+        BreakerPlan::DEFAULT_WINDOW_MS,
+        1..=3_600_000,
+        " ms",
+    );
+    let cooldown_ms = check(
+        "cooldown_ms",
+        raw.cooldown_ms,
+        BreakerPlan::DEFAULT_COOLDOWN_MS,
+        1..=3_600_000,
+        " ms",
+    );
+    BreakerPlan {
+        failures,
+        window: Duration::from_millis(window_ms.into()),
+        cooldown: Duration::from_millis(cooldown_ms.into()),
+    }
+}
+
 fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) -> Limits {
     let raw = raw.unwrap_or(RawLimits {
         memory_mb: None,
@@ -1490,16 +1598,9 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         emit_mb_per_event: None,
         module_mb: None,
     });
+    let prefix = format!("{key}.limits");
     let mut check = |name: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>, unit: &str| {
-        let v = value.unwrap_or(default);
-        if !range.contains(&v) {
-            problems.push(
-                format!("{key}.limits.{name}"),
-                format!("{v} is out of range"),
-                format!("use {} to {}{unit} (default {default})", range.start(), range.end()),
-            );
-        }
-        v
+        in_range(problems, &prefix, name, value, default, range, unit)
     };
     let memory_mb = check("memory_mb", raw.memory_mb, Limits::DEFAULT_MEMORY_MB, 1..=4096, " MiB");
     let time_ms = check("time_ms", raw.time_ms, Limits::DEFAULT_TIME_MS, 1..=60_000, " ms");
@@ -2233,7 +2334,8 @@ module = " "
 tables = []
 ops = []
 sinks = ["out", "nowhere"]
-limits = { memory_mb = 0, time_ms = 60001, emits_per_event = 10001 }
+limits = { memory_mb = 0, time_ms = 60001, emits_per_event = 10001, emit_mb_per_event = 0 }
+breaker = { failures = 1000001, window_ms = 0, cooldown_ms = 3600001 }
 
 [[handlers]]
 name = "b/c"
@@ -2269,6 +2371,10 @@ dead_letter = "log"
                 "handlers[1].limits.memory_mb: 0 is out of range",
                 "handlers[1].limits.time_ms: 60001 is out of range",
                 "handlers[1].limits.emits_per_event: 10001 is out of range",
+                "handlers[1].limits.emit_mb_per_event: 0 is out of range",
+                "handlers[1].breaker.failures: 1000001 is out of range",
+                "handlers[1].breaker.window_ms: 0 is out of range",
+                "handlers[1].breaker.cooldown_ms: 3600001 is out of range",
                 "handlers[2].name: `b/c` is not a handler name",
                 "handlers[2].tables[0]: `orders` is not `db.table` or `db.*`",
                 "handlers[2].tables[1]: `shop.` needs both a database and a table (`db.table` or `db.*`)",

@@ -155,3 +155,106 @@ sinks = ["calls"]
     );
     eprintln!("flood replay: peak RSS {} MiB", rss_kib / 1024);
 }
+
+/// Row changes of `noisy.news`, on which the hostile handler loops until
+/// its deadline.
+const NOISY_ROWS: usize = 200;
+
+#[test]
+fn a_handler_that_keeps_timing_out_is_suspended_and_its_neighbour_goes_on() {
+    let hostile = build_guest(&root().join("tests/guests"), "hostile");
+    let counting = build_guest(&root().join("tests/guests"), "counting");
+    let server = Server::start(&[]);
+    server.sql(&format!(
+        "CREATE DATABASE noisy;
+         USE noisy;
+         CREATE TABLE news (id INT PRIMARY KEY);
+         INSERT INTO news SELECT seq FROM seq_1_to_{NOISY_ROWS};
+         FLUSH BINARY LOGS;"
+    ));
+    let binlog = server.binlog("mysql-bin.000001");
+    let dir = temp_dir("limits-breaker");
+    let config = dir.join("rowhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sinks.dead]
+kind = "file"
+path = "dead.jsonl"
+
+[sinks.calls]
+kind = "file"
+path = "calls.jsonl"
+
+[[handlers]]
+name = "hostile"
+module = "{hostile}"
+tables = ["noisy.news"]
+limits = {{ time_ms = 20 }}
+on_error = "dead-letter"
+dead_letter = "dead"
+breaker = {{ failures = 3, window_ms = 60000, cooldown_ms = 600000 }}
+
+[[handlers]]
+name = "neighbour"
+module = "{counting}"
+tables = ["noisy.news"]
+sinks = ["calls"]
+"#,
+            hostile = hostile.display(),
+            counting = counting.display(),
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = crate::support::rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+
+    // The neighbour: every change, once, in order.
+    let calls = std::fs::read_to_string(dir.join("calls.jsonl")).unwrap();
+    let rows: Vec<u64> = calls
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["row"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(rows, (1..=NOISY_ROWS as u64).collect::<Vec<_>>());
+
+    // The hostile handler: three timeouts, then suspended for the rest,
+    // every change dead-lettered with its reason.
+    let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();
+    let errors: Vec<String> = dead
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["error"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(errors.len(), NOISY_ROWS);
+    assert!(
+        errors[..3].iter().all(|e| e.contains("time limit of 20 ms")),
+        "{errors:?}"
+    );
+    assert!(
+        errors[3..]
+            .iter()
+            .all(|e| e.contains("suspended by its circuit breaker")),
+        "{errors:?}"
+    );
+
+    // The suspension is logged once, not per change.
+    assert_eq!(stderr.matches("handler suspended for 600000 ms").count(), 1, "{stderr}");
+    assert!(!stderr.contains("event skipped"), "{stderr}");
+    // Three calls at its deadline, not two hundred.
+    assert!(
+        took < std::time::Duration::from_secs(NOISY_ROWS as u64 * 20 / 1000),
+        "took {took:?}"
+    );
+}

@@ -60,7 +60,8 @@ impl Failed<'_, '_> {
 pub enum Decision {
     /// Stop before the checkpoint moves, with this error.
     Halt(anyhow::Error),
-    /// Dropped; logged here, counted by the caller.
+    /// Dropped; logged and counted by the caller (a refused message's
+    /// skip is logged here).
     Skip,
     /// Sent to `sink` as `letter`, and recorded in the store as `record`.
     DeadLetter {
@@ -89,10 +90,7 @@ pub fn handler_failed(
                 "handler `{name}` failed on {id} (`{db}`.`{table}` at {file}:{pos}): {err}; halting before the checkpoint moves (on_error = \"halt\")"
             ))
         }
-        OnError::Skip => {
-            tracing::warn!(handler = %name, change = %id, "handler failed, event skipped (on_error = \"skip\"): {err}");
-            Decision::Skip
-        }
+        OnError::Skip => Decision::Skip,
         OnError::DeadLetter { sink } => {
             let error = err.to_string();
             let payload = payload(name, &error, |out| {

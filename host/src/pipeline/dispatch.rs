@@ -6,10 +6,14 @@
 //! be created (after a trap, its start function fails) keeps its state and
 //! is not called: each of its changes fails with the reason, under its own
 //! `on_error`, and the next change tries to create the instance again.
+//! Each handler has a circuit [`breaker`](super::breaker): one that keeps
+//! failing is suspended for a cool-down, its changes failing at once as
+//! "suspended" under its `on_error`, without costing its neighbours a call.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::{HandlerPlan, OnError, Plan};
 use crate::handler_id::{HandlerId, IdMap};
@@ -18,6 +22,8 @@ use crate::runtime::{
     StateOverlay,
 };
 use crate::telemetry::{Counter, Registry, names};
+
+use super::breaker::{Admit, Breaker, Transition};
 
 /// What a configured handler may emit to, with each sink's rules.
 pub fn grants_of(plan: &Plan, h: &HandlerPlan) -> Arc<Grants> {
@@ -44,6 +50,15 @@ pub enum CallError {
     Guest(GuestError),
     /// The handler has no instance: creating one failed, for this reason.
     NoInstance(String),
+    /// The handler is suspended by its circuit breaker; it was not called.
+    Suspended,
+}
+
+impl CallError {
+    /// Whether the handler was not called because it is suspended.
+    pub fn is_suspended(&self) -> bool {
+        matches!(self, CallError::Suspended)
+    }
 }
 
 impl fmt::Display for CallError {
@@ -51,6 +66,9 @@ impl fmt::Display for CallError {
         match self {
             CallError::Guest(e) => e.fmt(f),
             CallError::NoInstance(e) => write!(f, "the handler's instance cannot be created: {e}"),
+            CallError::Suspended => f.write_str(
+                "the handler is suspended by its circuit breaker (too many failures): not called until its cool-down ends",
+            ),
         }
     }
 }
@@ -61,6 +79,8 @@ struct HandlerCounters {
     errors: Counter,
     reloads: Counter,
     reload_failures: Counter,
+    suspensions: Counter,
+    suspended: Counter,
 }
 
 impl HandlerCounters {
@@ -83,6 +103,16 @@ impl HandlerCounters {
                 "Changed module files refused; the previous version kept serving.",
                 labels(),
             ),
+            suspensions: registry.counter(
+                names::HANDLER_SUSPENSIONS,
+                "Times the circuit breaker suspended the handler.",
+                labels(),
+            ),
+            suspended: registry.counter(
+                names::HANDLER_SUSPENDED,
+                "Changes not handed to the handler while it was suspended, handled by its on_error.",
+                labels(),
+            ),
         }
     }
 }
@@ -96,6 +126,7 @@ struct HandlerSlot {
     parked: StateOverlay,
     grants: Arc<Grants>,
     counters: HandlerCounters,
+    breaker: Breaker,
     /// Its series for what the guest's `metrics` calls write; each new
     /// instance (after a trap, a reload) writes to the same series.
     metrics: GuestMetrics,
@@ -140,6 +171,33 @@ impl HandlerSlot {
                 self.parked = state;
             }
         }
+    }
+
+    /// One call, its log lines forwarded, a trapped instance replaced.
+    fn call(&mut self, runtime: &HandlerRuntime, change: &[u8]) -> Result<Vec<Emitted>, CallError> {
+        self.ensure_live(runtime).map_err(CallError::NoInstance)?;
+        let instance = self.instance.as_mut().expect("ensured");
+        let result = instance.call(change);
+        let name = &self.plan.name;
+        for line in instance.take_logs() {
+            let (fields, msg) = (&line.fields, &line.message);
+            match line.level {
+                "error" => tracing::error!(handler = %name, fields = ?fields, "{msg}"),
+                "warn" => tracing::warn!(handler = %name, fields = ?fields, "{msg}"),
+                "info" => tracing::info!(handler = %name, fields = ?fields, "{msg}"),
+                "debug" => tracing::debug!(handler = %name, fields = ?fields, "{msg}"),
+                _ => tracing::trace!(handler = %name, fields = ?fields, "{msg}"),
+            }
+        }
+        let emitted = match result {
+            Ok(()) => Ok(instance.take_emitted()),
+            Err(e) => Err(CallError::Guest(e)),
+        };
+        if instance.is_broken() {
+            // A trapped component instance refuses further calls.
+            self.recover(runtime);
+        }
+        emitted
     }
 
     fn state(&mut self) -> &mut StateOverlay {
@@ -188,6 +246,7 @@ impl Handlers {
             parked: StateOverlay::default(),
             grants: grants_of(plan, h),
             counters: HandlerCounters::new(registry, h),
+            breaker: Breaker::new(h.breaker),
             metrics: GuestMetrics::new(registry, &h.tenant, &h.name),
         };
         slot.instance = Some(slot.instantiate(&self.runtime, &slot.module)?);
@@ -218,33 +277,38 @@ impl Handlers {
     }
 
     /// Calls handler `id` with one encoded row change; returns what it
-    /// emitted. A trapped instance is replaced before this returns.
+    /// emitted. A trapped instance is replaced before this returns. A
+    /// suspended handler is not called.
     pub fn call(&mut self, id: &HandlerId, change: &[u8]) -> Result<Vec<Emitted>, CallError> {
         let slot = self.slots.get_mut(id).expect("routes name configured handlers");
+        if slot.breaker.admit(Instant::now) == Admit::Suspended {
+            slot.counters.suspended.inc();
+            return Err(CallError::Suspended);
+        }
         slot.counters.calls.inc();
-        slot.ensure_live(&self.runtime).map_err(CallError::NoInstance)?;
-        let instance = slot.instance.as_mut().expect("ensured");
-        let result = instance.call(change);
-        let name = &slot.plan.name;
-        for line in instance.take_logs() {
-            let (fields, msg) = (&line.fields, &line.message);
-            match line.level {
-                "error" => tracing::error!(handler = %name, fields = ?fields, "{msg}"),
-                "warn" => tracing::warn!(handler = %name, fields = ?fields, "{msg}"),
-                "info" => tracing::info!(handler = %name, fields = ?fields, "{msg}"),
-                "debug" => tracing::debug!(handler = %name, fields = ?fields, "{msg}"),
-                _ => tracing::trace!(handler = %name, fields = ?fields, "{msg}"),
+        let result = slot.call(&self.runtime, change);
+        let transition = match &result {
+            Ok(_) => slot.breaker.succeeded(),
+            Err(_) => slot.breaker.failed(Instant::now()),
+        };
+        let b = &slot.plan.breaker;
+        match transition {
+            Transition::None => {}
+            Transition::Opened => {
+                slot.counters.suspensions.inc();
+                tracing::warn!(
+                    handler = %slot.plan.name,
+                    "handler suspended for {} ms by its circuit breaker ({} failures within {} ms); its changes go to its on_error until a trial change succeeds",
+                    b.cooldown.as_millis(),
+                    b.failures,
+                    b.window.as_millis(),
+                );
+            }
+            Transition::Closed => {
+                tracing::info!(handler = %slot.plan.name, "handler resumed: its trial change succeeded after the cool-down");
             }
         }
-        let emitted = match result {
-            Ok(()) => Ok(instance.take_emitted()),
-            Err(e) => Err(CallError::Guest(e)),
-        };
-        if instance.is_broken() {
-            // A trapped component instance refuses further calls.
-            slot.recover(&self.runtime);
-        }
-        emitted
+        result
     }
 
     /// Replaces the state of every handler with what `load` returns for its name.

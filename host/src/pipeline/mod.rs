@@ -21,6 +21,7 @@
 //! Handlers are referred to by their [`HandlerId`] (tenant and name)
 //! throughout: routes, buffered messages, reloads.
 
+pub mod breaker;
 pub mod checkpoint;
 pub mod dead_letter;
 pub mod delivery;
@@ -390,8 +391,16 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Applies handler `id`'s `on_error` to its failure on `failed`.
-    fn handle_error(&mut self, id: &HandlerId, failed: Failed<'_, '_>, err: &dyn std::fmt::Display) -> Flow {
+    /// Applies handler `id`'s `on_error` to its failure on `failed`. A
+    /// skipped failure is logged, but not each change of a suspended
+    /// handler: its suspension was logged, and they are counted.
+    fn handle_error(
+        &mut self,
+        id: &HandlerId,
+        failed: Failed<'_, '_>,
+        err: &dyn std::fmt::Display,
+        quiet: bool,
+    ) -> Flow {
         match dead_letter::handler_failed(id, self.handlers.on_error(id), failed, err) {
             Decision::Halt(e) => {
                 self.halted = Some(e);
@@ -399,6 +408,9 @@ impl Pipeline {
             }
             Decision::Skip => {
                 self.handlers.count_error(id);
+                if !quiet {
+                    tracing::warn!(handler = %id.name(), change = %failed.id(), "handler failed, event skipped (on_error = \"skip\"): {err}");
+                }
                 Flow::Continue
             }
             Decision::DeadLetter { sink, letter, record } => {
@@ -414,7 +426,7 @@ impl Pipeline {
     /// handler subscribed to them: each one's `on_error` applies.
     fn fail_rows(&mut self, handlers: &[HandlerId], rows: &Undecodable<'_>) -> Flow {
         for id in handlers {
-            if self.handle_error(id, Failed::Rows(rows), rows) == Flow::Stop {
+            if self.handle_error(id, Failed::Rows(rows), rows, false) == Flow::Stop {
                 return Flow::Stop;
             }
         }
@@ -502,7 +514,8 @@ impl ChangeVisitor for Pipeline {
                     }
                 }
                 Err(err) => {
-                    if self.handle_error(handler, Failed::Change(change), &err) == Flow::Stop {
+                    let quiet = err.is_suspended();
+                    if self.handle_error(handler, Failed::Change(change), &err, quiet) == Flow::Stop {
                         return Flow::Stop;
                     }
                 }

@@ -39,6 +39,10 @@ pub mod names {
     pub const HANDLER_RELOADS: &str = "rowhook_handler_reloads_total";
     /// Changed module files refused.
     pub const HANDLER_RELOAD_FAILURES: &str = "rowhook_handler_reload_failures_total";
+    /// Times a handler's circuit breaker suspended it.
+    pub const HANDLER_SUSPENSIONS: &str = "rowhook_handler_suspensions_total";
+    /// Changes not handed to a suspended handler.
+    pub const HANDLER_SUSPENDED: &str = "rowhook_handler_suspended_total";
     /// Guest log lines dropped by the per-call cap.
     pub const HANDLER_LOG_LINES_DROPPED: &str = "rowhook_handler_log_lines_dropped_total";
     /// Guest `metrics` calls ignored (invalid name, too many names).
