@@ -28,7 +28,7 @@ use crate::decode::{ChangeVisitor, Commit, Flow, RowChange, Undecodable};
 use crate::driver::{Consumer, Interrupted, Stop};
 use crate::guest_abi::DirectoryCache;
 use crate::runtime::reload::{Reload, Reloader};
-use crate::runtime::{Grants, GuestMetrics, HandlerRuntime, Instance, Limits, Module, SinkRules};
+use crate::runtime::{Grants, GuestError, GuestMetrics, HandlerRuntime, Instance, Limits, Module, SinkRules};
 use crate::sink::{AnySink, Message, Sink, SinkError, SinkRetry};
 use crate::source::reconnect::SourceStats;
 use crate::status::Stats;
@@ -858,6 +858,13 @@ impl ChangeVisitor for Pipeline {
             let h = &mut self.handlers[i];
             h.counters.calls.inc();
             let result = h.instance.call(&self.encoded);
+            if result == Err(GuestError::Interrupted) {
+                // rowhook is stopping: not the handler's failure, so no
+                // on_error; no further row is handed to a handler, and the
+                // transaction is abandoned and handled again at the next start.
+                self.halted = Some(Interrupted.into());
+                return Flow::Stop;
+            }
             if h.instance.is_broken() {
                 // A trapped component instance refuses further calls: start a
                 // new one, keeping the handler's state.
