@@ -670,11 +670,8 @@ mod tests {
             AsyncPollable::block(&mut table, borrowed),
         )
         .unwrap();
-        assert!(
-            started.elapsed() < Duration::from_millis(100),
-            "{:?}",
-            started.elapsed()
-        );
+        // An hour asked for; a busy machine may take a while to schedule.
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     }
 
     #[test]
@@ -689,7 +686,7 @@ mod tests {
         );
         let took = started.elapsed();
         assert!(
-            took >= Duration::from_millis(50) && took < Duration::from_millis(150),
+            took >= Duration::from_millis(50) && took < Duration::from_millis(50 + 250),
             "{took:?}"
         );
 
@@ -703,7 +700,7 @@ mod tests {
         stopper.join().unwrap();
         assert!(err.downcast_ref::<super::super::CallInterrupted>().is_some(), "{err:?}");
         assert!(
-            started.elapsed() < Duration::from_millis(130),
+            started.elapsed() < Duration::from_millis(30 + 250),
             "{:?}",
             started.elapsed()
         );
