@@ -200,8 +200,8 @@ pub struct RawHandler {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBreaker {
-    /// Failures (errors, traps, timeouts, quotas) within the window that
-    /// suspend the handler, 0 to 1000000 (default 5; 0: never).
+    /// Timeouts and traps (not errors the handler returns) within the
+    /// window that suspend the handler, 0 to 1000000 (default 5; 0: never).
     pub failures: Option<u32>,
     /// The window, 1 to 3600000 ms (default 10000).
     pub window_ms: Option<u32>,

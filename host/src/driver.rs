@@ -66,9 +66,10 @@ pub trait Consumer: ChangeVisitor {
     }
 }
 
-/// A wait given up for a stop request: the transaction was not acknowledged.
+/// Work given up for a stop request (a wait on a sink, a handler call): the
+/// transaction was not acknowledged.
 #[derive(Debug, thiserror::Error)]
-#[error("stopped while a sink was being written")]
+#[error("stopped before the transaction was acknowledged")]
 pub struct Interrupted;
 
 /// A stop request (SIGINT, SIGTERM), or none.
@@ -104,35 +105,52 @@ impl Stop {
     }
 }
 
-/// Turns the first SIGINT or SIGTERM into a stop request; the second exits
-/// at once (the store is crash-safe: the next start resumes at the last
-/// checkpoint).
-pub fn stop_on_signals(rt: &Runtime) -> Stop {
+/// Turns the first SIGINT or SIGTERM into a stop request, and calls
+/// `on_stop` at once (to cut a handler call in progress: see
+/// [`crate::runtime::Interrupt`]); the second signal exits at once (the
+/// store is crash-safe: the next start resumes at the last checkpoint).
+///
+/// The signals are awaited on a thread of their own: the loop's runtime
+/// runs only while the loop waits in it, and a stop must land while a
+/// handler runs too.
+pub fn stop_on_signals(on_stop: impl Fn() + Send + 'static) -> anyhow::Result<Stop> {
+    use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = watch::channel(false);
-    rt.spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let mut signals = 0;
-        loop {
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                Some(()) = async {
-                    match term.as_mut() {
-                        Some(t) => t.recv().await,
-                        None => std::future::pending().await,
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the signal runtime: {e}"))?;
+    // Registered before returning, so that a signal from now on is seen.
+    let (mut int, mut term) = {
+        let _in_rt = rt.enter();
+        let listen = |kind| signal(kind).map_err(|e| anyhow::anyhow!("listening for signals: {e}"));
+        (listen(SignalKind::interrupt())?, listen(SignalKind::terminate())?)
+    };
+    std::thread::Builder::new()
+        .name("rowhook-signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let mut signals = 0;
+                loop {
+                    tokio::select! {
+                        Some(()) = int.recv() => {}
+                        Some(()) = term.recv() => {}
+                        else => return,
                     }
-                } => {}
-            }
-            signals += 1;
-            if signals == 1 {
-                tracing::info!("stopping after the acknowledged transactions (signal again to exit at once)");
-                tx.send_replace(true);
-            } else {
-                tracing::warn!("exiting at once: the next start resumes at the last checkpoint");
-                std::process::exit(130);
-            }
-        }
-    });
-    Stop::on(rx)
+                    signals += 1;
+                    if signals == 1 {
+                        tracing::info!("stopping after the acknowledged transactions (signal again to exit at once)");
+                        on_stop();
+                        tx.send_replace(true);
+                    } else {
+                        tracing::warn!("exiting at once: the next start resumes at the last checkpoint");
+                        std::process::exit(130);
+                    }
+                }
+            })
+        })
+        .map_err(|e| anyhow::anyhow!("starting the signal thread: {e}"))?;
+    Ok(Stop::on(rx))
 }
 
 /// Options of [`drive`].

@@ -260,7 +260,7 @@ fn inspect(rt: &tokio::runtime::Runtime, args: InspectArgs) -> anyhow::Result<Ex
     };
     let stdout = std::io::stdout().lock();
     let out = std::io::BufWriter::with_capacity(1 << 16, stdout);
-    rowhook::cli::inspect::run(rt, opts, out, rowhook::driver::stop_on_signals(rt))?;
+    rowhook::cli::inspect::run(rt, opts, out, rowhook::driver::stop_on_signals(|| {})?)?;
     Ok(ExitCode::SUCCESS)
 }
 

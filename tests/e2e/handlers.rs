@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::support::{build_guest, root, rowhook, rowhook_ok, temp_dir};
 
@@ -98,6 +99,9 @@ tables = ["shop.*"]
 sinks = ["out"]
 limits = {{ memory_mb = 16, time_ms = 50, emits_per_event = 8 }}
 on_error = "dead-letter"
+# Each failing event's policy is what this test checks; suspending the
+# handler after repeated failures is tested in limits.rs.
+breaker = {{ failures = 0 }}
 dead_letter = "dead"
 
 [[handlers]]
@@ -177,6 +181,121 @@ sinks = ["orders_queue"]
         errors("orders")
     );
     assert!(dead.iter().all(|d| d["handler"] == "hostile"));
+}
+
+/// A handler that sleeps, waits on WASI pollables, reads stdin or spins
+/// holds rowhook no longer than its deadline: a sleep of any length (5 s,
+/// u64::MAX ns) returns at once on the frozen clock, a loop (of sleeps
+/// waiting for the clock to move, or of plain work) ends at the deadline
+/// plus a little, the handler's `on_error` applies to each such event, and
+/// the well-behaved handler beside it is untouched. Replayed at two time
+/// limits: the difference in wall time is what the limits differ by, per
+/// looping call, give or take a slack; the sleeps cost nothing.
+#[test]
+fn sleeping_handlers_keep_their_deadline() {
+    let (minimal, _) = guests();
+    let sleeper = build_guest(&root().join("tests/guests"), "sleeper");
+    let dir = temp_dir("handlers-sleeper");
+    // user_info (4 rows) waits for the clock, orders (7 rows) spins.
+    const LOOPING: u32 = 11;
+    let run = |time_ms: u64, on_error: &str| -> (Duration, String) {
+        for f in ["out.jsonl", "dead.jsonl", "orders.jsonl"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        let config = dir.join(format!("{time_ms}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[sinks.out]
+kind = "file"
+path = "out.jsonl"
+
+[sinks.dead]
+kind = "file"
+path = "dead.jsonl"
+
+[sinks.orders_queue]
+kind = "file"
+path = "orders.jsonl"
+
+[[handlers]]
+name = "sleeper"
+module = "{sleeper}"
+tables = ["shop.*"]
+sinks = ["out"]
+limits = {{ time_ms = {time_ms} }}
+# Every looping call must reach its deadline: no suspension.
+breaker = {{ failures = 0 }}
+{on_error}
+
+[[handlers]]
+name = "orders"
+module = "{minimal}"
+tables = ["shop.orders"]
+ops = ["insert"]
+sinks = ["orders_queue"]
+"#,
+                sleeper = sleeper.display(),
+                minimal = minimal.display()
+            ),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let out = replay(&config);
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        // The neighbour's output is complete and exact.
+        assert_eq!(
+            std::fs::read_to_string(dir.join("orders.jsonl")).unwrap(),
+            "{\"order\":1001}\n{\"order\":1002}\n{\"order\":1003}\n"
+        );
+        // Every sleep returned, every blocking stdio call came back.
+        let out = std::fs::read_to_string(dir.join("out.jsonl")).unwrap();
+        let count = |line: &str| out.lines().filter(|l| *l == line).count();
+        assert_eq!(count("news: woke"), 4, "{out}");
+        assert_eq!(count("hits: woke [0]"), 6, "{out}");
+        assert_eq!(count("stdio: Ok(0) Ok(())"), 2, "{out}");
+        assert_eq!(out.lines().count(), 12, "the clock never moved: {out}");
+        (took, stderr)
+    };
+
+    let (fast, _) = run(100, "on_error = \"dead-letter\"\ndead_letter = \"dead\"");
+    let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(dead.len(), LOOPING as usize, "{dead:?}");
+    for d in &dead {
+        assert_eq!(d["handler"], "sleeper");
+        assert_eq!(d["error"], "handler exceeded its time limit of 100 ms", "{d}");
+        assert!(
+            ["user_info", "orders"].contains(&d["change"]["table"].as_str().unwrap()),
+            "{d}"
+        );
+    }
+
+    let (slow, log) = run(300, "on_error = \"skip\"");
+    let skipped = log
+        .lines()
+        .filter(|l| l.contains("handler failed, event skipped") && l.contains("time limit of 300 ms"))
+        .count();
+    assert_eq!(skipped, LOOPING as usize, "{log}");
+    assert_eq!(std::fs::read_to_string(dir.join("dead.jsonl")).unwrap_or_default(), "");
+
+    eprintln!(
+        "replay with time_ms = 100: {fast:?}; with time_ms = 300: {slow:?}; {LOOPING} calls end at their deadline"
+    );
+    // Each looping call lasts its limit: 200 ms more each at 300 ms…
+    assert!(slow >= Duration::from_millis(300) * LOOPING, "{slow:?}");
+    assert!(
+        slow.saturating_sub(fast) < Duration::from_millis(200 + 200) * LOOPING,
+        "{fast:?} then {slow:?}"
+    );
+    // …and nothing else waits: the four 5 s sleeps alone took 20 s before.
+    assert!(
+        fast < Duration::from_millis(100 + 200) * LOOPING + Duration::from_secs(5),
+        "{fast:?}"
+    );
 }
 
 #[test]

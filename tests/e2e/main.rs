@@ -31,6 +31,8 @@ mod reload;
 mod resume;
 /// `replay --checkpoint` and `rowhook state`: resume, report, reset, move.
 mod state;
+/// SIGTERM and SIGINT stop `rowhook run` within a second mid-call, losing nothing.
+mod stop;
 /// Shared helpers: the test server, running the CLI, golden files.
 mod support;
 /// The type-coverage workload: live and file against golden, and against mysqlbinlog.

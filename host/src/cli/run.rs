@@ -26,7 +26,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("{}: `rowhook run` needs a [source] section", plan.file.display()))?;
     let rt = std::sync::Arc::new(io_runtime()?);
-    let mut pipeline = rt.block_on(Pipeline::new(plan, HandlerRuntime::new()?))?;
+    let runtime = HandlerRuntime::new()?;
+    let interrupt = runtime.interrupt();
+    let mut pipeline = rt.block_on(Pipeline::new(plan, runtime))?;
     pipeline.watch_modules()?;
     let resume = pipeline.attach_store(StateStore::open(&plan.state.path)?)?;
     let start = match &resume {
@@ -60,7 +62,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     pipeline.attach_source(live.stats());
     pipeline.write_status();
     pipeline.write_status_every(STATUS_EVERY);
-    let mut stop = stop_on_signals(&rt);
+    // A stop cuts a handler call in progress too: it does not wait for the
+    // call's deadline.
+    let mut stop = stop_on_signals(move || interrupt.request())?;
     pipeline.flush_inside_events(rt.clone(), stop.clone());
     let result = drive(
         &rt,

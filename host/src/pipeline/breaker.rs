@@ -1,8 +1,9 @@
 //! A handler's circuit breaker: a handler that keeps failing is suspended
 //! for a while, so that it cannot starve the handlers beside it.
 //!
-//! Closed, the breaker counts failures (errors, traps, timeouts, quotas) in
-//! a sliding window; `failures` of them within `window` open it. Open, the
+//! Closed, the breaker counts failures that cost the process (timeouts,
+//! traps, instances that cannot be created; not errors a handler returns)
+//! in a sliding window; `failures` of them within `window` open it. Open, the
 //! handler is not called: each of its changes fails at once, under its own
 //! `on_error`, as "suspended". After `cooldown` one change is let through
 //! (half-open): success closes the breaker, failure opens it for another

@@ -7,7 +7,7 @@
 //! is not called: each of its changes fails with the reason, under its own
 //! `on_error`, and the next change tries to create the instance again.
 //! Each handler has a circuit [`breaker`](super::breaker): one that keeps
-//! failing is suspended for a cool-down, its changes failing at once as
+//! timing out or trapping is suspended for a cool-down, its changes failing at once as
 //! "suspended" under its `on_error`, without costing its neighbours a call.
 
 use std::fmt;
@@ -58,6 +58,23 @@ impl CallError {
     /// Whether the handler was not called because it is suspended.
     pub fn is_suspended(&self) -> bool {
         matches!(self, CallError::Suspended)
+    }
+
+    /// Whether the failure costs the process (a timeout, a trap and the new
+    /// instance it takes, an instance that cannot be created), which the
+    /// circuit breaker counts. An error the handler returns, or a quota it
+    /// breaches, costs no more than a success.
+    pub fn is_costly(&self) -> bool {
+        match self {
+            CallError::Guest(GuestError::Timeout(_) | GuestError::Trap(_)) | CallError::NoInstance(_) => true,
+            CallError::Guest(_) | CallError::Suspended => false,
+        }
+    }
+
+    /// Whether the call was cut, or not made, because rowhook is stopping:
+    /// not the handler's failure.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, CallError::Guest(GuestError::Interrupted))
     }
 }
 
@@ -289,7 +306,8 @@ impl Handlers {
         let result = slot.call(&self.runtime, change);
         let transition = match &result {
             Ok(_) => slot.breaker.succeeded(),
-            Err(_) => slot.breaker.failed(Instant::now()),
+            Err(e) if e.is_costly() => slot.breaker.failed(Instant::now()),
+            Err(_) => Transition::None,
         };
         let b = &slot.plan.breaker;
         match transition {

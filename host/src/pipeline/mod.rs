@@ -513,6 +513,14 @@ impl ChangeVisitor for Pipeline {
                         return Flow::Stop;
                     }
                 }
+                Err(err) if err.is_interrupted() => {
+                    // rowhook is stopping: not the handler's failure, so no
+                    // on_error; no further row is handed to a handler, and
+                    // the transaction is abandoned and handled again at the
+                    // next start.
+                    self.halted = Some(Interrupted.into());
+                    return Flow::Stop;
+                }
                 Err(err) => {
                     let quiet = err.is_suspended();
                     if self.handle_error(handler, Failed::Change(change), &err, quiet) == Flow::Stop {

@@ -1,9 +1,17 @@
 //! The host side of the capability interfaces: emit (checked against the
 //! handler's grants on every call), per-handler state, structured log and
-//! metrics. A denial is a value the guest can handle, never a trap.
+//! metrics. A denial is a value the guest can handle, never a trap. And the
+//! WASI functions rowhook gives its own meaning: frozen clocks whose
+//! pollables are ready at once, and a `poll` that never waits past the
+//! call's deadline.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime_wasi::p2::bindings::io::poll::{Host as AsyncPoll, HostPollable as AsyncPollable};
+use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 
 use super::HostState;
 use super::bindings::rowhook::handler::{emit, log, metrics, state};
@@ -484,6 +492,98 @@ impl metrics::Host for HostState {
     }
 }
 
+/// The WASI version wasmtime-wasi defines its p2 interfaces at. A guest
+/// built against any 0.2 version links to these (the linker takes the
+/// newest semver-compatible one), so what is shadowed here covers it.
+const WASI_P2: &str = "0.2.12";
+
+/// Redefines, over what `wasmtime_wasi::p2::add_to_linker_sync` linked,
+/// the WASI functions that could hold rowhook's thread in the host, where
+/// epoch interruption does not reach:
+///
+/// - `wasi:clocks/monotonic-clock` `subscribe-duration` and
+///   `subscribe-instant` give a pollable that is ready at once: the clock
+///   stands still at zero, so a sleep of any length returns at once, and a
+///   loop that sleeps until the clock moves runs into the deadline like
+///   any other loop;
+/// - `wasi:io/poll` `poll` and `pollable.block` wait at most until the
+///   call's deadline (then the call times out) and give way to an
+///   [`super::Interrupt`] within [`super::STOP_CHECK`] ms. Every pollable a
+///   handler can make is ready at once, so this is a second line only.
+pub fn never_wait(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(&format!("wasi:clocks/monotonic-clock@{WASI_P2}"))?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut cx: StoreContextMut<'_, HostState>, (_,): (u64,)| Ok((ready_pollable(&mut cx.data_mut().table)?,)),
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut cx: StoreContextMut<'_, HostState>, (_,): (u64,)| Ok((ready_pollable(&mut cx.data_mut().table)?,)),
+    )?;
+    let mut poll = linker.instance(&format!("wasi:io/poll@{WASI_P2}"))?;
+    poll.func_wrap(
+        "poll",
+        |mut cx: StoreContextMut<'_, HostState>, (pollables,): (Vec<Resource<DynPollable>>,)| {
+            let state = cx.data_mut();
+            let (deadline, interrupt) = (state.deadline, state.interrupt.clone());
+            let ready = within_deadline(deadline, &interrupt, AsyncPoll::poll(&mut state.table, pollables))?;
+            Ok((ready,))
+        },
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |mut cx: StoreContextMut<'_, HostState>, (pollable,): (Resource<DynPollable>,)| {
+            let state = cx.data_mut();
+            let (deadline, interrupt) = (state.deadline, state.interrupt.clone());
+            within_deadline(deadline, &interrupt, AsyncPollable::block(&mut state.table, pollable))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A pollable that is always ready: what a sleep is on a frozen clock.
+struct Ready;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Ready {
+    async fn ready(&mut self) {}
+}
+
+fn ready_pollable(table: &mut ResourceTable) -> wasmtime::Result<Resource<DynPollable>> {
+    let ready = table.push(Ready)?;
+    subscribe(table, ready)
+}
+
+/// Runs a host wait until it ends, the call's `deadline` passes (a
+/// timeout, as when wasm code runs past it) or `interrupt` is requested.
+fn within_deadline<R>(
+    deadline: std::time::Instant,
+    interrupt: &super::Interrupt,
+    wait: impl Future<Output = wasmtime::Result<R>>,
+) -> wasmtime::Result<R> {
+    wasmtime_wasi::runtime::in_tokio(async {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let mut wait = std::pin::pin!(wait);
+        loop {
+            let check = deadline.min(tokio::time::Instant::now() + super::TICK * super::STOP_CHECK as u32);
+            tokio::select! {
+                biased;
+                r = &mut wait => return r,
+                () = tokio::time::sleep_until(check) => {
+                    if interrupt.requested() {
+                        return Err(super::CallInterrupted.into());
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(wasmtime::Trap::Interrupt.into());
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// Clocks that stand still: handlers get no clock unless granted one, so
 /// their output depends on the change alone.
 pub struct FrozenClock;
@@ -525,6 +625,92 @@ mod tests {
     }
 
     use super::*;
+
+    /// The shadowed functions sit in the very instances wasmtime-wasi
+    /// defined: with shadowing off, defining them again is refused. (Were
+    /// [`WASI_P2`] another version, they would land in a new instance that
+    /// guests of older versions do not resolve to.)
+    #[test]
+    fn the_shadowed_functions_are_the_ones_wasmtime_wasi_defines() {
+        let engine = wasmtime::Engine::default();
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).unwrap();
+        for (interface, func) in [
+            ("wasi:clocks/monotonic-clock", "subscribe-duration"),
+            ("wasi:clocks/monotonic-clock", "subscribe-instant"),
+            ("wasi:io/poll", "poll"),
+            ("wasi:io/poll", "[method]pollable.block"),
+        ] {
+            let mut instance = linker.instance(&format!("{interface}@{WASI_P2}")).unwrap();
+            let again = instance.func_wrap(func, |_: StoreContextMut<'_, HostState>, (): ()| Ok(()));
+            assert!(
+                again.is_err(),
+                "{interface}@{WASI_P2} {func} is not defined by wasmtime-wasi"
+            );
+        }
+        never_wait(&mut linker).unwrap();
+    }
+
+    #[test]
+    fn a_sleep_is_ready_at_once() {
+        let mut table = ResourceTable::new();
+        let sleep = ready_pollable(&mut table).unwrap();
+        let far = std::time::Instant::now() + Duration::from_secs(3600);
+        let started = std::time::Instant::now();
+        let borrowed = Resource::<DynPollable>::new_borrow(sleep.rep());
+        let ready = within_deadline(
+            far,
+            &super::super::Interrupt::default(),
+            AsyncPoll::poll(&mut table, vec![borrowed]),
+        )
+        .unwrap();
+        assert_eq!(ready, vec![0]);
+        let borrowed = Resource::<DynPollable>::new_borrow(sleep.rep());
+        within_deadline(
+            far,
+            &super::super::Interrupt::default(),
+            AsyncPollable::block(&mut table, borrowed),
+        )
+        .unwrap();
+        // An hour asked for; a busy machine may take a while to schedule.
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_host_wait_ends_at_the_deadline_or_at_an_interrupt() {
+        let never = || async { std::future::pending::<wasmtime::Result<()>>().await };
+        let interrupt = super::super::Interrupt::default();
+        let started = std::time::Instant::now();
+        let err = within_deadline(started + Duration::from_millis(50), &interrupt, never()).unwrap_err();
+        assert!(
+            matches!(err.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)),
+            "{err:?}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(50) && took < Duration::from_millis(50 + 250),
+            "{took:?}"
+        );
+
+        let requester = interrupt.clone();
+        let started = std::time::Instant::now();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            requester.request();
+        });
+        let err = within_deadline(started + Duration::from_secs(60), &interrupt, never()).unwrap_err();
+        stopper.join().unwrap();
+        assert!(err.downcast_ref::<super::super::CallInterrupted>().is_some(), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(30 + 250),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // What is ready is taken, even past the deadline.
+        let done = within_deadline(started, &interrupt, async { Ok(7) }).unwrap();
+        assert_eq!(done, 7);
+    }
 
     #[test]
     fn state_rolls_back_a_failed_event_and_commits_the_rest() {

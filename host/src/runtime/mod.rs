@@ -5,14 +5,26 @@
 //! Every call runs under limits set per handler: a deadline (epoch
 //! interruption, ticked by one background thread), a memory cap (a store
 //! limiter), and an emit quota per event. A trap, a timeout or a quota breach
-//! costs that instance, never the process.
+//! costs that instance, never the process. An [`Interrupt`] (rowhook was
+//! asked to stop) cuts the call in progress within [`STOP_CHECK`] ticks
+//! and refuses new ones, whatever the handler's deadline.
 //!
 //! The sandbox: a component may import the rowhook capability interfaces
 //! and the WASI interfaces the Rust and other language runtimes need to start
 //! (environment, exit, stdio, clocks, random, streams, and filesystem types
 //! with no directory opened). The environment is empty, the clocks are
-//! frozen at zero, stdout and stderr go nowhere, no directory is preopened,
-//! and a component that imports sockets or HTTP is refused at load.
+//! frozen at zero, stdin is closed, stdout and stderr go nowhere, no
+//! directory is preopened, random bytes come at most [`MAX_RANDOM_BYTES`] a
+//! call, and a component that imports sockets or HTTP is refused at load.
+//!
+//! Nothing a handler imports waits. Epoch interruption reaches wasm code
+//! only, never a host function that blocks, so the host side may not block:
+//! a sleep (`subscribe-duration`, `subscribe-instant` of the monotonic
+//! clock, then `poll` or `block`) is ready at once, as it should be on a
+//! clock that stands still; reading stdin ends at once (closed), writing
+//! stdout or stderr is always ready. As a second line, `wasi:io/poll`'s
+//! `poll` and `pollable.block` wait at most until the call's deadline and
+//! give way to an interrupt, should a pollable ever not be ready.
 
 mod caps;
 pub mod reload;
@@ -40,6 +52,39 @@ use bindings::rowhook::handler::emit::EmitError;
 
 /// How often the epoch advances: the granularity of call deadlines.
 const TICK: Duration = Duration::from_millis(1);
+
+/// Ticks between two looks at the [`Interrupt`] while wasm code runs: how
+/// long a stop may wait for a call in progress.
+pub const STOP_CHECK: u64 = 10;
+
+/// The most random bytes one `get-random-bytes` (or the insecure one) may
+/// ask for: filling them is host work the deadline cannot cut, and host
+/// memory outside the handler's cap.
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
+/// A request to cut the handler calls in progress and refuse new ones,
+/// shared by every instance of a [`HandlerRuntime`]: a stop (SIGTERM,
+/// SIGINT) does not wait for a handler's deadline, which may be a minute.
+/// Once requested it stays requested.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    /// Asks every call in progress to end and every later call to refuse.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it was requested.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What ends a call cut by an [`Interrupt`], told apart from a trap.
+#[derive(Debug, thiserror::Error)]
+#[error("the call was cut: rowhook is stopping")]
+struct CallInterrupted;
 
 /// Limits of one handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +132,11 @@ pub enum GuestError {
         .0 >> 20
     )]
     EmitBudget(usize),
+    /// The call was cut, or not made, because rowhook is stopping (see
+    /// [`Interrupt`]): not the handler's failure, and no `on_error` applies;
+    /// the event is handled again at the next start.
+    #[error("handler call interrupted: rowhook is stopping")]
+    Interrupted,
 }
 
 /// Why a module cannot be loaded.
@@ -250,6 +300,7 @@ pub struct HandlerRuntime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     stop: Arc<AtomicBool>,
+    interrupt: Interrupt,
 }
 
 impl Drop for HandlerRuntime {
@@ -310,6 +361,9 @@ pub struct HostState {
     /// What its `metrics` calls write, applied when the call succeeds.
     metrics: GuestMetrics,
     handler: Arc<str>,
+    interrupt: Interrupt,
+    /// When the current call's deadline passes.
+    deadline: std::time::Instant,
 }
 
 impl WasiView for HostState {
@@ -330,6 +384,7 @@ impl HandlerRuntime {
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("starting wasmtime: {e}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        caps::never_wait(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI clocks and poll: {e}"))?;
         bindings::Handler::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("linking rowhook capabilities: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -348,7 +403,13 @@ impl HandlerRuntime {
             engine,
             linker: Arc::new(linker),
             stop,
+            interrupt: Interrupt::default(),
         })
+    }
+
+    /// The interrupt of every instance of this runtime (and its clones).
+    pub fn interrupt(&self) -> Interrupt {
+        self.interrupt.clone()
     }
 
     /// Compiles and validates the component at `path`: it must be a
@@ -426,6 +487,7 @@ impl HandlerRuntime {
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         wasi.wall_clock(caps::FrozenClock).monotonic_clock(caps::FrozenClock);
+        wasi.max_random_size(MAX_RANDOM_BYTES);
         let state = HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -447,11 +509,15 @@ impl HandlerRuntime {
             log_bytes: 0,
             metrics,
             handler: Arc::from(name.as_str()),
+            interrupt: self.interrupt.clone(),
+            deadline: std::time::Instant::now(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(deadline_ticks(limits.time_ms));
-        store.epoch_deadline_trap();
+        // Instantiation runs the component's start code under the deadline too.
+        let first = arm_deadline(store.data_mut(), limits.time_ms);
+        store.set_epoch_deadline(first);
+        store.epoch_deadline_callback(on_epoch_deadline);
         let handler = module
             .pre
             .instantiate(&mut store)
@@ -467,6 +533,30 @@ impl HandlerRuntime {
 
 fn deadline_ticks(time_ms: u64) -> u64 {
     (time_ms.max(1) * 1000 / TICK.as_micros() as u64).max(1)
+}
+
+/// Starts a call's deadline of `time_ms` from now; returns the ticks until
+/// the epoch deadline first looks at it.
+fn arm_deadline(state: &mut HostState, time_ms: u64) -> u64 {
+    state.deadline = std::time::Instant::now() + Duration::from_millis(time_ms.max(1));
+    deadline_ticks(time_ms).min(STOP_CHECK)
+}
+
+/// At most every [`STOP_CHECK`] ticks of wasm code: cut the call if rowhook
+/// is stopping, end it once its deadline passed, or let it run on. The
+/// deadline is read from the clock, not counted in ticks: a tick is often
+/// late on a busy machine, and a minute of late ticks would be seconds.
+fn on_epoch_deadline(cx: wasmtime::StoreContextMut<'_, HostState>) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    let state = cx.data();
+    if state.interrupt.requested() {
+        return Err(CallInterrupted.into());
+    }
+    let left = state.deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return Ok(wasmtime::UpdateDeadline::Interrupt);
+    }
+    let ticks = (left.as_micros() as u64).div_ceil(TICK.as_micros() as u64);
+    Ok(wasmtime::UpdateDeadline::Continue(ticks.clamp(1, STOP_CHECK)))
 }
 
 /// A live handler instance.
@@ -485,6 +575,9 @@ impl Instance {
     /// replaced; what it emitted for this event is dropped.
     pub fn call(&mut self, change: &[u8]) -> Result<(), GuestError> {
         debug_assert!(!self.broken, "call on a broken instance");
+        if self.store.data().interrupt.requested() {
+            return Err(GuestError::Interrupted);
+        }
         let mark = self.store.data().emitted.len();
         let state_mark = self.store.data().state.mark();
         {
@@ -495,7 +588,8 @@ impl Instance {
             data.logs_dropped_this_call = false;
             data.log_bytes = 0;
         }
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.time_ms));
+        let first = arm_deadline(self.store.data_mut(), self.limits.time_ms);
+        self.store.set_epoch_deadline(first);
         let result = self.handler.call_on_change(&mut self.store, change);
         let quota_hit = self.store.data().quota_hit;
         let outcome = match result {
@@ -511,7 +605,9 @@ impl Instance {
             Ok(Err(msg)) => Err(GuestError::Failed(caps::guest_text(&msg, caps::MAX_GUEST_TEXT))),
             Err(e) => {
                 self.broken = true;
-                if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+                if e.downcast_ref::<CallInterrupted>().is_some() {
+                    Err(GuestError::Interrupted)
+                } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
                     Err(GuestError::Timeout(self.limits.time_ms))
                 } else {
                     Err(GuestError::Trap(caps::guest_text(
