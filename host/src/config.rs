@@ -236,6 +236,10 @@ pub struct RawLimits {
     /// Bytes (payloads and keys) one row change may emit, 1 to 1024 MiB
     /// (default 16).
     pub emit_mb_per_event: Option<u32>,
+    /// Log lines per second the handler's log may average, 0 to 100000
+    /// (default 100), with bursts of ten seconds' worth; the rest are
+    /// dropped and counted.
+    pub log_lines_per_sec: Option<u32>,
     /// Largest module file rowhook reads for the handler, 1 to 1024 MiB
     /// (default 64): a larger file, at start or on reload, is refused
     /// without being read.
@@ -947,6 +951,8 @@ pub struct Limits {
     pub emits_per_event: u32,
     /// Bytes (payloads and keys) one row change may emit, MiB.
     pub emit_mb_per_event: u32,
+    /// Log lines per second, on average.
+    pub log_lines_per_sec: u32,
     /// Largest module file read, MiB.
     pub module_mb: u32,
 }
@@ -961,6 +967,8 @@ impl Limits {
     /// Default emit byte budget per row change, MiB: one message of the
     /// largest size a sink takes.
     pub const DEFAULT_EMIT_MB_PER_EVENT: u32 = 16;
+    /// Default log rate, lines per second.
+    pub const DEFAULT_LOG_LINES_PER_SEC: u32 = 100;
     /// Default module file size cap, MiB: room for an interpreter-based
     /// component (Python's is about 18 MB, JavaScript's 12 MB).
     pub const DEFAULT_MODULE_MB: u32 = 64;
@@ -988,6 +996,7 @@ impl Default for Limits {
             time: Duration::from_millis(Self::DEFAULT_TIME_MS.into()),
             emits_per_event: Self::DEFAULT_EMITS_PER_EVENT,
             emit_mb_per_event: Self::DEFAULT_EMIT_MB_PER_EVENT,
+            log_lines_per_sec: Self::DEFAULT_LOG_LINES_PER_SEC,
             module_mb: Self::DEFAULT_MODULE_MB,
         }
     }
@@ -1596,6 +1605,7 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         time_ms: None,
         emits_per_event: None,
         emit_mb_per_event: None,
+        log_lines_per_sec: None,
         module_mb: None,
     });
     let prefix = format!("{key}.limits");
@@ -1618,12 +1628,20 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         1..=1024,
         " MiB",
     );
+    let log_lines_per_sec = check(
+        "log_lines_per_sec",
+        raw.log_lines_per_sec,
+        Limits::DEFAULT_LOG_LINES_PER_SEC,
+        0..=100_000,
+        " lines/s",
+    );
     let module_mb = check("module_mb", raw.module_mb, Limits::DEFAULT_MODULE_MB, 1..=1024, " MiB");
     Limits {
         memory_mb,
         time: Duration::from_millis(time_ms.into()),
         emits_per_event,
         emit_mb_per_event,
+        log_lines_per_sec,
         module_mb,
     }
 }
@@ -1803,6 +1821,7 @@ on_error = "skip"
                 time: Duration::from_millis(50),
                 emits_per_event: 16,
                 emit_mb_per_event: Limits::DEFAULT_EMIT_MB_PER_EVENT,
+                log_lines_per_sec: Limits::DEFAULT_LOG_LINES_PER_SEC,
                 module_mb: Limits::DEFAULT_MODULE_MB,
             }
         );
@@ -1855,6 +1874,7 @@ on_error = "skip"
                 time: Duration::from_millis(100),
                 emits_per_event: 64,
                 emit_mb_per_event: 16,
+                log_lines_per_sec: 100,
                 module_mb: 64,
             }
         );
@@ -1955,6 +1975,7 @@ on_error = "halt"                 # | "skip" | "dead-letter"
                 time: Duration::from_millis(50),
                 emits_per_event: 16,
                 emit_mb_per_event: Limits::DEFAULT_EMIT_MB_PER_EVENT,
+                log_lines_per_sec: Limits::DEFAULT_LOG_LINES_PER_SEC,
                 module_mb: Limits::DEFAULT_MODULE_MB,
             }
         );

@@ -13,6 +13,8 @@ const PAYLOAD_ROWS: usize = 100;
 const BUDGET_ROWS: usize = 20;
 /// Rows of `flood.keys`.
 const KEY_ROWS: usize = 3;
+/// Rows of `flood.logs`, each writing 50 log lines: 5,000 in all.
+const LOG_ROWS: usize = 100;
 /// The peak RSS `rowhook replay` must stay under, KiB: the flush threshold
 /// (32 MiB), one call's emit budget (16 MiB), the two instances' memory and
 /// the runtime, with room; buffering the rows event's messages would take
@@ -60,9 +62,11 @@ fn emitted_bytes_are_bounded_by_the_budget_and_flushed_by_size() {
          CREATE TABLE flood.payloads (id INT PRIMARY KEY);
          CREATE TABLE flood.budget (id INT PRIMARY KEY);
          CREATE TABLE flood.keys (id INT PRIMARY KEY);
+         CREATE TABLE flood.logs (id INT PRIMARY KEY);
          INSERT INTO flood.payloads SELECT seq FROM seq_1_to_{PAYLOAD_ROWS};
          INSERT INTO flood.budget SELECT seq FROM seq_1_to_{BUDGET_ROWS};
          INSERT INTO flood.keys SELECT seq FROM seq_1_to_{KEY_ROWS};
+         INSERT INTO flood.logs SELECT seq FROM seq_1_to_{LOG_ROWS};
          FLUSH BINARY LOGS;"
     ));
     let binlog = server.binlog("mysql-bin.000001");
@@ -109,7 +113,9 @@ sinks = ["calls"]
         ),
     )
     .unwrap();
+    let started = std::time::Instant::now();
     let (ok, stderr, rss_kib) = replay_measured(&config, &binlog, &dir);
+    let took = started.elapsed().as_secs();
     assert!(ok, "{stderr}");
 
     // The neighbour saw every change, once, in order.
@@ -126,6 +132,7 @@ sinks = ["calls"]
     let expected: Vec<&str> = std::iter::repeat_n("payloads", PAYLOAD_ROWS)
         .chain(std::iter::repeat_n("budget", BUDGET_ROWS))
         .chain(std::iter::repeat_n("keys", KEY_ROWS))
+        .chain(std::iter::repeat_n("logs", LOG_ROWS))
         .collect();
     assert_eq!(tables, expected);
 
@@ -148,6 +155,23 @@ sinks = ["calls"]
         let e = l["error"].as_str().unwrap();
         assert!(e.contains("emit budget of 16 MiB per event"), "{e}");
     }
+
+    // The log: a burst of ten seconds' worth at the default 100 lines/s,
+    // then the rate; the rest dropped, which is said once (and again when
+    // the rate allows lines again).
+    let logged = stderr.matches("flooding the log").count();
+    assert!(
+        (1000..=1000 + 100 * (took as usize + 1)).contains(&logged),
+        "{logged} guest log lines in {took} s"
+    );
+    assert!(logged < LOG_ROWS * 50);
+    assert_eq!(
+        stderr
+            .matches("lines are dropped and counted until it slows down")
+            .count(),
+        1,
+        "{stderr}"
+    );
 
     assert!(
         rss_kib < PEAK_RSS_KIB,

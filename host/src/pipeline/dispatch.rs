@@ -144,6 +144,7 @@ struct HandlerSlot {
     grants: Arc<Grants>,
     counters: HandlerCounters,
     breaker: Breaker,
+    log_rate: LogRate,
     /// Its series for what the guest's `metrics` calls write; each new
     /// instance (after a trap, a reload) writes to the same series.
     metrics: GuestMetrics,
@@ -197,6 +198,19 @@ impl HandlerSlot {
         let result = instance.call(change);
         let name = &self.plan.name;
         for line in instance.take_logs() {
+            match self.log_rate.take(Instant::now()) {
+                Take::Pass => {}
+                Take::PassAfter(dropped) => {
+                    tracing::warn!(handler = %name, "handler log below its rate again: {dropped} lines were dropped (limits.log_lines_per_sec)");
+                }
+                Take::Drop { first } => {
+                    if first {
+                        tracing::warn!(handler = %name, "handler log over {} lines per second (limits.log_lines_per_sec): lines are dropped and counted until it slows down", self.plan.limits.log_lines_per_sec);
+                    }
+                    self.metrics.log_line_dropped();
+                    continue;
+                }
+            }
             let (fields, msg) = (&line.fields, &line.message);
             match line.level {
                 "error" => tracing::error!(handler = %name, fields = ?fields, "{msg}"),
@@ -221,6 +235,69 @@ impl HandlerSlot {
         match &mut self.instance {
             Some(i) => i.state(),
             None => &mut self.parked,
+        }
+    }
+}
+
+/// What [`LogRate::take`] says of one log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// Log it.
+    Pass,
+    /// Log it; this many lines before it were dropped.
+    PassAfter(u64),
+    /// Drop it (`first`: the first of a run of drops).
+    Drop { first: bool },
+}
+
+/// A handler's log rate limit across calls: a token bucket of ten
+/// seconds' worth of lines, refilled at `per_sec`. A run of drops is
+/// reported twice: at its first drop, and at the first line logged after a
+/// second without drops, with their number.
+#[derive(Debug)]
+struct LogRate {
+    per_sec: f64,
+    tokens: f64,
+    last: Option<Instant>,
+    /// Lines dropped in the current run, and when the last was.
+    dropped: u64,
+    last_drop: Option<Instant>,
+}
+
+impl LogRate {
+    fn new(per_sec: u32) -> LogRate {
+        let per_sec = f64::from(per_sec);
+        LogRate {
+            per_sec,
+            tokens: per_sec * 10.0,
+            last: None,
+            dropped: 0,
+            last_drop: None,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> Take {
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.per_sec;
+            self.tokens = (self.tokens + refill).min(self.per_sec * 10.0);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            let quiet = self
+                .last_drop
+                .is_none_or(|t| now.saturating_duration_since(t) >= std::time::Duration::from_secs(1));
+            if self.dropped > 0 && quiet {
+                Take::PassAfter(std::mem::take(&mut self.dropped))
+            } else {
+                Take::Pass
+            }
+        } else {
+            self.dropped += 1;
+            self.last_drop = Some(now);
+            Take::Drop {
+                first: self.dropped == 1,
+            }
         }
     }
 }
@@ -264,6 +341,7 @@ impl Handlers {
             grants: grants_of(plan, h),
             counters: HandlerCounters::new(registry, h),
             breaker: Breaker::new(h.breaker),
+            log_rate: LogRate::new(h.limits.log_lines_per_sec),
             metrics: GuestMetrics::new(registry, &h.tenant, &h.name),
         };
         slot.instance = Some(slot.instantiate(&self.runtime, &slot.module)?);
@@ -412,5 +490,45 @@ impl Handlers {
             tracing::error!(handler = %slot.plan.name, "reload refused, the previous version keeps serving: {error}");
             slot.counters.reload_failures.inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_log_rate_allows_a_burst_then_the_rate_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let mut r = LogRate::new(10);
+        for _ in 0..100 {
+            assert_eq!(r.take(t0), Take::Pass, "a burst of ten seconds' worth");
+        }
+        assert_eq!(r.take(t0), Take::Drop { first: true });
+        assert_eq!(r.take(t0), Take::Drop { first: false });
+        // A tenth of a second later, one line's worth came back: it is
+        // logged, and the run of drops goes on (reported once).
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(r.take(t1), Take::Pass);
+        assert_eq!(r.take(t1), Take::Drop { first: false });
+        // A second without drops: the next line reports the run.
+        let t2 = t1 + Duration::from_millis(1500);
+        assert_eq!(r.take(t2), Take::PassAfter(3));
+        // Idle for a minute: the bucket is full again, not fuller.
+        let t3 = t2 + Duration::from_secs(60);
+        for _ in 0..100 {
+            assert_eq!(r.take(t3), Take::Pass);
+        }
+        assert_eq!(r.take(t3), Take::Drop { first: true });
+    }
+
+    #[test]
+    fn a_rate_of_zero_drops_every_line() {
+        let mut r = LogRate::new(0);
+        let t0 = Instant::now();
+        assert_eq!(r.take(t0), Take::Drop { first: true });
+        assert_eq!(r.take(t0 + Duration::from_secs(100)), Take::Drop { first: false });
     }
 }

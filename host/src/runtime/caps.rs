@@ -236,7 +236,7 @@ impl GuestMetrics {
         GuestMetrics {
             log_lines_dropped: registry.counter(
                 names::HANDLER_LOG_LINES_DROPPED,
-                "Log lines a handler wrote past the per-call cap, dropped.",
+                "Log lines a handler wrote past the per-call cap or its log rate, dropped.",
                 labels(),
             ),
             ignored: registry.counter(

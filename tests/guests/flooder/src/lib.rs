@@ -7,6 +7,7 @@
 //!   budget of 16 MiB: the second is refused with `quota` and the event fails;
 //! - `keys`: a message with a 40 MB key, refused with `too-large`, then a
 //!   report of the refusal to the sink `report`;
+//! - `logs`: 50 warnings per row change, far past the default log rate;
 //! - anything else: nothing.
 
 use rowhook_guest::{Change, Result};
@@ -26,6 +27,12 @@ fn on_change(change: &Change) -> Result<()> {
                 Err(e) => rowhook_guest::emit("report", None, format!("key: {e}")),
                 Ok(()) => rowhook_guest::emit("report", None, "KEY ACCEPTED"),
             }
+        }
+        "logs" => {
+            for i in 0..50 {
+                rowhook_guest::log::warn("flooding the log", &[("line", &i.to_string())]);
+            }
+            Ok(())
         }
         _ => Ok(()),
     }
