@@ -165,7 +165,7 @@ impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             StateError::TooLarge => "key or value too large",
-            StateError::Quota => "state size limit reached",
+            StateError::Quota => "state quota reached (limits.state_mb); delete keys or store less",
             StateError::NotACounter => "value is not a counter",
             StateError::Overflow => "counter overflow",
         })

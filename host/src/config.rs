@@ -220,6 +220,12 @@ pub struct RawLimits {
     /// (default 64): a larger file, at start or on reload, is refused
     /// without being read.
     pub module_mb: Option<u32>,
+    /// Bytes of keys and values the handler's state may hold, in MiB, 1 to
+    /// 4096 (default 64). A write that would grow the state past it gets
+    /// the `quota` error; deletes, and writes that do not grow the state,
+    /// are always taken. State lives in memory while rowhook runs: this
+    /// bounds that memory and the handler's share of the store on disk.
+    pub state_mb: Option<u32>,
 }
 
 /// `on_error = ...`.
@@ -925,6 +931,8 @@ pub struct Limits {
     pub emits_per_event: u32,
     /// Largest module file read, MiB.
     pub module_mb: u32,
+    /// Key and value bytes the state may hold, MiB.
+    pub state_mb: u32,
 }
 
 impl Limits {
@@ -937,6 +945,8 @@ impl Limits {
     /// Default module file size cap, MiB: room for an interpreter-based
     /// component (Python's is about 18 MB, JavaScript's 12 MB).
     pub const DEFAULT_MODULE_MB: u32 = 64;
+    /// Default state quota, MiB.
+    pub const DEFAULT_STATE_MB: u32 = 64;
 
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> usize {
@@ -947,6 +957,11 @@ impl Limits {
     pub fn module_bytes(&self) -> u64 {
         u64::from(self.module_mb) * 1024 * 1024
     }
+
+    /// The state quota in bytes.
+    pub fn state_bytes(&self) -> u64 {
+        u64::from(self.state_mb) * 1024 * 1024
+    }
 }
 
 impl Default for Limits {
@@ -956,6 +971,7 @@ impl Default for Limits {
             time: Duration::from_millis(Self::DEFAULT_TIME_MS.into()),
             emits_per_event: Self::DEFAULT_EMITS_PER_EVENT,
             module_mb: Self::DEFAULT_MODULE_MB,
+            state_mb: Self::DEFAULT_STATE_MB,
         }
     }
 }
@@ -1474,6 +1490,7 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         time_ms: None,
         emits_per_event: None,
         module_mb: None,
+        state_mb: None,
     });
     let mut check = |name: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>, unit: &str| {
         let v = value.unwrap_or(default);
@@ -1496,11 +1513,13 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         "",
     );
     let module_mb = check("module_mb", raw.module_mb, Limits::DEFAULT_MODULE_MB, 1..=1024, " MiB");
+    let state_mb = check("state_mb", raw.state_mb, Limits::DEFAULT_STATE_MB, 1..=4096, " MiB");
     Limits {
         memory_mb,
         time: Duration::from_millis(time_ms.into()),
         emits_per_event,
         module_mb,
+        state_mb,
     }
 }
 
@@ -1679,6 +1698,7 @@ on_error = "skip"
                 time: Duration::from_millis(50),
                 emits_per_event: 16,
                 module_mb: Limits::DEFAULT_MODULE_MB,
+                state_mb: Limits::DEFAULT_STATE_MB,
             }
         );
         assert_eq!(orders.limits.memory_bytes(), 32 << 20);
@@ -1730,6 +1750,7 @@ on_error = "skip"
                 time: Duration::from_millis(100),
                 emits_per_event: 64,
                 module_mb: 64,
+                state_mb: 64,
             }
         );
         assert_eq!(h.on_error, OnError::Halt);
@@ -1829,6 +1850,7 @@ on_error = "halt"                 # | "skip" | "dead-letter"
                 time: Duration::from_millis(50),
                 emits_per_event: 16,
                 module_mb: Limits::DEFAULT_MODULE_MB,
+                state_mb: Limits::DEFAULT_STATE_MB,
             }
         );
         assert_eq!(h.on_error, OnError::Halt);
@@ -2207,7 +2229,7 @@ module = " "
 tables = []
 ops = []
 sinks = ["out", "nowhere"]
-limits = { memory_mb = 0, time_ms = 60001, emits_per_event = 10001 }
+limits = { memory_mb = 0, time_ms = 60001, emits_per_event = 10001, state_mb = 4097 }
 
 [[handlers]]
 name = "b/c"
@@ -2243,6 +2265,7 @@ dead_letter = "log"
                 "handlers[1].limits.memory_mb: 0 is out of range",
                 "handlers[1].limits.time_ms: 60001 is out of range",
                 "handlers[1].limits.emits_per_event: 10001 is out of range",
+                "handlers[1].limits.state_mb: 4097 is out of range",
                 "handlers[2].name: `b/c` is not a handler name",
                 "handlers[2].tables[0]: `orders` is not `db.table` or `db.*`",
                 "handlers[2].tables[1]: `shop.` needs both a database and a table (`db.table` or `db.*`)",
@@ -2254,6 +2277,8 @@ dead_letter = "log"
                 "handlers[4].dead_letter: is only used with on_error = \"dead-letter\"",
             ]
         );
+        // An out-of-range limit names its range, unit and default.
+        assert_eq!(p[9].fix, "use 1 to 4096 MiB (default 64)");
         // The fix of an undefined sink lists the defined ones.
         assert_eq!(
             p[5].fix,

@@ -158,6 +158,7 @@ pub fn runtime_limits(plan: &HandlerPlan) -> Limits {
         memory_bytes: plan.limits.memory_mb as usize * (1 << 20),
         time_ms: plan.limits.time.as_millis().max(1) as u64,
         emits_per_event: plan.limits.emits_per_event,
+        state_bytes: plan.limits.state_bytes(),
     }
 }
 
@@ -344,7 +345,7 @@ impl Pipeline {
                 .map(|h| crate::status::HandlerState {
                     name: h.plan.name.clone(),
                     keys: h.instance.state().len() as u64,
-                    bytes: 0,
+                    bytes: h.instance.state().bytes(),
                 })
                 .collect(),
             dead_letters: store.dead_letter_total(),

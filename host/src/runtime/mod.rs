@@ -27,7 +27,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use caps::{Emitted, GuestMetrics, LogLine, MAX_LOG_LINES_PER_CALL, MAX_METRIC_NAMES, StateOverlay};
+pub use caps::{Emitted, GuestMetrics, LogLine, MAX_LOG_LINES_PER_CALL, MAX_METRIC_NAMES, OverQuota, StateOverlay};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -50,6 +50,8 @@ pub struct Limits {
     pub time_ms: u64,
     /// Emits allowed per event.
     pub emits_per_event: u32,
+    /// Key and value bytes the handler's state may hold.
+    pub state_bytes: u64,
 }
 
 impl Default for Limits {
@@ -58,6 +60,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             time_ms: 100,
             emits_per_event: 64,
+            state_bytes: 64 << 20,
         }
     }
 }
@@ -279,6 +282,10 @@ pub struct HostState {
     quota_hit: bool,
     /// State writes since the last commit, over the committed state.
     state: StateOverlay,
+    /// Key and value bytes `state` may hold.
+    state_quota: u64,
+    /// Whether this instance logged a refused state write already.
+    state_quota_warned: bool,
     logs: Vec<LogLine>,
     /// Whether this call already wrote more log lines than allowed.
     logs_dropped_this_call: bool,
@@ -417,6 +424,8 @@ impl HandlerRuntime {
             max_emits: limits.emits_per_event,
             quota_hit: false,
             state: StateOverlay::default(),
+            state_quota: limits.state_bytes,
+            state_quota_warned: false,
             logs: Vec::new(),
             logs_dropped_this_call: false,
             log_bytes: 0,
@@ -461,7 +470,6 @@ impl Instance {
     pub fn call(&mut self, change: &[u8]) -> Result<(), GuestError> {
         debug_assert!(!self.broken, "call on a broken instance");
         let mark = self.store.data().emitted.len();
-        let state_mark = self.store.data().state.mark();
         {
             let data = self.store.data_mut();
             data.emits_this_event = 0;
@@ -496,7 +504,7 @@ impl Instance {
         if outcome.is_err() {
             // Nothing of a failed event leaves the handler (but its log).
             data.emitted.truncate(mark);
-            data.state.rollback_to(state_mark);
+            data.state.rollback_event();
             data.metrics.discard();
         } else {
             data.state.settle();
