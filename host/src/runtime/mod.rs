@@ -11,10 +11,12 @@
 //! and the WASI interfaces the Rust and other language runtimes need to start
 //! (environment, exit, stdio, clocks, random, streams, and filesystem types
 //! with no directory opened). The environment is empty, the clocks are
-//! frozen at zero, stdout and stderr go nowhere, no directory is preopened,
+//! frozen at zero, randomness is seeded per handler and change (see
+//! [`random`]), stdout and stderr go nowhere, no directory is preopened,
 //! and a component that imports sockets or HTTP is refused at load.
 
 mod caps;
+pub mod random;
 pub mod reload;
 
 use std::collections::HashMap;
@@ -286,6 +288,8 @@ pub struct HostState {
     state_quota: u64,
     /// Whether this instance logged a refused state write already.
     state_quota_warned: bool,
+    /// Reseeded from the change's id at each call.
+    random: random::HandlerRandom,
     logs: Vec<LogLine>,
     /// Whether this call already wrote more log lines than allowed.
     logs_dropped_this_call: bool,
@@ -410,6 +414,10 @@ impl HandlerRuntime {
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         wasi.wall_clock(caps::FrozenClock).monotonic_clock(caps::FrozenClock);
+        let random = random::HandlerRandom::new(&name);
+        wasi.secure_random(random.secure())
+            .insecure_random(random.insecure())
+            .insecure_random_seed(random.insecure_seed());
         let state = HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -426,6 +434,7 @@ impl HandlerRuntime {
             state: StateOverlay::default(),
             state_quota: limits.state_bytes,
             state_quota_warned: false,
+            random,
             logs: Vec::new(),
             logs_dropped_this_call: false,
             log_bytes: 0,
@@ -472,6 +481,10 @@ impl Instance {
         let mark = self.store.data().emitted.len();
         {
             let data = self.store.data_mut();
+            match rowhook_abi::Change::parse(change) {
+                Ok(c) => data.random.reseed(c.id().as_bytes()),
+                Err(_) => data.random.reseed(change),
+            }
             data.emits_this_event = 0;
             data.quota_hit = false;
             data.logs_dropped_this_call = false;
