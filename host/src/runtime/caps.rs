@@ -55,6 +55,39 @@ pub fn guest_text(s: &str, max: usize) -> String {
     }
     out
 }
+/// Whether `payload` can be one line of a line sink (stdout, file, fifo),
+/// and if not, why: it must be UTF-8 text with no control character but
+/// tab. That keeps one message one line for every reader: `\n` and `\r`
+/// (readers of CRLF text split there too) would split it, NUL makes
+/// `grep` and other text tools treat the whole file as binary, ESC and the
+/// other C0 and C1 controls can drive a terminal that shows the stream,
+/// and bytes that are not UTF-8 stop a JSON or text reader at that line.
+/// Row-change JSON passes: it escapes every C0 control; a handler that
+/// copies text through another JSON encoder should make it escape DEL and
+/// U+0080 to U+009F too.
+pub fn line_payload(payload: &[u8]) -> Result<(), &'static str> {
+    let text = std::str::from_utf8(payload).map_err(|_| "it is not UTF-8 text")?;
+    // Controls are ASCII bytes below 0x20 or 0x7f, or U+0080..=U+009F,
+    // which UTF-8 writes as 0xc2 0x80..=0x9f.
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let why = match b {
+            b'\t' => continue,
+            b'\n' => "it holds a newline (\\n)",
+            b'\r' => "it holds a carriage return (\\r)",
+            0 => "it holds a NUL byte",
+            0x1b => "it holds an escape (ESC, 0x1b)",
+            0..0x20 | 0x7f => "it holds a control character",
+            0xc2 if matches!(bytes.get(i + 1), Some(0x80..=0x9f)) => {
+                "it holds a C1 control character (U+0080 to U+009F)"
+            }
+            _ => continue,
+        };
+        return Err(why);
+    }
+    Ok(())
+}
+
 /// Distinct counter names (and, apart, gauge names) one handler may use.
 pub const MAX_METRIC_NAMES: usize = 1_000;
 /// Invalid metric names warned about per instance (each once).
@@ -889,5 +922,27 @@ mod tests {
         assert_eq!(s.get("new"), None);
         assert_eq!(s.bytes(), 10);
         assert_eq!(s.commit(), vec![]);
+    }
+
+    #[test]
+    fn line_payloads_are_one_line_of_text() {
+        for ok in ["", "{\"a\":\"b\\nc\"}", "tab\there", "ü € \u{2028} 😀", "\u{a0}"] {
+            assert_eq!(line_payload(ok.as_bytes()), Ok(()), "{ok:?}");
+        }
+        for (bad, why) in [
+            (&b"a\nb"[..], "newline"),
+            (b"a\r", "carriage return"),
+            (b"\0", "NUL"),
+            (b"\x1b[2J", "escape"),
+            (b"\x07", "control character"),
+            (b"\x7f", "control character"),
+            ("\u{9b}31m".as_bytes(), "C1"),
+            ("\u{85}".as_bytes(), "C1"),
+            (b"\xff\xfe", "not UTF-8"),
+            (b"\xc2", "not UTF-8"),
+        ] {
+            let e = line_payload(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
     }
 }

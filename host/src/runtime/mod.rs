@@ -29,7 +29,9 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use caps::{Emitted, GuestMetrics, LogLine, MAX_LOG_LINES_PER_CALL, MAX_METRIC_NAMES, OverQuota, StateOverlay};
+pub use caps::{
+    Emitted, GuestMetrics, LogLine, MAX_LOG_LINES_PER_CALL, MAX_METRIC_NAMES, OverQuota, StateOverlay, line_payload,
+};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -228,7 +230,9 @@ pub struct Grants(HashMap<String, SinkRules>);
 /// What a granted sink accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SinkRules {
-    /// The sink writes one message per line: a payload must not contain a newline.
+    /// The sink writes one message per line of text (stdout, file, fifo):
+    /// a payload must be one line of UTF-8 text, with no control character
+    /// but tab (see [`line_payload`]).
     pub single_line: bool,
 }
 
@@ -569,7 +573,10 @@ impl HostState {
         if payload.len() > caps::MAX_PAYLOAD {
             return Err(EmitError::TooLarge);
         }
-        if rules.single_line && payload.contains(&b'\n') {
+        if rules.single_line
+            && let Err(why) = caps::line_payload(&payload)
+        {
+            tracing::debug!(handler = %self.handler, sink = %sink, "emit refused as invalid: {why}");
             return Err(EmitError::Invalid);
         }
         self.emits_this_event += 1;
