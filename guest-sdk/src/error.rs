@@ -128,8 +128,10 @@ pub enum EmitError {
     Unavailable,
     /// The payload or key is larger than the sink or rowhook accepts.
     TooLarge,
-    /// The sink cannot carry the payload as it is: a newline in a message
-    /// to a sink that writes one message per line.
+    /// The sink cannot carry the payload as it is: a sink that writes one
+    /// message per line of text (stdout, file, fifo) and a payload that is
+    /// not UTF-8 or holds a control character other than tab (`\n`, `\r`,
+    /// NUL, ESC, …).
     Invalid,
 }
 
@@ -140,7 +142,9 @@ impl fmt::Display for EmitError {
             EmitError::Quota => "emit quota of this event reached",
             EmitError::Unavailable => "sink unavailable",
             EmitError::TooLarge => "message too large",
-            EmitError::Invalid => "payload not valid for this sink (a newline in a one-line-per-message sink)",
+            EmitError::Invalid => {
+                "payload not valid for this sink: a line sink (stdout, file, fifo) takes one line of UTF-8 text with no control character but tab (no \\n, \\r, NUL or ESC)"
+            }
         })
     }
 }
@@ -165,7 +169,7 @@ impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             StateError::TooLarge => "key or value too large",
-            StateError::Quota => "state size limit reached",
+            StateError::Quota => "state quota reached (limits.state_mb); delete keys or store less",
             StateError::NotACounter => "value is not a counter",
             StateError::Overflow => "counter overflow",
         })

@@ -244,6 +244,12 @@ pub struct RawLimits {
     /// (default 64): a larger file, at start or on reload, is refused
     /// without being read.
     pub module_mb: Option<u32>,
+    /// Bytes of keys and values the handler's state may hold, in MiB, 1 to
+    /// 4096 (default 64). A write that would grow the state past it gets
+    /// the `quota` error; deletes, and writes that do not grow the state,
+    /// are always taken. State lives in memory while rowhook runs: this
+    /// bounds that memory and the handler's share of the store on disk.
+    pub state_mb: Option<u32>,
 }
 
 /// `on_error = ...`.
@@ -955,6 +961,8 @@ pub struct Limits {
     pub log_lines_per_sec: u32,
     /// Largest module file read, MiB.
     pub module_mb: u32,
+    /// Key and value bytes the state may hold, MiB.
+    pub state_mb: u32,
 }
 
 impl Limits {
@@ -972,6 +980,8 @@ impl Limits {
     /// Default module file size cap, MiB: room for an interpreter-based
     /// component (Python's is about 18 MB, JavaScript's 12 MB).
     pub const DEFAULT_MODULE_MB: u32 = 64;
+    /// Default state quota, MiB.
+    pub const DEFAULT_STATE_MB: u32 = 64;
 
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> usize {
@@ -987,6 +997,11 @@ impl Limits {
     pub fn module_bytes(&self) -> u64 {
         u64::from(self.module_mb) * 1024 * 1024
     }
+
+    /// The state quota in bytes.
+    pub fn state_bytes(&self) -> u64 {
+        u64::from(self.state_mb) * 1024 * 1024
+    }
 }
 
 impl Default for Limits {
@@ -998,6 +1013,7 @@ impl Default for Limits {
             emit_mb_per_event: Self::DEFAULT_EMIT_MB_PER_EVENT,
             log_lines_per_sec: Self::DEFAULT_LOG_LINES_PER_SEC,
             module_mb: Self::DEFAULT_MODULE_MB,
+            state_mb: Self::DEFAULT_STATE_MB,
         }
     }
 }
@@ -1607,6 +1623,7 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         emit_mb_per_event: None,
         log_lines_per_sec: None,
         module_mb: None,
+        state_mb: None,
     });
     let prefix = format!("{key}.limits");
     let mut check = |name: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>, unit: &str| {
@@ -1636,6 +1653,7 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         " lines/s",
     );
     let module_mb = check("module_mb", raw.module_mb, Limits::DEFAULT_MODULE_MB, 1..=1024, " MiB");
+    let state_mb = check("state_mb", raw.state_mb, Limits::DEFAULT_STATE_MB, 1..=4096, " MiB");
     Limits {
         memory_mb,
         time: Duration::from_millis(time_ms.into()),
@@ -1643,6 +1661,7 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         emit_mb_per_event,
         log_lines_per_sec,
         module_mb,
+        state_mb,
     }
 }
 
@@ -1823,6 +1842,7 @@ on_error = "skip"
                 emit_mb_per_event: Limits::DEFAULT_EMIT_MB_PER_EVENT,
                 log_lines_per_sec: Limits::DEFAULT_LOG_LINES_PER_SEC,
                 module_mb: Limits::DEFAULT_MODULE_MB,
+                state_mb: Limits::DEFAULT_STATE_MB,
             }
         );
         assert_eq!(orders.limits.memory_bytes(), 32 << 20);
@@ -1876,6 +1896,7 @@ on_error = "skip"
                 emit_mb_per_event: 16,
                 log_lines_per_sec: 100,
                 module_mb: 64,
+                state_mb: 64,
             }
         );
         assert_eq!(h.on_error, OnError::Halt);
@@ -1977,6 +1998,7 @@ on_error = "halt"                 # | "skip" | "dead-letter"
                 emit_mb_per_event: Limits::DEFAULT_EMIT_MB_PER_EVENT,
                 log_lines_per_sec: Limits::DEFAULT_LOG_LINES_PER_SEC,
                 module_mb: Limits::DEFAULT_MODULE_MB,
+                state_mb: Limits::DEFAULT_STATE_MB,
             }
         );
         assert_eq!(h.on_error, OnError::Halt);
@@ -2355,7 +2377,7 @@ module = " "
 tables = []
 ops = []
 sinks = ["out", "nowhere"]
-limits = { memory_mb = 0, time_ms = 60001, emits_per_event = 10001, emit_mb_per_event = 0 }
+limits = { memory_mb = 0, time_ms = 60001, emits_per_event = 10001, emit_mb_per_event = 0, state_mb = 4097 }
 breaker = { failures = 1000001, window_ms = 0, cooldown_ms = 3600001 }
 
 [[handlers]]
@@ -2393,6 +2415,7 @@ dead_letter = "log"
                 "handlers[1].limits.time_ms: 60001 is out of range",
                 "handlers[1].limits.emits_per_event: 10001 is out of range",
                 "handlers[1].limits.emit_mb_per_event: 0 is out of range",
+                "handlers[1].limits.state_mb: 4097 is out of range",
                 "handlers[1].breaker.failures: 1000001 is out of range",
                 "handlers[1].breaker.window_ms: 0 is out of range",
                 "handlers[1].breaker.cooldown_ms: 3600001 is out of range",
@@ -2407,6 +2430,8 @@ dead_letter = "log"
                 "handlers[4].dead_letter: is only used with on_error = \"dead-letter\"",
             ]
         );
+        // An out-of-range limit names its range, unit and default.
+        assert_eq!(p[9].fix, "use 1 to 4096 MiB (default 64)");
         // The fix of an undefined sink lists the defined ones.
         assert_eq!(
             p[5].fix,

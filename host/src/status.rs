@@ -156,7 +156,7 @@ pub struct HandlerState {
     pub name: String,
     /// Keys.
     pub keys: u64,
-    /// Bytes of keys and values (unknown in a status file: 0).
+    /// Bytes of keys and values: what counts against `limits.state_mb`.
     pub bytes: u64,
 }
 

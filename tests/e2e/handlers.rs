@@ -129,26 +129,37 @@ sinks = ["orders_queue"]
         std::fs::read_to_string(dir.join("secret.jsonl")).unwrap_or_default(),
         ""
     );
-    // Per sms_outbox row: the denial, the refused newline, then what the sandbox shows of the
-    // filesystem (nothing opened), the environment (empty) and the clock
-    // (frozen at the epoch).
+    // Per sms_outbox row: the denial, the refused newline, the one payload
+    // with a control character a line sink takes (a tab), the refused
+    // carriage return, NUL, terminal escape, C1 control and non-UTF-8
+    // bytes, then what the sandbox shows of the filesystem (nothing
+    // opened), the environment (empty) and the clock (frozen at the epoch).
     let hostile_out = std::fs::read_to_string(dir.join("hostile.jsonl")).unwrap();
     let lines: Vec<&str> = hostile_out.lines().collect();
-    assert_eq!(lines.len(), 10, "five lines per sms_outbox row: {hostile_out}");
-    for row in lines.chunks(5) {
+    assert_eq!(lines.len(), 14, "seven lines per sms_outbox row: {hostile_out}");
+    for row in lines.chunks(7) {
         assert!(row[0].starts_with("denied:"), "{hostile_out}");
         assert!(
             row[1].starts_with("newline: ") && row[1].contains("payload not valid"),
             "{hostile_out}"
         );
+        assert_eq!(row[2], "tab\tis fine");
+        assert_eq!(row[3], "controls: Invalid Invalid Invalid Invalid Invalid taken");
         assert!(
-            row[2].starts_with("fs: Err(") && row[2].contains(") Err("),
+            row[4].starts_with("fs: Err(") && row[4].contains(") Err("),
             "{hostile_out}"
         );
-        assert!(!row[2].contains("Ok("), "{hostile_out}");
-        assert_eq!(row[3], "env: []");
-        assert_eq!(row[4], "clock: Ok(0)");
+        assert!(!row[4].contains("Ok("), "{hostile_out}");
+        assert_eq!(row[5], "env: []");
+        assert_eq!(row[6], "clock: Ok(0)");
     }
+    // The file is UTF-8 text, one line per message, no control but tab.
+    assert!(
+        hostile_out
+            .bytes()
+            .all(|b| b == b'\n' || b == b'\t' || !(b < 0x20 || b == 0x7f)),
+        "{hostile_out:?}"
+    );
     // Every other event of the hostile handler went to the dead-letter sink
     // with its error: loops, traps, quota, memory.
     let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();
@@ -504,4 +515,58 @@ on_error = "skip"
         "{text}"
     );
     assert!(text.contains("metrics: orders_seen=3, last_order_id=1003"), "{text}");
+}
+
+/// What a handler draws from `wasi:random` is the same on every replay and
+/// differs between handlers: the generators are seeded from the handler's
+/// name and the change's id, so does a fresh `HashMap`'s hasher.
+#[test]
+fn randomness_replays_and_differs_between_handlers() {
+    let dice = crate::reload::suite_guests().join("dice.wasm");
+    let dir = temp_dir("handlers-random");
+    // Handler `name` over the shop binlog: the lines it emitted.
+    let run = |name: &str| {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[sinks.out]
+kind = "file"
+path = "{name}.jsonl"
+
+[[handlers]]
+name = "{name}"
+module = "{dice}"
+tables = ["shop.*"]
+sinks = ["out"]
+"#,
+                dice = dice.display()
+            ),
+        )
+        .unwrap();
+        let out = replay(&config);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let file = dir.join(format!("{name}.jsonl"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        crate::support::json_lines(&text)
+    };
+    let run = || (run("dice_a"), run("dice_b"));
+    let (a1, b1) = run();
+    let (a2, b2) = run();
+    assert_eq!(a1.len(), 23, "every change of the shop binlog");
+    assert_eq!((&a1, &b1), (&a2, &b2), "a replay draws the same");
+    for (a, b) in a1.iter().zip(&b1) {
+        assert_eq!(a["id"], b["id"]);
+        for field in ["random", "u64", "insecure", "seed", "hash"] {
+            assert_ne!(a[field], b[field], "{field}: {a} {b}");
+        }
+    }
+    // Each change draws its own bytes; the hash-map seed is one per handler.
+    let mut drawn: Vec<&str> = a1.iter().map(|l| l["random"].as_str().unwrap()).collect();
+    drawn.sort_unstable();
+    drawn.dedup();
+    assert_eq!(drawn.len(), a1.len());
+    assert!(a1.iter().all(|l| l["seed"] == a1[0]["seed"]));
 }

@@ -1,8 +1,13 @@
 //! The store from the outside: `rowhook replay --checkpoint` keeps state and
 //! resumes after its checkpoint; `rowhook state` reports it, and changes it
-//! only when told to, with `--yes`.
+//! only when told to, with `--yes`. A handler's state stays within its
+//! quota, in memory and on disk.
 
-use crate::support::{build_guest, root, rowhook, rowhook_ok, temp_dir};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{build_guest, root, rowhook, rowhook_ok, temp_dir, wait_until};
 
 #[test]
 fn checkpointed_replay_resumes_and_state_changes_only_on_command() {
@@ -120,4 +125,223 @@ sinks = ["orders_queue"]
         stderr.contains("other-bin.000009 is not among the files given"),
         "{stderr}"
     );
+}
+
+/// Runs `rowhook replay --checkpoint -c config` over the shop binlog under
+/// GNU time; fails the test if it does not finish by itself within two
+/// minutes. Returns its stderr and its peak resident memory in bytes.
+fn replay_measured(dir: &Path, config: &Path) -> (String, u64) {
+    let binlog = root().join("examples/binlog/shop-bin.000001");
+    let (time_out, stderr) = (dir.join("time.out"), dir.join("stderr.log"));
+    let mut child = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&time_out)
+        .arg(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["replay", "--checkpoint", "-c"])
+        .arg(config)
+        .arg(&binlog)
+        .env("ROWHOOK_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("run /usr/bin/time (GNU time)");
+    let status = wait_until(
+        &mut child,
+        Instant::now() + Duration::from_secs(120),
+        "rowhook replay of the hoarder",
+    );
+    let stderr = std::fs::read_to_string(&stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    let kib: u64 = std::fs::read_to_string(&time_out)
+        .unwrap()
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (stderr, kib * 1024)
+}
+
+/// A handler that tries to store twenty 1 MiB values on every change gets
+/// `quota` once its state reaches `limits.state_mb`; rowhook finishes by
+/// itself, its memory and its store stay bounded, the well-behaved handler
+/// beside it is untouched, and `rowhook state` and the status file report
+/// the real sizes. With the quota lowered below what is stored, the state
+/// still loads, writes that grow it get `quota`, and deletes make room.
+#[test]
+fn state_quota_holds_against_a_hoarder() {
+    let hoarder = build_guest(&root().join("tests/guests"), "hoarder");
+    let minimal = build_guest(&root().join("guest-sdk/examples/minimal"), "minimal");
+    let dir = temp_dir("state-quota");
+    let config = dir.join("rowhook.toml");
+    let write = |state_mb: u32, tables: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[state]
+path = "state"
+
+[sinks.out]
+kind = "file"
+path = "hoarder.jsonl"
+
+[sinks.orders_queue]
+kind = "file"
+path = "orders.jsonl"
+
+[[handlers]]
+name = "hoarder"
+module = "{hoarder}"
+tables = {tables}
+sinks = ["out"]
+limits = {{ state_mb = {state_mb}, time_ms = 5000 }}
+
+[[handlers]]
+name = "orders"
+module = "{minimal}"
+tables = ["shop.orders"]
+ops = ["insert"]
+sinks = ["orders_queue"]
+"#,
+                hoarder = hoarder.display(),
+                minimal = minimal.display()
+            ),
+        )
+        .unwrap();
+    };
+    let take = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        std::fs::remove_file(dir.join(name)).unwrap();
+        text
+    };
+    let sizes = |report: &serde_json::Value| -> Vec<(String, u64, u64)> {
+        report["handlers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["name"].as_str().unwrap().to_owned(),
+                    h["keys"].as_u64().unwrap(),
+                    h["bytes"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state/status.json")).unwrap()).unwrap()
+    };
+    let cfg = config.to_str().unwrap();
+    let blob = |n: u64| (1 << 20) + format!("blob-{n}").len() as u64;
+    let count = "count".len() as u64 + 8;
+
+    // 19 changes, 380 MiB tried, under a 16 MiB quota.
+    write(
+        16,
+        r#"["shop.user_info", "shop.orders", "shop.hits", "shop.sms_outbox"]"#,
+    );
+    let (log, peak) = replay_measured(&dir, &config);
+    assert!(log.contains("handler state would grow past its quota"), "{log}");
+    assert_eq!(
+        take("orders.jsonl"),
+        "{\"order\":1001}\n{\"order\":1002}\n{\"order\":1003}\n"
+    );
+    let lines = crate::support::json_lines(&take("hoarder.jsonl"));
+    assert_eq!(lines.len(), 19);
+    // Fifteen values fit (with their names and the count); the sixteenth
+    // and every later one get `quota`.
+    assert_eq!(lines[0]["stored"], 15, "{:?}", lines[0]);
+    assert_eq!(lines[0]["errors"], serde_json::json!(vec!["quota"; 5]));
+    for l in &lines[1..] {
+        assert_eq!(
+            (&l["stored"], &l["errors"]),
+            (&0.into(), &serde_json::json!(vec!["quota"; 20]))
+        );
+    }
+    let stored = (0..15).map(blob).sum::<u64>() + count;
+    assert!(stored <= 16 << 20);
+    let expected = vec![("hoarder".to_owned(), 16, stored), ("orders".to_owned(), 1, 14)];
+    assert_eq!(sizes(&status()), expected, "status.json");
+    let report: serde_json::Value = serde_json::from_str(&rowhook_ok(&["state", "-c", cfg, "--json"])).unwrap();
+    assert_eq!(sizes(&report), expected, "rowhook state, from the store");
+    let text = rowhook_ok(&["state", "-c", cfg]);
+    assert!(
+        text.contains(&format!("state         hoarder: 16 keys, {stored} bytes")),
+        "{text}"
+    );
+    // Without the quota this run holds 380 MiB of state and peaks at
+    // 1.2 GB with an 800 MB store; with it, about 90 MB and 34 MB.
+    assert!(peak < 256 << 20, "peak RSS {peak} bytes");
+    let store = std::fs::metadata(dir.join("state/rowhook.redb")).unwrap().len();
+    assert!(store < 64 << 20, "store {store} bytes");
+
+    // The quota lowered to 4 MiB, under the 15 MiB stored, and the whole
+    // binlog again: the state loads; until a `news` change deletes, every
+    // write that grows it gets `quota`.
+    write(4, r#"["shop.*"]"#);
+    rowhook_ok(&["state", "-c", cfg, "set-start", "config", "--yes"]);
+    let (_, peak) = replay_measured(&dir, &config);
+    assert_eq!(
+        take("orders.jsonl"),
+        "{\"order\":1001}\n{\"order\":1002}\n{\"order\":1003}\n"
+    );
+    let lines = crate::support::json_lines(&take("hoarder.jsonl"));
+    let summary: Vec<String> = lines
+        .iter()
+        .map(|l| match l.get("deleted") {
+            Some(d) => format!(
+                "{} deleted {d}, then {}",
+                l["id"].as_str().unwrap(),
+                l["then"].as_str().unwrap()
+            ),
+            None => format!(
+                "{} stored {}, {} quota",
+                l["id"].as_str().unwrap(),
+                l["stored"],
+                l["errors"].as_array().unwrap().iter().filter(|e| *e == "quota").count()
+            ),
+        })
+        .collect();
+    let mut expected: Vec<String> = [
+        "0-1-8:0:0",
+        "0-1-8:0:1",
+        "0-1-8:0:2",
+        "0-1-8:0:3",
+        "0-1-9:0:0",
+        "0-1-9:1:0",
+        "0-1-10:0:0",
+        "0-1-10:1:0",
+        "0-1-11:0:0",
+        "0-1-12:0:0",
+        "0-1-13:0:0",
+    ]
+    .iter()
+    .map(|id| format!("{id} stored 0, 20 quota"))
+    .collect();
+    expected.push("0-1-14:0:0 deleted 15, then stored".into());
+    expected.push("0-1-15:0:0 deleted 1, then stored".into());
+    expected.push("0-1-16:0:0 deleted 1, then stored".into());
+    // Room for two more values beside the one stored.
+    expected.push("0-1-17:0:0 stored 2, 18 quota".into());
+    for id in [
+        "0-1-17:0:1",
+        "0-1-17:0:2",
+        "0-1-17:0:3",
+        "0-1-17:0:4",
+        "0-1-17:0:5",
+        "0-1-18:0:0",
+        "0-1-19:0:0",
+    ] {
+        expected.push(format!("{id} stored 0, 20 quota"));
+    }
+    expected.push("0-1-20:0:0 deleted 3, then stored".into());
+    assert_eq!(summary, expected);
+    let expected = vec![("hoarder".to_owned(), 2, blob(0) + count), ("orders".to_owned(), 1, 14)];
+    assert_eq!(sizes(&status()), expected, "status.json");
+    let report: serde_json::Value = serde_json::from_str(&rowhook_ok(&["state", "-c", cfg, "--json"])).unwrap();
+    assert_eq!(sizes(&report), expected, "rowhook state, from the store");
+    assert!(peak < 256 << 20, "peak RSS {peak} bytes");
 }

@@ -157,13 +157,14 @@ pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
         let limits = crate::pipeline::runtime_limits(h);
         match runtime.instantiate(&module, &h.name, grants, limits) {
             Ok(_) => lines.push(ok(format!(
-                "handler `{}`: {} compiles ({} ms), imports only what handlers are given and starts within memory_mb = {}; limits time_ms = {}, emits_per_event = {}",
+                "handler `{}`: {} compiles ({} ms), imports only what handlers are given and starts within memory_mb = {}; limits time_ms = {}, emits_per_event = {}, state_mb = {}",
                 h.name,
                 h.module.display(),
                 compiled.as_millis(),
                 h.limits.memory_mb,
                 limits.time_ms,
-                h.limits.emits_per_event
+                h.limits.emits_per_event,
+                h.limits.state_mb
             ))),
             Err(e) => lines.push(fail(format!(
                 "handler `{}`: {e:#}; if the memory limit is the cause, raise limits.memory_mb (now {})",

@@ -40,6 +40,7 @@ pub fn runtime_limits(plan: &HandlerPlan) -> Limits {
         time_ms: plan.limits.time.as_millis().max(1) as u64,
         emits_per_event: plan.limits.emits_per_event,
         emit_bytes_per_event: plan.limits.emit_bytes_per_event(),
+        state_bytes: plan.limits.state_bytes(),
     }
 }
 
@@ -438,14 +439,17 @@ impl Handlers {
         }
     }
 
-    /// Each handler's name and number of state keys, in call order.
-    pub fn state_sizes(&mut self) -> Vec<(String, u64)> {
+    /// Each handler's name, number of state keys and their bytes (keys and
+    /// values), in call order.
+    pub fn state_sizes(&mut self) -> Vec<(String, u64, u64)> {
         let slots = &mut self.slots;
         self.order
             .iter()
             .map(|id| {
                 let slot = slots.get_mut(id).expect("ordered ids are slots");
-                (slot.plan.name.clone(), slot.state().len() as u64)
+                let name = slot.plan.name.clone();
+                let state = slot.state();
+                (name, state.len() as u64, state.bytes())
             })
             .collect()
     }

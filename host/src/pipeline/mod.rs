@@ -182,7 +182,7 @@ impl Pipeline {
                 .handlers
                 .state_sizes()
                 .into_iter()
-                .map(|(name, keys)| crate::status::HandlerState { name, keys, bytes: 0 })
+                .map(|(name, keys, bytes)| crate::status::HandlerState { name, keys, bytes })
                 .collect(),
             dead_letters: store.dead_letter_total(),
             live_status_written_at: now,

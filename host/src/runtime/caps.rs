@@ -65,6 +65,50 @@ pub fn guest_text(s: &str, max: usize) -> String {
     }
     out
 }
+/// Whether `payload` can be one line of a line sink (stdout, file, fifo),
+/// and if not, why: it must be UTF-8 text with no control character but
+/// tab. That keeps one message one line for every reader: `\n` and `\r`
+/// (readers of CRLF text split there too) would split it, NUL makes
+/// `grep` and other text tools treat the whole file as binary, ESC and the
+/// other C0 and C1 controls can drive a terminal that shows the stream,
+/// and bytes that are not UTF-8 stop a JSON or text reader at that line.
+/// Row-change JSON passes: it escapes every C0 control; a handler that
+/// copies text through another JSON encoder should make it escape DEL and
+/// U+0080 to U+009F too.
+pub fn line_payload(payload: &[u8]) -> Result<(), &'static str> {
+    let text = std::str::from_utf8(payload).map_err(|_| "it is not UTF-8 text")?;
+    // Controls are ASCII bytes below 0x20 or 0x7f, or U+0080..=U+009F,
+    // which UTF-8 writes as 0xc2 0x80..=0x9f.
+    let bytes = text.as_bytes();
+    // Most payloads hold none of these bytes: a branch-free pass over
+    // 64-byte blocks, which the compiler vectorises, clears them at about
+    // 12 GB/s; the byte-by-byte pass below runs only to say why one is refused.
+    let suspect = |block: &[u8]| {
+        block
+            .iter()
+            .fold(false, |seen, &b| seen | (b < 0x20) | (b == 0x7f) | (b == 0xc2))
+    };
+    if !bytes.chunks(64).any(suspect) {
+        return Ok(());
+    }
+    for (i, &b) in bytes.iter().enumerate() {
+        let why = match b {
+            b'\t' => continue,
+            b'\n' => "it holds a newline (\\n)",
+            b'\r' => "it holds a carriage return (\\r)",
+            0 => "it holds a NUL byte",
+            0x1b => "it holds an escape (ESC, 0x1b)",
+            0..0x20 | 0x7f => "it holds a control character",
+            0xc2 if matches!(bytes.get(i + 1), Some(0x80..=0x9f)) => {
+                "it holds a C1 control character (U+0080 to U+009F)"
+            }
+            _ => continue,
+        };
+        return Err(why);
+    }
+    Ok(())
+}
+
 /// Distinct counter names (and, apart, gauge names) one handler may use.
 pub const MAX_METRIC_NAMES: usize = 1_000;
 /// Invalid metric names warned about per instance (each once).
@@ -97,67 +141,98 @@ pub struct LogLine {
     pub fields: Vec<(String, String)>,
 }
 
-/// A handler's key-value state: the current values, with an undo journal so
+/// A handler's key-value state: the current values, with undo journals so
 /// that what a failed event wrote can be taken back, and the set of keys a
 /// transaction changed, to commit together with the checkpoint.
 ///
-/// The journal covers one event: once the event succeeded ([`Self::settle`])
-/// each key it wrote keeps only its value from before the transaction, so a
-/// transaction of a million rows that bumps one counter keeps one entry, not
-/// a million, and the whole transaction can still be undone
-/// ([`Self::abandon`]) when its stream is cut before its commit.
+/// The event journal holds, for each key the current event changed, its
+/// value from before the event (one entry per key, however often the event
+/// wrote it). Once the event succeeded ([`Self::settle`]) each key keeps
+/// only its value from before the transaction, so a transaction of a
+/// million rows that bumps one counter keeps one entry, not a million, and
+/// the whole transaction can still be undone ([`Self::abandon`]) when its
+/// stream is cut before its commit.
+///
+/// The size of the state is counted as it changes: [`Self::bytes`] is the
+/// key and value bytes of the current values, kept up to date by every
+/// write, delete, rollback and abandon, never recomputed by a scan. The
+/// journals hold old values only: at most one per key changed, so at most
+/// the state's size at the start of the event and of the transaction; and
+/// the names of keys the transaction created, which [`Self::set`] keeps
+/// within the quota too.
 #[derive(Debug, Default, Clone)]
 pub struct StateOverlay {
     values: HashMap<String, Vec<u8>>,
-    /// (key, value before the write) in write order, for the current event.
-    undo: Vec<(String, Option<Vec<u8>>)>,
+    /// Key and value bytes of `values`.
+    bytes: u64,
+    /// Keys the current event changed, with their values from before it.
+    event_before: HashMap<String, Option<Vec<u8>>>,
     /// Keys changed by the transaction's settled events, with their values
     /// from before the transaction.
     txn_before: HashMap<String, Option<Vec<u8>>>,
+    /// Name bytes of the keys in `event_before` that did not exist before
+    /// the event.
+    event_created: u64,
+    /// Name bytes of the keys in `txn_before` that did not exist before the
+    /// transaction.
+    txn_created: u64,
+}
+
+/// Why [`StateOverlay::set`] refused a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverQuota {
+    /// The state would be larger than the quota.
+    State,
+    /// The keys the transaction created would take more than the quota to
+    /// name in its undo journal (keys created and deleted over and over).
+    Journal,
 }
 
 impl StateOverlay {
-    /// Committed state loaded from the store.
+    /// Committed state loaded from the store. Its size is counted once,
+    /// here.
     pub fn from_values(values: HashMap<String, Vec<u8>>) -> StateOverlay {
+        let bytes = values.iter().map(|(k, v)| entry_bytes(k, v)).sum();
         StateOverlay {
             values,
+            bytes,
             ..StateOverlay::default()
         }
     }
 
-    /// A position in the undo journal.
-    pub fn mark(&self) -> usize {
-        self.undo.len()
-    }
-
-    /// Undoes every write after `mark`.
-    pub fn rollback_to(&mut self, mark: usize) {
-        while self.undo.len() > mark {
-            let (key, before) = self.undo.pop().expect("len > mark");
-            match before {
-                Some(v) => self.values.insert(key, v),
-                None => self.values.remove(&key),
-            };
+    /// Undoes every write of the current event.
+    pub fn rollback_event(&mut self) {
+        for (key, before) in self.event_before.drain() {
+            put(&mut self.values, &mut self.bytes, key, before);
         }
+        self.event_created = 0;
     }
 
-    /// Keeps the current event's writes: they can no longer be undone.
+    /// Keeps the current event's writes: they can no longer be undone on
+    /// their own, only with the whole transaction.
     pub fn settle(&mut self) {
-        for (key, before) in self.undo.drain(..) {
-            self.txn_before.entry(key).or_insert(before);
+        for (key, before) in self.event_before.drain() {
+            match self.txn_before.entry(key) {
+                std::collections::hash_map::Entry::Occupied(_) => {}
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    if before.is_none() {
+                        self.txn_created += e.key().len() as u64;
+                    }
+                    e.insert(before);
+                }
+            }
         }
+        self.event_created = 0;
     }
 
     /// Undoes every write of the transaction in progress (its stream was
     /// cut; it will be handled again from its first change).
     pub fn abandon(&mut self) {
-        self.rollback_to(0);
+        self.rollback_event();
         for (key, before) in self.txn_before.drain() {
-            match before {
-                Some(v) => self.values.insert(key, v),
-                None => self.values.remove(&key),
-            };
+            put(&mut self.values, &mut self.bytes, key, before);
         }
+        self.txn_created = 0;
     }
 
     /// Ends the transaction: its writes stay, and the keys it changed are
@@ -169,6 +244,7 @@ impl StateOverlay {
             let v = self.values.get(&key).cloned();
             out.push((key, v));
         }
+        self.txn_created = 0;
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -188,13 +264,75 @@ impl StateOverlay {
         self.values.is_empty()
     }
 
-    fn write(&mut self, key: String, value: Option<Vec<u8>>) {
-        let before = match value {
-            Some(v) => self.values.insert(key.clone(), v),
-            None => self.values.remove(&key),
-        };
-        self.undo.push((key, before));
+    /// Bytes of the keys and values held: what counts against the quota.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
+
+    /// Stores `value` under `key`, unless the write would grow the state
+    /// past `quota` bytes or the names of the keys the transaction created
+    /// past `quota`. A write that does not grow the state is always taken,
+    /// so a state already past its quota (loaded after the quota was
+    /// lowered) can still be overwritten in place and shrunk. A refused
+    /// write changes nothing.
+    pub fn set(&mut self, key: String, value: Vec<u8>, quota: u64) -> Result<(), OverQuota> {
+        let old = self.values.get(&key).map(|v| entry_bytes(&key, v));
+        let new = entry_bytes(&key, &value);
+        let after = self.bytes - old.unwrap_or(0) + new;
+        if after > quota && after > self.bytes {
+            return Err(OverQuota::State);
+        }
+        if old.is_none()
+            && !self.event_before.contains_key(&key)
+            && !self.txn_before.contains_key(&key)
+            && self.event_created + self.txn_created + key.len() as u64 > quota
+        {
+            return Err(OverQuota::Journal);
+        }
+        self.write(key, Some(value));
+        Ok(())
+    }
+
+    /// Removes `key`; a missing key is not an error.
+    pub fn delete(&mut self, key: &str) {
+        if self.values.contains_key(key) {
+            self.write(key.to_owned(), None);
+        }
+    }
+
+    fn write(&mut self, key: String, value: Option<Vec<u8>>) {
+        if self.event_before.contains_key(&key) {
+            put(&mut self.values, &mut self.bytes, key, value);
+            return;
+        }
+        let before = put(&mut self.values, &mut self.bytes, key.clone(), value);
+        if before.is_none() {
+            self.event_created += key.len() as u64;
+        }
+        self.event_before.insert(key, before);
+    }
+}
+
+/// What one key and its value count against the quota.
+fn entry_bytes(key: &str, value: &[u8]) -> u64 {
+    (key.len() + value.len()) as u64
+}
+
+/// Sets or removes `key` in `values`, keeping `bytes` their size; returns
+/// the value it replaced.
+fn put(values: &mut HashMap<String, Vec<u8>>, bytes: &mut u64, key: String, value: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    let key_len = key.len() as u64;
+    let old = match value {
+        Some(v) => {
+            *bytes += key_len + v.len() as u64;
+            values.insert(key, v)
+        }
+        None => values.remove(&key),
+    };
+    if let Some(o) = &old {
+        *bytes -= key_len + o.len() as u64;
+    }
+    old
 }
 
 /// A handler's metrics in the [`Registry`]: what its `metrics` calls set,
@@ -413,17 +551,11 @@ impl state::Host for HostState {
         if key.len() > MAX_KEY || value.len() > MAX_VALUE {
             return Err(state::StateError::TooLarge);
         }
-        if self.state.get(&key).is_none() && self.state.len() >= MAX_KEYS {
-            return Err(state::StateError::Quota);
-        }
-        self.state.write(key, Some(value));
-        Ok(())
+        self.state_write(key, value)
     }
 
     fn delete(&mut self, key: String) {
-        if self.state.get(&key).is_some() {
-            self.state.write(key, None);
-        }
+        self.state.delete(&key);
     }
 
     fn increment(&mut self, key: String, delta: i64) -> Result<i64, state::StateError> {
@@ -439,12 +571,38 @@ impl state::Host for HostState {
                 i64::from_le_bytes(a)
             }
         };
-        if self.state.get(&key).is_none() && self.state.len() >= MAX_KEYS {
-            return Err(state::StateError::Quota);
-        }
         let next = current.checked_add(delta).ok_or(state::StateError::Overflow)?;
-        self.state.write(key, Some(next.to_le_bytes().to_vec()));
+        self.state_write(key, next.to_le_bytes().to_vec())?;
         Ok(next)
+    }
+}
+
+impl HostState {
+    /// A write within the key count and the byte quota, or `quota`. The
+    /// first refusal of an instance is logged; the guest sees each one.
+    fn state_write(&mut self, key: String, value: Vec<u8>) -> Result<(), state::StateError> {
+        let refused = if self.state.get(&key).is_none() && self.state.len() >= MAX_KEYS {
+            Some("holds 1000000 keys, the most a handler may keep")
+        } else {
+            match self.state.set(key, value, self.state_quota) {
+                Ok(()) => None,
+                Err(OverQuota::State) => Some("would grow past its quota (limits.state_mb)"),
+                Err(OverQuota::Journal) => {
+                    Some("created and deleted more key names in one transaction than its quota (limits.state_mb) holds")
+                }
+            }
+        };
+        let Some(why) = refused else { return Ok(()) };
+        if !self.state_quota_warned {
+            self.state_quota_warned = true;
+            tracing::warn!(
+                handler = %self.handler,
+                bytes = self.state.bytes(),
+                quota = self.state_quota,
+                "handler state {why}: writes that grow it get `quota` (logged once per instance)"
+            );
+        }
+        Err(state::StateError::Quota)
     }
 }
 
@@ -711,38 +869,162 @@ mod tests {
         let done = within_deadline(started, &interrupt, async { Ok(7) }).unwrap();
         assert_eq!(done, 7);
     }
+    const Q: u64 = u64::MAX;
 
     #[test]
     fn state_rolls_back_a_failed_event_and_commits_the_rest() {
         let mut s = StateOverlay::default();
-        s.write("a".into(), Some(b"1".to_vec()));
-        let mark = s.mark();
-        s.write("a".into(), Some(b"2".to_vec()));
-        s.write("b".into(), Some(b"x".to_vec()));
-        s.rollback_to(mark);
+        s.set("a".into(), b"1".to_vec(), Q).unwrap();
+        s.settle();
+        s.set("a".into(), b"2".to_vec(), Q).unwrap();
+        s.set("a".into(), b"3".to_vec(), Q).unwrap();
+        s.set("b".into(), b"x".to_vec(), Q).unwrap();
+        s.rollback_event();
         assert_eq!(s.get("a"), Some(&b"1"[..]));
         assert_eq!(s.get("b"), None);
-        s.write("c".into(), None);
-        assert_eq!(
-            s.commit(),
-            vec![("a".to_string(), Some(b"1".to_vec())), ("c".to_string(), None)]
-        );
-        assert_eq!(s.mark(), 0);
+        s.delete("c");
+        assert_eq!(s.commit(), vec![("a".to_string(), Some(b"1".to_vec()))]);
+        assert!(s.event_before.is_empty() && s.txn_before.is_empty());
     }
 
     #[test]
     fn settled_events_keep_one_entry_per_key() {
         let mut s = StateOverlay::default();
         for i in 0..10_000u32 {
-            s.write("n".into(), Some(i.to_le_bytes().to_vec()));
+            s.set("n".into(), i.to_le_bytes().to_vec(), Q).unwrap();
+            s.set("n".into(), i.to_le_bytes().to_vec(), Q).unwrap();
+            assert_eq!(s.event_before.len(), 1);
             s.settle();
         }
-        assert_eq!(s.undo.len(), 0);
         assert_eq!(s.txn_before.len(), 1);
         assert_eq!(
             s.commit(),
             vec![("n".to_string(), Some(9_999u32.to_le_bytes().to_vec()))]
         );
+    }
+
+    /// The count a scan of the values would give.
+    fn scanned(s: &StateOverlay) -> u64 {
+        s.values.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+    }
+
+    #[test]
+    fn bytes_follow_writes_overwrites_and_deletes() {
+        let mut s = StateOverlay::default();
+        assert_eq!(s.bytes(), 0);
+        s.set("ab".into(), vec![0; 10], Q).unwrap();
+        assert_eq!(s.bytes(), 12);
+        s.set("ab".into(), vec![0; 3], Q).unwrap();
+        assert_eq!(s.bytes(), 5);
+        s.set("c".into(), vec![], Q).unwrap();
+        assert_eq!(s.bytes(), 6);
+        s.delete("ab");
+        s.delete("missing");
+        assert_eq!(s.bytes(), 1);
+        assert_eq!(s.bytes(), scanned(&s));
+        s.commit();
+        assert_eq!(s.bytes(), 1);
+        let loaded = StateOverlay::from_values(HashMap::from([("key".to_string(), vec![1; 5])]));
+        assert_eq!(loaded.bytes(), 8);
+    }
+
+    #[test]
+    fn bytes_follow_rollback_abandon_and_commit() {
+        let mut s = StateOverlay::from_values(HashMap::from([("kept".to_string(), vec![0; 4])]));
+        assert_eq!(s.bytes(), 8);
+        s.set("kept".into(), vec![0; 100], Q).unwrap();
+        s.set("new".into(), vec![0; 7], Q).unwrap();
+        s.settle();
+        assert_eq!(s.bytes(), 114);
+        // A failed event: back to where it started.
+        s.set("kept".into(), vec![0; 1000], Q).unwrap();
+        s.delete("new");
+        s.set("other".into(), vec![0; 5], Q).unwrap();
+        assert_eq!(s.bytes(), 1014);
+        s.rollback_event();
+        assert_eq!(s.bytes(), 114);
+        assert_eq!(s.bytes(), scanned(&s));
+        // A cut transaction: back to the committed state.
+        s.delete("kept");
+        assert_eq!(s.bytes(), 10);
+        s.abandon();
+        assert_eq!(s.bytes(), 8);
+        assert_eq!(s.bytes(), scanned(&s));
+        // A committed one stays.
+        s.set("new".into(), vec![0; 7], Q).unwrap();
+        s.settle();
+        s.commit();
+        assert_eq!(s.bytes(), 18);
+        s.abandon();
+        assert_eq!(s.bytes(), 18);
+    }
+
+    #[test]
+    fn writes_that_grow_past_the_quota_are_refused_and_change_nothing() {
+        let mut s = StateOverlay::default();
+        s.set("a".into(), vec![0; 9], 20).unwrap();
+        s.set("b".into(), vec![0; 9], 20).unwrap();
+        assert_eq!(s.bytes(), 20);
+        assert_eq!(s.set("c".into(), vec![], 20), Err(OverQuota::State));
+        assert_eq!(s.set("a".into(), vec![0; 10], 20), Err(OverQuota::State));
+        assert_eq!(
+            (s.bytes(), s.get("c"), s.get("a").map(<[u8]>::len)),
+            (20, None, Some(9))
+        );
+        // Overwriting in place and shrinking are taken.
+        s.set("a".into(), vec![1; 9], 20).unwrap();
+        s.set("a".into(), vec![1; 2], 20).unwrap();
+        assert_eq!(s.bytes(), 13);
+        s.set("c".into(), vec![0; 6], 20).unwrap();
+        assert_eq!(s.bytes(), 20);
+    }
+
+    #[test]
+    fn a_state_loaded_over_a_lowered_quota_shrinks_but_does_not_grow() {
+        let big: HashMap<String, Vec<u8>> = (0..10).map(|i| (format!("k{i}"), vec![0; 98])).collect();
+        let mut s = StateOverlay::from_values(big);
+        assert_eq!(s.bytes(), 1000);
+        let quota = 500;
+        assert_eq!(s.set("new".into(), vec![], quota), Err(OverQuota::State));
+        assert_eq!(s.set("k0".into(), vec![0; 99], quota), Err(OverQuota::State));
+        s.set("k0".into(), vec![7; 98], quota).unwrap();
+        s.set("k1".into(), vec![7; 8], quota).unwrap();
+        s.delete("k2");
+        assert_eq!(s.bytes(), 1000 - 90 - 100);
+        for i in 3..10 {
+            s.delete(&format!("k{i}"));
+        }
+        assert_eq!(s.bytes(), 100 + 10);
+        s.set("new".into(), vec![0; 100], quota).unwrap();
+        s.commit();
+        assert_eq!(s.bytes(), 213);
+    }
+
+    #[test]
+    fn the_journal_of_created_keys_is_bounded_by_the_quota() {
+        let mut s = StateOverlay::default();
+        // Create and delete: the state stays empty, the journal keeps the
+        // names to undo the transaction, up to the quota.
+        let mut created = 0;
+        for i in 0..1000 {
+            let key = format!("key-{i:04}");
+            match s.set(key.clone(), vec![], 100) {
+                Ok(()) => created += 1,
+                Err(e) => {
+                    assert_eq!(e, OverQuota::Journal);
+                    break;
+                }
+            }
+            s.delete(&key);
+            if i % 3 == 0 {
+                s.settle();
+            }
+        }
+        assert_eq!(created, 100 / 8);
+        assert_eq!(s.bytes(), 0);
+        // A commit empties the journal.
+        assert_eq!(s.commit().len(), created);
+        s.set("key-x".into(), vec![], 100).unwrap();
     }
 
     fn guest_series(registry: &Registry) -> Vec<(String, String, crate::telemetry::Value)> {
@@ -822,20 +1104,43 @@ mod tests {
     #[test]
     fn an_abandoned_transaction_leaves_the_committed_state() {
         let mut s = StateOverlay::default();
-        s.write("kept".into(), Some(b"1".to_vec()));
-        s.write("gone".into(), Some(b"1".to_vec()));
+        s.set("kept".into(), b"1".to_vec(), Q).unwrap();
+        s.set("gone".into(), b"1".to_vec(), Q).unwrap();
         s.commit();
         for i in 0..5u8 {
-            s.write("kept".into(), Some(vec![i]));
-            s.write("new".into(), Some(vec![i]));
-            s.write("gone".into(), None);
+            s.set("kept".into(), vec![i], Q).unwrap();
+            s.set("new".into(), vec![i], Q).unwrap();
+            s.delete("gone");
             s.settle();
         }
-        s.write("kept".into(), Some(b"unsettled".to_vec()));
+        s.set("kept".into(), b"unsettled".to_vec(), Q).unwrap();
         s.abandon();
         assert_eq!(s.get("kept"), Some(&b"1"[..]));
         assert_eq!(s.get("gone"), Some(&b"1"[..]));
         assert_eq!(s.get("new"), None);
+        assert_eq!(s.bytes(), 10);
         assert_eq!(s.commit(), vec![]);
+    }
+
+    #[test]
+    fn line_payloads_are_one_line_of_text() {
+        for ok in ["", "{\"a\":\"b\\nc\"}", "tab\there", "ü € \u{2028} 😀", "\u{a0}"] {
+            assert_eq!(line_payload(ok.as_bytes()), Ok(()), "{ok:?}");
+        }
+        for (bad, why) in [
+            (&b"a\nb"[..], "newline"),
+            (b"a\r", "carriage return"),
+            (b"\0", "NUL"),
+            (b"\x1b[2J", "escape"),
+            (b"\x07", "control character"),
+            (b"\x7f", "control character"),
+            ("\u{9b}31m".as_bytes(), "C1"),
+            ("\u{85}".as_bytes(), "C1"),
+            (b"\xff\xfe", "not UTF-8"),
+            (b"\xc2", "not UTF-8"),
+        ] {
+            let e = line_payload(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
     }
 }

@@ -13,7 +13,8 @@
 //! and the WASI interfaces the Rust and other language runtimes need to start
 //! (environment, exit, stdio, clocks, random, streams, and filesystem types
 //! with no directory opened). The environment is empty, the clocks are
-//! frozen at zero, stdin is closed, stdout and stderr go nowhere, no
+//! frozen at zero, randomness is seeded per handler and change (see
+//! [`random`]), stdin is closed, stdout and stderr go nowhere, no
 //! directory is preopened, random bytes come at most [`MAX_RANDOM_BYTES`] a
 //! call, and a component that imports sockets or HTTP is refused at load.
 //!
@@ -27,6 +28,7 @@
 //! give way to an interrupt, should a pollable ever not be ready.
 
 mod caps;
+pub mod random;
 pub mod reload;
 
 use std::collections::HashMap;
@@ -39,7 +41,9 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use caps::{Emitted, GuestMetrics, LogLine, MAX_LOG_LINES_PER_CALL, MAX_METRIC_NAMES, StateOverlay};
+pub use caps::{
+    Emitted, GuestMetrics, LogLine, MAX_LOG_LINES_PER_CALL, MAX_METRIC_NAMES, OverQuota, StateOverlay, line_payload,
+};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -97,6 +101,8 @@ pub struct Limits {
     pub emits_per_event: u32,
     /// Bytes (payloads and keys) one event may emit.
     pub emit_bytes_per_event: usize,
+    /// Key and value bytes the handler's state may hold.
+    pub state_bytes: u64,
 }
 
 impl Default for Limits {
@@ -106,6 +112,7 @@ impl Default for Limits {
             time_ms: 100,
             emits_per_event: 64,
             emit_bytes_per_event: 16 << 20,
+            state_bytes: 64 << 20,
         }
     }
 }
@@ -283,7 +290,9 @@ pub struct Grants(HashMap<String, SinkRules>);
 /// What a granted sink accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SinkRules {
-    /// The sink writes one message per line: a payload must not contain a newline.
+    /// The sink writes one message per line of text (stdout, file, fifo):
+    /// a payload must be one line of UTF-8 text, with no control character
+    /// but tab (see [`line_payload`]).
     pub single_line: bool,
 }
 
@@ -353,6 +362,12 @@ pub struct HostState {
     quota_hit: Option<EmitLimit>,
     /// State writes since the last commit, over the committed state.
     state: StateOverlay,
+    /// Key and value bytes `state` may hold.
+    state_quota: u64,
+    /// Whether this instance logged a refused state write already.
+    state_quota_warned: bool,
+    /// Reseeded from the change's id at each call.
+    random: random::HandlerRandom,
     logs: Vec<LogLine>,
     /// Whether this call already wrote more log lines than allowed.
     logs_dropped_this_call: bool,
@@ -488,6 +503,10 @@ impl HandlerRuntime {
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         wasi.wall_clock(caps::FrozenClock).monotonic_clock(caps::FrozenClock);
         wasi.max_random_size(MAX_RANDOM_BYTES);
+        let random = random::HandlerRandom::new(&name);
+        wasi.secure_random(random.secure())
+            .insecure_random(random.insecure())
+            .insecure_random_seed(random.insecure_seed());
         let state = HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -504,6 +523,9 @@ impl HandlerRuntime {
             max_emit_bytes: limits.emit_bytes_per_event,
             quota_hit: None,
             state: StateOverlay::default(),
+            state_quota: limits.state_bytes,
+            state_quota_warned: false,
+            random,
             logs: Vec::new(),
             logs_dropped_this_call: false,
             log_bytes: 0,
@@ -579,9 +601,12 @@ impl Instance {
             return Err(GuestError::Interrupted);
         }
         let mark = self.store.data().emitted.len();
-        let state_mark = self.store.data().state.mark();
         {
             let data = self.store.data_mut();
+            match rowhook_abi::Change::parse(change) {
+                Ok(c) => data.random.reseed(c.id().as_bytes()),
+                Err(_) => data.random.reseed(change),
+            }
             data.emits_this_event = 0;
             data.emit_bytes_this_event = 0;
             data.quota_hit = None;
@@ -621,7 +646,7 @@ impl Instance {
         if outcome.is_err() {
             // Nothing of a failed event leaves the handler (but its log).
             data.emitted.truncate(mark);
-            data.state.rollback_to(state_mark);
+            data.state.rollback_event();
             data.metrics.discard();
         } else {
             data.state.settle();
@@ -679,7 +704,10 @@ impl HostState {
             self.quota_hit = Some(EmitLimit::Bytes);
             return Err(EmitError::Quota);
         }
-        if rules.single_line && payload.contains(&b'\n') {
+        if rules.single_line
+            && let Err(why) = caps::line_payload(&payload)
+        {
+            tracing::debug!(handler = %self.handler, sink = %sink, "emit refused as invalid: {why}");
             return Err(EmitError::Invalid);
         }
         self.emits_this_event += 1;

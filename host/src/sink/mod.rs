@@ -211,15 +211,21 @@ impl Default for SinkRetry {
 /// Appends the batch as lines (payload + `\n` each) to `buf`.
 ///
 /// Line sinks carry exactly one line per message, so a payload holding a
-/// newline would read as two messages downstream: the whole batch is refused
-/// (as permanent, before anything is written) rather than silently reframed.
-/// Row-change JSON never contains a raw newline.
+/// line break (`\n`, or `\r` where readers of CRLF text split) would read
+/// as two messages downstream: the whole batch is refused (as permanent,
+/// before anything is written) rather than silently reframed. Handlers'
+/// payloads were checked at emit already (see `runtime::line_payload`);
+/// this guards what rowhook writes itself. Row-change JSON never contains
+/// a raw line break.
 pub(crate) fn encode_lines(sink: &str, batch: &[Message], buf: &mut Vec<u8>) -> Result<(), SinkError> {
-    if let Some(m) = batch.iter().find(|m| m.payload.contains(&b'\n')) {
+    if let Some(m) = batch
+        .iter()
+        .find(|m| m.payload.iter().any(|&b| b == b'\n' || b == b'\r'))
+    {
         return Err(SinkError::permanent(
             sink,
             format!(
-                "message `{}` holds a newline, and this sink writes one line per message; emit it without raw newlines (escape them, e.g. as JSON)",
+                "message `{}` holds a line break (\\n or \\r), and this sink writes one line per message; emit it without raw line breaks (escape them, e.g. as JSON)",
                 m.id
             ),
         ));
@@ -370,6 +376,9 @@ mod tests {
         let err = encode_lines("s", &[msg("1", "a"), msg("0-1-9:0:2", "b\nc")], &mut buf).unwrap_err();
         assert!(!err.is_retryable());
         assert!(err.to_string().contains("0-1-9:0:2"), "{err}");
+        assert!(buf.is_empty());
+        let err = encode_lines("s", &[msg("0-1-9:0:3", "b\rc")], &mut buf).unwrap_err();
+        assert!(err.to_string().contains("line break"), "{err}");
         assert!(buf.is_empty());
     }
 

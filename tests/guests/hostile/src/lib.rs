@@ -6,7 +6,9 @@
 //! - `user_info`: emits far past its quota;
 //! - `sms_outbox`: emits to a sink it was not granted, and reports the
 //!   denial, tries a payload with a newline (refused by a line sink), then
-//!   reports what it can see of the filesystem, the
+//!   payloads with a carriage return, a NUL, a terminal escape, a C1
+//!   control and bytes that are not UTF-8 (all refused) and one with a tab
+//!   (taken), then reports what it can see of the filesystem, the
 //!   environment and the clock (nothing, nothing, and a clock frozen at 0);
 //! - `orders`: grows memory past its cap;
 //! - anything else: nothing.
@@ -35,6 +37,24 @@ fn on_change(change: &Change) -> Result<()> {
                 Err(e) => rowhook_guest::emit("out", None, format!("newline: {e}"))?,
                 Ok(()) => rowhook_guest::emit("out", None, "NEWLINE ACCEPTED")?,
             }
+            // Each would break one-record-per-line or drive a terminal.
+            let hostile: [&[u8]; 6] = [
+                b"carriage\rreturn",
+                b"nul\0byte",
+                b"\x1b]0;owned\x07\x1b[2J",
+                "c1 \u{9b}31m".as_bytes(),
+                b"not utf-8 \xff\xfe",
+                b"tab\tis fine",
+            ];
+            let taken: Vec<String> = hostile
+                .iter()
+                .map(|p| match rowhook_guest::emit("out", None, p) {
+                    Ok(()) => "taken".to_owned(),
+                    Err(rowhook_guest::Error::Emit { error, .. }) => format!("{error:?}"),
+                    Err(e) => format!("{e}"),
+                })
+                .collect();
+            rowhook_guest::emit("out", None, format!("controls: {}", taken.join(" ")))?;
             let file = std::fs::read_to_string("/etc/hostname").map(|s| s.len());
             let root = std::fs::read_dir("/").map(|d| d.count());
             rowhook_guest::emit("out", None, format!("fs: {file:?} {root:?}"))?;
