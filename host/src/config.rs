@@ -2431,7 +2431,7 @@ dead_letter = "log"
             ]
         );
         // An out-of-range limit names its range, unit and default.
-        assert_eq!(p[9].fix, "use 1 to 4096 MiB (default 64)");
+        assert_eq!(p[10].fix, "use 1 to 4096 MiB (default 64)");
         // The fix of an undefined sink lists the defined ones.
         assert_eq!(
             p[5].fix,

@@ -103,10 +103,12 @@ BIN=$TARGET_DIR/release/rowhook
 if want handlers; then
     log "building the trivial and counting handlers (wasm32-wasip2)"
     GUESTS=$ROOT/tests/guests
-    (cd "$GUESTS" && cargo build --release --target wasm32-wasip2 -p trivial -p counting --quiet --target-dir "$GUESTS/target") >&2 \
+    (cd "$GUESTS" && cargo build --release --target wasm32-wasip2 -p trivial -p counting -p spinner --quiet --target-dir "$GUESTS/target") >&2 \
         || die "building $GUESTS/trivial failed (rustup target add wasm32-wasip2?)"
     TRIVIAL=$GUESTS/target/wasm32-wasip2/release/trivial.wasm
     COUNTING=$GUESTS/target/wasm32-wasip2/release/counting.wasm
+    SPINNER=$GUESTS/target/wasm32-wasip2/release/spinner.wasm
+    [[ -s $SPINNER ]] || die "$SPINNER was not built"
     [[ -s $TRIVIAL ]] || die "$TRIVIAL was not built"
     [[ -s $COUNTING ]] || die "$COUNTING was not built"
 fi
@@ -355,13 +357,18 @@ time_replay() {
 #                     the file must hold exactly CALLS lines
 #   --checkpoint MS   `replay --checkpoint`: the position and state go to the store, committed
 #                     every MS ms (`[state] commit_interval_ms`)
+#   --noisy           a third handler, tests/guests/spinner, on the same tables: it spins until its
+#                     deadline (time_ms = 10) on every change, on_error = "skip", default circuit
+#                     breaker (5 timeouts within 10 s suspend it for 30 s): it must be called
+#                     exactly 5 times, and the others must keep their throughput
 # Every run starts from an empty directory (state store, sink file): a kept checkpoint would make
 # the next run resume at the end of FILE and do nothing.
 handler_case() {
-    local emit=0 interval='' flags=()
+    local emit=0 noisy=0 interval='' flags=()
     while [[ $1 == --* ]]; do
         case $1 in
             --emit) emit=1; shift ;;
+            --noisy) noisy=1; shift ;;
             --checkpoint) interval=$2; flags+=(--checkpoint); shift 2 ;;
             *) die "handler_case: unknown option $1" ;;
         esac
@@ -389,12 +396,16 @@ handler_case() {
             printf '\n[[handlers]]\nname = "counting"\nmodule = "%s"\ntables = [%s]\nsinks = ["calls"]\n%s\n' \
                 "$COUNTING" "${list%, }" "$limits"
         fi
+        if [[ $noisy == 1 ]]; then
+            printf '\n[[handlers]]\nname = "spinner"\nmodule = "%s"\ntables = [%s]\nlimits = { time_ms = 10 }\non_error = "skip"\n' \
+                "$SPINNER" "${list%, }"
+        fi
     } >"$config"
     local messages=$((emit * calls))
     for ((i = 0; i < REPEAT; i++)); do
         rm -rf "$run"
         mkdir -p "$run"
-        line=$(time_replay "$config" "$file" $(((1 + emit) * calls)) "$messages" "${flags[@]}") || exit 1
+        line=$(time_replay "$config" "$file" $(((1 + emit) * calls + 5 * noisy)) "$messages" "${flags[@]}") || exit 1
         if [[ $emit == 1 ]]; then
             # What reached the file, not what replay says it sent.
             lines=0
@@ -412,7 +423,8 @@ handler_case() {
     rss_max=$(printf '%s\n' "${rsss[@]}" | sort -g | tail -n 1)
     CASE_CPU=$cpu
     [[ $emit == 0 ]] || handlers="$handlers (+ counting → file)"
-    awk -v n="$name" -v t="$handlers" -v rows="$rows" -v ch="$changes" -v calls="$(((1 + emit) * calls))" \
+    [[ $noisy == 0 ]] || handlers="$handlers (+ spinner, suspended)"
+    awk -v n="$name" -v t="$handlers" -v rows="$rows" -v ch="$changes" -v calls="$(((1 + emit) * calls + 5 * noisy))" \
         -v w="$wall" -v c="$cpu" -v cs="${cpus[*]}" -v rss="$rss_max" 'BEGIN {
         rw = (w > 0) ? sprintf("%d", rows / w) : "-"; rc = (c > 0) ? sprintf("%d", rows / c) : "-";
         printf "| %s | %s | %d | %d | %d | %.2f | %.2f (%s) | %s | %s | %.1f |\n",
@@ -455,11 +467,20 @@ if want handlers; then
     # transaction of 1M rows must peak where 100-row transactions do, and a 40 MiB row costs a
     # few copies of itself (decoded, encoded for the guests, in each guest's memory).
     handler_case --emit --checkpoint 500 "workload, two handlers" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    # A noisy neighbour: the same two handlers, alone and beside one that times out on every
+    # change until its circuit breaker suspends it.
+    handler_case --emit "workload, two handlers" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    quiet_cpu=$CASE_CPU
+    handler_case --emit --noisy "workload, two handlers + a noisy one" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    kept_noisy=$(kept "$quiet_cpu" "$CASE_CPU")
     handler_case --emit --checkpoint 500 "1 txn of 1M rows, two handlers" 1000000 "$TXN1M_FILE" 1000000 "cdcbench.*"
     handler_case --emit --checkpoint 500 "$BLOBS x 40 MiB LONGBLOB, two handlers" "$BLOBS" "$BLOB_FILE" "$BLOBS" "cdcbench.*"
     out ""
     out "Throughput kept with durable checkpoints (rows per CPU-s with \`--checkpoint\` / without, workload, trivial handler):"
     out "$kept_500 at commit_interval_ms = 500, $kept_10 at 10."
+    out ""
+    out "Throughput the two handlers keep beside a handler that times out on every change (rows per CPU-s"
+    out "with the spinner, suspended by its circuit breaker after 5 timeouts / without): $kept_noisy."
     out ""
     out "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
     out ""
