@@ -238,7 +238,8 @@ pub struct RawLimits {
     pub emit_mb_per_event: Option<u32>,
     /// Log lines per second the handler's log may average, 0 to 100000
     /// (default 100), with bursts of ten seconds' worth; the rest are
-    /// dropped and counted.
+    /// dropped and counted. Lines below the log level (`ROWHOOK_LOG`) do
+    /// not count.
     pub log_lines_per_sec: Option<u32>,
     /// Largest module file rowhook reads for the handler, 1 to 1024 MiB
     /// (default 64): a larger file, at start or on reload, is refused

@@ -199,6 +199,17 @@ impl HandlerSlot {
         let result = instance.call(change);
         let name = &self.plan.name;
         for line in instance.take_logs() {
+            // A line the log level filters out costs nothing of the rate.
+            let enabled = match line.level {
+                "error" => tracing::enabled!(tracing::Level::ERROR),
+                "warn" => tracing::enabled!(tracing::Level::WARN),
+                "info" => tracing::enabled!(tracing::Level::INFO),
+                "debug" => tracing::enabled!(tracing::Level::DEBUG),
+                _ => tracing::enabled!(tracing::Level::TRACE),
+            };
+            if !enabled {
+                continue;
+            }
             match self.log_rate.take(Instant::now()) {
                 Take::Pass => {}
                 Take::PassAfter(dropped) => {
