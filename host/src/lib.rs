@@ -23,8 +23,9 @@
 //! - [`decode`]: binlog bytes → row changes, pure and allocation-free per row.
 //! - [`pipeline`]: route → call → buffer → forward → acknowledge →
 //!   checkpoint, one module a step: [`pipeline::router`],
-//!   [`pipeline::dispatch`], [`pipeline::delivery`],
-//!   [`pipeline::dead_letter`], [`pipeline::checkpoint`].
+//!   [`pipeline::dispatch`] (with [`pipeline::breaker`]),
+//!   [`pipeline::delivery`], [`pipeline::dead_letter`],
+//!   [`pipeline::checkpoint`].
 //! - [`handler_id`]: a handler's stable identity, tenant and name.
 //! - [`runtime`]: wasmtime: handler components, limits, capabilities, hot reload.
 //! - [`guest_abi`]: a decoded row change in the row change encoding
