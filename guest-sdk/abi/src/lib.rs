@@ -36,7 +36,7 @@ use core::fmt;
 mod read;
 pub mod write;
 
-pub use read::{Change, Row};
+pub use read::{Change, Row, id_bytes};
 
 /// The version of the encoding this crate writes and reads.
 pub const VERSION: u8 = 1;

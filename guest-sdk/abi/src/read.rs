@@ -72,6 +72,19 @@ fn text(b: &[u8]) -> Result<&str, FormatError> {
     core::str::from_utf8(b).map_err(|_| FormatError::Utf8)
 }
 
+/// The id of an encoded change, read from its header's span alone: the
+/// rest of the buffer is not checked, nor is the id's UTF-8. For a host
+/// that needs only the id (rowhook seeds a handler's randomness with it
+/// at each call); `None` if the buffer is too short for the header or the
+/// span does not fit it.
+#[inline]
+pub fn id_bytes(buf: &[u8]) -> Option<&[u8]> {
+    if buf.len() < HEADER_LEN {
+        return None;
+    }
+    span(buf, header::ID).ok()
+}
+
 impl<'a> Change<'a> {
     /// Reads the header and index of an encoded change.
     ///

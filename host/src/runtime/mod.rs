@@ -603,10 +603,8 @@ impl Instance {
         let mark = self.store.data().emitted.len();
         {
             let data = self.store.data_mut();
-            match rowhook_abi::Change::parse(change) {
-                Ok(c) => data.random.reseed(c.id().as_bytes()),
-                Err(_) => data.random.reseed(change),
-            }
+            // The id alone, from the header: the guest checks the rest.
+            data.random.reseed(rowhook_abi::id_bytes(change).unwrap_or(change));
             data.emits_this_event = 0;
             data.emit_bytes_this_event = 0;
             data.quota_hit = None;

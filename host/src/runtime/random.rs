@@ -22,7 +22,8 @@
 //! change with a dependency's version.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Domain separators: the two streams and the hash-map seed of one handler
 /// differ from each other.
@@ -33,16 +34,22 @@ const SEED: u64 = 0x7365_6564_0000_0003;
 /// The generators of one handler instance: the host reseeds them at each
 /// call ([`HandlerRandom::reseed`]), the WASI context draws from them
 /// ([`HandlerRandom::secure`], [`HandlerRandom::insecure`]).
+///
+/// A reseed costs a hash of the id and two stores: a stream takes the new
+/// seed when it is next drawn from, so a call that draws nothing (most do)
+/// pays nothing more.
 #[derive(Debug, Clone)]
 pub struct HandlerRandom {
     name_hash: u64,
-    streams: Arc<Mutex<Streams>>,
+    seed: Arc<Seed>,
 }
 
-#[derive(Debug)]
-struct Streams {
-    secure: u64,
-    insecure: u64,
+/// The seed of the current call, and its generation: a stream whose
+/// generation is behind takes the seed before drawing.
+#[derive(Debug, Default)]
+struct Seed {
+    value: AtomicU64,
+    generation: AtomicU64,
 }
 
 impl HandlerRandom {
@@ -51,7 +58,7 @@ impl HandlerRandom {
         let name_hash = fnv1a(FNV_OFFSET, name.as_bytes());
         let r = HandlerRandom {
             name_hash,
-            streams: Arc::new(Mutex::new(Streams { secure: 0, insecure: 0 })),
+            seed: Arc::new(Seed::default()),
         };
         r.set(name_hash);
         r
@@ -65,9 +72,10 @@ impl HandlerRandom {
     }
 
     fn set(&self, seed: u64) {
-        let mut s = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        s.secure = mix(seed ^ SECURE);
-        s.insecure = mix(seed ^ INSECURE);
+        // One thread calls the instance and draws from it: the store and
+        // its WASI context move between threads only whole.
+        self.seed.value.store(seed, Ordering::Relaxed);
+        self.seed.generation.fetch_add(1, Ordering::Release);
     }
 
     /// What `wasi:random/insecure-seed` returns: one constant per name.
@@ -81,16 +89,20 @@ impl HandlerRandom {
     /// The generator behind `wasi:random/random`.
     pub fn secure(&self) -> Stream {
         Stream {
-            streams: self.streams.clone(),
-            insecure: false,
+            seed: self.seed.clone(),
+            domain: SECURE,
+            generation: 0,
+            state: 0,
         }
     }
 
     /// The generator behind `wasi:random/insecure`.
     pub fn insecure(&self) -> Stream {
         Stream {
-            streams: self.streams.clone(),
-            insecure: true,
+            seed: self.seed.clone(),
+            domain: INSECURE,
+            generation: 0,
+            state: 0,
         }
     }
 }
@@ -99,14 +111,27 @@ impl HandlerRandom {
 /// takes it.
 #[derive(Debug)]
 pub struct Stream {
-    streams: Arc<Mutex<Streams>>,
-    insecure: bool,
+    seed: Arc<Seed>,
+    domain: u64,
+    /// The seed generation `state` started from.
+    generation: u64,
+    state: u64,
 }
 
 impl Stream {
+    /// The state to draw from, restarted from the current seed if it was
+    /// reseeded since the last draw.
+    fn current(&mut self) -> &mut u64 {
+        let generation = self.seed.generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            self.generation = generation;
+            self.state = mix(self.seed.value.load(Ordering::Relaxed) ^ self.domain);
+        }
+        &mut self.state
+    }
+
     fn draw(&mut self) -> u64 {
-        let mut s = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        next(if self.insecure { &mut s.insecure } else { &mut s.secure })
+        next(self.current())
     }
 }
 
@@ -122,8 +147,7 @@ impl rand_core::TryRng for Stream {
     }
 
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        let mut s = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let state = if self.insecure { &mut s.insecure } else { &mut s.secure };
+        let state = self.current();
         for chunk in dst.chunks_mut(8) {
             let bytes = next(state).to_le_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);
