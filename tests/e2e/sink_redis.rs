@@ -558,3 +558,113 @@ fn stream_throughput_is_reported() {
         200_000.0 / secs
     );
 }
+
+/// `rediss://`: the server's certificate is checked against the system's
+/// roots (here a test CA, given as `SSL_CERT_FILE`); without the CA the
+/// connection is refused and `rowhook check` says so.
+#[test]
+fn tls_is_verified_against_the_roots() {
+    let certs = temp_dir("redis-tls-certs");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(&certs).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rowhook test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(certs.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let tls_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let pem = |f: &str| certs.join(f).to_str().unwrap().to_owned();
+    let server = Redis::start(
+        "tls",
+        &[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &pem("server.pem"),
+            "--tls-key-file",
+            &pem("server.key"),
+            "--tls-ca-cert-file",
+            &pem("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let dir = temp_dir("redis-tls");
+    let config = minimal_config(
+        &dir,
+        &format!("url = \"rediss://localhost:{tls_port}\"\nstream = \"orders\""),
+    );
+    let run = |args: &[&str], ca: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rowhook"));
+        cmd.args(args).env("NO_COLOR", "1").env("ROWHOOK_LOG", "warn");
+        if let Some(ca) = ca {
+            cmd.env("SSL_CERT_FILE", ca);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", text(&out.stdout), text(&out.stderr)),
+        )
+    };
+    let c = config.to_str().unwrap();
+    let (ok, out) = run(&["check", "-c", c], Some(&pem("ca.pem")));
+    assert!(
+        ok && out.contains(&format!("localhost:{tls_port}/0 (TLS), stream `orders`")),
+        "{out}"
+    );
+    let (ok, out) = run(&["check", "-c", c], None);
+    assert!(!ok && out.contains("cannot connect"), "{out}");
+
+    let binlog = root().join("examples/binlog/shop-bin.000001");
+    let (ok, out) = run(&["replay", "-c", c, binlog.to_str().unwrap()], Some(&pem("ca.pem")));
+    assert!(ok, "{out}");
+    let n: u64 = redis::cmd("XLEN").arg("orders").query(&mut server.conn()).unwrap();
+    assert_eq!(n, 3, "the new orders, over TLS");
+}
