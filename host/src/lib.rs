@@ -31,7 +31,7 @@
 //! - [`guest_abi`]: a decoded row change in the row change encoding
 //!   (`guest-sdk/abi/SPEC.md`), written with `rowhook-abi`.
 //! - [`sink`]: where emitted messages go: one folder per kind (stdout, file,
-//!   fifo), listed in [`sink::registry`], each behind a cargo feature.
+//!   fifo, redis), listed in [`sink::registry`], each behind a cargo feature.
 //! - [`store`]: the crash-safe store of the position, handler state and dead letters.
 //! - [`status`]: the status report (`status.json`, `rowhook state`) and the run's counters.
 //! - [`telemetry`]: one registry of counters and gauges that the pipeline,

@@ -29,6 +29,9 @@ mod limits;
 mod reload;
 /// Resuming from every commit position gives exactly the rest.
 mod resume;
+/// The redis sink against a private redis-server: every mode, restarts, limits, `check`.
+#[cfg(feature = "sink-redis")]
+mod sink_redis;
 /// `replay --checkpoint` and `rowhook state`: resume, report, reset, move.
 mod state;
 /// SIGTERM and SIGINT stop `rowhook run` within a second mid-call, losing nothing.

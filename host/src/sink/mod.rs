@@ -27,13 +27,15 @@
 //! this build has (each behind its cargo feature `sink-<kind>`) and gathers
 //! them in the enums the rest of rowhook holds: [`SinkSpec`] (a validated
 //! sink config) and [`AnySink`] (an open sink). This version has
-//! `stdout`, `file` and `fifo`; `docs/adding-a-sink.md` says how to add one.
+//! `stdout`, `file`, `fifo` and `redis`; `docs/adding-a-sink.md` says how to add one.
 
 #[cfg(feature = "sink-fifo")]
 pub mod fifo;
 #[cfg(feature = "sink-file")]
 pub mod file;
 pub mod kind;
+#[cfg(feature = "sink-redis")]
+pub mod redis;
 pub mod registry;
 #[cfg(feature = "sink-stdout")]
 pub mod stdout;
@@ -110,6 +112,10 @@ impl SinkError {
     /// wrong file type, bad path) are permanent; the rest (full disk, I/O
     /// errors, a reader gone) may clear up and are retryable.
     /// The error's message should say what was being done to which path.
+    #[cfg_attr(
+        not(any(feature = "sink-stdout", feature = "sink-file", feature = "sink-fifo")),
+        allow(dead_code)
+    )]
     pub(crate) fn from_io(sink: &str, e: &std::io::Error) -> Self {
         use std::io::ErrorKind as K;
         let reason = e.to_string();

@@ -167,6 +167,8 @@ kinds! {
     File => super::file::FileKind,
     #[cfg(feature = "sink-fifo")]
     Fifo => super::fifo::FifoKind,
+    #[cfg(feature = "sink-redis")]
+    Redis => super::redis::RedisKind,
 }
 
 #[cfg(test)]
@@ -177,7 +179,7 @@ mod tests {
 
     #[test]
     fn every_kind_is_listed_once() {
-        assert_eq!(KINDS, ["stdout", "file", "fifo"]);
+        assert_eq!(KINDS, ["stdout", "file", "fifo", "redis"]);
     }
 
     #[tokio::test]
