@@ -144,6 +144,12 @@ macro_rules! kinds {
                 }
             }
 
+            fn limits(&self) -> super::SinkLimits {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref s) => s.limits(), )*
+                }
+            }
+
             fn defer_durability(&mut self) {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref mut s) => s.defer_durability(), )*
