@@ -173,6 +173,8 @@ kinds! {
     File => super::file::FileKind,
     #[cfg(feature = "sink-fifo")]
     Fifo => super::fifo::FifoKind,
+    #[cfg(feature = "sink-nats")]
+    Nats => super::nats::NatsKind,
 }
 
 #[cfg(test)]
@@ -183,7 +185,7 @@ mod tests {
 
     #[test]
     fn every_kind_is_listed_once() {
-        assert_eq!(KINDS, ["stdout", "file", "fifo"]);
+        assert_eq!(KINDS, ["stdout", "file", "fifo", "nats"]);
     }
 
     #[tokio::test]
