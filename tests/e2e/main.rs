@@ -29,6 +29,9 @@ mod limits;
 mod reload;
 /// Resuming from every commit position gives exactly the rest.
 mod resume;
+/// The nats sink against a real nats-server with JetStream.
+#[cfg(feature = "sink-nats")]
+mod sink_nats;
 /// `replay --checkpoint` and `rowhook state`: resume, report, reset, move.
 mod state;
 /// SIGTERM and SIGINT stop `rowhook run` within a second mid-call, losing nothing.

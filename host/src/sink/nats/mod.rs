@@ -40,7 +40,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::jetstream;
+use async_nats::jetstream::context::{GetStreamByNameErrorKind, PublishErrorKind};
 use async_nats::{Client, ConnectErrorKind, ConnectOptions, HeaderMap};
 use bytes::Bytes;
 
@@ -659,18 +660,18 @@ async fn probe_server(name: &str, opts: &NatsOptions) -> Result<String, String> 
             opts.subject
         ));
     }
-    if let Err(e) = conn.js.query_account().await {
-        return Err(format!(
-            "{servers} has no JetStream for this account ({e}); enable it (nats-server -js, or a jetstream block in its config), or set mode = \"core\""
-        ));
-    }
     let sample = opts.subject.render(None);
     let wildcard = wildcard_subject(&opts.subject);
     let stream = match conn.js.stream_by_subject(sample.as_str()).await {
         Ok(stream) => stream,
-        Err(_) => {
+        Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => {
             return Err(format!(
                 "no stream captures subject {wildcard}: create one with `nats stream add NAME --subjects '{wildcard}'` (or add the subject to an existing stream)"
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "{servers} did not answer the JetStream API ({e}); enable JetStream (nats-server -js, or a jetstream block in its config) for this account, or set mode = \"core\""
             ));
         }
     };
