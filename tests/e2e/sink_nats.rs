@@ -546,3 +546,36 @@ fn sigkill_leaves_each_change_once_in_the_stream() {
         held.len()
     );
 }
+
+/// `mode = "core"`: a plain publish, which subscribers connected at the
+/// time receive with the same subject and `Nats-Msg-Id`; no stream needed.
+#[test]
+fn core_mode_publishes_to_subscribers() {
+    use futures_util::StreamExt;
+
+    let server = NatsServer::start("core", &[]);
+    let url = server.url();
+    let opts = options(&format!("url = \"{url}\"\nsubject = \"c.{{key}}\"\nmode = \"core\""));
+    rt().block_on(async {
+        let client = async_nats::connect(&url).await.unwrap();
+        let mut sub = client.subscribe("c.>").await.unwrap();
+        client.flush().await.unwrap();
+        let mut sink = <rowhook::sink::nats::NatsKind as SinkKind>::open("n", &opts)
+            .await
+            .unwrap();
+        let msgs = batch("k", 100);
+        sink.write_batch(&msgs).await.unwrap();
+        for m in &msgs {
+            let got = tokio::time::timeout(Duration::from_secs(5), sub.next())
+                .await
+                .expect("every message arrives")
+                .unwrap();
+            let key = String::from_utf8(m.key.clone().unwrap()).unwrap();
+            assert_eq!(got.subject.as_str(), format!("c.{key}"));
+            assert_eq!(got.payload.as_ref(), m.payload.as_slice());
+            let id = got.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).unwrap();
+            assert_eq!(id.as_str(), format!("{}:0", m.id));
+        }
+        sink.close().await.unwrap();
+    });
+}
