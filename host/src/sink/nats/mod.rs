@@ -18,7 +18,9 @@
 //!   lost, out of order. Its reconnect is parked for good (the client's
 //!   reconnect delay is "forever" once connected), and the next write
 //!   connects afresh and sends the whole batch again: what got through is
-//!   deduplicated, the rest follows in order.
+//!   deduplicated, the rest follows in order. The price: each lost
+//!   connection leaves one idle client task behind, holding what it had
+//!   not sent (at most a batch), for the life of the process.
 //! - **Errors.** Refused, unreachable, timed out, a dropped connection, a
 //!   full stream or no stream for the subject: [`SinkError::Unavailable`],
 //!   retried by the pipeline. Refused credentials or TLS, a message larger
