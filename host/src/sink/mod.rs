@@ -130,6 +130,10 @@ impl SinkError {
     /// wrong file type, bad path) are permanent; the rest (full disk, I/O
     /// errors, a reader gone) may clear up and are retryable.
     /// The error's message should say what was being done to which path.
+    #[cfg_attr(
+        not(any(feature = "sink-stdout", feature = "sink-file", feature = "sink-fifo")),
+        allow(dead_code)
+    )]
     pub(crate) fn from_io(sink: &str, e: &std::io::Error) -> Self {
         use std::io::ErrorKind as K;
         let reason = e.to_string();
