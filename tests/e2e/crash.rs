@@ -18,13 +18,13 @@ use crate::support::{Server, rowhook_ok, spawn_run, temp_dir};
 /// Kills left at least this many times.
 const KILLS: usize = 50;
 /// Ledger ids of rolled-back rows start here; none may ever reach the sink.
-const ROLLED_BACK: u64 = 1_000_000_000;
+pub(crate) const ROLLED_BACK: u64 = 1_000_000_000;
 
 /// A small deterministic generator (xorshift), seeded per run and printed.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -51,7 +51,7 @@ fn txn_of(change_id: &str) -> &str {
 /// The load: one writer, one transaction at a time, in a pattern mixing
 /// single-row, multi-row, rolled-back and 5,000-row transactions, with one
 /// ALTER of the ledger half-way. Returns when told to stop.
-fn load(server: &Server, stop: &AtomicBool, seed: u64) {
+pub(crate) fn load(server: &Server, stop: &AtomicBool, seed: u64) {
     let mut rng = Rng(seed | 1);
     let mut next_id: u64 = 1;
     let mut rolled_back = ROLLED_BACK;

@@ -29,6 +29,9 @@ mod limits;
 mod reload;
 /// Resuming from every commit position gives exactly the rest.
 mod resume;
+/// The nats sink against a real nats-server with JetStream.
+#[cfg(feature = "sink-nats")]
+mod sink_nats;
 /// The redis sink against a private redis-server: every mode, restarts, limits, `check`.
 #[cfg(feature = "sink-redis")]
 mod sink_redis;

@@ -301,6 +301,7 @@ fn message(id: &str, key: Option<&[u8]>, payload: Vec<u8>) -> Message {
         key: key.map(<[u8]>::to_vec),
         payload,
         id: id.to_owned(),
+        index: 0,
     }
 }
 

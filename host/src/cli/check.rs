@@ -153,7 +153,7 @@ pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
             }
         };
         let compiled = started.elapsed();
-        let grants = crate::pipeline::grants_of(plan, h);
+        let grants = crate::pipeline::grants_of(plan, h, |_| crate::sink::SinkLimits::default());
         let limits = crate::pipeline::runtime_limits(h);
         match runtime.instantiate(&module, &h.name, grants, limits) {
             Ok(_) => lines.push(ok(format!(

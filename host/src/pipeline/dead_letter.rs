@@ -100,7 +100,13 @@ pub fn handler_failed(
             Decision::DeadLetter {
                 record: DeadLetter::new(name, &id, &error, sink),
                 sink: sink.clone(),
-                letter: Message { key: None, payload, id },
+                // The change emitted nothing (its call failed): the letter is its only message.
+                letter: Message {
+                    key: None,
+                    payload,
+                    id,
+                    index: 0,
+                },
             }
         }
     }
@@ -140,6 +146,7 @@ pub fn sink_refused(handler: &HandlerId, on_error: &OnError, sink: &str, msg: Me
                     key: None,
                     payload,
                     id: msg.id,
+                    index: msg.index,
                 },
             }
         }
@@ -169,6 +176,7 @@ mod tests {
             key: Some(b"k".to_vec()),
             payload: payload.as_bytes().to_vec(),
             id: "mysql-bin.000001:120:0".into(),
+            index: 0,
         }
     }
 

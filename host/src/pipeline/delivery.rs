@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use crate::backoff::Backoff;
 use crate::config::Plan;
 use crate::handler_id::HandlerId;
-use crate::sink::{AnySink, Message, Sink, SinkError, SinkRetry};
+use crate::sink::{AnySink, Message, Sink, SinkError, SinkLimits, SinkRetry};
 use crate::telemetry::{Counter, Registry, names};
 
 /// Messages buffered before a flush inside a transaction.
@@ -97,6 +97,11 @@ impl Delivery {
             buffered: 0,
             buffered_bytes: 0,
         })
+    }
+
+    /// The limits of the open sink `sink` (see [`Sink::limits`]).
+    pub fn limits(&self, sink: &str) -> SinkLimits {
+        self.sinks.get(sink).map(|s| s.sink.limits()).unwrap_or_default()
     }
 
     /// Buffers `message` of handler `origin` for `sink`.
@@ -348,6 +353,7 @@ mod tests {
             key: Some(vec![b'k'; 1024]),
             payload: vec![b'x'; n],
             id: "i".into(),
+            index: 0,
         };
         d.push("a".into(), big(FLUSH_BYTES / 2), h.clone());
         assert!(!d.full());

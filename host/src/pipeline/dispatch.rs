@@ -21,15 +21,27 @@ use crate::runtime::{
     Emitted, Grants, GuestError, GuestMetrics, HandlerRuntime, Instance, Limits, LoadError, Module, SinkRules,
     StateOverlay,
 };
+use crate::sink::SinkLimits;
 use crate::telemetry::{Counter, Registry, names};
 
 use super::breaker::{Admit, Breaker, Transition};
 
-/// What a configured handler may emit to, with each sink's rules.
-pub fn grants_of(plan: &Plan, h: &HandlerPlan) -> Arc<Grants> {
+/// What a configured handler may emit to, with each sink's rules: whether
+/// it writes lines (from the config) and the limits `limits` gives for it
+/// (from the open sink; [`SinkLimits::default`] where no sink is open, as
+/// in `rowhook check`).
+pub fn grants_of(plan: &Plan, h: &HandlerPlan, limits: impl Fn(&str) -> SinkLimits) -> Arc<Grants> {
     Arc::new(Grants::new(h.grants.iter().map(|name| {
         let single_line = plan.sinks.get(name).is_some_and(|s| s.one_line_per_message());
-        (name.to_owned(), SinkRules { single_line })
+        let SinkLimits { max_payload, max_key } = limits(name);
+        (
+            name.to_owned(),
+            SinkRules {
+                single_line,
+                max_payload,
+                max_key,
+            },
+        )
     })))
 }
 
@@ -336,9 +348,10 @@ impl Handlers {
         &self.runtime
     }
 
-    /// Loads `h`'s module and creates its instance; it is called after the
-    /// handlers added before it. Counts in `registry`.
-    pub fn add(&mut self, plan: &Plan, h: &HandlerPlan, registry: &Registry) -> anyhow::Result<HandlerId> {
+    /// Loads `h`'s module and creates its instance, which may emit as
+    /// `grants` say; it is called after the handlers added before it.
+    /// Counts in `registry`.
+    pub fn add(&mut self, h: &HandlerPlan, grants: Arc<Grants>, registry: &Registry) -> anyhow::Result<HandlerId> {
         let id = HandlerId::new(&h.tenant, &h.name);
         anyhow::ensure!(!self.slots.contains_key(&id), "handler `{id}` is configured twice");
         let module = self
@@ -350,7 +363,7 @@ impl Handlers {
             module,
             instance: None,
             parked: StateOverlay::default(),
-            grants: grants_of(plan, h),
+            grants,
             counters: HandlerCounters::new(registry, h),
             breaker: Breaker::new(h.breaker),
             log_rate: LogRate::new(h.limits.log_lines_per_sec),

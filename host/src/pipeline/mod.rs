@@ -87,10 +87,13 @@ impl Pipeline {
     /// Counts in a registry of its own: see [`Pipeline::registry`].
     pub async fn new(plan: &Plan, runtime: HandlerRuntime) -> anyhow::Result<Pipeline> {
         let registry = Registry::new();
+        // Sinks first: what a handler may emit depends on their limits.
+        let delivery = Delivery::open(plan, &registry).await?;
         let mut handlers = Handlers::new(runtime);
         let mut router = Router::default();
         for h in &plan.handlers {
-            let id = handlers.add(plan, h, &registry)?;
+            let grants = grants_of(plan, h, |sink| delivery.limits(sink));
+            let id = handlers.add(h, grants, &registry)?;
             router.add(
                 id,
                 Subscription {
@@ -99,7 +102,6 @@ impl Pipeline {
                 },
             );
         }
-        let delivery = Delivery::open(plan, &registry).await?;
         let counters = PipelineCounters {
             changes: registry.counter(names::CHANGES, "Row changes of subscribed tables seen.", vec![]),
             transactions: registry.counter(names::TRANSACTIONS, "Transactions whose commit was seen.", vec![]),
@@ -495,6 +497,7 @@ impl ChangeVisitor for Pipeline {
         }
         // The id is formatted once, and only for a change that emitted.
         let mut id: Option<String> = None;
+        let mut index = 0u32;
         for handler in targets.iter() {
             match self.handlers.call(handler, &self.encoded) {
                 Ok(emitted) => {
@@ -504,7 +507,9 @@ impl ChangeVisitor for Pipeline {
                             key: e.key.map(String::into_bytes),
                             payload: e.payload,
                             id,
+                            index,
                         };
+                        index += 1;
                         self.delivery.push(e.sink, message, handler.clone());
                     }
                     // A rows event may hold thousands of rows: what they emit

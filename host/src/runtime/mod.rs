@@ -294,6 +294,12 @@ pub struct SinkRules {
     /// a payload must be one line of UTF-8 text, with no control character
     /// but tab (see [`line_payload`]).
     pub single_line: bool,
+    /// The largest payload the sink carries, in bytes, if it has a limit
+    /// below rowhook's own (a NATS server's `max_payload`).
+    pub max_payload: Option<usize>,
+    /// The largest key the sink carries, in bytes, if it has a limit below
+    /// rowhook's own.
+    pub max_key: Option<usize>,
 }
 
 impl Grants {
@@ -694,7 +700,9 @@ impl HostState {
             return Err(EmitError::Quota);
         }
         let key_len = key.as_ref().map_or(0, String::len);
-        if payload.len() > caps::MAX_PAYLOAD || key_len > caps::MAX_EMIT_KEY {
+        if payload.len() > rules.max_payload.unwrap_or(caps::MAX_PAYLOAD).min(caps::MAX_PAYLOAD)
+            || key_len > rules.max_key.unwrap_or(caps::MAX_EMIT_KEY).min(caps::MAX_EMIT_KEY)
+        {
             return Err(EmitError::TooLarge);
         }
         let bytes = payload.len() + key_len;

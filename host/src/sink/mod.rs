@@ -27,13 +27,15 @@
 //! this build has (each behind its cargo feature `sink-<kind>`) and gathers
 //! them in the enums the rest of rowhook holds: [`SinkSpec`] (a validated
 //! sink config) and [`AnySink`] (an open sink). This version has
-//! `stdout`, `file`, `fifo` and `redis`; `docs/adding-a-sink.md` says how to add one.
+//! `stdout`, `file`, `fifo`, `redis` and `nats`; `docs/adding-a-sink.md` says how to add one.
 
 #[cfg(feature = "sink-fifo")]
 pub mod fifo;
 #[cfg(feature = "sink-file")]
 pub mod file;
 pub mod kind;
+#[cfg(feature = "sink-nats")]
+pub mod nats;
 #[cfg(feature = "sink-redis")]
 pub mod redis;
 pub mod registry;
@@ -57,6 +59,24 @@ pub struct Message {
     /// The row change's id (`<txn>:<event>:<row>`), the same on every
     /// re-delivery, so consumers can drop duplicates.
     pub id: String,
+    /// The message's place among those emitted for the same row change
+    /// (0, 1, …, over every handler and sink, in call order), the same on
+    /// every re-delivery: `id` and `index` together name one message, so a
+    /// sink that dedupes by message (NATS `Nats-Msg-Id`) does not take two
+    /// messages of one change for one.
+    pub index: u32,
+}
+
+/// What one message may hold at most, as an open sink knows it (NATS reads
+/// its server's `max_payload`). The runtime refuses a handler's `emit` past
+/// them (`too-large`), so a message the destination would refuse for good
+/// never gets as far as a batch. `None`: no limit of the sink's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkLimits {
+    /// The largest payload, in bytes.
+    pub max_payload: Option<usize>,
+    /// The largest key, in bytes.
+    pub max_key: Option<usize>,
 }
 
 /// Why a batch was not delivered.
@@ -163,6 +183,12 @@ pub trait Sink: Send {
     /// counts messages, retries and refusals of every sink itself.
     fn register_metrics(&self, registry: &crate::telemetry::Registry) {
         let _ = registry;
+    }
+
+    /// The largest message the sink can carry, as far as it knows once open
+    /// (see [`SinkLimits`]). The default: no limits of its own.
+    fn limits(&self) -> SinkLimits {
+        SinkLimits::default()
     }
 
     /// Group commit: from now on a batch is acknowledged once written, and
@@ -353,6 +379,7 @@ pub(crate) mod testing {
             key: None,
             payload: text.as_bytes().to_vec(),
             id: id.to_owned(),
+            index: 0,
         }
     }
 

@@ -144,6 +144,12 @@ macro_rules! kinds {
                 }
             }
 
+            fn limits(&self) -> super::SinkLimits {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref s) => s.limits(), )*
+                }
+            }
+
             fn defer_durability(&mut self) {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref mut s) => s.defer_durability(), )*
@@ -169,6 +175,8 @@ kinds! {
     Fifo => super::fifo::FifoKind,
     #[cfg(feature = "sink-redis")]
     Redis => super::redis::RedisKind,
+    #[cfg(feature = "sink-nats")]
+    Nats => super::nats::NatsKind,
 }
 
 #[cfg(test)]
@@ -179,7 +187,7 @@ mod tests {
 
     #[test]
     fn every_kind_is_listed_once() {
-        assert_eq!(KINDS, ["stdout", "file", "fifo", "redis"]);
+        assert_eq!(KINDS, ["stdout", "file", "fifo", "redis", "nats"]);
     }
 
     #[tokio::test]

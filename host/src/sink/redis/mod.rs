@@ -577,6 +577,7 @@ mod tests {
             key: Some(key.to_vec()),
             payload: payload.to_vec(),
             id: id.to_owned(),
+            index: 0,
         }
     }
 
