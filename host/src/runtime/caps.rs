@@ -684,7 +684,7 @@ pub fn never_wait(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "poll",
         |mut cx: StoreContextMut<'_, HostState>, (pollables,): (Vec<Resource<DynPollable>>,)| {
             let state = cx.data_mut();
-            let (deadline, interrupt) = (state.deadline, state.interrupt.clone());
+            let (deadline, interrupt) = (state.deadline(), state.interrupt.clone());
             let ready = within_deadline(deadline, &interrupt, AsyncPoll::poll(&mut state.table, pollables))?;
             Ok((ready,))
         },
@@ -693,7 +693,7 @@ pub fn never_wait(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "[method]pollable.block",
         |mut cx: StoreContextMut<'_, HostState>, (pollable,): (Resource<DynPollable>,)| {
             let state = cx.data_mut();
-            let (deadline, interrupt) = (state.deadline, state.interrupt.clone());
+            let (deadline, interrupt) = (state.deadline(), state.interrupt.clone());
             within_deadline(deadline, &interrupt, AsyncPollable::block(&mut state.table, pollable))
         },
     )?;

@@ -316,6 +316,7 @@ pub struct HandlerRuntime {
     linker: Arc<Linker<HostState>>,
     stop: Arc<AtomicBool>,
     interrupt: Interrupt,
+    clock: CoarseClock,
 }
 
 impl Drop for HandlerRuntime {
@@ -383,8 +384,10 @@ pub struct HostState {
     metrics: GuestMetrics,
     handler: Arc<str>,
     interrupt: Interrupt,
-    /// When the current call's deadline passes.
-    deadline: std::time::Instant,
+    /// The runtime's coarse clock, and when the current call's deadline
+    /// passes on it (ms).
+    clock: CoarseClock,
+    deadline_ms: u64,
 }
 
 impl WasiView for HostState {
@@ -411,11 +414,14 @@ impl HandlerRuntime {
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
         let ticker_stop = stop.clone();
+        let clock = CoarseClock::default();
+        let ticker_clock = clock.clone();
         std::thread::Builder::new()
             .name("rowhook-epoch".into())
             .spawn(move || {
                 while !ticker_stop.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
+                    ticker_clock.tick();
                     ticker_engine.increment_epoch();
                 }
             })
@@ -425,6 +431,7 @@ impl HandlerRuntime {
             linker: Arc::new(linker),
             stop,
             interrupt: Interrupt::default(),
+            clock,
         })
     }
 
@@ -538,7 +545,8 @@ impl HandlerRuntime {
             metrics,
             handler: Arc::from(name.as_str()),
             interrupt: self.interrupt.clone(),
-            deadline: std::time::Instant::now(),
+            clock: self.clock.clone(),
+            deadline_ms: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -564,27 +572,69 @@ fn deadline_ticks(time_ms: u64) -> u64 {
 }
 
 /// Starts a call's deadline of `time_ms` from now; returns the ticks until
-/// the epoch deadline first looks at it.
+/// the epoch deadline first looks at it. Read on the coarse clock (one
+/// atomic load, not a clock read per call), one millisecond later than
+/// asked, so that the clock's lag never ends a call early.
 fn arm_deadline(state: &mut HostState, time_ms: u64) -> u64 {
-    state.deadline = std::time::Instant::now() + Duration::from_millis(time_ms.max(1));
+    state.deadline_ms = state.clock.now_ms() + time_ms.max(1) + 1;
     deadline_ticks(time_ms).min(STOP_CHECK)
 }
 
-/// At most every [`STOP_CHECK`] ticks of wasm code: cut the call if rowhook
+/// At an epoch deadline while wasm code runs: stop the call if rowhook
 /// is stopping, end it once its deadline passed, or let it run on. The
 /// deadline is read from the clock, not counted in ticks: a tick is often
-/// late on a busy machine, and a minute of late ticks would be seconds.
+/// longer than asked for.
 fn on_epoch_deadline(cx: wasmtime::StoreContextMut<'_, HostState>) -> wasmtime::Result<wasmtime::UpdateDeadline> {
     let state = cx.data();
     if state.interrupt.requested() {
         return Err(CallInterrupted.into());
     }
-    let left = state.deadline.saturating_duration_since(std::time::Instant::now());
-    if left.is_zero() {
+    let now = state.clock.now_ms();
+    if now >= state.deadline_ms {
         return Ok(wasmtime::UpdateDeadline::Interrupt);
     }
-    let ticks = (left.as_micros() as u64).div_ceil(TICK.as_micros() as u64);
+    let ticks = (state.deadline_ms - now).div_ceil(TICK.as_millis() as u64);
     Ok(wasmtime::UpdateDeadline::Continue(ticks.clamp(1, STOP_CHECK)))
+}
+
+/// Milliseconds since the runtime started, kept by the epoch thread at
+/// each tick: what call deadlines are measured on.
+#[derive(Debug, Clone)]
+struct CoarseClock {
+    origin: std::time::Instant,
+    ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for CoarseClock {
+    fn default() -> Self {
+        CoarseClock {
+            origin: std::time::Instant::now(),
+            ms: Arc::default(),
+        }
+    }
+}
+
+impl CoarseClock {
+    fn tick(&self) {
+        self.ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.ms.load(Ordering::Relaxed)
+    }
+
+    /// The instant `ms` on this clock stands for.
+    fn instant(&self, ms: u64) -> std::time::Instant {
+        self.origin + Duration::from_millis(ms)
+    }
+}
+
+impl HostState {
+    /// When the current call's deadline passes.
+    fn deadline(&self) -> std::time::Instant {
+        self.clock.instant(self.deadline_ms)
+    }
 }
 
 /// A live handler instance.
