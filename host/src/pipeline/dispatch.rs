@@ -34,21 +34,14 @@ pub fn grants_of(plan: &Plan, h: &HandlerPlan, limits: impl Fn(&str) -> SinkLimi
     Arc::new(Grants::new(h.grants.iter().map(|name| {
         let single_line = plan.sinks.get(name).is_some_and(|s| s.one_line_per_message());
         let SinkLimits { max_payload, max_key } = limits(name);
-        (
-            name.to_owned(),
-            SinkRules {
-                single_line,
-                max_payload,
-                max_key,
-            },
-        )
+        (name.to_owned(), SinkRules::new(single_line, max_payload, max_key))
     })))
 }
 
 /// The runtime limits of a configured handler.
 pub fn runtime_limits(plan: &HandlerPlan) -> Limits {
     Limits {
-        memory_bytes: plan.limits.memory_mb as usize * (1 << 20),
+        memory_bytes: plan.limits.memory_bytes(),
         time_ms: plan.limits.time.as_millis().max(1) as u64,
         emits_per_event: plan.limits.emits_per_event,
         emit_bytes_per_event: plan.limits.emit_bytes_per_event(),

@@ -294,12 +294,24 @@ pub struct SinkRules {
     /// a payload must be one line of UTF-8 text, with no control character
     /// but tab (see [`line_payload`]).
     pub single_line: bool,
-    /// The largest payload the sink carries, in bytes, if it has a limit
-    /// below rowhook's own (a NATS server's `max_payload`).
-    pub max_payload: Option<usize>,
-    /// The largest key the sink carries, in bytes, if it has a limit below
-    /// rowhook's own.
-    pub max_key: Option<usize>,
+    /// The largest payload an emit to it may carry, in bytes: rowhook's
+    /// own cap, or the sink's where lower (a NATS server's `max_payload`).
+    pub max_payload: usize,
+    /// The largest key, in bytes, likewise.
+    pub max_key: usize,
+}
+
+impl SinkRules {
+    /// The rules of a sink that writes one message per line or not, with
+    /// the limits it states (`None`: none of its own); rowhook's caps
+    /// apply where they are lower.
+    pub fn new(single_line: bool, max_payload: Option<usize>, max_key: Option<usize>) -> SinkRules {
+        SinkRules {
+            single_line,
+            max_payload: max_payload.map_or(caps::MAX_PAYLOAD, |m| m.min(caps::MAX_PAYLOAD)),
+            max_key: max_key.map_or(caps::MAX_EMIT_KEY, |m| m.min(caps::MAX_EMIT_KEY)),
+        }
+    }
 }
 
 impl Grants {
@@ -750,9 +762,7 @@ impl HostState {
             return Err(EmitError::Quota);
         }
         let key_len = key.as_ref().map_or(0, String::len);
-        if payload.len() > rules.max_payload.unwrap_or(caps::MAX_PAYLOAD).min(caps::MAX_PAYLOAD)
-            || key_len > rules.max_key.unwrap_or(caps::MAX_EMIT_KEY).min(caps::MAX_EMIT_KEY)
-        {
+        if payload.len() > rules.max_payload || key_len > rules.max_key {
             return Err(EmitError::TooLarge);
         }
         let bytes = payload.len() + key_len;
