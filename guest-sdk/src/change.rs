@@ -188,6 +188,13 @@ impl<'a> Change<'a> {
         self.row().get(name)
     }
 
+    /// Column `name`'s value, from the image [`Change::get`] reads: for a
+    /// handler that passes values on as they are ([`crate::json::Object::value`]).
+    #[inline]
+    pub fn value(&self, name: &str) -> Result<Value<'a>> {
+        self.row().value(name)
+    }
+
     /// Column `name` as `T` from the after image ([`Error::NoImage`] for a delete).
     pub fn after<T: FromValue<'a>>(&self, name: &str) -> Result<T> {
         self.image(Image::After)?.get(name)

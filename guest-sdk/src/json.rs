@@ -1,8 +1,10 @@
-//! The row change JSON of DESIGN.md, rebuilt from the encoding.
+//! JSON out of a handler: the row change JSON of DESIGN.md, rebuilt from the
+//! encoding ([`Change::to_json`]), and [`Object`], for the small documents a
+//! handler builds from the columns it reads.
 //!
-//! The output is byte for byte what `rowhook inspect` prints for the same
-//! change: the same key order, string escaping, number formatting (`ryu`,
-//! as the host uses) and base64.
+//! [`Change::to_json`] is byte for byte what `rowhook inspect` prints for the
+//! same change: the same key order, string escaping, number formatting
+//! (`ryu`, as the host uses) and base64.
 
 use crate::change::{Change, Row, Value};
 use crate::error::Result;
@@ -70,7 +72,7 @@ fn write_image(out: &mut Vec<u8>, row: Option<Row<'_>>) -> Result<()> {
 }
 
 /// Appends `value` as the row change JSON shows it.
-pub fn write_value(out: &mut Vec<u8>, value: &Value<'_>) {
+pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value<'_>) {
     match *value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Int(i) => {
@@ -140,7 +142,7 @@ impl ItoaBuf {
 /// Appends `s` as a quoted JSON string, escaped as the host escapes:
 /// `"`, `\` and control characters only, `\b \t \n \f \r` short, the rest as
 /// `\u00xx`.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let b = s.as_bytes();
@@ -177,7 +179,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Appends `b` as a quoted standard base64 string with padding.
-pub fn write_base64(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn write_base64(out: &mut Vec<u8>, b: &[u8]) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     out.push(b'"');
     let mut chunks = b.chunks_exact(3);
@@ -211,6 +213,180 @@ pub fn write_base64(out: &mut Vec<u8>, b: &[u8]) {
         }
         _ => {}
     }
+    out.push(b'"');
+}
+
+/// A JSON object written field by field, straight into the bytes a handler
+/// emits: no intermediate tree, one growing buffer.
+///
+/// ```
+/// # fn f(change: &rowhook_guest::Change) -> rowhook_guest::Result<()> {
+/// use rowhook_guest::json::Object;
+/// let mut doc = Object::new();
+/// doc.str("change", change.id())
+///     .value("order", &change.value("id")?)
+///     .value("amount", &change.value("amount")?);
+/// rowhook_guest::emit("orders_queue", Some(change.id()), doc.finish())?;
+/// # Ok(()) }
+/// ```
+///
+/// Values are written as the row change JSON shows them ([`Object::value`]:
+/// decimals and dates as strings, bytes as base64), with one difference
+/// that makes every document fit a line sink (`stdout`, `file`, `fifo`,
+/// which take no control characters): strings escape DEL and the C1
+/// controls (U+0080 to U+009F) as `\u007f` … `\u009f`, besides `"`, `\\`
+/// and the C0 controls. Field names are escaped alike. The builder does not
+/// check that names are distinct.
+#[derive(Debug, Clone)]
+pub struct Object {
+    buf: Vec<u8>,
+}
+
+impl Default for Object {
+    fn default() -> Self {
+        Object::new()
+    }
+}
+
+impl Object {
+    /// An empty object, with room for a small document.
+    pub fn new() -> Object {
+        Object::with_capacity(128)
+    }
+
+    /// An empty object with room for `bytes` of JSON.
+    pub fn with_capacity(bytes: usize) -> Object {
+        let mut buf = Vec::with_capacity(bytes.max(2));
+        buf.push(b'{');
+        Object { buf }
+    }
+
+    fn name(&mut self, name: &str) -> &mut Vec<u8> {
+        if self.buf.len() > 1 {
+            self.buf.push(b',');
+        }
+        write_line_str(&mut self.buf, name);
+        self.buf.push(b':');
+        &mut self.buf
+    }
+
+    /// Adds `"name":"value"`.
+    pub fn str(&mut self, name: &str, value: &str) -> &mut Object {
+        write_line_str(self.name(name), value);
+        self
+    }
+
+    /// Adds a signed integer.
+    pub fn int(&mut self, name: &str, value: i64) -> &mut Object {
+        write_value(self.name(name), &Value::Int(value));
+        self
+    }
+
+    /// Adds an unsigned integer.
+    pub fn uint(&mut self, name: &str, value: u64) -> &mut Object {
+        write_value(self.name(name), &Value::UInt(value));
+        self
+    }
+
+    /// Adds a number, or `null` for NaN and infinities (JSON has neither).
+    pub fn float(&mut self, name: &str, value: f64) -> &mut Object {
+        write_value(self.name(name), &Value::Double(value));
+        self
+    }
+
+    /// Adds `true` or `false`.
+    pub fn bool(&mut self, name: &str, value: bool) -> &mut Object {
+        self.name(name)
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self
+    }
+
+    /// Adds `null`.
+    pub fn null(&mut self, name: &str) -> &mut Object {
+        self.name(name).extend_from_slice(b"null");
+        self
+    }
+
+    /// Adds a column's value as the row change JSON shows it (see the type's docs).
+    pub fn value(&mut self, name: &str, value: &Value<'_>) -> &mut Object {
+        let out = self.name(name);
+        match *value {
+            // Texts get the line-safe escaping; JSON columns are JSON text
+            // already (MySQL's writer escapes controls) and go as they are.
+            Value::Json(_) | Value::Bytes(_) | Value::Vector(_) => write_value(out, value),
+            ref v => match v.as_text() {
+                Some(text) => write_line_str(out, text),
+                None => write_value(out, v),
+            },
+        }
+        self
+    }
+
+    /// Adds `json` as the value, unchecked: it must be one JSON value
+    /// (another [`Object::finish`], say, as UTF-8).
+    pub fn raw(&mut self, name: &str, json: &str) -> &mut Object {
+        self.name(name).extend_from_slice(json.as_bytes());
+        self
+    }
+
+    /// The object's bytes, closed.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf.push(b'}');
+        self.buf
+    }
+}
+
+/// Appends `s` as a quoted JSON string that a line sink takes: as
+/// [`write_str`], and DEL and U+0080 to U+009F as `\u` escapes too.
+fn write_line_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = s.as_bytes();
+    // Most strings need no escape at all: one pass to tell, then one copy.
+    if !b
+        .iter()
+        .any(|&c| c < 0x20 || c == b'"' || c == b'\\' || c == 0x7f || c == 0xc2)
+    {
+        out.reserve(b.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let (len, code) = match c {
+            b'"' | b'\\' => (1, None),
+            0..0x20 | 0x7f => (1, Some(c)),
+            0xc2 if matches!(b.get(i + 1), Some(0x80..=0x9f)) => (2, Some(b[i + 1])),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&b[start..i]);
+        match (c, code) {
+            (b'\x08', _) => out.extend_from_slice(b"\\b"),
+            (b'\t', _) => out.extend_from_slice(b"\\t"),
+            (b'\n', _) => out.extend_from_slice(b"\\n"),
+            (0x0c, _) => out.extend_from_slice(b"\\f"),
+            (b'\r', _) => out.extend_from_slice(b"\\r"),
+            (_, Some(code)) => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(code >> 4)],
+                HEX[usize::from(code & 0xf)],
+            ]),
+            (c, None) => out.extend_from_slice(&[b'\\', c]),
+        }
+        i += len;
+        start = i;
+    }
+    out.extend_from_slice(&b[start..]);
     out.push(b'"');
 }
 
@@ -284,5 +460,32 @@ mod tests {
         assert_eq!(s(|o| write_value(o, &Value::Double(1e-5))), "0.00001");
         assert_eq!(s(|o| write_value(o, &Value::Double(1e-7))), "1e-7");
         assert_eq!(s(|o| write_value(o, &Value::Double(f64::NAN))), "null");
+    }
+
+    #[test]
+    fn objects_fit_a_line() {
+        let mut doc = Object::new();
+        doc.str("a\"b", "x\ny\u{7f}\u{85}\u{a0}\u{9f}é\t\\")
+            .int("i", -3)
+            .uint("u", 7)
+            .float("f", f64::INFINITY)
+            .bool("t", true)
+            .null("n")
+            .value("d", &Value::Decimal("-1.50"))
+            .value("b", &Value::Bytes(b"ab"))
+            .value("j", &Value::Json("{\"k\":[1]}"))
+            .raw("o", "[]");
+        let text = String::from_utf8(doc.finish()).unwrap();
+        assert_eq!(
+            text,
+            // U+00A0 is no control: it stays as it is.
+            concat!(
+                r#"{"a\"b":"x\ny\u007f\u0085"#,
+                "\u{a0}",
+                r#"\u009fé\t\\","i":-3,"u":7,"f":null,"t":true,"n":null,"d":"-1.50","b":"YWI=","j":{"k":[1]},"o":[]}"#
+            )
+        );
+        assert!(!text.bytes().any(|c| c < 0x20 || c == 0x7f));
+        assert_eq!(String::from_utf8(Object::new().finish()).unwrap(), "{}");
     }
 }

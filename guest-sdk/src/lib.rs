@@ -69,7 +69,7 @@ extern crate self as rowhook_guest;
 mod caps;
 mod change;
 mod error;
-mod json;
+pub mod json;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
