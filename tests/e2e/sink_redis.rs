@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rowhook::sink::redis::{ListSide, Mode, RedisOptions, RedisSink, RedisUrl};
-use rowhook::sink::{Message, Sink};
+use rowhook::sink::redis::{ListSide, Mode, RedisKind, RedisOptions, RedisSink, RedisUrl};
+use rowhook::sink::{Message, Sink, SinkKind, SinkLimits};
 
 use crate::crash::ledger_setup;
 use crate::support::{build_guest, golden, interrupt, root, rowhook, spawn_run, temp_dir};
@@ -359,9 +359,26 @@ fn hostile_payloads_are_delivered_or_refused_by_the_servers_limit() {
         [("payload".into(), binary.clone()), ("id".into(), b"0-1-1:0:0".to_vec())]
     );
 
-    // A server that takes at most 1 MiB per value.
+    // A server that takes at most 1 MiB per value: the sink says so once
+    // open, so a larger emit is refused with `too-large` at once.
     let small = Redis::start("hostile-small", &["--proto-max-bulk-len", "1mb"]);
     runtime().block_on(async {
+        let options = RedisOptions {
+            url: RedisUrl::parse(&small.url()).unwrap(),
+            mode: Mode::Keys {
+                prefix: "p:".into(),
+                ttl: None,
+            },
+            timeout: Duration::from_millis(1000),
+        };
+        let opened = <RedisKind as SinkKind>::open("r", &options).await.unwrap();
+        assert_eq!(
+            opened.limits(),
+            SinkLimits {
+                max_payload: Some(1 << 20),
+                max_key: Some((1 << 20) - 2)
+            }
+        );
         let mut s = sink(
             &small.url(),
             Mode::List {

@@ -26,10 +26,12 @@
 //!   again at the next call. Refused credentials or permissions, a key of the
 //!   wrong type, and a message larger than the server takes are
 //!   [`SinkError::Permanent`], with the fix.
-//! - **Limits come from the server.** At each connect the sink reads
-//!   `proto-max-bulk-len` (`CONFIG GET`; Redis's default, 512 MiB, if the
-//!   command is not allowed), and refuses a batch holding a larger payload
-//!   or key before sending any of it.
+//! - **Limits come from the server.** The sink connects when it is opened
+//!   and at each reconnect reads `proto-max-bulk-len` (`CONFIG GET`;
+//!   Redis's default, 512 MiB, if the command is not allowed). The value
+//!   read at open is the sink's [`Sink::limits`], so a handler's larger
+//!   `emit` gets `too-large`; a batch holding a larger payload or key (the
+//!   server's limit lowered since) is refused before any of it is sent.
 //! - **Cancel-safe, no queue.** The sink holds one connection and no buffer;
 //!   a slow server makes `write_batch` slow. A call dropped while its request
 //!   was in flight leaves the connection marked, and the next call drops it
@@ -46,7 +48,7 @@ mod config;
 
 pub use self::config::{DEFAULT_TIMEOUT_MS, RawRedisSink};
 use super::kind::SinkKind;
-use super::{Message, Sink, SinkError};
+use super::{Message, Sink, SinkError, SinkLimits};
 use crate::probe::CheckLine;
 use crate::problem::SinkContext;
 
@@ -65,7 +67,16 @@ impl SinkKind for RedisKind {
     }
 
     async fn open(name: &str, options: &RedisOptions) -> Result<RedisSink, SinkError> {
-        RedisSink::open(name, options.clone())
+        let mut sink = RedisSink::open(name, options.clone())?;
+        // Connect now, so that the server's limit is known when handlers
+        // are granted the sink (see `Sink::limits`): a server that is down
+        // is no error here, refused credentials are.
+        match sink.connection().await {
+            Ok(_) => {}
+            Err(e @ SinkError::Permanent { .. }) => return Err(e),
+            Err(e) => tracing::info!(sink = %name, "not connected yet: {e}"),
+        }
+        Ok(sink)
     }
 
     fn probe(name: &str, options: &RedisOptions) -> CheckLine {
@@ -494,6 +505,18 @@ impl Sink for RedisSink {
         // Every acknowledged batch was answered by the server already.
         self.conn = None;
         Ok(())
+    }
+
+    fn limits(&self) -> SinkLimits {
+        let max = usize::try_from(self.max_bulk).unwrap_or(usize::MAX);
+        let prefix = match &self.opts.mode {
+            Mode::Keys { prefix, .. } => prefix.len(),
+            _ => 0,
+        };
+        SinkLimits {
+            max_payload: Some(max),
+            max_key: Some(max.saturating_sub(prefix)),
+        }
     }
 }
 
