@@ -278,6 +278,11 @@ fn server_restart_loses_and_repeats_nothing() {
         server.kill();
         server.restart();
         write_until_delivered(&mut sink, &c, Duration::from_secs(30)).await;
+        // A batch sent again (a restart from an older checkpoint): every
+        // message acknowledged, counted as a duplicate, stored once.
+        let before = sink.duplicates();
+        sink.write_batch(&a).await.unwrap();
+        assert_eq!(sink.duplicates() - before, a.len() as u64);
         sink.close().await.unwrap();
     });
     let got = rt.block_on(stream_messages(&url, "R"));

@@ -52,6 +52,7 @@ use super::kind::SinkKind;
 use super::{Message, Sink, SinkError, SinkLimits};
 use crate::probe::CheckLine;
 use crate::problem::SinkContext;
+use crate::telemetry::{Counter, Registry};
 
 /// The header JetStream deduplicates by.
 const MSG_ID: &str = "Nats-Msg-Id";
@@ -289,6 +290,8 @@ pub struct NatsSink {
     /// The connection, while there is one.
     conn: Option<Box<Connection>>,
     limits: SinkLimits,
+    /// Messages the stream acknowledged as duplicates of ones it held.
+    duplicates: Counter,
 }
 
 impl fmt::Debug for NatsSink {
@@ -298,6 +301,7 @@ impl fmt::Debug for NatsSink {
             .field("opts", &self.opts)
             .field("connected", &self.conn.is_some())
             .field("limits", &self.limits)
+            .field("duplicates", &self.duplicates.get())
             .finish()
     }
 }
@@ -315,6 +319,7 @@ impl NatsSink {
                 max_payload: None,
                 max_key: Some(MAX_KEY),
             },
+            duplicates: Counter::detached(),
         };
         match sink.connect().await {
             Ok(conn) => {
@@ -326,6 +331,12 @@ impl NatsSink {
             Err(e) => tracing::info!(sink = %name, "not connected yet: {e}"),
         }
         Ok(sink)
+    }
+
+    /// Messages the stream acknowledged as duplicates so far (what
+    /// `rowhook_sink_duplicates_total` counts).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.get()
     }
 
     /// Whether the sink holds a live connection.
@@ -426,7 +437,12 @@ impl NatsSink {
 
     async fn await_ack(&self, ack: jetstream::context::PublishAckFuture, m: &Message) -> Result<(), SinkError> {
         match ack.await {
-            Ok(_) => Ok(()),
+            Ok(ack) => {
+                if ack.duplicate {
+                    self.duplicates.inc();
+                }
+                Ok(())
+            }
             Err(e) => {
                 let subject = self.opts.subject.render(m.key.as_deref());
                 Err(self.publish_error(m, &subject, e.kind(), &e))
@@ -553,6 +569,15 @@ impl Sink for NatsSink {
     fn limits(&self) -> SinkLimits {
         self.limits
     }
+
+    fn register_metrics(&self, registry: &Registry) {
+        registry.attach_counter(
+            "rowhook_sink_duplicates_total",
+            "Messages a JetStream stream acknowledged as duplicates (by Nats-Msg-Id) and did not store again: re-deliveries after a retry or a restart.",
+            vec![("sink", self.name.clone())],
+            &self.duplicates,
+        );
+    }
 }
 
 /// Why a connection could not be made.
@@ -647,6 +672,7 @@ async fn probe_server(name: &str, opts: &NatsOptions) -> Result<String, String> 
         opts: Box::new(opts.clone()),
         conn: None,
         limits: SinkLimits::default(),
+        duplicates: Counter::detached(),
     };
     let conn = sink.connect().await.map_err(|e| match e {
         SinkError::Unavailable { reason, .. } => {
