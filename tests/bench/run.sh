@@ -103,11 +103,12 @@ BIN=$TARGET_DIR/release/rowhook
 if want handlers; then
     log "building the trivial and counting handlers (wasm32-wasip2)"
     GUESTS=$ROOT/tests/guests
-    (cd "$GUESTS" && cargo build --release --target wasm32-wasip2 -p trivial -p counting -p spinner --quiet --target-dir "$GUESTS/target") >&2 \
+    (cd "$GUESTS" && cargo build --release --target wasm32-wasip2 -p trivial -p counting -p projecting -p spinner --quiet --target-dir "$GUESTS/target") >&2 \
         || die "building $GUESTS/trivial failed (rustup target add wasm32-wasip2?)"
     TRIVIAL=$GUESTS/target/wasm32-wasip2/release/trivial.wasm
     COUNTING=$GUESTS/target/wasm32-wasip2/release/counting.wasm
     SPINNER=$GUESTS/target/wasm32-wasip2/release/spinner.wasm
+    PROJECTING=$GUESTS/target/wasm32-wasip2/release/projecting.wasm
     [[ -s $SPINNER ]] || die "$SPINNER was not built"
     [[ -s $TRIVIAL ]] || die "$TRIVIAL was not built"
     [[ -s $COUNTING ]] || die "$COUNTING was not built"
@@ -357,6 +358,9 @@ time_replay() {
 #                     the file must hold exactly CALLS lines
 #   --checkpoint MS   `replay --checkpoint`: the position and state go to the store, committed
 #                     every MS ms (`[state] commit_interval_ms`)
+#   --project         instead of the trivial handler, tests/guests/trivial/projecting, the realistic
+#                     one: three columns of each change into a small JSON document, one message per
+#                     change to a file sink (fsync "always"); the file must hold exactly CALLS lines
 #   --noisy           a third handler, tests/guests/spinner, on the same tables: it spins until its
 #                     deadline (time_ms = 10) on every change, on_error = "skip", default circuit
 #                     breaker (5 timeouts within 10 s suspend it for 30 s): it must be called
@@ -364,11 +368,12 @@ time_replay() {
 # Every run starts from an empty directory (state store, sink file): a kept checkpoint would make
 # the next run resume at the end of FILE and do nothing.
 handler_case() {
-    local emit=0 noisy=0 interval='' flags=()
+    local emit=0 noisy=0 project=0 interval='' flags=()
     while [[ $1 == --* ]]; do
         case $1 in
             --emit) emit=1; shift ;;
             --noisy) noisy=1; shift ;;
+            --project) project=1; shift ;;
             --checkpoint) interval=$2; flags+=(--checkpoint); shift 2 ;;
             *) die "handler_case: unknown option $1" ;;
         esac
@@ -388,10 +393,15 @@ handler_case() {
         echo "[state]"
         echo "path = \"$run/state\""
         [[ -z $interval ]] || echo "commit_interval_ms = $interval"
-        if [[ $emit == 1 ]]; then
+        if [[ $emit == 1 || $project == 1 ]]; then
             printf '\n[sinks.calls]\nkind = "file"\npath = "%s"\n' "$run/calls.jsonl"
         fi
-        printf '\n[[handlers]]\nname = "trivial"\nmodule = "%s"\ntables = [%s]\n%s\n' "$TRIVIAL" "${list%, }" "$limits"
+        if [[ $project == 1 ]]; then
+            printf '\n[[handlers]]\nname = "projecting"\nmodule = "%s"\ntables = [%s]\nsinks = ["calls"]\n%s\n' \
+                "$PROJECTING" "${list%, }" "$limits"
+        else
+            printf '\n[[handlers]]\nname = "trivial"\nmodule = "%s"\ntables = [%s]\n%s\n' "$TRIVIAL" "${list%, }" "$limits"
+        fi
         if [[ $emit == 1 ]]; then
             printf '\n[[handlers]]\nname = "counting"\nmodule = "%s"\ntables = [%s]\nsinks = ["calls"]\n%s\n' \
                 "$COUNTING" "${list%, }" "$limits"
@@ -401,12 +411,12 @@ handler_case() {
                 "$SPINNER" "${list%, }"
         fi
     } >"$config"
-    local messages=$((emit * calls))
+    local messages=$(((emit + project) * calls))
     for ((i = 0; i < REPEAT; i++)); do
         rm -rf "$run"
         mkdir -p "$run"
         line=$(time_replay "$config" "$file" $(((1 + emit) * calls + 5 * noisy)) "$messages" "${flags[@]}") || exit 1
-        if [[ $emit == 1 ]]; then
+        if [[ $emit == 1 || $project == 1 ]]; then
             # What reached the file, not what replay says it sent.
             lines=0
             [[ ! -f $run/calls.jsonl ]] || lines=$(wc -l <"$run/calls.jsonl")
@@ -423,6 +433,7 @@ handler_case() {
     rss_max=$(printf '%s\n' "${rsss[@]}" | sort -g | tail -n 1)
     CASE_CPU=$cpu
     [[ $emit == 0 ]] || handlers="$handlers (+ counting → file)"
+    [[ $project == 0 ]] || handlers="$handlers (projecting → file)"
     [[ $noisy == 0 ]] || handlers="$handlers (+ spinner, suspended)"
     awk -v n="$name" -v t="$handlers" -v rows="$rows" -v ch="$changes" -v calls="$(((1 + emit) * calls + 5 * noisy))" \
         -v w="$wall" -v c="$cpu" -v cs="${cpus[*]}" -v rss="$rss_max" 'BEGIN {
@@ -461,6 +472,10 @@ if want handlers; then
     kept_500=$(kept "$base_cpu" "$CASE_CPU")
     handler_case --checkpoint 10 "workload, every row" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
     kept_10=$(kept "$base_cpu" "$CASE_CPU")
+    # The emit path: a realistic handler (three columns into a small JSON document, one message
+    # per change) to a file sink, fsync "always", durable checkpoints, against the trivial one.
+    handler_case --project --checkpoint 500 "workload, projecting → file" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    kept_project=$(kept "$base_cpu" "$CASE_CPU")
     handler_case "ten tables, 1 in 10" "$TEN_ROWS" "$TEN_FILE" "$TEN_SUB" "cdcbench10.$TEN_TABLE"
     handler_case "ten tables, all 10" "$TEN_ROWS" "$TEN_FILE" "$TEN_ROWS" "cdcbench10.*"
     # Bounded memory: two handlers, one emitting a message per row, durable checkpoints; one
@@ -478,6 +493,9 @@ if want handlers; then
     out ""
     out "Throughput kept with durable checkpoints (rows per CPU-s with \`--checkpoint\` / without, workload, trivial handler):"
     out "$kept_500 at commit_interval_ms = 500, $kept_10 at 10."
+    out ""
+    out "Throughput the projecting handler (three columns → JSON → file, fsync \"always\", --checkpoint) keeps"
+    out "against the trivial handler (rows per CPU-s): $kept_project."
     out ""
     out "Throughput the two handlers keep beside a handler that times out on every change (rows per CPU-s"
     out "with the spinner, suspended by its circuit breaker after 5 timeouts / without): $kept_noisy."
