@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The README's first command: builds the four example handlers
+# The README's first command: builds the example handlers
 # (examples/handlers/) and rowhook, then replays the recorded shop binlog
-# through all four at once (examples/demo.toml) and shows what reached each
-# sink. No server needed; works from any directory; once built, a run takes
+# through the four that need no server at once (examples/demo.toml) and
+# shows what reached each sink. No server needed; works from any directory; once built, a run takes
 # a few seconds.
 #
 #   bash examples/demo.sh
