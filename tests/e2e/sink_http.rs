@@ -105,7 +105,15 @@ impl Receiver {
     fn restart(&mut self) {
         assert!(self.acceptor.is_none());
         self.shared.stop.store(false, Ordering::SeqCst);
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        // The port may still be held a moment after a stop.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(l) => break l,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => panic!("the receiver cannot listen on {} again: {e}", self.port),
+            }
+        };
         listener.set_nonblocking(true).unwrap();
         let shared = self.shared.clone();
         self.acceptor = Some(std::thread::spawn(move || {
@@ -180,7 +188,10 @@ fn serve(stream: TcpStream, shared: &Shared) {
             }
         }
         let mut parts = line.split_whitespace();
-        let (method, target) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+        let (method, target) = (
+            parts.next().unwrap_or("").to_owned(),
+            parts.next().unwrap_or("").to_owned(),
+        );
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();
@@ -277,7 +288,9 @@ fn read_line(reader: &mut BufReader<TcpStream>, line: &mut String, shared: &Shar
 /// What a receiver does with `X-Rowhook-Signature`: the HMAC-SHA256 of
 /// `<timestamp>.<body>`, compared in constant time.
 fn verify(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool {
-    let Some(hex) = signature.strip_prefix("sha256=") else { return false };
+    let Some(hex) = signature.strip_prefix("sha256=") else {
+        return false;
+    };
     let Some(tag) = (0..hex.len())
         .step_by(2)
         .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
@@ -294,7 +307,7 @@ fn verify(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool 
 
 /// A config in `dir` that runs the `minimal` example handler (a message
 /// `{"order":ID}` keyed by the id per new order) into the http sink
-/// `orders_hook` with `keys`, and `on_error` as given.
+/// `orders_queue` with `keys`, and `on_error` as given.
 fn minimal_config(dir: &Path, keys: &str, on_error: &str) -> PathBuf {
     let minimal = build_guest(&root().join("guest-sdk/examples/minimal"), "minimal");
     let config = dir.join("rowhook.toml");
@@ -302,7 +315,7 @@ fn minimal_config(dir: &Path, keys: &str, on_error: &str) -> PathBuf {
         &config,
         format!(
             r#"
-[sinks.orders_hook]
+[sinks.orders_queue]
 kind = "http"
 {keys}
 
@@ -311,7 +324,7 @@ name = "orders"
 module = "{}"
 tables = ["shop.orders"]
 ops = ["insert"]
-sinks = ["orders_hook"]
+sinks = ["orders_queue"]
 on_error = "{on_error}"
 "#,
             minimal.display()
@@ -464,10 +477,17 @@ fn batch_mode_sends_json_lines() {
         let seen = receiver.seen();
         let keys: Vec<&str> = seen.iter().map(|s| s.header("idempotency-key").unwrap()).collect();
         assert_eq!(keys, ["0-1-9:0:0:0", "0-1-10:0:0:0..0-1-10:1:0:0"]);
-        let ids: Vec<String> = seen[1].lines().iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
+        let ids: Vec<String> = seen[1]
+            .lines()
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(ids, ["0-1-10:0:0:0", "0-1-10:1:0:0"]);
         assert_eq!(seen[1].lines()[1]["payload"]["order"], 1003);
-        assert!(seen.iter().all(|s| !s.signed && s.header("x-rowhook-signature").is_none()));
+        assert!(
+            seen.iter()
+                .all(|s| !s.signed && s.header("x-rowhook-signature").is_none())
+        );
     }
 }
 
@@ -639,7 +659,10 @@ fn retry_after_is_honoured() {
     rt().block_on(async {
         let started = Instant::now();
         let e = sink.write_batch(&batch).await.unwrap_err();
-        assert!(e.is_retryable() && e.to_string().contains("no response within 300 ms"), "{e}");
+        assert!(
+            e.is_retryable() && e.to_string().contains("no response within 300 ms"),
+            "{e}"
+        );
         assert!(started.elapsed() < Duration::from_secs(2));
         sink.write_batch(&batch).await.unwrap();
     });
@@ -738,7 +761,10 @@ fn hostile_payloads_and_keys() {
             (Some("a%20b/c%0D%0A%FF"), "0-1-3:0:3:0", b"spaces".as_slice()),
         ]
     );
-    assert!(seen.iter().all(|s| s.header("content-type") == Some("application/octet-stream")));
+    assert!(
+        seen.iter()
+            .all(|s| s.header("content-type") == Some("application/octet-stream"))
+    );
 
     receiver.forget();
     let mut sink = HttpSink::open(
@@ -748,7 +774,11 @@ fn hostile_payloads_and_keys() {
     .unwrap();
     rt().block_on(sink.write_batch(&batch)).unwrap();
     let lines = receiver.seen()[0].lines();
-    let b64 = |v: &serde_json::Value| base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
     assert_eq!(b64(&lines[0]["payload_b64"]), binary);
     assert_eq!(lines[1]["key"], "");
     assert!(lines[2].get("key").is_none() && lines[2].get("key_b64").is_none());
@@ -811,6 +841,8 @@ max_body_bytes = 1048576
 name = "echo"
 module = "{}"
 tables = ["big.docs"]
+# Rendering 10 MB of JSON is slow in a debug build: time is not the point here.
+limits = {{ time_ms = 10000 }}
 on_error = "skip"
 sinks = ["out"]
 "#,
@@ -845,7 +877,10 @@ fn check_names_the_problem_and_the_fix() {
             .env("WEBHOOK_TOKEN", "t0ken")
             .output()
             .unwrap();
-        (out.status.success(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+        (
+            out.status.success(),
+            format!("{}{}", text(&out.stdout), text(&out.stderr)),
+        )
     };
     let url = format!(
         "url = \"{}\"\nheaders = {{ Authorization = \"Bearer ${{WEBHOOK_TOKEN}}\" }}",
@@ -856,7 +891,7 @@ fn check_names_the_problem_and_the_fix() {
     assert!(ok, "{out}");
     assert!(
         out.contains(&format!(
-            "sink `orders_hook` (http): http://127.0.0.1:{}: answers OPTIONS with 200",
+            "sink `orders_queue` (http): http://127.0.0.1:{}: answers OPTIONS with 200",
             receiver.port
         )),
         "{out}"
@@ -870,12 +905,17 @@ fn check_names_the_problem_and_the_fix() {
     let (ok, out) = check(&url);
     assert!(!ok);
     assert!(
-        out.contains("answers 401 Unauthorized (bad token): the receiver refuses the sink's credentials; check headers"),
+        out.contains(
+            "answers 401 Unauthorized (bad token): the receiver refuses the sink's credentials; check headers"
+        ),
         "{out}"
     );
     receiver.then([Answer::Status(404, vec![], String::new())]);
     let (ok, out) = check(&url);
-    assert!(!ok && out.contains("nothing receives at url's path; fix the path in url"), "{out}");
+    assert!(
+        !ok && out.contains("nothing receives at url's path; fix the path in url"),
+        "{out}"
+    );
     receiver.then([Answer::Status(405, vec![], String::new())]);
     let (ok, out) = check(&url);
     assert!(ok && out.contains("answers OPTIONS with 405"), "{out}");
@@ -883,55 +923,134 @@ fn check_names_the_problem_and_the_fix() {
     let down = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (ok, out) = check(&format!("url = \"http://127.0.0.1:{down}/\""));
     assert!(!ok);
-    assert!(out.contains("cannot connect") && out.contains("start the receiver"), "{out}");
+    assert!(
+        out.contains("cannot connect") && out.contains("start the receiver"),
+        "{out}"
+    );
 
     let (ok, out) = check("url = \"ftp://127.0.0.1/x\"");
-    assert!(!ok && out.contains("sinks.orders_hook.url: `ftp://` is not an HTTP URL scheme"), "{out}");
+    assert!(
+        !ok && out.contains("sinks.orders_queue.url: `ftp://` is not an HTTP URL scheme"),
+        "{out}"
+    );
     let (ok, out) = check("url = \"http://me:pw@127.0.0.1/x\"");
-    assert!(!ok && out.contains("sinks.orders_hook.url: holds credentials") && !out.contains("pw@"), "{out}");
+    assert!(
+        !ok && out.contains("sinks.orders_queue.url: holds credentials") && !out.contains("pw@"),
+        "{out}"
+    );
 
-    // A TLS server (openssl s_server) whose certificate a test CA signed.
+    // An HTTPS receiver whose certificate a test CA signed.
     let certs = temp_dir("http-check-certs");
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl").args(args).current_dir(&certs).output().unwrap();
         assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
     };
     openssl(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
         "/CN=rowhook test CA",
     ]);
     openssl(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
     ]);
     std::fs::write(certs.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
     openssl(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-        "server.pem", "-days", "2", "-extfile", "ext.cnf",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
     ]);
-    let tls_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = Command::new("openssl")
-        .args(["s_server", "-quiet", "-www", "-accept", &tls_port.to_string()])
-        .args(["-cert", "server.pem", "-key", "server.key"])
-        .current_dir(&certs)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
-        assert!(Instant::now() < deadline, "openssl s_server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let tls_port = tls_receiver(&certs.join("server.pem"), &certs.join("server.key"));
     let https = format!("url = \"https://localhost:{tls_port}/\"");
     let (ok, out) = check(&https);
-    let (ok_ca, out_ca) = check(&format!("{https}\ntls_ca_file = \"{}\"", certs.join("ca.pem").display()));
-    let _ = server.kill();
-    let _ = server.wait();
+    let (ok_ca, out_ca) = check(&format!(
+        "{https}\ntls_ca_file = \"{}\"",
+        certs.join("ca.pem").display()
+    ));
     assert!(!ok, "{out}");
     assert!(
         out.contains("TLS with https://localhost:") && out.contains("set tls_ca_file to the CA"),
         "{out}"
     );
     assert!(ok_ca, "{out_ca}");
-    assert!(out_ca.contains(&format!("https://localhost:{tls_port}: answers OPTIONS")), "{out_ca}");
+    assert!(
+        out_ca.contains(&format!("https://localhost:{tls_port}: answers OPTIONS")),
+        "{out_ca}"
+    );
+}
+
+/// An HTTPS receiver on a free port (rustls, on std threads) that answers
+/// every request `204 No Content`; returns the port.
+fn tls_receiver(cert: &Path, key: &Path) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = tls.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                let _ = tls.flush();
+            });
+        }
+    });
+    port
 }

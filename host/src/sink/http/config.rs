@@ -229,8 +229,8 @@ pub fn resolve(raw: RawHttpSink, cx: &mut SinkContext<'_>) -> Option<HttpOptions
         Some(s) => Some(Secret(s)),
     };
 
-    let mut ranged = |key: &str, value: Option<u64>, range: std::ops::RangeInclusive<u64>, default: u64, unit: &str| {
-        match value {
+    let mut ranged =
+        |key: &str, value: Option<u64>, range: std::ops::RangeInclusive<u64>, default: u64, unit: &str| match value {
             None => default,
             Some(v) if range.contains(&v) => v,
             Some(v) => {
@@ -242,8 +242,7 @@ pub fn resolve(raw: RawHttpSink, cx: &mut SinkContext<'_>) -> Option<HttpOptions
                 ok = false;
                 default
             }
-        }
-    };
+        };
     let timeout_ms = ranged("timeout_ms", raw.timeout_ms, 100..=600_000, DEFAULT_TIMEOUT_MS, " ms");
     let max_body = ranged(
         "max_body_bytes",
@@ -474,7 +473,10 @@ max_batch_messages = 0
         )
         .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("sinks.a.url") && text.contains("sinks.a.headers"), "{text}");
+        assert!(
+            text.contains("sinks.a.url") && text.contains("sinks.a.headers"),
+            "{text}"
+        );
         assert!(!text.contains("t0ken"), "{text}");
     }
 

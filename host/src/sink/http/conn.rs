@@ -224,8 +224,9 @@ impl Conn {
             match tls {
                 None => handshake(tcp).await,
                 Some(tls) => {
-                    let name = ServerName::try_from(at.host.clone())
-                        .map_err(|e| ConnectError::Tls(format!("{origin}: `{}` is not a TLS server name: {e}", at.host)))?;
+                    let name = ServerName::try_from(at.host.clone()).map_err(|e| {
+                        ConnectError::Tls(format!("{origin}: `{}` is not a TLS server name: {e}", at.host))
+                    })?;
                     let stream = tls.connect(name, tcp).await.map_err(|e| {
                         if e.kind() == std::io::ErrorKind::InvalidData {
                             ConnectError::Tls(format!("TLS with {origin} failed: {e}"))
@@ -287,9 +288,12 @@ impl Conn {
                 read <= DRAIN_MAX,
             ))
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or_else(|_| Err(SendError::Broken(format!("no response within {} ms", timeout.as_millis()))))
+        tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| {
+            Err(SendError::Broken(format!(
+                "no response within {} ms",
+                timeout.as_millis()
+            )))
+        })
     }
 }
 
@@ -352,7 +356,13 @@ mod tests {
         let e = Endpoint::parse("https://hooks.example.com/services/T0/B0/s3cret?x=1").unwrap();
         assert_eq!(
             (e.tls, e.host.as_str(), e.port, e.authority.as_str(), e.target.as_str()),
-            (true, "hooks.example.com", 443, "hooks.example.com", "/services/T0/B0/s3cret?x=1")
+            (
+                true,
+                "hooks.example.com",
+                443,
+                "hooks.example.com",
+                "/services/T0/B0/s3cret?x=1"
+            )
         );
         assert_eq!(format!("{e:?}"), "Endpoint(https://hooks.example.com:443)");
         let e = Endpoint::parse("http://[::1]:8080").unwrap();

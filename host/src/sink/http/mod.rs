@@ -60,8 +60,8 @@ use tokio_rustls::TlsConnector;
 
 pub use self::body::{ENVELOPE_ROOM, MAX_KEY, max_batch_payload};
 pub use self::config::{DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT_MS, RawHttpSink};
-pub use self::conn::{Endpoint, TlsFiles};
 use self::conn::{Conn, ConnectError, Reply, SendError};
+pub use self::conn::{Endpoint, TlsFiles};
 use super::kind::SinkKind;
 use super::{Message, Sink, SinkError, SinkLimits};
 use crate::probe::CheckLine;
@@ -350,13 +350,22 @@ impl HttpSink {
         if let HttpMode::Message { .. } = self.opts.mode
             && let Some(key) = &batch[0].key
         {
-            headers.insert(HeaderName::from_static(KEY), HeaderValue::from_str(&body::header_safe(key)).expect("header-safe"));
+            headers.insert(
+                HeaderName::from_static(KEY),
+                HeaderValue::from_str(&body::header_safe(key)).expect("header-safe"),
+            );
         }
         if let Some(key) = &self.hmac {
             let ts = body::unix_now().to_string();
             let signature = body::sign(key, &ts, &body);
-            headers.insert(HeaderName::from_static(TIMESTAMP), HeaderValue::from_str(&ts).expect("digits"));
-            headers.insert(HeaderName::from_static(SIGNATURE), HeaderValue::from_str(&signature).expect("hex"));
+            headers.insert(
+                HeaderName::from_static(TIMESTAMP),
+                HeaderValue::from_str(&ts).expect("digits"),
+            );
+            headers.insert(
+                HeaderName::from_static(SIGNATURE),
+                HeaderValue::from_str(&signature).expect("hex"),
+            );
         }
         let len = body.len();
         let mut request = Request::new(Full::new(body));
@@ -378,11 +387,7 @@ impl HttpSink {
             }
             Err(SendError::Broken(what)) => Err(SinkError::unavailable(
                 &self.name,
-                format!(
-                    "{} to {}: {what}",
-                    self.opts.method.method(),
-                    self.opts.url.origin()
-                ),
+                format!("{} to {}: {what}", self.opts.method.method(), self.opts.url.origin()),
             )),
             Err(SendError::NotHttp(what)) => Err(SinkError::permanent(
                 &self.name,
@@ -454,7 +459,10 @@ impl HttpSink {
 /// marked sensitive), `Host`, `User-Agent` and `Content-Type`.
 fn request_headers(opts: &HttpOptions) -> HeaderMap {
     let mut h = conn::header_map(&opts.headers);
-    h.insert(HOST, HeaderValue::from_str(&opts.url.authority).expect("a URL's authority"));
+    h.insert(
+        HOST,
+        HeaderValue::from_str(&opts.url.authority).expect("a URL's authority"),
+    );
     h.insert(
         USER_AGENT,
         HeaderValue::from_static(concat!("rowhook/", env!("CARGO_PKG_VERSION"))),
@@ -580,8 +588,14 @@ async fn probe_server(name: &str, opts: &HttpOptions) -> Result<String, String> 
     headers.remove(CONTENT_TYPE);
     if let Some(key) = &sink.hmac {
         let ts = body::unix_now().to_string();
-        headers.insert(HeaderName::from_static(SIGNATURE), HeaderValue::from_str(&body::sign(key, &ts, b"")).expect("hex"));
-        headers.insert(HeaderName::from_static(TIMESTAMP), HeaderValue::from_str(&ts).expect("digits"));
+        headers.insert(
+            HeaderName::from_static(SIGNATURE),
+            HeaderValue::from_str(&body::sign(key, &ts, b"")).expect("hex"),
+        );
+        headers.insert(
+            HeaderName::from_static(TIMESTAMP),
+            HeaderValue::from_str(&ts).expect("digits"),
+        );
     }
     let mut request = Request::new(Full::new(Bytes::new()));
     *request.method_mut() = Method::OPTIONS;
@@ -589,9 +603,9 @@ async fn probe_server(name: &str, opts: &HttpOptions) -> Result<String, String> 
     *request.headers_mut() = headers;
     let (reply, _) = conn.send(request, timeout).await.map_err(|e| match e {
         SendError::Broken(what) => format!("OPTIONS: {what}; check that url points at an HTTP server"),
-        SendError::NotHttp(what) => format!(
-            "the answer is not HTTP/1.1 ({what}); check the scheme (http:// or https://) and the port of url"
-        ),
+        SendError::NotHttp(what) => {
+            format!("the answer is not HTTP/1.1 ({what}); check the scheme (http:// or https://) and the port of url")
+        }
     })?;
     let status = reply.status;
     let said = body::body_start(&reply.body);
@@ -686,7 +700,10 @@ mod tests {
         o.hmac_secret = Some(Secret("hmac-secret-value".into()));
         let s = HttpSink::open("w", o).unwrap();
         let text = format!("{s:?}");
-        assert!(!text.contains("s3cret") && !text.contains("hmac-secret") && !text.contains("/hook"), "{text}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("hmac-secret") && !text.contains("/hook"),
+            "{text}"
+        );
         assert!(format!("{:?}", s.headers).contains("Sensitive"), "{:?}", s.headers);
     }
 
@@ -745,9 +762,16 @@ mod tests {
         }
         assert!(s.not_before.is_none());
         let e = s.refusal(reply(429, Some("3"), None, "slow down"), 10, &batch);
-        assert!(e.to_string().contains("answered 429 Too Many Requests (slow down); it asked to retry after 3 s"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("answered 429 Too Many Requests (slow down); it asked to retry after 3 s"),
+            "{e}"
+        );
         let left = s.not_before.unwrap() - Instant::now();
-        assert!(left > Duration::from_millis(2900) && left <= Duration::from_secs(3), "{left:?}");
+        assert!(
+            left > Duration::from_millis(2900) && left <= Duration::from_secs(3),
+            "{left:?}"
+        );
 
         let e = s.refusal(reply(400, None, None, "{\"error\":\"no such field\"}\n"), 10, &batch);
         assert!(!e.is_retryable());
@@ -759,7 +783,10 @@ mod tests {
         assert!(!e.is_retryable());
         assert!(e.to_string().contains("redirects to https://new.example/hook"), "{e}");
         let e = s.refusal(reply(413, None, None, ""), 70_000, &batch);
-        assert!(e.to_string().contains("the body was 70000 bytes: set max_body_bytes"), "{e}");
+        assert!(
+            e.to_string().contains("the body was 70000 bytes: set max_body_bytes"),
+            "{e}"
+        );
         let e = s.refusal(reply(401, None, None, ""), 10, &batch);
         assert!(e.to_string().contains("Authorization"), "{e}");
         let e = s.refusal(reply(404, None, None, ""), 10, &batch);
