@@ -812,6 +812,51 @@ fn hostile_payloads_and_keys() {
     assert!(e.to_string().contains("set max_body_bytes (now 1048576)"), "{e}");
 }
 
+/// A batch larger than `max_body_bytes` goes as several requests, each
+/// within it, in order, each with its own `Idempotency-Key`.
+#[test]
+fn batch_requests_stay_within_max_body_bytes() {
+    let receiver = Receiver::start();
+    let batch: Vec<Message> = (0..100)
+        .map(|i| {
+            let payload = format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(2000));
+            message(
+                &format!("0-1-5:0:{i}"),
+                Some(i.to_string().as_bytes()),
+                payload.as_bytes(),
+            )
+        })
+        .collect();
+    let mut sink = HttpSink::open(
+        "w",
+        options(&format!(
+            "url = \"{}\"\nmode = \"batch\"\nmax_body_bytes = 65536",
+            receiver.url("/b")
+        )),
+    )
+    .unwrap();
+    rt().block_on(sink.write_batch(&batch)).unwrap();
+    let seen = receiver.seen();
+    assert!(seen.len() >= 4, "{} requests", seen.len());
+    assert!(seen.iter().all(|s| s.body.len() <= 65536));
+    let mut n = 0;
+    for s in &seen {
+        let lines = s.lines();
+        let key = format!(
+            "{}..{}",
+            lines[0]["id"].as_str().unwrap(),
+            lines[lines.len() - 1]["id"].as_str().unwrap()
+        );
+        assert_eq!(s.header("idempotency-key"), Some(key.as_str()));
+        for l in lines {
+            assert_eq!(l["payload"]["n"], n);
+            assert_eq!(l["key"], n.to_string());
+            n += 1;
+        }
+    }
+    assert_eq!(n, 100);
+}
+
 /// A handler's 10 MB emit to a sink with a 1 MiB `max_body_bytes` is
 /// refused at `emit` as too large: the `echo` handler emits the row change
 /// JSON of a row holding 10 MB of text.
