@@ -29,6 +29,9 @@ mod limits;
 mod reload;
 /// Resuming from every commit position gives exactly the rest.
 mod resume;
+/// The http sink against a real HTTP/1.1 receiver: both modes, signatures, outages, Retry-After, `check`.
+#[cfg(feature = "sink-http")]
+mod sink_http;
 /// The nats sink against a real nats-server with JetStream.
 #[cfg(feature = "sink-nats")]
 mod sink_nats;
