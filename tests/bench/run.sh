@@ -393,11 +393,13 @@ handler_case() {
         echo "[state]"
         echo "path = \"$run/state\""
         [[ -z $interval ]] || echo "commit_interval_ms = $interval"
-        if [[ $emit == 1 || $project == 1 ]]; then
+        if [[ $emit == 1 ]]; then
             printf '\n[sinks.calls]\nkind = "file"\npath = "%s"\n' "$run/calls.jsonl"
         fi
         if [[ $project == 1 ]]; then
-            printf '\n[[handlers]]\nname = "projecting"\nmodule = "%s"\ntables = [%s]\nsinks = ["calls"]\n%s\n' \
+            # the projecting handler's sink is `out`
+            printf '\n[sinks.out]\nkind = "file"\npath = "%s"\n' "$run/calls.jsonl"
+            printf '\n[[handlers]]\nname = "projecting"\nmodule = "%s"\ntables = [%s]\nsinks = ["out"]\n%s\n' \
                 "$PROJECTING" "${list%, }" "$limits"
         else
             printf '\n[[handlers]]\nname = "trivial"\nmodule = "%s"\ntables = [%s]\n%s\n' "$TRIVIAL" "${list%, }" "$limits"
