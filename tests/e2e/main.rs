@@ -29,6 +29,9 @@ mod limits;
 mod reload;
 /// Resuming from every commit position gives exactly the rest.
 mod resume;
+/// The mqtt sink against a private Mosquitto: MQTT 5 and 3.1.1, restarts, limits, credentials.
+#[cfg(feature = "sink-mqtt")]
+mod sink_mqtt;
 /// The nats sink against a real nats-server with JetStream.
 #[cfg(feature = "sink-nats")]
 mod sink_nats;

@@ -27,13 +27,15 @@
 //! this build has (each behind its cargo feature `sink-<kind>`) and gathers
 //! them in the enums the rest of rowhook holds: [`SinkSpec`] (a validated
 //! sink config) and [`AnySink`] (an open sink). This version has
-//! `stdout`, `file`, `fifo`, `redis` and `nats`; `docs/adding-a-sink.md` says how to add one.
+//! `stdout`, `file`, `fifo`, `redis`, `nats` and `mqtt`; `docs/adding-a-sink.md` says how to add one.
 
 #[cfg(feature = "sink-fifo")]
 pub mod fifo;
 #[cfg(feature = "sink-file")]
 pub mod file;
 pub mod kind;
+#[cfg(feature = "sink-mqtt")]
+pub mod mqtt;
 #[cfg(feature = "sink-nats")]
 pub mod nats;
 #[cfg(feature = "sink-redis")]
