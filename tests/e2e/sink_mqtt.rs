@@ -544,7 +544,9 @@ fn hostile_payloads_and_keys() {
         .unwrap();
     });
     let got = sub.wait_for(5, Duration::from_secs(10));
-    let got: Vec<(&str, Option<&str>, Option<&str>, &[u8])> = got
+    /// Topic, `rowhook-id`, `rowhook-index` and payload.
+    type Seen<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+    let got: Vec<Seen> = got
         .iter()
         .map(|g| {
             (
