@@ -695,3 +695,48 @@ fn refused_credentials_in_check_and_run() {
     let (ok, line) = check("sesame");
     assert!(!ok && line.contains("start the broker or fix url"), "{line}");
 }
+
+/// Acknowledged messages per second into a private Mosquitto on this
+/// machine, in MQTT 5 and 3.1.1, printed (`cargo test --release --test e2e
+/// sink_mqtt::throughput -- --nocapture`); a subscriber receives them all.
+#[test]
+fn throughput() {
+    let broker = Mosquitto::start("speed", "");
+    let total = 100_000;
+    for protocol in ["5", "3.1.1"] {
+        let topic = format!("t{}", protocol.replace('.', ""));
+        let sub = Subscriber::start(broker.port, &format!("{topic}/#"));
+        let opts = options(&format!(
+            "url = \"{}\"\ntopic = \"{topic}/{{key}}\"\nprotocol = \"{protocol}\"",
+            broker.url()
+        ));
+        let batches: Vec<Vec<Message>> = (0..total / 4096 + 1)
+            .map(|b| {
+                (0..4096.min(total - b * 4096))
+                    .map(|i| {
+                        let payload = format!("{{\"order\":{i},\"status\":\"new\",\"total\":\"19.99\",\"batch\":{b}}}");
+                        message(
+                            &format!("0-1-{b}:{i}:0"),
+                            0,
+                            Some(&(i % 100).to_string()),
+                            payload.as_bytes(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let (n, took) = rt().block_on(async {
+            let mut sink = MqttKind::open(&format!("speed{topic}"), &opts).await.unwrap();
+            let start = Instant::now();
+            let mut n = 0;
+            for b in &batches {
+                sink.write_batch(b).await.unwrap();
+                n += b.len();
+            }
+            (n, start.elapsed())
+        });
+        let rate = n as f64 / took.as_secs_f64();
+        println!("mqtt sink, MQTT {protocol}: {n} messages acknowledged in {took:?}: {rate:.0} messages/s");
+        assert_eq!(sub.wait_for(n, Duration::from_secs(60)).len(), n);
+    }
+}

@@ -707,6 +707,11 @@ async fn connect(name: &str, opts: &MqttOptions, client_id: &str) -> Result<Conn
     // is the one that counts.
     let connect_secs = opts.ack_timeout.as_secs() + 1;
     let cap = usize::from(opts.inflight);
+    // Publishes and acknowledgements are small packets that wait on each
+    // other: Nagle's algorithm would hold each write for the previous ACK.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(connect_secs);
     let mut client = match opts.protocol {
         Protocol::V5 => {
             let mut o = v5::MqttOptions::new(client_id, opts.url.host.clone(), opts.url.port);
@@ -714,6 +719,7 @@ async fn connect(name: &str, opts: &MqttOptions, client_id: &str) -> Result<Conn
                 .set_keep_alive(opts.keep_alive)
                 .set_clean_start(true)
                 .set_connection_timeout(connect_secs)
+                .set_network_options(network)
                 .set_outgoing_inflight_upper_limit(opts.inflight);
             if let Some((user, password)) = &opts.auth {
                 o.set_credentials(user.clone(), password.0.clone());
@@ -734,8 +740,6 @@ async fn connect(name: &str, opts: &MqttOptions, client_id: &str) -> Result<Conn
                 o.set_credentials(user.clone(), password.0.clone());
             }
             let (client, mut events) = rumqttc::AsyncClient::new(o, cap);
-            let mut network = rumqttc::NetworkOptions::new();
-            network.set_connection_timeout(connect_secs);
             events.set_network_options(network);
             Client::V311(client, Box::new(events))
         }
