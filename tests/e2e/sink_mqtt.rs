@@ -740,3 +740,105 @@ fn throughput() {
         assert_eq!(sub.wait_for(n, Duration::from_secs(60)).len(), n);
     }
 }
+
+/// `mqtts://`: the broker's certificate is checked against `tls_ca_file`,
+/// and the new orders arrive; against the system's roots it is refused
+/// for good, and `rowhook check` says so with the fix.
+#[test]
+fn tls_is_verified() {
+    let certs = temp_dir("mqtt-tls-certs");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(&certs).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rowhook test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(certs.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let tls_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let pem = |f: &str| certs.join(f).display().to_string();
+    let broker = Mosquitto::start(
+        "tls",
+        &format!(
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}",
+            pem("ca.pem"),
+            pem("server.pem"),
+            pem("server.key")
+        ),
+    );
+    let sub = Subscriber::start(broker.port, "tls/#");
+    let dir = temp_dir("mqtt-tls");
+    let url = format!("mqtts://localhost:{tls_port}");
+    let with_ca = minimal_config(
+        &dir,
+        &format!(
+            "url = \"{url}\"\ntopic = \"tls/{{key}}\"\ntls_ca_file = \"{}\"",
+            pem("ca.pem")
+        ),
+    );
+    let out = rowhook(&["check", "-c", with_ca.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(&format!("{url} (MQTT 5)")), "{stdout}");
+    let out = replay(&with_ca);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        show(&sub.wait_for(3, Duration::from_secs(10))),
+        [
+            "tls/1001 0-1-9:0:0 0 {\"order\":1001}",
+            "tls/1002 0-1-10:0:0 0 {\"order\":1002}",
+            "tls/1003 0-1-10:1:0 0 {\"order\":1003}",
+        ]
+    );
+    let system_roots = minimal_config(&dir, &format!("url = \"{url}\"\ntopic = \"tls/{{key}}\""));
+    let out = rowhook(&["check", "-c", system_roots.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains(&format!("TLS with {url} failed")), "{stdout}");
+    assert!(stdout.contains("check tls_ca_file"), "{stdout}");
+}
