@@ -32,6 +32,9 @@ mod resume;
 /// The http sink against a real HTTP/1.1 receiver: both modes, signatures, outages, Retry-After, `check`.
 #[cfg(feature = "sink-http")]
 mod sink_http;
+/// The mqtt sink against a private Mosquitto: MQTT 5 and 3.1.1, restarts, limits, credentials.
+#[cfg(feature = "sink-mqtt")]
+mod sink_mqtt;
 /// The nats sink against a real nats-server with JetStream.
 #[cfg(feature = "sink-nats")]
 mod sink_nats;

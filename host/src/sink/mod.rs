@@ -27,7 +27,7 @@
 //! this build has (each behind its cargo feature `sink-<kind>`) and gathers
 //! them in the enums the rest of rowhook holds: [`SinkSpec`] (a validated
 //! sink config) and [`AnySink`] (an open sink). This version has
-//! `stdout`, `file`, `fifo`, `redis`, `nats` and `http`; `docs/adding-a-sink.md` says how to add one.
+//! `stdout`, `file`, `fifo`, `redis`, `nats`, `mqtt` and `http`; `docs/adding-a-sink.md` says how to add one.
 
 #[cfg(feature = "sink-fifo")]
 pub mod fifo;
@@ -36,6 +36,8 @@ pub mod file;
 #[cfg(feature = "sink-http")]
 pub mod http;
 pub mod kind;
+#[cfg(feature = "sink-mqtt")]
+pub mod mqtt;
 #[cfg(feature = "sink-nats")]
 pub mod nats;
 #[cfg(feature = "sink-redis")]
