@@ -177,6 +177,8 @@ kinds! {
     Redis => super::redis::RedisKind,
     #[cfg(feature = "sink-nats")]
     Nats => super::nats::NatsKind,
+    #[cfg(feature = "sink-amqp")]
+    Amqp => super::amqp::AmqpKind,
 }
 
 #[cfg(test)]
@@ -187,7 +189,7 @@ mod tests {
 
     #[test]
     fn every_kind_is_listed_once() {
-        assert_eq!(KINDS, ["stdout", "file", "fifo", "redis", "nats"]);
+        assert_eq!(KINDS, ["stdout", "file", "fifo", "redis", "nats", "amqp"]);
     }
 
     #[tokio::test]
