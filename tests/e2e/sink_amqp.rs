@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use amqprs::channel::{
     BasicGetArguments, Channel, ExchangeDeclareArguments, ExchangeDeleteArguments, QueueBindArguments,
-    QueueDeclareArguments, QueueDeleteArguments,
+    QueueDeclareArguments, QueueDeleteArguments, QueuePurgeArguments,
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{FieldTable, FieldValue};
@@ -125,6 +125,14 @@ impl Fixture {
             }
             out
         })
+    }
+
+    /// Empties the queue.
+    fn purge(&self) {
+        rt().block_on(async {
+            let (_c, ch) = admin().await;
+            ch.queue_purge(QueuePurgeArguments::new(&self.queue)).await.unwrap();
+        });
     }
 
     /// Messages in the queue.
@@ -715,5 +723,75 @@ fn rowhook_run_through_cuts_delivers_every_row() {
         proxy.forwarded(),
         held.len(),
         ids.len()
+    );
+}
+
+/// Confirmed messages per second into a durable queue on this machine,
+/// beside the broker's own ceiling: the same messages published without
+/// confirms, timed until the queue holds them all. Prints the figures
+/// (`cargo test --release -p rowhook --test e2e sink_amqp::throughput --
+/// --nocapture`).
+#[test]
+fn throughput() {
+    let total = 200_704;
+    let batches: Vec<Vec<Message>> = (0..total / 4096)
+        .map(|b| {
+            (0..4096)
+                .map(|i| {
+                    let payload = format!(
+                        "{{\"id\":\"0-1-{b}:{i}:0\",\"op\":\"insert\",\"db\":\"bench\",\"table\":\"t\",\"row\":{i}}}"
+                    );
+                    message(&format!("0-1-{b}:{i}:0"), 0, None, payload.as_bytes())
+                })
+                .collect()
+        })
+        .collect();
+    let f = Fixture::new("speed", "direct", Some("bench"), FieldTable::new());
+    let rate = |n: usize, took: Duration| n as f64 / took.as_secs_f64();
+    for persistent in [true, false] {
+        let opts = options(&format!(
+            "url = \"amqp://guest:guest@{BROKER}\"\nexchange = \"{}\"\nrouting_key = \"bench\"\npersistent = {persistent}",
+            f.exchange
+        ));
+        let took = rt().block_on(async {
+            let mut sink = open(&opts).await.unwrap();
+            let start = Instant::now();
+            for b in &batches {
+                sink.write_batch(b).await.unwrap();
+            }
+            start.elapsed()
+        });
+        assert_eq!(f.count() as usize, total);
+        println!(
+            "amqp sink, persistent = {persistent}: {total} messages confirmed in {took:?}: {:.0} messages/s",
+            rate(total, took)
+        );
+        f.purge();
+    }
+    let start = Instant::now();
+    rt().block_on(async {
+        let (_c, ch) = admin().await;
+        for b in &batches {
+            for m in b {
+                let mut props = amqprs::BasicProperties::default();
+                props.with_delivery_mode(2).with_message_id(&m.id);
+                ch.basic_publish(
+                    props,
+                    m.payload.clone(),
+                    amqprs::channel::BasicPublishArguments::new(&f.exchange, "bench"),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    });
+    let published = start.elapsed();
+    while (f.count() as usize) < total {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let queued = start.elapsed();
+    println!(
+        "persistent publishes without confirms: {total} published in {published:?}, all queued after {queued:?}: {:.0} messages/s",
+        rate(total, queued)
     );
 }
