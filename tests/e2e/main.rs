@@ -25,10 +25,16 @@ mod filtering;
 mod handlers;
 /// Host memory for what handlers emit: the byte budget, the key cap, flushes by size.
 mod limits;
+/// A TCP proxy that cuts connections, for outage tests of heavy services.
+#[cfg_attr(not(feature = "sink-amqp"), allow(dead_code))]
+mod proxy;
 /// Hot reload under load; modules refused at load and by `rowhook check`.
 mod reload;
 /// Resuming from every commit position gives exactly the rest.
 mod resume;
+/// The amqp sink against the local RabbitMQ: confirms, refusals, cuts through a proxy.
+#[cfg(feature = "sink-amqp")]
+mod sink_amqp;
 /// The http sink against a real HTTP/1.1 receiver: both modes, signatures, outages, Retry-After, `check`.
 #[cfg(feature = "sink-http")]
 mod sink_http;

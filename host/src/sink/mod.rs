@@ -27,8 +27,10 @@
 //! this build has (each behind its cargo feature `sink-<kind>`) and gathers
 //! them in the enums the rest of rowhook holds: [`SinkSpec`] (a validated
 //! sink config) and [`AnySink`] (an open sink). This version has
-//! `stdout`, `file`, `fifo`, `redis`, `nats`, `mqtt` and `http`; `docs/adding-a-sink.md` says how to add one.
+//! `stdout`, `file`, `fifo`, `redis`, `nats`, `amqp`, `mqtt` and `http`; `docs/adding-a-sink.md` says how to add one.
 
+#[cfg(feature = "sink-amqp")]
+pub mod amqp;
 #[cfg(feature = "sink-fifo")]
 pub mod fifo;
 #[cfg(feature = "sink-file")]

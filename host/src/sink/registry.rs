@@ -177,6 +177,8 @@ kinds! {
     Redis => super::redis::RedisKind,
     #[cfg(feature = "sink-nats")]
     Nats => super::nats::NatsKind,
+    #[cfg(feature = "sink-amqp")]
+    Amqp => super::amqp::AmqpKind,
     #[cfg(feature = "sink-mqtt")]
     Mqtt => super::mqtt::MqttKind,
     #[cfg(feature = "sink-http")]
@@ -191,7 +193,10 @@ mod tests {
 
     #[test]
     fn every_kind_is_listed_once() {
-        assert_eq!(KINDS, ["stdout", "file", "fifo", "redis", "nats", "mqtt", "http"]);
+        assert_eq!(
+            KINDS,
+            ["stdout", "file", "fifo", "redis", "nats", "amqp", "mqtt", "http"]
+        );
     }
 
     #[tokio::test]
