@@ -47,6 +47,13 @@ pub mod redis;
 pub mod registry;
 #[cfg(feature = "sink-stdout")]
 pub mod stdout;
+#[cfg(any(
+    feature = "sink-amqp",
+    feature = "sink-mqtt",
+    feature = "sink-http",
+    feature = "sink-nats"
+))]
+pub mod tls;
 
 use std::future::Future;
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{AmqpOptions, AmqpTls, AmqpUrl, RoutingKeyTemplate, SHORT_STR_MAX};
+use super::{AmqpOptions, AmqpUrl, RoutingKeyTemplate, SHORT_STR_MAX};
 use crate::problem::SinkContext;
+use crate::sink::tls::TlsFiles;
 
 /// Default wait for a batch's publisher confirms.
 pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -144,40 +145,16 @@ pub fn resolve(raw: RawAmqpSink, cx: &mut SinkContext<'_>) -> Option<AmqpOptions
     })
 }
 
-fn resolve_tls(raw: &RawAmqpSink, url: Option<&AmqpUrl>, cx: &mut SinkContext<'_>) -> Option<Option<AmqpTls>> {
-    let ca_file = match &raw.tls_ca_file {
-        Some(p) => Some(cx.path("tls_ca_file", p)?),
-        None => None,
-    };
-    let client_cert = match (&raw.tls_cert_file, &raw.tls_key_file) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => {
-            let cert = cx.path("tls_cert_file", cert);
-            let key = cx.path("tls_key_file", key);
-            Some((cert?, key?))
-        }
-        (Some(_), None) => {
-            cx.problem(
-                "tls_key_file",
-                "is missing",
-                "set it to the client certificate's private key (PEM)",
-            );
-            return None;
-        }
-        (None, Some(_)) => {
-            cx.problem("tls_cert_file", "is missing", "set it to the client certificate (PEM)");
-            return None;
-        }
-    };
+fn resolve_tls(raw: &RawAmqpSink, url: Option<&AmqpUrl>, cx: &mut SinkContext<'_>) -> Option<Option<TlsFiles>> {
+    let files = TlsFiles::resolve(
+        raw.tls_ca_file.as_deref(),
+        raw.tls_cert_file.as_deref(),
+        raw.tls_key_file.as_deref(),
+        cx,
+    )?;
     let url = url?;
     if !url.tls {
-        if let Some(key) = [
-            ("tls_ca_file", ca_file.is_some()),
-            ("tls_cert_file", client_cert.is_some()),
-        ]
-        .into_iter()
-        .find_map(|(k, set)| set.then_some(k))
-        {
+        if let Some(key) = files.first_key() {
             cx.problem(
                 key,
                 "is set, but the url is amqp:// (no TLS)",
@@ -187,7 +164,7 @@ fn resolve_tls(raw: &RawAmqpSink, url: Option<&AmqpUrl>, cx: &mut SinkContext<'_
         }
         return Some(None);
     }
-    Some(Some(AmqpTls { ca_file, client_cert }))
+    Some(Some(files))
 }
 
 #[cfg(test)]
@@ -250,7 +227,7 @@ mod tests {
         assert_eq!(o.max_message_size, 1 << 20);
         assert_eq!(
             o.tls,
-            Some(AmqpTls {
+            Some(TlsFiles {
                 ca_file: Some("/etc/rowhook/ca.pem".into()),
                 client_cert: Some(("/etc/rowhook/c.pem".into(), "/k.pem".into())),
             })
@@ -258,7 +235,7 @@ mod tests {
         let o = amqp("[sinks.a]\nkind = \"amqp\"\nurl = \"amqps://u:p@[::1]\"\nexchange = \"x\"\nrouting_key = \"\"\n");
         assert_eq!((o.url.host.as_str(), o.url.port), ("::1", 5671));
         assert_eq!(o.url.to_string(), "amqps://u@[::1]:5671/%2F");
-        assert_eq!(o.tls, Some(AmqpTls::default()));
+        assert_eq!(o.tls, Some(TlsFiles::default()));
     }
 
     #[test]

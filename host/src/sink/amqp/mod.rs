@@ -34,7 +34,6 @@ mod config;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -51,6 +50,7 @@ use tokio::time::Instant;
 
 pub use self::config::RawAmqpSink;
 use super::kind::SinkKind;
+use super::tls::{Secret, TlsFiles, client_config};
 use super::{Message, Sink, SinkError, SinkLimits};
 use crate::probe::CheckLine;
 use crate::problem::SinkContext;
@@ -118,26 +118,7 @@ pub struct AmqpOptions {
     /// The broker's largest message, in bytes.
     pub max_message_size: usize,
     /// TLS settings, for `amqps://`.
-    pub tls: Option<AmqpTls>,
-}
-
-/// TLS settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AmqpTls {
-    /// PEM CA certificates for the broker's certificate; the system's when `None`.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate and key, for mutual TLS.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-}
-
-/// A credential: never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub(crate) String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
+    pub tls: Option<TlsFiles>,
 }
 
 /// An `amqp://` or `amqps://` URL, taken apart. `Display` and `Debug`
@@ -889,7 +870,9 @@ async fn connect(name: &str, opts: &AmqpOptions) -> Result<Box<Link>, SinkError>
         .heartbeat(HEARTBEAT_SECS)
         .connection_name(&format!("rowhook sink {name}"));
     if let Some(tls) = &opts.tls {
-        let connector = tls_connector(tls).map_err(|e| SinkError::permanent(name, e))?;
+        let connector = client_config(tls, "broker")
+            .map(|c| tokio_rustls::TlsConnector::from(Arc::new(c)))
+            .map_err(|e| SinkError::permanent(name, e))?;
         args.tls_adaptor(TlsAdaptor::new(connector, url.host.clone()));
     }
     let args = args.finish();
@@ -1053,47 +1036,6 @@ fn start_ok_frame(user: &str, password: &str) -> Vec<u8> {
     long(&mut frame, &args);
     frame.push(0xCE);
     frame
-}
-
-/// The TLS connector: rustls, with the CA file's roots or the system's.
-fn tls_connector(tls: &AmqpTls) -> Result<tokio_rustls::TlsConnector, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("reading tls_ca_file {}: {e}; give a PEM file", path.display()))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(format!(
-                    "tls_ca_file {} holds no usable certificate; give the CA's PEM certificate",
-                    path.display()
-                ));
-            }
-        }
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-    }
-    // The build's one crypto provider: ring.
-    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-    let config = match &tls.client_cert {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            let certs = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("reading tls_cert_file {}: {e}; give a PEM file", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("reading tls_key_file {}: {e}; give a PEM private key", key.display()))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("tls_cert_file and tls_key_file do not fit together: {e}"))?
-        }
-    };
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// `rowhook check`: connects and authenticates, checks that the exchange

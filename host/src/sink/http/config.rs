@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::conn::{Endpoint, TlsFiles};
+use super::{Endpoint, TlsFiles};
 use super::{HttpMethod, HttpMode, HttpOptions, Secret};
 use crate::problem::SinkContext;
 
@@ -259,39 +259,19 @@ pub fn resolve(raw: RawHttpSink, cx: &mut SinkContext<'_>) -> Option<HttpOptions
         " ms",
     );
 
-    let https = url.as_ref().is_some_and(|u| u.tls);
-    let mut tls_path = |cx: &mut SinkContext<'_>, key: &str, value: &Option<String>| -> Option<std::path::PathBuf> {
-        let v = value.as_ref()?;
-        if url.is_some() && !https {
-            cx.problem(key, "is set, but url is http://", "use an https:// url, or remove it");
-            ok = false;
-            return None;
-        }
-        let p = cx.path(key, v);
-        ok &= p.is_some();
-        p
-    };
-    let ca_file = tls_path(cx, "tls_ca_file", &raw.tls_ca_file);
-    let cert = tls_path(cx, "tls_cert_file", &raw.tls_cert_file);
-    let key = tls_path(cx, "tls_key_file", &raw.tls_key_file);
-    let client_cert = match (cert, key) {
-        (Some(c), Some(k)) => Some((c, k)),
-        (Some(_), None) if raw.tls_key_file.is_none() => {
-            cx.problem(
-                "tls_key_file",
-                "is missing",
-                "set it to the client certificate's private key (PEM)",
-            );
-            ok = false;
-            None
-        }
-        (None, Some(_)) if raw.tls_cert_file.is_none() => {
-            cx.problem("tls_cert_file", "is missing", "set it to the client certificate (PEM)");
-            ok = false;
-            None
-        }
-        _ => None,
-    };
+    let tls = TlsFiles::resolve(
+        raw.tls_ca_file.as_deref(),
+        raw.tls_cert_file.as_deref(),
+        raw.tls_key_file.as_deref(),
+        cx,
+    );
+    ok &= tls.is_some();
+    if let (Some(u), Some(key)) = (&url, tls.as_ref().and_then(TlsFiles::first_key))
+        && !u.tls
+    {
+        cx.problem(key, "is set, but url is http://", "use an https:// url, or remove it");
+        ok = false;
+    }
 
     if !ok {
         return None;
@@ -305,7 +285,7 @@ pub fn resolve(raw: RawHttpSink, cx: &mut SinkContext<'_>) -> Option<HttpOptions
         timeout: Duration::from_millis(timeout_ms),
         max_body_bytes: max_body as usize,
         retry_after_max: Duration::from_millis(retry_after_max_ms),
-        tls: TlsFiles { ca_file, client_cert },
+        tls: tls?,
     })
 }
 

@@ -2,7 +2,6 @@
 //! one request at a time.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +11,11 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+use crate::sink::tls::{TlsFiles, client_config};
 
 /// Bytes of a response body read to keep the connection for the next
 /// request; a longer body closes it instead.
@@ -100,72 +100,12 @@ impl fmt::Debug for Endpoint {
     }
 }
 
-/// The PEM files of `https://`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// The certificate authorities that sign the server's certificate,
-    /// instead of the system's.
-    pub ca_file: Option<PathBuf>,
-    /// Certificate chain and private key for mutual TLS.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-}
-
-/// The TLS client of `files`: rustls with ring, HTTP/1.1 by ALPN. The
-/// roots are `ca_file`'s, or the system's (`SSL_CERT_FILE` and
-/// `SSL_CERT_DIR` are honoured).
+/// The TLS client of `files`: rustls with ring (see
+/// [`crate::sink::tls::client_config`]), HTTP/1.1 by ALPN.
 pub fn tls_connector(files: &TlsFiles) -> Result<TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &files.ca_file {
-        Some(path) => {
-            let certs = read_certs(path, "tls_ca_file")?;
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(
-                    "no root certificate was found in the system's store; install ca-certificates, or set tls_ca_file"
-                        .into(),
-                );
-            }
-        }
-    }
-    // ring, the provider the rest of rowhook's TLS uses (no aws-lc build);
-    // rustls deprecates it only for its lack of post-quantum key exchange.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots);
-    let mut config = match &files.client_cert {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            let chain = read_certs(cert, "tls_cert_file")?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("tls_key_file {}: no private key read ({e})", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("tls_cert_file and tls_key_file do not go together: {e}"))?
-        }
-    };
+    let mut config = client_config(files, "server")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
-}
-
-fn read_certs(path: &std::path::Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{key} {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{key} {} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
 }
 
 /// Why no connection was made.

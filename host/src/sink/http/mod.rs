@@ -60,12 +60,13 @@ use tokio_rustls::TlsConnector;
 
 pub use self::body::{ENVELOPE_ROOM, MAX_KEY, max_batch_payload};
 pub use self::config::{DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT_MS, RawHttpSink};
+pub use self::conn::Endpoint;
 use self::conn::{Conn, ConnectError, Reply, SendError};
-pub use self::conn::{Endpoint, TlsFiles};
 use super::kind::SinkKind;
 use super::{Message, Sink, SinkError, SinkLimits};
 use crate::probe::CheckLine;
 use crate::problem::SinkContext;
+pub use crate::sink::tls::{Secret, TlsFiles};
 
 /// The header that names a request for the receiver's deduplication.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -166,23 +167,6 @@ pub enum HttpMode {
         /// Lines per request at most.
         max_messages: usize,
     },
-}
-
-/// A configured secret (a header value, the HMAC key): `Debug` hides it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(…)")
-    }
 }
 
 /// Sends messages to a URL (see the module docs).

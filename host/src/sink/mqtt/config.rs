@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{BrokerUrl, MqttOptions, MqttTls, Protocol, Secret, TopicTemplate};
+use super::{BrokerUrl, MqttOptions, Protocol, TopicTemplate};
 use crate::problem::SinkContext;
+use crate::sink::tls::{Secret, TlsFiles};
 
 /// `kind = "mqtt"`.
 #[derive(Debug, Deserialize)]
@@ -239,38 +240,15 @@ fn resolve_auth(raw: &RawMqttSink, cx: &mut SinkContext<'_>) -> Option<Option<(S
     }
 }
 
-fn resolve_tls(raw: &RawMqttSink, url: Option<&BrokerUrl>, cx: &mut SinkContext<'_>) -> Option<Option<MqttTls>> {
-    let ca_file = match &raw.tls_ca_file {
-        Some(p) => Some(cx.path("tls_ca_file", p)?),
-        None => None,
-    };
-    let client_cert = match (&raw.tls_cert_file, &raw.tls_key_file) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => {
-            let cert = cx.path("tls_cert_file", cert);
-            let key = cx.path("tls_key_file", key);
-            Some((cert?, key?))
-        }
-        (Some(_), None) => {
-            cx.problem(
-                "tls_key_file",
-                "is missing",
-                "set it to the client certificate's private key (PEM)",
-            );
-            return None;
-        }
-        (None, Some(_)) => {
-            cx.problem("tls_cert_file", "is missing", "set it to the client certificate (PEM)");
-            return None;
-        }
-    };
+fn resolve_tls(raw: &RawMqttSink, url: Option<&BrokerUrl>, cx: &mut SinkContext<'_>) -> Option<Option<TlsFiles>> {
+    let files = TlsFiles::resolve(
+        raw.tls_ca_file.as_deref(),
+        raw.tls_cert_file.as_deref(),
+        raw.tls_key_file.as_deref(),
+        cx,
+    )?;
     let url = url?;
-    if !url.tls && (ca_file.is_some() || client_cert.is_some()) {
-        let key = if ca_file.is_some() {
-            "tls_ca_file"
-        } else {
-            "tls_cert_file"
-        };
+    if let Some(key) = files.first_key().filter(|_| !url.tls) {
         cx.problem(
             key,
             "is set, but url is mqtt:// (no TLS)",
@@ -278,7 +256,7 @@ fn resolve_tls(raw: &RawMqttSink, url: Option<&BrokerUrl>, cx: &mut SinkContext<
         );
         return None;
     }
-    Some(url.tls.then_some(MqttTls { ca_file, client_cert }))
+    Some(url.tls.then_some(files))
 }
 
 #[cfg(test)]
@@ -338,7 +316,7 @@ mod tests {
         assert_eq!(o.auth, Some(("rowhook".into(), Secret("s3cret".into()))));
         assert_eq!(
             o.tls,
-            Some(MqttTls {
+            Some(TlsFiles {
                 ca_file: Some("/etc/rowhook/ca.pem".into()),
                 client_cert: Some(("/etc/rowhook/c.pem".into(), "/k.pem".into())),
             })

@@ -38,7 +38,6 @@ mod config;
 use std::collections::HashMap;
 use std::fmt;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +49,7 @@ use tokio::time::Instant;
 
 pub use self::config::RawMqttSink;
 use super::kind::SinkKind;
+use super::tls::{Secret, TlsFiles, client_config};
 use super::{Message, Sink, SinkError, SinkLimits};
 use crate::probe::CheckLine;
 use crate::problem::SinkContext;
@@ -118,7 +118,7 @@ pub struct MqttOptions {
     /// User and password.
     pub auth: Option<(String, Secret)>,
     /// TLS settings, for `mqtts://`.
-    pub tls: Option<MqttTls>,
+    pub tls: Option<TlsFiles>,
     /// How long to wait for the broker's CONNACK and each next PUBACK.
     pub ack_timeout: Duration,
     /// The keep-alive interval.
@@ -210,24 +210,6 @@ impl fmt::Display for BrokerUrl {
 }
 
 /// TLS settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MqttTls {
-    /// PEM CA certificates for the broker's certificate; the system's when `None`.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate and key, for mutual TLS.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-}
-
-/// A credential: never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub(crate) String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
 /// A topic with at most one `{key}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicTemplate {
@@ -699,7 +681,9 @@ impl MqttSink {
 async fn connect(name: &str, opts: &MqttOptions, client_id: &str) -> Result<Connection, SinkError> {
     let transport = match &opts.tls {
         Some(tls) => Transport::Tls(TlsConfiguration::Rustls(
-            tls_config(tls).map_err(|e| SinkError::permanent(name, e))?,
+            client_config(tls, "broker")
+                .map(Arc::new)
+                .map_err(|e| SinkError::permanent(name, e))?,
         )),
         None => Transport::Tcp,
     };
@@ -999,60 +983,6 @@ fn describe(e: &Failure) -> String {
         Failure::V5(e) => e.to_string(),
         Failure::V311(e) => e.to_string(),
     }
-}
-
-/// The rustls client config for `tls`: ring, the system's roots or
-/// `ca_file`, and the client certificate if there is one.
-fn tls_config(tls: &MqttTls) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let certs = |path: &Path, key: &str| -> Result<Vec<CertificateDer<'static>>, String> {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("reading {key} {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{key} {} holds no PEM certificate", path.display()));
-        }
-        Ok(certs)
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_file {
-        Some(path) => {
-            for c in certs(path, "tls_ca_file")? {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                return Err("the system has no CA certificates to check the broker's certificate with; set tls_ca_file (or install ca-certificates)".into());
-            }
-        }
-    }
-    // ring is the provider rowhook builds (no aws-lc); rustls marks it
-    // deprecated only because its key exchange is not post-quantum.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots);
-    let config = match &tls.client_cert {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            let chain = certs(cert, "tls_cert_file")?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("reading tls_key_file {}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("tls_cert_file and tls_key_file: {e}"))?
-        }
-    };
-    Ok(Arc::new(config))
 }
 
 impl Sink for MqttSink {

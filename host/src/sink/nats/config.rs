@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{NatsAuth, NatsMode, NatsOptions, NatsTls, Secret, SubjectTemplate};
+use super::{NatsAuth, NatsMode, NatsOptions, Secret, SubjectTemplate, TlsFiles};
 use crate::problem::SinkContext;
 
 /// `kind = "nats"`.
@@ -230,33 +230,15 @@ fn resolve_auth(raw: &RawNatsSink, cx: &mut SinkContext<'_>) -> Option<NatsAuth>
     }
 }
 
-fn resolve_tls(raw: &RawNatsSink, servers: &[String], cx: &mut SinkContext<'_>) -> Option<Option<NatsTls>> {
-    let ca_file = match &raw.tls_ca_file {
-        Some(p) => Some(cx.path("tls_ca_file", p)?),
-        None => None,
-    };
-    let client_cert = match (&raw.tls_cert_file, &raw.tls_key_file) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => {
-            let cert = cx.path("tls_cert_file", cert);
-            let key = cx.path("tls_key_file", key);
-            Some((cert?, key?))
-        }
-        (Some(_), None) => {
-            cx.problem(
-                "tls_key_file",
-                "is missing",
-                "set it to the client certificate's private key (PEM)",
-            );
-            return None;
-        }
-        (None, Some(_)) => {
-            cx.problem("tls_cert_file", "is missing", "set it to the client certificate (PEM)");
-            return None;
-        }
-    };
+fn resolve_tls(raw: &RawNatsSink, servers: &[String], cx: &mut SinkContext<'_>) -> Option<Option<TlsFiles>> {
+    let files = TlsFiles::resolve(
+        raw.tls_ca_file.as_deref(),
+        raw.tls_cert_file.as_deref(),
+        raw.tls_key_file.as_deref(),
+        cx,
+    )?;
     let tls_url = servers.iter().any(|u| u.starts_with("tls://"));
-    let required = raw.tls_required.unwrap_or(false) || tls_url || ca_file.is_some() || client_cert.is_some();
+    let required = raw.tls_required.unwrap_or(false) || tls_url || files.first_key().is_some();
     if raw.tls_required == Some(false) && required {
         cx.problem(
             "tls_required",
@@ -265,7 +247,7 @@ fn resolve_tls(raw: &RawNatsSink, servers: &[String], cx: &mut SinkContext<'_>) 
         );
         return None;
     }
-    Some(required.then_some(NatsTls { ca_file, client_cert }))
+    Some(required.then_some(files))
 }
 
 #[cfg(test)]
@@ -322,7 +304,7 @@ mod tests {
         );
         assert_eq!(
             o.tls,
-            Some(NatsTls {
+            Some(TlsFiles {
                 ca_file: Some("/etc/rowhook/ca.pem".into()),
                 client_cert: Some(("/etc/rowhook/c.pem".into(), "/k.pem".into())),
             })
@@ -335,7 +317,7 @@ mod tests {
             "[sinks.n]\nkind = \"nats\"\nurl = \"nats://h\"\nsubject = \"x\"\ncreds_file = \"u.creds\"\ntls_required = true\n",
         );
         assert_eq!(o.auth, NatsAuth::CredsFile("/etc/rowhook/u.creds".into()));
-        assert_eq!(o.tls, Some(NatsTls::default()));
+        assert_eq!(o.tls, Some(TlsFiles::default()));
     }
 
     #[test]

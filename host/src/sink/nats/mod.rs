@@ -52,6 +52,7 @@ use super::kind::SinkKind;
 use super::{Message, Sink, SinkError, SinkLimits};
 use crate::probe::CheckLine;
 use crate::problem::SinkContext;
+use crate::sink::tls::{Secret, TlsFiles};
 use crate::telemetry::{Counter, Registry};
 
 /// The header JetStream deduplicates by.
@@ -112,7 +113,7 @@ pub struct NatsOptions {
     /// How to authenticate.
     pub auth: NatsAuth,
     /// TLS, when required.
-    pub tls: Option<NatsTls>,
+    pub tls: Option<TlsFiles>,
 }
 
 /// How messages are published.
@@ -142,25 +143,6 @@ pub enum NatsAuth {
     NKey(Secret),
     /// A `.creds` file.
     CredsFile(PathBuf),
-}
-
-/// TLS settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NatsTls {
-    /// PEM CA certificates for the server's certificate; the system's when `None`.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate and key, for mutual TLS.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-}
-
-/// A credential: never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub(crate) String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 /// A subject with at most one `{key}` token.
