@@ -20,7 +20,7 @@ use rowhook::sink::http::{HttpOptions, HttpSink};
 use rowhook::sink::{Message, Sink, SinkSpec};
 
 use crate::crash::ledger_setup;
-use crate::support::{Server, build_guest, interrupt, root, rowhook, spawn_run, temp_dir};
+use crate::support::{Server, build_guest, interrupt, root, rowhook, spawn_run, temp_dir, test_certs};
 
 /// The secret the receivers verify signatures with.
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -985,56 +985,7 @@ fn check_names_the_problem_and_the_fix() {
     );
 
     // An HTTPS receiver whose certificate a test CA signed.
-    let certs = temp_dir("http-check-certs");
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(&certs).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=rowhook test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(certs.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
+    let certs = test_certs("http-check-certs");
     let tls_port = tls_receiver(&certs.join("server.pem"), &certs.join("server.key"));
     let https = format!("url = \"https://localhost:{tls_port}/\"");
     let (ok, out) = check(&https);

@@ -21,7 +21,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 
 use crate::crash::ledger_setup;
-use crate::support::{build_guest, interrupt, root, rowhook, spawn_run, temp_dir};
+use crate::support::{build_guest, interrupt, root, rowhook, spawn_run, temp_dir, test_certs};
 
 /// A private Mosquitto on a free port, with persistence in its directory.
 struct Mosquitto {
@@ -746,60 +746,7 @@ fn throughput() {
 /// for good, and `rowhook check` says so with the fix.
 #[test]
 fn tls_is_verified() {
-    let certs = temp_dir("mqtt-tls-certs");
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(&certs).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=rowhook test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(certs.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
+    let certs = test_certs("mqtt-tls-certs");
     let tls_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let pem = |f: &str| certs.join(f).display().to_string();
     let broker = Mosquitto::start(

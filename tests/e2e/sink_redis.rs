@@ -13,7 +13,7 @@ use rowhook::sink::redis::{ListSide, Mode, RedisKind, RedisOptions, RedisSink, R
 use rowhook::sink::{Message, Sink, SinkKind, SinkLimits};
 
 use crate::crash::ledger_setup;
-use crate::support::{build_guest, golden, interrupt, root, rowhook, spawn_run, temp_dir};
+use crate::support::{build_guest, golden, interrupt, root, rowhook, spawn_run, temp_dir, test_certs};
 
 /// A private redis-server, killed on drop. `restart` brings it back on the
 /// same port and directory (with `--appendonly yes` it keeps its data).
@@ -582,56 +582,7 @@ fn stream_throughput_is_reported() {
 /// connection is refused and `rowhook check` says so.
 #[test]
 fn tls_is_verified_against_the_roots() {
-    let certs = temp_dir("redis-tls-certs");
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(&certs).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=rowhook test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(certs.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
+    let certs = test_certs("redis-tls-certs");
     let tls_port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

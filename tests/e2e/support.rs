@@ -276,3 +276,64 @@ pub fn wait_until(child: &mut Child, deadline: Instant, what: &str) -> ExitStatu
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A fresh directory (tagged `tag`) holding a test CA (`ca.pem`, `ca.key`)
+/// and a server certificate it signed for `localhost` and `127.0.0.1`
+/// (`server.pem`, `server.key`), made by `openssl`, valid for two days.
+pub fn test_certs(tag: &str) -> PathBuf {
+    let certs = temp_dir(tag);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(&certs).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=rowhook test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(certs.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    certs
+}
