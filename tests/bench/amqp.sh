@@ -20,28 +20,11 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${BENCH_DIR:-/tmp/rowhook-bench-amqp}
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 AMQP_HOST=${AMQP_HOST:-127.0.0.1}
 AMQP_PORT=${AMQP_PORT:-5672}
-mkdir -p "$WORK"
 
-(cd "$ROOT" && cargo build --release -p rowhook --bins 2>&1 | tail -n 1) >&2
-(cd "$ROOT/tests/guests" && cargo build --release --target wasm32-wasip2 -p counting --quiet --target-dir "$ROOT/tests/guests/target") >&2
-BIN=$TARGET_DIR/release/rowhook
-WASM=$ROOT/tests/guests/target/wasm32-wasip2/release/counting.wasm
-
-if [[ -z ${BINLOG:-} ]]; then
-    BINLOG=$WORK/txn-1M.binlog
-    if [[ ! -s $BINLOG ]]; then
-        rm -rf "$WORK/db"
-        port=$("$ROOT/tests/mariadb.sh" start "$WORK/db")
-        M() { mariadb --no-defaults -h127.0.0.1 -P"$port" -uroot "$@"; }
-        M -e "CREATE DATABASE bench; CREATE TABLE bench.t (id BIGINT PRIMARY KEY, amount INT NOT NULL, note VARCHAR(32) NOT NULL)"
-        M bench -e "INSERT INTO bench.t SELECT seq, seq % 1000, 'row' FROM seq_1_to_1000000; FLUSH BINARY LOGS"
-        cp "$WORK/db/log/mysql-bin.000001" "$BINLOG"
-        "$ROOT/tests/mariadb.sh" stop "$WORK/db"
-    fi
-fi
+# shellcheck source=tests/bench/sink-bench.sh
+. "$ROOT/tests/bench/sink-bench.sh"
 
 # Declares, counts and deletes with AMQP 0.9.1 methods over a plain socket, as guest.
 cat >"$WORK/amqp_admin.py" <<'EOF'
@@ -108,25 +91,6 @@ EX=rowhook-bench-$$
 Q=rowhook-bench-$$
 admin setup "$EX" "$Q" bench
 trap 'admin teardown "$EX" "$Q" || true' EXIT
-
-run() { # NAME SINK-KEYS
-    cat >"$WORK/$1.toml" <<EOF
-[sinks.calls]
-$2
-
-[[handlers]]
-name = "counting"
-module = "$WASM"
-tables = ["bench.t"]
-sinks = ["calls"]
-limits = { time_ms = 1000 }
-EOF
-    local start end
-    start=$(date +%s.%N)
-    /usr/bin/time -f %M -o "$WORK/$1.rss" "$BIN" replay -c "$WORK/$1.toml" "$BINLOG" >/dev/null
-    end=$(date +%s.%N)
-    python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); print(f'| $1 | {s:.2f} s | {1e6/s:,.0f} messages/s | {int(sys.argv[3])/1024:.0f} MiB |')" "$start" "$end" "$(cat "$WORK/$1.rss")"
-}
 
 check_count() {
     local n

@@ -19,28 +19,10 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${BENCH_DIR:-/tmp/rowhook-bench-mqtt}
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-mkdir -p "$WORK"
 command -v mosquitto_sub >/dev/null || { echo "mqtt.sh: needs mosquitto_sub (apt-get install mosquitto-clients)" >&2; exit 1; }
-[ -x /usr/bin/time ] || { echo "mqtt.sh: needs GNU time (apt-get install time)" >&2; exit 1; }
 
-(cd "$ROOT" && cargo build --release -p rowhook --bins 2>&1 | tail -n 1) >&2
-(cd "$ROOT/tests/guests" && cargo build --release --target wasm32-wasip2 -p counting --quiet --target-dir "$ROOT/tests/guests/target") >&2
-BIN=$TARGET_DIR/release/rowhook
-WASM=$ROOT/tests/guests/target/wasm32-wasip2/release/counting.wasm
-
-if [[ -z ${BINLOG:-} ]]; then
-    BINLOG=$WORK/txn-1M.binlog
-    if [[ ! -s $BINLOG ]]; then
-        rm -rf "$WORK/db"
-        port=$("$ROOT/tests/mariadb.sh" start "$WORK/db")
-        M() { mariadb --no-defaults -h127.0.0.1 -P"$port" -uroot "$@"; }
-        M -e "CREATE DATABASE bench; CREATE TABLE bench.t (id BIGINT PRIMARY KEY, amount INT NOT NULL, note VARCHAR(32) NOT NULL)"
-        M bench -e "INSERT INTO bench.t SELECT seq, seq % 1000, 'row' FROM seq_1_to_1000000; FLUSH BINARY LOGS"
-        cp "$WORK/db/log/mysql-bin.000001" "$BINLOG"
-        "$ROOT/tests/mariadb.sh" stop "$WORK/db"
-    fi
-fi
+# shellcheck source=tests/bench/sink-bench.sh
+. "$ROOT/tests/bench/sink-bench.sh"
 
 MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$WORK/mosquitto.conf" <<CONF
@@ -63,25 +45,6 @@ received() { # publishes the broker has counted, once it has counted at least $1
         sleep 1
     done
     echo "$n"
-}
-
-run() { # NAME SINK-KEYS
-    cat >"$WORK/$1.toml" <<TOML
-[sinks.calls]
-$2
-
-[[handlers]]
-name = "counting"
-module = "$WASM"
-tables = ["bench.t"]
-sinks = ["calls"]
-limits = { time_ms = 1000 }
-TOML
-    local start end
-    start=$(date +%s.%N)
-    /usr/bin/time -f %M -o "$WORK/$1.rss" "$BIN" replay -c "$WORK/$1.toml" "$BINLOG" >/dev/null
-    end=$(date +%s.%N)
-    python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); print(f'| $1 | {s:.2f} s | {1e6/s:,.0f} messages/s | {int(sys.argv[3])/1024:.0f} MiB |')" "$start" "$end" "$(cat "$WORK/$1.rss")"
 }
 
 echo "| sink | 1,000,000 messages | rate | peak RSS |"
