@@ -94,7 +94,7 @@ pub struct Undecodable<'a> {
 impl Undecodable<'_> {
     /// The id of the first row not decoded (`<txn>:<event>:<row>`).
     pub fn id(&self) -> String {
-        format!("{}:{}:{}", self.txn, self.event_index, self.row_index)
+        change_id(self.txn, self.event_index, self.row_index)
     }
 
     /// The row change JSON without images (`"before"` and `"after"` are
@@ -249,8 +249,21 @@ impl RowChange<'_> {
 
     /// The change's id, `<txn>:<event>:<row>`.
     pub fn id(&self) -> String {
-        format!("{}:{}:{}", self.txn, self.event_index, self.row_index)
+        change_id(self.txn, self.event_index, self.row_index)
     }
+}
+
+/// `<txn>:<event>:<row>`, the id of a row change. Runs for every change
+/// that emits, so it writes the digits itself rather than through `format!`.
+fn change_id(txn: &str, event_index: u32, row_index: u32) -> String {
+    let mut digits = itoa::Buffer::new();
+    let mut id = String::with_capacity(txn.len() + 22);
+    id.push_str(txn);
+    id.push(':');
+    id.push_str(digits.format(event_index));
+    id.push(':');
+    id.push_str(digits.format(row_index));
+    id
 }
 
 /// A committed transaction and the position just after it.

@@ -14,10 +14,14 @@
 //! so every line in the file is a whole message. The batch that was cut gets
 //! re-sent by the pipeline.
 //!
-//! The file work of a batch (writes, rotation, fsync) runs as one blocking task
-//! on tokio's blocking pool, holding the file state's lock for its duration.
-//! That makes the sink cancel-safe: a dropped `write_batch` future leaves the
-//! task to finish, and the next call waits for it on the lock.
+//! File work that may wait on the disk (an append that fsyncs, the interval
+//! fsync, opening and closing) runs as one blocking task on tokio's blocking
+//! pool, holding the file state's lock for its duration; an append that only
+//! writes to the page cache (fsync deferred to the checkpoint, `"never"`, or
+//! an interval not yet due) runs in place, which costs less than the hand-off.
+//! Either way the sink is cancel-safe: a dropped `write_batch` future leaves
+//! its task to finish, and the next call waits for it on the lock; an append
+//! in place has no await to be dropped at.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -128,6 +132,8 @@ pub struct FileSink {
     path: PathBuf,
     state: Arc<Mutex<FileState>>,
     counters: Arc<Counters>,
+    /// The encoded lines of the batch being written, kept for the next.
+    lines: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -171,6 +177,7 @@ impl FileSink {
                 counters: counters.clone(),
             })),
             counters,
+            lines: Vec::new(),
         };
         sink.run(FileState::open_current).await?;
         Ok(sink)
@@ -217,11 +224,22 @@ impl Sink for FileSink {
     }
 
     async fn write_batch(&mut self, batch: &[Message]) -> Result<(), SinkError> {
-        let mut data = Vec::new();
-        encode_lines(&self.name, batch, &mut data)?;
-        if data.is_empty() {
+        self.lines.clear();
+        encode_lines(&self.name, batch, &mut self.lines)?;
+        if self.lines.is_empty() {
             return Ok(());
         }
+        {
+            // A write that ends in the page cache takes microseconds, less
+            // than handing it to the blocking pool: only an append that
+            // fsyncs (or may wait on one) goes there. A task of an earlier,
+            // dropped call may still hold the lock: wait for it here too.
+            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if !st.fsyncs_on_append() {
+                return st.append(&self.lines).map_err(|e| SinkError::from_io(&self.name, &e));
+            }
+        }
+        let data = std::mem::take(&mut self.lines);
         self.run(move |st| st.append(&data)).await
     }
 
@@ -371,6 +389,15 @@ impl FileState {
             self.open_current()?;
         }
         Ok(())
+    }
+
+    /// Whether [`FileState::append`] would fsync now.
+    fn fsyncs_on_append(&self) -> bool {
+        match self.opts.fsync {
+            FsyncPolicy::Always => !self.deferred,
+            FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
+            FsyncPolicy::Never => false,
+        }
     }
 
     /// Appends `data` (whole lines), rotating as needed, then fsyncs per policy.
