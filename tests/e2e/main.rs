@@ -47,6 +47,9 @@ mod sink_nats;
 /// The redis sink against a private redis-server: every mode, restarts, limits, `check`.
 #[cfg(feature = "sink-redis")]
 mod sink_redis;
+/// What the message-broker sink tests share.
+#[cfg(any(feature = "sink-nats", feature = "sink-mqtt", feature = "sink-amqp"))]
+mod sink_support;
 /// `replay --checkpoint` and `rowhook state`: resume, report, reset, move.
 mod state;
 /// SIGTERM and SIGINT stop `rowhook run` within a second mid-call, losing nothing.

@@ -27,6 +27,7 @@ use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 
 use crate::crash::{ROLLED_BACK, Rng, ledger_setup, load};
 use crate::proxy::Proxy;
+use crate::sink_support::{batch, write_until_delivered};
 use crate::support::{build_guest, root, rowhook, spawn_run, temp_dir};
 
 const BROKER: &str = "127.0.0.1:5672";
@@ -189,36 +190,6 @@ fn message(id: &str, index: u32, key: Option<&[u8]>, payload: &[u8]) -> Message 
         payload: payload.to_vec(),
         id: id.to_owned(),
         index,
-    }
-}
-
-/// `n` messages `<name><i>`, keys cycling over 10, ids `<name>:<i>:0`.
-fn batch(name: &str, n: usize) -> Vec<Message> {
-    (0..n)
-        .map(|i| {
-            message(
-                &format!("{name}:{i}:0"),
-                0,
-                Some((i % 10).to_string().as_bytes()),
-                format!("{name}{i}").as_bytes(),
-            )
-        })
-        .collect()
-}
-
-/// Writes as the pipeline does: retries while unavailable, up to `within`.
-async fn write_until_delivered(sink: &mut AmqpSink, batch: &[Message], within: Duration) -> usize {
-    let deadline = Instant::now() + within;
-    let mut failures = 0;
-    loop {
-        match sink.write_batch(batch).await {
-            Ok(()) => return failures,
-            Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                failures += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("not delivered: {e}"),
-        }
     }
 }
 

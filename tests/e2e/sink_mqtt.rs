@@ -21,6 +21,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 
 use crate::crash::ledger_setup;
+use crate::sink_support::{batch, write_until_delivered};
 use crate::support::{build_guest, interrupt, root, rowhook, spawn_run, temp_dir, test_certs};
 
 /// A private Mosquitto on a free port, with persistence in its directory.
@@ -247,36 +248,6 @@ fn message(id: &str, index: u32, key: Option<&str>, payload: &[u8]) -> Message {
         payload: payload.to_vec(),
         id: id.to_owned(),
         index,
-    }
-}
-
-/// `n` messages `<name><i>`, keys cycling over 10, ids `<name>:<i>:0`.
-fn batch(name: &str, n: usize) -> Vec<Message> {
-    (0..n)
-        .map(|i| {
-            message(
-                &format!("{name}:{i}:0"),
-                0,
-                Some(&(i % 10).to_string()),
-                format!("{name}{i}").as_bytes(),
-            )
-        })
-        .collect()
-}
-
-/// Writes as the pipeline does: retries while unavailable, up to `within`.
-async fn write_until_delivered(sink: &mut MqttSink, batch: &[Message], within: Duration) -> usize {
-    let deadline = Instant::now() + within;
-    let mut failures = 0;
-    loop {
-        match sink.write_batch(batch).await {
-            Ok(()) => return failures,
-            Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                failures += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("not delivered: {e}"),
-        }
     }
 }
 
