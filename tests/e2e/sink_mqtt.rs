@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rowhook::config::Plan;
-use rowhook::sink::mqtt::{MqttKind, MqttOptions, MqttSink};
+use rowhook::sink::mqtt::{MqttKind, MqttOptions};
 use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::QoS;

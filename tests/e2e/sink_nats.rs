@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use rowhook::config::Plan;
-use rowhook::sink::nats::NatsSink;
 use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 
 use crate::crash::{ROLLED_BACK, Rng, ledger_setup, load};
