@@ -587,8 +587,9 @@ fn a_stalled_server_is_detected_and_resumed() {
     let url = server.url();
     let args = ["--url", &url, "--tables", "f.t", "--heartbeat", "0.5"];
     let mut patient = Inspect::start(&[&args[..], &["--server-id", "913"]].concat());
-    let impatient = Inspect::start(&[&args[..], &["--server-id", "914", "--max-reconnect-attempts", "0"]].concat());
+    let mut impatient = Inspect::start(&[&args[..], &["--server-id", "914", "--max-reconnect-attempts", "0"]].concat());
     patient.wait("the first rows", Duration::from_secs(20), |i| i.lines() == 10);
+    impatient.wait("the first rows", Duration::from_secs(20), |i| i.lines() == 10);
     let pid = std::fs::read_to_string(server.dir.join("pid"))
         .unwrap()
         .trim()
@@ -603,7 +604,10 @@ fn a_stalled_server_is_detected_and_resumed() {
     });
     // The impatient one gives up at once, saying why.
     let (status, out, log) = impatient.exit(Duration::from_secs(10));
-    std::thread::sleep(Duration::from_secs(2));
+    // A first connection to the frozen server gives up after the connect
+    // timeout (10 s), naming the server, instead of hanging.
+    let late = Inspect::start(&[&args[..], &["--server-id", "915"]].concat());
+    let (late_status, late_out, late_log) = late.exit(Duration::from_secs(20));
     signal("-CONT");
     let thawed = Instant::now();
     insert(11, 20);
@@ -622,6 +626,11 @@ fn a_stalled_server_is_detected_and_resumed() {
         "{log}"
     );
     assert_eq!(out.len(), 10);
+    assert!(!late_status.success() && late_out.is_empty());
+    assert!(
+        late_log.contains(&format!("127.0.0.1:{}", server.port)) && late_log.contains("did not answer within 10.0s"),
+        "{late_log}"
+    );
     assert_exactly_once(&server, &rows, 20);
     assert_eq!(resumed_causes(&patient_log), ["stalled"], "{patient_log}");
     assert!(patient_log.contains("no event or heartbeat"), "{patient_log}");

@@ -277,12 +277,29 @@ struct Outage {
     last: Option<String>,
 }
 
+/// [`LiveSource::connect_as`], given up after `limit`: a stalled server
+/// accepts the TCP connection and never answers.
+async fn connect_within(opts: &LiveOptions, limit: Duration, again: bool) -> Result<LiveSource, SourceError> {
+    match tokio::time::timeout(limit, LiveSource::connect_as(opts, again)).await {
+        Ok(result) => result,
+        Err(_) => Err(SourceError::lost(
+            Cause::Network,
+            format!(
+                "{} accepted the connection but did not answer within {:.1}s; is the server stopped or overloaded?",
+                opts.url,
+                limit.as_secs_f64()
+            ),
+        )),
+    }
+}
+
 type Attempt = std::pin::Pin<Box<dyn std::future::Future<Output = Result<LiveSource, SourceError>> + Send>>;
 
 impl Resilient {
-    /// Connects (once: a first connection that fails is an error).
+    /// Connects (once: a first connection that fails is an error, and so
+    /// is one the server does not answer within `policy.connect_timeout`).
     pub async fn open(opts: LiveOptions, policy: RetryPolicy) -> Result<Self, SourceError> {
-        let live = LiveSource::connect(&opts).await?;
+        let live = connect_within(&opts, policy.connect_timeout, false).await?;
         let stats = Arc::new(SourceStats::default());
         stats.set_connected(true);
         Ok(Self {
@@ -456,15 +473,7 @@ impl Resilient {
                     ..self.opts.clone()
                 };
                 let limit = self.policy.connect_timeout;
-                outage.attempt = Some(Box::pin(async move {
-                    match tokio::time::timeout(limit, LiveSource::connect_as(&opts, true)).await {
-                        Ok(result) => result,
-                        Err(_) => Err(SourceError::lost(
-                            Cause::Network,
-                            format!("{} did not answer within {:.1}s", opts.url, limit.as_secs_f64()),
-                        )),
-                    }
-                }));
+                outage.attempt = Some(Box::pin(async move { connect_within(&opts, limit, true).await }));
             }
             let result = outage.attempt.as_mut().expect("set above").await;
             outage.attempt = None;
