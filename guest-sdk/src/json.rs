@@ -336,16 +336,30 @@ impl Object {
     }
 }
 
+/// The bytes after which [`write_line_str`] must look closer: C0 controls,
+/// `"`, `\`, DEL, and 0xC2 (the lead byte of U+0080 to U+009F).
+const LINE_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t[0xc2] = true;
+    t
+};
+
 /// Appends `s` as a quoted JSON string that a line sink takes: as
 /// [`write_str`], and DEL and U+0080 to U+009F as `\u` escapes too.
 fn write_line_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let b = s.as_bytes();
-    // Most strings need no escape at all: one pass to tell, then one copy.
-    if !b
-        .iter()
-        .any(|&c| c < 0x20 || c == b'"' || c == b'\\' || c == 0x7f || c == 0xc2)
-    {
+    // Most strings need no escape at all: one pass to tell (a table look-up
+    // a byte), then one copy.
+    if !b.iter().any(|&c| LINE_SPECIAL[usize::from(c)]) {
         out.reserve(b.len() + 2);
         out.push(b'"');
         out.extend_from_slice(b);

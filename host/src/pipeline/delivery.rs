@@ -105,9 +105,12 @@ impl Delivery {
     }
 
     /// Buffers `message` of handler `origin` for `sink`.
-    pub fn push(&mut self, sink: String, message: Message, origin: HandlerId) {
+    pub fn push(&mut self, sink: &str, message: Message, origin: HandlerId) {
         self.buffered_bytes += message.payload.len() + message.key.as_ref().map_or(0, Vec::len);
-        let p = self.pending.entry(sink).or_default();
+        let p = match self.pending.get_mut(sink) {
+            Some(p) => p,
+            None => self.pending.entry(sink.to_owned()).or_default(),
+        };
         p.messages.push(message);
         p.origins.push(origin);
         self.buffered += 1;
@@ -281,7 +284,7 @@ mod tests {
 
     fn push_all(d: &mut Delivery, sink: &str, origin: &HandlerId, messages: Vec<Message>) {
         for m in messages {
-            d.push(sink.to_owned(), m, origin.clone());
+            d.push(sink, m, origin.clone());
         }
     }
 
@@ -355,9 +358,9 @@ mod tests {
             id: "i".into(),
             index: 0,
         };
-        d.push("a".into(), big(FLUSH_BYTES / 2), h.clone());
+        d.push("a", big(FLUSH_BYTES / 2), h.clone());
         assert!(!d.full());
-        d.push("a".into(), big(FLUSH_BYTES / 2 - 1024), h.clone());
+        d.push("a", big(FLUSH_BYTES / 2 - 1024), h.clone());
         assert!(d.full(), "the keys count too");
         assert!(d.flush().await.unwrap().is_empty());
         assert!(!d.full(), "a flush empties the byte count");
@@ -368,7 +371,7 @@ mod tests {
         let dir = TempDir::new("delivery-unknown");
         let plan = plan(&dir, "[sinks.a]\nkind = \"file\"\npath = \"a.jsonl\"\n");
         let mut d = Delivery::open(&plan, &Registry::new()).await.unwrap();
-        d.push("nope".into(), msgs("m", 0..1).remove(0), HandlerId::new("t", "h"));
+        d.push("nope", msgs("m", 0..1).remove(0), HandlerId::new("t", "h"));
         let e = d.flush().await.err().expect("no such sink").to_string();
         assert!(e.contains("no sink `nope`"), "{e}");
     }

@@ -198,7 +198,7 @@ impl HandlerSlot {
     }
 
     /// One call, its log lines forwarded, a trapped instance replaced.
-    fn call(&mut self, runtime: &HandlerRuntime, change: &[u8]) -> Result<Vec<Emitted>, CallError> {
+    fn call(&mut self, runtime: &HandlerRuntime, change: &[u8], out: &mut Vec<Emitted>) -> Result<(), CallError> {
         self.ensure_live(runtime).map_err(CallError::NoInstance)?;
         let instance = self.instance.as_mut().expect("ensured");
         let result = instance.call(change);
@@ -238,7 +238,10 @@ impl HandlerSlot {
             }
         }
         let emitted = match result {
-            Ok(()) => Ok(instance.take_emitted()),
+            Ok(()) => {
+                instance.take_emitted(out);
+                Ok(())
+            }
             Err(e) => Err(CallError::Guest(e)),
         };
         if instance.is_broken() {
@@ -389,17 +392,17 @@ impl Handlers {
         self.slots[id].counters.errors.inc();
     }
 
-    /// Calls handler `id` with one encoded row change; returns what it
-    /// emitted. A trapped instance is replaced before this returns. A
-    /// suspended handler is not called.
-    pub fn call(&mut self, id: &HandlerId, change: &[u8]) -> Result<Vec<Emitted>, CallError> {
+    /// Calls handler `id` with one encoded row change; what it emitted is
+    /// appended to `out`. A trapped instance is replaced before this
+    /// returns. A suspended handler is not called.
+    pub fn call(&mut self, id: &HandlerId, change: &[u8], out: &mut Vec<Emitted>) -> Result<(), CallError> {
         let slot = self.slots.get_mut(id).expect("routes name configured handlers");
         if slot.breaker.admit(Instant::now) == Admit::Suspended {
             slot.counters.suspended.inc();
             return Err(CallError::Suspended);
         }
         slot.counters.calls.inc();
-        let result = slot.call(&self.runtime, change);
+        let result = slot.call(&self.runtime, change, out);
         let transition = match &result {
             Ok(_) => slot.breaker.succeeded(),
             Err(e) if e.is_costly() => slot.breaker.failed(Instant::now()),
@@ -451,7 +454,7 @@ impl Handlers {
         for slot in self.slots.values_mut() {
             slot.state().abandon();
             if let Some(i) = &mut slot.instance {
-                i.take_emitted();
+                i.take_emitted(&mut Vec::new());
             }
         }
     }

@@ -38,8 +38,8 @@ use crate::decode::{ChangeVisitor, Commit, Flow, RowChange, Undecodable};
 use crate::driver::{Consumer, Interrupted, Stop};
 use crate::guest_abi::DirectoryCache;
 pub use crate::handler_id::HandlerId;
-use crate::runtime::HandlerRuntime;
 use crate::runtime::reload::{Reload, Reloader};
+use crate::runtime::{Emitted, HandlerRuntime};
 use crate::sink::Message;
 use crate::source::reconnect::SourceStats;
 use crate::status::Stats;
@@ -69,6 +69,8 @@ pub struct Pipeline {
     /// laid out at the table's first routed change, not per row.
     directories: DirectoryCache,
     encoded: Vec<u8>,
+    /// What the handler called last emitted, kept to be reused.
+    emitted: Vec<Emitted>,
     commit_seen: bool,
     halted: Option<anyhow::Error>,
     registry: Registry,
@@ -114,6 +116,7 @@ impl Pipeline {
             checkpointer: Checkpointer::new(plan.state.commit_interval),
             directories: DirectoryCache::default(),
             encoded: Vec::new(),
+            emitted: Vec::new(),
             commit_seen: false,
             halted: None,
             registry,
@@ -418,7 +421,7 @@ impl Pipeline {
             Decision::DeadLetter { sink, letter, record } => {
                 self.handlers.count_error(id);
                 self.checkpointer.dead_letter(record);
-                self.delivery.push(sink, letter, id.clone());
+                self.delivery.push(&sink, letter, id.clone());
                 Flow::Continue
             }
         }
@@ -495,22 +498,29 @@ impl ChangeVisitor for Pipeline {
             let rows = Undecodable::of_change(change, &e.0);
             return self.fail_rows(&targets, &rows);
         }
-        // The id is formatted once, and only for a change that emitted.
+        // The id is formatted once, and only for a change that emitted;
+        // the last message takes it, the others a copy.
         let mut id: Option<String> = None;
         let mut index = 0u32;
-        for handler in targets.iter() {
-            match self.handlers.call(handler, &self.encoded) {
-                Ok(emitted) => {
-                    for e in emitted {
-                        let id = id.get_or_insert_with(|| change.id()).clone();
+        for (h, handler) in targets.iter().enumerate() {
+            match self.handlers.call(handler, &self.encoded, &mut self.emitted) {
+                Ok(()) => {
+                    let last = self.emitted.len();
+                    let last_handler = h + 1 == targets.len();
+                    for (n, e) in self.emitted.drain(..).enumerate() {
+                        let id = if last_handler && n + 1 == last {
+                            id.take().unwrap_or_else(|| change.id())
+                        } else {
+                            id.get_or_insert_with(|| change.id()).clone()
+                        };
                         let message = Message {
-                            key: e.key.map(String::into_bytes),
+                            key: e.key,
                             payload: e.payload,
                             id,
                             index,
                         };
                         index += 1;
-                        self.delivery.push(e.sink, message, handler.clone());
+                        self.delivery.push(&e.sink, message, handler.clone());
                     }
                     // A rows event may hold thousands of rows: what they emit
                     // goes out as it fills the buffer.

@@ -6,6 +6,7 @@
 //! call's deadline.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::StoreContextMut;
@@ -123,9 +124,9 @@ pub const MAX_METRIC_WRITES_PER_CALL: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emitted {
     /// The sink it names (granted: checked at emit).
-    pub sink: String,
-    /// Optional key (partitioning, dedupe).
-    pub key: Option<String>,
+    pub sink: Arc<str>,
+    /// Optional key (partitioning, dedupe): UTF-8 text, as the guest gave it.
+    pub key: Option<Vec<u8>>,
     /// The payload.
     pub payload: Vec<u8>,
 }
@@ -536,10 +537,46 @@ fn valid_metric_name(name: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
-impl emit::Host for HostState {
-    fn emit(&mut self, sink: String, key: Option<String>, payload: Vec<u8>) -> Result<(), emit::EmitError> {
-        HostState::emit(self, sink, key, payload)
-    }
+/// Links `rowhook:handler/emit` by hand rather than through the generated
+/// bindings, which would copy the sink name into a new `String` at every
+/// call: the name, key and payload are read in the guest's memory, checked
+/// there, and only an accepted key and payload are copied, once.
+pub(super) fn link_emit(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::{WasmList, WasmStr};
+    type Params = (WasmStr, Option<WasmStr>, WasmList<u8>);
+    linker.instance("rowhook:handler/emit@0.1.0")?.func_wrap(
+        "emit",
+        |mut cx: wasmtime::StoreContextMut<'_, HostState>, (sink, key, payload): Params| {
+            let sink = sink.to_str(&cx)?;
+            let key = key.as_ref().map(|k| k.to_str(&cx)).transpose()?;
+            let bytes = payload.as_le_slice(&cx);
+            let key_len = key.as_deref().map_or(0, str::len);
+            // The checks borrow the state as the memory is borrowed: both
+            // are read only until the message is copied out.
+            let (name, rules) = match cx.data().admit(&sink, key_len, bytes.len()) {
+                Ok(ok) => ok,
+                Err((error, hit)) => {
+                    if hit.is_some() {
+                        cx.data_mut().quota_hit = hit;
+                    }
+                    return Ok((Err(error),));
+                }
+            };
+            if rules.single_line
+                && let Err(why) = line_payload(bytes)
+            {
+                tracing::debug!(handler = %cx.data().handler, sink = %name, "emit refused as invalid: {why}");
+                return Ok((Err(emit::EmitError::Invalid),));
+            }
+            let emitted = Emitted {
+                sink: name,
+                key: key.map(|k| k.as_bytes().to_vec()),
+                payload: bytes.to_vec(),
+            };
+            cx.data_mut().accept(emitted);
+            Ok((Ok(()),))
+        },
+    )
 }
 
 impl state::Host for HostState {

@@ -285,7 +285,7 @@ const ALLOWED_WASI: &[&str] = &[
 
 /// The sinks a handler may emit to, each with what it can carry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants(HashMap<String, SinkRules>);
+pub struct Grants(HashMap<Box<str>, (Arc<str>, SinkRules)>);
 
 /// What a granted sink accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,7 +317,18 @@ impl SinkRules {
 impl Grants {
     /// Grants from `(sink name, rules)` pairs.
     pub fn new(sinks: impl IntoIterator<Item = (String, SinkRules)>) -> Grants {
-        Grants(sinks.into_iter().collect())
+        Grants(
+            sinks
+                .into_iter()
+                .map(|(name, rules)| (name.as_str().into(), (name.into(), rules)))
+                .collect(),
+        )
+    }
+
+    /// The granted sink `name`: its name, shared by every message to it,
+    /// and its rules.
+    fn get(&self, name: &str) -> Option<(&Arc<str>, SinkRules)> {
+        self.0.get(name).map(|(name, rules)| (name, *rules))
     }
 }
 
@@ -417,12 +428,24 @@ impl HandlerRuntime {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        // For profiling handlers: `perf record` then names their functions
+        // from the map wasmtime writes to /tmp/perf-<pid>.map.
+        if std::env::var_os("ROWHOOK_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("starting wasmtime: {e}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
         caps::never_wait(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI clocks and poll: {e}"))?;
-        bindings::Handler::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("linking rowhook capabilities: {e}"))?;
+        {
+            use bindings::rowhook::handler::{log, metrics, state};
+            use wasmtime::component::HasSelf;
+            state::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+                .and_then(|()| log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
+                .and_then(|()| metrics::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s))
+                .and_then(|()| caps::link_emit(&mut linker))
+                .map_err(|e| anyhow::anyhow!("linking rowhook capabilities: {e}"))?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
         let ticker_stop = stop.clone();
@@ -726,9 +749,10 @@ impl Instance {
         self.broken
     }
 
-    /// Takes the messages emitted since the last call of this.
-    pub fn take_emitted(&mut self) -> Vec<Emitted> {
-        std::mem::take(&mut self.store.data_mut().emitted)
+    /// Moves the messages emitted since the last call of this to the end
+    /// of `out` (both keep their capacity: no allocation per call).
+    pub fn take_emitted(&mut self, out: &mut Vec<Emitted>) {
+        out.append(&mut self.store.data_mut().emitted);
     }
 
     /// Takes the log lines written since the last call of this.
@@ -753,32 +777,35 @@ impl Instance {
 }
 
 impl HostState {
-    fn emit(&mut self, sink: String, key: Option<String>, payload: Vec<u8>) -> Result<(), EmitError> {
-        let Some(rules) = self.grants.0.get(&sink) else {
-            return Err(EmitError::Denied);
+    /// The checks of `emit` that need no copy of the message: the grant,
+    /// the quotas, the sizes. The sink's name and rules if they pass, else
+    /// the error and the quota the message would breach.
+    #[allow(clippy::type_complexity)]
+    fn admit(
+        &self,
+        sink: &str,
+        key_len: usize,
+        payload_len: usize,
+    ) -> Result<(Arc<str>, SinkRules), (EmitError, Option<EmitLimit>)> {
+        let Some((name, rules)) = self.grants.get(sink) else {
+            return Err((EmitError::Denied, None));
         };
         if self.emits_this_event >= self.max_emits {
-            self.quota_hit = Some(EmitLimit::Count);
-            return Err(EmitError::Quota);
+            return Err((EmitError::Quota, Some(EmitLimit::Count)));
         }
-        let key_len = key.as_ref().map_or(0, String::len);
-        if payload.len() > rules.max_payload || key_len > rules.max_key {
-            return Err(EmitError::TooLarge);
+        if payload_len > rules.max_payload || key_len > rules.max_key {
+            return Err((EmitError::TooLarge, None));
         }
-        let bytes = payload.len() + key_len;
-        if self.emit_bytes_this_event + bytes > self.max_emit_bytes {
-            self.quota_hit = Some(EmitLimit::Bytes);
-            return Err(EmitError::Quota);
+        if self.emit_bytes_this_event + payload_len + key_len > self.max_emit_bytes {
+            return Err((EmitError::Quota, Some(EmitLimit::Bytes)));
         }
-        if rules.single_line
-            && let Err(why) = caps::line_payload(&payload)
-        {
-            tracing::debug!(handler = %self.handler, sink = %sink, "emit refused as invalid: {why}");
-            return Err(EmitError::Invalid);
-        }
+        Ok((name.clone(), rules))
+    }
+
+    /// Queues a message [`HostState::admit`] let through.
+    fn accept(&mut self, emitted: Emitted) {
         self.emits_this_event += 1;
-        self.emit_bytes_this_event += bytes;
-        self.emitted.push(Emitted { sink, key, payload });
-        Ok(())
+        self.emit_bytes_this_event += emitted.payload.len() + emitted.key.as_ref().map_or(0, Vec::len);
+        self.emitted.push(emitted);
     }
 }
