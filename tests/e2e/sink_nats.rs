@@ -42,6 +42,10 @@ impl NatsServer {
         s
     }
 
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
@@ -371,7 +375,8 @@ fn check_names_the_problem() {
 }
 
 /// Acknowledged messages per second into a stream on this machine, printed
-/// (`cargo test --release --test e2e sink_nats::throughput -- --nocapture`).
+/// with the CPU time of this process and of the server
+/// (`cargo test --release -p rowhook --test e2e sink_nats::throughput -- --nocapture`).
 #[test]
 fn throughput() {
     let server = NatsServer::start("speed", &[]);
@@ -400,16 +405,35 @@ fn throughput() {
             .await
             .unwrap();
         let start = Instant::now();
+        let cpu = (cpu_seconds("self"), cpu_seconds(&server.pid().to_string()));
         let mut n = 0;
         for b in &batches {
             sink.write_batch(b).await.unwrap();
             n += b.len();
         }
-        (n, start.elapsed())
+        let took = start.elapsed();
+        let cpu = (
+            cpu_seconds("self") - cpu.0,
+            cpu_seconds(&server.pid().to_string()) - cpu.1,
+        );
+        (n, (took, cpu))
     });
+    let (took, (ours, server_cpu)) = took;
     let rate = n as f64 / took.as_secs_f64();
-    println!("nats sink: {n} messages acknowledged in {took:?}: {rate:.0} messages/s");
+    println!(
+        "nats sink: {n} messages acknowledged in {took:?}: {rate:.0} messages/s; CPU: this process {ours:.2} s, nats-server {server_cpu:.2} s"
+    );
     assert_eq!(rt.block_on(stream_messages_count(&url, "T")), n as u64);
+}
+
+/// User and system CPU seconds of process `pid` ("self": this one) so far.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // Clock ticks are 100 a second on Linux (USER_HZ).
+    ticks as f64 / 100.0
 }
 
 async fn stream_messages_count(url: &str, name: &str) -> u64 {

@@ -5,7 +5,7 @@
 //! the sink `out`, keyed by the row's id, built from three columns:
 //! `{"change":"<change id>","op":"insert","id":7,"status":"paid","amount":"12.50"}`
 //! for an order, `…,"email":…,"balance":…` for a user. `tests/bench/run.sh`
-//! and `tests/bench/emit.sh` measure it against the trivial handler.
+//! measures it against the trivial handler (README, "The emit path").
 
 #![deny(unsafe_code)]
 
