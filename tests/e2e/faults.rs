@@ -10,7 +10,7 @@
 
 use std::io::BufRead as _;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -492,10 +492,12 @@ fn next_event_may_be_cancelled_during_an_outage() {
         heartbeat: Duration::from_secs(1),
         allow_minimal_metadata: false,
     };
-    let done = AtomicBool::new(false);
-    let stop_writing = writer.stop.clone();
+    // The rows written, known once the faults are over and the writer
+    // stopped; until then u64::MAX.
+    let written = AtomicU64::new(u64::MAX);
     let (ids, reconnects, cancelled) = std::thread::scope(|scope| {
-        scope.spawn(|| {
+        let (server, written) = (&server, &written);
+        scope.spawn(move || {
             let rows = || server.sql("SELECT COUNT(*) FROM f.t").trim().parse::<u64>().unwrap();
             std::thread::sleep(Duration::from_secs(1));
             let before = rows();
@@ -503,12 +505,11 @@ fn next_event_may_be_cancelled_during_an_outage() {
             while rows() < before + 100 {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            mariadb_sh("down", &server);
+            mariadb_sh("down", server);
             std::thread::sleep(Duration::from_secs(1));
-            mariadb_sh("up", &server);
+            mariadb_sh("up", server);
             std::thread::sleep(Duration::from_secs(1));
-            stop_writing.store(true, Ordering::Relaxed);
-            done.store(true, Ordering::Relaxed);
+            written.store(writer.finish(server), Ordering::SeqCst);
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -526,8 +527,12 @@ fn next_event_may_be_cancelled_during_an_outage() {
             let mut cancelled = 0u64;
             let mut quiet_since = Instant::now();
             let started = Instant::now();
-            // Until the faults are over and the stream has been quiet a while.
-            while !(done.load(Ordering::Relaxed) && quiet_since.elapsed() > Duration::from_secs(2)) {
+            // Until every row written has arrived (however long the
+            // reconnect after the restart takes on a loaded machine), and
+            // the stream has been quiet a while, so a duplicate would show.
+            while !(consumer.committed as u64 >= written.load(Ordering::SeqCst)
+                && quiet_since.elapsed() > Duration::from_secs(1))
+            {
                 assert!(started.elapsed() < Duration::from_secs(120), "the test did not end");
                 let step = tokio::select! {
                     step = source.next_event() => step.unwrap(),
@@ -555,7 +560,7 @@ fn next_event_may_be_cancelled_during_an_outage() {
             (consumer.ids, stats.reconnects(), cancelled)
         })
     });
-    let rows = writer.finish(&server);
+    let rows = written.load(Ordering::SeqCst);
     let files: Vec<String> = json_lines(&from_files(&server).join("\n"))
         .iter()
         .map(|c| c["id"].as_str().unwrap().to_string())
