@@ -501,7 +501,7 @@ fn next_event_may_be_cancelled_during_an_outage() {
             let rows = || server.sql("SELECT COUNT(*) FROM f.t").trim().parse::<u64>().unwrap();
             std::thread::sleep(Duration::from_secs(1));
             let before = rows();
-            server.sql(&format!("KILL {}", dump_threads(&server)[0]));
+            server.sql(&format!("KILL {}", dump_threads(server)[0]));
             while rows() < before + 100 {
                 std::thread::sleep(Duration::from_millis(50));
             }
