@@ -67,6 +67,27 @@ impl SinkContext<'_> {
         }
     }
 
+    /// A number written under `key` that must lie in `range`: `default`
+    /// when absent; out of it, a problem (`N is out of range`, and `fix`)
+    /// and `None`.
+    pub fn ranged(
+        &mut self,
+        key: &str,
+        value: Option<u64>,
+        range: std::ops::RangeInclusive<u64>,
+        default: u64,
+        fix: impl Into<String>,
+    ) -> Option<u64> {
+        match value {
+            None => Some(default),
+            Some(v) if range.contains(&v) => Some(v),
+            Some(v) => {
+                self.problem(key, format!("{v} is out of range"), fix);
+                None
+            }
+        }
+    }
+
     /// The sink's key path, `sinks.NAME`.
     pub fn key(&self) -> &str {
         self.key

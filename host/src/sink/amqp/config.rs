@@ -94,30 +94,22 @@ pub fn resolve(raw: RawAmqpSink, cx: &mut SinkContext<'_>) -> Option<AmqpOptions
             None
         }
     };
-    let confirm_timeout = match raw.confirm_timeout_ms {
-        None => Some(DEFAULT_CONFIRM_TIMEOUT),
-        Some(ms @ 100..=600_000) => Some(Duration::from_millis(ms)),
-        Some(ms) => {
-            cx.problem(
-                "confirm_timeout_ms",
-                format!("{ms} is out of range"),
-                "use 100 to 600000 ms (default 10000)",
-            );
-            None
-        }
-    };
-    let max_message_size = match raw.max_message_size {
-        None => Some(DEFAULT_MAX_MESSAGE_SIZE),
-        Some(n @ 1..=MAX_MESSAGE_SIZE_CAP) => Some(n),
-        Some(n) => {
-            cx.problem(
-                "max_message_size",
-                format!("{n} is out of range"),
-                "use the broker's max_message_size: 1 to 536870912 bytes (default 134217728)",
-            );
-            None
-        }
-    };
+    let confirm_timeout = cx
+        .ranged(
+            "confirm_timeout_ms",
+            raw.confirm_timeout_ms,
+            100..=600_000,
+            DEFAULT_CONFIRM_TIMEOUT.as_millis() as u64,
+            "use 100 to 600000 ms (default 10000)",
+        )
+        .map(Duration::from_millis);
+    let max_message_size = cx.ranged(
+        "max_message_size",
+        raw.max_message_size,
+        1..=MAX_MESSAGE_SIZE_CAP,
+        DEFAULT_MAX_MESSAGE_SIZE,
+        "use the broker's max_message_size: 1 to 536870912 bytes (default 134217728)",
+    );
     if let Some(ct) = &raw.content_type
         && (ct.is_empty() || ct.len() > SHORT_STR_MAX)
     {

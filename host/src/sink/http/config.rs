@@ -162,17 +162,19 @@ pub fn resolve(raw: RawHttpSink, cx: &mut SinkContext<'_>) -> Option<HttpOptions
             ok = false;
             DEFAULT_MAX_BATCH
         }
-        None => DEFAULT_MAX_BATCH,
-        Some(n @ 1..=100_000) => n as usize,
-        Some(n) => {
-            cx.problem(
-                "max_batch_messages",
-                format!("{n} is out of range"),
-                "use 1 to 100000 (default 1000)",
-            );
-            ok = false;
-            DEFAULT_MAX_BATCH
-        }
+        n => match cx.ranged(
+            "max_batch_messages",
+            n,
+            1..=100_000,
+            DEFAULT_MAX_BATCH as u64,
+            "use 1 to 100000 (default 1000)",
+        ) {
+            Some(n) => n as usize,
+            None => {
+                ok = false;
+                DEFAULT_MAX_BATCH
+            }
+        },
     };
     let mode = if batch {
         HttpMode::Batch {
@@ -229,20 +231,13 @@ pub fn resolve(raw: RawHttpSink, cx: &mut SinkContext<'_>) -> Option<HttpOptions
         Some(s) => Some(Secret(s)),
     };
 
-    let mut ranged =
-        |key: &str, value: Option<u64>, range: std::ops::RangeInclusive<u64>, default: u64, unit: &str| match value {
-            None => default,
-            Some(v) if range.contains(&v) => v,
-            Some(v) => {
-                cx.problem(
-                    key,
-                    format!("{v} is out of range"),
-                    format!("use {} to {}{unit} (default {default})", range.start(), range.end()),
-                );
-                ok = false;
-                default
-            }
-        };
+    let mut ranged = |key: &str, value: Option<u64>, range: std::ops::RangeInclusive<u64>, default: u64, unit: &str| {
+        let fix = format!("use {} to {}{unit} (default {default})", range.start(), range.end());
+        cx.ranged(key, value, range, default, fix).unwrap_or_else(|| {
+            ok = false;
+            default
+        })
+    };
     let timeout_ms = ranged("timeout_ms", raw.timeout_ms, 100..=600_000, DEFAULT_TIMEOUT_MS, " ms");
     let max_body = ranged(
         "max_body_bytes",

@@ -137,42 +137,33 @@ pub fn resolve(raw: RawMqttSink, cx: &mut SinkContext<'_>) -> Option<MqttOptions
         }
         id => id,
     };
-    let ack_timeout = match raw.ack_timeout_ms {
-        None => Some(DEFAULT_ACK_TIMEOUT),
-        Some(ms @ 100..=600_000) => Some(Duration::from_millis(ms)),
-        Some(ms) => {
-            cx.problem(
-                "ack_timeout_ms",
-                format!("{ms} is out of range"),
-                "use 100 to 600000 ms (default 5000)",
-            );
-            None
-        }
-    };
-    let keep_alive = match raw.keep_alive_s {
-        None => Some(DEFAULT_KEEP_ALIVE),
-        Some(s @ 5..=65_535) => Some(Duration::from_secs(s)),
-        Some(s) => {
-            cx.problem(
-                "keep_alive_s",
-                format!("{s} is out of range"),
-                "use 5 to 65535 s (default 30)",
-            );
-            None
-        }
-    };
-    let inflight = match raw.inflight {
-        None => Some(DEFAULT_INFLIGHT),
-        Some(n @ 1..=65_535) => Some(n as u16),
-        Some(n) => {
-            cx.problem(
-                "inflight",
-                format!("{n} is out of range"),
-                "use 1 to 65535 (default 1024)",
-            );
-            None
-        }
-    };
+    let ack_timeout = cx
+        .ranged(
+            "ack_timeout_ms",
+            raw.ack_timeout_ms,
+            100..=600_000,
+            DEFAULT_ACK_TIMEOUT.as_millis() as u64,
+            "use 100 to 600000 ms (default 5000)",
+        )
+        .map(Duration::from_millis);
+    let keep_alive = cx
+        .ranged(
+            "keep_alive_s",
+            raw.keep_alive_s,
+            5..=65_535,
+            DEFAULT_KEEP_ALIVE.as_secs(),
+            "use 5 to 65535 s (default 30)",
+        )
+        .map(Duration::from_secs);
+    let inflight = cx
+        .ranged(
+            "inflight",
+            raw.inflight.map(u64::from),
+            1..=65_535,
+            u64::from(DEFAULT_INFLIGHT),
+            "use 1 to 65535 (default 1024)",
+        )
+        .map(|n| n as u16);
     let max_payload = match raw.max_payload {
         None => Some(None),
         Some(n @ 1..=PROTOCOL_MAX_REMAINING) => Some(Some(n)),

@@ -103,18 +103,15 @@ pub fn resolve(raw: RawNatsSink, cx: &mut SinkContext<'_>) -> Option<NatsOptions
             None
         }
     };
-    let ack_timeout = match raw.ack_timeout_ms {
-        None => Some(DEFAULT_ACK_TIMEOUT),
-        Some(ms @ 100..=600_000) => Some(Duration::from_millis(ms)),
-        Some(ms) => {
-            cx.problem(
-                "ack_timeout_ms",
-                format!("{ms} is out of range"),
-                "use 100 to 600000 ms (default 5000)",
-            );
-            None
-        }
-    };
+    let ack_timeout = cx
+        .ranged(
+            "ack_timeout_ms",
+            raw.ack_timeout_ms,
+            100..=600_000,
+            DEFAULT_ACK_TIMEOUT.as_millis() as u64,
+            "use 100 to 600000 ms (default 5000)",
+        )
+        .map(Duration::from_millis);
     let auth = resolve_auth(&raw, cx);
     let tls = resolve_tls(&raw, &servers, cx);
     if !ok {

@@ -166,15 +166,18 @@ pub fn resolve(raw: RawRedisSink, cx: &mut SinkContext<'_>) -> Option<RedisOptio
             None
         }
     };
-    let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
-    if !(100..=600_000).contains(&timeout_ms) {
-        cx.problem(
+    let timeout_ms = cx
+        .ranged(
             "timeout_ms",
-            format!("{timeout_ms} is out of range"),
+            raw.timeout_ms,
+            100..=600_000,
+            DEFAULT_TIMEOUT_MS,
             "use 100 to 600000 ms (default 10000)",
-        );
-        ok = false;
-    }
+        )
+        .unwrap_or_else(|| {
+            ok = false;
+            DEFAULT_TIMEOUT_MS
+        });
 
     let mode = if let Some(stream) = stream {
         Mode::Stream {
