@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,9 +27,12 @@ use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 
 use crate::crash::{ROLLED_BACK, Rng, ledger_setup, load};
 use crate::proxy::Proxy;
-use crate::sink_support::{batch, write_until_delivered};
-use crate::support::{build_guest, root, rowhook, spawn_run, temp_dir};
+use crate::sink_support::{batch, minimal_config, write_until_delivered};
+use crate::support::{rowhook, spawn_run, temp_dir};
 
+/// What `rowhook check` and `rowhook run` configs put before the sink: a
+/// source (never reached by `check`) and a state directory.
+const RUN_HEAD: &str = "[source]\nurl = \"mysql://root@127.0.0.1:1\"\nserver_id = 7471\n\n[state]\npath = \"state\"\n";
 const BROKER: &str = "127.0.0.1:5672";
 
 fn rt() -> tokio::runtime::Runtime {
@@ -433,40 +436,6 @@ fn a_cut_connection_loses_nothing() {
     assert!(got.len() >= want.len());
 }
 
-/// The minimal guest's config for `rowhook check` and `rowhook run`, with
-/// these sink keys.
-fn guest_config(dir: &Path, source_url: &str, sink_keys: &str) -> PathBuf {
-    let minimal = build_guest(&root().join("guest-sdk/examples/minimal"), "minimal");
-    let config = dir.join("rowhook.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[source]
-url = "{source_url}"
-server_id = 7471
-
-[state]
-path = "state"
-
-[sinks.orders_queue]
-kind = "amqp"
-{sink_keys}
-
-[[handlers]]
-name = "orders"
-module = "{}"
-tables = ["shop.orders"]
-ops = ["insert"]
-sinks = ["orders_queue"]
-"#,
-            minimal.display()
-        ),
-    )
-    .unwrap();
-    config
-}
-
 /// Refused credentials, an unknown vhost and a missing exchange are
 /// permanent, named with their fix and without the password, by the sink,
 /// `rowhook check` and `rowhook run`; a broker that is down is only
@@ -514,7 +483,7 @@ fn refusals_are_named_with_their_fix() {
 
     let dir = temp_dir("amqp-refusals");
     let check = |sink_keys: &str| {
-        let config = guest_config(&dir, "mysql://root@127.0.0.1:1", sink_keys);
+        let config = minimal_config(&dir, RUN_HEAD, "amqp", sink_keys, "");
         let out = Command::new(env!("CARGO_BIN_EXE_rowhook"))
             .args(["check", "-c"])
             .arg(&config)
@@ -557,11 +526,7 @@ fn refusals_are_named_with_their_fix() {
     );
 
     // `rowhook run` opens its sinks first: it stops with the same words.
-    let config = guest_config(
-        &dir,
-        "mysql://root@127.0.0.1:1",
-        &keys(&url("guest", 5672, ""), &missing),
-    );
+    let config = minimal_config(&dir, RUN_HEAD, "amqp", &keys(&url("guest", 5672, ""), &missing), "");
     let out = rowhook(&["run", "-c", config.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -571,20 +536,12 @@ fn refusals_are_named_with_their_fix() {
     );
     // The sink opens, the source cannot be reached: rowhook stops cleanly,
     // closing the connection as it goes.
-    let config = guest_config(
-        &dir,
-        "mysql://root@127.0.0.1:1",
-        &keys(&url("guest", 5672, ""), &f.exchange),
-    );
+    let config = minimal_config(&dir, RUN_HEAD, "amqp", &keys(&url("guest", 5672, ""), &f.exchange), "");
     let out = rowhook(&["run", "-c", config.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot reach mysql://"), "{stderr}");
-    let config = guest_config(
-        &dir,
-        "mysql://root@127.0.0.1:1",
-        &keys(&url("Wr0ng", 5672, ""), &f.exchange),
-    );
+    let config = minimal_config(&dir, RUN_HEAD, "amqp", &keys(&url("Wr0ng", 5672, ""), &f.exchange), "");
     let out = rowhook(&["run", "-c", config.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

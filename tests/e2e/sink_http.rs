@@ -8,7 +8,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,8 @@ use rowhook::sink::http::{HttpOptions, HttpSink};
 use rowhook::sink::{Message, Sink, SinkSpec};
 
 use crate::crash::ledger_setup;
-use crate::support::{Server, build_guest, interrupt, root, rowhook, spawn_run, temp_dir, test_certs};
+use crate::sink_support::minimal_config;
+use crate::support::{Server, interrupt, root, rowhook, spawn_run, temp_dir, test_certs};
 
 /// The secret the receivers verify signatures with.
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -305,35 +306,6 @@ fn verify(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool 
     ring::hmac::verify(&key, &signed, &tag).is_ok()
 }
 
-/// A config in `dir` that runs the `minimal` example handler (a message
-/// `{"order":ID}` keyed by the id per new order) into the http sink
-/// `orders_queue` with `keys`, and `on_error` as given.
-fn minimal_config(dir: &Path, keys: &str, on_error: &str) -> PathBuf {
-    let minimal = build_guest(&root().join("guest-sdk/examples/minimal"), "minimal");
-    let config = dir.join("rowhook.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[sinks.orders_queue]
-kind = "http"
-{keys}
-
-[[handlers]]
-name = "orders"
-module = "{}"
-tables = ["shop.orders"]
-ops = ["insert"]
-sinks = ["orders_queue"]
-on_error = "{on_error}"
-"#,
-            minimal.display()
-        ),
-    )
-    .unwrap();
-    config
-}
-
 fn replay(config: &Path) -> std::process::Output {
     let binlog = root().join("examples/binlog/shop-bin.000001");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rowhook"));
@@ -360,11 +332,13 @@ fn message_mode_sends_each_payload_signed_in_order() {
     let dir = temp_dir("http-message");
     let config = minimal_config(
         &dir,
+        "",
+        "http",
         &format!(
             "url = \"{}\"\nheaders = {{ Authorization = \"Bearer ${{WEBHOOK_TOKEN}}\", \"X-Team\" = \"shop\" }}\nhmac_secret = \"${{WEBHOOK_SECRET}}\"",
             receiver.url("/hooks/orders?v=1")
         ),
-        "halt",
+        "on_error = \"halt\"",
     );
     let out = replay(&config);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -429,11 +403,13 @@ fn batch_mode_sends_json_lines() {
     let dir = temp_dir("http-batch");
     let config = minimal_config(
         &dir,
+        "",
+        "http",
         &format!(
             "url = \"{}\"\nmethod = \"PUT\"\nmode = \"batch\"\nmax_batch_messages = 1\nhmac_secret = \"${{WEBHOOK_SECRET}}\"",
             receiver.url("/batch")
         ),
-        "halt",
+        "on_error = \"halt\"",
     );
     let out = replay(&config);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -467,8 +443,10 @@ fn batch_mode_sends_json_lines() {
     // Two lines per request: the second transaction is one request.
     let config = minimal_config(
         &dir,
+        "",
+        "http",
         &format!("url = \"{}\"\nmode = \"batch\"", receiver.url("/batch")),
-        "halt",
+        "on_error = \"halt\"",
     );
     for _ in 0..2 {
         receiver.forget();
@@ -611,7 +589,13 @@ fn retry_after_is_honoured() {
         vec![("Retry-After", "2".into())],
         "slow down".into(),
     )]);
-    let config = minimal_config(&dir, &format!("url = \"{}\"", receiver.url("/")), "halt");
+    let config = minimal_config(
+        &dir,
+        "",
+        "http",
+        &format!("url = \"{}\"", receiver.url("/")),
+        "on_error = \"halt\"",
+    );
     let out = replay(&config);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let seen = receiver.seen();
@@ -682,7 +666,7 @@ fn a_refusal_is_permanent_and_on_error_applies() {
         "{\"error\":\"order 1001 is unknown\"}".into(),
     ));
     let url = format!("url = \"{}\"", receiver.url("/"));
-    let out = replay(&minimal_config(&dir, &url, "halt"));
+    let out = replay(&minimal_config(&dir, "", "http", &url, "on_error = \"halt\""));
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(
@@ -692,7 +676,7 @@ fn a_refusal_is_permanent_and_on_error_applies() {
     assert_eq!(receiver.seen().len(), 1, "not retried");
 
     receiver.forget();
-    let out = replay(&minimal_config(&dir, &url, "skip"));
+    let out = replay(&minimal_config(&dir, "", "http", &url, "on_error = \"skip\""));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let keys: Vec<String> = receiver
         .seen()
@@ -708,7 +692,7 @@ fn a_refusal_is_permanent_and_on_error_applies() {
         vec![("Location", "https://elsewhere.example/hook".into())],
         String::new(),
     ));
-    let out = replay(&minimal_config(&dir, &url, "halt"));
+    let out = replay(&minimal_config(&dir, "", "http", &url, "on_error = \"halt\""));
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(
@@ -914,7 +898,7 @@ fn check_names_the_problem_and_the_fix() {
     let receiver = Receiver::start();
     let dir = temp_dir("http-check");
     let check = |keys: &str| -> (bool, String) {
-        let config = minimal_config(&dir, keys, "halt");
+        let config = minimal_config(&dir, "", "http", keys, "on_error = \"halt\"");
         let out = Command::new(env!("CARGO_BIN_EXE_rowhook"))
             .args(["check", "-c"])
             .arg(&config)

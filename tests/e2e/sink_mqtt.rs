@@ -21,8 +21,8 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 
 use crate::crash::ledger_setup;
-use crate::sink_support::{batch, write_until_delivered};
-use crate::support::{build_guest, interrupt, root, rowhook, spawn_run, temp_dir, test_certs};
+use crate::sink_support::{batch, minimal_config, replay_shop, write_until_delivered};
+use crate::support::{interrupt, rowhook, spawn_run, temp_dir, test_certs};
 
 /// A private Mosquitto on a free port, with persistence in its directory.
 struct Mosquitto {
@@ -251,39 +251,6 @@ fn message(id: &str, index: u32, key: Option<&str>, payload: &[u8]) -> Message {
     }
 }
 
-/// A config in `dir` that runs the `minimal` example handler (a message
-/// `{"order":ID}` keyed by the id per new order) into the mqtt sink
-/// `orders_queue` with `keys`.
-fn minimal_config(dir: &Path, keys: &str) -> PathBuf {
-    let minimal = build_guest(&root().join("guest-sdk/examples/minimal"), "minimal");
-    let config = dir.join("rowhook.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[sinks.orders_queue]
-kind = "mqtt"
-{keys}
-
-[[handlers]]
-name = "orders"
-module = "{}"
-tables = ["shop.orders"]
-ops = ["insert"]
-sinks = ["orders_queue"]
-"#,
-            minimal.display()
-        ),
-    )
-    .unwrap();
-    config
-}
-
-fn replay(config: &Path) -> std::process::Output {
-    let binlog = root().join("examples/binlog/shop-bin.000001");
-    rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()])
-}
-
 fn show(got: &[Got]) -> Vec<String> {
     got.iter()
         .map(|g| {
@@ -308,18 +275,24 @@ fn replay_publishes_each_new_order() {
     let sub = Subscriber::start(broker.port, "shop/#");
     let config = minimal_config(
         &dir,
+        "",
+        "mqtt",
         &format!("url = \"{}\"\ntopic = \"shop/v5/{{key}}\"", broker.url()),
+        "",
     );
-    let out = replay(&config);
+    let out = replay_shop(&config);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let config = minimal_config(
         &dir,
+        "",
+        "mqtt",
         &format!(
             "url = \"{}\"\ntopic = \"shop/v3/{{key}}\"\nprotocol = \"3.1.1\"",
             broker.url()
         ),
+        "",
     );
-    let out = replay(&config);
+    let out = replay_shop(&config);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         show(&sub.wait_for(6, Duration::from_secs(10))),
@@ -623,7 +596,10 @@ fn refused_credentials_in_check_and_run() {
     let check = |password: &str| -> (bool, String) {
         let config = minimal_config(
             &dir,
+            "",
+            "mqtt",
             &format!("url = \"{url}\"\ntopic = \"shop/{{key}}\"\nuser = \"rowhook\"\npassword = \"{password}\""),
+            "",
         );
         let out = rowhook(&["check", "-c", config.to_str().unwrap()]);
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -652,10 +628,13 @@ fn refused_credentials_in_check_and_run() {
     // `rowhook run` opens its sinks first: the wrong password stops it.
     let config = minimal_config(
         &dir,
+        "",
+        "mqtt",
         &format!(
             "url = \"{}\"\ntopic = \"shop/{{key}}\"\nuser = \"rowhook\"\npassword = \"wrong-one\"",
             broker.url()
         ),
+        "",
     );
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
@@ -745,16 +724,19 @@ fn tls_is_verified() {
     let url = format!("mqtts://localhost:{tls_port}");
     let with_ca = minimal_config(
         &dir,
+        "",
+        "mqtt",
         &format!(
             "url = \"{url}\"\ntopic = \"tls/{{key}}\"\ntls_ca_file = \"{}\"",
             pem("ca.pem")
         ),
+        "",
     );
     let out = rowhook(&["check", "-c", with_ca.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains(&format!("{url} (MQTT 5)")), "{stdout}");
-    let out = replay(&with_ca);
+    let out = replay_shop(&with_ca);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         show(&sub.wait_for(3, Duration::from_secs(10))),
@@ -764,7 +746,13 @@ fn tls_is_verified() {
             "tls/1003 0-1-10:1:0 0 {\"order\":1003}",
         ]
     );
-    let system_roots = minimal_config(&dir, &format!("url = \"{url}\"\ntopic = \"tls/{{key}}\""));
+    let system_roots = minimal_config(
+        &dir,
+        "",
+        "mqtt",
+        &format!("url = \"{url}\"\ntopic = \"tls/{{key}}\""),
+        "",
+    );
     let out = rowhook(&["check", "-c", system_roots.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");

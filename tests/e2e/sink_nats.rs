@@ -17,8 +17,8 @@ use rowhook::config::Plan;
 use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 
 use crate::crash::{ROLLED_BACK, Rng, ledger_setup, load};
-use crate::sink_support::{batch, write_until_delivered};
-use crate::support::{build_guest, root, rowhook, spawn_run, temp_dir};
+use crate::sink_support::{batch, minimal_config, replay_shop, write_until_delivered};
+use crate::support::{rowhook, spawn_run, temp_dir};
 
 /// A private JetStream server on a free port.
 struct NatsServer {
@@ -160,36 +160,8 @@ fn message(id: &str, index: u32, key: Option<&str>, payload: &[u8]) -> Message {
     }
 }
 
-fn guest_config(dir: &Path, url: &str, extra_sink_keys: &str) -> PathBuf {
-    let minimal = build_guest(&root().join("guest-sdk/examples/minimal"), "minimal");
-    let config = dir.join("rowhook.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[sinks.orders_queue]
-kind = "nats"
-url = "{url}"
-subject = "shop.orders.{{key}}"
-{extra_sink_keys}
-
-[[handlers]]
-name = "orders"
-module = "{}"
-tables = ["shop.orders"]
-ops = ["insert"]
-sinks = ["orders_queue"]
-"#,
-            minimal.display()
-        ),
-    )
-    .unwrap();
-    config
-}
-
 fn replay(config: &Path) {
-    let binlog = root().join("examples/binlog/shop-bin.000001");
-    let out = rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()]);
+    let out = replay_shop(config);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -201,7 +173,13 @@ fn replay_fills_the_stream_once() {
     let server = NatsServer::start("replay", &[]);
     let rt = rt();
     rt.block_on(add_stream(&server.url(), "ORDERS", &["shop.orders.>"]));
-    let config = guest_config(&server.dir, &server.url(), "");
+    let config = minimal_config(
+        &server.dir,
+        "",
+        "nats",
+        &format!("url = \"{}\"\nsubject = \"shop.orders.{{key}}\"", server.url()),
+        "",
+    );
     replay(&config);
     let got = rt.block_on(stream_messages(&server.url(), "ORDERS"));
     let show = |v: &[(String, String, Vec<u8>)]| -> Vec<String> {
@@ -329,7 +307,15 @@ fn check_names_the_problem() {
     let dir = server.dir.clone();
     let url = server.url();
     let check = |password: &str| -> (bool, String) {
-        let config = guest_config(&dir, &url, &format!("user = \"rowhook\"\npassword = \"{password}\""));
+        let config = minimal_config(
+            &dir,
+            "",
+            "nats",
+            &format!(
+                "url = \"{url}\"\nsubject = \"shop.orders.{{key}}\"\nuser = \"rowhook\"\npassword = \"{password}\""
+            ),
+            "",
+        );
         let out = rowhook(&["check", "-c", config.to_str().unwrap()]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = stdout

@@ -5,7 +5,7 @@
 //! names what is wrong.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,8 @@ use rowhook::sink::redis::{ListSide, Mode, RedisKind, RedisOptions, RedisSink, R
 use rowhook::sink::{Message, Sink, SinkKind, SinkLimits};
 
 use crate::crash::ledger_setup;
-use crate::support::{build_guest, golden, interrupt, root, rowhook, spawn_run, temp_dir, test_certs};
+use crate::sink_support::{minimal_config, replay_shop};
+use crate::support::{golden, interrupt, root, rowhook, spawn_run, temp_dir, test_certs};
 
 /// A private redis-server, killed on drop. `restart` brings it back on the
 /// same port and directory (with `--appendonly yes` it keeps its data).
@@ -90,39 +91,6 @@ impl Drop for Redis {
     }
 }
 
-/// A config in `dir` that runs the `minimal` example handler (a message
-/// `{"order":ID}` keyed by the id per new order) into the sink `orders_queue`
-/// with `keys`.
-fn minimal_config(dir: &Path, keys: &str) -> PathBuf {
-    let minimal = build_guest(&root().join("guest-sdk/examples/minimal"), "minimal");
-    let config = dir.join("rowhook.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[sinks.orders_queue]
-kind = "redis"
-{keys}
-
-[[handlers]]
-name = "orders"
-module = "{}"
-tables = ["shop.orders"]
-ops = ["insert"]
-sinks = ["orders_queue"]
-"#,
-            minimal.display()
-        ),
-    )
-    .unwrap();
-    config
-}
-
-fn replay(config: &Path) -> std::process::Output {
-    let binlog = root().join("examples/binlog/shop-bin.000001");
-    rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()])
-}
-
 /// `XRANGE`'s reply: entry ids, each with its fields and values.
 type Entries<F, V> = Vec<(String, Vec<(F, V)>)>;
 
@@ -164,8 +132,8 @@ fn each_mode_holds_the_new_orders_in_binlog_order() {
         ("key_prefix", "key_prefix = \"order:\"\nttl_ms = 600000"),
         ("hash", "hash = \"orders:h\""),
     ] {
-        let config = minimal_config(&dir, &format!("url = \"{url}\"\n{keys}"));
-        let out = replay(&config);
+        let config = minimal_config(&dir, "", "redis", &format!("url = \"{url}\"\n{keys}"), "");
+        let out = replay_shop(&config);
         assert!(out.status.success(), "{mode}: {}", text(&out.stderr));
     }
 
@@ -488,7 +456,7 @@ fn check_names_the_problem_and_the_fix() {
     let server = Redis::start("check", &["--requirepass", "sesame"]);
     let dir = temp_dir("redis-check");
     let check = |keys: &str, password: &str| {
-        let config = minimal_config(&dir, keys);
+        let config = minimal_config(&dir, "", "redis", keys, "");
         let out = Command::new(env!("CARGO_BIN_EXE_rowhook"))
             .args(["check", "-c"])
             .arg(&config)
@@ -608,7 +576,10 @@ fn tls_is_verified_against_the_roots() {
     let dir = temp_dir("redis-tls");
     let config = minimal_config(
         &dir,
+        "",
+        "redis",
         &format!("url = \"rediss://localhost:{tls_port}\"\nstream = \"orders\""),
+        "",
     );
     let run = |args: &[&str], ca: Option<&str>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rowhook"));

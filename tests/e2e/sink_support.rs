@@ -1,9 +1,49 @@
 //! What the message-broker sink tests share: batches of numbered messages,
-//! and writing one as the pipeline does.
+//! writing one as the pipeline does, and a config running the `minimal`
+//! example handler into the sink under test.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rowhook::sink::{Message, Sink};
+
+use crate::support::{build_guest, root, rowhook};
+
+/// A config in `dir` that runs the `minimal` example handler (a message
+/// `{"order":ID}` keyed by the id per new order) into the sink
+/// `orders_queue` of `kind` with `keys`. `head` comes first (`[source]`
+/// and `[state]` for `rowhook run`, or nothing), `handler_keys` last.
+pub fn minimal_config(dir: &Path, head: &str, kind: &str, keys: &str, handler_keys: &str) -> PathBuf {
+    let minimal = build_guest(&root().join("guest-sdk/examples/minimal"), "minimal");
+    let config = dir.join("rowhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{head}
+[sinks.orders_queue]
+kind = "{kind}"
+{keys}
+
+[[handlers]]
+name = "orders"
+module = "{}"
+tables = ["shop.orders"]
+ops = ["insert"]
+sinks = ["orders_queue"]
+{handler_keys}
+"#,
+            minimal.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// `rowhook replay -c config` of the shop example's binlog.
+pub fn replay_shop(config: &Path) -> std::process::Output {
+    let binlog = root().join("examples/binlog/shop-bin.000001");
+    rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()])
+}
 
 /// `n` messages `<name><i>`, keys cycling over 10, ids `<name>:<i>:0`.
 pub fn batch(name: &str, n: usize) -> Vec<Message> {
