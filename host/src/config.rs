@@ -461,6 +461,15 @@ impl ConfigError {
     }
 }
 
+/// For the config tests: every problem of a config that must be refused,
+/// as `key: what`, each checked to have a fix.
+#[cfg(test)]
+pub(crate) fn problem_lines(parsed: Result<Plan, ConfigError>) -> Vec<String> {
+    let e = parsed.unwrap_err();
+    assert!(e.problems().iter().all(|p| !p.fix.is_empty()), "{e}");
+    e.problems().iter().map(|p| format!("{}: {}", p.key, p.what)).collect()
+}
+
 // ---------------------------------------------------------------------------
 // Parse.
 // ---------------------------------------------------------------------------

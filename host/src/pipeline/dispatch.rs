@@ -454,7 +454,7 @@ impl Handlers {
         for slot in self.slots.values_mut() {
             slot.state().abandon();
             if let Some(i) = &mut slot.instance {
-                i.take_emitted(&mut Vec::new());
+                i.drop_emitted();
             }
         }
     }

@@ -755,6 +755,11 @@ impl Instance {
         out.append(&mut self.store.data_mut().emitted);
     }
 
+    /// Drops the messages emitted since the last [`Instance::take_emitted`].
+    pub fn drop_emitted(&mut self) {
+        self.store.data_mut().emitted.clear();
+    }
+
     /// Takes the log lines written since the last call of this.
     pub fn take_logs(&mut self) -> Vec<LogLine> {
         std::mem::take(&mut self.store.data_mut().logs)
