@@ -99,12 +99,7 @@ check_count() {
     admin purge "$Q"
 }
 
-echo "| sink | 1,000,000 messages | rate | peak RSS |"
-echo "|---|---|---|---|"
-rm -f "$WORK/out.jsonl"
-run file "kind = \"file\"
-path = \"out.jsonl\"
-fsync = \"never\""
+file_baseline
 run amqp-persistent "kind = \"amqp\"
 url = \"amqp://guest:guest@$AMQP_HOST:$AMQP_PORT\"
 exchange = \"$EX\"

@@ -32,12 +32,7 @@ trap 'kill $HPID 2>/dev/null || true' EXIT
 stats() { python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:$HPORT/stats').read().decode())"; }
 until stats >/dev/null 2>&1; do sleep 0.05; done
 
-echo "| sink | 1,000,000 messages | rate | peak RSS |"
-echo "|---|---|---|---|"
-rm -f "$WORK/out.jsonl"
-run file "kind = \"file\"
-path = \"out.jsonl\"
-fsync = \"never\""
+file_baseline
 read -r _ _ _ cpu0 <<<"$(stats)"
 run http-batch "kind = \"http\"
 url = \"http://127.0.0.1:$HPORT/hook\"

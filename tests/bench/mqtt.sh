@@ -47,12 +47,7 @@ received() { # publishes the broker has counted, once it has counted at least $1
     echo "$n"
 }
 
-echo "| sink | 1,000,000 messages | rate | peak RSS |"
-echo "|---|---|---|---|"
-rm -f "$WORK/out.jsonl"
-run file "kind = \"file\"
-path = \"out.jsonl\"
-fsync = \"never\""
+file_baseline
 for protocol in 5 3.1.1; do
     before=$(received 0)
     run "mqtt-$protocol" "kind = \"mqtt\"

@@ -26,12 +26,7 @@ RPID=$!
 trap 'kill $RPID 2>/dev/null || true' EXIT
 until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.05; done
 
-echo "| sink | 1,000,000 messages | rate | peak RSS |"
-echo "|---|---|---|---|"
-rm -f "$WORK/out.jsonl"
-run file "kind = \"file\"
-path = \"out.jsonl\"
-fsync = \"never\""
+file_baseline
 redis-cli -p "$RPORT" del bench >/dev/null
 run redis-stream "kind = \"redis\"
 url = \"redis://127.0.0.1:$RPORT\"

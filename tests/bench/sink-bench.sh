@@ -6,7 +6,9 @@
 #  - sets BINLOG to $BINLOG if given, else to $WORK/txn-1M.binlog, made once with a private
 #    MariaDB (tests/mariadb.sh): one transaction inserting 1,000,000 narrow rows into bench.t;
 #  - defines `run NAME SINK-KEYS`: replays BINLOG with the handler writing to a sink of those
-#    keys, and prints a table row: wall time, messages per second, peak RSS (GNU time %M).
+#    keys, and prints a table row: wall time, messages per second, peak RSS (GNU time %M);
+#  - defines `file_baseline`: prints the table's header and the row of a file sink without
+#    fsync, the pipeline's own ceiling that each sink's rows are read against.
 # shellcheck shell=bash
 
 [ -x /usr/bin/time ] || { echo "$0: needs GNU time (apt-get install time)" >&2; exit 1; }
@@ -53,4 +55,13 @@ TOML
     end=$(date +%s.%N)
     python3 -c "import sys; s=float(sys.argv[2])-float(sys.argv[1]); print(f'| $1 | {s:.2f} s | {1e6/s:,.0f} messages/s | {int(sys.argv[3])/1024:.0f} MiB |')" \
         "$start" "$end" "$(tail -n 1 "$WORK/$1.rss")"
+}
+
+file_baseline() {
+    echo "| sink | 1,000,000 messages | rate | peak RSS |"
+    echo "|---|---|---|---|"
+    rm -f "$WORK/out.jsonl"
+    run file "kind = \"file\"
+path = \"out.jsonl\"
+fsync = \"never\""
 }
