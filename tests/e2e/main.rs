@@ -38,6 +38,9 @@ mod sink_amqp;
 /// The http sink against a real HTTP/1.1 receiver: both modes, signatures, outages, Retry-After, `check`.
 #[cfg(feature = "sink-http")]
 mod sink_http;
+/// The kafka sink against a private tansu broker: partitions, restarts, SCRAM over TLS, limits, `check`.
+#[cfg(feature = "sink-kafka")]
+mod sink_kafka;
 /// The mqtt sink against a private Mosquitto: MQTT 5 and 3.1.1, restarts, limits, credentials.
 #[cfg(feature = "sink-mqtt")]
 mod sink_mqtt;

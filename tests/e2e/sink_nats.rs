@@ -17,7 +17,7 @@ use rowhook::config::Plan;
 use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 
 use crate::crash::{ROLLED_BACK, Rng, ledger_setup, load};
-use crate::sink_support::{batch, minimal_config, replay_shop, write_until_delivered};
+use crate::sink_support::{batch, cpu_seconds, minimal_config, replay_shop, write_until_delivered};
 use crate::support::{rowhook, spawn_run, temp_dir};
 
 /// A private JetStream server on a free port.
@@ -410,16 +410,6 @@ fn throughput() {
         "nats sink: {n} messages acknowledged in {took:?}: {rate:.0} messages/s; CPU: this process {ours:.2} s, nats-server {server_cpu:.2} s"
     );
     assert_eq!(rt.block_on(stream_messages_count(&url, "T")), n as u64);
-}
-
-/// User and system CPU seconds of process `pid` ("self": this one) so far.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // Clock ticks are 100 a second on Linux (USER_HZ).
-    ticks as f64 / 100.0
 }
 
 async fn stream_messages_count(url: &str, name: &str) -> u64 {

@@ -73,3 +73,13 @@ pub async fn write_until_delivered<S: Sink>(sink: &mut S, batch: &[Message], wit
         }
     }
 }
+
+/// User and system CPU seconds of process `pid` ("self": this one) so far.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // Clock ticks are 100 a second on Linux (USER_HZ).
+    ticks as f64 / 100.0
+}

@@ -27,7 +27,7 @@
 //! this build has (each behind its cargo feature `sink-<kind>`) and gathers
 //! them in the enums the rest of rowhook holds: [`SinkSpec`] (a validated
 //! sink config) and [`AnySink`] (an open sink). This version has
-//! `stdout`, `file`, `fifo`, `redis`, `nats`, `amqp`, `mqtt` and `http`; `docs/adding-a-sink.md` says how to add one.
+//! `stdout`, `file`, `fifo`, `redis`, `nats`, `amqp`, `mqtt`, `http` and `kafka`; `docs/adding-a-sink.md` says how to add one.
 
 #[cfg(feature = "sink-amqp")]
 pub mod amqp;
@@ -37,6 +37,8 @@ pub mod fifo;
 pub mod file;
 #[cfg(feature = "sink-http")]
 pub mod http;
+#[cfg(feature = "sink-kafka")]
+pub mod kafka;
 pub mod kind;
 #[cfg(feature = "sink-mqtt")]
 pub mod mqtt;
@@ -51,6 +53,7 @@ pub mod stdout;
     feature = "sink-amqp",
     feature = "sink-mqtt",
     feature = "sink-http",
+    feature = "sink-kafka",
     feature = "sink-nats"
 ))]
 pub mod tls;

@@ -183,6 +183,8 @@ kinds! {
     Mqtt => super::mqtt::MqttKind,
     #[cfg(feature = "sink-http")]
     Http => super::http::HttpKind,
+    #[cfg(feature = "sink-kafka")]
+    Kafka => super::kafka::KafkaKind,
 }
 
 #[cfg(test)]
@@ -195,7 +197,9 @@ mod tests {
     fn every_kind_is_listed_once() {
         assert_eq!(
             KINDS,
-            ["stdout", "file", "fifo", "redis", "nats", "amqp", "mqtt", "http"]
+            [
+                "stdout", "file", "fifo", "redis", "nats", "amqp", "mqtt", "http", "kafka"
+            ]
         );
     }
 

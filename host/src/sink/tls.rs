@@ -95,7 +95,12 @@ impl TlsFiles {
 /// (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), and the client
 /// certificate when there is one. `peer` names the other side in errors
 /// ("broker", "server"). The error names the key and the fix.
-#[cfg(any(feature = "sink-amqp", feature = "sink-mqtt", feature = "sink-http"))]
+#[cfg(any(
+    feature = "sink-amqp",
+    feature = "sink-mqtt",
+    feature = "sink-http",
+    feature = "sink-kafka"
+))]
 pub fn client_config(files: &TlsFiles, peer: &str) -> Result<rustls::ClientConfig, String> {
     use std::sync::Arc;
 
@@ -143,7 +148,12 @@ pub fn client_config(files: &TlsFiles, peer: &str) -> Result<rustls::ClientConfi
 }
 
 /// The PEM certificates in `path`, the file of config key `key`; at least one.
-#[cfg(any(feature = "sink-amqp", feature = "sink-mqtt", feature = "sink-http"))]
+#[cfg(any(
+    feature = "sink-amqp",
+    feature = "sink-mqtt",
+    feature = "sink-http",
+    feature = "sink-kafka"
+))]
 fn read_certs(path: &std::path::Path, key: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
