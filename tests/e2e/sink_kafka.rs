@@ -23,8 +23,9 @@ use rowhook::config::Plan;
 use rowhook::sink::kafka::KafkaOptions;
 use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 
+use crate::crash::ledger_setup;
 use crate::sink_support::{batch, cpu_seconds, minimal_config, replay_shop, write_until_delivered};
-use crate::support::{rowhook, temp_dir, test_certs};
+use crate::support::{interrupt, rowhook, spawn_run, temp_dir, test_certs};
 
 /// A private tansu broker on a free port, storing in SQLite in its directory.
 struct Broker {
@@ -128,6 +129,14 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("tansu's log, last lines:");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -433,6 +442,71 @@ fn a_dropped_write_repeats_nothing_and_a_given_up_batch_is_forgotten() {
     let got = read_topic(&broker.addr(), "d", 2);
     assert_eq!(got.len(), big.len() + next.len());
     assert!(got.iter().all(|g| !g.id.starts_with("lost")));
+}
+
+/// `rowhook run` live from MariaDB into a one-partition topic, with the
+/// broker killed (SIGKILL) mid-run and restarted: the run retries, and
+/// once the broker is back every committed row is in the topic exactly
+/// once, in commit order, with its change id in `rowhook-id`.
+#[test]
+fn broker_killed_mid_run_gets_everything_once_in_order() {
+    let mut broker = Broker::start("kill-run");
+    broker.create_topic("ledger", 1, &[]);
+    let (db, dir, config) = ledger_setup(
+        "kafka-ledger-run",
+        7481,
+        "",
+        &format!(
+            "kind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"ledger\"\nack_timeout_ms = 1000\nretries = \"forever\"\nretry_max_ms = 200",
+            broker.addr()
+        ),
+    );
+    let log = dir.join("rowhook.log");
+    let child = spawn_run(&config, &log);
+    let rows = |from: u32, to: u32| {
+        for t in from..to {
+            db.sql(&format!(
+                "INSERT INTO crash.ledger SELECT {t} * 20 + seq, seq % 8, 1 FROM crash.seq_1_to_20"
+            ));
+        }
+    };
+    let addr = broker.addr();
+    let count = |want: i64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while record_count(&addr, "ledger", 1) < want {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {want} records; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    rows(0, 10);
+    count(200);
+    broker.kill();
+    rows(10, 20);
+    std::thread::sleep(Duration::from_millis(1500));
+    broker.restart();
+    rows(20, 30);
+    count(600);
+    // A moment more, so that a late duplicate would show.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(interrupt(child).success());
+    let text_log = std::fs::read_to_string(&log).unwrap();
+    assert!(text_log.contains("retrying"), "the outage was seen: {text_log}");
+    let got = read_topic(&broker.addr(), "ledger", 1);
+    let ledger_ids: Vec<u32> = got
+        .iter()
+        .map(|g| {
+            let text = String::from_utf8_lossy(&g.value).into_owned();
+            let mut f = text.split(' ');
+            let change = f.next().unwrap();
+            assert_eq!(g.id, format!("{change}:0"), "rowhook-id is the change id and index");
+            f.next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(ledger_ids, (1..=600).collect::<Vec<_>>(), "log:\n{text_log}");
 }
 
 /// SCRAM-SHA-512 over TLS. tansu 0.6 cannot take a certificate and key
