@@ -172,6 +172,15 @@ on_error = "halt"
     (server, dir, config)
 }
 
+/// Inserts ledger rows `from * 20 + 1 ..= to * 20`, twenty per transaction.
+pub(crate) fn ledger_rows(server: &Server, from: u32, to: u32) {
+    for t in from..to {
+        server.sql(&format!(
+            "INSERT INTO crash.ledger SELECT {t} * 20 + seq, seq % 8, 1 FROM crash.seq_1_to_20"
+        ));
+    }
+}
+
 #[test]
 fn sigkill_loses_nothing_and_state_counts_exactly_once() {
     let (server, dir, config) = ledger_setup("crash", 7401, "commit_interval_ms = 50", OUT_LOG);

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,26 +20,18 @@ use amqprs::channel::{
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{FieldTable, FieldValue};
-use rowhook::config::Plan;
 use rowhook::sink::amqp::{AmqpKind, AmqpOptions, AmqpSink};
 use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 
 use crate::crash::{ROLLED_BACK, Rng, ledger_setup, load};
 use crate::proxy::Proxy;
-use crate::sink_support::{batch, minimal_config, write_until_delivered};
+use crate::sink_support::{batch, minimal_config, rt, sink_spec, write_until_delivered};
 use crate::support::{rowhook, spawn_run, temp_dir};
 
 /// What `rowhook check` and `rowhook run` configs put before the sink: a
 /// source (never reached by `check`) and a state directory.
 const RUN_HEAD: &str = "[source]\nurl = \"mysql://root@127.0.0.1:1\"\nserver_id = 7471\n\n[state]\npath = \"state\"\n";
 const BROKER: &str = "127.0.0.1:5672";
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A name no other test or run uses.
 fn unique(tag: &str) -> String {
@@ -172,13 +163,8 @@ impl Drop for Fixture {
 
 /// The options of an amqp sink with these keys.
 fn options(keys: &str) -> AmqpOptions {
-    let text = format!("[sinks.a]\nkind = \"amqp\"\n{keys}\n");
-    match Plan::parse(&text, Path::new("/tmp/rowhook.toml"), |_| None)
-        .unwrap()
-        .sinks
-        .remove("a")
-    {
-        Some(SinkSpec::Amqp(o)) => o,
+    match sink_spec("amqp", keys) {
+        SinkSpec::Amqp(o) => o,
         other => panic!("expected an amqp sink, got {other:?}"),
     }
 }

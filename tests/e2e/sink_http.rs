@@ -15,12 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use rowhook::config::Plan;
 use rowhook::sink::http::{HttpOptions, HttpSink};
 use rowhook::sink::{Message, Sink, SinkSpec};
 
-use crate::crash::ledger_setup;
-use crate::sink_support::minimal_config;
+use crate::crash::{ledger_rows, ledger_setup};
+use crate::sink_support::{minimal_config, rt, sink_spec};
 use crate::support::{Server, interrupt, root, rowhook, spawn_run, temp_dir, test_certs};
 
 /// The secret the receivers verify signatures with.
@@ -486,13 +485,7 @@ fn a_receiver_down_mid_run_gets_everything_in_order() {
         ),
     );
     let log = dir.join("rowhook.log");
-    let rows = |from: u32, to: u32| {
-        for t in from..to {
-            db.sql(&format!(
-                "INSERT INTO crash.ledger SELECT {t} * 20 + seq, seq % 8, 1 FROM crash.seq_1_to_20"
-            ));
-        }
-    };
+    let rows = |from: u32, to: u32| ledger_rows(&db, from, to);
     // Ledger ids in arrival order, first occurrences only (a repeat is a
     // re-delivered batch, dropped by its line's id).
     let ids = |r: &Receiver| -> Vec<u32> {
@@ -549,13 +542,8 @@ fn a_receiver_down_mid_run_gets_everything_in_order() {
 
 /// The options of an http sink with these keys.
 fn options(keys: &str) -> HttpOptions {
-    let text = format!("[sinks.w]\nkind = \"http\"\n{keys}\n");
-    match Plan::parse(&text, Path::new("/tmp/rowhook.toml"), |_| None)
-        .unwrap()
-        .sinks
-        .remove("w")
-    {
-        Some(SinkSpec::Http(o)) => o,
+    match sink_spec("http", keys) {
+        SinkSpec::Http(o) => o,
         other => panic!("expected an http sink, got {other:?}"),
     }
 }
@@ -567,13 +555,6 @@ fn message(id: &str, key: Option<&[u8]>, payload: &[u8]) -> Message {
         id: id.to_owned(),
         index: 0,
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// A 429 with `Retry-After: 2` through `rowhook replay`: the pipeline

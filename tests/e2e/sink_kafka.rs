@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,12 +19,11 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest, RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
-use rowhook::config::Plan;
 use rowhook::sink::kafka::KafkaOptions;
 use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 
-use crate::crash::ledger_setup;
-use crate::sink_support::{batch, cpu_seconds, minimal_config, replay_shop, write_until_delivered};
+use crate::crash::{ledger_rows, ledger_setup};
+use crate::sink_support::{batch, cpu_seconds, minimal_config, replay_shop, rt, sink_spec, write_until_delivered};
 use crate::support::{interrupt, rowhook, spawn_run, temp_dir, test_certs};
 
 /// A private tansu broker on a free port, storing in SQLite in its directory.
@@ -270,22 +269,10 @@ fn call<R: Request>(conn: &mut TcpStream, req: &R, version: i16) -> R::Response 
     R::Response::decode(&mut body, version).unwrap()
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// The options of a kafka sink with these keys.
 fn options(keys: &str) -> KafkaOptions {
-    let text = format!("[sinks.k]\nkind = \"kafka\"\n{keys}\n");
-    match Plan::parse(&text, Path::new("/tmp/rowhook.toml"), |_| None)
-        .unwrap()
-        .sinks
-        .remove("k")
-    {
-        Some(SinkSpec::Kafka(o)) => o,
+    match sink_spec("kafka", keys) {
+        SinkSpec::Kafka(o) => o,
         other => panic!("expected a kafka sink, got {other:?}"),
     }
 }
@@ -463,13 +450,7 @@ fn broker_killed_mid_run_gets_everything_once_in_order() {
     );
     let log = dir.join("rowhook.log");
     let child = spawn_run(&config, &log);
-    let rows = |from: u32, to: u32| {
-        for t in from..to {
-            db.sql(&format!(
-                "INSERT INTO crash.ledger SELECT {t} * 20 + seq, seq % 8, 1 FROM crash.seq_1_to_20"
-            ));
-        }
-    };
+    let rows = |from: u32, to: u32| ledger_rows(&db, from, to);
     let addr = broker.addr();
     let count = |want: i64| {
         let deadline = Instant::now() + Duration::from_secs(60);

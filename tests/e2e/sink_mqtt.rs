@@ -7,21 +7,20 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rowhook::config::Plan;
 use rowhook::sink::mqtt::{MqttKind, MqttOptions};
 use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 
-use crate::crash::ledger_setup;
-use crate::sink_support::{batch, minimal_config, replay_shop, write_until_delivered};
+use crate::crash::{ledger_rows, ledger_setup};
+use crate::sink_support::{batch, minimal_config, replay_shop, rt, sink_spec, write_until_delivered};
 use crate::support::{interrupt, rowhook, spawn_run, temp_dir, test_certs};
 
 /// A private Mosquitto on a free port, with persistence in its directory.
@@ -222,22 +221,10 @@ impl Drop for Subscriber {
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// The options of an mqtt sink with these keys.
 fn options(keys: &str) -> MqttOptions {
-    let text = format!("[sinks.m]\nkind = \"mqtt\"\n{keys}\n");
-    match Plan::parse(&text, Path::new("/tmp/rowhook.toml"), |_| None)
-        .unwrap()
-        .sinks
-        .remove("m")
-    {
-        Some(SinkSpec::Mqtt(o)) => o,
+    match sink_spec("mqtt", keys) {
+        SinkSpec::Mqtt(o) => o,
         other => panic!("expected an mqtt sink, got {other:?}"),
     }
 }
@@ -415,13 +402,7 @@ fn broker_restart_mid_run_gets_everything_in_order() {
     );
     let log = dir.join("rowhook.log");
     let child = spawn_run(&config, &log);
-    let rows = |from: u32, to: u32| {
-        for t in from..to {
-            db.sql(&format!(
-                "INSERT INTO crash.ledger SELECT {t} * 20 + seq, seq % 8, 1 FROM crash.seq_1_to_20"
-            ));
-        }
-    };
+    let rows = |from: u32, to: u32| ledger_rows(&db, from, to);
     // The ledger ids in the order first seen (a repeat is a batch sent again).
     let ids = |got: &[Got]| -> Vec<u32> {
         let mut seen = HashSet::new();

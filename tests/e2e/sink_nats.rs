@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use rowhook::config::Plan;
 use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 
 use crate::crash::{ROLLED_BACK, Rng, ledger_setup, load};
-use crate::sink_support::{batch, cpu_seconds, minimal_config, replay_shop, write_until_delivered};
+use crate::sink_support::{batch, cpu_seconds, minimal_config, replay_shop, rt, sink_spec, write_until_delivered};
 use crate::support::{rowhook, spawn_run, temp_dir};
 
 /// A private JetStream server on a free port.
@@ -90,13 +89,6 @@ impl Drop for NatsServer {
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 async fn admin(url: &str) -> jetstream::Context {
     jetstream::new(async_nats::connect(url).await.expect("connect to nats-server"))
 }
@@ -140,13 +132,8 @@ async fn stream_messages(url: &str, name: &str) -> Vec<(String, String, Vec<u8>)
 
 /// The options of a nats sink with these keys.
 fn options(keys: &str) -> rowhook::sink::nats::NatsOptions {
-    let text = format!("[sinks.n]\nkind = \"nats\"\n{keys}\n");
-    match Plan::parse(&text, Path::new("/tmp/rowhook.toml"), |_| None)
-        .unwrap()
-        .sinks
-        .remove("n")
-    {
-        Some(SinkSpec::Nats(o)) => o,
+    match sink_spec("nats", keys) {
+        SinkSpec::Nats(o) => o,
         other => panic!("expected a nats sink, got {other:?}"),
     }
 }

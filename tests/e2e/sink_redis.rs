@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rowhook::sink::redis::{ListSide, Mode, RedisKind, RedisOptions, RedisSink, RedisUrl};
 use rowhook::sink::{Message, Sink, SinkKind, SinkLimits};
 
-use crate::crash::ledger_setup;
+use crate::crash::{ledger_rows, ledger_setup};
 use crate::sink_support::{minimal_config, replay_shop};
 use crate::support::{golden, interrupt, root, rowhook, spawn_run, temp_dir, test_certs};
 
@@ -192,13 +192,7 @@ fn a_server_killed_mid_run_gets_everything_in_order_once_back() {
     );
     let log = dir.join("rowhook.log");
     let child = spawn_run(&config, &log);
-    let rows = |from: u32, to: u32| {
-        for t in from..to {
-            db.sql(&format!(
-                "INSERT INTO crash.ledger SELECT {t} * 20 + seq, seq % 8, 1 FROM crash.seq_1_to_20"
-            ));
-        }
-    };
+    let rows = |from: u32, to: u32| ledger_rows(&db, from, to);
     // The ledger ids of the entries, first occurrences only (a duplicate
     // is a re-delivered batch: consumers drop it by its `id` field).
     let ids = |r: &Redis| -> Vec<u32> {

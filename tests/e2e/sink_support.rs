@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rowhook::sink::{Message, Sink};
+use rowhook::config::Plan;
+use rowhook::sink::{Message, Sink, SinkSpec};
 
 use crate::support::{build_guest, root, rowhook};
 
@@ -82,4 +83,22 @@ pub fn cpu_seconds(pid: &str) -> f64 {
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     // Clock ticks are 100 a second on Linux (USER_HZ).
     ticks as f64 / 100.0
+}
+
+/// A current-thread tokio runtime for a test that drives a sink itself.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The validated settings of one sink of `kind` with `keys` (TOML lines).
+pub fn sink_spec(kind: &str, keys: &str) -> SinkSpec {
+    let text = format!("[sinks.s]\nkind = \"{kind}\"\n{keys}\n");
+    Plan::parse(&text, Path::new("/tmp/rowhook.toml"), |_| None)
+        .unwrap()
+        .sinks
+        .remove("s")
+        .expect("one sink")
 }
