@@ -461,6 +461,15 @@ impl ConfigError {
     }
 }
 
+/// For the config tests: `text` parsed as `/etc/rowhook/rowhook.toml`,
+/// with `env` (and no other variable) for `${NAME}`.
+#[cfg(test)]
+pub(crate) fn parse_with_env(text: &str, env: &[(&str, &str)]) -> Result<Plan, ConfigError> {
+    Plan::parse(text, Path::new("/etc/rowhook/rowhook.toml"), |v| {
+        env.iter().find(|(k, _)| *k == v).map(|(_, value)| (*value).to_owned())
+    })
+}
+
 /// For the config tests: every problem of a config that must be refused,
 /// as `key: what`, each checked to have a fix.
 #[cfg(test)]

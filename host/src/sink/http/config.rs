@@ -286,21 +286,21 @@ pub fn resolve(raw: RawHttpSink, cx: &mut SinkContext<'_>) -> Option<HttpOptions
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use crate::config::{ConfigError, Plan};
     use crate::sink::SinkSpec;
 
     use super::*;
 
     fn parse(text: &str) -> Result<Plan, ConfigError> {
-        Plan::parse(text, Path::new("/etc/rowhook/rowhook.toml"), |v| match v {
-            "WEBHOOK_TOKEN" => Some("t0ken-value".into()),
-            "WEBHOOK_SECRET" => Some("0123456789abcdef-secret".into()),
-            "SHORT" => Some("x7Qz".into()),
-            "NEWLINE" => Some("abc\n".into()),
-            _ => None,
-        })
+        crate::config::parse_with_env(
+            text,
+            &[
+                ("WEBHOOK_TOKEN", "t0ken-value"),
+                ("WEBHOOK_SECRET", "0123456789abcdef-secret"),
+                ("SHORT", "x7Qz"),
+                ("NEWLINE", "abc\n"),
+            ],
+        )
     }
 
     fn http(text: &str) -> HttpOptions {

@@ -225,18 +225,13 @@ fn resolve_auth(raw: &RawKafkaSink, cx: &mut SinkContext<'_>) -> Option<Auth> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use crate::config::{ConfigError, Plan};
     use crate::sink::SinkSpec;
 
     use super::*;
 
     fn parse(text: &str) -> Result<Plan, ConfigError> {
-        Plan::parse(text, Path::new("/etc/rowhook/rowhook.toml"), |v| match v {
-            "KAFKA_PASSWORD" => Some("s3cret".into()),
-            _ => None,
-        })
+        crate::config::parse_with_env(text, &[("KAFKA_PASSWORD", "s3cret")])
     }
 
     fn kafka(text: &str) -> KafkaOptions {

@@ -252,18 +252,13 @@ fn resolve_tls(raw: &RawMqttSink, url: Option<&BrokerUrl>, cx: &mut SinkContext<
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use crate::config::{ConfigError, Plan};
     use crate::sink::SinkSpec;
 
     use super::*;
 
     fn parse(text: &str) -> Result<Plan, ConfigError> {
-        Plan::parse(text, Path::new("/etc/rowhook/rowhook.toml"), |v| match v {
-            "MQTT_PASSWORD" => Some("s3cret".into()),
-            _ => None,
-        })
+        crate::config::parse_with_env(text, &[("MQTT_PASSWORD", "s3cret")])
     }
 
     fn mqtt(text: &str) -> MqttOptions {

@@ -249,19 +249,13 @@ fn resolve_tls(raw: &RawNatsSink, servers: &[String], cx: &mut SinkContext<'_>) 
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use crate::config::{ConfigError, Plan};
     use crate::sink::SinkSpec;
 
     use super::*;
 
     fn parse(text: &str) -> Result<Plan, ConfigError> {
-        Plan::parse(text, Path::new("/etc/rowhook/rowhook.toml"), |v| match v {
-            "NATS_PASSWORD" => Some("s3cret".into()),
-            "NATS_NKEY" => Some("SUAEXAMPLESEED".into()),
-            _ => None,
-        })
+        crate::config::parse_with_env(text, &[("NATS_PASSWORD", "s3cret"), ("NATS_NKEY", "SUAEXAMPLESEED")])
     }
 
     fn nats(text: &str) -> NatsOptions {
