@@ -13,12 +13,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest, RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use rowhook::sink::kafka::KafkaOptions;
 use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 
@@ -182,7 +182,14 @@ fn read_topic(addr: &str, topic: &str, partitions: i32) -> Vec<Got> {
             let mut fetched = 0;
             if let Some(records) = &p.records {
                 let mut buf = records.clone();
-                for set in RecordBatchDecoder::decode_all(&mut buf).expect("decode record batches") {
+                let mut sets = Vec::new();
+                while buf.has_remaining() {
+                    sets.push(
+                        RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(inflate))
+                            .expect("decode a record batch"),
+                    );
+                }
+                for set in sets {
                     for r in set.records {
                         if r.offset < offset {
                             continue;
@@ -212,6 +219,21 @@ fn read_topic(addr: &str, topic: &str, partitions: i32) -> Vec<Got> {
         }
     }
     out
+}
+
+/// The records of a compressed batch, inflated (the sink writes gzip and zstd).
+fn inflate(packed: &mut Bytes, codec: Compression) -> anyhow::Result<Bytes> {
+    let plain = match codec {
+        Compression::None => return Ok(packed.split_to(packed.len())),
+        Compression::Gzip => {
+            let mut v = Vec::new();
+            flate2::read::GzDecoder::new(&packed[..]).read_to_end(&mut v)?;
+            v
+        }
+        Compression::Zstd => zstd::stream::decode_all(&packed[..])?,
+        other => anyhow::bail!("the sink does not write {other:?}"),
+    };
+    Ok(Bytes::from(plain))
 }
 
 /// How many records `topic`'s `partitions` partitions hold (the sum of
@@ -292,44 +314,52 @@ fn ids_by_partition(got: &[Got]) -> BTreeMap<i32, Vec<String>> {
 
 /// The shop binlog's new orders land in the topic, one record each, in
 /// the partition murmur2 of their key gives (as the Java client would
-/// put them), with their payload and `rowhook-id`.
+/// put them), with their payload and `rowhook-id`: uncompressed, and in
+/// gzip and zstd batches the broker takes and a consumer inflates.
 #[test]
 fn replay_fills_the_topic() {
     let broker = Broker::start("replay");
-    broker.create_topic("orders", 3, &[]);
-    let config = minimal_config(
-        &broker.dir,
-        "",
-        "kafka",
-        &format!("brokers = \"{}\"\ntopic = \"orders\"", broker.addr()),
-        "",
-    );
-    let out = replay_shop(&config);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got = read_topic(&broker.addr(), "orders", 3);
-    let show: Vec<String> = got
-        .iter()
-        .map(|g| {
-            format!(
-                "p{}@{} {} {} {}",
-                g.partition,
-                g.offset,
-                String::from_utf8_lossy(g.key.as_deref().unwrap_or_default()),
-                g.id,
-                String::from_utf8_lossy(&g.value)
-            )
-        })
-        .collect();
-    // murmur2 of "1001" and "1002" modulo 3 is 0, of "1003" 1, as the
-    // Java client (and kafka-python) compute it.
-    assert_eq!(
-        show,
-        [
-            "p0@0 1001 0-1-9:0:0:0 {\"order\":1001}",
-            "p0@1 1002 0-1-10:0:0:0 {\"order\":1002}",
-            "p1@0 1003 0-1-10:1:0:0 {\"order\":1003}",
-        ]
-    );
+    for codec in ["none", "gzip", "zstd"] {
+        let topic = format!("orders-{codec}");
+        broker.create_topic(&topic, 3, &[]);
+        let config = minimal_config(
+            &broker.dir,
+            "",
+            "kafka",
+            &format!(
+                "brokers = \"{}\"\ntopic = \"{topic}\"\ncompression = \"{codec}\"",
+                broker.addr()
+            ),
+            "",
+        );
+        let out = replay_shop(&config);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let got = read_topic(&broker.addr(), &topic, 3);
+        let show: Vec<String> = got
+            .iter()
+            .map(|g| {
+                format!(
+                    "p{}@{} {} {} {}",
+                    g.partition,
+                    g.offset,
+                    String::from_utf8_lossy(g.key.as_deref().unwrap_or_default()),
+                    g.id,
+                    String::from_utf8_lossy(&g.value)
+                )
+            })
+            .collect();
+        // murmur2 of "1001" and "1002" modulo 3 is 0, of "1003" 1, as the
+        // Java client (and kafka-python) compute it.
+        assert_eq!(
+            show,
+            [
+                "p0@0 1001 0-1-9:0:0:0 {\"order\":1001}",
+                "p0@1 1002 0-1-10:0:0:0 {\"order\":1002}",
+                "p1@0 1003 0-1-10:1:0:0 {\"order\":1003}",
+            ],
+            "{codec}"
+        );
+    }
 }
 
 /// A broker that is down when the sink opens: the writes are unavailable,

@@ -8,6 +8,8 @@
 //! batch's create time, the message key and payload, and one header,
 //! `rowhook-id: <change id>:<index>`, for consumers that dedupe.
 
+use std::io::Write as _;
+
 use bytes::{BufMut, BytesMut};
 
 use crate::sink::Message;
@@ -34,15 +36,39 @@ pub fn record_size(m: &Message) -> usize {
     RECORD_OVERHEAD + m.key.as_ref().map_or(0, Vec::len) + m.payload.len() + m.id.len() + 11
 }
 
+/// How a batch's records are compressed (the codec's number is the low
+/// bits of the batch attributes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Not at all.
+    None,
+    /// gzip (1).
+    Gzip,
+    /// zstd (4; brokers from Kafka 2.1).
+    Zstd,
+}
+
+impl Codec {
+    fn attribute(self) -> i16 {
+        match self {
+            Codec::None => 0,
+            Codec::Gzip => 1,
+            Codec::Zstd => 4,
+        }
+    }
+}
+
 /// Appends one batch of `messages` (all for one partition, in order) to
 /// `out`: `base_sequence` is the first record's sequence, `timestamp` the
-/// create time of every record, in ms since the epoch.
+/// create time of every record, in ms since the epoch; the records are
+/// compressed with `codec`.
 pub fn encode_batch<'a>(
     out: &mut BytesMut,
     messages: impl ExactSizeIterator<Item = &'a Message>,
     producer: Producer,
     base_sequence: i32,
     timestamp: i64,
+    codec: Codec,
 ) {
     let count = messages.len();
     let start = out.len();
@@ -52,7 +78,7 @@ pub fn encode_batch<'a>(
     out.put_i8(2); // magic
     let crc_at = out.len();
     out.put_u32(0); // crc, patched below
-    out.put_i16(0); // attributes: no compression, create time, not transactional
+    out.put_i16(codec.attribute()); // create time, not transactional
     out.put_i32(count as i32 - 1); // last offset delta
     out.put_i64(timestamp);
     out.put_i64(timestamp);
@@ -61,26 +87,20 @@ pub fn encode_batch<'a>(
     out.put_i32(base_sequence);
     out.put_i32(count as i32);
     debug_assert_eq!(out.len() - start, BATCH_OVERHEAD);
-    let mut body = Vec::with_capacity(256);
-    let mut id = String::with_capacity(48);
-    for (i, m) in messages.enumerate() {
-        body.clear();
-        body.push(0); // record attributes
-        put_varint(&mut body, 0); // timestamp delta
-        put_varint(&mut body, i as i64); // offset delta
-        put_bytes(&mut body, m.key.as_deref());
-        put_bytes(&mut body, Some(&m.payload));
-        put_varint(&mut body, 1); // headers
-        put_bytes(&mut body, Some(ID_HEADER));
-        id.clear();
-        id.push_str(&m.id);
-        id.push(':');
-        id.push_str(itoa::Buffer::new().format(m.index));
-        put_bytes(&mut body, Some(id.as_bytes()));
-        let mut len = Vec::with_capacity(5);
-        put_varint(&mut len, body.len() as i64);
-        out.put_slice(&len);
-        out.put_slice(&body);
+    match codec {
+        Codec::None => put_records(out, messages),
+        Codec::Gzip | Codec::Zstd => {
+            let mut plain = BytesMut::new();
+            put_records(&mut plain, messages);
+            let written = match codec {
+                Codec::Gzip => {
+                    let mut z = flate2::write::GzEncoder::new(out.writer(), flate2::Compression::default());
+                    z.write_all(&plain).and_then(|()| z.finish().map(drop))
+                }
+                _ => zstd::stream::copy_encode(&plain[..], out.writer(), 3),
+            };
+            written.expect("compressing into memory cannot fail");
+        }
     }
     let length = (out.len() - start - 12) as i32;
     out[start + 8..start + 12].copy_from_slice(&length.to_be_bytes());
@@ -88,25 +108,69 @@ pub fn encode_batch<'a>(
     out[crc_at..crc_at + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// The records of a batch, each written once, straight into `out`.
+fn put_records<'a>(out: &mut BytesMut, messages: impl Iterator<Item = &'a Message>) {
+    let mut id = String::with_capacity(48);
+    for (i, m) in messages.enumerate() {
+        id.clear();
+        id.push_str(&m.id);
+        id.push(':');
+        id.push_str(itoa::Buffer::new().format(m.index));
+        let key = m.key.as_deref();
+        let body = 1
+            + varint_len(0)
+            + varint_len(i as i64)
+            + bytes_len(key)
+            + bytes_len(Some(&m.payload))
+            + varint_len(1)
+            + bytes_len(Some(ID_HEADER))
+            + bytes_len(Some(id.as_bytes()));
+        out.reserve(body + 5);
+        put_varint(out, body as i64);
+        out.put_u8(0); // record attributes
+        put_varint(out, 0); // timestamp delta
+        put_varint(out, i as i64); // offset delta
+        put_bytes(out, key);
+        put_bytes(out, Some(&m.payload));
+        put_varint(out, 1); // headers
+        put_bytes(out, Some(ID_HEADER));
+        put_bytes(out, Some(id.as_bytes()));
+    }
+}
+
+/// The bytes of [`put_varint`]`(v)`.
+fn varint_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - z.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The bytes of [`put_bytes`]`(b)`.
+fn bytes_len(b: Option<&[u8]>) -> usize {
+    match b {
+        None => varint_len(-1),
+        Some(b) => varint_len(b.len() as i64) + b.len(),
+    }
+}
+
 /// A length-prefixed byte string: the zigzag varint length, -1 for none.
-fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+fn put_bytes(out: &mut impl BufMut, b: Option<&[u8]>) {
     match b {
         None => put_varint(out, -1),
         Some(b) => {
             put_varint(out, b.len() as i64);
-            out.extend_from_slice(b);
+            out.put_slice(b);
         }
     }
 }
 
 /// A zigzag-encoded varint, as record fields are written.
-fn put_varint(out: &mut Vec<u8>, v: i64) {
+fn put_varint(out: &mut impl BufMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
-        out.push((z as u8) | 0x80);
+        out.put_u8((z as u8) | 0x80);
         z >>= 7;
     }
-    out.push(z as u8);
+    out.put_u8(z as u8);
 }
 
 /// The sequence number `n` records after `seq`: sequences wrap from
@@ -205,6 +269,7 @@ mod tests {
             let mut out = Vec::new();
             put_varint(&mut out, v);
             assert_eq!(out, want, "{v}");
+            assert_eq!(varint_len(v), out.len(), "{v}");
         }
     }
 
@@ -224,7 +289,7 @@ mod tests {
         let batch = [a, b];
         let mut out = BytesMut::new();
         let producer = Producer { id: 42, epoch: 3 };
-        encode_batch(&mut out, batch.iter(), producer, 7, 1_700_000_000_000);
+        encode_batch(&mut out, batch.iter(), producer, 7, 1_700_000_000_000, Codec::None);
         assert_eq!(
             i32::from_be_bytes(out[8..12].try_into().unwrap()) as usize,
             out.len() - 12
@@ -247,5 +312,51 @@ mod tests {
         assert_eq!(&records[1..1 + first.len()], first);
         assert!(records.windows(11).any(|w| w == b"0-1-7:2:3:1"));
         assert!(batch.iter().all(|m| record_size(m) < 100));
+    }
+
+    #[test]
+    fn compressed_batches_hold_the_same_records() {
+        use std::io::Read as _;
+
+        let batch: Vec<Message> = (0..50)
+            .map(|i| {
+                let mut m = msg(&format!("0-1-7:{i}:0"), "{\"status\":\"new\",\"amount\":\"19.99\"}");
+                m.key = Some(i.to_string().into_bytes());
+                m
+            })
+            .collect();
+        let producer = Producer { id: 1, epoch: 0 };
+        let mut plain = BytesMut::new();
+        encode_batch(&mut plain, batch.iter(), producer, 0, 0, Codec::None);
+        let records = &plain[BATCH_OVERHEAD..];
+        for (codec, bits) in [(Codec::Gzip, 1), (Codec::Zstd, 4)] {
+            let mut out = BytesMut::new();
+            encode_batch(&mut out, batch.iter(), producer, 0, 0, codec);
+            assert!(
+                out.len() < plain.len() / 2,
+                "{codec:?}: {} of {}",
+                out.len(),
+                plain.len()
+            );
+            assert_eq!(i16::from_be_bytes(out[21..23].try_into().unwrap()), bits);
+            assert_eq!(
+                i32::from_be_bytes(out[8..12].try_into().unwrap()) as usize,
+                out.len() - 12
+            );
+            assert_eq!(
+                u32::from_be_bytes(out[17..21].try_into().unwrap()),
+                crc32c::crc32c(&out[21..])
+            );
+            let packed = &out[BATCH_OVERHEAD..];
+            let unpacked = match codec {
+                Codec::Gzip => {
+                    let mut v = Vec::new();
+                    flate2::read::GzDecoder::new(packed).read_to_end(&mut v).unwrap();
+                    v
+                }
+                _ => zstd::stream::decode_all(packed).unwrap(),
+            };
+            assert_eq!(unpacked, records, "{codec:?}");
+        }
     }
 }

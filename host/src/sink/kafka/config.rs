@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Auth, KafkaOptions, Mechanism, Secret, TlsFiles};
+use super::{Auth, Codec, KafkaOptions, Mechanism, Secret, TlsFiles};
 use crate::problem::SinkContext;
 
 /// `kind = "kafka"`.
@@ -24,6 +24,9 @@ pub struct RawKafkaSink {
     /// replica stored it), in ms before the batch is retried: 100 to
     /// 600000 (default 30000).
     pub ack_timeout_ms: Option<u64>,
+    /// How record batches are compressed: `"none"` (the default), `"gzip"`
+    /// or `"zstd"` (Kafka 2.1 and later).
+    pub compression: Option<String>,
     /// SASL mechanism: `"PLAIN"`, `"SCRAM-SHA-256"` or `"SCRAM-SHA-512"`;
     /// needs `user` and `password`. Unset: no authentication.
     pub sasl_mechanism: Option<String>,
@@ -92,6 +95,19 @@ pub fn resolve(raw: RawKafkaSink, cx: &mut SinkContext<'_>) -> Option<KafkaOptio
             "use 100 to 600000 ms (default 30000)",
         )
         .map(Duration::from_millis);
+    let compression = match raw.compression.as_deref() {
+        None | Some("none") => Some(Codec::None),
+        Some("gzip") => Some(Codec::Gzip),
+        Some("zstd") => Some(Codec::Zstd),
+        Some(other) => {
+            cx.problem(
+                "compression",
+                format!("`{other}` is not a codec rowhook writes"),
+                "use \"none\", \"gzip\" or \"zstd\"",
+            );
+            None
+        }
+    };
     let auth = resolve_auth(&raw, cx);
     let files = TlsFiles::resolve(
         raw.tls_ca_file.as_deref(),
@@ -119,6 +135,7 @@ pub fn resolve(raw: RawKafkaSink, cx: &mut SinkContext<'_>) -> Option<KafkaOptio
         topic: raw.topic,
         client_id,
         ack_timeout: ack_timeout?,
+        compression: compression?,
         auth: auth?,
         tls: tls?,
     })
@@ -250,16 +267,30 @@ mod tests {
         let o = kafka("[sinks.k]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopic = \"orders\"\n");
         assert_eq!(o.brokers, [("127.0.0.1".to_owned(), 9092)]);
         assert_eq!(
-            (o.topic.as_str(), o.client_id.as_str(), o.ack_timeout, &o.auth, &o.tls),
-            ("orders", "rowhook", DEFAULT_ACK_TIMEOUT, &Auth::None, &None)
+            (
+                o.topic.as_str(),
+                o.client_id.as_str(),
+                o.ack_timeout,
+                o.compression,
+                &o.auth,
+                &o.tls
+            ),
+            (
+                "orders",
+                "rowhook",
+                DEFAULT_ACK_TIMEOUT,
+                Codec::None,
+                &Auth::None,
+                &None
+            )
         );
         let o = kafka(
-            "[sinks.k]\nkind = \"kafka\"\nbrokers = \"a:9092, [::1]:9093\"\ntopic = \"shop.orders_v-2\"\nclient_id = \"cdc\"\nack_timeout_ms = 250\nsasl_mechanism = \"scram-sha-512\"\nuser = \"rowhook\"\npassword = \"${KAFKA_PASSWORD}\"\ntls_ca_file = \"ca.pem\"\n",
+            "[sinks.k]\nkind = \"kafka\"\nbrokers = \"a:9092, [::1]:9093\"\ntopic = \"shop.orders_v-2\"\nclient_id = \"cdc\"\nack_timeout_ms = 250\ncompression = \"zstd\"\nsasl_mechanism = \"scram-sha-512\"\nuser = \"rowhook\"\npassword = \"${KAFKA_PASSWORD}\"\ntls_ca_file = \"ca.pem\"\n",
         );
         assert_eq!(o.brokers, [("a".to_owned(), 9092), ("::1".to_owned(), 9093)]);
         assert_eq!(
-            (o.client_id.as_str(), o.ack_timeout),
-            ("cdc", Duration::from_millis(250))
+            (o.client_id.as_str(), o.ack_timeout, o.compression),
+            ("cdc", Duration::from_millis(250), Codec::Zstd)
         );
         assert_eq!(
             o.auth,
@@ -285,7 +316,7 @@ mod tests {
     fn problems_name_the_key() {
         assert_eq!(
             problems(
-                "[sinks.k]\nkind = \"kafka\"\nbrokers = \"kafka://a:1, b, c:port\"\ntopic = \"a b\"\nack_timeout_ms = 5\nsasl_mechanism = \"GSSAPI\"\n"
+                "[sinks.k]\nkind = \"kafka\"\nbrokers = \"kafka://a:1, b, c:port\"\ntopic = \"a b\"\nack_timeout_ms = 5\ncompression = \"lz4\"\nsasl_mechanism = \"GSSAPI\"\n"
             ),
             [
                 "sinks.k.brokers: `kafka://a:1` has a scheme; brokers are written HOST:PORT",
@@ -293,6 +324,7 @@ mod tests {
                 "sinks.k.brokers: `port` is not a port",
                 "sinks.k.topic: holds ` `",
                 "sinks.k.ack_timeout_ms: 5 is out of range",
+                "sinks.k.compression: `lz4` is not a codec rowhook writes",
                 "sinks.k.sasl_mechanism: `GSSAPI` is not a SASL mechanism rowhook speaks",
             ]
         );

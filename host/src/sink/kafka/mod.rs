@@ -49,6 +49,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+pub use self::batch::Codec;
 use self::batch::Producer;
 pub use self::config::RawKafkaSink;
 use self::wire::{Conn, Dialer, Sent, WireError};
@@ -115,6 +116,8 @@ pub struct KafkaOptions {
     pub client_id: String,
     /// How long the brokers may take to acknowledge a batch.
     pub ack_timeout: Duration,
+    /// How record batches are compressed.
+    pub compression: Codec,
     /// How to authenticate.
     pub auth: Auth,
     /// TLS, when the brokers speak it.
@@ -482,6 +485,7 @@ impl KafkaSink {
                     producer,
                     *seq,
                     now,
+                    self.opts.compression,
                 );
                 *seq = batch::advance(*seq, chosen.len());
                 parts.push(Part {
