@@ -1,4 +1,4 @@
-# What the sink benchmarks (redis.sh, amqp.sh, mqtt.sh, http.sh) share; sourced, not run.
+# What the sink benchmarks (redis.sh, amqp.sh, mqtt.sh, http.sh, kafka.sh) share; sourced, not run.
 #
 # The caller sets ROOT (the repository) and WORK (its work directory) first. This
 #  - builds rowhook (release; ROWHOOK_BIN=PATH uses that binary instead) and the `counting` handler (tests/guests/trivial/counting: one
