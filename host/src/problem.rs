@@ -88,6 +88,25 @@ impl SinkContext<'_> {
         }
     }
 
+    /// A wait written in ms under `key` (a timeout): 100 ms to 10 minutes,
+    /// `default` when absent; out of range, a problem and `None`.
+    pub fn timeout_ms(
+        &mut self,
+        key: &str,
+        value: Option<u64>,
+        default: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        let ms = default.as_millis() as u64;
+        self.ranged(
+            key,
+            value,
+            100..=600_000,
+            ms,
+            format!("use 100 to 600000 ms (default {ms})"),
+        )
+        .map(std::time::Duration::from_millis)
+    }
+
     /// The sink's key path, `sinks.NAME`.
     pub fn key(&self) -> &str {
         self.key

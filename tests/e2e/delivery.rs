@@ -9,44 +9,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::crash::ledger_setup;
-use crate::support::{Server, build_guest, interrupt, root, rowhook, rowhook_ok, spawn_run, temp_dir};
+use crate::sink_support::{minimal_config, replay_shop};
+use crate::support::{Server, interrupt, rowhook_ok, spawn_run, temp_dir};
 
-/// Replays the shop binlog through the `minimal` example handler, whose
-/// `orders_queue` sink is the FIFO `orders.fifo` with the extra `keys`.
-fn fifo_config(dir: &Path, name: &str, keys: &str, handler_keys: &str) -> PathBuf {
-    let minimal = build_guest(&root().join("guest-sdk/examples/minimal"), "minimal");
-    let config = dir.join(name);
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[sinks.orders_queue]
-kind = "fifo"
-path = "orders.fifo"
-{keys}
-
-[sinks.dead]
-kind = "file"
-path = "dead.jsonl"
-
-[[handlers]]
-name = "orders"
-module = "{}"
-tables = ["shop.orders"]
-ops = ["insert"]
-sinks = ["orders_queue"]
-{handler_keys}
-"#,
-            minimal.display()
-        ),
+/// A config in `dir` running the `minimal` example handler, whose
+/// `orders_queue` sink is the FIFO `orders.fifo` with the extra `keys`,
+/// beside a file sink `dead` for dead letters.
+fn fifo_config(dir: &Path, keys: &str, handler_keys: &str) -> PathBuf {
+    minimal_config(
+        dir,
+        "[sinks.dead]\nkind = \"file\"\npath = \"dead.jsonl\"\n",
+        "fifo",
+        &format!("path = \"orders.fifo\"\n{keys}"),
+        handler_keys,
     )
-    .unwrap();
-    config
-}
-
-fn replay(config: &Path) -> std::process::Output {
-    let binlog = root().join("examples/binlog/shop-bin.000001");
-    rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()])
 }
 
 /// A FIFO reader in its own thread: it opens `path` (waiting for it to be
@@ -112,7 +88,7 @@ impl Reader {
 #[test]
 fn an_unavailable_sink_is_retried_until_it_takes_the_batch() {
     let dir = temp_dir("delivery-retry");
-    let config = fifo_config(&dir, "retry.toml", "", "");
+    let config = fifo_config(&dir, "", "");
     // Nobody reads the FIFO for the first 700 ms: the first attempts find no
     // reader, and a later one delivers every message, once.
     let late = {
@@ -122,7 +98,7 @@ fn an_unavailable_sink_is_retried_until_it_takes_the_batch() {
             Reader::start(fifo).finish()
         })
     };
-    let out = replay(&config);
+    let out = replay_shop(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
@@ -137,14 +113,9 @@ fn when_retries_run_out_the_handlers_policy_applies() {
     let dir = temp_dir("delivery-gives-up");
     // No reader ever: three retries, at most 50 ms apart, then on_error.
     let retries = "retries = 3\nretry_max_ms = 50";
-    let config = fifo_config(
-        &dir,
-        "dead-letter.toml",
-        retries,
-        "on_error = \"dead-letter\"\ndead_letter = \"dead\"",
-    );
+    let config = fifo_config(&dir, retries, "on_error = \"dead-letter\"\ndead_letter = \"dead\"");
     let started = Instant::now();
-    let out = replay(&config);
+    let out = replay_shop(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
@@ -165,8 +136,8 @@ fn when_retries_run_out_the_handlers_policy_applies() {
         assert!(d["error"].as_str().unwrap().contains("unavailable"), "{d}");
     }
 
-    let config = fifo_config(&dir, "halt.toml", retries, "on_error = \"halt\"");
-    let out = replay(&config);
+    let config = fifo_config(&dir, retries, "on_error = \"halt\"");
+    let out = replay_shop(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

@@ -94,15 +94,7 @@ pub fn resolve(raw: RawAmqpSink, cx: &mut SinkContext<'_>) -> Option<AmqpOptions
             None
         }
     };
-    let confirm_timeout = cx
-        .ranged(
-            "confirm_timeout_ms",
-            raw.confirm_timeout_ms,
-            100..=600_000,
-            DEFAULT_CONFIRM_TIMEOUT.as_millis() as u64,
-            "use 100 to 600000 ms (default 10000)",
-        )
-        .map(Duration::from_millis);
+    let confirm_timeout = cx.timeout_ms("confirm_timeout_ms", raw.confirm_timeout_ms, DEFAULT_CONFIRM_TIMEOUT);
     let max_message_size = cx.ranged(
         "max_message_size",
         raw.max_message_size,

@@ -86,15 +86,7 @@ pub fn resolve(raw: RawKafkaSink, cx: &mut SinkContext<'_>) -> Option<KafkaOptio
         );
         ok = false;
     }
-    let ack_timeout = cx
-        .ranged(
-            "ack_timeout_ms",
-            raw.ack_timeout_ms,
-            100..=600_000,
-            DEFAULT_ACK_TIMEOUT.as_millis() as u64,
-            "use 100 to 600000 ms (default 30000)",
-        )
-        .map(Duration::from_millis);
+    let ack_timeout = cx.timeout_ms("ack_timeout_ms", raw.ack_timeout_ms, DEFAULT_ACK_TIMEOUT);
     let compression = match raw.compression.as_deref() {
         None | Some("none") => Some(Codec::None),
         Some("gzip") => Some(Codec::Gzip),

@@ -137,15 +137,7 @@ pub fn resolve(raw: RawMqttSink, cx: &mut SinkContext<'_>) -> Option<MqttOptions
         }
         id => id,
     };
-    let ack_timeout = cx
-        .ranged(
-            "ack_timeout_ms",
-            raw.ack_timeout_ms,
-            100..=600_000,
-            DEFAULT_ACK_TIMEOUT.as_millis() as u64,
-            "use 100 to 600000 ms (default 5000)",
-        )
-        .map(Duration::from_millis);
+    let ack_timeout = cx.timeout_ms("ack_timeout_ms", raw.ack_timeout_ms, DEFAULT_ACK_TIMEOUT);
     let keep_alive = cx
         .ranged(
             "keep_alive_s",

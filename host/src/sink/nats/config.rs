@@ -103,15 +103,7 @@ pub fn resolve(raw: RawNatsSink, cx: &mut SinkContext<'_>) -> Option<NatsOptions
             None
         }
     };
-    let ack_timeout = cx
-        .ranged(
-            "ack_timeout_ms",
-            raw.ack_timeout_ms,
-            100..=600_000,
-            DEFAULT_ACK_TIMEOUT.as_millis() as u64,
-            "use 100 to 600000 ms (default 5000)",
-        )
-        .map(Duration::from_millis);
+    let ack_timeout = cx.timeout_ms("ack_timeout_ms", raw.ack_timeout_ms, DEFAULT_ACK_TIMEOUT);
     let auth = resolve_auth(&raw, cx);
     let tls = resolve_tls(&raw, &servers, cx);
     if !ok {

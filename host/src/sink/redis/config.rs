@@ -167,13 +167,8 @@ pub fn resolve(raw: RawRedisSink, cx: &mut SinkContext<'_>) -> Option<RedisOptio
         }
     };
     let timeout_ms = cx
-        .ranged(
-            "timeout_ms",
-            raw.timeout_ms,
-            100..=600_000,
-            DEFAULT_TIMEOUT_MS,
-            "use 100 to 600000 ms (default 10000)",
-        )
+        .timeout_ms("timeout_ms", raw.timeout_ms, Duration::from_millis(DEFAULT_TIMEOUT_MS))
+        .map(|d| d.as_millis() as u64)
         .unwrap_or_else(|| {
             ok = false;
             DEFAULT_TIMEOUT_MS
