@@ -141,15 +141,19 @@ pub mod __private {
         handler(&change).map_err(|e| e.to_string())
     }
 
-    /// Sends a panic's message to rowhook's log before the panic traps: the
-    /// default hook writes to stderr, which a handler may not have (and
-    /// which rowhook would otherwise have to capture).
+    /// Writes a panic's message to stderr as one line before the panic
+    /// traps: rowhook logs what a handler writes to stderr and puts the
+    /// last lines a trapped call wrote into the trap's error, so the message
+    /// is in the log and in the dead letter. (The default hook adds a
+    /// second line of advice about backtraces.)
     #[cfg(target_arch = "wasm32")]
     fn log_panics() {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             std::panic::set_hook(Box::new(|info| {
-                crate::log::error("handler panicked", &[("panic", &info.to_string())]);
+                use std::io::Write as _;
+                let line = info.to_string().replace('\n', " ");
+                let _ = writeln!(std::io::stderr(), "handler panicked: {line}");
             }))
         });
     }

@@ -251,6 +251,11 @@ pub struct RawLimits {
     /// are always taken. State lives in memory while rowhook runs: this
     /// bounds that memory and the handler's share of the store on disk.
     pub state_mb: Option<u32>,
+    /// Core WebAssembly instances one instance of the handler may create,
+    /// 1 to 1000 (default 100). A Rust or C handler makes a few; an
+    /// interpreter-based one (Python, JavaScript) dozens. A module that
+    /// needs more is refused at load, before it is compiled.
+    pub instances: Option<u32>,
 }
 
 /// `on_error = ...`.
@@ -826,6 +831,14 @@ pub struct StatePlan {
     pub commit_interval: Duration,
 }
 
+impl StatePlan {
+    /// Where compiled handler components are kept (`compiled/` in the
+    /// state directory; see `runtime::cache`).
+    pub fn compile_cache_dir(&self) -> PathBuf {
+        self.path.join("compiled")
+    }
+}
+
 /// One handler, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerPlan {
@@ -982,6 +995,8 @@ pub struct Limits {
     pub module_mb: u32,
     /// Key and value bytes the state may hold, MiB.
     pub state_mb: u32,
+    /// Core instances one instance of the handler may create.
+    pub instances: u32,
 }
 
 impl Limits {
@@ -1001,6 +1016,9 @@ impl Limits {
     pub const DEFAULT_MODULE_MB: u32 = 64;
     /// Default state quota, MiB.
     pub const DEFAULT_STATE_MB: u32 = 64;
+    /// Default cap of core instances: room for the interpreter-based
+    /// components (componentize-py makes 38).
+    pub const DEFAULT_INSTANCES: u32 = 100;
 
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> usize {
@@ -1033,6 +1051,7 @@ impl Default for Limits {
             log_lines_per_sec: Self::DEFAULT_LOG_LINES_PER_SEC,
             module_mb: Self::DEFAULT_MODULE_MB,
             state_mb: Self::DEFAULT_STATE_MB,
+            instances: Self::DEFAULT_INSTANCES,
         }
     }
 }
@@ -1643,6 +1662,7 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         log_lines_per_sec: None,
         module_mb: None,
         state_mb: None,
+        instances: None,
     });
     let prefix = format!("{key}.limits");
     let mut check = |name: &str, value: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>, unit: &str| {
@@ -1673,6 +1693,7 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
     );
     let module_mb = check("module_mb", raw.module_mb, Limits::DEFAULT_MODULE_MB, 1..=1024, " MiB");
     let state_mb = check("state_mb", raw.state_mb, Limits::DEFAULT_STATE_MB, 1..=4096, " MiB");
+    let instances = check("instances", raw.instances, Limits::DEFAULT_INSTANCES, 1..=1000, "");
     Limits {
         memory_mb,
         time: Duration::from_millis(time_ms.into()),
@@ -1681,6 +1702,7 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         log_lines_per_sec,
         module_mb,
         state_mb,
+        instances,
     }
 }
 
@@ -1862,6 +1884,7 @@ on_error = "skip"
                 log_lines_per_sec: Limits::DEFAULT_LOG_LINES_PER_SEC,
                 module_mb: Limits::DEFAULT_MODULE_MB,
                 state_mb: Limits::DEFAULT_STATE_MB,
+                instances: Limits::DEFAULT_INSTANCES,
             }
         );
         assert_eq!(orders.limits.memory_bytes(), 32 << 20);
@@ -1916,6 +1939,7 @@ on_error = "skip"
                 log_lines_per_sec: 100,
                 module_mb: 64,
                 state_mb: 64,
+                instances: 100,
             }
         );
         assert_eq!(h.on_error, OnError::Halt);
@@ -2021,6 +2045,7 @@ on_error = "halt"                 # | "skip" | "dead-letter"
                 log_lines_per_sec: Limits::DEFAULT_LOG_LINES_PER_SEC,
                 module_mb: Limits::DEFAULT_MODULE_MB,
                 state_mb: Limits::DEFAULT_STATE_MB,
+                instances: Limits::DEFAULT_INSTANCES,
             }
         );
         assert_eq!(h.on_error, OnError::Halt);
@@ -2405,7 +2430,7 @@ module = " "
 tables = []
 ops = []
 sinks = ["out", "nowhere"]
-limits = { memory_mb = 0, time_ms = 60001, emits_per_event = 10001, emit_mb_per_event = 0, state_mb = 4097 }
+limits = { memory_mb = 0, time_ms = 60001, emits_per_event = 10001, emit_mb_per_event = 0, state_mb = 4097, instances = 0 }
 breaker = { failures = 1000001, window_ms = 0, cooldown_ms = 3600001 }
 
 [[handlers]]
@@ -2444,6 +2469,7 @@ dead_letter = "log"
                 "handlers[1].limits.emits_per_event: 10001 is out of range",
                 "handlers[1].limits.emit_mb_per_event: 0 is out of range",
                 "handlers[1].limits.state_mb: 4097 is out of range",
+                "handlers[1].limits.instances: 0 is out of range",
                 "handlers[1].breaker.failures: 1000001 is out of range",
                 "handlers[1].breaker.window_ms: 0 is out of range",
                 "handlers[1].breaker.cooldown_ms: 3600001 is out of range",

@@ -175,8 +175,13 @@ sinks = ["orders_queue"]
         "{:?}",
         errors("news")
     );
+    // A panic's message reaches the record: what the guest wrote to stderr
+    // before it trapped.
     assert!(
-        !errors("hits").is_empty() && errors("hits").iter().all(|e| e.contains("trapped")),
+        !errors("hits").is_empty()
+            && errors("hits").iter().all(|e| e.contains("trapped")
+                && e.contains("stderr: ")
+                && e.contains("hostile handler panics on purpose")),
         "{:?}",
         errors("hits")
     );
@@ -187,9 +192,17 @@ sinks = ["orders_queue"]
     );
     assert_eq!(errors("user_info").len(), 4);
     assert!(
-        !errors("orders").is_empty() && errors("orders").iter().all(|e| e.contains("trapped")),
+        !errors("orders").is_empty()
+            && errors("orders")
+                .iter()
+                .all(|e| e.contains("trapped") && e.contains("limits.memory_mb = 16 MiB")),
         "{:?}",
         errors("orders")
+    );
+    // The panic message went to the log too, under the handler's name.
+    assert!(
+        stderr.contains("hostile handler panics on purpose") && stderr.contains("(\"stream\", \"stderr\")"),
+        "{stderr}"
     );
     assert!(dead.iter().all(|d| d["handler"] == "hostile"));
 }
@@ -569,4 +582,44 @@ sinks = ["out"]
     drawn.dedup();
     assert_eq!(drawn.len(), a1.len());
     assert!(a1.iter().all(|l| l["seed"] == a1[0]["seed"]));
+}
+
+/// The sockets a language runtime imports are linked, and deny everything:
+/// a handler that connects to a port where a server listens loads, runs,
+/// and is refused.
+#[test]
+fn sockets_are_linked_and_refuse_every_connection() {
+    let sockets = crate::reload::suite_guests().join("sockets.wasm");
+    // The guest dials 127.0.0.1:6379; make sure something listens there.
+    let _listener = match std::net::TcpStream::connect("127.0.0.1:6379") {
+        Ok(_) => None,
+        Err(_) => Some(std::net::TcpListener::bind("127.0.0.1:6379").expect("listen on 6379")),
+    };
+    let dir = temp_dir("handlers-sockets");
+    let config = dir.join("rowhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sinks.out]
+kind = "file"
+path = "out.txt"
+
+[[handlers]]
+name = "net"
+module = "{}"
+tables = ["shop.orders"]
+ops = ["insert"]
+sinks = ["out"]
+"#,
+            sockets.display()
+        ),
+    )
+    .unwrap();
+    let out = replay(&config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out.txt")).unwrap(),
+        "connected: false\n".repeat(3)
+    );
 }

@@ -157,7 +157,7 @@ on_error = "halt"
         ("a truncated file", truncated.clone(), false, false),
         ("v1 in place", wasm.join("reload_v1.wasm"), true, true),
         ("a WASI command", wasm.join("wrong-world.wasm"), false, false),
-        ("a sockets user", wasm.join("sockets.wasm"), false, false),
+        ("a foreign import", wasm.join("foreign.wasm"), false, false),
         ("v2 in place", wasm.join("reload_v2.wasm"), true, true),
         ("a named pipe", fifo.clone(), false, false),
         ("a link to /dev/zero", zero.clone(), false, false),
@@ -219,7 +219,7 @@ on_error = "halt"
     // Each bad file was refused with its reason, and named.
     assert!(log.contains("is not a valid WebAssembly component"), "{log}");
     assert!(log.contains("does not implement the rowhook:handler world"), "{log}");
-    assert!(log.contains("imports `wasi:sockets/"), "{log}");
+    assert!(log.contains("imports `acme:raw/net@0.1.0`"), "{log}");
     assert!(log.contains("is a named pipe, not a regular file"), "{log}");
     assert!(log.contains("is a device, not a regular file"), "{log}");
     assert!(log.contains("is not a WebAssembly file"), "{log}");
@@ -235,7 +235,7 @@ on_error = "halt"
 
 /// `rowhook check -c` names every problem of a config, each with its fix,
 /// and passes a good one, server included; `replay` refuses a module that
-/// imports sockets before reading anything.
+/// imports what the sandbox does not give before reading anything.
 #[test]
 fn check_names_module_grant_limit_and_sink_problems() {
     let wasm = suite_guests();
@@ -286,7 +286,7 @@ limits = {{ memory_mb = 1 }}
 "#,
         pipe = not_a_pipe.display(),
         v1 = v1.display(),
-        sockets = wasm.join("sockets.wasm").display(),
+        sockets = wasm.join("foreign.wasm").display(),
         command = wasm.join("wrong-world.wasm").display(),
     );
     let config = dir.join("bad.toml");
@@ -308,7 +308,7 @@ limits = {{ memory_mb = 1 }}
     );
     let net = line("FAIL handler `net`: ");
     assert!(
-        net.contains("imports `wasi:sockets/") && net.contains("remove that use"),
+        net.contains("imports `acme:raw/net@0.1.0`") && net.contains("drop the dependency"),
         "{net}"
     );
     let command = line("FAIL handler `command`: ");
@@ -322,19 +322,19 @@ limits = {{ memory_mb = 1 }}
         "{missing}"
     );
     let tiny = line("FAIL handler `tiny`: ");
-    assert!(tiny.contains("raise limits.memory_mb (now 1)"), "{tiny}");
+    assert!(tiny.contains("would grow past limits.memory_mb = 1 MiB"), "{tiny}");
     let pipe = line("FAIL sink `pipe` (fifo): ");
     assert!(pipe.contains("is not a named pipe"), "{pipe}");
     assert!(line("ok   sink `out` (file): ").contains("changes.log"), "{stdout}");
     assert_eq!(stdout.lines().filter(|l| l.starts_with("FAIL")).count(), 5, "{stdout}");
 
-    // A module that imports sockets stops `replay` before anything runs.
+    // A module with a foreign import stops `replay` before anything runs.
     let net_only = dir.join("net.toml");
     std::fs::write(
         &net_only,
         format!(
             "[sinks.out]\nkind = \"stdout\"\n\n[[handlers]]\nname = \"net\"\nmodule = \"{}\"\ntables = [\"shop.*\"]\nsinks = [\"out\"]\n",
-            wasm.join("sockets.wasm").display()
+            wasm.join("foreign.wasm").display()
         ),
     )
     .unwrap();
@@ -343,7 +343,7 @@ limits = {{ memory_mb = 1 }}
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("handler `net`") && stderr.contains("imports `wasi:sockets/"),
+        stderr.contains("handler `net`") && stderr.contains("imports `acme:raw/net@0.1.0`"),
         "{stderr}"
     );
     assert!(out.stdout.is_empty());

@@ -96,6 +96,7 @@ fn load_fix(e: &LoadError) -> &'static str {
         LoadError::Read { .. } => {
             "build the handler (cargo build --release --target wasm32-wasip2) or point `module` at the built .wasm"
         }
+        LoadError::CoreModule { .. } => "link it into a component, as the error says",
         LoadError::NotAFile { .. } | LoadError::NotWasm { .. } => {
             "point `module` at the handler's built .wasm component"
         }
@@ -106,7 +107,7 @@ fn load_fix(e: &LoadError) -> &'static str {
             "build the handler as a WebAssembly component for wasm32-wasip2 (a core module must be wrapped with `wasm-tools component new`)"
         }
         LoadError::ForbiddenImport { .. } => {
-            "remove that use from the handler: handlers reach the outside only by emitting to the sinks they are granted"
+            "handlers reach the outside only by emitting to the sinks they are granted"
         }
         LoadError::WrongWorld { .. } => {
             "build the handler against guest-sdk/wit (world rowhook:handler/handler, exporting on-change), e.g. with rowhook-guest's export_handler!"
@@ -137,7 +138,7 @@ pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
         )),
     });
     let runtime = match HandlerRuntime::new() {
-        Ok(r) => r,
+        Ok(r) => r.with_compile_cache(plan.state.compile_cache_dir()),
         Err(e) => {
             lines.push(fail(format!("{e:#}")));
             return lines;
@@ -155,21 +156,32 @@ pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
         let compiled = started.elapsed();
         let grants = crate::pipeline::grants_of(plan, h, |_| crate::sink::SinkLimits::default());
         let limits = crate::pipeline::runtime_limits(h);
+        let how = match module.origin() {
+            crate::runtime::cache::Origin::Cached => "loads from the compile cache",
+            crate::runtime::cache::Origin::Compiled => "compiles",
+        };
         match runtime.instantiate(&module, &h.name, grants, limits) {
-            Ok(_) => lines.push(ok(format!(
-                "handler `{}`: {} compiles ({} ms), imports only what handlers are given and starts within memory_mb = {}; limits time_ms = {}, emits_per_event = {}, state_mb = {}",
+            Ok(instance) => lines.push(ok(format!(
+                "handler `{}`: {} {how} ({} ms), imports only what handlers are given and starts within memory_mb = {} ({:.1} MiB used, {} core instances); limits time_ms = {}, emits_per_event = {}, state_mb = {}",
                 h.name,
                 h.module.display(),
                 compiled.as_millis(),
                 h.limits.memory_mb,
+                instance.memory_bytes() as f64 / f64::from(1 << 20),
+                module.core_instances(),
                 limits.time_ms,
                 h.limits.emits_per_event,
                 h.limits.state_mb
             ))),
-            Err(e) => lines.push(fail(format!(
-                "handler `{}`: {e:#}; if the memory limit is the cause, raise limits.memory_mb (now {})",
-                h.name, h.limits.memory_mb
-            ))),
+            Err(e) => {
+                let e = format!("{e:#}");
+                let fix = if e.contains("limits.") {
+                    String::new()
+                } else {
+                    format!("; if the memory limit is the cause, raise limits.memory_mb (now {})", h.limits.memory_mb)
+                };
+                lines.push(fail(format!("handler `{}`: {e}{fix}", h.name)));
+            }
         }
         let granted: Vec<&str> = h.grants.iter().collect();
         let mut text = format!(

@@ -38,7 +38,10 @@ pub fn replay(plan: &Plan, files: &[PathBuf]) -> anyhow::Result<Stats> {
 pub fn replay_with(plan: &Plan, files: &[PathBuf], opts: &ReplayOptions) -> anyhow::Result<Stats> {
     anyhow::ensure!(!files.is_empty(), "no binlog files given");
     let rt = std::sync::Arc::new(io_runtime()?);
-    let mut pipeline = rt.block_on(Pipeline::new(plan, HandlerRuntime::new()?))?;
+    let mut pipeline = rt.block_on(Pipeline::new(
+        plan,
+        HandlerRuntime::new()?.with_compile_cache(plan.state.compile_cache_dir()),
+    ))?;
     pipeline.watch_modules()?;
     let mut decoder = decoder_for(plan, "");
     let resume = match opts.checkpoint {

@@ -26,7 +26,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("{}: `rowhook run` needs a [source] section", plan.file.display()))?;
     let rt = std::sync::Arc::new(io_runtime()?);
-    let runtime = HandlerRuntime::new()?;
+    let runtime = HandlerRuntime::new()?.with_compile_cache(plan.state.compile_cache_dir());
     let interrupt = runtime.interrupt();
     let mut pipeline = rt.block_on(Pipeline::new(plan, runtime))?;
     pipeline.watch_modules()?;

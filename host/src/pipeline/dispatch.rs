@@ -46,6 +46,7 @@ pub fn runtime_limits(plan: &HandlerPlan) -> Limits {
         emits_per_event: plan.limits.emits_per_event,
         emit_bytes_per_event: plan.limits.emit_bytes_per_event(),
         state_bytes: plan.limits.state_bytes(),
+        instances: plan.limits.instances,
     }
 }
 

@@ -10,13 +10,21 @@
 //! and refuses new ones, whatever the handler's deadline.
 //!
 //! The sandbox: a component may import the rowhook capability interfaces
-//! and the WASI interfaces the Rust and other language runtimes need to start
-//! (environment, exit, stdio, clocks, random, streams, and filesystem types
-//! with no directory opened). The environment is empty, the clocks are
-//! frozen at zero, randomness is seeded per handler and change (see
-//! [`random`]), stdin is closed, stdout and stderr go nowhere, no
-//! directory is preopened, random bytes come at most [`MAX_RANDOM_BYTES`] a
-//! call, and a component that imports sockets or HTTP is refused at load.
+//! and the WASI interfaces the Rust, C, JavaScript and Python runtimes
+//! import (environment, exit, stdio, clocks, random, streams, filesystem
+//! types with no directory opened, sockets and HTTP that refuse every use).
+//! The environment is empty, the clocks are frozen at zero, randomness is
+//! seeded per handler and change (see [`random`]), stdin is closed, stdout
+//! and stderr go to rowhook's log (see [`output`]), no directory is
+//! preopened, no socket may be created or name looked up, every HTTP
+//! request is refused (see [`http`]), random bytes come at most
+//! [`MAX_RANDOM_BYTES`] a call, and a component importing anything else is
+//! refused at load, before it is compiled (see [`shape`]).
+//!
+//! Memory: the linear memories and tables of all the core instances of a
+//! handler instance count together against its memory cap (see
+//! [`HandlerLimiter`]), and the number of core instances against
+//! `limits.instances`.
 //!
 //! Nothing a handler imports waits. Epoch interruption reaches wasm code
 //! only, never a host function that blocks, so the host side may not block:
@@ -27,18 +35,22 @@
 //! `poll` and `pollable.block` wait at most until the call's deadline and
 //! give way to an interrupt, should a pollable ever not be ready.
 
+pub mod cache;
 mod caps;
+pub mod http;
+pub mod output;
 pub mod random;
 pub mod reload;
+pub mod shape;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use caps::{
@@ -103,6 +115,8 @@ pub struct Limits {
     pub emit_bytes_per_event: usize,
     /// Key and value bytes the handler's state may hold.
     pub state_bytes: u64,
+    /// Core instances one instance of the handler may create.
+    pub instances: u32,
 }
 
 impl Default for Limits {
@@ -113,6 +127,7 @@ impl Default for Limits {
             emits_per_event: 64,
             emit_bytes_per_event: 16 << 20,
             state_bytes: 64 << 20,
+            instances: 100,
         }
     }
 }
@@ -191,13 +206,23 @@ pub enum LoadError {
         /// What wasmtime said.
         detail: String,
     },
+    /// A core module, not a component.
+    #[error(
+        "{path} is a core WebAssembly module, not a component: build for wasm32-wasip2 (Rust), or link with wasm-component-ld or `wasm-tools component new` (C)"
+    )]
+    CoreModule {
+        /// Module path.
+        path: String,
+    },
     /// The component imports something the sandbox does not give.
-    #[error("{path} imports `{import}`, which rowhook does not grant to handlers")]
+    #[error("{path} imports `{import}`, which rowhook does not grant to handlers: {remedy}")]
     ForbiddenImport {
         /// Module path.
         path: String,
         /// The import.
         import: String,
+        /// The build flag or change that removes it.
+        remedy: &'static str,
     },
     /// The component does not implement the handler world.
     #[error("{path} does not implement the rowhook:handler world: {detail}")]
@@ -281,7 +306,99 @@ const ALLOWED_WASI: &[&str] = &[
     // are none, so these give access to nothing.
     "wasi:filesystem/types",
     "wasi:filesystem/preopens",
+    // What Python's and other runtimes link their socket modules to: no
+    // socket can be created and no name looked up (every call answers
+    // `access-denied`).
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
+    // What the JavaScript runtimes link `fetch` to: every request is refused
+    // (`HTTP-request-denied`).
+    "wasi:http/types",
+    "wasi:http/outgoing-handler",
 ];
+
+/// Whether a handler may import `name` (`wasi:cli/stdout@0.2.3`).
+fn allowed_import(name: &str) -> bool {
+    let base = name.split('@').next().unwrap_or(name);
+    base.starts_with("rowhook:handler/") || ALLOWED_WASI.contains(&base)
+}
+
+/// The memory cap of a handler instance, over all its core instances'
+/// linear memories and tables together (a table element counts as
+/// [`TABLE_ELEMENT_BYTES`]), and its cap of core instances. A store's
+/// own limits would bound each memory on its own: a component of many
+/// core instances could then hold many times the cap.
+pub struct HandlerLimiter {
+    cap: usize,
+    used: usize,
+    instances: usize,
+}
+
+/// What one table element counts for against the memory cap: a table lives
+/// in host memory as pointers.
+const TABLE_ELEMENT_BYTES: usize = 8;
+
+/// Why a memory or table did not grow: the cap, named for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("the handler's memory would grow past limits.memory_mb = {} MiB ({used} bytes in use, {more} more asked for)", .cap >> 20)]
+pub struct OverMemoryCap {
+    cap: usize,
+    used: usize,
+    more: usize,
+}
+
+impl HandlerLimiter {
+    fn new(cap: usize, instances: u32) -> HandlerLimiter {
+        HandlerLimiter {
+            cap,
+            used: 0,
+            instances: instances as usize,
+        }
+    }
+
+    /// Takes `more` bytes, or fails (a trap) past the cap.
+    fn grow(&mut self, more: usize) -> wasmtime::Result<bool> {
+        match self.used.checked_add(more) {
+            Some(total) if total <= self.cap => {
+                self.used = total;
+                Ok(true)
+            }
+            _ => Err(OverMemoryCap {
+                cap: self.cap,
+                used: self.used,
+                more,
+            }
+            .into()),
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for HandlerLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.grow(desired.saturating_sub(current))
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.grow(desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT_BYTES))
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn tables(&self) -> usize {
+        10_000
+    }
+
+    fn memories(&self) -> usize {
+        10_000
+    }
+}
 
 /// The sinks a handler may emit to, each with what it can carry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -340,6 +457,7 @@ pub struct HandlerRuntime {
     stop: Arc<AtomicBool>,
     interrupt: Interrupt,
     clock: CoarseClock,
+    cache: Option<cache::CompileCache>,
 }
 
 impl Drop for HandlerRuntime {
@@ -355,12 +473,24 @@ impl Drop for HandlerRuntime {
 pub struct Module {
     pre: bindings::HandlerPre<HostState>,
     path: String,
+    core_instances: u32,
+    origin: cache::Origin,
 }
 
 impl Module {
     /// Where it was loaded from.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The core instances it creates (see [`shape::Shape::core_instances`]).
+    pub fn core_instances(&self) -> u32 {
+        self.core_instances
+    }
+
+    /// Whether it was compiled or read from the compile cache.
+    pub fn origin(&self) -> cache::Origin {
+        self.origin
     }
 }
 
@@ -377,8 +507,11 @@ enum EmitLimit {
 /// grants, and what it emitted and wrote during the current transaction.
 pub struct HostState {
     wasi: WasiCtx,
+    http: http::HttpState,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: HandlerLimiter,
+    stdout: output::GuestOutput,
+    stderr: output::GuestOutput,
     /// Sinks this handler may emit to.
     grants: Arc<Grants>,
     /// Messages emitted since the last `take_emitted`.
@@ -437,6 +570,7 @@ impl HandlerRuntime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
         caps::never_wait(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI clocks and poll: {e}"))?;
+        http::link(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI HTTP: {e}"))?;
         {
             use bindings::rowhook::handler::{log, metrics, state};
             use wasmtime::component::HasSelf;
@@ -467,7 +601,16 @@ impl HandlerRuntime {
             stop,
             interrupt: Interrupt::default(),
             clock,
+            cache: None,
         })
+    }
+
+    /// Keeps compiled components in `dir` (see [`cache`]): a handler is
+    /// compiled once, then loaded in milliseconds at every start, reload
+    /// and check.
+    pub fn with_compile_cache(mut self, dir: PathBuf) -> HandlerRuntime {
+        self.cache = Some(cache::CompileCache::new(dir, &self.engine));
+        self
     }
 
     /// The interrupt of every instance of this runtime (and its clones).
@@ -491,19 +634,41 @@ impl HandlerRuntime {
         if !bytes.starts_with(b"\0asm") {
             return Err(LoadError::NotWasm { path: path.to_owned() });
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid {
+        // The imports are checked before compiling, which takes seconds
+        // for an interpreter-based component: a refusal is instant.
+        let shape = shape::read(bytes).map_err(|e| match e {
+            shape::NotAComponent::CoreModule => LoadError::CoreModule { path: path.to_owned() },
+            shape::NotAComponent::Malformed(detail) => LoadError::Invalid {
+                path: path.to_owned(),
+                detail,
+            },
+        })?;
+        if let Some(import) = shape.imports.iter().find(|name| !allowed_import(name)) {
+            return Err(LoadError::ForbiddenImport {
+                path: path.to_owned(),
+                import: import.clone(),
+                remedy: shape::remedy(import),
+            });
+        }
+        let compile = || Component::new(&self.engine, bytes);
+        let (component, origin) = match &self.cache {
+            Some(cache) => cache.load(&self.engine, bytes, compile),
+            None => compile().map(|c| (c, cache::Origin::Compiled)),
+        }
+        .map_err(|e| LoadError::Invalid {
             path: path.to_owned(),
             detail: format!("{e:#}"),
         })?;
-        let ty = component.component_type();
-        for (name, _) in ty.imports(&self.engine) {
-            let base = name.split('@').next().unwrap_or(name);
-            if base.starts_with("rowhook:handler/") || ALLOWED_WASI.contains(&base) {
-                continue;
-            }
+        // What wasmtime makes of the imports, the final word.
+        if let Some((name, _)) = component
+            .component_type()
+            .imports(&self.engine)
+            .find(|(name, _)| !allowed_import(name))
+        {
             return Err(LoadError::ForbiddenImport {
                 path: path.to_owned(),
                 import: name.to_owned(),
+                remedy: shape::remedy(name),
             });
         }
         let pre = self
@@ -520,6 +685,8 @@ impl HandlerRuntime {
         Ok(Module {
             pre,
             path: path.to_owned(),
+            core_instances: shape.core_instances,
+            origin,
         })
     }
 
@@ -547,7 +714,17 @@ impl HandlerRuntime {
         metrics: GuestMetrics,
     ) -> anyhow::Result<Instance> {
         let name = metrics.handler().to_owned();
+        if module.core_instances > limits.instances {
+            anyhow::bail!(
+                "{} creates {} core instances, more than limits.instances = {} of handler `{name}`: raise the limit",
+                module.path,
+                module.core_instances,
+                limits.instances
+            );
+        }
+        let (stdout, stderr) = (output::GuestOutput::default(), output::GuestOutput::default());
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
         wasi.wall_clock(caps::FrozenClock).monotonic_clock(caps::FrozenClock);
         wasi.max_random_size(MAX_RANDOM_BYTES);
@@ -557,12 +734,11 @@ impl HandlerRuntime {
             .insecure_random_seed(random.insecure_seed());
         let state = HostState {
             wasi: wasi.build(),
+            http: http::HttpState::default(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .instances(16)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: HandlerLimiter::new(limits.memory_bytes, limits.instances),
+            stdout,
+            stderr,
             grants,
             emitted: Vec::new(),
             emits_this_event: 0,
@@ -589,10 +765,20 @@ impl HandlerRuntime {
         let first = arm_deadline(store.data_mut(), limits.time_ms);
         store.set_epoch_deadline(first);
         store.epoch_deadline_callback(on_epoch_deadline);
-        let handler = module
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| anyhow::anyhow!("instantiating {} for handler `{name}`: {e:#}", module.path))?;
+        let handler = match module.pre.instantiate(&mut store) {
+            Ok(handler) => handler,
+            Err(e) => {
+                let (lines, _) = store.data().stderr.take_lines();
+                let stderr = output::tail(&lines)
+                    .map(|t| format!("; stderr: {t}"))
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "instantiating {} for handler `{name}`: {e:#}{}",
+                    module.path,
+                    caps::guest_text(&stderr, caps::MAX_GUEST_TEXT)
+                );
+            }
+        };
         Ok(Instance {
             store,
             handler,
@@ -666,6 +852,35 @@ impl CoarseClock {
 }
 
 impl HostState {
+    /// Moves what the guest wrote to stdout and stderr since the last look
+    /// into its log (as `info` and `warn` lines with a `stream` field,
+    /// under the log's bounds); returns the last lines of stderr.
+    fn log_output(&mut self) -> Option<String> {
+        use bindings::rowhook::handler::log::{Host as _, Level};
+        let mut stderr_tail = None;
+        for (stream, level) in [("stdout", Level::Info), ("stderr", Level::Warn)] {
+            let out = if stream == "stdout" { &self.stdout } else { &self.stderr };
+            let (lines, dropped) = out.take_lines();
+            if stream == "stderr" {
+                stderr_tail = output::tail(&lines);
+            }
+            for line in lines {
+                self.log(level, line, vec![("stream".to_owned(), stream.to_owned())]);
+            }
+            if dropped > 0 {
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "{dropped} more bytes of {stream} dropped: a call may write {} KiB",
+                        output::MAX_BYTES_PER_CALL >> 10
+                    ),
+                    vec![("stream".to_owned(), stream.to_owned())],
+                );
+            }
+        }
+        stderr_tail
+    }
+
     /// When the current call's deadline passes.
     fn deadline(&self) -> std::time::Instant {
         self.clock.instant(self.deadline_ms)
@@ -724,14 +939,24 @@ impl Instance {
                 } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
                     Err(GuestError::Timeout(self.limits.time_ms))
                 } else {
-                    Err(GuestError::Trap(caps::guest_text(
-                        &format!("{e:#}"),
-                        caps::MAX_GUEST_TEXT,
-                    )))
+                    Err(GuestError::Trap(format!("{e:#}")))
                 }
             }
         };
         let data = self.store.data_mut();
+        let stderr_tail = data.log_output();
+        // What the guest wrote to stderr before it trapped says why (a
+        // panic message, a traceback): it goes with the trap.
+        let outcome = outcome.map_err(|e| match e {
+            GuestError::Trap(trap) => {
+                let why = match stderr_tail {
+                    Some(tail) => format!("{trap}; stderr: {tail}"),
+                    None => trap,
+                };
+                GuestError::Trap(caps::guest_text(&why, caps::MAX_GUEST_TEXT))
+            }
+            other => other,
+        });
         if outcome.is_err() {
             // Nothing of a failed event leaves the handler (but its log).
             data.emitted.truncate(mark);
@@ -778,6 +1003,12 @@ impl Instance {
     /// The name of the handler.
     pub fn handler(&self) -> &str {
         &self.store.data().handler
+    }
+
+    /// Bytes of linear memory and tables its core instances hold, as
+    /// counted against `limits.memory_mb`.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.used
     }
 }
 
