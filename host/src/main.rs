@@ -30,6 +30,9 @@ enum Command {
     Run(RunArgs),
     /// Run the configured handlers over recorded binlog files.
     Replay(ReplayArgs),
+    /// Replay binlog files through the configured handlers into in-memory
+    /// sinks and compare what each sink received with its golden file.
+    Test(TestArgs),
     /// Show the checkpoint, the lag behind the server, handler state and
     /// dead letters; reset a handler's state or move the start position.
     State(StateArgs),
@@ -94,6 +97,23 @@ struct ReplayArgs {
     /// as `run` does, and resume after its checkpoint.
     #[arg(long)]
     checkpoint: bool,
+}
+
+#[derive(clap::Args)]
+struct TestArgs {
+    /// The config file.
+    #[arg(short, long, default_value = "rowhook.toml")]
+    config: PathBuf,
+    /// Binlog files, in order.
+    #[arg(long, required = true, num_args = 1..)]
+    binlog: Vec<PathBuf>,
+    /// The golden files' directory: `SINK.out` for each sink (default:
+    /// `golden/` beside the config).
+    #[arg(long)]
+    golden: Option<PathBuf>,
+    /// Record what each sink received as its golden file.
+    #[arg(long)]
+    update: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -205,6 +225,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Replay(args) => replay(args),
+        Command::Test(args) => test(args),
         Command::State(args) => state(&rt, args),
         Command::Inspect(args) => inspect(&rt, args),
         Command::Check(args) => check(&rt, args),
@@ -306,6 +327,39 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         stats.changes, stats.calls, stats.messages, stats.handler_errors, stats.commits
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let plan = rowhook::config::Plan::load(&args.config)?;
+    let opts = rowhook::cli::test::TestOptions {
+        golden: args
+            .golden
+            .unwrap_or_else(|| rowhook::cli::test::default_golden_dir(&args.config)),
+        update: args.update,
+    };
+    let outcomes = rowhook::cli::test::test(&plan, &args.binlog, &opts)?;
+    let mut ok = true;
+    for o in &outcomes {
+        match &o.problem {
+            None if args.update => println!(
+                "ok   sink `{}`: {} messages recorded in {}",
+                o.sink,
+                o.messages,
+                o.golden.display()
+            ),
+            None => println!(
+                "ok   sink `{}`: {} messages, as {}",
+                o.sink,
+                o.messages,
+                o.golden.display()
+            ),
+            Some(problem) => {
+                ok = false;
+                println!("FAIL sink `{}`: {} messages; {problem}", o.sink, o.messages);
+            }
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {

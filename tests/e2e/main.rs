@@ -7,6 +7,8 @@
 
 /// The row change encoding's test vectors: rowhook's writer gives their bytes.
 mod abi_vectors;
+/// What handler authors run: `rowhook test` with golden files.
+mod authoring;
 /// Reading MySQL's binlog formats from the conformance corpus in ../shared.
 mod conformance;
 /// SIGKILL at random moments under load: nothing lost, state exactly once.

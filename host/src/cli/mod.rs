@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod replay;
 pub mod run;
 pub mod state;
+pub mod test;
 
 use crate::config::Plan;
 use crate::decode::gtid::GtidState;

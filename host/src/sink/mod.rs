@@ -31,6 +31,7 @@
 
 #[cfg(feature = "sink-amqp")]
 pub mod amqp;
+pub mod capture;
 #[cfg(feature = "sink-fifo")]
 pub mod fifo;
 #[cfg(feature = "sink-file")]

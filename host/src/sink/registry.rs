@@ -30,10 +30,16 @@ use super::{Message, Sink, SinkError};
 use crate::probe::CheckLine;
 use crate::problem::SinkContext;
 
-/// Writes the three enums and their dispatch from the list of kinds.
+/// Writes the three enums and their dispatch from the list of kinds: the
+/// kinds a config names, then those rowhook puts in place itself (which
+/// have a [`SinkSpec`] and an [`AnySink`] variant, and no config keys).
 macro_rules! kinds {
-    ($( $(#[$cfg:meta])* $variant:ident => $kind:ty, )*) => {
-        /// The names of the kinds this build has, in registry order.
+    (
+        configurable { $( $(#[$cfg:meta])* $variant:ident => $kind:ty, )* }
+        internal { $( $ivariant:ident => $ikind:ty, )* }
+    ) => {
+        /// The names of the kinds a config can name in this build, in
+        /// registry order.
         pub const KINDS: &[&str] = &[$( $(#[$cfg])* <$kind as SinkKind>::NAME, )*];
 
         /// The own keys of a `[sinks.NAME]` table, parsed by its kind.
@@ -65,6 +71,7 @@ macro_rules! kinds {
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum SinkSpec {
             $( $(#[$cfg])* #[doc = concat!("The `", stringify!($variant), "` kind.")] $variant(<$kind as SinkKind>::Options), )*
+            $( #[doc = concat!("The `", stringify!($ivariant), "` kind.")] $ivariant(<$ikind as SinkKind>::Options), )*
         }
 
         impl SinkSpec {
@@ -72,6 +79,7 @@ macro_rules! kinds {
             pub fn kind(&self) -> &'static str {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(_) => <$kind as SinkKind>::NAME, )*
+                    $( Self::$ivariant(_) => <$ikind as SinkKind>::NAME, )*
                 }
             }
 
@@ -79,6 +87,7 @@ macro_rules! kinds {
             pub fn one_line_per_message(&self) -> bool {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref o) => <$kind as SinkKind>::one_line_per_message(o), )*
+                    $( Self::$ivariant(ref o) => <$ikind as SinkKind>::one_line_per_message(o), )*
                 }
             }
 
@@ -86,6 +95,7 @@ macro_rules! kinds {
             pub fn path(&self) -> Option<&Path> {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref o) => <$kind as SinkKind>::path(o), )*
+                    $( Self::$ivariant(ref o) => <$ikind as SinkKind>::path(o), )*
                 }
             }
 
@@ -93,6 +103,7 @@ macro_rules! kinds {
             pub fn probe(&self, name: &str) -> CheckLine {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref o) => <$kind as SinkKind>::probe(name, o), )*
+                    $( Self::$ivariant(ref o) => <$ikind as SinkKind>::probe(name, o), )*
                 }
             }
         }
@@ -102,6 +113,7 @@ macro_rules! kinds {
         #[derive(Debug)]
         pub enum AnySink {
             $( $(#[$cfg])* #[doc = concat!("The `", stringify!($variant), "` kind.")] $variant(<$kind as SinkKind>::Sink), )*
+            $( #[doc = concat!("The `", stringify!($ivariant), "` kind.")] $ivariant(<$ikind as SinkKind>::Sink), )*
         }
 
         impl AnySink {
@@ -109,6 +121,7 @@ macro_rules! kinds {
             pub async fn open(name: &str, spec: &SinkSpec) -> Result<AnySink, SinkError> {
                 Ok(match *spec {
                     $( $(#[$cfg])* SinkSpec::$variant(ref o) => AnySink::$variant(<$kind as SinkKind>::open(name, o).await?), )*
+                    $( SinkSpec::$ivariant(ref o) => AnySink::$ivariant(<$ikind as SinkKind>::open(name, o).await?), )*
                 })
             }
         }
@@ -117,48 +130,56 @@ macro_rules! kinds {
             fn name(&self) -> &str {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref s) => s.name(), )*
+                    $( Self::$ivariant(ref s) => s.name(), )*
                 }
             }
 
             async fn write_batch(&mut self, batch: &[Message]) -> Result<(), SinkError> {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref mut s) => s.write_batch(batch).await, )*
+                    $( Self::$ivariant(ref mut s) => s.write_batch(batch).await, )*
                 }
             }
 
             async fn health(&mut self) -> Result<(), SinkError> {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref mut s) => s.health().await, )*
+                    $( Self::$ivariant(ref mut s) => s.health().await, )*
                 }
             }
 
             async fn close(&mut self) -> Result<(), SinkError> {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref mut s) => s.close().await, )*
+                    $( Self::$ivariant(ref mut s) => s.close().await, )*
                 }
             }
 
             fn register_metrics(&self, registry: &crate::telemetry::Registry) {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref s) => s.register_metrics(registry), )*
+                    $( Self::$ivariant(ref s) => s.register_metrics(registry), )*
                 }
             }
 
             fn limits(&self) -> super::SinkLimits {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref s) => s.limits(), )*
+                    $( Self::$ivariant(ref s) => s.limits(), )*
                 }
             }
 
             fn defer_durability(&mut self) {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref mut s) => s.defer_durability(), )*
+                    $( Self::$ivariant(ref mut s) => s.defer_durability(), )*
                 }
             }
 
             async fn make_durable(&mut self) -> Result<(), SinkError> {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref mut s) => s.make_durable().await, )*
+                    $( Self::$ivariant(ref mut s) => s.make_durable().await, )*
                 }
             }
         }
@@ -167,6 +188,7 @@ macro_rules! kinds {
 
 // The kinds of this build: one line each, behind the kind's cargo feature.
 kinds! {
+    configurable {
     #[cfg(feature = "sink-stdout")]
     Stdout => super::stdout::StdoutKind,
     #[cfg(feature = "sink-file")]
@@ -185,6 +207,11 @@ kinds! {
     Http => super::http::HttpKind,
     #[cfg(feature = "sink-kafka")]
     Kafka => super::kafka::KafkaKind,
+    }
+    // `rowhook test`'s stand-in for every sink.
+    internal {
+    Capture => super::capture::CaptureKind,
+    }
 }
 
 #[cfg(test)]
