@@ -206,6 +206,10 @@ struct CheckArgs {
     /// sinks, and its [source] server if it has one.
     #[arg(short, long)]
     config: Option<PathBuf>,
+    /// With --config: recorded binlog files whose changes of each
+    /// handler's tables the trial calls use (default: made-up changes).
+    #[arg(long, num_args = 1.., requires = "config")]
+    binlog: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -294,7 +298,7 @@ fn check(rt: &tokio::runtime::Runtime, args: CheckArgs) -> anyhow::Result<ExitCo
         (None, Some(config)) => {
             let plan = rowhook::config::Plan::load(&config)?;
             // Modules are checked outside the async runtime (see rowhook::cli).
-            let mut lines = rowhook::cli::check::check_plan(&plan);
+            let mut lines = rowhook::cli::check::check_plan(&plan, &args.binlog);
             match &plan.source {
                 Some(source) => {
                     lines.extend(rt.block_on(rowhook::cli::check::check_server(&source.url, source.server_id)))

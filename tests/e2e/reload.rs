@@ -283,11 +283,18 @@ module = "{v1}"
 tables = ["app.t"]
 sinks = ["out"]
 limits = {{ memory_mb = 1 }}
+
+[[handlers]]
+name = "leaky"
+module = "{leaky}"
+tables = ["app.t"]
+limits = {{ memory_mb = 16 }}
 "#,
         pipe = not_a_pipe.display(),
         v1 = v1.display(),
         sockets = wasm.join("foreign.wasm").display(),
         command = wasm.join("wrong-world.wasm").display(),
+        leaky = wasm.join("leaky.wasm").display(),
     );
     let config = dir.join("bad.toml");
     std::fs::write(&config, bad).unwrap();
@@ -326,7 +333,16 @@ limits = {{ memory_mb = 1 }}
     let pipe = line("FAIL sink `pipe` (fifo): ");
     assert!(pipe.contains("is not a named pipe"), "{pipe}");
     assert!(line("ok   sink `out` (file): ").contains("changes.log"), "{stdout}");
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("FAIL")).count(), 5, "{stdout}");
+    // The trial calls: the good handler's memory stays flat over made-up
+    // changes; the leaky one's growth is found and projected to its cap.
+    let trial = line("ok   handler `good`: 1000 calls with");
+    assert!(trial.contains("made-up change") && trial.ends_with(": flat"), "{trial}");
+    let leaky = line("FAIL handler `leaky`: 1000 calls");
+    assert!(
+        leaky.contains("it grows ~4") && leaky.contains("bytes per call and reaches memory_mb = 16 after about"),
+        "{leaky}"
+    );
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("FAIL")).count(), 6, "{stdout}");
 
     // A module with a foreign import stops `replay` before anything runs.
     let net_only = dir.join("net.toml");

@@ -82,6 +82,61 @@ pub async fn check_server(url: &SourceUrl, server_id: u32) -> Vec<CheckLine> {
     lines
 }
 
+/// The report of a handler's trial calls (see [`super::trial`]).
+fn trial_line(
+    h: &crate::config::HandlerPlan,
+    sample: &super::trial::Samples,
+    real: bool,
+    t: &super::trial::Trial,
+) -> CheckLine {
+    use super::trial::{CALLS, LEAK_HORIZON, WARM_UP};
+    let mib = |b: usize| b as f64 / f64::from(1 << 20);
+    let mut text = format!("handler `{}`: {} calls with {}", h.name, t.calls, sample.from);
+    if let Some(broke) = &t.broke {
+        text.push_str(&format!(": call {} failed for good: {broke}", t.calls));
+        if !real {
+            text.push_str("; pass --binlog FILE to try real rows");
+            return ok(text);
+        }
+        return fail(format!("{text}; the handler's on_error applies to such a change"));
+    }
+    match t.errors {
+        0 => text.push_str(": every call returned ok"),
+        n => text.push_str(&format!(
+            ": {n} returned an error (first: {})",
+            t.first_error.as_deref().unwrap_or_default()
+        )),
+    }
+    let (warm, end) = t.memory;
+    text.push_str(&format!(
+        "; memory {:.1} MiB after {WARM_UP} calls, {:.1} MiB after {}",
+        mib(warm),
+        mib(end),
+        t.calls
+    ));
+    let cap = h.limits.memory_bytes();
+    match t.calls_to_cap(cap) {
+        None => {
+            text.push_str(": flat");
+            ok(text)
+        }
+        Some(left) => {
+            text.push_str(&format!(
+                ": it grows ~{:.0} bytes per call and reaches memory_mb = {} after about {left} more calls",
+                t.growth_per_call(),
+                h.limits.memory_mb
+            ));
+            if left < LEAK_HORIZON && t.calls == CALLS {
+                fail(format!(
+                    "{text}; the build keeps memory from every call (a leaking language runtime or a cache without bound): find what it keeps, or raise limits.memory_mb if it levels off"
+                ))
+            } else {
+                ok(text)
+            }
+        }
+    }
+}
+
 fn ok(text: String) -> CheckLine {
     CheckLine::ok(text)
 }
@@ -120,7 +175,7 @@ fn load_fix(e: &LoadError) -> &'static str {
 /// world and starts within its memory limit; every sink and the state
 /// directory can be written where the config says. Call it outside any
 /// async runtime (instantiating a handler may run WASI code).
-pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
+pub fn check_plan(plan: &Plan, binlog: &[std::path::PathBuf]) -> Vec<CheckLine> {
     let mut lines = vec![ok(format!(
         "config {}: {} sink(s), {} handler(s)",
         plan.file.display(),
@@ -137,6 +192,13 @@ pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
             plan.state.path.display()
         )),
     });
+    let mut samples = std::collections::HashMap::new();
+    if !binlog.is_empty() {
+        match super::trial::from_binlog(plan, binlog) {
+            Ok(s) => samples = s,
+            Err(e) => lines.push(fail(format!("reading --binlog: {e:#}"))),
+        }
+    }
     let runtime = match HandlerRuntime::new() {
         Ok(r) => r.with_compile_cache(plan.state.compile_cache_dir()),
         Err(e) => {
@@ -161,7 +223,8 @@ pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
             crate::runtime::cache::Origin::Compiled => "compiles",
         };
         match runtime.instantiate(&module, &h.name, grants, limits) {
-            Ok(instance) => lines.push(ok(format!(
+            Ok(mut instance) => {
+                lines.push(ok(format!(
                 "handler `{}`: {} {how} ({} ms), imports only what handlers are given and starts within memory_mb = {} ({:.1} MiB used, {} core instances); limits time_ms = {}, emits_per_event = {}, state_mb = {}",
                 h.name,
                 h.module.display(),
@@ -172,13 +235,28 @@ pub fn check_plan(plan: &Plan) -> Vec<CheckLine> {
                 limits.time_ms,
                 h.limits.emits_per_event,
                 h.limits.state_mb
-            ))),
+                )));
+                let sample = match samples.remove(&h.name) {
+                    Some(s) if !s.changes.is_empty() => s,
+                    _ => super::trial::synthetic(h),
+                };
+                let real = !binlog.is_empty() && !sample.from.contains("made-up");
+                lines.push(trial_line(
+                    h,
+                    &sample,
+                    real,
+                    &super::trial::run(&mut instance, &sample.changes),
+                ));
+            }
             Err(e) => {
                 let e = format!("{e:#}");
                 let fix = if e.contains("limits.") {
                     String::new()
                 } else {
-                    format!("; if the memory limit is the cause, raise limits.memory_mb (now {})", h.limits.memory_mb)
+                    format!(
+                        "; if the memory limit is the cause, raise limits.memory_mb (now {})",
+                        h.limits.memory_mb
+                    )
                 };
                 lines.push(fail(format!("handler `{}`: {e}{fix}", h.name)));
             }

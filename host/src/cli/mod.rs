@@ -20,6 +20,7 @@ pub mod replay;
 pub mod run;
 pub mod state;
 pub mod test;
+pub mod trial;
 
 use crate::config::Plan;
 use crate::decode::gtid::GtidState;
