@@ -33,6 +33,8 @@ enum Command {
     /// Replay binlog files through the configured handlers into in-memory
     /// sinks and compare what each sink received with its golden file.
     Test(TestArgs),
+    /// Write a handler project that builds and passes its own test.
+    New(NewArgs),
     /// Show the checkpoint, the lag behind the server, handler state and
     /// dead letters; reset a handler's state or move the start position.
     State(StateArgs),
@@ -97,6 +99,18 @@ struct ReplayArgs {
     /// as `run` does, and resume after its checkpoint.
     #[arg(long)]
     checkpoint: bool,
+}
+
+#[derive(clap::Args)]
+struct NewArgs {
+    /// The handler's language: rust.
+    #[arg(long, default_value = "rust")]
+    lang: String,
+    /// The project's name: lowercase letters, digits and `-`.
+    name: String,
+    /// Where to write it (default: ./NAME).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -230,6 +244,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Replay(args) => replay(args),
         Command::Test(args) => test(args),
+        Command::New(args) => new(args),
         Command::State(args) => state(&rt, args),
         Command::Inspect(args) => inspect(&rt, args),
         Command::Check(args) => check(&rt, args),
@@ -329,6 +344,19 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "rowhook: {} row changes, {} handler calls, {} messages, {} handler errors, {} transactions",
         stats.changes, stats.calls, stats.messages, stats.handler_errors, stats.commits
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
+    let lang = rowhook::cli::new::Lang::parse(&args.lang).map_err(|e| anyhow::anyhow!("--lang: {e}"))?;
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+    let files = rowhook::cli::new::new_project(lang, &args.name, &dir)?;
+    println!(
+        "wrote {} files into {}: `cd {} && bash test.sh` builds the handler and tests it",
+        files.len(),
+        dir.display(),
+        dir.display()
     );
     Ok(ExitCode::SUCCESS)
 }

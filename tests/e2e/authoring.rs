@@ -121,3 +121,36 @@ dead_letter = "dead"
         "{stdout}"
     );
 }
+
+/// `rowhook new` writes a project that builds and passes its own test out
+/// of the box, with the SDK it ships; a second one into the same place is
+/// refused.
+#[test]
+fn rowhook_new_writes_a_rust_project_that_passes_its_own_test() {
+    let dir = temp_dir("authoring-new-rust");
+    let project = dir.join("orders-feed");
+    let out = rowhook(&[
+        "new",
+        "--lang",
+        "rust",
+        "orders-feed",
+        "--dir",
+        project.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let test = std::process::Command::new("bash")
+        .arg(project.join("test.sh"))
+        .env("ROWHOOK", env!("CARGO_BIN_EXE_rowhook"))
+        .output()
+        .expect("run test.sh");
+    let stdout = String::from_utf8_lossy(&test.stdout);
+    assert!(
+        test.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    assert_eq!(stdout, "ok   sink `out`: 3 messages, as golden/out.out\n");
+    let again = rowhook(&["new", "orders-feed", "--dir", project.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists and is not empty"));
+}

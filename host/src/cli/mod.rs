@@ -16,6 +16,7 @@
 
 pub mod check;
 pub mod inspect;
+pub mod new;
 pub mod replay;
 pub mod run;
 pub mod state;
