@@ -266,6 +266,6 @@ int main(int argc, char **argv) {
     json_escaping();
     json_numbers();
     getters(argv[1]);
-    printf("%d passed, %d failed\n", passed, failed);
+    printf("sdk: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

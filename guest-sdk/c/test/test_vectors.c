@@ -263,13 +263,13 @@ int main(int argc, char **argv) {
         free(buf);
         free(bin);
     }
-    printf("vectors: %d valid, %d malformed\n", valid, malformed);
+    printf("%d valid vectors, %d malformed\n", valid, malformed);
     if (valid < 20 || malformed < 10) {
         fprintf(stderr, "too few vectors: %d valid, %d malformed\n", valid, malformed);
         failed++;
     }
     free(expected);
     free(got);
-    printf("%d passed, %d failed\n", passed, failed);
+    printf("vectors: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
