@@ -6,9 +6,9 @@
 #   guest-sdk/c/regen.sh --check   fail if gen/ differs from fresh bindings
 #
 # wit-bindgen-cli is installed once into guest-sdk/c/.tools (git-ignored)
-# with `cargo install --locked`: a few minutes on two cores. The version is
-# the one of the wit-bindgen crate the Rust SDK uses, so both SDKs read the
-# WIT the same way.
+# with `cargo install --locked`, the C generator only: a few minutes on two
+# cores. Its version is the one of the wit-bindgen crate the Rust SDK uses,
+# so both SDKs read the WIT alike.
 set -euo pipefail
 
 version=0.60.0
@@ -28,12 +28,15 @@ esac
 
 if ! [[ -x $bin ]] || [[ $("$bin" --version) != "wit-bindgen-cli $version"* ]]; then
     echo "installing wit-bindgen-cli $version into $tools" >&2
-    cargo install wit-bindgen-cli --version "$version" --locked --root "$tools"
+    cargo install wit-bindgen-cli --version "$version" --locked --no-default-features --features c --root "$tools"
 fi
 
 fresh=$(mktemp -d)
 trap 'rm -rf "$fresh"' EXIT
-"$bin" c "$here/../wit" --world handler --out-dir "$fresh" >/dev/null
+if ! log=$("$bin" c "$here/../wit" --world handler --out-dir "$fresh" 2>&1); then
+    echo "$log" >&2
+    exit 1
+fi
 
 if $check; then
     if ! diff -r "$fresh" "$here/gen"; then

@@ -310,6 +310,10 @@ static inline rh_result rh_ok(void) {
  * failure too. */
 static inline rh_result rh_fail_n(const char *message, size_t len) {
     rh_result r;
+    if (len == 0) {
+        message = "the handler failed (no message)";
+        len = strlen(message);
+    }
     r.error = (char *)malloc(len + 1);
     if (!r.error) abort();
     memcpy(r.error, message, len);
@@ -1338,12 +1342,7 @@ static inline handler_string_t rh__wit_str(const char *p, size_t n) {
     return s;
 }
 
-/* Queues payload[0..len) for the sink `sink` (a key of [sinks] in the
- * configuration), with message key `key` (NUL-terminated; NULL lets the
- * sink choose). The message goes out when the transaction has been
- * handled, and only if this call to the handler succeeds. RH_OK, or
- * RH_ERR_EMIT_*: nothing reached any sink. */
-static inline rh_status rh_emit_key(const char *sink, const rh_str *key, const void *payload, size_t len) {
+static inline rh_status rh__emit(const char *sink, const rh_str *key, const void *payload, size_t len) {
     handler_string_t s = rh__wit_str(sink, strlen(sink));
     handler_string_t k;
     handler_list_u8_t p = {(uint8_t *)payload, len};
@@ -1450,11 +1449,19 @@ static inline void rh_gauge_set(const char *name, double value) {
         return false;                                                                                  \
     }
 
-/* Queues payload[0..len) for the sink `sink`, with message key `key`
- * (NUL-terminated, or NULL to let the sink choose): see rh_emit_key. */
+/* Queues payload[0..len) for the sink `sink` (a key of [sinks] in the
+ * configuration), with message key `key` (NUL-terminated; NULL lets the
+ * sink choose). The message goes out when the transaction has been
+ * handled, and only if this call to the handler succeeds. RH_OK, or
+ * RH_ERR_EMIT_*: nothing reached any sink. */
 static inline rh_status rh_emit(const char *sink, const char *key, const void *payload, size_t len) {
     rh_str k = rh_cstr(key);
-    return rh_emit_key(sink, key ? &k : NULL, payload, len);
+    return rh__emit(sink, key ? &k : NULL, payload, len);
+}
+
+/* rh_emit with the key an rh_str (the change id, a column's text). */
+static inline rh_status rh_emit_key(const char *sink, rh_str key, const void *payload, size_t len) {
+    return rh__emit(sink, &key, payload, len);
 }
 
 /* The counter under `key` (rh_state_increment), 0 if there is none or the

@@ -23,6 +23,11 @@ static size_t got_len, got_cap;
 
 static void put(const char *fmt, ...) {
     va_list ap;
+    if (!got) {
+        got_cap = 4096;
+        got = malloc(got_cap);
+        if (!got) abort();
+    }
     for (;;) {
         va_start(ap, fmt);
         int n = vsnprintf(got + got_len, got_cap - got_len, fmt, ap);
@@ -31,7 +36,7 @@ static void put(const char *fmt, ...) {
             got_len += (size_t)n;
             break;
         }
-        got_cap = got_cap ? got_cap * 2 : 4096;
+        got_cap *= 2;
         got = realloc(got, got_cap);
         if (!got) abort();
     }
