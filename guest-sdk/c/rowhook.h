@@ -64,6 +64,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -212,6 +213,62 @@ typedef struct rh_value {
         rh_bytes bytes;
     } as;
 } rh_value;
+
+/* Values made in C, for rh_json_value and for changes built in tests
+ * (rh_testing_change). Texts and bytes are borrowed, not copied. */
+static inline rh_value rh_make_null(void) {
+    rh_value v;
+    memset(&v, 0, sizeof v);
+    v.tag = RH_TAG_NULL;
+    return v;
+}
+
+static inline rh_value rh_make_int(int64_t i) {
+    rh_value v = rh_make_null();
+    v.tag = RH_TAG_INT;
+    v.as.i = i;
+    return v;
+}
+
+static inline rh_value rh_make_uint(uint64_t u) {
+    rh_value v = rh_make_null();
+    v.tag = RH_TAG_UINT;
+    v.as.u = u;
+    return v;
+}
+
+static inline rh_value rh_make_double(double d) {
+    rh_value v = rh_make_null();
+    v.tag = RH_TAG_DOUBLE;
+    v.as.f = d;
+    return v;
+}
+
+static inline rh_value rh_make_float(float f) {
+    rh_value v = rh_make_null();
+    v.tag = RH_TAG_FLOAT;
+    v.as.f = (double)f;
+    return v;
+}
+
+/* A value of a text tag (RH_TAG_DECIMAL, RH_TAG_STRING, RH_TAG_DATE ...). */
+static inline rh_value rh_make_text(rh_tag tag, const char *s) {
+    rh_value v = rh_make_null();
+    v.tag = tag;
+    v.as.text.ptr = s;
+    v.as.text.len = strlen(s);
+    return v;
+}
+
+static inline rh_value rh_make_string(const char *s) { return rh_make_text(RH_TAG_STRING, s); }
+
+static inline rh_value rh_make_bytes(const void *p, size_t n) {
+    rh_value v = rh_make_null();
+    v.tag = RH_TAG_BYTES;
+    v.as.bytes.ptr = (const uint8_t *)p;
+    v.as.bytes.len = n;
+    return v;
+}
 
 /* A column of the changed table. */
 typedef struct rh_column {
@@ -1027,9 +1084,6 @@ static inline void rh__json_int(rh_json *o, int64_t v) {
     }
 }
 
-int snprintf(char *, size_t, const char *, ...);
-float strtof(const char *, char **);
-
 /* Writes `d` (a float if `single`) as Rust's ryu crate does, the way the
  * row change JSON shows numbers: the shortest digits that read back as the
  * same value, plain between 1e-5 and 1e16 (1e13 for a float), `1e-7` and
@@ -1449,6 +1503,455 @@ static inline void rh_gauge_set(const char *name, double value) {
         return false;                                                                                  \
     }
 
+#else /* not __wasm__ */
+
+/* Natively (a handler's unit tests, built with gcc or clang for the host)
+ * the capabilities go to an in-memory recorder, one per translation unit,
+ * and rh_testing_run calls a handler the way rowhook does. rh_testing_change
+ * makes the change to give it:
+ *
+ *     rh_testing_change b = rh_testing_insert("shop", "hits");
+ *     rh_testing_column(&b, "ip", rh_make_string("203.0.113.7"));
+ *     size_t len;
+ *     uint8_t *buf = rh_testing_build(&b, &len);
+ *     rh_result r = rh_testing_run(on_change, buf, len);
+ *     // r.error is NULL, or the message rowhook would get (free it)
+ *     // rh_testing_messages()[0].payload is what the handler emitted
+ */
+
+/* A message a handler emitted. */
+typedef struct rh_testing_message {
+    char *sink;
+    char *key; /* NULL: none */
+    uint8_t *payload;
+    size_t len;
+} rh_testing_message;
+
+/* A line a handler logged. */
+typedef struct rh_testing_log {
+    rh_level level;
+    char *message;
+    size_t nfields;
+    char **names;
+    char **values;
+} rh_testing_log;
+
+/* A state entry, counter or gauge: a name and bytes (a counter's value is
+ * its uint64_t, a gauge's its double, in `value`). */
+typedef struct rh_testing_entry {
+    char *key;
+    uint8_t *value;
+    size_t len;
+} rh_testing_entry;
+
+typedef struct rh_testing_list {
+    void *items;
+    size_t len, cap;
+} rh_testing_list;
+
+static struct rh__recorder {
+    const char *const *granted; /* NULL: every sink */
+    size_t ngranted;
+    size_t emit_limit; /* 0: none */
+    size_t emitted_this_event;
+    rh_testing_list messages, logs, state, counters, gauges;
+} rh__rec;
+
+static inline void *rh__push(rh_testing_list *l, size_t size) {
+    if (l->len == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 8;
+        l->items = realloc(l->items, l->cap * size);
+        if (!l->items) abort();
+    }
+    return (char *)l->items + l->len++ * size;
+}
+
+static inline char *rh__dup(const void *p, size_t n) {
+    char *d = (char *)malloc(n + 1);
+    if (!d) abort();
+    if (n) memcpy(d, p, n);
+    d[n] = 0;
+    return d;
+}
+
+/* The entry `key` of a state-like list, or NULL. */
+static inline rh_testing_entry *rh__entry(rh_testing_list *l, const char *key) {
+    rh_testing_entry *e = (rh_testing_entry *)l->items;
+    for (size_t i = 0; i < l->len; i++)
+        if (strcmp(e[i].key, key) == 0) return &e[i];
+    return NULL;
+}
+
+static inline void rh__entry_put(rh_testing_list *l, const char *key, const void *value, size_t len) {
+    rh_testing_entry *e = rh__entry(l, key);
+    if (!e) {
+        e = (rh_testing_entry *)rh__push(l, sizeof *e);
+        e->key = rh__dup(key, strlen(key));
+    } else {
+        free(e->value);
+    }
+    e->value = (uint8_t *)rh__dup(value, len);
+    e->len = len;
+}
+
+static inline void rh__entries_free(rh_testing_list *l) {
+    rh_testing_entry *e = (rh_testing_entry *)l->items;
+    for (size_t i = 0; i < l->len; i++) {
+        free(e[i].key);
+        free(e[i].value);
+    }
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+static inline rh_testing_list rh__entries_copy(const rh_testing_list *l) {
+    rh_testing_list c = {NULL, 0, 0};
+    const rh_testing_entry *e = (const rh_testing_entry *)l->items;
+    for (size_t i = 0; i < l->len; i++) rh__entry_put(&c, e[i].key, e[i].value, e[i].len);
+    return c;
+}
+
+static inline void rh__messages_truncate(size_t len) {
+    rh_testing_message *m = (rh_testing_message *)rh__rec.messages.items;
+    for (size_t i = len; i < rh__rec.messages.len; i++) {
+        free(m[i].sink);
+        free(m[i].key);
+        free(m[i].payload);
+    }
+    rh__rec.messages.len = len;
+}
+
+static inline rh_status rh__emit(const char *sink, const rh_str *key, const void *payload, size_t len) {
+    if (rh__rec.granted) {
+        size_t i = 0;
+        while (i < rh__rec.ngranted && strcmp(rh__rec.granted[i], sink) != 0) i++;
+        if (i == rh__rec.ngranted) return rh__emit_fail(RH_ERR_EMIT_DENIED, sink);
+    }
+    if (rh__rec.emit_limit && rh__rec.emitted_this_event >= rh__rec.emit_limit)
+        return rh__emit_fail(RH_ERR_EMIT_QUOTA, sink);
+    rh__rec.emitted_this_event++;
+    rh_testing_message *m = (rh_testing_message *)rh__push(&rh__rec.messages, sizeof *m);
+    m->sink = rh__dup(sink, strlen(sink));
+    m->key = key ? rh__dup(key->ptr, key->len) : NULL;
+    m->payload = (uint8_t *)rh__dup(payload, len);
+    m->len = len;
+    return RH_OK;
+}
+
+static inline bool rh_state_get(const char *key, uint8_t **value, size_t *len) {
+    rh_testing_entry *e = rh__entry(&rh__rec.state, key);
+    if (!e) return false;
+    *value = (uint8_t *)rh__dup(e->value, e->len);
+    *len = e->len;
+    return true;
+}
+
+static inline rh_status rh_state_set(const char *key, const void *value, size_t len) {
+    rh__entry_put(&rh__rec.state, key, value, len);
+    return RH_OK;
+}
+
+static inline void rh_state_delete(const char *key) {
+    rh_testing_entry *e = rh__entry(&rh__rec.state, key), *all = (rh_testing_entry *)rh__rec.state.items;
+    if (!e) return;
+    free(e->key);
+    free(e->value);
+    *e = all[--rh__rec.state.len];
+}
+
+static inline rh_status rh_state_increment(const char *key, int64_t delta, int64_t *out) {
+    rh_testing_entry *e = rh__entry(&rh__rec.state, key);
+    int64_t old = 0, v;
+    if (e) {
+        if (e->len != 8) return rh__state_fail(RH_ERR_STATE_NOT_A_COUNTER, key);
+        old = (int64_t)rh__u64(e->value);
+    }
+    if ((delta > 0 && old > INT64_MAX - delta) || (delta < 0 && old < INT64_MIN - delta))
+        return rh__state_fail(RH_ERR_STATE_OVERFLOW, key);
+    v = old + delta;
+    uint8_t le[8];
+    for (int i = 0; i < 8; i++) le[i] = (uint8_t)((uint64_t)v >> (8 * i));
+    rh__entry_put(&rh__rec.state, key, le, 8);
+    if (out) *out = v;
+    return RH_OK;
+}
+
+static inline void rh_log(rh_level level, const char *message, const rh_field *fields, size_t n) {
+    rh_testing_log *l = (rh_testing_log *)rh__push(&rh__rec.logs, sizeof *l);
+    l->level = level;
+    l->message = rh__dup(message, strlen(message));
+    l->nfields = n;
+    l->names = (char **)malloc((n ? n : 1) * sizeof(char *));
+    l->values = (char **)malloc((n ? n : 1) * sizeof(char *));
+    if (!l->names || !l->values) abort();
+    for (size_t i = 0; i < n; i++) {
+        l->names[i] = rh__dup(fields[i].name, strlen(fields[i].name));
+        l->values[i] = rh__dup(fields[i].value.ptr, fields[i].value.len);
+    }
+}
+
+static inline void rh_counter_add(const char *name, uint64_t delta) {
+    rh_testing_entry *e = rh__entry(&rh__rec.counters, name);
+    uint64_t v = delta;
+    if (e) v += *(const uint64_t *)(const void *)e->value;
+    rh__entry_put(&rh__rec.counters, name, &v, sizeof v);
+}
+
+static inline void rh_gauge_set(const char *name, double value) {
+    rh__entry_put(&rh__rec.gauges, name, &value, sizeof value);
+}
+
+/* Makes `handler` the handler rh_testing_run calls as `rh_exported_handler`
+ * (on wasm32, the component's export). */
+#define RH_EXPORT_HANDLER(handler)                                                                     \
+    __attribute__((unused)) static rh_result (*const rh_exported_handler)(const rh_change *) = handler;
+
+/* Calls `handler` with the change buf[0..len) as rowhook does: a fresh emit
+ * quota, and the call's messages, state writes and metrics discarded if it
+ * fails. Returns its result: r.error is the message rowhook would get
+ * (free it). */
+static inline rh_result rh_testing_run(rh_result (*handler)(const rh_change *), const uint8_t *buf, size_t len) {
+    size_t messages = rh__rec.messages.len;
+    rh_testing_list state = rh__entries_copy(&rh__rec.state);
+    rh_testing_list counters = rh__entries_copy(&rh__rec.counters);
+    rh_testing_list gauges = rh__entries_copy(&rh__rec.gauges);
+    rh_change c;
+    rh_result r;
+    rh__rec.emitted_this_event = 0;
+    if (rh_change_parse(&c, buf, len) != RH_OK) r = rh_fail(rh_last_error());
+    else r = handler(&c);
+    if (r.error) {
+        rh__messages_truncate(messages);
+        rh__entries_free(&rh__rec.state);
+        rh__entries_free(&rh__rec.counters);
+        rh__entries_free(&rh__rec.gauges);
+        rh__rec.state = state;
+        rh__rec.counters = counters;
+        rh__rec.gauges = gauges;
+    } else {
+        rh__entries_free(&state);
+        rh__entries_free(&counters);
+        rh__entries_free(&gauges);
+    }
+    return r;
+}
+
+/* Only these sinks may be emitted to (n = 0: none); by default, all. The
+ * array must outlive the test. */
+static inline void rh_testing_grant(const char *const *sinks, size_t n) {
+    static const char *const none[1] = {NULL};
+    rh__rec.granted = sinks ? sinks : none;
+    rh__rec.ngranted = n;
+}
+
+/* At most `limit` emits per call (limits.emits_per_event); 0: no limit. */
+static inline void rh_testing_set_emit_limit(size_t limit) { rh__rec.emit_limit = limit; }
+
+/* What the handlers emitted, in order. */
+static inline const rh_testing_message *rh_testing_messages(size_t *n) {
+    *n = rh__rec.messages.len;
+    return (const rh_testing_message *)rh__rec.messages.items;
+}
+
+/* What they logged, in order. */
+static inline const rh_testing_log *rh_testing_logs(size_t *n) {
+    *n = rh__rec.logs.len;
+    return (const rh_testing_log *)rh__rec.logs.items;
+}
+
+/* The number of state keys. */
+static inline size_t rh_testing_state_len(void) { return rh__rec.state.len; }
+
+/* The counter metric `name`, 0 if never added to. */
+static inline uint64_t rh_testing_counter(const char *name) {
+    rh_testing_entry *e = rh__entry(&rh__rec.counters, name);
+    return e ? *(const uint64_t *)(const void *)e->value : 0;
+}
+
+/* The gauge metric `name`, or `otherwise` if never set. */
+static inline double rh_testing_gauge(const char *name, double otherwise) {
+    rh_testing_entry *e = rh__entry(&rh__rec.gauges, name);
+    return e ? *(const double *)(const void *)e->value : otherwise;
+}
+
+/* Forgets everything recorded, grants and limits included. */
+static inline void rh_testing_reset(void) {
+    rh__messages_truncate(0);
+    free(rh__rec.messages.items);
+    rh_testing_log *l = (rh_testing_log *)rh__rec.logs.items;
+    for (size_t i = 0; i < rh__rec.logs.len; i++) {
+        for (size_t k = 0; k < l[i].nfields; k++) {
+            free(l[i].names[k]);
+            free(l[i].values[k]);
+        }
+        free(l[i].names);
+        free(l[i].values);
+        free(l[i].message);
+    }
+    free(rh__rec.logs.items);
+    rh__entries_free(&rh__rec.state);
+    rh__entries_free(&rh__rec.counters);
+    rh__entries_free(&rh__rec.gauges);
+    memset(&rh__rec, 0, sizeof rh__rec);
+}
+
+/* A change to hand a handler in a test, built column by column. */
+#define RH_TESTING_MAX_COLUMNS 64
+typedef struct rh_testing_change {
+    rh_op op;
+    const char *db, *table, *txn, *gtid, *file;
+    uint64_t pos;
+    uint32_t ts, event_index, row_index;
+    size_t ncols;
+    struct {
+        const char *name;
+        bool primary_key;
+        rh_value before, after; /* tag RH_TAG_ABSENT: not set */
+    } cols[RH_TESTING_MAX_COLUMNS];
+} rh_testing_change;
+
+/* A change of `op` to db.table: GTID 0-1-1, mysql-bin.000001 at 4, ts 0,
+ * event and row 0, no columns yet. */
+static inline rh_testing_change rh_testing_new(rh_op op, const char *db, const char *table) {
+    rh_testing_change b;
+    memset(&b, 0, sizeof b);
+    b.op = op;
+    b.db = db;
+    b.table = table;
+    b.txn = b.gtid = "0-1-1";
+    b.file = "mysql-bin.000001";
+    b.pos = 4;
+    return b;
+}
+
+static inline rh_testing_change rh_testing_insert(const char *db, const char *table) {
+    return rh_testing_new(RH_INSERT, db, table);
+}
+
+static inline rh_testing_change rh_testing_update(const char *db, const char *table) {
+    return rh_testing_new(RH_UPDATE, db, table);
+}
+
+static inline rh_testing_change rh_testing_delete(const char *db, const char *table) {
+    return rh_testing_new(RH_DELETE, db, table);
+}
+
+/* The transaction's GTID (also the id's transaction part). */
+static inline void rh_testing_gtid(rh_testing_change *b, const char *gtid) { b->txn = b->gtid = gtid; }
+
+/* Which rows event of the transaction, and which row of it. */
+static inline void rh_testing_index(rh_testing_change *b, uint32_t event, uint32_t row) {
+    b->event_index = event;
+    b->row_index = row;
+}
+
+static inline size_t rh__slot(rh_testing_change *b, const char *name) {
+    for (size_t i = 0; i < b->ncols; i++)
+        if (strcmp(b->cols[i].name, name) == 0) return i;
+    if (b->ncols == RH_TESTING_MAX_COLUMNS) abort();
+    memset(&b->cols[b->ncols], 0, sizeof b->cols[0]);
+    b->cols[b->ncols].name = name;
+    return b->ncols++;
+}
+
+/* Column `name` with `value`: in the after image (the before image of a
+ * delete); an update's before image has it too unless rh_testing_before
+ * says otherwise. Texts and bytes are read when the change is built. */
+static inline void rh_testing_column(rh_testing_change *b, const char *name, rh_value value) {
+    size_t i = rh__slot(b, name);
+    if (b->op == RH_DELETE) b->cols[i].before = value;
+    else b->cols[i].after = value;
+}
+
+/* Column `name`'s value before an update. */
+static inline void rh_testing_before(rh_testing_change *b, const char *name, rh_value value) {
+    b->cols[rh__slot(b, name)].before = value;
+}
+
+/* Marks column `name` part of the primary key. */
+static inline void rh_testing_primary_key(rh_testing_change *b, const char *name) {
+    b->cols[rh__slot(b, name)].primary_key = true;
+}
+
+static inline void rh__le(uint8_t *p, uint64_t v, int n) {
+    for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* The change in the row change encoding: malloc'd, *len bytes; free() it. */
+static inline uint8_t *rh_testing_build(const rh_testing_change *b, size_t *len) {
+    static const uint8_t type_codes[] = {252, 6, 8, 8, 4, 5, 246, 15, 252, 10, 18, 17, 19, 245, 247, 248, 16, 242};
+    bool before = b->op != RH_INSERT, after = b->op != RH_DELETE;
+    size_t n = b->ncols, images = (size_t)before + (size_t)after;
+    char id[512];
+    int idlen = snprintf(id, sizeof id, "%s:%u:%u", b->txn, b->event_index, b->row_index);
+    if (idlen < 0 || (size_t)idlen >= sizeof id) abort();
+    /* Room: the index, then names, texts and values. */
+    size_t data = RH_HEADER_LEN + n * RH_COLUMN_ENTRY_LEN + n * RH_VALUE_ENTRY_LEN * images;
+    size_t cap = data + (size_t)idlen + strlen(b->gtid ? b->gtid : "") + strlen(b->file) + strlen(b->db) +
+                 strlen(b->table);
+    for (size_t i = 0; i < n; i++) {
+        cap += strlen(b->cols[i].name);
+        const rh_value *v[2] = {&b->cols[i].before, &b->cols[i].after};
+        for (int k = 0; k < 2; k++)
+            if (v[k]->tag >= RH_TAG_DECIMAL && v[k]->tag != RH_TAG_BIT) cap += v[k]->as.bytes.len;
+    }
+    uint8_t *buf = (uint8_t *)calloc(1, cap ? cap : 1);
+    if (!buf) abort();
+    size_t at = data;
+    uint8_t flags = (uint8_t)((before ? RH_FLAG_BEFORE : 0) | (after ? RH_FLAG_AFTER : 0) |
+                              (b->gtid ? RH_FLAG_GTID : 0) | RH_FLAG_NAMES);
+    /* Appends p[0..l) to the data area; returns its offset. */
+#define RH__DATA(p, l) (memcpy(buf + at, (p), (l)), at += (l), at - (l))
+    memcpy(buf, "RHC\x01", 4);
+    buf[4] = (uint8_t)b->op;
+    buf[5] = flags;
+    rh__le(buf + 6, n, 2);
+    rh__le(buf + 8, b->ts, 4);
+    rh__le(buf + 12, b->event_index, 4);
+    rh__le(buf + 16, b->row_index, 4);
+    rh__le(buf + 20, strlen(b->txn), 4);
+    rh__le(buf + 24, b->pos, 8);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *e = buf + RH_HEADER_LEN + i * RH_COLUMN_ENTRY_LEN;
+        const rh_value *v = b->cols[i].after.tag ? &b->cols[i].after : &b->cols[i].before;
+        size_t l = strlen(b->cols[i].name);
+        rh__le(e, RH__DATA(b->cols[i].name, l), 4);
+        rh__le(e + 4, l, 2);
+        e[6] = type_codes[v->tag];
+        e[7] = (uint8_t)((b->cols[i].primary_key ? 1 : 0) | 2);
+    }
+    const char *texts[5] = {id, b->gtid, b->file, b->db, b->table};
+    for (int k = 0; k < 5; k++) {
+        if (!texts[k]) continue;
+        size_t l = k == 0 ? (size_t)idlen : strlen(texts[k]);
+        rh__le(buf + 32 + 8 * k, RH__DATA(texts[k], l), 4);
+        rh__le(buf + 36 + 8 * k, l, 4);
+    }
+    size_t entries = RH_HEADER_LEN + n * RH_COLUMN_ENTRY_LEN;
+    for (int image = 0; image < 2; image++) {
+        if (!(image == 0 ? before : after)) continue;
+        for (size_t i = 0; i < n; i++) {
+            const rh_value *v = image == 0 ? &b->cols[i].before : &b->cols[i].after;
+            if (!v->tag) v = image == 0 ? &b->cols[i].after : &b->cols[i].before;
+            uint8_t *e = buf + entries + i * RH_VALUE_ENTRY_LEN;
+            e[0] = (uint8_t)v->tag;
+            if (v->tag == RH_TAG_INT || v->tag == RH_TAG_UINT || v->tag == RH_TAG_BIT ||
+                v->tag == RH_TAG_FLOAT || v->tag == RH_TAG_DOUBLE) {
+                rh__le(e + 1, v->as.u, 8);
+            } else if (v->tag >= RH_TAG_DECIMAL) {
+                rh__le(e + 1, RH__DATA(v->as.bytes.ptr, v->as.bytes.len), 4);
+                rh__le(e + 5, v->as.bytes.len, 4);
+            }
+        }
+        entries += n * RH_VALUE_ENTRY_LEN;
+    }
+#undef RH__DATA
+    *len = at;
+    return buf;
+}
+
+#endif /* __wasm__ */
+
 /* Queues payload[0..len) for the sink `sink` (a key of [sinks] in the
  * configuration), with message key `key` (NUL-terminated; NULL lets the
  * sink choose). The message goes out when the transaction has been
@@ -1482,7 +1985,6 @@ static inline void rh_log_info(const char *m, const rh_field *f, size_t n) { rh_
 static inline void rh_log_warn(const char *m, const rh_field *f, size_t n) { rh_log(RH_WARN, m, f, n); }
 static inline void rh_log_error(const char *m, const rh_field *f, size_t n) { rh_log(RH_ERROR, m, f, n); }
 
-#endif /* __wasm__ */
 
 #ifdef __cplusplus
 }
