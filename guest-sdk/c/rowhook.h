@@ -44,16 +44,16 @@
  * getter returns RH_OK and writes *out, or a status saying why not; the
  * status's message (rh_last_error) names the column, as the Rust SDK does:
  *
- *     | getter            | reads                                                    |
- *     |-------------------|----------------------------------------------------------|
+ *     | getter              | reads                                                  |
+ *     |---------------------|--------------------------------------------------------|
  *     | _i64 _i32 _u64 _u32 | integers, YEAR, BIT, in range                          |
- *     | _f64              | FLOAT, DOUBLE, integers, DECIMAL text (nearest double)   |
- *     | _f32              | FLOAT                                                    |
- *     | _bool             | integers and BIT: not 0                                  |
- *     | _text             | every text value (string, decimal, dates, times, JSON,   |
- *     |                   | ENUM, SET), and bytes that are UTF-8                     |
- *     | _bytes            | bytes and vectors, and the UTF-8 of every text value     |
- *     | _value            | anything, NULL included (rh_value.tag says what)         |
+ *     | _f64                | FLOAT, DOUBLE, integers, DECIMAL text (nearest double) |
+ *     | _f32                | FLOAT                                                  |
+ *     | _bool               | integers and BIT: not 0                                |
+ *     | _text               | every text value (string, decimal, dates, times, JSON, |
+ *     |                     | ENUM, SET), and bytes that are UTF-8                   |
+ *     | _bytes              | bytes and vectors, and the UTF-8 of every text value   |
+ *     | _value              | anything, NULL included (rh_value.tag says what)       |
  *
  * SQL NULL is RH_ERR_NULL from every typed getter, so a nullable column is
  * read as `st = rh_get_text(c, "email", &email)` and `st == RH_ERR_NULL`.
@@ -827,12 +827,12 @@ static inline bool rh_value_value(const rh_value *v, rh_value *out) {
 
 /* Typed getters. For each TYPE: rh_row_get_TYPE (an image), rh_get_TYPE
  * (the row: after, or before for a delete), rh_before_TYPE, rh_after_TYPE. */
-#define RH__GETTERS(NAME, CTYPE, EXPECTED)                                                             \
+#define RH__GETTERS(NAME, CTYPE, EXPECTED, TAKES_NULL)                                                 \
     static inline rh_status rh_row_get_##NAME(const rh_row *row, const char *name, CTYPE *out) {       \
         rh_value v;                                                                                    \
         rh_status st = rh_row_value(row, name, &v);                                                    \
         if (st) return st;                                                                             \
-        if (rh_value_##NAME(&v, out) && (v.tag != RH_TAG_NULL || EXPECTED[0] == 'a')) return RH_OK;    \
+        if ((TAKES_NULL || v.tag != RH_TAG_NULL) && rh_value_##NAME(&v, out)) return RH_OK;            \
         return rh__column_fail(v.tag == RH_TAG_NULL ? RH_ERR_NULL : RH_ERR_WRONG_TYPE, "column `", name, \
                                strlen(name), "` holds ", rh_tag_name(v.tag), ", not " EXPECTED);       \
     }                                                                                                  \
@@ -851,16 +851,16 @@ static inline bool rh_value_value(const rh_value *v, rh_value *out) {
         return st ? st : rh_row_get_##NAME(&row, name, out);                                           \
     }
 
-RH__GETTERS(i64, int64_t, "int64_t")
-RH__GETTERS(i32, int32_t, "int32_t")
-RH__GETTERS(u64, uint64_t, "uint64_t")
-RH__GETTERS(u32, uint32_t, "uint32_t")
-RH__GETTERS(f64, double, "double")
-RH__GETTERS(f32, float, "float")
-RH__GETTERS(bool, bool, "bool")
-RH__GETTERS(text, rh_str, "text")
-RH__GETTERS(bytes, rh_bytes, "bytes")
-RH__GETTERS(value, rh_value, "any value")
+RH__GETTERS(i64, int64_t, "int64_t", false)
+RH__GETTERS(i32, int32_t, "int32_t", false)
+RH__GETTERS(u64, uint64_t, "uint64_t", false)
+RH__GETTERS(u32, uint32_t, "uint32_t", false)
+RH__GETTERS(f64, double, "double", false)
+RH__GETTERS(f32, float, "float", false)
+RH__GETTERS(bool, bool, "bool", false)
+RH__GETTERS(text, rh_str, "text", false)
+RH__GETTERS(bytes, rh_bytes, "bytes", false)
+RH__GETTERS(value, rh_value, "any value", true)
 
 /* Whether two values are the same: same tag and payload; floats compared
  * bit for bit, so an unchanged NaN is no change. */
