@@ -1086,8 +1086,9 @@ static inline void rh__json_int(rh_json *o, int64_t v) {
 
 /* Writes `d` (a float if `single`) as Rust's ryu crate does, the way the
  * row change JSON shows numbers: the shortest digits that read back as the
- * same value, plain between 1e-5 and 1e16 (1e13 for a float), `1e-7` and
- * `1.5e300` past that, `.0` on whole numbers; NaN and infinities as null. */
+ * same value, plain from 1e-5 up to 1e16 (1e-6 up to 1e13 for a float),
+ * `1e-7` and `1.5e300` past that, `.0` on whole numbers; NaN and
+ * infinities as null. */
 static inline void rh__json_float(rh_json *o, double d, bool single) {
     if (d != d || d - d != 0) {
         RH__LIT(o, "null");
@@ -1134,7 +1135,7 @@ static inline void rh__json_float(rh_json *o, double d, bool single) {
         out[n++] = '.';
         memcpy(out + n, digits + kk, (size_t)(nd - kk));
         n += nd - kk;
-    } else if (kk > -5 && kk <= 0) {
+    } else if (kk > (single ? -6 : -5) && kk <= 0) {
         out[n++] = '0';
         out[n++] = '.';
         for (int z = 0; z < -kk; z++) out[n++] = '0';

@@ -108,6 +108,24 @@ static void json_numbers(void) {
         snprintf(want, sizeof want, "{\"f\":%s}", doubles[i].want);
         check_doc(&doc, want, __LINE__);
     }
+    /* FLOAT columns: the shortest digits of the f32, and its own range of
+     * plain notation (what Rust's ryu does for an f32). */
+    static const struct {
+        float value;
+        const char *want;
+    } floats[] = {
+        {5.1268166e-6f, "0.0000051268166"}, {1e-7f, "1e-7"}, {1e-6f, "0.000001"}, {123456.7f, "123456.7"},
+        {1e13f, "1e13"}, {1e12f, "1000000000000.0"}, {3.4028235e38f, "3.4028235e38"},
+    };
+    for (size_t i = 0; i < sizeof floats / sizeof *floats; i++) {
+        rh_json doc;
+        rh_value v = rh_make_float(floats[i].value);
+        rh_json_init(&doc);
+        rh_json_value(&doc, "f", &v);
+        char want[64];
+        snprintf(want, sizeof want, "{\"f\":%s}", floats[i].want);
+        check_doc(&doc, want, __LINE__);
+    }
     rh_json doc;
     rh_json_init(&doc);
     rh_value f = {RH_TAG_FLOAT, {.f = (double)1.1f}};
