@@ -1351,6 +1351,11 @@ static inline rh_status rh_change_to_json(const rh_change *c, rh_json *out) {
 /* Capabilities                                                              */
 /* ------------------------------------------------------------------------ */
 
+/* Every text a capability takes (sink, key, state key, log message and
+ * fields, metric name) must be UTF-8: the component model checks, and a
+ * call with text that is not traps. Texts read from a change are UTF-8;
+ * bytes columns (rh_get_bytes) may not be. */
+
 /* How important a log line is; the operator's filter decides what shows. */
 typedef enum rh_level { RH_TRACE, RH_DEBUG, RH_INFO, RH_WARN, RH_ERROR } rh_level;
 
@@ -1415,13 +1420,14 @@ static inline rh_status rh__state_status(rowhook_handler_state_state_error_t e) 
     return e < 4 ? map[e] : RH_ERR_STATE_OVERFLOW;
 }
 
-/* The value stored under `key`: true with *value (malloc'd: free() it) and
- * *len, or false if there is none. */
+/* The value stored under `key`: true with *value (malloc'd, NULL for an
+ * empty value: free() it) and *len, or false if there is none. */
 static inline bool rh_state_get(const char *key, uint8_t **value, size_t *len) {
     handler_string_t k = rh__wit_str(key, strlen(key));
     handler_list_u8_t v;
     if (!rowhook_handler_state_get(&k, &v)) return false;
-    *value = v.ptr;
+    /* The canonical ABI allocates nothing for an empty list. */
+    *value = v.len ? v.ptr : NULL;
     *len = v.len;
     return true;
 }
@@ -1642,7 +1648,7 @@ static inline rh_status rh__emit(const char *sink, const rh_str *key, const void
 static inline bool rh_state_get(const char *key, uint8_t **value, size_t *len) {
     rh_testing_entry *e = rh__entry(&rh__rec.state, key);
     if (!e) return false;
-    *value = (uint8_t *)rh__dup(e->value, e->len);
+    *value = e->len ? (uint8_t *)rh__dup(e->value, e->len) : NULL;
     *len = e->len;
     return true;
 }
