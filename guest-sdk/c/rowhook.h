@@ -862,6 +862,15 @@ RH__GETTERS(text, rh_str, "text", false)
 RH__GETTERS(bytes, rh_bytes, "bytes", false)
 RH__GETTERS(value, rh_value, "any value", true)
 
+/* Whether column `name` of the row (after the change, before it for a
+ * delete) is SQL NULL, into *out. */
+static inline rh_status rh_is_null(const rh_change *c, const char *name, bool *out) {
+    rh_value v;
+    rh_status st = rh_get_value(c, name, &v);
+    if (st == RH_OK) *out = v.tag == RH_TAG_NULL;
+    return st;
+}
+
 /* Whether two values are the same: same tag and payload; floats compared
  * bit for bit, so an unchanged NaN is no change. */
 static inline bool rh_value_same(const rh_value *a, const rh_value *b) {

@@ -210,6 +210,7 @@ static void getters(const char *dir) {
     CHECK(rh_get_bytes(&c, "currency", &bytes) == RH_OK && bytes.len == 3 && memcmp(bytes.ptr, "EUR", 3) == 0);
     CHECK(rh_changed(&c, "status", &flag) == RH_OK && flag);
     CHECK(rh_changed(&c, "amount", &flag) == RH_OK && !flag);
+    CHECK(rh_is_null(&c, "amount", &flag) == RH_OK && !flag);
 
     CHECK(rh_get_i64(&c, "nope", &sid) == RH_ERR_NO_COLUMN && message_is("no column `nope`"));
     CHECK(rh_changed(&c, "nope", &flag) == RH_ERR_NO_COLUMN);
@@ -263,6 +264,7 @@ static void getters(const char *dir) {
             snprintf(want, sizeof want, "column `%s` holds null, not text", name);
             CHECK(message_is(want));
             CHECK(rh_get_value(&c, name, &v) == RH_OK && v.tag == RH_TAG_NULL);
+            CHECK(rh_is_null(&c, name, &flag) == RH_OK && flag);
             found_null = true;
             break;
         }
