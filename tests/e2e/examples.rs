@@ -44,6 +44,12 @@ const IP_BLOCK: Example = Example {
     golden: "examples/ip-block.txt",
     fifo: None,
 };
+/// ip-block's C twin (examples/c/ip-block), against the same golden file.
+const IP_BLOCK_C: Example = Example {
+    name: "ip-block-c",
+    golden: "examples/ip-block.txt",
+    fifo: None,
+};
 const NEWS_FIFO: Example = Example {
     name: "news-fifo",
     golden: "examples/news-fifo.txt",
@@ -58,13 +64,32 @@ fn handlers_built() {
         for name in ["orders_copy", "daily_signups", "ip_block", "news_fifo", "sms_outbox"] {
             build_guest(&dir, name);
         }
+        make(&root().join("examples/c/ip-block"), &["ip_block.wasm"]);
     });
 }
 
-/// A scratch directory holding example config `name` (after `edit`) beside a
-/// link to `examples/handlers`: the config's relative paths find the modules
-/// as they do in `examples/`, and what it writes (`var/...`) lands here,
-/// apart from other tests and from the examples' own `var/`.
+/// Runs `make` in `dir` with `targets`, failing the test with its output.
+pub fn make(dir: &Path, targets: &[&str]) {
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(dir)
+        .args(targets)
+        .output()
+        .expect("run make");
+    assert!(
+        out.status.success(),
+        "make -C {} {targets:?} failed:\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A scratch directory holding example config `name` (after `edit`) beside
+/// links to `examples/handlers` and the other languages' example folders:
+/// the config's relative paths find the modules as they do in `examples/`,
+/// and what it writes (`var/...`) lands here, apart from other tests and
+/// from the examples' own `var/`.
 fn sandbox(tag: &str, example: &Example, edit: impl FnOnce(&str) -> String) -> (PathBuf, PathBuf) {
     // Tests run in parallel, and several replay the same example.
     static N: AtomicU32 = AtomicU32::new(0);
@@ -76,7 +101,12 @@ fn sandbox(tag: &str, example: &Example, edit: impl FnOnce(&str) -> String) -> (
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::symlink(root().join("examples/handlers"), dir.join("handlers")).unwrap();
+    for folder in ["handlers", "c", "js", "python"] {
+        let target = root().join("examples").join(folder);
+        if target.exists() {
+            std::os::unix::fs::symlink(target, dir.join(folder)).unwrap();
+        }
+    }
     let text = std::fs::read_to_string(root().join(format!("examples/{}.toml", example.name))).unwrap();
     let config = dir.join(format!("{}.toml", example.name));
     std::fs::write(&config, edit(&text)).unwrap();
@@ -312,6 +342,16 @@ fn ip_block_live() {
 }
 
 #[test]
+fn ip_block_in_c_replayed() {
+    check_replay(&IP_BLOCK_C);
+}
+
+#[test]
+fn ip_block_in_c_live() {
+    check_live(&IP_BLOCK_C);
+}
+
+#[test]
 fn news_fifo_replayed() {
     check_replay(&NEWS_FIFO);
 }
@@ -437,6 +477,16 @@ fn example_handlers_pass_their_unit_tests() {
         .filter(|l| l.starts_with("test result: ok.") && !l.starts_with("test result: ok. 0 passed"))
         .collect();
     assert_eq!(ran.len(), 5, "{stdout}");
+}
+
+/// The C SDK's own tests, natively (under AddressSanitizer and UBSan): its
+/// reader against every vector of the row change encoding, its JSON
+/// builder, its capabilities against the SDK's recorder; and the C
+/// ip-block's tests, its address parser against Rust's.
+#[test]
+fn c_sdk_and_example_pass_their_native_tests() {
+    make(&root().join("guest-sdk/c"), &["test"]);
+    make(&root().join("examples/c/ip-block"), &["test"]);
 }
 
 /// sms-outbox, a table as a job queue: its handler pushes a JSON job per
