@@ -1,0 +1,454 @@
+"""Reading a row change from its encoding, lazily.
+
+rowhook hands a handler one change as one byte buffer in the row change
+encoding (``guest-sdk/abi/SPEC.md``): a 72-byte header, a column directory
+and one 9-byte entry per column and image, with names, texts and bytes in a
+data area behind them. :class:`Change` checks the header and the index when
+it is made and decodes a value only when it is read, so a handler pays for
+the columns it touches, not for the width of the table.
+
+Values come out as these Python types:
+
+=====================  ===================================================
+column                 value
+=====================  ===================================================
+NULL                   ``None``
+integers, YEAR, BIT    ``int`` (exact, signed or unsigned 64-bit)
+DECIMAL                ``decimal.Decimal``, exact, with the column's scale
+FLOAT                  :class:`Float32`, a ``float`` that JSON writes as
+                       the FLOAT it came from (``1.1``, not ``1.100000023841858``)
+DOUBLE                 ``float``
+CHAR, VARCHAR, TEXT,   ``str``; dates and times as rowhook's row change
+ENUM, SET, DATE, TIME, JSON shows them (``2025-11-21 08:00:00``,
+DATETIME, TIMESTAMP    ``2025-11-21T08:05:00.250Z``, ``0000-00-00`` kept)
+JSON                   :class:`JsonText`, a ``str`` of JSON text that JSON
+                       output embeds as it is
+BINARY, BLOB, ...      ``bytes``
+VECTOR                 ``array.array('f')``
+=====================  ===================================================
+
+A column that is not in an image (a MINIMAL row image) is not NULL: reading
+it raises :class:`~rowhook_guest.errors.NotInImageError`, and ``in`` says
+whether it is there.
+"""
+
+from array import array
+from collections.abc import Mapping
+from decimal import Decimal
+from struct import Struct
+
+from .errors import FormatError, NoColumnError, NotInImageError
+
+VERSION = 1
+INSERT = "insert"
+UPDATE = "update"
+DELETE = "delete"
+
+_MAGIC = b"RHC\x01"
+_OPS = (None, INSERT, UPDATE, DELETE)
+_HEADER = Struct("<4sBBHIIIIQ10I")
+_HEADER_LEN = 72
+_COLUMN = Struct("<IHBB")
+_SPAN = Struct("<II").unpack_from
+_I64 = Struct("<q").unpack_from
+_U64 = Struct("<Q").unpack_from
+_F64 = Struct("<d").unpack_from
+_FLAG_BEFORE, _FLAG_AFTER, _FLAG_GTID, _FLAG_NAMES = 1, 2, 4, 8
+
+
+class Float32(float):
+    """A FLOAT column's value: the float exactly, and JSON output writes the
+    shortest text that reads back as the same 32-bit float."""
+
+    __slots__ = ()
+
+
+class JsonText(str):
+    """A JSON column's value: its JSON text, which JSON output embeds as it
+    is rather than as a quoted string. ``json.loads`` it to work with it."""
+
+    __slots__ = ()
+
+
+class Column:
+    """A column of the table: ``name``, the MySQL ``type_code`` of the
+    binlog's TABLE_MAP, ``primary_key`` and ``nullable``."""
+
+    __slots__ = ("name", "type_code", "primary_key", "nullable")
+
+    def __init__(self, name, type_code, primary_key, nullable):
+        self.name = name
+        self.type_code = type_code
+        self.primary_key = primary_key
+        self.nullable = nullable
+
+    def __repr__(self):
+        return (
+            f"Column(name={self.name!r}, type_code={self.type_code}, "
+            f"primary_key={self.primary_key}, nullable={self.nullable})"
+        )
+
+
+# Not in the image (tag 0): distinct from None, which is SQL NULL.
+_ABSENT = object()
+
+# Column directory bytes -> (lo, hi, names bytes, {name: index}). Every change
+# of a table carries the same directory, so the names are decoded once per
+# table rather than once per change. A hit is taken only where the bytes the
+# names are read from are the same as when they were decoded.
+_DIRECTORIES = {}
+_DIRECTORIES_MAX = 512
+
+
+def _text(buf, off, length):
+    end = off + length
+    if end > len(buf):
+        raise FormatError("span")
+    try:
+        return str(buf[off:end], "utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("utf8") from None
+
+
+def _column_names(buf, n):
+    """{name: index} of the columns; the first of equal names wins."""
+    directory = buf[_HEADER_LEN : _HEADER_LEN + 8 * n]
+    hit = _DIRECTORIES.get(directory)
+    if hit is not None and buf[hit[0] : hit[1]] == hit[2]:
+        return hit[3]
+    names = {}
+    size = len(buf)
+    lo, hi, complete = size, 0, True
+    for i, (off, length, _type, _flags) in enumerate(_COLUMN.iter_unpack(directory)):
+        end = off + length
+        name = ""
+        if end <= size:
+            try:
+                name = str(buf[off:end], "utf-8")
+                lo, hi = min(lo, off), max(hi, end)
+            except UnicodeDecodeError:
+                complete = False
+        else:
+            complete = False
+        names.setdefault(name, i)
+    if complete:
+        if len(_DIRECTORIES) >= _DIRECTORIES_MAX:
+            _DIRECTORIES.clear()
+        lo = min(lo, hi)
+        _DIRECTORIES[directory] = (lo, hi, buf[lo:hi], names)
+    return names
+
+
+class Change:
+    """One row change, read in place from its encoding.
+
+    ``Change(buf)`` checks the header and the index and raises
+    :class:`~rowhook_guest.errors.FormatError` if they are wrong; values are
+    checked when they are read.
+
+    ``change["col"]`` reads a column of the row as it is after the change,
+    or as it was before a delete; :attr:`before` and :attr:`after` are the
+    images as mappings (``None`` where the change has none).
+    """
+
+    __slots__ = (
+        "_buf",
+        "op",
+        "db",
+        "table",
+        "id",
+        "file",
+        "gtid",
+        "ts",
+        "pos",
+        "event_index",
+        "row_index",
+        "_txn_len",
+        "_flags",
+        "_n",
+        "_before",
+        "_after",
+        "_names",
+    )
+
+    def __init__(self, buf):
+        if len(buf) < _HEADER_LEN:
+            raise FormatError("truncated")
+        (
+            magic,
+            op,
+            flags,
+            n,
+            self.ts,
+            self.event_index,
+            self.row_index,
+            txn_len,
+            self.pos,
+            id_off,
+            id_len,
+            gtid_off,
+            gtid_len,
+            file_off,
+            file_len,
+            db_off,
+            db_len,
+            table_off,
+            table_len,
+        ) = _HEADER.unpack_from(buf)
+        if magic != _MAGIC:
+            raise FormatError("magic", repr(magic))
+        if not 1 <= op <= 3:
+            raise FormatError("op", str(op))
+        self.op = _OPS[op]
+        at = _HEADER_LEN + 8 * n
+        self._before = self._after = -1
+        if flags & _FLAG_BEFORE:
+            self._before = at
+            at += 9 * n
+        if flags & _FLAG_AFTER:
+            self._after = at
+            at += 9 * n
+        if len(buf) < at:
+            raise FormatError("truncated")
+        self._buf = buf
+        self._flags = flags
+        self._n = n
+        self._names = None
+        self.gtid = _text(buf, gtid_off, gtid_len) if flags & _FLAG_GTID else None
+        self.id = _text(buf, id_off, id_len)
+        self.file = _text(buf, file_off, file_len)
+        self.db = _text(buf, db_off, db_len)
+        self.table = _text(buf, table_off, table_len)
+        # The transaction part must end on a character boundary of the id.
+        if txn_len > id_len or (txn_len < id_len and 0x80 <= buf[id_off + txn_len] < 0xC0):
+            raise FormatError("span", "txn length")
+        self._txn_len = txn_len
+
+    # The header.
+
+    @property
+    def txn(self):
+        """The transaction part of the id: its GTID, or ``<file>/<pos>`` of
+        its first event where the server wrote none."""
+        return self.id.encode()[: self._txn_len].decode()
+
+    @property
+    def has_column_names(self):
+        """Whether column names come from the binlog; if not, they are
+        ``@1``, ``@2``, ... by position (``binlog_row_metadata=MINIMAL``)."""
+        return bool(self._flags & _FLAG_NAMES)
+
+    @property
+    def columns(self):
+        """The table's columns, in table order, as :class:`Column`."""
+        buf, size = self._buf, len(self._buf)
+        out = []
+        directory = buf[_HEADER_LEN : _HEADER_LEN + 8 * self._n]
+        for off, length, type_code, flags in _COLUMN.iter_unpack(directory):
+            name = ""
+            if off + length <= size:
+                try:
+                    name = str(buf[off : off + length], "utf-8")
+                except UnicodeDecodeError:
+                    pass
+            out.append(Column(name, type_code, bool(flags & 1), bool(flags & 2)))
+        return out
+
+    # The images.
+
+    @property
+    def before(self):
+        """The row before the change (update, delete), or ``None``."""
+        return Row(self, self._before, "before") if self._before >= 0 else None
+
+    @property
+    def after(self):
+        """The row after the change (insert, update), or ``None``."""
+        return Row(self, self._after, "after") if self._after >= 0 else None
+
+    @property
+    def row(self):
+        """The image ``change[...]`` reads: after, or before for a delete."""
+        return self.after if self._after >= 0 else self.before
+
+    def __getitem__(self, name):
+        """Column ``name`` of the row after the change (before, for a delete)."""
+        base = self._after if self._after >= 0 else self._before
+        i = self._index(name)
+        value = self._value(base, i)
+        if value is _ABSENT:
+            raise NotInImageError(name, "after" if self._after >= 0 else "before")
+        return value
+
+    def get(self, name, default=None):
+        """Like ``change[name]``, but ``default`` where the table has no such
+        column or the image lacks it."""
+        base = self._after if self._after >= 0 else self._before
+        i = self._names_index().get(name)
+        if i is None:
+            return default
+        value = self._value(base, i)
+        return default if value is _ABSENT else value
+
+    def __contains__(self, name):
+        base = self._after if self._after >= 0 else self._before
+        i = self._names_index().get(name)
+        return i is not None and self._buf[base + 9 * i] != 0
+
+    def changed(self, name):
+        """Whether an update changed column ``name``: its before and after
+        values differ (floats compared bit for bit, so an unchanged NaN is
+        no change). False for inserts and deletes, and where either image
+        lacks the column."""
+        if self._before < 0 or self._after < 0:
+            return False
+        i = self._index(name)
+        b = self._value(self._before, i)
+        a = self._value(self._after, i)
+        if b is _ABSENT or a is _ABSENT:
+            return False
+        buf = self._buf
+        tag = buf[self._before + 9 * i]
+        if tag != buf[self._after + 9 * i]:
+            return True
+        if tag == 4 or tag == 5:
+            return buf[self._before + 9 * i + 1 : self._before + 9 * i + 9] != buf[
+                self._after + 9 * i + 1 : self._after + 9 * i + 9
+            ]
+        return b != a
+
+    def to_json(self):
+        """The whole change as one line of row change JSON (no newline), as
+        ``rowhook inspect`` prints it and sinks receive it by default. Reads
+        every column: a handler that needs a few does better with
+        ``change[...]``."""
+        from .jsonline import change_json
+
+        return change_json(self)
+
+    def __repr__(self):
+        return f"<Change {self.op} {self.db}.{self.table} {self.id}>"
+
+    # The reader.
+
+    def _names_index(self):
+        names = self._names
+        if names is None:
+            names = self._names = _column_names(self._buf, self._n)
+        return names
+
+    def _index(self, name):
+        i = self._names_index().get(name)
+        if i is None:
+            raise NoColumnError(f"{self.db}.{self.table}", name)
+        return i
+
+    def _value(self, base, i):
+        """The value of column ``i`` in the image at ``base``, or _ABSENT."""
+        buf = self._buf
+        p = base + 9 * i
+        tag = buf[p]
+        if tag < 6:
+            if tag == 2:
+                return _I64(buf, p + 1)[0]
+            if tag == 3:
+                return _U64(buf, p + 1)[0]
+            if tag == 1:
+                return None
+            if tag == 0:
+                return _ABSENT
+            if tag == 5:
+                return _F64(buf, p + 1)[0]
+            return Float32(_F64(buf, p + 1)[0])
+        if tag == 16:
+            return _U64(buf, p + 1)[0]
+        if tag > 17:
+            raise FormatError("tag", f"tag {tag} of column {i}")
+        off, length = _SPAN(buf, p + 1)
+        end = off + length
+        if end > len(buf):
+            raise FormatError("span", f"value of column {i}")
+        if tag == 8:
+            return buf[off:end]
+        if tag == 17:
+            floats = array("f")
+            floats.frombytes(buf[off : end - (length & 3)])
+            return floats
+        try:
+            text = str(buf[off:end], "utf-8")
+        except UnicodeDecodeError:
+            raise FormatError("utf8", f"value of column {i}") from None
+        if tag == 6:
+            return Decimal(text)
+        if tag == 13:
+            return JsonText(text)
+        return text
+
+
+class Row(Mapping):
+    """One image of a change, as a read-only mapping from column name to
+    value. It holds the columns present in the image, in table order."""
+
+    __slots__ = ("_change", "_base", "image")
+
+    def __init__(self, change, base, image):
+        self._change = change
+        self._base = base
+        self.image = image
+
+    def __getitem__(self, name):
+        c = self._change
+        value = c._value(self._base, c._index(name))
+        if value is _ABSENT:
+            raise NotInImageError(name, self.image)
+        return value
+
+    def get(self, name, default=None):
+        c = self._change
+        i = c._names_index().get(name)
+        if i is None:
+            return default
+        value = c._value(self._base, i)
+        return default if value is _ABSENT else value
+
+    def __contains__(self, name):
+        c = self._change
+        i = c._names_index().get(name)
+        return i is not None and c._buf[self._base + 9 * i] != 0
+
+    def __iter__(self):
+        for column in self._present():
+            yield column.name
+
+    def __len__(self):
+        return len(self._present())
+
+    def items(self):
+        """(name, value) of the columns present, in table order."""
+        c = self._change
+        return [(col.name, c._value(self._base, i)) for i, col in self._present_indexed()]
+
+    def values(self):
+        return [value for _name, value in self.items()]
+
+    def value_at(self, i):
+        """The value of the ``i``-th column (from 0); raises
+        :class:`~rowhook_guest.errors.NotInImageError` where the image lacks it."""
+        c = self._change
+        if not 0 <= i < c._n:
+            raise IndexError(f"column {i} of a table of {c._n} columns")
+        value = c._value(self._base, i)
+        if value is _ABSENT:
+            raise NotInImageError(f"@{i + 1}", self.image)
+        return value
+
+    def _present_indexed(self):
+        buf, base = self._change._buf, self._base
+        return [(i, col) for i, col in enumerate(self._change.columns) if buf[base + 9 * i] != 0]
+
+    def _present(self):
+        return [col for _i, col in self._present_indexed()]
+
+    def __repr__(self):
+        return f"<Row {self.image} of {self._change!r}>"
+
