@@ -92,7 +92,10 @@ def format_f64(x):
 
 
 def _round_f32(x):
-    return _F32.unpack(_F32.pack(x))[0]
+    try:
+        return _F32.unpack(_F32.pack(x))[0]
+    except OverflowError:
+        return math.inf
 
 
 def format_f32(x):
