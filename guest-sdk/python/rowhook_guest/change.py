@@ -46,7 +46,7 @@ DELETE = "delete"
 
 _MAGIC = b"RHC\x01"
 _OPS = (None, INSERT, UPDATE, DELETE)
-_HEADER = Struct("<4sBBHIIIIQ10I")
+_HEADER = Struct("<4sBBHIIIIQ10I").unpack_from
 _HEADER_LEN = 72
 _COLUMN = Struct("<IHBB")
 _SPAN = Struct("<II").unpack_from
@@ -101,11 +101,8 @@ _DIRECTORIES_MAX = 512
 
 
 def _text(buf, off, length):
-    end = off + length
-    if end > len(buf):
-        raise FormatError("span")
     try:
-        return str(buf[off:end], "utf-8")
+        return str(buf[off : off + length], "utf-8")
     except UnicodeDecodeError:
         raise FormatError("utf8") from None
 
@@ -151,92 +148,126 @@ class Change:
     images as mappings (``None`` where the change has none).
     """
 
-    __slots__ = (
-        "_buf",
-        "op",
-        "db",
-        "table",
-        "id",
-        "file",
-        "gtid",
-        "ts",
-        "pos",
-        "event_index",
-        "row_index",
-        "_txn_len",
-        "_flags",
-        "_n",
-        "_before",
-        "_after",
-        "_names",
-    )
+    __slots__ = ("_buf", "_h", "op", "_n", "_before", "_after", "_row", "_names", "_texts")
 
     def __init__(self, buf):
-        if len(buf) < _HEADER_LEN:
+        size = len(buf)
+        if size < _HEADER_LEN:
             raise FormatError("truncated")
-        (
-            magic,
-            op,
-            flags,
-            n,
-            self.ts,
-            self.event_index,
-            self.row_index,
-            txn_len,
-            self.pos,
-            id_off,
-            id_len,
-            gtid_off,
-            gtid_len,
-            file_off,
-            file_len,
-            db_off,
-            db_len,
-            table_off,
-            table_len,
-        ) = _HEADER.unpack_from(buf)
-        if magic != _MAGIC:
-            raise FormatError("magic", repr(magic))
+        h = self._h = _HEADER(buf)
+        if h[0] != _MAGIC:
+            raise FormatError("magic", repr(h[0]))
+        op = h[1]
         if not 1 <= op <= 3:
             raise FormatError("op", str(op))
         self.op = _OPS[op]
+        flags = h[2]
+        n = self._n = h[3]
         at = _HEADER_LEN + 8 * n
-        self._before = self._after = -1
+        before = after = -1
         if flags & _FLAG_BEFORE:
-            self._before = at
+            before = at
             at += 9 * n
         if flags & _FLAG_AFTER:
-            self._after = at
+            after = at
             at += 9 * n
-        if len(buf) < at:
+        if size < at:
             raise FormatError("truncated")
+        self._before = before
+        self._after = after
+        self._row = after if after >= 0 else before
         self._buf = buf
-        self._flags = flags
-        self._n = n
         self._names = None
-        self.gtid = _text(buf, gtid_off, gtid_len) if flags & _FLAG_GTID else None
-        self.id = _text(buf, id_off, id_len)
-        self.file = _text(buf, file_off, file_len)
-        self.db = _text(buf, db_off, db_len)
-        self.table = _text(buf, table_off, table_len)
-        # The transaction part must end on a character boundary of the id.
-        if txn_len > id_len or (txn_len < id_len and 0x80 <= buf[id_off + txn_len] < 0xC0):
+        # The header's texts: checked here, decoded when read. In the common
+        # case they lie together and are ASCII, and one check covers them.
+        _, _, _, _, _, _, _, txn_len, _, io, il, go, gl, fo, fl, do, dl, to, tl = h
+        if not flags & _FLAG_GTID:
+            go = gl = 0
+        lo = min(io, fo, do, to, go) if gl else min(io, fo, do, to)
+        hi = max(io + il, fo + fl, do + dl, to + tl, go + gl)
+        if hi > size:
+            raise FormatError("span")
+        if txn_len > il:
             raise FormatError("span", "txn length")
-        self._txn_len = txn_len
+        if buf[lo:hi].isascii():
+            self._texts = None
+        else:
+            self._texts = _texts(buf, h, flags)
 
     # The header.
+
+    @property
+    def id(self):
+        """The change's stable id, ``<txn>:<event>:<row>``: the same every
+        time the same binlog is replayed, so a sink can deduplicate on it."""
+        if self._texts:
+            return self._texts[0]
+        h = self._h
+        return self._buf[h[9] : h[9] + h[10]].decode()
+
+    @property
+    def gtid(self):
+        """The transaction's GTID, where the server wrote one, else ``None``."""
+        h = self._h
+        if not h[2] & _FLAG_GTID:
+            return None
+        return self._texts[1] if self._texts else self._buf[h[11] : h[11] + h[12]].decode()
+
+    @property
+    def file(self):
+        """The binlog file of the rows event."""
+        if self._texts:
+            return self._texts[2]
+        h = self._h
+        return self._buf[h[13] : h[13] + h[14]].decode()
+
+    @property
+    def db(self):
+        """The schema (database) name."""
+        if self._texts:
+            return self._texts[3]
+        h = self._h
+        return self._buf[h[15] : h[15] + h[16]].decode()
+
+    @property
+    def table(self):
+        """The table name."""
+        if self._texts:
+            return self._texts[4]
+        h = self._h
+        return self._buf[h[17] : h[17] + h[18]].decode()
 
     @property
     def txn(self):
         """The transaction part of the id: its GTID, or ``<file>/<pos>`` of
         its first event where the server wrote none."""
-        return self.id.encode()[: self._txn_len].decode()
+        return self.id.encode()[: self._h[7]].decode()
+
+    @property
+    def ts(self):
+        """The rows event's header timestamp, seconds since the epoch."""
+        return self._h[4]
+
+    @property
+    def event_index(self):
+        """Index of the rows event within the transaction, from 0."""
+        return self._h[5]
+
+    @property
+    def row_index(self):
+        """Index of the row within its rows event, from 0."""
+        return self._h[6]
+
+    @property
+    def pos(self):
+        """Offset of the rows event in its binlog file."""
+        return self._h[8]
 
     @property
     def has_column_names(self):
         """Whether column names come from the binlog; if not, they are
         ``@1``, ``@2``, ... by position (``binlog_row_metadata=MINIMAL``)."""
-        return bool(self._flags & _FLAG_NAMES)
+        return bool(self._h[2] & _FLAG_NAMES)
 
     @property
     def columns(self):
@@ -273,9 +304,13 @@ class Change:
 
     def __getitem__(self, name):
         """Column ``name`` of the row after the change (before, for a delete)."""
-        base = self._after if self._after >= 0 else self._before
-        i = self._index(name)
-        value = self._value(base, i)
+        names = self._names
+        if names is None:
+            names = self._names = _column_names(self._buf, self._n)
+        i = names.get(name)
+        if i is None:
+            raise NoColumnError(f"{self.db}.{self.table}", name)
+        value = _decode(self._buf, self._row + 9 * i, i)
         if value is _ABSENT:
             raise NotInImageError(name, "after" if self._after >= 0 else "before")
         return value
@@ -283,17 +318,15 @@ class Change:
     def get(self, name, default=None):
         """Like ``change[name]``, but ``default`` where the table has no such
         column or the image lacks it."""
-        base = self._after if self._after >= 0 else self._before
         i = self._names_index().get(name)
         if i is None:
             return default
-        value = self._value(base, i)
+        value = _decode(self._buf, self._row + 9 * i, i)
         return default if value is _ABSENT else value
 
     def __contains__(self, name):
-        base = self._after if self._after >= 0 else self._before
         i = self._names_index().get(name)
-        return i is not None and self._buf[base + 9 * i] != 0
+        return i is not None and self._buf[self._row + 9 * i] != 0
 
     def changed(self, name):
         """Whether an update changed column ``name``: its before and after
@@ -303,18 +336,18 @@ class Change:
         if self._before < 0 or self._after < 0:
             return False
         i = self._index(name)
-        b = self._value(self._before, i)
-        a = self._value(self._after, i)
+        buf = self._buf
+        pb = self._before + 9 * i
+        pa = self._after + 9 * i
+        b = _decode(buf, pb, i)
+        a = _decode(buf, pa, i)
         if b is _ABSENT or a is _ABSENT:
             return False
-        buf = self._buf
-        tag = buf[self._before + 9 * i]
-        if tag != buf[self._after + 9 * i]:
+        tag = buf[pb]
+        if tag != buf[pa]:
             return True
         if tag == 4 or tag == 5:
-            return buf[self._before + 9 * i + 1 : self._before + 9 * i + 9] != buf[
-                self._after + 9 * i + 1 : self._after + 9 * i + 9
-            ]
+            return buf[pb + 1 : pb + 9] != buf[pa + 1 : pa + 9]
         return b != a
 
     def to_json(self):
@@ -345,44 +378,57 @@ class Change:
 
     def _value(self, base, i):
         """The value of column ``i`` in the image at ``base``, or _ABSENT."""
-        buf = self._buf
-        p = base + 9 * i
-        tag = buf[p]
-        if tag < 6:
-            if tag == 2:
-                return _I64(buf, p + 1)[0]
-            if tag == 3:
-                return _U64(buf, p + 1)[0]
-            if tag == 1:
-                return None
-            if tag == 0:
-                return _ABSENT
-            if tag == 5:
-                return _F64(buf, p + 1)[0]
-            return Float32(_F64(buf, p + 1)[0])
-        if tag == 16:
+        return _decode(self._buf, base + 9 * i, i)
+
+
+def _texts(buf, h, flags):
+    """id, gtid, file, db, table, each checked to be UTF-8, and the txn
+    length to fall on a character boundary of the id."""
+    _, _, _, _, _, _, _, txn_len, _, io, il, go, gl, fo, fl, do, dl, to, tl = h
+    if txn_len < il and 0x80 <= buf[io + txn_len] < 0xC0:
+        raise FormatError("span", "txn length")
+    gtid = _text(buf, go, gl) if flags & _FLAG_GTID else None
+    return (_text(buf, io, il), gtid, _text(buf, fo, fl), _text(buf, do, dl), _text(buf, to, tl))
+
+
+def _decode(buf, p, i):
+    """The value of the entry at ``p`` (column ``i``), or _ABSENT."""
+    tag = buf[p]
+    if tag < 6:
+        if tag == 2:
+            return _I64(buf, p + 1)[0]
+        if tag == 3:
             return _U64(buf, p + 1)[0]
-        if tag > 17:
-            raise FormatError("tag", f"tag {tag} of column {i}")
-        off, length = _SPAN(buf, p + 1)
-        end = off + length
-        if end > len(buf):
-            raise FormatError("span", f"value of column {i}")
-        if tag == 8:
-            return buf[off:end]
-        if tag == 17:
-            floats = array("f")
-            floats.frombytes(buf[off : end - (length & 3)])
-            return floats
-        try:
-            text = str(buf[off:end], "utf-8")
-        except UnicodeDecodeError:
-            raise FormatError("utf8", f"value of column {i}") from None
-        if tag == 6:
-            return Decimal(text)
-        if tag == 13:
-            return JsonText(text)
-        return text
+        if tag == 1:
+            return None
+        if tag == 0:
+            return _ABSENT
+        if tag == 5:
+            return _F64(buf, p + 1)[0]
+        return Float32(_F64(buf, p + 1)[0])
+    if tag == 16:
+        return _U64(buf, p + 1)[0]
+    if tag > 17:
+        raise FormatError("tag", f"tag {tag} of column {i}")
+    off, length = _SPAN(buf, p + 1)
+    end = off + length
+    if end > len(buf):
+        raise FormatError("span", f"value of column {i}")
+    if tag == 8:
+        return buf[off:end]
+    if tag == 17:
+        floats = array("f")
+        floats.frombytes(buf[off : end - (length & 3)])
+        return floats
+    try:
+        text = buf[off:end].decode()
+    except UnicodeDecodeError:
+        raise FormatError("utf8", f"value of column {i}") from None
+    if tag == 6:
+        return Decimal(text)
+    if tag == 13:
+        return JsonText(text)
+    return text
 
 
 class Row(Mapping):

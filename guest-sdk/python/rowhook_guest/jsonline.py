@@ -141,8 +141,7 @@ def _write(out, v, quote):
             if not first:
                 out.append(",")
             first = False
-            out.append(quote(key))
-            out.append(":")
+            out.append(quote(key) + ":")
             _write(out, item, quote)
         out.append("}")
     elif t is list or t is tuple:
@@ -176,8 +175,43 @@ def _write(out, v, quote):
         )
 
 
+# Object keys as written, with their colon: a handler writes the same few
+# keys for every change.
+_KEYS = {}
+_KEYS_MAX = 1024
+
+
+def _key(key):
+    text = _KEYS.get(key)
+    if text is None:
+        if type(key) is not str:
+            raise TypeError(f"JSON object keys are strings; got {type(key).__name__} key {key!r}")
+        text = _line_str(key) + ":"
+        if len(_KEYS) < _KEYS_MAX:
+            _KEYS[key] = text
+    return text
+
+
 def dumps(value):
     """``value`` as one line of compact JSON (no newline)."""
+    if type(value) is dict:
+        # The common case, a flat object of strings and integers, without
+        # the general writer's calls.
+        parts = []
+        for key, item in value.items():
+            t = type(item)
+            if t is str:
+                if item.isascii() and "\x7f" not in item:
+                    parts.append(_key(key) + encode_basestring(item))
+                else:
+                    parts.append(_key(key) + _line_str(item))
+            elif t is int:
+                parts.append(_key(key) + str(item))
+            else:
+                out = [_key(key)]
+                _write(out, item, _line_str)
+                parts.append("".join(out))
+        return "{" + ",".join(parts) + "}"
     out = []
     _write(out, value, _line_str)
     return "".join(out)
