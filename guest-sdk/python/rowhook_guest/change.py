@@ -92,12 +92,14 @@ class Column:
 # Not in the image (tag 0): distinct from None, which is SQL NULL.
 _ABSENT = object()
 
-# Column directory bytes -> (lo, hi, names bytes, {name: index}). Every change
-# of a table carries the same directory, so the names are decoded once per
-# table rather than once per change. A hit is taken only where the bytes the
-# names are read from are the same as when they were decoded.
+# Column directory bytes -> (directory, lo, names bytes, {name: index}).
+# Every change of a table carries the same directory, so the names are
+# decoded once per table rather than once per change. A hit is taken only
+# where the directory and the bytes the names are read from are the same as
+# when they were decoded; the table seen last is checked first, in place.
 _DIRECTORIES = {}
 _DIRECTORIES_MAX = 512
+_last = (b"\xff", 0, b"", {})
 
 
 def _text(buf, off, length):
@@ -109,9 +111,14 @@ def _text(buf, off, length):
 
 def _column_names(buf, n):
     """{name: index} of the columns; the first of equal names wins."""
+    global _last
+    directory, lo, blob, names = _last
+    if buf.startswith(directory, _HEADER_LEN) and len(directory) == 8 * n and buf.startswith(blob, lo):
+        return names
     directory = buf[_HEADER_LEN : _HEADER_LEN + 8 * n]
     hit = _DIRECTORIES.get(directory)
-    if hit is not None and buf[hit[0] : hit[1]] == hit[2]:
+    if hit is not None and buf.startswith(hit[2], hit[1]):
+        _last = hit
         return hit[3]
     names = {}
     size = len(buf)
@@ -132,7 +139,7 @@ def _column_names(buf, n):
         if len(_DIRECTORIES) >= _DIRECTORIES_MAX:
             _DIRECTORIES.clear()
         lo = min(lo, hi)
-        _DIRECTORIES[directory] = (lo, hi, buf[lo:hi], names)
+        _last = _DIRECTORIES[directory] = (directory, lo, buf[lo:hi], names)
     return names
 
 
