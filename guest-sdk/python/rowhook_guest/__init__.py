@@ -32,6 +32,8 @@ from .errors import EmitError, FormatError, NoColumnError, NotInImageError, Rowh
 from .jsonline import dumps
 from ._host import host as _host
 
+_host_emit = _host.emit
+
 __all__ = [
     "Change",
     "Column",
@@ -102,4 +104,4 @@ def emit(sink, value, key=None):
         raise TypeError(f"emit takes bytes, str, or a dict to send as a JSON line; got {t.__name__}")
     if key is not None and type(key) is not str:
         raise TypeError(f"an emit key is a str or None; got {type(key).__name__}")
-    _host.emit(sink, key, payload)
+    _host_emit(sink, key, payload)

@@ -199,16 +199,17 @@ def dumps(value):
         # the general writer's calls.
         parts = []
         for key, item in value.items():
+            name = _KEYS.get(key) or _key(key)
             t = type(item)
             if t is str:
                 if item.isascii() and "\x7f" not in item:
-                    parts.append(_key(key) + encode_basestring(item))
+                    parts.append(name + encode_basestring(item))
                 else:
-                    parts.append(_key(key) + _line_str(item))
+                    parts.append(name + _line_str(item))
             elif t is int:
-                parts.append(_key(key) + str(item))
+                parts.append(name + str(item))
             else:
-                out = [_key(key)]
+                out = [name]
                 _write(out, item, _line_str)
                 parts.append("".join(out))
         return "{" + ",".join(parts) + "}"
