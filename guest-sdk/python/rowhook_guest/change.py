@@ -3,9 +3,13 @@
 rowhook hands a handler one change as one byte buffer in the row change
 encoding (``guest-sdk/abi/SPEC.md``): a 72-byte header, a column directory
 and one 9-byte entry per column and image, with names, texts and bytes in a
-data area behind them. :class:`Change` checks the header and the index when
-it is made and decodes a value only when it is read, so a handler pays for
-the columns it touches, not for the width of the table.
+data area behind them. :class:`Change` checks the magic, version, operation
+and that the index fits when it is made; the header's texts (id, GTID, file,
+db, table) together when one of them is first read; a value when it is
+read. So a handler pays for what it touches, not for the width of the table:
+in a component every Python-level step counts (CPython runs interpreted
+inside WebAssembly), and a handler that reads the operation and two columns
+never decodes the binlog file's name.
 
 Values come out as these Python types:
 
@@ -46,7 +50,8 @@ DELETE = "delete"
 
 _MAGIC = b"RHC\x01"
 _OPS = (None, INSERT, UPDATE, DELETE)
-_HEADER = Struct("<4sBBHIIIIQ10I").unpack_from
+_FRONT = Struct("<4sBBH").unpack_from
+_REST = Struct("<IIIIQ10I").unpack_from
 _HEADER_LEN = 72
 _COLUMN = Struct("<IHBB")
 _SPAN = Struct("<II").unpack_from
@@ -146,135 +151,118 @@ def _column_names(buf, n):
 class Change:
     """One row change, read in place from its encoding.
 
-    ``Change(buf)`` checks the header and the index and raises
-    :class:`~rowhook_guest.errors.FormatError` if they are wrong; values are
-    checked when they are read.
+    ``Change(buf)`` checks the header's magic, version and operation and
+    that the index fits the buffer, and raises
+    :class:`~rowhook_guest.errors.FormatError` if they are wrong. The
+    header's texts (id, GTID, file, db, table) are checked together the
+    first time one of them is read, and each value when it is read: a
+    handler pays only for what it reads.
 
     ``change["col"]`` reads a column of the row as it is after the change,
     or as it was before a delete; :attr:`before` and :attr:`after` are the
     images as mappings (``None`` where the change has none).
     """
 
-    __slots__ = ("_buf", "_h", "op", "_n", "_before", "_after", "_row", "_names", "_texts")
+    __slots__ = ("_buf", "op", "_n", "_flags", "_before", "_after", "_row", "_names", "_header")
 
     def __init__(self, buf):
-        size = len(buf)
-        if size < _HEADER_LEN:
+        if len(buf) < _HEADER_LEN:
             raise FormatError("truncated")
-        h = self._h = _HEADER(buf)
-        if h[0] != _MAGIC:
-            raise FormatError("magic", repr(h[0]))
-        op = h[1]
-        if not 1 <= op <= 3:
-            raise FormatError("op", str(op))
+        magic, op, flags, n = _FRONT(buf)
+        if magic != _MAGIC or not 0 < op < 4:
+            raise FormatError("magic", repr(magic)) if magic != _MAGIC else FormatError("op", str(op))
         self.op = _OPS[op]
-        flags = h[2]
-        n = self._n = h[3]
-        at = _HEADER_LEN + 8 * n
-        before = after = -1
-        if flags & _FLAG_BEFORE:
-            before = at
-            at += 9 * n
-        if flags & _FLAG_AFTER:
-            after = at
-            at += 9 * n
-        if size < at:
-            raise FormatError("truncated")
-        self._before = before
-        self._after = after
-        self._row = after if after >= 0 else before
         self._buf = buf
+        self._n = n
+        self._flags = flags
         self._names = None
-        # The header's texts: checked here, decoded when read. In the common
-        # case they lie together and are ASCII, and one check covers them.
-        _, _, _, _, _, _, _, txn_len, _, io, il, go, gl, fo, fl, do, dl, to, tl = h
-        if not flags & _FLAG_GTID:
-            go = gl = 0
-        lo = min(io, fo, do, to, go) if gl else min(io, fo, do, to)
-        hi = max(io + il, fo + fl, do + dl, to + tl, go + gl)
-        if hi > size:
-            raise FormatError("span")
-        if txn_len > il:
-            raise FormatError("span", "txn length")
-        if buf[lo:hi].isascii():
-            self._texts = None
+        self._header = None
+        at = _HEADER_LEN + 8 * n
+        if flags & _FLAG_BEFORE:
+            self._before = at
+            at += 9 * n
         else:
-            self._texts = _texts(buf, h, flags)
+            self._before = -1
+        if flags & _FLAG_AFTER:
+            self._after = self._row = at
+            at += 9 * n
+        else:
+            self._after = -1
+            self._row = self._before
+        if len(buf) < at:
+            raise FormatError("truncated")
 
     # The header.
+
+    def _head(self):
+        header = self._header
+        if header is None:
+            header = self._header = _read_header(self._buf, self._flags)
+        return header
 
     @property
     def id(self):
         """The change's stable id, ``<txn>:<event>:<row>``: the same every
         time the same binlog is replayed, so a sink can deduplicate on it."""
-        if self._texts:
-            return self._texts[0]
-        h = self._h
-        return self._buf[h[9] : h[9] + h[10]].decode()
+        return (self._header or self._head())[0]
 
     @property
     def gtid(self):
         """The transaction's GTID, where the server wrote one, else ``None``."""
-        h = self._h
-        if not h[2] & _FLAG_GTID:
-            return None
-        return self._texts[1] if self._texts else self._buf[h[11] : h[11] + h[12]].decode()
+        return (self._header or self._head())[1]
 
     @property
     def file(self):
         """The binlog file of the rows event."""
-        if self._texts:
-            return self._texts[2]
-        h = self._h
-        return self._buf[h[13] : h[13] + h[14]].decode()
+        return (self._header or self._head())[2]
 
     @property
     def db(self):
         """The schema (database) name."""
-        if self._texts:
-            return self._texts[3]
-        h = self._h
-        return self._buf[h[15] : h[15] + h[16]].decode()
+        return (self._header or self._head())[3]
 
     @property
     def table(self):
         """The table name."""
-        if self._texts:
-            return self._texts[4]
-        h = self._h
-        return self._buf[h[17] : h[17] + h[18]].decode()
+        return (self._header or self._head())[4]
+
+    @property
+    def ts(self):
+        """The rows event's header timestamp, seconds since the epoch."""
+        return (self._header or self._head())[5]
+
+    @property
+    def event_index(self):
+        """Index of the rows event within the transaction, from 0."""
+        return (self._header or self._head())[6]
+
+    @property
+    def row_index(self):
+        """Index of the row within its rows event, from 0."""
+        return (self._header or self._head())[7]
 
     @property
     def txn(self):
         """The transaction part of the id: its GTID, or ``<file>/<pos>`` of
         its first event where the server wrote none."""
-        return self.id.encode()[: self._h[7]].decode()
-
-    @property
-    def ts(self):
-        """The rows event's header timestamp, seconds since the epoch."""
-        return self._h[4]
-
-    @property
-    def event_index(self):
-        """Index of the rows event within the transaction, from 0."""
-        return self._h[5]
-
-    @property
-    def row_index(self):
-        """Index of the row within its rows event, from 0."""
-        return self._h[6]
+        header = self._header or self._head()
+        return header[0].encode()[: header[8]].decode()
 
     @property
     def pos(self):
         """Offset of the rows event in its binlog file."""
-        return self._h[8]
+        return (self._header or self._head())[9]
+
+    def check(self):
+        """Checks the header's texts now (they are checked when first read);
+        raises :class:`~rowhook_guest.errors.FormatError`."""
+        self._head()
 
     @property
     def has_column_names(self):
         """Whether column names come from the binlog; if not, they are
         ``@1``, ``@2``, ... by position (``binlog_row_metadata=MINIMAL``)."""
-        return bool(self._h[2] & _FLAG_NAMES)
+        return bool(self._flags & _FLAG_NAMES)
 
     @property
     def columns(self):
@@ -388,14 +376,20 @@ class Change:
         return _decode(self._buf, base + 9 * i, i)
 
 
-def _texts(buf, h, flags):
-    """id, gtid, file, db, table, each checked to be UTF-8, and the txn
-    length to fall on a character boundary of the id."""
-    _, _, _, _, _, _, _, txn_len, _, io, il, go, gl, fo, fl, do, dl, to, tl = h
+def _read_header(buf, flags):
+    """(id, gtid, file, db, table, ts, event index, row index, txn length,
+    pos), the texts checked: spans inside the buffer, UTF-8, the txn length
+    on a character boundary of the id."""
+    ts, event, row, txn_len, pos, io, il, go, gl, fo, fl, do, dl, to, tl = _REST(buf, 8)
+    if not flags & _FLAG_GTID:
+        go = gl = 0
+    size = len(buf)
+    if max(io + il, fo + fl, do + dl, to + tl, go + gl) > size or txn_len > il:
+        raise FormatError("span")
     if txn_len < il and 0x80 <= buf[io + txn_len] < 0xC0:
         raise FormatError("span", "txn length")
     gtid = _text(buf, go, gl) if flags & _FLAG_GTID else None
-    return (_text(buf, io, il), gtid, _text(buf, fo, fl), _text(buf, do, dl), _text(buf, to, tl))
+    return (_text(buf, io, il), gtid, _text(buf, fo, fl), _text(buf, do, dl), _text(buf, to, tl), ts, event, row, txn_len, pos)
 
 
 def _decode(buf, p, i):
