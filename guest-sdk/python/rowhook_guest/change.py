@@ -392,9 +392,22 @@ def _read_header(buf, flags):
     return (_text(buf, io, il), gtid, _text(buf, fo, fl), _text(buf, do, dl), _text(buf, to, tl), ts, event, row, txn_len, pos)
 
 
+# Tags whose value is text passed on as ``str``, the most read kind.
+_PLAIN_TEXT = frozenset([7, 9, 10, 11, 12, 14, 15])
+
+
 def _decode(buf, p, i):
     """The value of the entry at ``p`` (column ``i``), or _ABSENT."""
     tag = buf[p]
+    if tag in _PLAIN_TEXT:
+        off, length = _SPAN(buf, p + 1)
+        end = off + length
+        if end > len(buf):
+            raise FormatError("span", f"value of column {i}")
+        try:
+            return buf[off:end].decode()
+        except UnicodeDecodeError:
+            raise FormatError("utf8", f"value of column {i}") from None
     if tag < 6:
         if tag == 2:
             return _I64(buf, p + 1)[0]
@@ -411,6 +424,7 @@ def _decode(buf, p, i):
         return _U64(buf, p + 1)[0]
     if tag > 17:
         raise FormatError("tag", f"tag {tag} of column {i}")
+    # Decimal, bytes, JSON, vector: spans with a type of their own.
     off, length = _SPAN(buf, p + 1)
     end = off + length
     if end > len(buf):
@@ -425,11 +439,7 @@ def _decode(buf, p, i):
         text = buf[off:end].decode()
     except UnicodeDecodeError:
         raise FormatError("utf8", f"value of column {i}") from None
-    if tag == 6:
-        return Decimal(text)
-    if tag == 13:
-        return JsonText(text)
-    return text
+    return Decimal(text) if tag == 6 else JsonText(text)
 
 
 class Row(Mapping):
