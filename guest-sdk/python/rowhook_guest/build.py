@@ -14,10 +14,9 @@ no network (its sockets deny every call), so the default build keeps
 Python whole: ``print`` and ``logging`` write to nothing rather than trap,
 ``time`` reads the clock, ``random`` is seeded per instance. ``--stub-wasi``
 replaces every WASI import with a stub that traps when called, so the
-component imports only ``rowhook:handler``; but then any library call that
-touches a clock, stdout or a file (a traceback reading its source line)
-traps the handler mid-event, and ``random`` repeats the seed baked in at
-build time in every instance. The option is kept for an operator who wants
+component imports only ``rowhook:handler``; but then any call that touches
+a clock, stdout or a file traps the handler mid-event (a ``print`` does),
+and ``random`` repeats the seed baked in at build time in every instance. The option is kept for an operator who wants
 the smallest import list and knows the handler touches none of that.
 """
 
