@@ -1,0 +1,4 @@
+from .build import main
+import sys
+
+sys.exit(main())
