@@ -4,7 +4,7 @@
 
 import { emitError, stateError } from './errors.js';
 import { host } from './host.js';
-import { jsonLine } from './json.js';
+import { jsonLine, jsonLineBytes } from './json.js';
 import { decode, encode, Utf8Error } from './utf8.js';
 
 const I64_MIN = -(2n ** 63n);
@@ -58,7 +58,7 @@ export function emit(sink, payload, options) {
   let bytes;
   if (payload instanceof Uint8Array) bytes = payload;
   else if (typeof payload === 'string') bytes = encode(payload);
-  else bytes = encode(jsonLine(payload));
+  else bytes = jsonLineBytes(payload);
   const k = options == null || options.key == null ? null : String(options.key);
   try {
     host.emit(sink, k, bytes);

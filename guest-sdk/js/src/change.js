@@ -7,7 +7,7 @@
 // cached: a change lives for one call.
 
 import { FormatError, noColumn, noImage, notInImage } from './errors.js';
-import { decode, encode, Utf8Error } from './utf8.js';
+import { binary, decode, Utf8Error } from './utf8.js';
 
 const HEADER_LEN = 72;
 const COLUMN_ENTRY_LEN = 8;
@@ -58,10 +58,6 @@ const scratchF64 = new Float64Array(1);
 const scratchBytes = new Uint8Array(scratchF64.buffer);
 const scratchF32 = new Float32Array(scratchF64.buffer, 0, 1);
 
-function u16(b, p) {
-  return b[p] | (b[p + 1] << 8);
-}
-
 function u32(b, p) {
   return (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)) >>> 0;
 }
@@ -110,22 +106,124 @@ function text(b, p) {
   }
 }
 
+/**
+ * The header and column directory as little-endian 32-bit words: header
+ * field at byte offset `o` is word `o / 4`, and column `i`'s entry is words
+ * `18 + 2i` (name offset) and `19 + 2i` (name length, type code, flags, in
+ * its low, third and high byte). A typed array read is one step for the
+ * interpreter where assembling bytes is a dozen.
+ */
+function wordsOf(b, n) {
+  const count = 18 + 2 * n;
+  if ((b.byteOffset & 3) === 0 && LITTLE_ENDIAN) return new Uint32Array(b.buffer, b.byteOffset, count);
+  const w = new Uint32Array(count);
+  const dv = new DataView(b.buffer, b.byteOffset, count * 4);
+  for (let i = 0; i < count; i++) w[i] = dv.getUint32(4 * i, true);
+  return w;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/**
+ * The header's texts (id, gtid, file, db, table), read with one native call
+ * where they lie within 4 KiB of each other and are all ASCII, as rowhook
+ * writes them; else null, and each is decoded (and checked) on its own.
+ * Throws a span error for a span that reaches past the end.
+ */
+function headerText(b, w, gtid) {
+  const len = b.length;
+  const idEnd = w[8] + w[9];
+  const fileEnd = w[12] + w[13];
+  const dbEnd = w[14] + w[15];
+  const tableEnd = w[16] + w[17];
+  if (idEnd > len || fileEnd > len || dbEnd > len || tableEnd > len) throw new FormatError('span');
+  let lo = Math.min(w[8], w[12], w[14], w[16]);
+  let hi = Math.max(idEnd, fileEnd, dbEnd, tableEnd);
+  if (gtid) {
+    const gtidEnd = w[10] + w[11];
+    if (gtidEnd > len) throw new FormatError('span');
+    lo = Math.min(lo, w[10]);
+    hi = Math.max(hi, gtidEnd);
+  }
+  if (hi - lo > 4096) return null;
+  const s = binary(b, lo, hi);
+  return NON_ASCII.test(s) ? null : { s, lo };
+}
+
+/** The header text whose span is words `k`, `k + 1`. */
+function headerField(b, w, k, header) {
+  if (header === null) {
+    try {
+      return decode(b, w[k], w[k] + w[k + 1]);
+    } catch (e) {
+      if (e instanceof Utf8Error) throw new FormatError('utf8');
+      throw e;
+    }
+  }
+  const off = w[k] - header.lo;
+  return header.s.substring(off, off + w[k + 1]);
+}
+
+const NON_ASCII = /[^\x00-\x7f]/;
+
 function hex2(x) {
   return (x < 16 ? '0' : '') + x.toString(16);
 }
 
-// Names asked for, as UTF-8, so a look-up compares bytes and decodes no
-// column name. Bounded: a handler that builds names on the fly starts over.
-const nameBytes = new Map();
+// Column look-up by name without a JS loop over bytes (QuickJS interprets
+// every byte a loop touches; native calls are cheap). A table's column
+// directory (offsets, lengths, type codes, flags) and the bytes of its names
+// are, as binary strings, the key of a map from name to position, kept for
+// the tables seen last. A change whose directory and names are the same
+// bytes as a cached one has the same positions; rowhook writes the same
+// directory and names for every change of a table (SPEC.md, "What the
+// writer guarantees"), so the map is built once per table, but a buffer
+// that differs only gets a map of its own, never a wrong one.
+const indexes = new Map();
+const MAX_INDEXES = 64;
+// Names past this many bytes from the directory's first name are looked up
+// one by one instead (no writer puts them there, but a buffer may).
+const MAX_NAMES_SPAN = 1 << 16;
 
-function encodedName(name) {
-  let bytes = nameBytes.get(name);
-  if (bytes === undefined) {
-    if (nameBytes.size >= 1024) nameBytes.clear();
-    bytes = encode(name);
-    nameBytes.set(name, bytes);
+class ColumnIndex {
+  constructor(change) {
+    const b = change.bytes;
+    const w = change._w;
+    const n = change.columnCount;
+    let lo = b.length;
+    let hi = 0;
+    for (let i = 0; i < n; i++) {
+      const off = w[18 + 2 * i];
+      const end = off + (w[19 + 2 * i] & 0xffff);
+      if (end > b.length) continue;
+      if (off < lo) lo = off;
+      if (end > hi) hi = end;
+    }
+    if (hi < lo) lo = hi = 0;
+    this.lo = lo;
+    this.hi = hi;
+    this.names = binary(b, lo, hi);
+    this.positions = new Map();
+    // Later columns of the same name do not replace the first, as a scan from the left finds it.
+    for (let i = n - 1; i >= 0; i--) {
+      const name = change._name(i, null);
+      if (name !== null) this.positions.set(name, i);
+    }
   }
-  return bytes;
+}
+
+/** The ColumnIndex of `change`'s table, from the cache or new. */
+function columnIndexOf(change) {
+  const b = change.bytes;
+  const n = change.columnCount;
+  const dir = binary(b, HEADER_LEN, HEADER_LEN + n * COLUMN_ENTRY_LEN);
+  let index = indexes.get(dir);
+  if (index !== undefined && binary(b, index.lo, index.hi) === index.names) return index;
+  index = new ColumnIndex(change);
+  if (index.hi - index.lo > MAX_NAMES_SPAN) return index;
+  if (indexes.size >= MAX_INDEXES) indexes.delete(indexes.keys().next().value);
+  indexes.set(dir, index);
+  return index;
 }
 
 /**
@@ -168,7 +266,7 @@ export class Change {
     const op = OPS[b[4]];
     if (op === undefined) throw new FormatError('op', b[4]);
     const flags = b[5];
-    const n = u16(b, 6);
+    const n = b[6] | (b[7] << 8);
     let at = HEADER_LEN + n * COLUMN_ENTRY_LEN;
     let before = -1;
     let after = -1;
@@ -181,48 +279,86 @@ export class Change {
       at += n * VALUE_ENTRY_LEN;
     }
     if (b.length < at) throw new FormatError('truncated');
+    const w = wordsOf(b, n);
+    const gtid = (flags & FLAG_GTID) !== 0;
+    const header = headerText(b, w, gtid);
     this.bytes = b;
     this.op = op;
     this.flags = flags;
     this.columnCount = n;
-    this._before = before;
-    this._after = after;
-    this.gtid = flags & FLAG_GTID ? text(b, 40) : null;
-    this.id = text(b, 32);
-    this.file = text(b, 48);
-    this.db = text(b, 56);
-    this.table = text(b, 64);
+    this._header = header;
+    if (header === null) {
+      // Not all ASCII: decode (and so check) each text now.
+      this._id = headerField(b, w, 8, null);
+      this._gtid = gtid ? headerField(b, w, 10, null) : null;
+      this._file = headerField(b, w, 12, null);
+      this._db = headerField(b, w, 14, null);
+      this._table = headerField(b, w, 16, null);
+    } else {
+      // Checked already; each is cut from the header text when read.
+      this._id = undefined;
+      this._gtid = gtid ? undefined : null;
+      this._file = undefined;
+      this._db = undefined;
+      this._table = undefined;
+    }
     // The id's first `txn length` bytes are its transaction part, which
     // must end on a character boundary.
-    const txnLen = u32(b, 20);
-    const idLen = u32(b, 36);
-    if (txnLen > idLen || (txnLen < idLen && (b[u32(b, 32) + txnLen] & 0xc0) === 0x80)) {
+    const txnLen = w[5];
+    if (txnLen > w[9] || (txnLen < w[9] && (b[w[8] + txnLen] & 0xc0) === 0x80)) {
       throw new FormatError('span');
     }
-    this._txnLen = txnLen;
+    this._w = w;
+    this._before = before;
+    this._after = after;
     this._columns = null;
+    this._index = null;
+  }
+
+  /** The change's stable id, `<txn>:<event>:<row>`: the same every time the same binlog is replayed. */
+  get id() {
+    return this._id === undefined ? (this._id = headerField(this.bytes, this._w, 8, this._header)) : this._id;
+  }
+
+  /** The transaction's GTID, or null where the server wrote none. */
+  get gtid() {
+    return this._gtid === undefined ? (this._gtid = headerField(this.bytes, this._w, 10, this._header)) : this._gtid;
+  }
+
+  /** The binlog file of the rows event. */
+  get file() {
+    return this._file === undefined ? (this._file = headerField(this.bytes, this._w, 12, this._header)) : this._file;
+  }
+
+  /** The schema (database) name. */
+  get db() {
+    return this._db === undefined ? (this._db = headerField(this.bytes, this._w, 14, this._header)) : this._db;
+  }
+
+  /** The table name. */
+  get table() {
+    return this._table === undefined ? (this._table = headerField(this.bytes, this._w, 16, this._header)) : this._table;
   }
 
   /** The transaction part of the id: its GTID, or `<file>/<pos>` of its first event. */
   get txn() {
-    const b = this.bytes;
-    const off = u32(b, 32);
-    return decode(b, off, off + this._txnLen);
+    const w = this._w;
+    return decode(this.bytes, w[8], w[8] + w[5]);
   }
 
   /** The rows event's header timestamp, seconds since the Unix epoch. */
   get ts() {
-    return u32(this.bytes, 8);
+    return this._w[2];
   }
 
   /** Index of the rows event within the transaction, from 0. */
   get eventIndex() {
-    return u32(this.bytes, 12);
+    return this._w[3];
   }
 
   /** Index of the row within its rows event, from 0. */
   get rowIndex() {
-    return u32(this.bytes, 16);
+    return this._w[4];
   }
 
   /** Offset of the rows event in its binlog file (a BigInt past 2^53). */
@@ -248,42 +384,30 @@ export class Change {
   /** The `i`th column (from 0), or `undefined`. */
   column(i) {
     if (i < 0 || i >= this.columnCount) return undefined;
-    const b = this.bytes;
-    const e = HEADER_LEN + i * COLUMN_ENTRY_LEN;
-    const bits = b[e + 7];
-    return new Column(this._name(i), b[e + 6], (bits & 1) !== 0, (bits & 2) !== 0);
+    const entry = this._w[19 + 2 * i];
+    const bits = entry >>> 24;
+    return new Column(this._name(i), (entry >>> 16) & 0xff, (bits & 1) !== 0, (bits & 2) !== 0);
   }
 
-  /** Column `i`'s name; a name out of bounds or not UTF-8 reads as "". */
-  _name(i) {
+  /** Column `i`'s name; `invalid` ("" unless given) where it is out of bounds or not UTF-8. */
+  _name(i, invalid = '') {
     const b = this.bytes;
-    const e = HEADER_LEN + i * COLUMN_ENTRY_LEN;
-    const off = u32(b, e);
-    const len = u16(b, e + 4);
-    if (off + len > b.length) return '';
+    const off = this._w[18 + 2 * i];
+    const len = this._w[19 + 2 * i] & 0xffff;
+    if (off + len > b.length) return invalid;
     try {
       return decode(b, off, off + len);
     } catch (e) {
-      if (e instanceof Utf8Error) return '';
+      if (e instanceof Utf8Error) return invalid;
       throw e;
     }
   }
 
   /** The position of column `name`, or -1. */
   columnIndex(name) {
-    const want = encodedName(name);
-    const len = want.length;
-    const b = this.bytes;
-    const end = b.length;
-    for (let i = 0, e = HEADER_LEN; i < this.columnCount; i++, e += COLUMN_ENTRY_LEN) {
-      if ((b[e + 4] | (b[e + 5] << 8)) !== len) continue;
-      const off = u32(b, e);
-      if (off + len > end) continue;
-      let j = 0;
-      while (j < len && b[off + j] === want[j]) j++;
-      if (j === len) return i;
-    }
-    return -1;
+    if (this._index === null) this._index = columnIndexOf(this);
+    const i = this._index.positions.get(name);
+    return i === undefined ? -1 : i;
   }
 
   /** The before image (update, delete), or null. */

@@ -11,6 +11,7 @@
 // U+009F too), which is what line sinks (stdout, file, fifo) take.
 
 import { Change, Tag, VALUE_ENTRY_LEN, valueAt } from './change.js';
+import { encode } from './utf8.js';
 
 const BASE64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
 
@@ -100,6 +101,7 @@ function trim(digits, exp) {
 // a C1 control; JSON.stringify escapes the rest (`"`, `\`, C0 controls).
 const LINE_UNSAFE = /[\u007f-\u009f]/;
 const LINE_UNSAFE_ALL = /[\u007f-\u009f]/g;
+const BEYOND_ASCII_PRINTABLE = /[^\x00-\x7e]/;
 
 function lineEscape(c) {
   return '\\u00' + c.charCodeAt(0).toString(16);
@@ -176,9 +178,75 @@ export function changeJson(c) {
  * `null`; a cycle is a TypeError.
  */
 export function jsonLine(value) {
-  const out = write(value, '', []);
+  const out = stringify(value);
+  return LINE_UNSAFE.test(out) ? out.replace(LINE_UNSAFE_ALL, lineEscape) : out;
+}
+
+/** `jsonLine(value)` as UTF-8 bytes, for emit. */
+export function jsonLineBytes(value) {
+  return encodeLine(stringify(value));
+}
+
+/**
+ * The line `text` (JSON, whose strings may still hold DEL or C1 controls)
+ * as UTF-8 with those escaped.
+ */
+function encodeLine(text) {
+  if (percentBase64 !== null) return encodeLineBase64(text, percentBase64);
+  return encode(LINE_UNSAFE.test(text) ? text.replace(LINE_UNSAFE_ALL, lineEscape) : text);
+}
+
+/**
+ * `encodeLine` without TextEncoder (QuickJS), by native calls only:
+ * `fromBase64` decodes base64 into a Uint8Array.
+ */
+export function encodeLineBase64(text, fromBase64) {
+  // Below DEL throughout (the usual document): nothing to escape, a byte a char.
+  if (!BEYOND_ASCII_PRINTABLE.test(text)) return fromBase64(btoa(text));
+  // JSON text has no lone surrogate (JSON.stringify escapes them), so this
+  // does not throw.
+  return fromBase64(btoa(unescape(encodeURIComponent(text.replace(LINE_UNSAFE_ALL, lineEscape)))));
+}
+
+const percentBase64 =
+  typeof TextEncoder !== 'function' && typeof Uint8Array.fromBase64 === 'function' ? Uint8Array.fromBase64 : null;
+
+// Set by `detect` when JSON.stringify meets what it would write wrong.
+let special = false;
+
+function detect(key, v) {
+  if (typeof v === 'bigint' || (typeof v === 'object' && v !== null && ArrayBuffer.isView(v))) {
+    special = true;
+    return null;
+  }
+  return v;
+}
+
+/** `value` as JSON text, before the line escapes. */
+function stringify(value) {
+  // A flat object of strings, numbers and booleans (the usual document)
+  // is exactly what JSON.stringify writes; anything else is first checked
+  // for BigInt and typed arrays, which JSON.stringify cannot write.
+  let out;
+  if (value !== null && typeof value === 'object' && !Array.isArray(value) && isFlat(value)) {
+    out = JSON.stringify(value);
+  } else {
+    special = false;
+    out = JSON.stringify(value, detect);
+    if (special) out = write(value, '', []);
+  }
   if (out === undefined) throw new TypeError(`${typeof value} has no JSON form; emit an object, array, string or number`);
   return out;
+}
+
+function isFlat(o) {
+  if (typeof o.toJSON === 'function' || ArrayBuffer.isView(o)) return false;
+  for (const k in o) {
+    const v = o[k];
+    const t = typeof v;
+    if ((t === 'object' && v !== null) || t === 'bigint' || t === 'function') return false;
+  }
+  return true;
 }
 
 function write(value, key, stack) {

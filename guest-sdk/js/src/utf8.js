@@ -1,80 +1,57 @@
-// UTF-8 to and from JS strings, written out because QuickJS has no
-// TextEncoder or TextDecoder, and the row change encoding wants text that is
-// not UTF-8 rejected, not replaced.
+// UTF-8 to and from JS strings.
+//
+// StarlingMonkey (and Node) have TextEncoder and TextDecoder; QuickJS has
+// neither, and its interpreter spends some 50 ns on every byte a JS loop
+// touches. So each direction uses native calls only: where there is no
+// TextDecoder, bytes become a "binary string" (one char per byte,
+// String.fromCharCode) and `decodeURIComponent(escape(...))` decodes it,
+// rejecting what is not UTF-8 (overlong forms, surrogates, past U+10FFFF)
+// as the row change encoding asks; where there is no TextEncoder,
+// `encodeURIComponent` and base64 make the bytes. The JS loops below are the
+// fallback for what those cannot take.
 
 /** Thrown by `decode` for bytes that are not UTF-8; the reader turns it into its `utf8` error. */
 export class Utf8Error extends Error {}
 
-// Short texts (names, ids, most column values) decode fastest as one
-// String.fromCharCode call over a small array, which both engines do
-// natively; a loop of string concatenations costs a string per character.
-const CHUNK = 4096;
+const Decoder = typeof TextDecoder === 'function' ? TextDecoder : null;
+const Encoder = typeof TextEncoder === 'function' ? TextEncoder : null;
+const strict = Decoder === null ? null : new Decoder('utf-8', { fatal: true, ignoreBOM: true });
+const encoder = Encoder === null ? null : new Encoder();
+const fromBase64 = typeof Uint8Array.fromBase64 === 'function' ? Uint8Array.fromBase64 : null;
 
-/**
- * The text of `b[start..end)`, or a `Utf8Error` where it is not UTF-8
- * (overlong forms, surrogates and code points past U+10FFFF included).
- */
-export function decode(b, start, end) {
-  // ASCII, the common case: one check per byte, then one native call.
-  let i = start;
-  while (i < end && b[i] < 0x80) i++;
-  if (i === end) {
-    const n = end - start;
-    if (n <= CHUNK) return String.fromCharCode.apply(null, b.subarray(start, end));
-  }
-  const units = [];
+// Arguments per String.fromCharCode call: engines cap how many a call takes.
+const CHUNK = 8192;
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/** `b[start..end)` as a binary string: one char (U+0000 to U+00FF) per byte. */
+export function binary(b, start, end) {
+  if (end - start <= CHUNK) return String.fromCharCode.apply(null, b.subarray(start, end));
   let out = '';
-  i = start;
-  while (i < end) {
-    const c = b[i];
-    if (c < 0x80) {
-      units.push(c);
-      i++;
-    } else if (c >= 0xc2 && c <= 0xdf) {
-      const c1 = b[i + 1];
-      if (i + 1 >= end || (c1 & 0xc0) !== 0x80) throw new Utf8Error();
-      units.push(((c & 0x1f) << 6) | (c1 & 0x3f));
-      i += 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      const c1 = b[i + 1];
-      const c2 = b[i + 2];
-      if (i + 2 >= end || (c1 & 0xc0) !== 0x80 || (c2 & 0xc0) !== 0x80) throw new Utf8Error();
-      // E0 needs A0..BF (no overlong form), ED needs 80..9F (no surrogate).
-      if ((c === 0xe0 && c1 < 0xa0) || (c === 0xed && c1 > 0x9f)) throw new Utf8Error();
-      units.push(((c & 0x0f) << 12) | ((c1 & 0x3f) << 6) | (c2 & 0x3f));
-      i += 3;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      const c1 = b[i + 1];
-      const c2 = b[i + 2];
-      const c3 = b[i + 3];
-      if (i + 3 >= end || (c1 & 0xc0) !== 0x80 || (c2 & 0xc0) !== 0x80 || (c3 & 0xc0) !== 0x80) {
-        throw new Utf8Error();
-      }
-      // F0 needs 90..BF (no overlong form), F4 needs 80..8F (at most U+10FFFF).
-      if ((c === 0xf0 && c1 < 0x90) || (c === 0xf4 && c1 > 0x8f)) throw new Utf8Error();
-      const cp = ((c & 0x07) << 18) | ((c1 & 0x3f) << 12) | ((c2 & 0x3f) << 6) | (c3 & 0x3f);
-      const v = cp - 0x10000;
-      units.push(0xd800 | (v >> 10), 0xdc00 | (v & 0x3ff));
-      i += 4;
-    } else {
-      throw new Utf8Error();
-    }
-    if (units.length >= CHUNK) {
-      out += String.fromCharCode.apply(null, units);
-      units.length = 0;
-    }
+  for (let i = start; i < end; i += CHUNK) {
+    out += String.fromCharCode.apply(null, b.subarray(i, Math.min(i + CHUNK, end)));
   }
-  return out + String.fromCharCode.apply(null, units);
+  return out;
 }
 
-/** Whether `b[start..end)` is UTF-8. */
-export function isUtf8(b, start, end) {
+/** The text of `b[start..end)`, or a `Utf8Error` where it is not UTF-8. */
+export function decode(b, start, end) {
+  if (strict !== null) {
+    try {
+      return strict.decode(b.subarray(start, end));
+    } catch {
+      throw new Utf8Error('not UTF-8');
+    }
+  }
+  return decodeBinary(binary(b, start, end));
+}
+
+/** The text whose UTF-8 bytes are the binary string `s` (the path without TextDecoder). */
+export function decodeBinary(s) {
+  if (!NON_ASCII.test(s)) return s;
   try {
-    decode(b, start, end);
-    return true;
-  } catch (e) {
-    if (e instanceof Utf8Error) return false;
-    throw e;
+    return decodeURIComponent(escape(s));
+  } catch {
+    throw new Utf8Error('not UTF-8');
   }
 }
 
@@ -83,14 +60,30 @@ export function isUtf8(b, start, end) {
  * U+FFFD, as TextEncoder does.
  */
 export function encode(s) {
+  if (encoder !== null) return encoder.encode(s);
+  if (fromBase64 !== null) return encodeBase64(s, fromBase64);
+  return encodeLoop(s);
+}
+
+/** `s` as UTF-8 through native calls only (the path without TextEncoder); `fromBase64` decodes base64. */
+export function encodeBase64(s, fromBase64) {
+  if (!NON_ASCII.test(s)) return fromBase64(btoa(s));
+  let uri;
+  try {
+    uri = encodeURIComponent(s);
+  } catch {
+    // A lone surrogate.
+    return encodeLoop(s);
+  }
+  return fromBase64(btoa(unescape(uri)));
+}
+
+/** `s` as UTF-8, one char at a time. */
+export function encodeLoop(s) {
   const n = s.length;
-  let i = 0;
-  while (i < n && s.charCodeAt(i) < 0x80) i++;
-  const out = new Uint8Array(i === n ? n : i + (n - i) * 3);
-  for (let j = 0; j < i; j++) out[j] = s.charCodeAt(j);
-  if (i === n) return out;
-  let o = i;
-  for (; i < n; i++) {
+  const out = new Uint8Array(n * 3);
+  let o = 0;
+  for (let i = 0; i < n; i++) {
     let c = s.charCodeAt(i);
     if (c < 0x80) {
       out[o++] = c;

@@ -57,6 +57,18 @@ test('reads the header and columns', () => {
   assert.equal(c.after.kind('amount'), 'decimal');
 });
 
+test('reads a change at any offset of its buffer', () => {
+  const b = update();
+  for (const shift of [1, 2, 3, 5]) {
+    const copy = new Uint8Array(b.length + shift);
+    copy.set(b, shift);
+    const c = Change.parse(copy.subarray(shift));
+    assert.equal(c.json(), Change.parse(b).json());
+    assert.equal(c.get('amount'), '12.50');
+    assert.equal(c.columns[0].primaryKey, true);
+  }
+});
+
 test('reads the before image of a delete, and names what is missing', () => {
   const c = Change.parse(ChangeBuilder.delete('d', 't').column('id', v.int(-1)).build());
   assert.equal(c.get('id'), -1);
@@ -234,4 +246,51 @@ test('a handler that throws fails the change with the message, and its emits and
   assert.equal(run((c) => c.get('nope'), change), 'no column `nope`');
   assert.equal(run((c) => { emit('q', c.id); }, change), null);
   assert.equal(messages()[0].text, '0-1-42:2:5');
+});
+
+test('the QuickJS paths of UTF-8 (no TextEncoder or TextDecoder) agree with Node', async () => {
+  const { decodeBinary, binary, encodeBase64, encodeLoop, Utf8Error } = await import('../src/utf8.js');
+  const { encodeLineBase64 } = await import('../src/json.js');
+  const fromBase64 = (s) => new Uint8Array(Buffer.from(s, 'base64'));
+  const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  const samples = ['', 'ascii', 'é', 'ü€𝄞', '\ufeffbom', 'a\u0000b', '%41%', '+ .*@_-', '\u0085\u007f', 'x'.repeat(20000) + 'é'];
+  for (const s of samples) {
+    const utf8 = new TextEncoder().encode(s);
+    assert.deepEqual(encodeBase64(s, fromBase64), utf8, s);
+    assert.deepEqual(encodeLoop(s), utf8, s);
+    assert.equal(decodeBinary(binary(utf8, 0, utf8.length)), s);
+  }
+  // Lone surrogates become U+FFFD, as TextEncoder writes them.
+  assert.deepEqual(encodeBase64('a\ud800b', fromBase64), new TextEncoder().encode('a\ud800b'));
+  // Bytes that are not UTF-8 are rejected as TextDecoder rejects them:
+  // overlong forms, surrogates, past U+10FFFF, truncated and stray bytes.
+  const bad = [[0xc0, 0x80], [0xe0, 0x80, 0x80], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xf8], [0xe2, 0x82], [0x80], [0xff]];
+  for (const b of bad) {
+    const u = new Uint8Array(b);
+    assert.throws(() => strict.decode(u));
+    assert.throws(() => decodeBinary(binary(u, 0, u.length)), Utf8Error, String(b));
+  }
+  // And agree on random bytes, valid or not.
+  let seed = 7;
+  const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
+  for (let n = 0; n < 2000; n++) {
+    const u = new Uint8Array(1 + (n % 7)).map(() => (rand() & 1 ? rand() : 0x80 | (rand() & 0x3f)) | (n % 3 === 0 ? 0xc0 : 0));
+    let want;
+    try {
+      want = strict.decode(u);
+    } catch {
+      want = null;
+    }
+    let got;
+    try {
+      got = decodeBinary(binary(u, 0, u.length));
+    } catch (e) {
+      assert.ok(e instanceof Utf8Error);
+      got = null;
+    }
+    assert.equal(got, want, String(u));
+  }
+  for (const line of ['{"a":"plain"}', '{"a":"\u007f\u0085\u00a0é𝄞"}']) {
+    assert.deepEqual(encodeLineBase64(line, fromBase64), new TextEncoder().encode(jsonLine(JSON.parse(line))));
+  }
 });
