@@ -10,12 +10,13 @@
 //   (rowhook calls `on-change` synchronously; the async runtime needs the
 //   component-model async ABI).
 // - starlingmonkey: componentize-js, SpiderMonkey, without the fetch() and
-//   fetch-event features (so the component does not import wasi:http).
+//   fetch-event features (so the component does not import wasi:http);
+//   installed apart, by `npm ci` in engines/starlingmonkey.
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const SDK = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -138,7 +139,7 @@ async function componentize(source, handler, engine) {
     // componentize-js 0.23.0 reads the WIT through the WASI shim of
     // @bytecodealliance/preview2-shim without depending on it; 0.25.0 is
     // the shim whose default preopen (the root) lets it read any path.
-    const { componentize } = await importEngine('@bytecodealliance/componentize-js', 'starlingmonkey');
+    const { componentize } = await importStarlingMonkey();
     const { component } = await componentize({
       sourcePath,
       witPath: WIT,
@@ -158,10 +159,24 @@ async function importEngine(name, engine) {
     return await import(name);
   } catch (e) {
     if (e.code === 'ERR_MODULE_NOT_FOUND') {
-      fail(`the ${engine} engine needs the npm package ${name}: run \`npm install\` in ${SDK}`);
+      fail(`the ${engine} engine needs the npm package ${name}: run \`npm ci\` in ${SDK}`);
     }
     throw e;
   }
+}
+
+/**
+ * componentize-js, from its own package in engines/starlingmonkey: it and
+ * its dependencies take 400 MB, which a QuickJS build does not need.
+ */
+async function importStarlingMonkey() {
+  const dir = join(SDK, 'engines/starlingmonkey');
+  const pkg = join(dir, 'node_modules/@bytecodealliance/componentize-js/package.json');
+  if (!existsSync(pkg)) {
+    fail(`the starlingmonkey engine is installed apart: run \`npm ci\` in ${dir}`);
+  }
+  const entry = JSON.parse(readFileSync(pkg, 'utf8')).exports.import;
+  return import(pathToFileURL(join(dirname(pkg), entry)).href);
 }
 
 await main(process.argv.slice(2));
