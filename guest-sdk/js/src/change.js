@@ -282,62 +282,70 @@ export class Change {
     const w = wordsOf(b, n);
     const gtid = (flags & FLAG_GTID) !== 0;
     const header = headerText(b, w, gtid);
+    // Few fields: QuickJS pays for each one a new object gets.
     this.bytes = b;
     this.op = op;
-    this.flags = flags;
-    this.columnCount = n;
-    this._header = header;
-    if (header === null) {
-      // Not all ASCII: decode (and so check) each text now.
-      this._id = headerField(b, w, 8, null);
-      this._gtid = gtid ? headerField(b, w, 10, null) : null;
-      this._file = headerField(b, w, 12, null);
-      this._db = headerField(b, w, 14, null);
-      this._table = headerField(b, w, 16, null);
-    } else {
-      // Checked already; each is cut from the header text when read.
-      this._id = undefined;
-      this._gtid = gtid ? undefined : null;
-      this._file = undefined;
-      this._db = undefined;
-      this._table = undefined;
-    }
+    this._w = w;
+    this._before = before;
+    this._after = after;
+    // The header's texts: one ASCII string to cut them from, or (not all
+    // ASCII) each decoded, and so checked, now.
+    this._header =
+      header !== null
+        ? header
+        : [
+            headerField(b, w, 8, null),
+            gtid ? headerField(b, w, 10, null) : null,
+            headerField(b, w, 12, null),
+            headerField(b, w, 14, null),
+            headerField(b, w, 16, null),
+          ];
     // The id's first `txn length` bytes are its transaction part, which
     // must end on a character boundary.
     const txnLen = w[5];
     if (txnLen > w[9] || (txnLen < w[9] && (b[w[8] + txnLen] & 0xc0) === 0x80)) {
       throw new FormatError('span');
     }
-    this._w = w;
-    this._before = before;
-    this._after = after;
-    this._columns = null;
-    this._index = null;
+  }
+
+  /** The header flags (1 before, 2 after, 4 GTID, 8 names). */
+  get flags() {
+    return this.bytes[5];
+  }
+
+  /** The number of columns of the table. */
+  get columnCount() {
+    return this.bytes[6] | (this.bytes[7] << 8);
+  }
+
+  _text(k) {
+    const h = this._header;
+    return Array.isArray(h) ? h[(k - 8) >> 1] : headerField(this.bytes, this._w, k, h);
   }
 
   /** The change's stable id, `<txn>:<event>:<row>`: the same every time the same binlog is replayed. */
   get id() {
-    return this._id === undefined ? (this._id = headerField(this.bytes, this._w, 8, this._header)) : this._id;
+    return this._text(8);
   }
 
   /** The transaction's GTID, or null where the server wrote none. */
   get gtid() {
-    return this._gtid === undefined ? (this._gtid = headerField(this.bytes, this._w, 10, this._header)) : this._gtid;
+    return (this.bytes[5] & FLAG_GTID) === 0 ? null : this._text(10);
   }
 
   /** The binlog file of the rows event. */
   get file() {
-    return this._file === undefined ? (this._file = headerField(this.bytes, this._w, 12, this._header)) : this._file;
+    return this._text(12);
   }
 
   /** The schema (database) name. */
   get db() {
-    return this._db === undefined ? (this._db = headerField(this.bytes, this._w, 14, this._header)) : this._db;
+    return this._text(14);
   }
 
   /** The table name. */
   get table() {
-    return this._table === undefined ? (this._table = headerField(this.bytes, this._w, 16, this._header)) : this._table;
+    return this._text(16);
   }
 
   /** The transaction part of the id: its GTID, or `<file>/<pos>` of its first event. */
@@ -373,7 +381,7 @@ export class Change {
 
   /** The columns of the table, in table order. */
   get columns() {
-    if (this._columns === null) {
+    if (this._columns === undefined) {
       const cols = [];
       for (let i = 0; i < this.columnCount; i++) cols.push(this.column(i));
       this._columns = cols;
@@ -405,7 +413,7 @@ export class Change {
 
   /** The position of column `name`, or -1. */
   columnIndex(name) {
-    if (this._index === null) this._index = columnIndexOf(this);
+    if (this._index === undefined) this._index = columnIndexOf(this);
     const i = this._index.positions.get(name);
     return i === undefined ? -1 : i;
   }
