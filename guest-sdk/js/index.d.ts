@@ -134,8 +134,8 @@ export interface EmitOptions {
 }
 
 /**
- * Sends `payload` to sink `sink`: a Uint8Array or string as it is, any other
- * value as one line of JSON (`jsonLine`). Throws a RowhookError of kind
+ * Sends `payload` to sink `sink`: a Uint8Array or string as it is, a Change
+ * as its row change JSON, any other value as one line of JSON (`jsonLine`). Throws a RowhookError of kind
  * `emit` (reason `denied`, `quota`, `unavailable`, `too-large`, `invalid`).
  */
 export declare function emit(sink: string, payload: unknown, options?: EmitOptions): void;

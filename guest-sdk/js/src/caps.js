@@ -2,6 +2,7 @@
 // and converts its arguments, calls the host (src/host.js), and turns a
 // refusal into a RowhookError whose message names the sink or key.
 
+import { Change } from './change.js';
 import { emitError, stateError } from './errors.js';
 import { host } from './host.js';
 import { jsonLine, jsonLineBytes } from './json.js';
@@ -44,8 +45,9 @@ function bytesOf(what, v) {
 
 /**
  * Sends `payload` to the sink named `sink` (a key of `[sinks]` in the
- * configuration). A Uint8Array or string goes as it is; any other value
- * becomes one line of JSON (`jsonLine`: BigInt exact, bytes as base64).
+ * configuration). A Uint8Array or string goes as it is, a Change as its row
+ * change JSON (`change.json()`), and any other value as one line of JSON
+ * (`jsonLine`: BigInt exact, bytes as base64).
  * `options.key` is the message key where the sink has one.
  *
  * The message goes out when the change's transaction has been handled,
@@ -58,6 +60,7 @@ export function emit(sink, payload, options) {
   let bytes;
   if (payload instanceof Uint8Array) bytes = payload;
   else if (typeof payload === 'string') bytes = encode(payload);
+  else if (payload instanceof Change) bytes = encode(payload.json());
   else bytes = jsonLineBytes(payload);
   const k = options == null || options.key == null ? null : String(options.key);
   try {

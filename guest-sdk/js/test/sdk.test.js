@@ -169,7 +169,10 @@ test('emit sends bytes and text as they are, anything else as a JSON line', () =
   emit('q', new Uint8Array([1, 2]));
   emit('q', 'héllo', { key: 'k' });
   emit('q', { id: 7n }, { key: 7 });
+  const c = Change.parse(update());
+  emit('q', c);
   const sent = messages();
+  assert.equal(sent[3].text, c.json());
   assert.deepEqual(sent[0].payload, new Uint8Array([1, 2]));
   assert.equal(sent[0].key, null);
   assert.deepEqual([sent[1].text, sent[1].key], ['héllo', 'k']);
