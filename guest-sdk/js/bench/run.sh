@@ -54,7 +54,7 @@ for engine in $ENGINES; do
     name="$handler-$engine"
     node "$HERE/../bin/rowhook-js.js" build "$HERE/$handler.js" -o "$WORK/$name.wasm" --engine "$engine"
     config "$name" "$WORK/$name.wasm" "cdcbench.*" "$MEMORY_MB"
-    "$ROWHOOK" check -c "$WORK/$name.toml" 2>&1 | grep -o "MiB used[^)]*" | sed "s/^/$name: start /" || true
+    "$ROWHOOK" check -c "$WORK/$name.toml" 2>&1 | grep -o "[0-9.]* MiB used" | sed "s/^/$name: linear memory at start: /" || true
     cpu=$(replay "$name")
     summary=$(grep -o "[0-9]* handler calls, [0-9]* messages, [0-9]* handler errors" "$WORK/$name.err" || true)
     if [ -n "$summary" ]; then
