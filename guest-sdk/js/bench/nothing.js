@@ -1,0 +1,2 @@
+// The baseline handler: the SDK reads the change's header, nothing else.
+export function onChange(change) {}
