@@ -50,6 +50,20 @@ const IP_BLOCK_C: Example = Example {
     golden: "examples/ip-block.txt",
     fifo: None,
 };
+/// orders-copy's JavaScript twin (examples/js/orders-copy), against the
+/// same golden file.
+const ORDERS_COPY_JS: Example = Example {
+    name: "orders-copy-js",
+    golden: "examples/orders-copy.jsonl",
+    fifo: None,
+};
+/// daily-signups' Python twin (examples/python/daily-signups), against the
+/// same golden file.
+const DAILY_SIGNUPS_PY: Example = Example {
+    name: "daily-signups-py",
+    golden: "examples/daily-signups.jsonl",
+    fifo: None,
+};
 const NEWS_FIFO: Example = Example {
     name: "news-fifo",
     golden: "examples/news-fifo.txt",
@@ -65,7 +79,61 @@ fn handlers_built() {
             build_guest(&dir, name);
         }
         make(&root().join("examples/c/ip-block"), &["ip_block.wasm"]);
+        build_js(
+            &root().join("examples/js/orders-copy/handler.js"),
+            &root().join("examples/js/orders-copy/orders-copy.wasm"),
+        );
+        build_python(
+            &root().join("examples/python/daily-signups/daily_signups.py"),
+            &root().join("examples/python/target/daily_signups.wasm"),
+        );
     });
+}
+
+/// Runs `command`, failing the test with its output.
+fn succeed(what: &str, command: &mut Command) {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Builds the JavaScript handler `source` into the component `out` with
+/// the SDK's build command (QuickJS). Needs `npm ci` in guest-sdk/js.
+pub fn build_js(source: &Path, out: &Path) {
+    let sdk = root().join("guest-sdk/js");
+    assert!(
+        sdk.join("node_modules").exists(),
+        "guest-sdk/js/node_modules is missing: run `npm ci` in guest-sdk/js (Node 20)"
+    );
+    succeed(
+        "rowhook-js build",
+        Command::new("node")
+            .arg(sdk.join("bin/rowhook-js.js"))
+            .arg("build")
+            .arg(source)
+            .arg("-o")
+            .arg(out),
+    );
+}
+
+/// Builds the Python handler `source` into the component `out` with the
+/// SDK's build command. Needs componentize-py (`pip install
+/// componentize-py==0.25.1`).
+pub fn build_python(source: &Path, out: &Path) {
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    succeed(
+        "python3 -m rowhook_guest build",
+        Command::new("python3")
+            .args(["-m", "rowhook_guest", "build"])
+            .arg(source)
+            .arg("-o")
+            .arg(out)
+            .env("PYTHONPATH", root().join("guest-sdk/python")),
+    );
 }
 
 /// Runs `make` in `dir` with `targets`, failing the test with its output.
@@ -110,6 +178,20 @@ fn sandbox(tag: &str, example: &Example, edit: impl FnOnce(&str) -> String) -> (
     let text = std::fs::read_to_string(root().join(format!("examples/{}.toml", example.name))).unwrap();
     let config = dir.join(format!("{}.toml", example.name));
     std::fs::write(&config, edit(&text)).unwrap();
+    // Every sandbox of the run shares one compile cache: a Python or
+    // JavaScript handler is compiled once, not by every test.
+    let state_path = text
+        .lines()
+        .skip_while(|l| l.trim_end() != "[state]")
+        .take_while(|l| !l.starts_with("[sinks") && !l.starts_with("[[handlers"))
+        .find_map(|l| l.strip_prefix("path = \"var/"));
+    if let Some(state) = state_path {
+        let state = dir.join("var").join(state.split('"').next().unwrap());
+        std::fs::create_dir_all(&state).unwrap();
+        let shared = std::env::temp_dir().join(format!("rh-examples-compiled-{}", std::process::id()));
+        std::fs::create_dir_all(&shared).unwrap();
+        std::os::unix::fs::symlink(&shared, state.join("compiled")).unwrap();
+    }
     (dir, config)
 }
 
@@ -352,6 +434,26 @@ fn ip_block_in_c_live() {
 }
 
 #[test]
+fn orders_copy_in_javascript_replayed() {
+    check_replay(&ORDERS_COPY_JS);
+}
+
+#[test]
+fn orders_copy_in_javascript_live() {
+    check_live(&ORDERS_COPY_JS);
+}
+
+#[test]
+fn daily_signups_in_python_replayed() {
+    check_replay(&DAILY_SIGNUPS_PY);
+}
+
+#[test]
+fn daily_signups_in_python_live() {
+    check_live(&DAILY_SIGNUPS_PY);
+}
+
+#[test]
 fn news_fifo_replayed() {
     check_replay(&NEWS_FIFO);
 }
@@ -487,6 +589,38 @@ fn example_handlers_pass_their_unit_tests() {
 fn c_sdk_and_example_pass_their_native_tests() {
     make(&root().join("guest-sdk/c"), &["test"]);
     make(&root().join("examples/c/ip-block"), &["test"]);
+}
+
+/// The JavaScript SDK's own tests in Node: its reader against every vector
+/// of the row change encoding, its JSON lines, its capabilities against
+/// the SDK's in-memory host.
+#[test]
+fn javascript_sdk_passes_its_tests() {
+    succeed(
+        "node --test (guest-sdk/js)",
+        Command::new("node")
+            .args(["--test", "test/"])
+            .current_dir(root().join("guest-sdk/js")),
+    );
+}
+
+/// The Python SDK's own tests in CPython, and the Python daily-signups'
+/// unit tests against the SDK's recorder.
+#[test]
+fn python_sdk_and_example_pass_their_tests() {
+    succeed(
+        "python3 -m unittest (guest-sdk/python)",
+        Command::new("python3")
+            .args(["-m", "unittest", "-q"])
+            .current_dir(root().join("guest-sdk/python")),
+    );
+    succeed(
+        "python3 -m unittest (examples/python/daily-signups)",
+        Command::new("python3")
+            .args(["-m", "unittest", "-q"])
+            .current_dir(root().join("examples/python/daily-signups"))
+            .env("PYTHONPATH", root().join("guest-sdk/python")),
+    );
 }
 
 /// sms-outbox, a table as a job queue: its handler pushes a JSON job per
