@@ -282,3 +282,43 @@ sinks = ["calls"]
         "took {took:?}"
     );
 }
+
+/// A handler whose memory grows with every call (4 KiB kept per call, as a
+/// leaking language runtime does) is replaced between transactions once it
+/// has used half of its room, its state carried over: 1,200 calls that
+/// would take it past `memory_mb = 2` all succeed, and the state counter
+/// beside it counts every one.
+#[test]
+fn a_handler_whose_memory_grows_is_replaced_between_transactions() {
+    let leaky = crate::reload::suite_guests().join("leaky.wasm");
+    let server = Server::start(&[]);
+    // Twelve transactions of 100 rows.
+    let mut sql = String::from("CREATE DATABASE leak; USE leak; CREATE TABLE t (id INT PRIMARY KEY);");
+    for i in 0..12 {
+        sql.push_str(&format!(
+            "INSERT INTO t SELECT seq FROM seq_{}_to_{};",
+            i * 100 + 1,
+            i * 100 + 100
+        ));
+    }
+    sql.push_str("FLUSH BINARY LOGS;");
+    server.sql(&sql);
+    let binlog = server.binlog("mysql-bin.000001");
+    let dir = temp_dir("limits-leaky");
+    let config = dir.join("rowhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[handlers]]\nname = \"leaky\"\nmodule = \"{}\"\ntables = [\"leak.t\"]\nlimits = {{ memory_mb = 2 }}\non_error = \"halt\"\n",
+            leaky.display()
+        ),
+    )
+    .unwrap();
+    let out = crate::support::rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1200 handler calls") && stderr.contains(" 0 handler errors"),
+        "{stderr}"
+    );
+}

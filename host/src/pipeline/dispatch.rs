@@ -105,6 +105,7 @@ struct HandlerCounters {
     reload_failures: Counter,
     suspensions: Counter,
     suspended: Counter,
+    recycled: Counter,
 }
 
 impl HandlerCounters {
@@ -135,6 +136,11 @@ impl HandlerCounters {
             suspended: registry.counter(
                 names::HANDLER_SUSPENDED,
                 "Changes not handed to the handler while it was suspended, handled by its on_error.",
+                labels(),
+            ),
+            recycled: registry.counter(
+                names::HANDLER_RECYCLED,
+                "Instances replaced between transactions because their memory had grown past half of its room.",
                 labels(),
             ),
         }
@@ -250,6 +256,32 @@ impl HandlerSlot {
             self.recover(runtime);
         }
         emitted
+    }
+
+    /// Replaces a worn instance between transactions (its state carries
+    /// over); one that cannot be created leaves the worn one serving.
+    fn recycle_if_worn(&mut self, runtime: &HandlerRuntime) {
+        let Some(grown) = self.instance.as_ref().filter(|i| i.worn()).map(Instance::memory_bytes) else {
+            return;
+        };
+        match self.instantiate(runtime, &self.module) {
+            Ok(mut fresh) => {
+                if let Some(mut worn) = self.instance.take() {
+                    fresh.replace_state(std::mem::take(worn.state()));
+                }
+                self.instance = Some(fresh);
+                self.counters.recycled.inc();
+                tracing::info!(
+                    handler = %self.plan.name,
+                    "the handler's instance was replaced between transactions: its memory had grown to {:.1} MiB of limits.memory_mb = {} (its state carries over)",
+                    grown as f64 / f64::from(1 << 20),
+                    self.plan.limits.memory_mb
+                );
+            }
+            Err(e) => {
+                tracing::warn!(handler = %self.plan.name, "replacing the handler's worn instance failed; it keeps serving: {e:#}")
+            }
+        }
     }
 
     fn state(&mut self) -> &mut StateOverlay {
@@ -442,10 +474,16 @@ impl Handlers {
     }
 
     /// Ends every handler's transaction; `keep` gets each one's writes.
+    /// An instance whose memory has grown past half of its room is then
+    /// replaced by a fresh one (see [`Instance::worn`]), which takes over
+    /// the state: a runtime that leaks a little per call never reaches its
+    /// cap.
     pub fn commit_state(&mut self, mut keep: impl FnMut(&HandlerId, Vec<(String, Option<Vec<u8>>)>)) {
         for id in &self.order {
-            let writes = self.slots.get_mut(id).expect("ordered ids are slots").state().commit();
+            let slot = self.slots.get_mut(id).expect("ordered ids are slots");
+            let writes = slot.state().commit();
             keep(id, writes);
+            slot.recycle_if_worn(&self.runtime);
         }
     }
 

@@ -779,11 +779,13 @@ impl HandlerRuntime {
                 );
             }
         };
+        let memory_at_start = store.data().limits.used;
         Ok(Instance {
             store,
             handler,
             limits,
             broken: false,
+            memory_at_start,
         })
     }
 }
@@ -893,6 +895,8 @@ pub struct Instance {
     handler: bindings::Handler,
     limits: Limits,
     broken: bool,
+    /// Memory it held once created, bytes.
+    memory_at_start: usize,
 }
 
 impl Instance {
@@ -1009,6 +1013,15 @@ impl Instance {
     /// counted against `limits.memory_mb`.
     pub fn memory_bytes(&self) -> usize {
         self.store.data().limits.used
+    }
+
+    /// Whether its memory has grown past half of the room it had when it
+    /// was created: it is better replaced between transactions than left
+    /// to trap at its cap (language runtimes that leak a little on every
+    /// call get there in the end).
+    pub fn worn(&self) -> bool {
+        let room = self.limits.memory_bytes.saturating_sub(self.memory_at_start);
+        self.memory_bytes() > self.memory_at_start + room / 2
     }
 }
 

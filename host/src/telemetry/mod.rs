@@ -43,6 +43,9 @@ pub mod names {
     pub const HANDLER_SUSPENSIONS: &str = "rowhook_handler_suspensions_total";
     /// Changes not handed to a suspended handler.
     pub const HANDLER_SUSPENDED: &str = "rowhook_handler_suspended_total";
+    /// Instances replaced at a transaction boundary because their memory
+    /// had grown past half of its headroom.
+    pub const HANDLER_RECYCLED: &str = "rowhook_handler_recycled_total";
     /// Guest log lines dropped by the per-call cap.
     pub const HANDLER_LOG_LINES_DROPPED: &str = "rowhook_handler_log_lines_dropped_total";
     /// Guest `metrics` calls ignored (invalid name, too many names).
