@@ -103,7 +103,7 @@ struct ReplayArgs {
 
 #[derive(clap::Args)]
 struct NewArgs {
-    /// The handler's language: rust.
+    /// The handler's language: rust, js, python or c.
     #[arg(long, default_value = "rust")]
     lang: String,
     /// The project's name: lowercase letters, digits and `-`.

@@ -154,3 +154,35 @@ fn rowhook_new_writes_a_rust_project_that_passes_its_own_test() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists and is not empty"));
 }
+
+/// `rowhook new` in JavaScript, Python and C: each project builds with its
+/// language's toolchain and passes its own test out of the box, against the
+/// same golden output as the Rust one.
+#[test]
+fn rowhook_new_writes_js_python_and_c_projects_that_pass_their_own_tests() {
+    let dir = temp_dir("authoring-new-langs");
+    for lang in ["js", "python", "c"] {
+        let project = dir.join(lang);
+        let out = rowhook(&[
+            "new",
+            "--lang",
+            lang,
+            &format!("orders-{lang}"),
+            "--dir",
+            project.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{lang}: {}", String::from_utf8_lossy(&out.stderr));
+        let test = std::process::Command::new("bash")
+            .arg(project.join("test.sh"))
+            .env("ROWHOOK", env!("CARGO_BIN_EXE_rowhook"))
+            .output()
+            .expect("run test.sh");
+        let stdout = String::from_utf8_lossy(&test.stdout);
+        assert!(
+            test.status.success(),
+            "{lang}: {stdout}{}",
+            String::from_utf8_lossy(&test.stderr)
+        );
+        assert_eq!(stdout, "ok   sink `out`: 3 messages, as golden/out.out\n", "{lang}");
+    }
+}

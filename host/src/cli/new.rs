@@ -17,16 +17,25 @@ use std::path::{Path, PathBuf};
 pub enum Lang {
     /// Rust, with `rowhook-guest`.
     Rust,
+    /// JavaScript, with `@rowhook/guest` (QuickJS).
+    Js,
+    /// Python, with `rowhook_guest` (componentize-py).
+    Python,
+    /// C, with `rowhook.h`.
+    C,
 }
 
 impl Lang {
     /// The names `--lang` takes.
-    pub const NAMES: &[&str] = &["rust"];
+    pub const NAMES: &[&str] = &["rust", "js", "python", "c"];
 
     /// The language named `name`.
     pub fn parse(name: &str) -> Result<Lang, String> {
         match name {
             "rust" => Ok(Lang::Rust),
+            "js" | "javascript" => Ok(Lang::Js),
+            "python" => Ok(Lang::Python),
+            "c" => Ok(Lang::C),
             other => Err(format!(
                 "`{other}` is not a language rowhook new knows; use one of {}",
                 Self::NAMES.join(", ")
@@ -108,6 +117,175 @@ const RUST: &[File] = &[
     ),
 ];
 
+/// The JavaScript project: the handler module, and the SDK with its build
+/// command and lock file (its build tools come from npm at the first
+/// build) beside the WIT it reads.
+const JS: &[File] = &[
+    ("handler.js", include_bytes!("../../templates/js/handler.js")),
+    ("test.sh", include_bytes!("../../templates/js/test.sh")),
+    ("README.md", include_bytes!("../../templates/js/README.md")),
+    (
+        "sdk/wit/handler.wit",
+        include_bytes!("../../../guest-sdk/wit/handler.wit"),
+    ),
+    ("sdk/js/README.md", include_bytes!("../../../guest-sdk/js/README.md")),
+    (
+        "sdk/js/bin/rowhook-js.js",
+        include_bytes!("../../../guest-sdk/js/bin/rowhook-js.js"),
+    ),
+    ("sdk/js/index.d.ts", include_bytes!("../../../guest-sdk/js/index.d.ts")),
+    (
+        "sdk/js/testing.d.ts",
+        include_bytes!("../../../guest-sdk/js/testing.d.ts"),
+    ),
+    (
+        "sdk/js/package-lock.json",
+        include_bytes!("../../../guest-sdk/js/package-lock.json"),
+    ),
+    (
+        "sdk/js/package.json",
+        include_bytes!("../../../guest-sdk/js/package.json"),
+    ),
+    (
+        "sdk/js/src/caps.js",
+        include_bytes!("../../../guest-sdk/js/src/caps.js"),
+    ),
+    (
+        "sdk/js/src/change.js",
+        include_bytes!("../../../guest-sdk/js/src/change.js"),
+    ),
+    (
+        "sdk/js/src/errors.js",
+        include_bytes!("../../../guest-sdk/js/src/errors.js"),
+    ),
+    (
+        "sdk/js/src/host.js",
+        include_bytes!("../../../guest-sdk/js/src/host.js"),
+    ),
+    (
+        "sdk/js/src/index.js",
+        include_bytes!("../../../guest-sdk/js/src/index.js"),
+    ),
+    (
+        "sdk/js/src/json.js",
+        include_bytes!("../../../guest-sdk/js/src/json.js"),
+    ),
+    ("sdk/js/src/run.js", include_bytes!("../../../guest-sdk/js/src/run.js")),
+    (
+        "sdk/js/src/testing.js",
+        include_bytes!("../../../guest-sdk/js/src/testing.js"),
+    ),
+    (
+        "sdk/js/src/utf8.js",
+        include_bytes!("../../../guest-sdk/js/src/utf8.js"),
+    ),
+    ("sdk/js/src/wit.js", include_bytes!("../../../guest-sdk/js/src/wit.js")),
+];
+
+/// The Python project: the handler module, and the SDK package with its
+/// build command and the WIT it reads.
+const PYTHON: &[File] = &[
+    ("app.py", include_bytes!("../../templates/python/app.py")),
+    ("test.sh", include_bytes!("../../templates/python/test.sh")),
+    ("README.md", include_bytes!("../../templates/python/README.md")),
+    (
+        "sdk/python/rowhook_guest/handler.wit",
+        include_bytes!("../../../guest-sdk/wit/handler.wit"),
+    ),
+    (
+        "sdk/python/README.md",
+        include_bytes!("../../../guest-sdk/python/README.md"),
+    ),
+    (
+        "sdk/python/pyproject.toml",
+        include_bytes!("../../../guest-sdk/python/pyproject.toml"),
+    ),
+    (
+        "sdk/python/rowhook_guest/__init__.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/__init__.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/__main__.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/__main__.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/_component.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/_component.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/_export.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/_export.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/_host.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/_host.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/_imports.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/_imports.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/_wit.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/_wit.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/build.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/build.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/change.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/change.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/errors.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/errors.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/jsonline.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/jsonline.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/log.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/log.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/metrics.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/metrics.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/state.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/state.py"),
+    ),
+    (
+        "sdk/python/rowhook_guest/testing.py",
+        include_bytes!("../../../guest-sdk/python/rowhook_guest/testing.py"),
+    ),
+];
+
+/// The C project: the handler, its Makefile, and the header with the
+/// generated bindings.
+const C: &[File] = &[
+    ("handler.c", include_bytes!("../../templates/c/handler.c")),
+    ("Makefile", include_bytes!("../../templates/c/Makefile")),
+    ("test.sh", include_bytes!("../../templates/c/test.sh")),
+    ("README.md", include_bytes!("../../templates/c/README.md")),
+    ("sdk/c/README.md", include_bytes!("../../../guest-sdk/c/README.md")),
+    ("sdk/c/rowhook.h", include_bytes!("../../../guest-sdk/c/rowhook.h")),
+    ("sdk/c/rowhook.mk", include_bytes!("../../../guest-sdk/c/rowhook.mk")),
+    (
+        "sdk/c/gen/handler.c",
+        include_bytes!("../../../guest-sdk/c/gen/handler.c"),
+    ),
+    (
+        "sdk/c/gen/handler.h",
+        include_bytes!("../../../guest-sdk/c/gen/handler.h"),
+    ),
+    (
+        "sdk/c/gen/handler_component_type.o",
+        include_bytes!("../../../guest-sdk/c/gen/handler_component_type.o"),
+    ),
+];
+
 /// Whether `name` can name a project (and a Rust crate, a file, a handler):
 /// lowercase ASCII letters, digits and `-`, starting with a letter.
 fn valid_name(name: &str) -> bool {
@@ -138,6 +316,9 @@ pub fn new_project(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<Vec<Pat
             format!("target/wasm32-wasip2/release/{}.wasm", name.replace('-', "_")),
             16,
         ),
+        Lang::Js => (JS, "handler.wasm".to_owned(), 32),
+        Lang::Python => (PYTHON, "app.wasm".to_owned(), 32),
+        Lang::C => (C, "handler.wasm".to_owned(), 16),
     };
     let mut written = Vec::new();
     for (path, bytes) in COMMON.iter().chain(files) {
@@ -145,7 +326,10 @@ pub fn new_project(lang: Lang, name: &str, dir: &Path) -> anyhow::Result<Vec<Pat
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
         }
-        let bytes: Vec<u8> = if path.ends_with(".bin") || path.contains("-bin.") {
+        // The binlog, and the SDKs' files (a compiled object among them),
+        // are copied as they are; the Rust SDK's manifests take the version.
+        let verbatim = path.contains("-bin.") || (path.starts_with("sdk/") && !path.ends_with("Cargo.toml"));
+        let bytes: Vec<u8> = if verbatim {
             bytes.to_vec()
         } else {
             String::from_utf8_lossy(bytes)
@@ -176,7 +360,14 @@ mod tests {
             assert!(!valid_name(bad), "{bad}");
         }
         assert_eq!(Lang::parse("rust"), Ok(Lang::Rust));
-        assert!(Lang::parse("cobol").unwrap_err().contains("use one of rust"));
+        assert_eq!(Lang::parse("js"), Ok(Lang::Js));
+        assert_eq!(Lang::parse("python"), Ok(Lang::Python));
+        assert_eq!(Lang::parse("c"), Ok(Lang::C));
+        assert!(
+            Lang::parse("cobol")
+                .unwrap_err()
+                .contains("use one of rust, js, python, c")
+        );
     }
 
     #[test]
@@ -192,6 +383,11 @@ mod tests {
             "{config}"
         );
         assert!(!config.contains("{{"), "{config}");
+        let manifest = std::fs::read_to_string(dir.join("sdk/rowhook-guest/Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains(&format!("version = \"{}\"", env!("CARGO_PKG_VERSION"))),
+            "{manifest}"
+        );
         let plan = crate::config::Plan::load(&dir.join("rowhook.toml")).unwrap();
         assert_eq!(plan.handlers[0].name, "orders-feed");
         assert_eq!(
@@ -201,5 +397,55 @@ mod tests {
         let again = new_project(Lang::Rust, "orders-feed", &dir).unwrap_err().to_string();
         assert!(again.contains("exists and is not empty"), "{again}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod sdk_files {
+    use super::*;
+
+    /// The files of `dir` (under the repository) that git tracks and a
+    /// project needs: everything but the SDK's own tests, benchmarks and
+    /// optional engines.
+    fn tracked(dir: &str) -> Vec<String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = std::process::Command::new("git")
+            .args(["ls-files", dir])
+            .current_dir(&root)
+            .output()
+            .expect("git ls-files");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.strip_prefix(dir).unwrap().trim_start_matches('/').to_owned())
+            .filter(|f| {
+                !(f.starts_with("test/")
+                    || f.starts_with("tests/")
+                    || f.starts_with("bench/")
+                    || f.starts_with("engines/")
+                    || f.starts_with('.')
+                    || f == "Makefile"
+                    || f == "regen.sh")
+            })
+            .collect()
+    }
+
+    /// Every file of each SDK goes into its projects: a file added to an SDK
+    /// and not here fails this test rather than a user's build.
+    #[test]
+    fn projects_carry_every_file_of_their_sdk() {
+        for (lang, files, dir, prefix) in [
+            ("js", JS, "guest-sdk/js", "sdk/js/"),
+            ("python", PYTHON, "guest-sdk/python", "sdk/python/"),
+            ("c", C, "guest-sdk/c", "sdk/c/"),
+        ] {
+            let carried: Vec<&str> = files.iter().filter_map(|(p, _)| p.strip_prefix(prefix)).collect();
+            for file in tracked(dir) {
+                assert!(
+                    carried.contains(&file.as_str()),
+                    "{lang}: {dir}/{file} is not in its projects"
+                );
+            }
+        }
     }
 }
