@@ -8,7 +8,8 @@
 # (`./start-mariadb.sh 3308; PORT=3308 ./workload/make_binlog.sh 500 42`).
 # The same handler in Rust, C, JavaScript (QuickJS) and Python reads `id`
 # and `status` of every `cdcbench.orders` change and emits them as one JSON
-# line to a stdout sink (tests/guests/two-columns, tests/bench/languages/).
+# line to a stdout sink (tests/guests/two-columns, tests/bench/languages/);
+# js-nothing and python-nothing do nothing but let the SDK parse the change.
 # Each is replayed over BINLOG with limits.memory_mb = MEMORY_MB (32); the
 # figure is the CPU (user + sys) of the replay above one whose handler is
 # never called (it subscribes to no table of the workload), per call. The
@@ -34,6 +35,9 @@ cp "$ROOT/tests/guests/target/wasm32-wasip2/release/two_columns.wasm" "$WORK/rus
 make -s -C "$ROOT/tests/bench/languages" OUT="$WORK/c.wasm" "$WORK/c.wasm"
 node "$ROOT/guest-sdk/js/bin/rowhook-js.js" build "$ROOT/tests/bench/languages/two-columns.js" -o "$WORK/js.wasm" 2>/dev/null
 PYTHONPATH="$ROOT/guest-sdk/python" python3 -m rowhook_guest build "$ROOT/tests/bench/languages/two_columns.py" -o "$WORK/python.wasm" >/dev/null
+# The interpreters' own cost: handlers that do nothing (the SDK parses the change).
+node "$ROOT/guest-sdk/js/bin/rowhook-js.js" build "$ROOT/tests/bench/languages/nothing.js" -o "$WORK/js-nothing.wasm" 2>/dev/null
+PYTHONPATH="$ROOT/guest-sdk/python" python3 -m rowhook_guest build "$ROOT/tests/bench/languages/nothing.py" -o "$WORK/python-nothing.wasm" >/dev/null
 
 config() { # NAME TABLE
     cat > "$WORK/$1.toml" <<EOT
@@ -62,13 +66,13 @@ cp "$WORK/rust.wasm" "$WORK/none.wasm"
 config none "cdcbench.no_such_table"
 base=$(replay none)
 echo "replay, no handler called: $base CPU-s"
-printf '%-8s %10s %8s %14s  %s\n' language CPU-s calls "us per change" "memory (rowhook check)"
-for lang in rust c js python; do
+printf '%-14s %10s %8s %14s  %s\n' language CPU-s calls "us per change" "memory (rowhook check)"
+for lang in rust c js python js-nothing python-nothing; do
     config "$lang" "cdcbench.orders"
     # The first load compiles; the compile cache makes the replay's load fast.
     memory=$(cd "$WORK" && "$ROWHOOK" check -c "$lang.toml" | grep -o "memory [0-9.]* MiB after 100 calls, [0-9.]* MiB after 1000[^;]*" || true)
     cpu=$(replay "$lang")
     calls=$(grep -o "[0-9]* handler calls" "$WORK/$lang.err" | cut -d' ' -f1)
     per=$(echo "($cpu - $base) * 1000000 / $calls" | bc -l)
-    printf '%-8s %10s %8s %14.2f  %s\n' "$lang" "$cpu" "$calls" "$per" "$memory"
+    printf '%-14s %10s %8s %14.2f  %s\n' "$lang" "$cpu" "$calls" "$per" "$memory"
 done

@@ -322,6 +322,20 @@ const ALLOWED_WASI: &[&str] = &[
     "wasi:http/outgoing-handler",
 ];
 
+/// The Python SDK's build checks a component's imports against its own
+/// copy of [`ALLOWED_WASI`]; it must hold every entry.
+#[cfg(test)]
+#[test]
+fn the_python_sdk_allows_what_the_runtime_links() {
+    let build = include_str!("../../../guest-sdk/python/rowhook_guest/build.py");
+    for name in ALLOWED_WASI {
+        assert!(
+            build.contains(&format!("\"{name}\"")),
+            "{name} is missing from guest-sdk/python/rowhook_guest/build.py"
+        );
+    }
+}
+
 /// Whether a handler may import `name` (`wasi:cli/stdout@0.2.3`).
 fn allowed_import(name: &str) -> bool {
     let base = name.split('@').next().unwrap_or(name);
