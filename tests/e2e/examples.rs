@@ -138,18 +138,9 @@ pub fn build_python(source: &Path, out: &Path) {
 
 /// Runs `make` in `dir` with `targets`, failing the test with its output.
 pub fn make(dir: &Path, targets: &[&str]) {
-    let out = Command::new("make")
-        .arg("-C")
-        .arg(dir)
-        .args(targets)
-        .output()
-        .expect("run make");
-    assert!(
-        out.status.success(),
-        "make -C {} {targets:?} failed:\n{}{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        &format!("make -C {} {targets:?}", dir.display()),
+        Command::new("make").arg("-C").arg(dir).args(targets),
     );
 }
 
