@@ -312,8 +312,17 @@ fn check(rt: &tokio::runtime::Runtime, args: CheckArgs) -> anyhow::Result<ExitCo
         )),
         (None, Some(config)) => {
             let plan = rowhook::config::Plan::load(&config)?;
+            // Without a binlog, the trial calls are shaped as the server
+            // describes the handlers' tables, where it can be reached (if it
+            // cannot, check_server below says why).
+            let shapes = match &plan.source {
+                Some(source) if args.binlog.is_empty() => rt
+                    .block_on(rowhook::cli::shapes::read(&source.url, &plan))
+                    .unwrap_or_default(),
+                _ => Default::default(),
+            };
             // Modules are checked outside the async runtime (see rowhook::cli).
-            let mut lines = rowhook::cli::check::check_plan(&plan, &args.binlog);
+            let mut lines = rowhook::cli::check::check_plan(&plan, &args.binlog, &shapes);
             match &plan.source {
                 Some(source) => {
                     lines.extend(rt.block_on(rowhook::cli::check::check_server(&source.url, source.server_id)))

@@ -365,14 +365,25 @@ limits = {{ memory_mb = 16 }}
     assert!(out.stdout.is_empty());
 
     // A good config with a server: every line ok, the server's included.
+    // The trial calls are shaped as the server describes the tables: a
+    // handler that reads `id` and `status` gets them, typed, on every call
+    // (without the server's description, each call would fail for want of
+    // a column).
     let server = Server::start(&[]);
+    server.sql(
+        "CREATE DATABASE app;
+         CREATE TABLE app.t (id BIGINT UNSIGNED PRIMARY KEY, status VARCHAR(16) NOT NULL,
+           amount DECIMAL(10,2), note TEXT, at TIMESTAMP(3) NULL, kind ENUM('a','b'), raw VARBINARY(8));",
+    );
+    let columns = build_guest(&root().join("tests/guests"), "two_columns");
     let good = dir.join("good.toml");
     std::fs::write(
         &good,
         format!(
-            "[source]\nurl = \"{}\"\nserver_id = 7302\n\n[sinks.out]\nkind = \"file\"\npath = \"out/changes.log\"\n\n[[handlers]]\nname = \"good\"\nmodule = \"{}\"\ntables = [\"app.t\"]\nsinks = [\"out\"]\n",
+            "[source]\nurl = \"{}\"\nserver_id = 7302\n\n[sinks.out]\nkind = \"file\"\npath = \"out/changes.log\"\n\n[[handlers]]\nname = \"good\"\nmodule = \"{}\"\ntables = [\"app.t\"]\nsinks = [\"out\"]\n\n[[handlers]]\nname = \"columns\"\nmodule = \"{}\"\ntables = [\"app.*\"]\nsinks = [\"out\"]\n",
             server.url(),
-            v1.display()
+            v1.display(),
+            columns.display()
         ),
     )
     .unwrap();
@@ -388,6 +399,15 @@ limits = {{ memory_mb = 16 }}
     ] {
         assert!(stdout.contains(expected), "{expected} missing from\n{stdout}");
     }
+    let trial = stdout
+        .lines()
+        .find(|l| l.starts_with("ok   handler `columns`: 1000 calls"))
+        .unwrap_or_else(|| panic!("no trial line for `columns` in\n{stdout}"));
+    assert!(
+        trial.contains("6 made-up change(s) shaped as information_schema describes 1 table(s)")
+            && trial.contains("every call returned ok"),
+        "{trial}"
+    );
 }
 
 /// A module path that names no module is refused at start, at once and

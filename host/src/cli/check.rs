@@ -173,9 +173,16 @@ fn load_fix(e: &LoadError) -> &'static str {
 /// Checks what a config needs besides the server: every handler's module
 /// compiles, asks only for what handlers are given, implements the handler
 /// world and starts within its memory limit; every sink and the state
-/// directory can be written where the config says. Call it outside any
-/// async runtime (instantiating a handler may run WASI code).
-pub fn check_plan(plan: &Plan, binlog: &[std::path::PathBuf]) -> Vec<CheckLine> {
+/// directory can be written where the config says. Each handler is then
+/// called a thousand times ([`super::trial`]) with the changes of its
+/// tables in `binlog`, or else with changes made up from `shapes` (its
+/// tables as the server describes them, see [`super::shapes`]). Call it
+/// outside any async runtime (instantiating a handler may run WASI code).
+pub fn check_plan(
+    plan: &Plan,
+    binlog: &[std::path::PathBuf],
+    shapes: &std::collections::HashMap<String, Vec<super::shapes::TableShape>>,
+) -> Vec<CheckLine> {
     let mut lines = vec![ok(format!(
         "config {}: {} sink(s), {} handler(s)",
         plan.file.display(),
@@ -222,13 +229,15 @@ pub fn check_plan(plan: &Plan, binlog: &[std::path::PathBuf]) -> Vec<CheckLine> 
             crate::runtime::cache::Origin::Cached => "loads from the compile cache",
             crate::runtime::cache::Origin::Compiled => "compiles",
         };
+        let instantiating = Instant::now();
         match runtime.instantiate(&module, &h.name, grants, limits) {
             Ok(mut instance) => {
                 lines.push(ok(format!(
-                "handler `{}`: {} {how} ({} ms), imports only what handlers are given and starts within memory_mb = {} ({:.1} MiB used, {} core instances); limits time_ms = {}, emits_per_event = {}, state_mb = {}",
+                "handler `{}`: {} {how} ({} ms), imports only what handlers are given and starts in {} ms within memory_mb = {} ({:.1} MiB used, {} core instances); limits time_ms = {}, emits_per_event = {}, state_mb = {}",
                 h.name,
                 h.module.display(),
                 compiled.as_millis(),
+                instantiating.elapsed().as_millis(),
                 h.limits.memory_mb,
                 instance.memory_bytes() as f64 / f64::from(1 << 20),
                 module.core_instances(),
@@ -236,8 +245,9 @@ pub fn check_plan(plan: &Plan, binlog: &[std::path::PathBuf]) -> Vec<CheckLine> 
                 h.limits.emits_per_event,
                 h.limits.state_mb
                 )));
-                let sample = match samples.remove(&h.name) {
-                    Some(s) if !s.changes.is_empty() => s,
+                let sample = match (samples.remove(&h.name), shapes.get(&h.name)) {
+                    (Some(s), _) if !s.changes.is_empty() => s,
+                    (_, Some(tables)) if !tables.is_empty() => super::shapes::samples(h, tables),
                     _ => super::trial::synthetic(h),
                 };
                 let real = !binlog.is_empty() && !sample.from.contains("made-up");

@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod new;
 pub mod replay;
 pub mod run;
+pub mod shapes;
 pub mod state;
 pub mod test;
 pub mod trial;

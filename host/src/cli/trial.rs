@@ -105,10 +105,12 @@ impl Consumer for Collector<'_> {
     fn abandon_transaction(&mut self) {}
 }
 
-/// Changes made up from a handler's subscription: for each table it names
-/// (`db.*` as a table `t`) and each operation it takes, one change without
-/// columns. A handler that reads a column gets its error for a missing
-/// column, which still measures its memory; real rows come with
+/// Changes made up from a handler's subscription alone, when neither a
+/// binlog nor the server's description of its tables is at hand: for each
+/// table it names (`db.*` as a table `t`) and each operation it takes, one
+/// change without columns. A handler that reads a column gets its error
+/// for a missing column, which still measures its memory; rows shaped as
+/// the tables are come from the server ([`super::shapes`]), real rows with
 /// `--binlog`.
 pub fn synthetic(h: &HandlerPlan) -> Samples {
     let mut changes = Vec::new();
