@@ -623,3 +623,134 @@ sinks = ["out"]
         "connected: false\n".repeat(3)
     );
 }
+
+/// The hostile handler's misbehaviours, written in JavaScript and Python
+/// (tests/guests/js/hostile.js, tests/guests/python/hostile.py), are each
+/// contained as the Rust one's are: the endless loop ends at its deadline,
+/// the exception's message reaches the dead-letter record, the emit flood
+/// breaches the quota however the handler swallows the refusals, the
+/// memory bomb traps at the cap; the ungranted sink stays empty, and the
+/// Rust handler beside it keeps its output intact.
+#[test]
+fn hostile_javascript_and_python_handlers_are_contained() {
+    let (minimal, _) = guests();
+    let out_dir = root().join("tests/guests/target/languages");
+    let js = out_dir.join("hostile-js.wasm");
+    let py = out_dir.join("hostile-py.wasm");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    crate::examples::build_js(&root().join("tests/guests/js/hostile.js"), &js);
+    crate::examples::build_python(&root().join("tests/guests/python/hostile.py"), &py);
+    // Python's interpreter starts at about 20 MiB; the cap leaves it room.
+    for (language, module, memory_mb, thrown) in [
+        ("javascript", &js, 16, "hostile handler throws on purpose"),
+        ("python", &py, 48, "ValueError: hostile handler raises on purpose"),
+    ] {
+        let dir = temp_dir(&format!("handlers-hostile-{language}"));
+        let config = dir.join("rowhook.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[sinks.out]
+kind = "file"
+path = "hostile.jsonl"
+
+[sinks.secret]
+kind = "file"
+path = "secret.jsonl"
+
+[sinks.orders_queue]
+kind = "file"
+path = "orders.jsonl"
+
+[sinks.dead]
+kind = "file"
+path = "dead.jsonl"
+
+[[handlers]]
+name = "hostile"
+module = "{module}"
+tables = ["shop.*"]
+sinks = ["out"]
+limits = {{ memory_mb = {memory_mb}, time_ms = 100, emits_per_event = 8 }}
+on_error = "dead-letter"
+breaker = {{ failures = 0 }}
+dead_letter = "dead"
+
+[[handlers]]
+name = "orders"
+module = "{minimal}"
+tables = ["shop.orders"]
+ops = ["insert"]
+sinks = ["orders_queue"]
+"#,
+                module = module.display(),
+                minimal = minimal.display()
+            ),
+        )
+        .unwrap();
+        let out = replay(&config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{language}: {stderr}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("orders.jsonl")).unwrap(),
+            "{\"order\":1001}\n{\"order\":1002}\n{\"order\":1003}\n",
+            "{language}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("secret.jsonl")).unwrap_or_default(),
+            "",
+            "{language}"
+        );
+        // Per sms_outbox row (two): the denial, what the sandbox shows.
+        let hostile_out = std::fs::read_to_string(dir.join("hostile.jsonl")).unwrap();
+        let lines: Vec<&str> = hostile_out.lines().collect();
+        let per_row = if language == "python" { 3 } else { 2 };
+        assert_eq!(lines.len(), 2 * per_row, "{language}: {hostile_out}");
+        for row in lines.chunks(per_row) {
+            assert!(
+                row[0].starts_with("denied: ") && row[0].contains("secret") && row[0].contains("denied"),
+                "{language}: {hostile_out}"
+            );
+            assert_eq!(*row.last().unwrap(), "clock: 0", "{language}: {hostile_out}");
+            if language == "python" {
+                assert!(!row[1].starts_with("fs: ok"), "{hostile_out}");
+            }
+        }
+
+        let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();
+        let dead: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(dead.iter().all(|d| d["handler"] == "hostile"), "{language}: {dead:?}");
+        let errors = |table: &str| -> Vec<String> {
+            dead.iter()
+                .filter(|d| d["change"]["table"] == table)
+                .map(|d| d["error"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (news, hits, floods, bombs) = (errors("news"), errors("hits"), errors("user_info"), errors("orders"));
+        assert!(
+            !news.is_empty() && news.iter().all(|e| e.contains("time limit of 100 ms")),
+            "{language}: {news:?}"
+        );
+        assert!(
+            !hits.is_empty() && hits.iter().all(|e| e.contains(thrown)),
+            "{language}: {hits:?}"
+        );
+        assert_eq!(floods.len(), 4, "{language}: {floods:?}");
+        assert!(
+            floods.iter().all(|e| e.contains("emit quota")),
+            "{language}: {floods:?}"
+        );
+        let cap = format!("limits.memory_mb = {memory_mb} MiB");
+        assert!(
+            !bombs.is_empty() && bombs.iter().all(|e| e.contains("trapped") && e.contains(&cap)),
+            "{language}: {bombs:?}"
+        );
+        // Nothing but these reached the dead-letter sink.
+        assert_eq!(
+            dead.len(),
+            news.len() + hits.len() + floods.len() + bombs.len(),
+            "{language}: {dead:?}"
+        );
+    }
+}
