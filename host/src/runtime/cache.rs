@@ -7,20 +7,23 @@
 //! engine's compatibility hash (wasmtime's version, its configuration and
 //! the CPU features it compiles for), so an entry is only ever read by an
 //! engine that could have written it, for the very bytes it was compiled
-//! from. Each file starts with the CRC-32 of the rest (damage, not an
-//! adversary, is what it guards against: see below) and is checked before
-//! wasmtime reads it: a truncated or damaged entry is compiled again, never
-//! loaded. Entries are written to a temporary file and renamed
-//! into place, so a crash leaves no partial entry. The directory is
-//! rowhook's user's only (0700), like the state store beside it: a
-//! compiled component is machine code that rowhook runs.
+//! from, and by the CRC-32 of its contents (damage, not an adversary, is
+//! what it guards against: see below): `<key>-<crc>.cwasm`. The file is
+//! checked against its CRC before wasmtime maps it: a truncated or damaged
+//! entry is compiled again, never loaded. The file is exactly what wasmtime
+//! serialized, so it is mapped, not copied: the code is paged in as it
+//! runs, and a handler's initial memory is mapped copy-on-write from the
+//! file rather than copied into every instance. Entries are written to a
+//! temporary file and renamed into place, so a crash leaves no partial
+//! entry. The directory is rowhook's user's only (0700), like the state
+//! store beside it: a compiled component is machine code that rowhook runs.
 //!
 //! At most [`MAX_ENTRIES`] entries are kept; the least recently used go
 //! first.
 
 use std::fs;
 use std::hash::Hasher;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -59,13 +62,24 @@ impl CompileCache {
         }
     }
 
-    /// Where the entry for `bytes` lives.
-    fn entry(&self, bytes: &[u8]) -> PathBuf {
+    /// The name an entry for `bytes` starts with: its key, then `-`.
+    fn key(&self, bytes: &[u8]) -> String {
         let mut key = Sha256::new();
         key.update(self.engine_key);
         key.update(Sha256::digest(bytes));
-        let name: String = key.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{name}.cwasm"))
+        let mut name: String = key.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        name.push('-');
+        name
+    }
+
+    /// The entry named `key`, with the CRC-32 its name gives, if there is one.
+    fn find(&self, key: &str) -> Option<(PathBuf, u32)> {
+        fs::read_dir(&self.dir).ok()?.flatten().find_map(|entry| {
+            let name = entry.file_name();
+            let crc = name.to_str()?.strip_prefix(key)?.strip_suffix(".cwasm")?;
+            let crc = u32::from_str_radix(crc, 16).ok().filter(|_| crc.len() == 8)?;
+            Some((entry.path(), crc))
+        })
     }
 
     /// The component of `bytes`: from the cache when an intact entry is
@@ -78,12 +92,12 @@ impl CompileCache {
         bytes: &[u8],
         compile: impl FnOnce() -> wasmtime::Result<Component>,
     ) -> wasmtime::Result<(Component, Origin)> {
-        let path = self.entry(bytes);
-        if let Some(component) = self.read(engine, &path) {
+        let key = self.key(bytes);
+        if let Some(component) = self.find(&key).and_then(|(path, crc)| self.read(engine, &path, crc)) {
             return Ok((component, Origin::Cached));
         }
         let component = compile()?;
-        if let Err(e) = self.write(&path, &component) {
+        if let Err(e) = self.write(&key, &component) {
             tracing::warn!(
                 dir = %self.dir.display(),
                 "could not write the compiled component to the compile cache ({e:#}): it will be compiled again at the next start"
@@ -93,11 +107,10 @@ impl CompileCache {
     }
 
     #[allow(unsafe_code)]
-    fn read(&self, engine: &Engine, path: &Path) -> Option<Component> {
-        let file = fs::read(path).ok()?;
-        let (sum, body) = file.split_at_checked(4)?;
-        if crc32fast::hash(body).to_le_bytes() != sum {
+    fn read(&self, engine: &Engine, path: &Path, crc: u32) -> Option<Component> {
+        if crc32_of(path).ok()? != crc {
             tracing::warn!(path = %path.display(), "a compile cache entry is damaged: compiling again");
+            let _ = fs::remove_file(path);
             return None;
         }
         // Marks it used, for the pruning.
@@ -105,13 +118,15 @@ impl CompileCache {
             .append(true)
             .open(path)
             .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-        // SAFETY: wasmtime requires that the bytes be what
-        // `Component::serialize` wrote for a compatible engine. They are:
-        // the entry's name binds it to these module bytes and this engine's
-        // compatibility hash, its checksum to the bytes that were written,
-        // and only rowhook's user can write the directory. wasmtime checks
-        // the version and configuration recorded inside again.
-        match unsafe { Component::deserialize(engine, body) } {
+        // SAFETY: wasmtime requires that the file be what
+        // `Component::serialize` wrote for a compatible engine, and that it
+        // not change while mapped. It is: the entry's name binds it to
+        // these module bytes and this engine's compatibility hash, its
+        // checksum to the bytes that were written; entries are only ever
+        // created by a rename and removed, never written in place, and only
+        // rowhook's user can write the directory. wasmtime checks the
+        // version and configuration recorded inside again.
+        match unsafe { Component::deserialize_file(engine, path) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "a compile cache entry does not load ({e:#}): compiling again");
@@ -120,16 +135,16 @@ impl CompileCache {
         }
     }
 
-    fn write(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
+    fn write(&self, key: &str, component: &Component) -> anyhow::Result<()> {
         use std::os::unix::fs::DirBuilderExt as _;
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
         let body = component.serialize().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let path = self.dir.join(format!("{key}{:08x}.cwasm", crc32fast::hash(&body)));
         let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
         let mut file = fs::File::create(&tmp)?;
-        file.write_all(&crc32fast::hash(&body).to_le_bytes())?;
         file.write_all(&body)?;
         file.sync_all()?;
-        fs::rename(&tmp, path)?;
+        fs::rename(&tmp, &path)?;
         self.prune();
         Ok(())
     }
@@ -158,6 +173,20 @@ impl CompileCache {
             for (_, path) in &entries[..entries.len() - MAX_ENTRIES] {
                 let _ = fs::remove_file(path);
             }
+        }
+    }
+}
+
+/// The CRC-32 of the file at `path`, read through a small buffer: the
+/// pages stay in the page cache, where wasmtime maps them next.
+fn crc32_of(path: &Path) -> std::io::Result<u32> {
+    let mut file = fs::File::open(path)?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(crc.finalize()),
+            n => crc.update(&buf[..n]),
         }
     }
 }
@@ -207,7 +236,8 @@ mod tests {
         assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
 
         // A damaged entry is compiled again, and the entry rewritten.
-        let path = cache.entry(EMPTY);
+        let key = cache.key(EMPTY);
+        let (path, _) = cache.find(&key).unwrap();
         let mut bytes = fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
@@ -219,11 +249,11 @@ mod tests {
 
         // Other module bytes, or another engine configuration, have their own entry.
         let other = b"\0asm\x0d\x00\x01\x00\x00\x04\x03abc";
-        assert_ne!(cache.entry(other), path);
+        assert_ne!(cache.key(other), key);
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
         let engine2 = Engine::new(&config).unwrap();
-        assert_ne!(CompileCache::new(dir.clone(), &engine2).entry(EMPTY), path);
+        assert_ne!(CompileCache::new(dir.clone(), &engine2).key(EMPTY), key);
         let _ = fs::remove_dir_all(&dir);
     }
 
