@@ -5,6 +5,26 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+/// Prints one line of a command's report to stdout. A reader that went
+/// away (`rowhook check | head -3`) ends the command quietly with status
+/// 141, as a Unix tool killed by SIGPIPE would (rowhook keeps SIGPIPE
+/// ignored: its sinks must see a closed pipe as an error, not die of it).
+macro_rules! say {
+    ($($arg:tt)*) => { say_line(format_args!($($arg)*)) };
+}
+
+fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("rowhook: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
 use rowhook::cli::inspect::{Format, Input, InspectOptions};
 use rowhook::decode::txn::TableFilter;
 use rowhook::source::StartPosition;
@@ -338,7 +358,7 @@ fn check(rt: &tokio::runtime::Runtime, args: CheckArgs) -> anyhow::Result<ExitCo
     };
     let mut ok = true;
     for line in &lines {
-        println!("{} {}", if line.ok { "ok  " } else { "FAIL" }, line.text);
+        say!("{} {}", if line.ok { "ok  " } else { "FAIL" }, line.text);
         ok &= line.ok;
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -361,7 +381,7 @@ fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
     let lang = rowhook::cli::new::Lang::parse(&args.lang).map_err(|e| anyhow::anyhow!("--lang: {e}"))?;
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
     let files = rowhook::cli::new::new_project(lang, &args.name, &dir)?;
-    println!(
+    say!(
         "wrote {} files into {}: `cd {} && bash test.sh` builds the handler and tests it",
         files.len(),
         dir.display(),
@@ -382,13 +402,13 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let mut ok = true;
     for o in &outcomes {
         match &o.problem {
-            None if args.update => println!(
+            None if args.update => say!(
                 "ok   sink `{}`: {} messages recorded in {}",
                 o.sink,
                 o.messages,
                 o.golden.display()
             ),
-            None => println!(
+            None => say!(
                 "ok   sink `{}`: {} messages, as {}",
                 o.sink,
                 o.messages,
@@ -396,7 +416,7 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             ),
             Some(problem) => {
                 ok = false;
-                println!("FAIL sink `{}`: {} messages; {problem}", o.sink, o.messages);
+                say!("FAIL sink `{}`: {} messages; {problem}", o.sink, o.messages);
             }
         }
     }
@@ -419,7 +439,7 @@ fn state(rt: &tokio::runtime::Runtime, args: StateArgs) -> anyhow::Result<ExitCo
         None => {
             let report = rt.block_on(rowhook::cli::state::report(&plan))?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                say!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", rowhook::cli::state::render(&report));
             }
@@ -435,7 +455,7 @@ fn state(rt: &tokio::runtime::Runtime, args: StateArgs) -> anyhow::Result<ExitCo
                 plan.file.display()
             );
             let n = rowhook::cli::state::reset_state(&plan, &handler)?;
-            println!("handler `{handler}`: {n} keys deleted");
+            say!("handler `{handler}`: {n} keys deleted");
         }
         Some(StateAction::SetStart { to, yes }) => {
             anyhow::ensure!(
@@ -443,9 +463,9 @@ fn state(rt: &tokio::runtime::Runtime, args: StateArgs) -> anyhow::Result<ExitCo
                 "moving the start position skips or repeats the changes in between; add --yes to confirm"
             );
             match rowhook::cli::state::set_start(&plan, &to)? {
-                Some(cp) if cp.file.is_empty() => println!("the next run starts after GTID set {}", cp.gtids),
-                Some(cp) => println!("the next run starts at {}:{}", cp.file, cp.pos),
-                None => println!("checkpoint forgotten: the next run starts where [source] start says"),
+                Some(cp) if cp.file.is_empty() => say!("the next run starts after GTID set {}", cp.gtids),
+                Some(cp) => say!("the next run starts at {}:{}", cp.file, cp.pos),
+                None => say!("checkpoint forgotten: the next run starts where [source] start says"),
             }
         }
         Some(StateAction::Dump { handler }) => print!("{}", rowhook::cli::state::dump(&plan, &handler)?),

@@ -508,3 +508,33 @@ on_error = "{on_error}"
         "{dead:?}"
     );
 }
+
+/// A report read by a reader that goes away (`rowhook check | head -1`)
+/// ends quietly with status 141, as a Unix tool killed by SIGPIPE does,
+/// not with a panic; a stdout that cannot be written (a full disk) is an
+/// error that says so.
+#[test]
+fn a_report_whose_reader_went_away_ends_quietly() {
+    use std::process::{Command, Stdio};
+    let config = crate::support::root().join("examples/minimal.toml");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["check", "-c", config.to_str().unwrap()])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let full = std::fs::File::options().write(true).open("/dev/full").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["check", "-c", config.to_str().unwrap()])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, &["rowhook: writing to stdout: No space left on device"]);
+}
