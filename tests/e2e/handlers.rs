@@ -65,12 +65,11 @@ sinks = ["orders_queue"]
     assert_eq!(lines, "{\"order\":1001}\n{\"order\":1002}\n{\"order\":1003}\n");
 }
 
-/// Each kind of misbehaviour is contained under `skip`, and a well-behaved
-/// handler beside the hostile one keeps its output intact.
-#[test]
-fn hostile_handler_is_contained() {
-    let (minimal, hostile) = guests();
-    let dir = temp_dir("handlers-hostile");
+/// A config in `dir` running the hostile handler `module` on every shop
+/// table under `limits`, dead-lettering each failing event to
+/// `dead.jsonl`, beside the minimal handler writing new orders to
+/// `orders.jsonl`; `secret.jsonl` is a sink the hostile one is not granted.
+fn hostile_config(dir: &Path, module: &Path, minimal: &Path, limits: &str) -> PathBuf {
     let config = dir.join("rowhook.toml");
     std::fs::write(
         &config,
@@ -94,12 +93,12 @@ path = "dead.jsonl"
 
 [[handlers]]
 name = "hostile"
-module = "{hostile}"
+module = "{module}"
 tables = ["shop.*"]
 sinks = ["out"]
-limits = {{ memory_mb = 16, time_ms = 50, emits_per_event = 8 }}
+limits = {{ {limits} }}
 on_error = "dead-letter"
-# Each failing event's policy is what this test checks; suspending the
+# Each failing event's policy is what these tests check; suspending the
 # handler after repeated failures is tested in limits.rs.
 breaker = {{ failures = 0 }}
 dead_letter = "dead"
@@ -111,11 +110,26 @@ tables = ["shop.orders"]
 ops = ["insert"]
 sinks = ["orders_queue"]
 "#,
-            hostile = hostile.display(),
+            module = module.display(),
             minimal = minimal.display()
         ),
     )
     .unwrap();
+    config
+}
+
+/// Each kind of misbehaviour is contained under `skip`, and a well-behaved
+/// handler beside the hostile one keeps its output intact.
+#[test]
+fn hostile_handler_is_contained() {
+    let (minimal, hostile) = guests();
+    let dir = temp_dir("handlers-hostile");
+    let config = hostile_config(
+        &dir,
+        hostile,
+        minimal,
+        "memory_mb = 16, time_ms = 50, emits_per_event = 8",
+    );
     let out = replay(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -646,49 +660,8 @@ fn hostile_javascript_and_python_handlers_are_contained() {
         ("python", &py, 48, "ValueError: hostile handler raises on purpose"),
     ] {
         let dir = temp_dir(&format!("handlers-hostile-{language}"));
-        let config = dir.join("rowhook.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[sinks.out]
-kind = "file"
-path = "hostile.jsonl"
-
-[sinks.secret]
-kind = "file"
-path = "secret.jsonl"
-
-[sinks.orders_queue]
-kind = "file"
-path = "orders.jsonl"
-
-[sinks.dead]
-kind = "file"
-path = "dead.jsonl"
-
-[[handlers]]
-name = "hostile"
-module = "{module}"
-tables = ["shop.*"]
-sinks = ["out"]
-limits = {{ memory_mb = {memory_mb}, time_ms = 100, emits_per_event = 8 }}
-on_error = "dead-letter"
-breaker = {{ failures = 0 }}
-dead_letter = "dead"
-
-[[handlers]]
-name = "orders"
-module = "{minimal}"
-tables = ["shop.orders"]
-ops = ["insert"]
-sinks = ["orders_queue"]
-"#,
-                module = module.display(),
-                minimal = minimal.display()
-            ),
-        )
-        .unwrap();
+        let limits = format!("memory_mb = {memory_mb}, time_ms = 100, emits_per_event = 8");
+        let config = hostile_config(&dir, module, minimal, &limits);
         let out = replay(&config);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{language}: {stderr}");
