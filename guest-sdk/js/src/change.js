@@ -7,7 +7,7 @@
 // cached: a change lives for one call.
 
 import { FormatError, noColumn, noImage, notInImage } from './errors.js';
-import { binary, decode, Utf8Error } from './utf8.js';
+import { binary, bytesKey, decode, Utf8Error } from './utf8.js';
 
 const HEADER_LEN = 72;
 const COLUMN_ENTRY_LEN = 8;
@@ -173,7 +173,7 @@ function hex2(x) {
 // Column look-up by name without a JS loop over bytes (QuickJS interprets
 // every byte a loop touches; native calls are cheap). A table's column
 // directory (offsets, lengths, type codes, flags) and the bytes of its names
-// are, as binary strings, the key of a map from name to position, kept for
+// are, as strings (`bytesKey`), the key of a map from name to position, kept for
 // the tables seen last. A change whose directory and names are the same
 // bytes as a cached one has the same positions; rowhook writes the same
 // directory and names for every change of a table (SPEC.md, "What the
@@ -202,7 +202,7 @@ class ColumnIndex {
     if (hi < lo) lo = hi = 0;
     this.lo = lo;
     this.hi = hi;
-    this.names = binary(b, lo, hi);
+    this.names = bytesKey(b, lo, hi);
     this.positions = new Map();
     // Later columns of the same name do not replace the first, as a scan from the left finds it.
     for (let i = n - 1; i >= 0; i--) {
@@ -216,9 +216,9 @@ class ColumnIndex {
 function columnIndexOf(change) {
   const b = change.bytes;
   const n = change.columnCount;
-  const dir = binary(b, HEADER_LEN, HEADER_LEN + n * COLUMN_ENTRY_LEN);
+  const dir = bytesKey(b, HEADER_LEN, HEADER_LEN + n * COLUMN_ENTRY_LEN);
   let index = indexes.get(dir);
-  if (index !== undefined && binary(b, index.lo, index.hi) === index.names) return index;
+  if (index !== undefined && bytesKey(b, index.lo, index.hi) === index.names) return index;
   index = new ColumnIndex(change);
   if (index.hi - index.lo > MAX_NAMES_SPAN) return index;
   if (indexes.size >= MAX_INDEXES) indexes.delete(indexes.keys().next().value);

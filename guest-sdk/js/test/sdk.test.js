@@ -297,3 +297,43 @@ test('the QuickJS paths of UTF-8 (no TextEncoder or TextDecoder) agree with Node
     assert.deepEqual(encodeLineBase64(line, fromBase64), new TextEncoder().encode(jsonLine(JSON.parse(line))));
   }
 });
+
+test('short ASCII texts are read without base64, and anything else falls back to the full decoder', async () => {
+  const { shortAscii, decode, decodeBinary, binary } = await import('../src/utf8.js');
+  const enc = new TextEncoder();
+  for (const s of ['', 'a', 'paid', 'shipped', 'exactly8', 'nine char', 'é', 'aé', 'abcdefgé', '\u007f', '\u0000x']) {
+    const body = enc.encode(s);
+    // Followed by ASCII, by non-ASCII, and by the end of the buffer.
+    for (const tail of [[], [0x41], [0xc3, 0xa9], [0xff]]) {
+      const b = new Uint8Array([0x20, ...body, ...tail]);
+      const got = shortAscii(b, 1, 1 + body.length);
+      if (got !== null) {
+        assert.equal(got, s);
+        assert.ok(body.length <= 8 && /^[\x00-\x7f]*$/.test(s));
+      } else {
+        assert.ok(body.length > 8 || !/^[\x00-\x7f]*$/.test(s) || tail.some((x) => x > 0x7f), `${s} ${tail}`);
+      }
+      assert.equal(decode(b, 1, 1 + body.length), s);
+      assert.equal(decodeBinary(binary(b, 1, 1 + body.length)), s);
+    }
+  }
+  // Not UTF-8, short or not: rejected either way.
+  for (const bad of [[0xff], [0x61, 0x80], [0xc3], [0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0xc3]]) {
+    assert.throws(() => decode(new Uint8Array(bad), 0, bad.length));
+  }
+});
+
+test('column look-up is right for every table of a run, whatever was cached before', () => {
+  const build = (names) => {
+    let b = ChangeBuilder.insert('d', 't');
+    names.forEach((n, i) => (b = b.column(n, v.int(i))));
+    return Change.parse(b.build());
+  };
+  // Same directory bytes (name lengths), other names: no stale hit.
+  for (let round = 0; round < 3; round++) {
+    assert.equal(build(['aa', 'bb']).get('aa'), 0);
+    assert.equal(build(['bb', 'aa']).get('aa'), 1);
+    assert.equal(build(['é', 'x']).get('é'), 0);
+    assert.equal(build(['x', 'é']).get('é'), 1);
+  }
+});
