@@ -18,7 +18,7 @@ import {
   gauges,
   reset,
 } from '../src/testing.js';
-import { Change, RowhookError, emit, jsonLine, formatFloat, state, log, metrics } from '../src/index.js';
+import { Change, FormatError, RowhookError, emit, jsonLine, formatFloat, state, log, metrics } from '../src/index.js';
 
 beforeEach(reset);
 
@@ -335,5 +335,42 @@ test('column look-up is right for every table of a run, whatever was cached befo
     assert.equal(build(['bb', 'aa']).get('aa'), 1);
     assert.equal(build(['é', 'x']).get('é'), 0);
     assert.equal(build(['x', 'é']).get('é'), 1);
+  }
+});
+
+test('header texts known from earlier changes are still checked byte for byte', () => {
+  const build = (db, gtid = '0-1-42', row = 5) =>
+    ChangeBuilder.insert(db, 'orders').gtid(gtid).index(2, row).at('mysql-bin.000003', 1234).column('id', v.int(7)).build();
+  const find = (b, text) => {
+    const t = new TextEncoder().encode(text);
+    outer: for (let i = 0; i + t.length <= b.length; i++) {
+      for (let k = 0; k < t.length; k++) if (b[i + k] !== t[k]) continue outer;
+      return i;
+    }
+    return -1;
+  };
+  for (let round = 0; round < 2; round++) {
+    const good = build('shop');
+    const c = Change.parse(good);
+    assert.equal(c.db, 'shop');
+    assert.equal(c.id, '0-1-42:2:5');
+    assert.equal(c.gtid, '0-1-42');
+    assert.equal(c.table, 'orders');
+    // The same bytes but one of the db name: not UTF-8, refused at parse.
+    const bad = good.slice();
+    bad[find(bad, 'shop') + 1] = 0xff;
+    assert.throws(() => Change.parse(bad), (e) => e instanceof FormatError && e.reason === 'utf8');
+    // A byte of the transaction part or of the id's tail.
+    const badTxn = good.slice();
+    badTxn[find(badTxn, '0-1-42') + 2] = 0xc3;
+    assert.throws(() => Change.parse(badTxn), (e) => e instanceof FormatError);
+    const badTail = good.slice();
+    badTail[find(badTail, '0-1-42:2:5') + 9] = 0x80;
+    assert.throws(() => Change.parse(badTail), (e) => e instanceof FormatError);
+    // Non-ASCII texts that are UTF-8 read as they are.
+    const other = Change.parse(build('shöp', '0-1-43', 6));
+    assert.equal(other.db, 'shöp');
+    assert.equal(other.id, '0-1-43:2:6');
+    assert.equal(Change.parse(good).db, 'shop');
   }
 });
