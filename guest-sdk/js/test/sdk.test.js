@@ -374,3 +374,39 @@ test('header texts known from earlier changes are still checked byte for byte', 
     assert.equal(Change.parse(good).db, 'shop');
   }
 });
+
+test('emit writes every value as JSON.stringify does, BigInt and bytes apart', async () => {
+  const { jsonLineBytes } = await import('../src/json.js');
+  const line = (x) => new TextDecoder().decode(jsonLineBytes(x));
+  const escapeLine = (s) => s.replace(/[\u007f-\u009f]/g, (c) => '\\u00' + c.charCodeAt(0).toString(16));
+  class WithProto {
+    constructor() {
+      this.own = 1;
+    }
+  }
+  WithProto.prototype.inherited = { skipped: true };
+  const plain = [
+    { id: 123456, status: 'paid' },
+    { id: -0, f: 1e21, g: 1.5e-7, h: NaN, i: Infinity, s: 'ascii' },
+    { s: 'é€𝄞', del: '\u007f', c1: '\u0085', tab: '\t', nul: '\u0000', lone: '\ud800' },
+    { fn() {}, u: undefined, sym: Symbol('x'), n: null, b: false },
+    { nested: { list: [1, 'two', null, undefined, () => 1], deep: { deeper: [{}] } } },
+    { when: new Date(86400000), custom: { toJSON: (k) => `key ${k}` } },
+    new WithProto(),
+    Object.assign(Object.create({ inheritedScalar: 5 }), { own: 'x' }),
+    [1, 'a', { b: 2 }],
+    'just a string',
+    42,
+    true,
+    null,
+  ];
+  for (const v of plain) assert.equal(line(v), escapeLine(JSON.stringify(v)), JSON.stringify(v));
+  // BigInt and typed arrays, at the top, in objects, in arrays, from toJSON.
+  assert.equal(line(2n ** 63n), '9223372036854775808');
+  assert.equal(line({ a: 1, n: -(2n ** 70n) }), '{"a":1,"n":-1180591620717411303424}');
+  assert.equal(line([1n, new Uint8Array([1, 2, 3])]), '[1,"AQID"]');
+  assert.equal(line({ deep: { bytes: new Uint8Array([0xff]) }, s: '\u0085' }), '{"deep":{"bytes":"/w=="},"s":"\\u0085"}');
+  assert.equal(line({ t: { toJSON: () => 5n } }), '{"t":5}');
+  assert.equal(line({ f: new Float64Array([0.25, NaN]) }), '{"f":[0.25,null]}');
+  assert.equal(line({ s: 'é', big: 1n }), '{"s":"é","big":1}');
+});
