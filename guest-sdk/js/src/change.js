@@ -150,6 +150,39 @@ function headerText(b, w, gtid) {
   return NON_ASCII.test(s) ? null : { s, lo };
 }
 
+/**
+ * Checks the header's spans (throws a span error for one that reaches past
+ * the end) and returns where its texts start where they lie within 4 KiB of
+ * each other and are all ASCII (so UTF-8), checked without making a
+ * string of them: the smallest of their bytes read as signed is not
+ * negative. Else -1: then they are read, and checked, at once.
+ */
+function asciiHeaderStart(b, w, gtid) {
+  const len = b.length;
+  const idEnd = w[8] + w[9];
+  const fileEnd = w[12] + w[13];
+  const dbEnd = w[14] + w[15];
+  const tableEnd = w[16] + w[17];
+  if (idEnd > len || fileEnd > len || dbEnd > len || tableEnd > len) throw new FormatError('span');
+  let lo = Math.min(w[8], w[12], w[14], w[16]);
+  let hi = Math.max(idEnd, fileEnd, dbEnd, tableEnd);
+  if (gtid) {
+    const gtidEnd = w[10] + w[11];
+    if (gtidEnd > len) throw new FormatError('span');
+    lo = Math.min(lo, w[10]);
+    hi = Math.max(hi, gtidEnd);
+  }
+  if (hi - lo > 4096) return -1;
+  return Math.min.apply(null, new Int8Array(b.buffer, b.byteOffset + lo, hi - lo)) >= 0 ? lo : -1;
+}
+
+/** The header's texts known to be ASCII from `lo` on, as `headerText` gives them. */
+function asciiHeader(b, w, gtid, lo) {
+  let hi = Math.max(w[8] + w[9], w[12] + w[13], w[14] + w[15], w[16] + w[17]);
+  if (gtid) hi = Math.max(hi, w[10] + w[11]);
+  return { s: binary(b, lo, hi), lo };
+}
+
 /** The header text whose span is words `k`, `k + 1`. */
 function headerField(b, w, k, header) {
   if (header === null) {
@@ -281,19 +314,21 @@ export class Change {
     if (b.length < at) throw new FormatError('truncated');
     const w = wordsOf(b, n);
     const gtid = (flags & FLAG_GTID) !== 0;
-    const header = headerText(b, w, gtid);
+    const asciiFrom = asciiHeaderStart(b, w, gtid);
     // Few fields: QuickJS pays for each one a new object gets.
     this.bytes = b;
     this.op = op;
     this._w = w;
     this._before = before;
     this._after = after;
-    // The header's texts: one ASCII string to cut them from, or (not all
-    // ASCII) each decoded, and so checked, now.
+    // The header's texts: where they are ASCII, where they start (a
+    // number), and read when first asked for; else read now, so a text
+    // that is not UTF-8 fails the parse: one ASCII string to cut them
+    // from, or (not all ASCII) each decoded.
     this._header =
-      header !== null
-        ? header
-        : [
+      asciiFrom >= 0
+        ? asciiFrom
+        : headerText(b, w, gtid) ?? [
             headerField(b, w, 8, null),
             gtid ? headerField(b, w, 10, null) : null,
             headerField(b, w, 12, null),
@@ -319,7 +354,8 @@ export class Change {
   }
 
   _text(k) {
-    const h = this._header;
+    let h = this._header;
+    if (typeof h === 'number') h = this._header = asciiHeader(this.bytes, this._w, (this.bytes[5] & FLAG_GTID) !== 0, h);
     return Array.isArray(h) ? h[(k - 8) >> 1] : headerField(this.bytes, this._w, k, h);
   }
 
