@@ -7,7 +7,7 @@
 // cached: a change lives for one call.
 
 import { FormatError, noColumn, noImage, notInImage } from './errors.js';
-import { binary, decode, Utf8Error } from './utf8.js';
+import { binary, bytesKey, decode, Utf8Error } from './utf8.js';
 
 const HEADER_LEN = 72;
 const COLUMN_ENTRY_LEN = 8;
@@ -150,6 +150,39 @@ function headerText(b, w, gtid) {
   return NON_ASCII.test(s) ? null : { s, lo };
 }
 
+/**
+ * Checks the header's spans (throws a span error for one that reaches past
+ * the end) and returns where its texts start where they lie within 4 KiB of
+ * each other and are all ASCII (so UTF-8), checked without making a
+ * string of them: the smallest of their bytes read as signed is not
+ * negative. Else -1: then they are read, and checked, at once.
+ */
+function asciiHeaderStart(b, w, gtid) {
+  const len = b.length;
+  const idEnd = w[8] + w[9];
+  const fileEnd = w[12] + w[13];
+  const dbEnd = w[14] + w[15];
+  const tableEnd = w[16] + w[17];
+  if (idEnd > len || fileEnd > len || dbEnd > len || tableEnd > len) throw new FormatError('span');
+  let lo = Math.min(w[8], w[12], w[14], w[16]);
+  let hi = Math.max(idEnd, fileEnd, dbEnd, tableEnd);
+  if (gtid) {
+    const gtidEnd = w[10] + w[11];
+    if (gtidEnd > len) throw new FormatError('span');
+    lo = Math.min(lo, w[10]);
+    hi = Math.max(hi, gtidEnd);
+  }
+  if (hi - lo > 4096) return -1;
+  return Math.min.apply(null, new Int8Array(b.buffer, b.byteOffset + lo, hi - lo)) >= 0 ? lo : -1;
+}
+
+/** The header's texts known to be ASCII from `lo` on, as `headerText` gives them. */
+function asciiHeader(b, w, gtid, lo) {
+  let hi = Math.max(w[8] + w[9], w[12] + w[13], w[14] + w[15], w[16] + w[17]);
+  if (gtid) hi = Math.max(hi, w[10] + w[11]);
+  return { s: binary(b, lo, hi), lo };
+}
+
 /** The header text whose span is words `k`, `k + 1`. */
 function headerField(b, w, k, header) {
   if (header === null) {
@@ -173,7 +206,7 @@ function hex2(x) {
 // Column look-up by name without a JS loop over bytes (QuickJS interprets
 // every byte a loop touches; native calls are cheap). A table's column
 // directory (offsets, lengths, type codes, flags) and the bytes of its names
-// are, as binary strings, the key of a map from name to position, kept for
+// are, as strings (`bytesKey`), the key of a map from name to position, kept for
 // the tables seen last. A change whose directory and names are the same
 // bytes as a cached one has the same positions; rowhook writes the same
 // directory and names for every change of a table (SPEC.md, "What the
@@ -202,7 +235,7 @@ class ColumnIndex {
     if (hi < lo) lo = hi = 0;
     this.lo = lo;
     this.hi = hi;
-    this.names = binary(b, lo, hi);
+    this.names = bytesKey(b, lo, hi);
     this.positions = new Map();
     // Later columns of the same name do not replace the first, as a scan from the left finds it.
     for (let i = n - 1; i >= 0; i--) {
@@ -216,9 +249,9 @@ class ColumnIndex {
 function columnIndexOf(change) {
   const b = change.bytes;
   const n = change.columnCount;
-  const dir = binary(b, HEADER_LEN, HEADER_LEN + n * COLUMN_ENTRY_LEN);
+  const dir = bytesKey(b, HEADER_LEN, HEADER_LEN + n * COLUMN_ENTRY_LEN);
   let index = indexes.get(dir);
-  if (index !== undefined && binary(b, index.lo, index.hi) === index.names) return index;
+  if (index !== undefined && bytesKey(b, index.lo, index.hi) === index.names) return index;
   index = new ColumnIndex(change);
   if (index.hi - index.lo > MAX_NAMES_SPAN) return index;
   if (indexes.size >= MAX_INDEXES) indexes.delete(indexes.keys().next().value);
@@ -281,19 +314,21 @@ export class Change {
     if (b.length < at) throw new FormatError('truncated');
     const w = wordsOf(b, n);
     const gtid = (flags & FLAG_GTID) !== 0;
-    const header = headerText(b, w, gtid);
+    const asciiFrom = asciiHeaderStart(b, w, gtid);
     // Few fields: QuickJS pays for each one a new object gets.
     this.bytes = b;
     this.op = op;
     this._w = w;
     this._before = before;
     this._after = after;
-    // The header's texts: one ASCII string to cut them from, or (not all
-    // ASCII) each decoded, and so checked, now.
+    // The header's texts: where they are ASCII, where they start (a
+    // number), and read when first asked for; else read now, so a text
+    // that is not UTF-8 fails the parse: one ASCII string to cut them
+    // from, or (not all ASCII) each decoded.
     this._header =
-      header !== null
-        ? header
-        : [
+      asciiFrom >= 0
+        ? asciiFrom
+        : headerText(b, w, gtid) ?? [
             headerField(b, w, 8, null),
             gtid ? headerField(b, w, 10, null) : null,
             headerField(b, w, 12, null),
@@ -319,7 +354,8 @@ export class Change {
   }
 
   _text(k) {
-    const h = this._header;
+    let h = this._header;
+    if (typeof h === 'number') h = this._header = asciiHeader(this.bytes, this._w, (this.bytes[5] & FLAG_GTID) !== 0, h);
     return Array.isArray(h) ? h[(k - 8) >> 1] : headerField(this.bytes, this._w, k, h);
   }
 

@@ -39,8 +39,44 @@ export function binary(b, start, end) {
   return out;
 }
 
+/**
+ * A string that is the same for two byte ranges exactly when their bytes
+ * are: base64 where typed arrays write it natively (one call, no second
+ * string as `binary` makes), else the binary string.
+ */
+export function bytesKey(b, start, end) {
+  return toBase64 ? b.subarray(start, end).toBase64() : binary(b, start, end);
+}
+
+/**
+ * `b[start..end)` as text where it is at most 8 bytes, all ASCII, without
+ * the view and base64 of `binary` (a column value is often a short code or
+ * word); else null. The bytes past `end` are read and tested too (they
+ * are only ever a reason to return null: an index past the buffer reads
+ * as undefined, which the OR takes as 0).
+ */
+export function shortAscii(b, start, end) {
+  const n = end - start;
+  if (n > 8) return null;
+  const c0 = b[start];
+  const c1 = b[start + 1];
+  const c2 = b[start + 2];
+  const c3 = b[start + 3];
+  const c4 = b[start + 4];
+  const c5 = b[start + 5];
+  const c6 = b[start + 6];
+  const c7 = b[start + 7];
+  if ((c0 | c1 | c2 | c3 | c4 | c5 | c6 | c7) > 0x7f) return null;
+  const s = String.fromCharCode(c0, c1, c2, c3, c4, c5, c6, c7);
+  return n === 8 ? s : s.substring(0, n);
+}
+
 /** The text of `b[start..end)`, or a `Utf8Error` where it is not UTF-8. */
 export function decode(b, start, end) {
+  if (end - start <= 8) {
+    const s = shortAscii(b, start, end);
+    if (s !== null) return s;
+  }
   if (strict !== null) {
     try {
       return strict.decode(b.subarray(start, end));

@@ -18,7 +18,7 @@ import {
   gauges,
   reset,
 } from '../src/testing.js';
-import { Change, RowhookError, emit, jsonLine, formatFloat, state, log, metrics } from '../src/index.js';
+import { Change, FormatError, RowhookError, emit, jsonLine, formatFloat, state, log, metrics } from '../src/index.js';
 
 beforeEach(reset);
 
@@ -296,4 +296,117 @@ test('the QuickJS paths of UTF-8 (no TextEncoder or TextDecoder) agree with Node
   for (const line of ['{"a":"plain"}', '{"a":"\u007f\u0085\u00a0é𝄞"}']) {
     assert.deepEqual(encodeLineBase64(line, fromBase64), new TextEncoder().encode(jsonLine(JSON.parse(line))));
   }
+});
+
+test('short ASCII texts are read without base64, and anything else falls back to the full decoder', async () => {
+  const { shortAscii, decode, decodeBinary, binary } = await import('../src/utf8.js');
+  const enc = new TextEncoder();
+  for (const s of ['', 'a', 'paid', 'shipped', 'exactly8', 'nine char', 'é', 'aé', 'abcdefgé', '\u007f', '\u0000x']) {
+    const body = enc.encode(s);
+    // Followed by ASCII, by non-ASCII, and by the end of the buffer.
+    for (const tail of [[], [0x41], [0xc3, 0xa9], [0xff]]) {
+      const b = new Uint8Array([0x20, ...body, ...tail]);
+      const got = shortAscii(b, 1, 1 + body.length);
+      if (got !== null) {
+        assert.equal(got, s);
+        assert.ok(body.length <= 8 && /^[\x00-\x7f]*$/.test(s));
+      } else {
+        assert.ok(body.length > 8 || !/^[\x00-\x7f]*$/.test(s) || tail.some((x) => x > 0x7f), `${s} ${tail}`);
+      }
+      assert.equal(decode(b, 1, 1 + body.length), s);
+      assert.equal(decodeBinary(binary(b, 1, 1 + body.length)), s);
+    }
+  }
+  // Not UTF-8, short or not: rejected either way.
+  for (const bad of [[0xff], [0x61, 0x80], [0xc3], [0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0xc3]]) {
+    assert.throws(() => decode(new Uint8Array(bad), 0, bad.length));
+  }
+});
+
+test('column look-up is right for every table of a run, whatever was cached before', () => {
+  const build = (names) => {
+    let b = ChangeBuilder.insert('d', 't');
+    names.forEach((n, i) => (b = b.column(n, v.int(i))));
+    return Change.parse(b.build());
+  };
+  // Same directory bytes (name lengths), other names: no stale hit.
+  for (let round = 0; round < 3; round++) {
+    assert.equal(build(['aa', 'bb']).get('aa'), 0);
+    assert.equal(build(['bb', 'aa']).get('aa'), 1);
+    assert.equal(build(['é', 'x']).get('é'), 0);
+    assert.equal(build(['x', 'é']).get('é'), 1);
+  }
+});
+
+test('header texts known from earlier changes are still checked byte for byte', () => {
+  const build = (db, gtid = '0-1-42', row = 5) =>
+    ChangeBuilder.insert(db, 'orders').gtid(gtid).index(2, row).at('mysql-bin.000003', 1234).column('id', v.int(7)).build();
+  const find = (b, text) => {
+    const t = new TextEncoder().encode(text);
+    outer: for (let i = 0; i + t.length <= b.length; i++) {
+      for (let k = 0; k < t.length; k++) if (b[i + k] !== t[k]) continue outer;
+      return i;
+    }
+    return -1;
+  };
+  for (let round = 0; round < 2; round++) {
+    const good = build('shop');
+    const c = Change.parse(good);
+    assert.equal(c.db, 'shop');
+    assert.equal(c.id, '0-1-42:2:5');
+    assert.equal(c.gtid, '0-1-42');
+    assert.equal(c.table, 'orders');
+    // The same bytes but one of the db name: not UTF-8, refused at parse.
+    const bad = good.slice();
+    bad[find(bad, 'shop') + 1] = 0xff;
+    assert.throws(() => Change.parse(bad), (e) => e instanceof FormatError && e.reason === 'utf8');
+    // A byte of the transaction part or of the id's tail.
+    const badTxn = good.slice();
+    badTxn[find(badTxn, '0-1-42') + 2] = 0xc3;
+    assert.throws(() => Change.parse(badTxn), (e) => e instanceof FormatError);
+    const badTail = good.slice();
+    badTail[find(badTail, '0-1-42:2:5') + 9] = 0x80;
+    assert.throws(() => Change.parse(badTail), (e) => e instanceof FormatError);
+    // Non-ASCII texts that are UTF-8 read as they are.
+    const other = Change.parse(build('shöp', '0-1-43', 6));
+    assert.equal(other.db, 'shöp');
+    assert.equal(other.id, '0-1-43:2:6');
+    assert.equal(Change.parse(good).db, 'shop');
+  }
+});
+
+test('emit writes every value as JSON.stringify does, BigInt and bytes apart', async () => {
+  const { jsonLineBytes } = await import('../src/json.js');
+  const line = (x) => new TextDecoder().decode(jsonLineBytes(x));
+  const escapeLine = (s) => s.replace(/[\u007f-\u009f]/g, (c) => '\\u00' + c.charCodeAt(0).toString(16));
+  class WithProto {
+    constructor() {
+      this.own = 1;
+    }
+  }
+  WithProto.prototype.inherited = { skipped: true };
+  const plain = [
+    { id: 123456, status: 'paid' },
+    { id: -0, f: 1e21, g: 1.5e-7, h: NaN, i: Infinity, s: 'ascii' },
+    { s: 'é€𝄞', del: '\u007f', c1: '\u0085', tab: '\t', nul: '\u0000', lone: '\ud800' },
+    { fn() {}, u: undefined, sym: Symbol('x'), n: null, b: false },
+    { nested: { list: [1, 'two', null, undefined, () => 1], deep: { deeper: [{}] } } },
+    { when: new Date(86400000), custom: { toJSON: (k) => `key ${k}` } },
+    new WithProto(),
+    Object.assign(Object.create({ inheritedScalar: 5 }), { own: 'x' }),
+    [1, 'a', { b: 2 }],
+    'just a string',
+    42,
+    true,
+    null,
+  ];
+  for (const v of plain) assert.equal(line(v), escapeLine(JSON.stringify(v)), JSON.stringify(v));
+  // BigInt and typed arrays, at the top, in objects, in arrays, from toJSON.
+  assert.equal(line(2n ** 63n), '9223372036854775808');
+  assert.equal(line({ a: 1, n: -(2n ** 70n) }), '{"a":1,"n":-1180591620717411303424}');
+  assert.equal(line([1n, new Uint8Array([1, 2, 3])]), '[1,"AQID"]');
+  assert.equal(line({ deep: { bytes: new Uint8Array([0xff]) }, s: '\u0085' }), '{"deep":{"bytes":"/w=="},"s":"\\u0085"}');
+  assert.equal(line({ t: { toJSON: () => 5n } }), '{"t":5}');
+  assert.equal(line({ f: new Float64Array([0.25, NaN]) }), '{"f":[0.25,null]}');
+  assert.equal(line({ s: 'é', big: 1n }), '{"s":"é","big":1}');
 });

@@ -32,7 +32,9 @@ from .errors import EmitError, FormatError, NoColumnError, NotInImageError, Rowh
 from .jsonline import dumps
 from ._host import host as _host
 
-_host_emit = _host.emit
+_emit_call = _host.emit_call
+_EmitRefused = _host.EmitRefused
+_emit_error = _host.emit_error
 
 __all__ = [
     "Change",
@@ -104,4 +106,7 @@ def emit(sink, value, key=None):
         raise TypeError(f"emit takes bytes, str, or a dict to send as a JSON line; got {t.__name__}")
     if key is not None and type(key) is not str:
         raise TypeError(f"an emit key is a str or None; got {type(key).__name__}")
-    _host_emit(sink, key, payload)
+    try:
+        _emit_call(sink, key, payload)
+    except _EmitRefused as e:
+        raise _emit_error(sink, e) from None

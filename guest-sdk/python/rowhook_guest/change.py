@@ -148,6 +148,36 @@ def _column_names(buf, n):
     return names
 
 
+# The first 8 bytes of a change -> (op, column count, flags, before, after,
+# row, bytes the index needs): a handler sees a few kinds of change (its
+# tables' widths, times insert, update and delete), each thousands of times.
+_LAYOUTS = {}
+_LAYOUTS_MAX = 256
+
+
+def _layout(buf):
+    """The layout of the change ``buf`` (see _LAYOUTS); raises
+    :class:`~rowhook_guest.errors.FormatError` where its header is wrong."""
+    if len(buf) < _HEADER_LEN:
+        raise FormatError("truncated")
+    magic, op, flags, n = _FRONT(buf)
+    if magic != _MAGIC or not 0 < op < 4:
+        raise FormatError("magic", repr(magic)) if magic != _MAGIC else FormatError("op", str(op))
+    at = _HEADER_LEN + 8 * n
+    before = after = -1
+    if flags & _FLAG_BEFORE:
+        before = at
+        at += 9 * n
+    if flags & _FLAG_AFTER:
+        after = at
+        at += 9 * n
+    layout = (_OPS[op], n, flags, before, after, after if after >= 0 else before, at)
+    if len(_LAYOUTS) >= _LAYOUTS_MAX:
+        _LAYOUTS.clear()
+    _LAYOUTS[bytes(buf[:8])] = layout
+    return layout
+
+
 class Change:
     """One row change, read in place from its encoding.
 
@@ -166,31 +196,20 @@ class Change:
     __slots__ = ("_buf", "op", "_n", "_flags", "_before", "_after", "_row", "_names", "_header")
 
     def __init__(self, buf):
-        if len(buf) < _HEADER_LEN:
+        # What the first 8 bytes (magic, version, operation, flags, column
+        # count) say of the layout, worked out once per kind of change.
+        try:
+            layout = _LAYOUTS.get(buf[:8])
+        except TypeError:  # a bytearray: its slices are no dict keys
+            layout = None
+        if layout is None:
+            layout = _layout(buf)
+        self.op, self._n, self._flags, self._before, self._after, self._row, size = layout
+        if len(buf) < size:
             raise FormatError("truncated")
-        magic, op, flags, n = _FRONT(buf)
-        if magic != _MAGIC or not 0 < op < 4:
-            raise FormatError("magic", repr(magic)) if magic != _MAGIC else FormatError("op", str(op))
-        self.op = _OPS[op]
         self._buf = buf
-        self._n = n
-        self._flags = flags
         self._names = None
         self._header = None
-        at = _HEADER_LEN + 8 * n
-        if flags & _FLAG_BEFORE:
-            self._before = at
-            at += 9 * n
-        else:
-            self._before = -1
-        if flags & _FLAG_AFTER:
-            self._after = self._row = at
-            at += 9 * n
-        else:
-            self._after = -1
-            self._row = self._before
-        if len(buf) < at:
-            raise FormatError("truncated")
 
     # The header.
 

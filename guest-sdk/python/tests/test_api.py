@@ -109,6 +109,25 @@ class Reading(unittest.TestCase):
         self.assertEqual(caught.exception.kind, "tag")
         self.assertEqual(c.after["id"], 7)
 
+    def test_the_layout_cache_checks_every_buffer(self):
+        # A change of the same kind (first 8 bytes) as one read before
+        # still has its length, magic and operation checked.
+        buf = update()
+        self.assertEqual(Change(buf).op, "update")
+        for cut in (8, 40, 71, 72 + 8 * 4, 72 + 8 * 4 + 9 * 4 * 2 - 1):
+            with self.assertRaises(FormatError) as caught:
+                Change(buf[:cut])
+            self.assertEqual(caught.exception.kind, "truncated", cut)
+        for op in (0, 4, 255):
+            with self.assertRaises(FormatError) as caught:
+                Change(buf[:4] + bytes([op]) + buf[5:])
+            self.assertEqual(caught.exception.kind, "op")
+        self.assertEqual(Change(buf[:4] + bytes([3]) + buf[5:]).op, "delete")
+        with self.assertRaises(FormatError):
+            Change(b"RHC")
+        with self.assertRaises(FormatError):
+            Change(b"")
+
     def test_the_directory_cache_tells_tables_apart(self):
         # Same directory bytes, other names behind them: no stale hit.
         a = ChangeBuilder.insert("d", "t").column("aa", 1).column("bb", 2).build()

@@ -108,3 +108,36 @@ class Lines(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class FlatObjects(unittest.TestCase):
+    def test_the_fast_path_writes_what_the_general_writer_does(self):
+        # dumps writes objects of strings and integers from a template per
+        # key set; the general writer is the reference for every object.
+        from rowhook_guest.jsonline import _line_str, _write
+
+        def reference(value):
+            out = []
+            _write(out, value, _line_str)
+            return "".join(out)
+
+        texts = ["", "paid", "a\"b\\c", "tab\there", "nl\n", "\x00\x1f", "\x7f", "x\x85y", "\x9f\xa0", "é€𝄞", "%s%d%%", "\ud800"]
+        keys = ["id", "status", "%", "a%sb", "é", "\x7f", "\x85k", "", "k\"q"]
+        values = texts + [0, -1, 2**63, -(2**70), 123456]
+        others = [True, None, 1.5, Float32(1.1), Decimal("12.50"), JsonText('{"a":"\x85"}'), b"\x00\xff", [1, "\x85"], {"n": "\x7f"}]
+        objects = [{}]
+        for i, k in enumerate(keys):
+            for j in range(len(values)):
+                objects.append({k: values[j], "other": values[(i + j) % len(values)]})
+            for o in others:
+                objects.append({k: "\x85", "x": o})
+                objects.append({"x": o, k: 1})
+        objects.append({k: i for i, k in enumerate(keys)})
+        objects.append({f"k{i}": i for i in range(100)})
+        for _ in range(2):  # the second time from the templates
+            for o in objects:
+                self.assertEqual(dumps(o), reference(o), repr(o))
+        with self.assertRaises(TypeError):
+            dumps({1: "x"})
+        with self.assertRaises(TypeError):
+            dumps({"a": 1, 2: "x"})
