@@ -273,7 +273,9 @@ mod tests {
              [sinks.b]\nkind = \"exec\"\ncommand = [\"/bin/true\"]\nenv = { PATH = \"/usr/bin\" }\ncwd = \"run\"\ntimeout_ms = 500\non_timeout = \"fail\"\nretry_exit_codes = [75, 4, 75]\noutput_max_bytes = 0\nuid = 65534\ngid = 65534\nonce_only = true\n",
         )
         .unwrap();
-        let SinkSpec::Exec(fw) = &plan.sinks["fw"] else { panic!() };
+        let SinkSpec::Exec(fw) = &plan.sinks["fw"] else {
+            panic!()
+        };
         assert_eq!(fw.program, Path::new("/bin/sh"));
         assert_eq!(fw.args.len(), 5);
         assert_eq!(fw.patterns["ip"].to_string(), "ip");

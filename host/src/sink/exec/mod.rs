@@ -136,7 +136,9 @@ pub struct EnvVars(pub BTreeMap<String, String>);
 
 impl fmt::Debug for EnvVars {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("EnvVars").field(&self.0.keys().collect::<Vec<_>>()).finish()
+        f.debug_tuple("EnvVars")
+            .field(&self.0.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -464,10 +466,9 @@ fn spawn_error(sink: &str, opts: &ExecOptions, what: &str, e: &std::io::Error) -
     use std::io::ErrorKind as K;
     let reason = format!("starting {what} (cwd {}): {e}", opts.cwd.display());
     match e.kind() {
-        K::NotFound | K::PermissionDenied | K::NotADirectory | K::InvalidInput => SinkError::permanent(
-            sink,
-            format!("{reason}; check command[0], cwd and uid/gid"),
-        ),
+        K::NotFound | K::PermissionDenied | K::NotADirectory | K::InvalidInput => {
+            SinkError::permanent(sink, format!("{reason}; check command[0], cwd and uid/gid"))
+        }
         _ => SinkError::unavailable(sink, reason),
     }
 }
@@ -534,10 +535,7 @@ mod tests {
         let calls = std::fs::read_to_string(&log).unwrap();
         // bash adds PWD, SHLVL and `_` of its own; nothing of rowhook's environment.
         let env = format!("ONLY=this PWD={d} SHLVL=1 _=/usr/bin/env ");
-        assert_eq!(
-            calls,
-            format!("-s|203.0.113.7|a b|{d}|{env}|\n-s|::1|a b|{d}|{env}|\n")
-        );
+        assert_eq!(calls, format!("-s|203.0.113.7|a b|{d}|{env}|\n-s|::1|a b|{d}|{env}|\n"));
     }
 
     #[tokio::test]
@@ -549,7 +547,10 @@ mod tests {
         let mut s = ExecSink::new("x", opts.clone());
         let e = s.write_batch(&[msg("1", r#"{"ip":75}"#)]).await.unwrap_err();
         assert!(e.is_retryable(), "{e}");
-        assert!(e.to_string().contains("exited with 75 (in retry_exit_codes): why: 75"), "{e}");
+        assert!(
+            e.to_string().contains("exited with 75 (in retry_exit_codes): why: 75"),
+            "{e}"
+        );
         let e = s.write_batch(&[msg("1", r#"{"ip":3}"#)]).await.unwrap_err();
         assert!(!e.is_retryable(), "{e}");
         assert!(e.to_string().contains("exited with 3: why: 3; fix the command"), "{e}");
@@ -565,22 +566,36 @@ mod tests {
         let t = Instant::now();
         let e = s.write_batch(&[msg("1", "{}")]).await.unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
-        assert!(e.is_retryable() && e.to_string().contains("killed with its process group"), "{e}");
+        assert!(
+            e.is_retryable() && e.to_string().contains("killed with its process group"),
+            "{e}"
+        );
         opts.timeout_retries = false;
-        let e = ExecSink::new("x", opts).write_batch(&[msg("1", "{}")]).await.unwrap_err();
+        let e = ExecSink::new("x", opts)
+            .write_batch(&[msg("1", "{}")])
+            .await
+            .unwrap_err();
         assert!(!e.is_retryable() && e.to_string().contains("raise timeout_ms"), "{e}");
     }
 
     #[tokio::test]
     async fn output_is_bounded_and_a_dropped_write_kills_the_group() {
         let dir = TempDir::new("exec-drop");
-        let prog = script(dir.path(), "loud.sh", "head -c 1000000 /dev/zero; echo $$ >pid; sleep 30 & echo $! >child; wait");
+        let prog = script(
+            dir.path(),
+            "loud.sh",
+            "head -c 1000000 /dev/zero; echo $$ >pid; sleep 30 & echo $! >child; wait",
+        );
         let mut s = ExecSink::new("x", options(prog, &[], dir.path()));
         let batch = [msg("1", "{}")];
         let write = s.write_batch(&batch);
         assert!(tokio::time::timeout(Duration::from_millis(1500), write).await.is_err());
         // The future was dropped mid-command: the group is gone.
-        let child: i32 = std::fs::read_to_string(dir.path().join("child")).unwrap().trim().parse().unwrap();
+        let child: i32 = std::fs::read_to_string(dir.path().join("child"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         let gone = || nix::sys::signal::kill(Pid::from_raw(child), None).is_err();
         let deadline = Instant::now() + Duration::from_secs(2);
         while !gone() && Instant::now() < deadline {
@@ -594,12 +609,21 @@ mod tests {
     async fn the_ledger_runs_a_command_once_and_again_after_a_failure() {
         let dir = TempDir::new("exec-ledger");
         let store = StateStore::open(&dir.path().join("state")).unwrap();
-        let prog = script(dir.path(), "count.sh", "echo run >>runs; [ -e fail ] && exit 75; exit 0");
+        let prog = script(
+            dir.path(),
+            "count.sh",
+            "echo run >>runs; [ -e fail ] && exit 75; exit 0",
+        );
         let mut opts = options(prog, &[], dir.path());
         opts.once_only = true;
         let mut s = ExecSink::new("x", opts);
         s.attach_ledger(&store.ledger());
-        let runs = || std::fs::read_to_string(dir.path().join("runs")).unwrap_or_default().lines().count();
+        let runs = || {
+            std::fs::read_to_string(dir.path().join("runs"))
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
         std::fs::write(dir.path().join("fail"), "").unwrap();
         assert!(s.write_batch(&[msg("a", "{}")]).await.unwrap_err().is_retryable());
         assert_eq!(runs(), 1);

@@ -116,7 +116,9 @@ impl Pattern {
             Pattern::Word => {
                 (1..=255).contains(&value.len())
                     && !value.starts_with('-')
-                    && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             }
             Pattern::Regex(r) => r.is_match(value),
         }
@@ -222,11 +224,7 @@ impl fmt::Display for Unfit {
 
 /// Fills `args` from `payload` (a JSON object): the argument list to run,
 /// or why not. `pattern` gives each placeholder's pattern.
-pub fn fill<'p>(
-    args: &[Arg],
-    pattern: impl Fn(&str) -> &'p Pattern,
-    payload: &[u8],
-) -> Result<Vec<String>, Unfit> {
+pub fn fill<'p>(args: &[Arg], pattern: impl Fn(&str) -> &'p Pattern, payload: &[u8]) -> Result<Vec<String>, Unfit> {
     let fields: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(payload) {
         Ok(serde_json::Value::Object(m)) => m,
         Ok(other) => {
@@ -237,7 +235,7 @@ pub fn fill<'p>(
         }
         Err(e) => {
             return Err(Unfit(format!(
-                "the payload ({} bytes) is not JSON ({e}); emit a JSON object with the placeholders' fields",
+                "the payload ({} bytes) is not JSON ({e})",
                 payload.len()
             )));
         }
@@ -248,7 +246,11 @@ pub fn fill<'p>(
             Arg::Fixed(s) => out.push(s.clone()),
             Arg::Filled { prefix, name, suffix } => {
                 let value = match fields.get(name) {
-                    None => return Err(Unfit(format!("placeholder `{{{name}}}`: the payload has no field `{name}`"))),
+                    None => {
+                        return Err(Unfit(format!(
+                            "placeholder `{{{name}}}`: the payload has no field `{name}`"
+                        )));
+                    }
                     Some(serde_json::Value::String(s)) => s.clone(),
                     Some(serde_json::Value::Number(n)) => n.to_string(),
                     Some(other) => {
@@ -305,16 +307,38 @@ mod tests {
                 &["203.0.113.7", "0.0.0.0"],
                 &["203.0.113.07", "203.0.113.7 ", "1.2.3", "::1", "203.0.113.7;rm"],
             ),
-            ("ipv6", &["2001:db8::1", "::1", "::ffff:1.2.3.4"], &["203.0.113.7", "2001:db8::1%eth0", "-::1"]),
+            (
+                "ipv6",
+                &["2001:db8::1", "::1", "::ffff:1.2.3.4"],
+                &["203.0.113.7", "2001:db8::1%eth0", "-::1"],
+            ),
             ("ip", &["203.0.113.7", "2001:db8::1"], &["", "localhost", "$(reboot)"]),
-            ("int", &["0", "-5", "9223372036854775807"], &["+5", "9223372036854775808", "1.0", "", "-", "1e3"]),
-            ("uint", &["0", "18446744073709551615"], &["-1", "+1", "18446744073709551616", " 1"]),
+            (
+                "int",
+                &["0", "-5", "9223372036854775807"],
+                &["+5", "9223372036854775808", "1.0", "", "-", "1e3"],
+            ),
+            (
+                "uint",
+                &["0", "18446744073709551615"],
+                &["-1", "+1", "18446744073709551616", " 1"],
+            ),
             (
                 "uuid",
-                &["123e4567-e89b-12d3-a456-426614174000", "123E4567-E89B-12D3-A456-426614174000"],
-                &["123e4567e89b12d3a456426614174000", "123e4567-e89b-12d3-a456-42661417400g"],
+                &[
+                    "123e4567-e89b-12d3-a456-426614174000",
+                    "123E4567-E89B-12D3-A456-426614174000",
+                ],
+                &[
+                    "123e4567e89b12d3a456426614174000",
+                    "123e4567-e89b-12d3-a456-42661417400g",
+                ],
             ),
-            ("word", &["eth0", "a_b-c", "X"], &["-rf", "", "a b", "a\nb", "a;b", "é", &"w".repeat(256)]),
+            (
+                "word",
+                &["eth0", "a_b-c", "X"],
+                &["-rf", "", "a b", "a\nb", "a;b", "é", &"w".repeat(256)],
+            ),
             ("regex:ip6?", &["ip", "ip6"], &["ip4", "xip", "ip6 ", "ip\nip6"]),
         ];
         for (pattern, good, bad) in cases {
@@ -328,7 +352,11 @@ mod tests {
             }
         }
         assert!(Pattern::parse("ipv5").unwrap_err().contains("not a pattern"));
-        assert!(Pattern::parse("regex:(").unwrap_err().contains("not a regular expression"));
+        assert!(
+            Pattern::parse("regex:(")
+                .unwrap_err()
+                .contains("not a regular expression")
+        );
         assert!(Pattern::parse("regex:").is_err());
     }
 
