@@ -181,7 +181,8 @@ impl Ledger {
             value[0] = 2;
             t.insert((sink, key.as_str()), value.as_slice())?;
         }
-        txn.commit().context("recording a command's success in the exec ledger")?;
+        txn.commit()
+            .context("recording a command's success in the exec ledger")?;
         Ok(())
     }
 
