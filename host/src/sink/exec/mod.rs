@@ -606,6 +606,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn uid_and_gid_are_dropped_to_when_rowhook_is_root() {
+        if !nix::unistd::geteuid().is_root() {
+            // The config refuses uid/gid then (config::tests).
+            return;
+        }
+        let dir = TempDir::new("exec-uid");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let prog = script(
+            dir.path(),
+            "who.sh",
+            "[ \"$(id -u):$(id -g):$(id -G)\" = 65534:65534:65534 ] || { id >&2; exit 3; }",
+        );
+        let mut opts = options(prog, &[], Path::new("/"));
+        opts.env = EnvVars(BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]));
+        opts.uid = Some(65534);
+        opts.gid = Some(65534);
+        ExecSink::new("x", opts).write_batch(&[msg("1", "{}")]).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn the_ledger_runs_a_command_once_and_again_after_a_failure() {
         let dir = TempDir::new("exec-ledger");
         let store = StateStore::open(&dir.path().join("state")).unwrap();
