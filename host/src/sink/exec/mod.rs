@@ -371,6 +371,8 @@ async fn run(sink: &str, opts: &ExecOptions, m: &Message, argv: &[String]) -> Re
     if let Some(uid) = opts.uid {
         cmd.uid(uid);
     }
+    // The values may be anything a row held: at `debug` only.
+    tracing::debug!(sink, change = %m.id, index = m.index, program = %opts.program.display(), args = ?argv, "running command");
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| spawn_error(sink, opts, &what(), &e))?;
     let mut group = Group(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw));
