@@ -75,8 +75,8 @@ finish_page_builder
 step "daily-signups wrote $out/signups.jsonl (a file a dashboard reads)"
 cat "$out/signups.jsonl"
 
-step "ip-block wrote $out/firewall.sh (the block command, once, at the 4th hit)"
-cat "$out/firewall.sh"
+step "ip-block ran examples/bin/block-ip.sh (a stand-in for nft, once, at the 4th hit), which recorded $out/firewall.log"
+cat "$out/firewall.log"
 
 step "done"
 echo "Each handler alone, replayed or live: README.md, section Examples."

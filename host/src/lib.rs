@@ -32,7 +32,8 @@
 //!   (`guest-sdk/abi/SPEC.md`), written with `rowhook-abi`.
 //! - [`sink`]: where emitted messages go: one folder per kind (stdout, file,
 //!   fifo, redis), listed in [`sink::registry`], each behind a cargo feature.
-//! - [`store`]: the crash-safe store of the position, handler state and dead letters.
+//! - [`store`]: the crash-safe store of the position, handler state, dead letters and
+//!   the exec sinks' once-only ledger.
 //! - [`status`]: the status report (`status.json`, `rowhook state`) and the run's counters.
 //! - [`telemetry`]: one registry of counters and gauges that the pipeline,
 //!   the source, the sinks and the handlers write, and `rowhook state`,

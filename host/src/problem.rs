@@ -111,6 +111,11 @@ impl SinkContext<'_> {
     pub fn key(&self) -> &str {
         self.key
     }
+
+    /// The config file's directory, which relative paths start from.
+    pub fn base(&self) -> &Path {
+        self.base
+    }
 }
 
 impl<'a> SinkContext<'a> {

@@ -10,9 +10,17 @@
 //! of it. The pipeline commits a batch only after the sinks acknowledged
 //! every message of its transactions, so the checkpoint never passes an
 //! unacknowledged write, and state counts each event exactly once.
+//!
+//! It also holds the once-only ledger of exec sinks ([`Ledger`]): which
+//! commands were started and which finished, by message, since the last
+//! checkpoint. The ledger writes its own small transactions around each
+//! command; a checkpoint removes, in its own transaction, the entries of
+//! the transactions it covers, which no replay can reach again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -24,6 +32,12 @@ const POSITION: TableDefinition<&str, &[u8]> = TableDefinition::new("position");
 const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
 /// Dead letters: sequence number → JSON [`DeadLetter`].
 const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+
+/// The once-only ledger: (sink, `<change id>#<index>`) → [`LedgerMark`]
+/// byte, then the entry's sequence number (8 bytes, big-endian).
+const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("exec_ledger");
+/// The ledger's entries by sequence number, oldest first, for pruning.
+const LEDGER_SEQ: TableDefinition<u64, (&str, &str)> = TableDefinition::new("exec_ledger_seq");
 
 /// The file name of the database inside the state directory.
 pub const DB_FILE: &str = "rowhook.redb";
@@ -77,12 +91,129 @@ pub struct Batch {
     pub state: BTreeMap<(String, String), Option<Vec<u8>>>,
     /// Dead letters written to sinks.
     pub dead_letters: Vec<DeadLetter>,
+    /// Ledger entries numbered below this belong to the batch's
+    /// transactions (or earlier ones): the commit removes them.
+    pub ledger_below: Option<u64>,
 }
 
 impl Batch {
     /// Whether committing it would change nothing.
     pub fn is_empty(&self) -> bool {
         self.position.is_none() && self.state.is_empty() && self.dead_letters.is_empty()
+    }
+}
+
+/// What the ledger knows of one message's command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerMark {
+    /// It was about to start, and its end was never recorded: it may or
+    /// may not have run (rowhook died or was stopped while it ran).
+    Started,
+    /// It ran and succeeded.
+    Done,
+}
+
+/// The once-only ledger of exec sinks, in the state store: a handle any
+/// number of sinks share with the store. Each call is its own durable
+/// transaction. Entries are keyed by sink and message (change id and
+/// index) and numbered in the order they are written, which is binlog
+/// order; [`crate::pipeline::checkpoint`] notes the next number as each
+/// acknowledged transaction ends, and the checkpoint that covers it removes
+/// the entries below.
+#[derive(Clone)]
+pub struct Ledger {
+    db: Arc<Database>,
+    next: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("next", &self.next).finish()
+    }
+}
+
+impl Ledger {
+    fn key(id: &str, index: u32) -> String {
+        format!("{id}#{index}")
+    }
+
+    /// The number the next entry gets.
+    pub fn next(&self) -> u64 {
+        self.next.load(Ordering::SeqCst)
+    }
+
+    /// What is recorded for message (`id`, `index`) of `sink`.
+    pub fn mark(&self, sink: &str, id: &str, index: u32) -> anyhow::Result<Option<LedgerMark>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(LEDGER)?;
+        Ok(t.get((sink, Self::key(id, index).as_str()))?
+            .map(|v| match v.value().first() {
+                Some(&2) => LedgerMark::Done,
+                _ => LedgerMark::Started,
+            }))
+    }
+
+    /// Records, durably, that the command of (`id`, `index`) is about to start.
+    pub fn start(&self, sink: &str, id: &str, index: u32) -> anyhow::Result<()> {
+        let key = Self::key(id, index);
+        let seq = self.next.fetch_add(1, Ordering::SeqCst);
+        let txn = self.db.begin_write()?;
+        {
+            let mut value = vec![1];
+            value.extend_from_slice(&seq.to_be_bytes());
+            txn.open_table(LEDGER)?.insert((sink, key.as_str()), value.as_slice())?;
+            txn.open_table(LEDGER_SEQ)?.insert(seq, (sink, key.as_str()))?;
+        }
+        txn.commit().context("recording a command in the exec ledger")?;
+        Ok(())
+    }
+
+    /// Records, durably, that the command of (`id`, `index`) succeeded.
+    pub fn done(&self, sink: &str, id: &str, index: u32) -> anyhow::Result<()> {
+        let key = Self::key(id, index);
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(LEDGER)?;
+            let mut value = t
+                .get((sink, key.as_str()))?
+                .map(|v| v.value().to_vec())
+                .unwrap_or_else(|| vec![0; 9]);
+            value[0] = 2;
+            t.insert((sink, key.as_str()), value.as_slice())?;
+        }
+        txn.commit()
+            .context("recording a command's success in the exec ledger")?;
+        Ok(())
+    }
+
+    /// Removes, durably, the entry of (`id`, `index`): its command failed
+    /// and may run again.
+    pub fn forget(&self, sink: &str, id: &str, index: u32) -> anyhow::Result<()> {
+        let key = Self::key(id, index);
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(LEDGER)?;
+            let seq = t.remove((sink, key.as_str()))?.and_then(|v| {
+                let b = v.value();
+                b.get(1..9).map(|s| u64::from_be_bytes(s.try_into().expect("8 bytes")))
+            });
+            if let Some(seq) = seq {
+                txn.open_table(LEDGER_SEQ)?.remove(seq)?;
+            }
+        }
+        txn.commit().context("removing a failed command from the exec ledger")?;
+        Ok(())
+    }
+
+    /// How many entries the ledger holds.
+    pub fn len(&self) -> anyhow::Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(LEDGER_SEQ)?.len()?)
+    }
+
+    /// Whether the ledger is empty.
+    pub fn is_empty(&self) -> anyhow::Result<bool> {
+        Ok(self.len()? == 0)
     }
 }
 
@@ -102,9 +233,10 @@ pub struct InUse(pub PathBuf);
 
 /// The open store.
 pub struct StateStore {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
     next_dead_letter: u64,
+    ledger_next: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -142,16 +274,35 @@ impl StateStore {
         let txn = db.begin_write()?;
         txn.open_table(POSITION)?;
         txn.open_table(STATE)?;
+        txn.open_table(LEDGER)?;
         let next_dead_letter = {
             let t = txn.open_table(DEAD_LETTERS)?;
             t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0)
         };
+        let ledger_next = {
+            let t = txn.open_table(LEDGER_SEQ)?;
+            t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0)
+        };
         txn.commit()?;
         Ok(StateStore {
-            db,
+            db: Arc::new(db),
             path,
             next_dead_letter,
+            ledger_next: Arc::new(AtomicU64::new(ledger_next)),
         })
+    }
+
+    /// The once-only ledger of exec sinks, sharing this store's database.
+    pub fn ledger(&self) -> Ledger {
+        Ledger {
+            db: Arc::clone(&self.db),
+            next: Arc::clone(&self.ledger_next),
+        }
+    }
+
+    /// The number the ledger's next entry gets (see [`Batch::ledger_below`]).
+    pub fn ledger_next(&self) -> u64 {
+        self.ledger_next.load(Ordering::SeqCst)
     }
 
     /// The database file.
@@ -236,6 +387,23 @@ impl StateStore {
             if let Some(cp) = &batch.position {
                 txn.open_table(POSITION)?
                     .insert("resume", serde_json::to_vec(cp)?.as_slice())?;
+            }
+            if let Some(below) = batch.ledger_below {
+                let mut seqs = txn.open_table(LEDGER_SEQ)?;
+                let mut ledger = txn.open_table(LEDGER)?;
+                let covered: Vec<(u64, String, String)> = seqs
+                    .range(..below)?
+                    .map(|e| {
+                        e.map(|(k, v)| {
+                            let (sink, key) = v.value();
+                            (k.value(), sink.to_owned(), key.to_owned())
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                for (seq, sink, key) in covered {
+                    seqs.remove(seq)?;
+                    ledger.remove((sink.as_str(), key.as_str()))?;
+                }
             }
         }
         txn.commit()
@@ -328,6 +496,7 @@ mod tests {
                     (("a".into(), "gone".into()), None),
                 ]),
                 dead_letters: vec![letter()],
+                ledger_below: None,
             };
             s.commit(&batch).unwrap();
         }
@@ -358,6 +527,44 @@ mod tests {
         assert_eq!(s.load_state("ab").unwrap().len(), 1);
         s.set_position(None).unwrap();
         assert_eq!(s.position().unwrap(), None);
+    }
+
+    #[test]
+    fn the_ledger_survives_reopen_and_a_checkpoint_prunes_what_it_covers() {
+        let dir = temp("ledger");
+        {
+            let s = StateStore::open(&dir).unwrap();
+            let l = s.ledger();
+            assert_eq!(l.mark("fw", "0-1-7:0:0", 0).unwrap(), None);
+            l.start("fw", "0-1-7:0:0", 0).unwrap();
+            l.done("fw", "0-1-7:0:0", 0).unwrap();
+            l.start("fw", "0-1-7:0:0", 1).unwrap();
+            l.start("other", "0-1-7:0:0", 0).unwrap();
+            l.forget("other", "0-1-7:0:0", 0).unwrap();
+            assert_eq!(l.len().unwrap(), 2);
+            // The transaction of 0-1-7 ended here; 0-1-8 follows.
+            let below = s.ledger_next();
+            l.start("fw", "0-1-8:0:0", 0).unwrap();
+            assert_eq!(l.mark("fw", "0-1-7:0:0", 0).unwrap(), Some(LedgerMark::Done));
+            assert_eq!(l.mark("fw", "0-1-7:0:0", 1).unwrap(), Some(LedgerMark::Started));
+            assert_eq!(l.mark("other", "0-1-7:0:0", 0).unwrap(), None);
+            // The ledger shares the database: both go before it closes.
+            drop((s, l));
+            // Reopened (a crash): the marks are still there, numbering goes on.
+            let mut s = StateStore::open(&dir).unwrap();
+            assert_eq!(s.ledger_next(), 4);
+            let l = s.ledger();
+            assert_eq!(l.mark("fw", "0-1-8:0:0", 0).unwrap(), Some(LedgerMark::Started));
+            s.commit(&Batch {
+                position: Some(cp(100)),
+                ledger_below: Some(below),
+                ..Batch::default()
+            })
+            .unwrap();
+            assert_eq!(l.mark("fw", "0-1-7:0:0", 0).unwrap(), None, "covered by the checkpoint");
+            assert_eq!(l.mark("fw", "0-1-8:0:0", 0).unwrap(), Some(LedgerMark::Started));
+            assert_eq!(l.len().unwrap(), 1);
+        }
     }
 
     #[test]

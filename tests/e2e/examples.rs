@@ -27,28 +27,35 @@ struct Example {
     golden: &'static str,
     /// The FIFO its sink writes to, relative to the config; `None`: stdout.
     fifo: Option<&'static str>,
+    /// The file its granted command (`examples/bin/block-ip.sh`) records
+    /// its calls in, relative to the config; `None`: no command.
+    record: Option<&'static str>,
 }
 
 const ORDERS_COPY: Example = Example {
     name: "orders-copy",
     golden: "examples/orders-copy.jsonl",
     fifo: None,
+    record: None,
 };
 const DAILY_SIGNUPS: Example = Example {
     name: "daily-signups",
     golden: "examples/daily-signups.jsonl",
     fifo: None,
+    record: None,
 };
 const IP_BLOCK: Example = Example {
     name: "ip-block",
     golden: "examples/ip-block.txt",
     fifo: None,
+    record: Some("var/ip-block/firewall.log"),
 };
 /// ip-block's C twin (examples/c/ip-block), against the same golden file.
 const IP_BLOCK_C: Example = Example {
     name: "ip-block-c",
     golden: "examples/ip-block.txt",
     fifo: None,
+    record: Some("var/ip-block-c/firewall.log"),
 };
 /// orders-copy's JavaScript twin (examples/js/orders-copy), against the
 /// same golden file.
@@ -56,6 +63,7 @@ const ORDERS_COPY_JS: Example = Example {
     name: "orders-copy-js",
     golden: "examples/orders-copy.jsonl",
     fifo: None,
+    record: None,
 };
 /// daily-signups' Python twin (examples/python/daily-signups), against the
 /// same golden file.
@@ -63,11 +71,13 @@ const DAILY_SIGNUPS_PY: Example = Example {
     name: "daily-signups-py",
     golden: "examples/daily-signups.jsonl",
     fifo: None,
+    record: None,
 };
 const NEWS_FIFO: Example = Example {
     name: "news-fifo",
     golden: "examples/news-fifo.txt",
     fifo: Some("var/news.fifo"),
+    record: None,
 };
 
 /// Builds the example handlers, once, where the configs point.
@@ -145,7 +155,8 @@ pub fn make(dir: &Path, targets: &[&str]) {
 }
 
 /// A scratch directory holding example config `name` (after `edit`) beside
-/// links to `examples/handlers` and the other languages' example folders:
+/// links to `examples/handlers`, the other languages' example folders and
+/// `examples/bin`:
 /// the config's relative paths find the modules as they do in `examples/`,
 /// and what it writes (`var/...`) lands here, apart from other tests and
 /// from the examples' own `var/`.
@@ -160,7 +171,7 @@ fn sandbox(tag: &str, example: &Example, edit: impl FnOnce(&str) -> String) -> (
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    for folder in ["handlers", "c", "js", "python"] {
+    for folder in ["handlers", "c", "js", "python", "bin"] {
         let target = root().join("examples").join(folder);
         if target.exists() {
             std::os::unix::fs::symlink(target, dir.join(folder)).unwrap();
@@ -223,6 +234,9 @@ struct SinkReader {
     /// holding it keeps the reader from seeing end-of-file before rowhook
     /// has opened the pipe.
     hold: Option<File>,
+    /// For a file a command appends to: tells its reader to read it a last
+    /// time and end.
+    done: Option<mpsc::Sender<()>>,
 }
 
 impl SinkReader {
@@ -247,6 +261,7 @@ impl SinkReader {
             lines,
             reader,
             hold: None,
+            done: None,
         }
     }
 
@@ -262,12 +277,48 @@ impl SinkReader {
             lines,
             reader,
             hold: Some(hold),
+            done: None,
+        }
+    }
+
+    /// The lines of the file at `path` as they are appended (a granted
+    /// command's record of its calls), until [`SinkReader::finish`].
+    fn record(path: PathBuf) -> SinkReader {
+        let (tx, lines) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            let mut sent = 0;
+            loop {
+                let finished = done.try_recv().is_ok();
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                // Whole lines only: the command may be writing one.
+                let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+                for line in complete.lines().skip(sent) {
+                    if tx.send(line.to_owned()).is_err() {
+                        return;
+                    }
+                    sent += 1;
+                }
+                if finished {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        SinkReader {
+            lines,
+            reader,
+            hold: None,
+            done: Some(done_tx),
         }
     }
 
     /// Once rowhook has exited: the lines not taken yet, up to end-of-file.
     fn finish(mut self) -> Vec<String> {
         drop(self.hold.take());
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
         self.reader.join().unwrap();
         self.lines.try_iter().collect()
     }
@@ -288,12 +339,16 @@ fn replay(example: &Example) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{} failed: {stderr}", example.name);
     assert!(stderr.contains(" 0 handler errors"), "{stderr}");
-    let output = match fifo {
-        Some(fifo) => {
+    let output = match (fifo, example.record) {
+        (Some(fifo), _) => {
             assert_eq!(stdout, "", "only the FIFO gets output");
             text(&fifo.finish())
         }
-        None => stdout,
+        (None, Some(record)) => {
+            assert_eq!(stdout, "", "only the command gets output");
+            std::fs::read_to_string(dir.join(record)).unwrap_or_default()
+        }
+        (None, None) => stdout,
     };
     let _ = std::fs::remove_dir_all(&dir);
     output
@@ -316,9 +371,13 @@ fn live(example: &Example, lines_expected: usize) -> String {
         .spawn()
         .expect("run rowhook");
     let stderr = read_all(child.stderr.take().unwrap());
-    let (sink, stdout) = match fifo {
-        Some(fifo) => (fifo, Some(read_all(child.stdout.take().unwrap()))),
-        None => (SinkReader::stdout(&mut child), None),
+    let (sink, stdout) = match (fifo, example.record) {
+        (Some(fifo), _) => (fifo, Some(read_all(child.stdout.take().unwrap()))),
+        (None, Some(record)) => (
+            SinkReader::record(dir.join(record)),
+            Some(read_all(child.stdout.take().unwrap())),
+        ),
+        (None, None) => (SinkReader::stdout(&mut child), None),
     };
 
     // The changes happen while rowhook is connected (or about to be: it
@@ -357,7 +416,7 @@ fn live(example: &Example, lines_expected: usize) -> String {
     assert!(stderr.contains("rowhook: stopped after"), "{stderr}");
     got.extend(sink.finish());
     if let Some(stdout) = stdout {
-        assert_eq!(stdout.join().unwrap(), b"", "only the FIFO gets output");
+        assert_eq!(stdout.join().unwrap(), b"", "only the FIFO or the command gets output");
     }
     let _ = std::fs::remove_dir_all(&dir);
     text(&got)
@@ -540,7 +599,7 @@ fn demo_script_runs_all_four_examples() {
         );
         golden(
             IP_BLOCK.golden,
-            &joined(&section(&stdout, "== ip-block wrote examples/var/demo/firewall.sh")),
+            &joined(&section(&stdout, "== ip-block ran examples/bin/block-ip.sh")),
         );
     }
 }
@@ -628,6 +687,7 @@ mod sms_outbox {
         name: "sms-outbox",
         golden: "examples/sms-outbox.txt",
         fifo: None,
+        record: None,
     };
 
     /// The list the example config pushes onto, and the consumer pops.

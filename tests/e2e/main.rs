@@ -37,6 +37,9 @@ mod resume;
 /// The amqp sink against the local RabbitMQ: confirms, refusals, cuts through a proxy.
 #[cfg(feature = "sink-amqp")]
 mod sink_amqp;
+/// The exec sink with real scripts: hostile fields, hangs, retries, the once-only ledger across SIGKILL, `check`.
+#[cfg(feature = "sink-exec")]
+mod sink_exec;
 /// The http sink against a real HTTP/1.1 receiver: both modes, signatures, outages, Retry-After, `check`.
 #[cfg(feature = "sink-http")]
 mod sink_http;

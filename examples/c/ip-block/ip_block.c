@@ -10,16 +10,21 @@
  * `ip` column.
  *
  * Out: hits are counted per address in the handler's state (counter
- * `hits:<ip>`). When an address reaches BLOCK_AT hits, one command goes to
- * the sink `firewall`, keyed by the address:
+ * `hits:<ip>`). When an address reaches BLOCK_AT hits, one message goes to
+ * the sink `firewall`, keyed by the address: a JSON object whose fields fill
+ * the placeholders of the command the config grants (an `exec` sink):
  *
- *     iptables -A INPUT -s 203.0.113.7 -j DROP  # hit 4, change 0-1-17:0:4
+ *     {"ip":"203.0.113.7","family":"ip","hits":4,"change":"0-1-17:0:4"}
  *
- * (`ip6tables` for an IPv6 address; the comment says which change tipped
- * the count, for the audit trail.) Exactly once: the counter passes
- * BLOCK_AT only once, and rowhook commits state together with its position,
- * so a restart does not count a hit twice. A value that is not an IP address
- * is logged and not counted: it never reaches the command line. The
+ * `family` is nftables' name for the address family (`ip`, or `ip6` for an
+ * IPv6 address); `hits` and `change` say which change tipped the count, for
+ * the log. The handler never writes a command line: the operator's config
+ * names the executable and its arguments, and each field must match its
+ * placeholder's pattern there again. Exactly once in state: the counter
+ * passes BLOCK_AT only once, and rowhook commits state together with its
+ * position, so a restart does not count a hit twice (the sink's `once_only`
+ * ledger keeps the command from running twice). A value that is not an IP
+ * address is logged and not counted: it never reaches the command. The
  * threshold is a constant because handlers get no environment or
  * configuration: to change it, change it here and rebuild (rowhook reloads
  * the new module).
@@ -31,7 +36,7 @@
 #include "ip_address.h"
 #include "rowhook.h"
 
-/* The sink the block commands go to; the config must grant it. */
+/* The sink the block messages go to; the config must grant it. */
 #define SINK "firewall"
 
 /* The hit that gets an address blocked. In the recorded shop binlog
@@ -57,11 +62,12 @@ static rh_result on_change(const rh_change *c) {
     RH_TRY(rh_state_increment(key, 1, &hits));
     if (hits == BLOCK_AT) {
         rh_str id = rh_change_id(c);
-        char command[256];
-        int n = snprintf(command, sizeof command, "%s -A INPUT -s %s -j DROP  # hit %lld, change %.*s",
-                         ip.v6 ? "ip6tables" : "iptables", text, (long long)hits, RH_STR_ARG(id));
-        if (n < 0 || (size_t)n >= sizeof command) return rh_fail("change id too long for the block command");
-        RH_TRY(rh_emit(SINK, text, command, (size_t)n));
+        /* An address's text and a change id need no JSON escaping. */
+        char message[256];
+        int n = snprintf(message, sizeof message, "{\"ip\":\"%s\",\"family\":\"%s\",\"hits\":%lld,\"change\":\"%.*s\"}",
+                         text, ip.v6 ? "ip6" : "ip", (long long)hits, RH_STR_ARG(id));
+        if (n < 0 || (size_t)n >= sizeof message) return rh_fail("change id too long for the block message");
+        RH_TRY(rh_emit(SINK, text, message, (size_t)n));
         rh_counter_add("blocked_ips", 1);
     }
     return rh_ok();

@@ -56,8 +56,8 @@ static void blocks_exactly_once_at_the_threshold(void) {
         CHECK(hit_at("198.51.100.2", row + 1, NULL));
         CHECK(messages() == (n < BLOCK_AT ? 0u : 2u));
     }
-    CHECK(message_is(0, "iptables -A INPUT -s 203.0.113.7 -j DROP  # hit 4, change 0-1-17:0:8", "203.0.113.7"));
-    CHECK(message_is(1, "iptables -A INPUT -s 198.51.100.2 -j DROP  # hit 4, change 0-1-17:0:9", "198.51.100.2"));
+    CHECK(message_is(0, "{\"ip\":\"203.0.113.7\",\"family\":\"ip\",\"hits\":4,\"change\":\"0-1-17:0:8\"}", "203.0.113.7"));
+    CHECK(message_is(1, "{\"ip\":\"198.51.100.2\",\"family\":\"ip\",\"hits\":4,\"change\":\"0-1-17:0:9\"}", "198.51.100.2"));
     CHECK(rh_state_counter("hits:203.0.113.7") == BLOCK_AT + 3);
     CHECK(rh_testing_counter("blocked_ips") == 2);
 }
@@ -67,10 +67,10 @@ static void ipv6_addresses_count_in_canonical_form(void) {
     const char *forms[] = {"2001:db8::1", "2001:0db8:0:0::1", "2001:DB8::1", "2001:db8:0:0:0:0:0:1"};
     for (size_t i = 0; i < 4; i++) CHECK(hit(forms[i]));
     CHECK(messages() == 1);
-    CHECK(message_is(0, "ip6tables -A INPUT -s 2001:db8::1 -j DROP  # hit 4, change 0-1-17:0:0", "2001:db8::1"));
+    CHECK(message_is(0, "{\"ip\":\"2001:db8::1\",\"family\":\"ip6\",\"hits\":4,\"change\":\"0-1-17:0:0\"}", "2001:db8::1"));
 }
 
-static void what_is_not_an_address_never_reaches_the_command(void) {
+static void what_is_not_an_address_never_reaches_the_sink(void) {
     rh_testing_reset();
     const char *bad[] = {"203.0.113.7; rm -rf /", "$(reboot)", "", "203.0.113.07"};
     for (size_t i = 0; i < 4; i++)
@@ -100,7 +100,7 @@ static void a_denied_emit_fails_the_change_and_the_count_with_it(void) {
 int main(void) {
     blocks_exactly_once_at_the_threshold();
     ipv6_addresses_count_in_canonical_form();
-    what_is_not_an_address_never_reaches_the_command();
+    what_is_not_an_address_never_reaches_the_sink();
     a_denied_emit_fails_the_change_and_the_count_with_it();
     rh_testing_reset();
     printf("ip_block: %d passed, %d failed\n", passed, failed);

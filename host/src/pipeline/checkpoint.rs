@@ -95,6 +95,9 @@ impl Checkpointer {
         }
         if let Some(p) = self.txn_position.take() {
             self.batch.position = Some(p);
+            // The exec sinks' ledger entries so far are of this transaction
+            // or earlier ones: the checkpoint that moves past it drops them.
+            self.batch.ledger_below = self.store.as_ref().map(StateStore::ledger_next);
         }
         self.batch.dead_letters.append(&mut self.txn_dead_letters);
         self.last_commit.elapsed() >= self.commit_interval

@@ -208,6 +208,13 @@ impl Delivery {
         }
     }
 
+    /// Gives every sink the store's once-only ledger (see [`Sink::attach_ledger`]).
+    pub fn attach_ledger(&mut self, ledger: &crate::store::Ledger) {
+        for slot in self.sinks.values_mut() {
+            slot.sink.attach_ledger(ledger);
+        }
+    }
+
     /// Makes every acknowledged message durable at its sink.
     pub async fn make_durable(&mut self) -> anyhow::Result<()> {
         for (name, slot) in &mut self.sinks {

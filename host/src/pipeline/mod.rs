@@ -131,6 +131,7 @@ impl Pipeline {
     /// handler's state from it and returns the position to resume at.
     pub fn attach_store(&mut self, store: StateStore) -> anyhow::Result<Option<Checkpoint>> {
         self.handlers.load_state(|name| store.load_state(name))?;
+        self.delivery.attach_ledger(&store.ledger());
         let position = self.checkpointer.attach(store)?;
         // The checkpoint makes sink writes durable before it moves.
         self.delivery.defer_durability();

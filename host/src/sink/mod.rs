@@ -27,11 +27,13 @@
 //! this build has (each behind its cargo feature `sink-<kind>`) and gathers
 //! them in the enums the rest of rowhook holds: [`SinkSpec`] (a validated
 //! sink config) and [`AnySink`] (an open sink). This version has
-//! `stdout`, `file`, `fifo`, `redis`, `nats`, `amqp`, `mqtt`, `http` and `kafka`; `docs/adding-a-sink.md` says how to add one.
+//! `stdout`, `file`, `fifo`, `redis`, `nats`, `amqp`, `mqtt`, `http`, `kafka` and `exec`; `docs/adding-a-sink.md` says how to add one.
 
 #[cfg(feature = "sink-amqp")]
 pub mod amqp;
 pub mod capture;
+#[cfg(feature = "sink-exec")]
+pub mod exec;
 #[cfg(feature = "sink-fifo")]
 pub mod fifo;
 #[cfg(feature = "sink-file")]
@@ -200,6 +202,13 @@ pub trait Sink: Send {
     /// counts messages, retries and refusals of every sink itself.
     fn register_metrics(&self, registry: &crate::telemetry::Registry) {
         let _ = registry;
+    }
+
+    /// The state store's once-only ledger, given once the store is open
+    /// (`rowhook run`, `rowhook replay --checkpoint`), to a sink that keeps
+    /// one (an exec sink with `once_only`). The default ignores it.
+    fn attach_ledger(&mut self, ledger: &crate::store::Ledger) {
+        let _ = ledger;
     }
 
     /// The largest message the sink can carry, as far as it knows once open

@@ -162,6 +162,13 @@ macro_rules! kinds {
                 }
             }
 
+            fn attach_ledger(&mut self, ledger: &crate::store::Ledger) {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref mut s) => s.attach_ledger(ledger), )*
+                    $( Self::$ivariant(ref mut s) => s.attach_ledger(ledger), )*
+                }
+            }
+
             fn limits(&self) -> super::SinkLimits {
                 match *self {
                     $( $(#[$cfg])* Self::$variant(ref s) => s.limits(), )*
@@ -207,6 +214,8 @@ kinds! {
     Http => super::http::HttpKind,
     #[cfg(feature = "sink-kafka")]
     Kafka => super::kafka::KafkaKind,
+    #[cfg(feature = "sink-exec")]
+    Exec => super::exec::ExecKind,
     }
     // `rowhook test`'s stand-in for every sink.
     internal {
@@ -225,7 +234,7 @@ mod tests {
         assert_eq!(
             KINDS,
             [
-                "stdout", "file", "fifo", "redis", "nats", "amqp", "mqtt", "http", "kafka"
+                "stdout", "file", "fifo", "redis", "nats", "amqp", "mqtt", "http", "kafka", "exec"
             ]
         );
     }

@@ -9,20 +9,26 @@
 //! `ip` column.
 //!
 //! Out: hits are counted per address in the handler's state (counter
-//! `hits:<ip>`). When an address reaches `BLOCK_AT` hits, one command goes
-//! to the sink `firewall`, keyed by the address:
+//! `hits:<ip>`). When an address reaches `BLOCK_AT` hits, one message goes
+//! to the sink `firewall`, keyed by the address: a JSON object whose fields
+//! fill the placeholders of the command the config grants (an `exec` sink):
 //!
 //! ```text
-//! iptables -A INPUT -s 203.0.113.7 -j DROP  # hit 4, change 0-1-17:0:4
+//! {"ip":"203.0.113.7","family":"ip","hits":4,"change":"0-1-17:0:4"}
 //! ```
 //!
-//! (`ip6tables` for an IPv6 address; the comment says which change tipped
-//! the count, for the audit trail.) Exactly once: the counter passes
-//! `BLOCK_AT` only once, and rowhook commits state together with its position,
-//! so a restart does not count a hit twice. A value that is not an IP address
-//! is logged and not counted: it never reaches the command line. The threshold
-//! is a constant because handlers get no environment or configuration: to
-//! change it, change it here and rebuild (rowhook reloads the new module).
+//! `family` is nftables' name for the address family (`ip`, or `ip6` for an
+//! IPv6 address); `hits` and `change` say which change tipped the count, for
+//! the log. The handler never writes a command line: the operator's config
+//! names the executable and its arguments, and each field must match its
+//! placeholder's pattern there again. Exactly once in state: the counter
+//! passes `BLOCK_AT` only once, and rowhook commits state together with its
+//! position, so a restart does not count a hit twice (the sink's
+//! `once_only` ledger keeps the command from running twice). A value that is
+//! not an IP address is logged and not counted: it never reaches the
+//! command. The threshold is a constant because handlers get no environment
+//! or configuration: to change it, change it here and rebuild (rowhook
+//! reloads the new module).
 //!
 //! Build: `cargo build --release --target wasm32-wasip2` in `examples/handlers`
 //! (or `bash examples/demo.sh`); run: `examples/ip-block.toml`.
@@ -31,7 +37,7 @@ use std::net::IpAddr;
 
 use rowhook_guest::{Change, Op, Result, log, metrics, state};
 
-/// The sink the block commands go to; the config must grant it.
+/// The sink the block messages go to; the config must grant it.
 const SINK: &str = "firewall";
 
 /// The hit that gets an address blocked. In the recorded shop binlog
@@ -39,14 +45,18 @@ const SINK: &str = "firewall";
 /// nothing.
 const BLOCK_AT: i64 = 4;
 
-/// The firewall command that drops everything from `ip`, with a comment
-/// naming the change that made it `hits`.
-fn block_command(ip: IpAddr, hits: i64, change: &Change) -> String {
-    let tool = match ip {
-        IpAddr::V4(_) => "iptables",
-        IpAddr::V6(_) => "ip6tables",
+/// The message that gets `ip` blocked: the fields the sink's command
+/// template takes, and which change made it `hits`. An address's text and a
+/// change id need no JSON escaping.
+fn block_message(ip: IpAddr, hits: i64, change: &Change) -> String {
+    let family = match ip {
+        IpAddr::V4(_) => "ip",
+        IpAddr::V6(_) => "ip6",
     };
-    format!("{tool} -A INPUT -s {ip} -j DROP  # hit {hits}, change {}", change.id())
+    format!(
+        r#"{{"ip":"{ip}","family":"{family}","hits":{hits},"change":"{}"}}"#,
+        change.id()
+    )
 }
 
 fn on_change(change: &Change) -> Result<()> {
@@ -64,7 +74,7 @@ fn on_change(change: &Change) -> Result<()> {
     // The canonical form, so `::1` and `0:0::1` count as one address.
     let hits = state::increment(&format!("hits:{ip}"), 1)?;
     if hits == BLOCK_AT {
-        rowhook_guest::emit(SINK, Some(&ip.to_string()), block_command(ip, hits, change))?;
+        rowhook_guest::emit(SINK, Some(&ip.to_string()), block_message(ip, hits, change))?;
         metrics::counter_add("blocked_ips", 1);
     }
     Ok(())
@@ -113,8 +123,8 @@ mod tests {
         assert_eq!(
             commands(),
             [
-                "iptables -A INPUT -s 203.0.113.7 -j DROP  # hit 4, change 0-1-17:0:8",
-                "iptables -A INPUT -s 198.51.100.2 -j DROP  # hit 4, change 0-1-17:0:9"
+                r#"{"ip":"203.0.113.7","family":"ip","hits":4,"change":"0-1-17:0:8"}"#,
+                r#"{"ip":"198.51.100.2","family":"ip","hits":4,"change":"0-1-17:0:9"}"#
             ]
         );
         assert_eq!(testing::messages()[0].key.as_deref(), Some("203.0.113.7"));
@@ -129,12 +139,12 @@ mod tests {
         }
         assert_eq!(
             commands(),
-            ["ip6tables -A INPUT -s 2001:db8::1 -j DROP  # hit 4, change 0-1-17:0:0"]
+            [r#"{"ip":"2001:db8::1","family":"ip6","hits":4,"change":"0-1-17:0:0"}"#]
         );
     }
 
     #[test]
-    fn what_is_not_an_address_never_reaches_the_command() {
+    fn what_is_not_an_address_never_reaches_the_sink() {
         for bad in ["203.0.113.7; rm -rf /", "$(reboot)", "", "203.0.113.07"] {
             for _ in 0..BLOCK_AT {
                 testing::run(on_change, &hit(bad)).unwrap();
