@@ -317,7 +317,11 @@ impl MysqlSink {
                 }
                 steps.push((delete_sql(&info, &key, chunk.len()), params));
             }
-            for (cols, members) in upsert_groups(rows.rows()) {
+            for super::sql::UpsertGroup {
+                columns: cols,
+                rows: members,
+            } in upsert_groups(rows.rows())
+            {
                 if let Some(req) = info.required.iter().find(|r| !cols.contains(&r.as_str())) {
                     let c = &info.columns[req];
                     return Err(permanent(format!(
@@ -608,6 +612,7 @@ async fn probe_target(name: &str, opts: &SqlOptions) -> Result<String, String> {
             Err(e) => problems.push(format!("reading table `{table}`: {e}")),
         }
     }
+    let mut note = String::new();
     if let Some(cp) = &opts.checkpoint_table {
         let (schema, t) = super::sql::split_table(cp);
         let exists: Option<u64> = conn
@@ -618,18 +623,18 @@ async fn probe_target(name: &str, opts: &SqlOptions) -> Result<String, String> {
             .await
             .map_err(|e| format!("looking for checkpoint table `{cp}`: {e}"))?;
         if exists == Some(0) {
-            problems.push(format!(
-                "checkpoint table `{cp}` does not exist yet; the sink creates it at its first write if `{}` may (CREATE), or create it: {}",
+            note = format!(
+                "; checkpoint table `{cp}` is created at the first write (if `{}` may not create it: {})",
                 opts.url.user,
                 checkpoint_ddl(cp)
-            ));
+            );
         }
     }
     let _ = conn.disconnect().await;
     if problems.is_empty() {
         let n = opts.tables.iter().count();
         Ok(format!(
-            "{} is reachable; {n} table{} with {} keys and privileges",
+            "{} is reachable; {n} table{} with {} keys and privileges{note}",
             opts.url,
             if n == 1 { "" } else { "s" },
             if n == 1 { "its" } else { "their" }

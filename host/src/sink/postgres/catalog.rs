@@ -66,7 +66,7 @@ impl Kind {
             "int8" => Kind::Int(i64::MIN, i64::MAX),
             "float4" | "float8" => Kind::Float,
             "numeric" => Kind::Numeric,
-            "varchar" | "bpchar" => Kind::Text((typmod >= 4).then(|| (typmod - 4) as usize)),
+            "varchar" | "bpchar" => Kind::Text(usize::try_from(typmod - 4).ok()),
             "text" | "name" | "citext" => Kind::Text(None),
             "bytea" => Kind::Bytea,
             "json" | "jsonb" => Kind::Json,

@@ -312,7 +312,11 @@ impl PostgresSink {
                 }
                 steps.push((delete_sql(&info, &cols), params));
             }
-            for (cols, members) in upsert_groups(rows.rows()) {
+            for super::sql::UpsertGroup {
+                columns: cols,
+                rows: members,
+            } in upsert_groups(rows.rows())
+            {
                 if let Some(req) = info.required.iter().find(|r| !cols.contains(&r.as_str())) {
                     let c = &info.columns[req];
                     return Err(permanent(format!(

@@ -221,8 +221,7 @@ pub fn resolve(raw: RawSqlSink, schemes: &[&str], default_port: u16, cx: &mut Si
                 "list the columns that name a row: the primary key, or a unique key's columns",
             );
             ok = false;
-        } else if let Some(c) = t.key.iter().find(|c| c.is_empty()) {
-            let _ = c;
+        } else if t.key.iter().any(String::is_empty) {
             cx.problem(
                 &format!("{key}.key"),
                 "holds an empty column name",

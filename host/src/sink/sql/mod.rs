@@ -387,19 +387,31 @@ pub fn split_table(name: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// Rows that set the same columns, upserted by one multi-row statement:
+/// the column names, and each row's columns.
+pub struct UpsertGroup<'a> {
+    /// The columns every row of the group sets, in the row's order.
+    pub columns: Vec<&'a str>,
+    /// The rows.
+    pub rows: Vec<&'a Map<String, Value>>,
+}
+
 /// The upsert groups of a table: the rows to upsert, grouped by the set of
-/// columns they set (one multi-row statement per group), in first-seen order.
-pub fn upsert_groups<'a>(rows: &'a [Final]) -> Vec<(Vec<&'a str>, Vec<&'a Map<String, Value>>)> {
-    let mut groups: Vec<(Vec<&str>, Vec<&Map<String, Value>>)> = Vec::new();
+/// columns they set, in first-seen order.
+pub fn upsert_groups(rows: &[Final]) -> Vec<UpsertGroup<'_>> {
+    let mut groups: Vec<UpsertGroup<'_>> = Vec::new();
     for f in rows {
         let cols = match f {
             Final::Upsert(c) | Final::Replace(c) => c,
             Final::Delete(_) => continue,
         };
         let names: Vec<&str> = cols.keys().map(String::as_str).collect();
-        match groups.iter_mut().find(|(g, _)| *g == names) {
-            Some((_, members)) => members.push(cols),
-            None => groups.push((names, vec![cols])),
+        match groups.iter_mut().find(|g| g.columns == names) {
+            Some(g) => g.rows.push(cols),
+            None => groups.push(UpsertGroup {
+                columns: names,
+                rows: vec![cols],
+            }),
         }
     }
     groups
@@ -529,8 +541,8 @@ mod tests {
         let groups = upsert_groups(tb.rows());
         // Rows 1 and 3 set the same columns: one statement.
         assert_eq!(groups.len(), 1);
-        assert_eq!(groups[0].0, ["id", "a", "b"]);
-        assert_eq!(groups[0].1.len(), 2);
+        assert_eq!(groups[0].columns, ["id", "a", "b"]);
+        assert_eq!(groups[0].rows.len(), 2);
         let keys: Vec<_> = tb.rows()[2].key_values(rule).collect();
         assert_eq!(keys, [&serde_json::json!(3)]);
     }
