@@ -770,3 +770,26 @@ fn a_million_rows_copied_through_twenty_kills_equal_the_source() {
     run_until_equal(&clean, &clean_dir.join("rowhook.log"), &server, &clean_db);
     assert_eq!(copy_digest(&clean_db), copy_digest(&killed_db));
 }
+
+/// `examples/daily-signups-postgres.toml` over the shop binlog (its sink
+/// pointed at the test's database): one row per day with its count.
+#[test]
+fn daily_signups_postgres_example_upserts_the_counts() {
+    let db = PgDb::create("pg_signups");
+    db.sql("CREATE TABLE daily_signups (day date PRIMARY KEY, signups bigint NOT NULL)");
+    build_guest(&root().join("examples/handlers"), "daily_signups_sql");
+    let dir = temp_dir("pg-signups");
+    std::os::unix::fs::symlink(root().join("examples/handlers"), dir.join("handlers")).unwrap();
+    let example = std::fs::read_to_string(root().join("examples/daily-signups-postgres.toml")).unwrap();
+    let example_url = "url = \"postgres://postgres@127.0.0.1:5432/test\"";
+    assert!(example.contains(example_url));
+    let config = dir.join("daily-signups-postgres.toml");
+    std::fs::write(&config, example.replace(example_url, &format!("url = \"{}\"", db.url()))).unwrap();
+    let binlog = root().join("examples/binlog/shop-bin.000001");
+    let out = rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        db.sql("SELECT day, signups FROM daily_signups ORDER BY day"),
+        "2025-11-21|2\n2025-11-22|2\n"
+    );
+}
