@@ -784,7 +784,11 @@ fn daily_signups_postgres_example_upserts_the_counts() {
     let example_url = "url = \"postgres://postgres@127.0.0.1:5432/test\"";
     assert!(example.contains(example_url));
     let config = dir.join("daily-signups-postgres.toml");
-    std::fs::write(&config, example.replace(example_url, &format!("url = \"{}\"", db.url()))).unwrap();
+    std::fs::write(
+        &config,
+        example.replace(example_url, &format!("url = \"{}\"", db.url())),
+    )
+    .unwrap();
     let binlog = root().join("examples/binlog/shop-bin.000001");
     let out = rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
