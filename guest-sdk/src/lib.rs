@@ -70,6 +70,7 @@ mod caps;
 mod change;
 mod error;
 pub mod json;
+pub mod sql;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 

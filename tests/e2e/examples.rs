@@ -628,7 +628,7 @@ fn example_handlers_pass_their_unit_tests() {
         .lines()
         .filter(|l| l.starts_with("test result: ok.") && !l.starts_with("test result: ok. 0 passed"))
         .collect();
-    assert_eq!(ran.len(), 5, "{stdout}");
+    assert_eq!(ran.len(), 7, "{stdout}");
 }
 
 /// The C SDK's own tests, natively (under AddressSanitizer and UBSan): its

@@ -49,14 +49,26 @@ mod sink_kafka;
 /// The mqtt sink against a private Mosquitto: MQTT 5 and 3.1.1, restarts, limits, credentials.
 #[cfg(feature = "sink-mqtt")]
 mod sink_mqtt;
+/// The mysql sink against the local MariaDB: rows, types, faults, checkpoint, `check`.
+#[cfg(feature = "sink-mysql")]
+mod sink_mysql;
 /// The nats sink against a real nats-server with JetStream.
 #[cfg(feature = "sink-nats")]
 mod sink_nats;
+/// The postgres sink against the local PostgreSQL and a private one: rows, types, faults, checkpoint, `check`.
+#[cfg(feature = "sink-postgres")]
+mod sink_postgres;
 /// The redis sink against a private redis-server: every mode, restarts, limits, `check`.
 #[cfg(feature = "sink-redis")]
 mod sink_redis;
 /// What the message-broker sink tests share.
-#[cfg(any(feature = "sink-nats", feature = "sink-mqtt", feature = "sink-amqp"))]
+#[cfg(any(
+    feature = "sink-nats",
+    feature = "sink-mqtt",
+    feature = "sink-amqp",
+    feature = "sink-postgres",
+    feature = "sink-mysql"
+))]
 mod sink_support;
 /// `replay --checkpoint` and `rowhook state`: resume, report, reset, move.
 mod state;

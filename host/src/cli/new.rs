@@ -92,6 +92,10 @@ const RUST: &[File] = &[
         include_bytes!("../../../guest-sdk/src/json.rs"),
     ),
     (
+        "sdk/rowhook-guest/src/sql.rs",
+        include_bytes!("../../../guest-sdk/src/sql.rs"),
+    ),
+    (
         "sdk/rowhook-guest/src/testing.rs",
         include_bytes!("../../../guest-sdk/src/testing.rs"),
     ),

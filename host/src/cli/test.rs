@@ -66,6 +66,7 @@ pub fn test(plan: &Plan, files: &[PathBuf], opts: &TestOptions) -> anyhow::Resul
         let captured = Captured::default();
         *spec = SinkSpec::Capture(CaptureOptions {
             line: spec.one_line_per_message(),
+            row_ops: spec.row_ops(),
             captured: captured.clone(),
         });
         captures.push((name.clone(), spec.one_line_per_message(), captured));

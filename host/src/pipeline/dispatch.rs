@@ -26,15 +26,15 @@ use crate::telemetry::{Counter, Registry, names};
 
 use super::breaker::{Admit, Breaker, Transition};
 
-/// What a configured handler may emit to, with each sink's rules: whether
-/// it writes lines (from the config) and the limits `limits` gives for it
+/// What a configured handler may emit to, with each sink's rules: what it
+/// takes as a payload (from the config) and the limits `limits` gives for it
 /// (from the open sink; [`SinkLimits::default`] where no sink is open, as
 /// in `rowhook check`).
 pub fn grants_of(plan: &Plan, h: &HandlerPlan, limits: impl Fn(&str) -> SinkLimits) -> Arc<Grants> {
     Arc::new(Grants::new(h.grants.iter().map(|name| {
-        let single_line = plan.sinks.get(name).is_some_and(|s| s.one_line_per_message());
+        let form = plan.sinks.get(name).map(|s| s.payload_form()).unwrap_or_default();
         let SinkLimits { max_payload, max_key } = limits(name);
-        (name.to_owned(), SinkRules::new(single_line, max_payload, max_key))
+        (name.to_owned(), SinkRules::new(form, max_payload, max_key))
     })))
 }
 

@@ -15,7 +15,7 @@ use wasmtime_wasi::p2::bindings::io::poll::{Host as AsyncPoll, HostPollable as A
 use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 
 use super::HostState;
-use super::bindings::rowhook::handler::{emit, log, metrics, state};
+use super::bindings::rowhook::handler::{log, metrics, state};
 use crate::telemetry::{Counter, Gauge, Registry, names};
 
 /// Largest payload one emit may carry.
@@ -562,11 +562,9 @@ pub(super) fn link_emit(linker: &mut wasmtime::component::Linker<HostState>) -> 
                     return Ok((Err(error),));
                 }
             };
-            if rules.single_line
-                && let Err(why) = line_payload(bytes)
-            {
-                tracing::debug!(handler = %cx.data().handler, sink = %name, "emit refused as invalid: {why}");
-                return Ok((Err(emit::EmitError::Invalid),));
+            if let Err((error, why)) = rules.check(bytes) {
+                tracing::debug!(handler = %cx.data().handler, sink = %name, "emit refused as {error:?}: {why}");
+                return Ok((Err(error),));
             }
             let emitted = Emitted {
                 sink: name,

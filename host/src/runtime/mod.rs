@@ -53,6 +53,9 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::sink::PayloadForm;
+use crate::sink::sql::Refusal;
+
 pub use caps::{
     Emitted, GuestMetrics, LogLine, MAX_LOG_LINES_PER_CALL, MAX_METRIC_NAMES, OverQuota, StateOverlay, line_payload,
 };
@@ -419,12 +422,13 @@ impl wasmtime::ResourceLimiter for HandlerLimiter {
 pub struct Grants(HashMap<Box<str>, (Arc<str>, SinkRules)>);
 
 /// What a granted sink accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkRules {
-    /// The sink writes one message per line of text (stdout, file, fifo):
-    /// a payload must be one line of UTF-8 text, with no control character
-    /// but tab (see [`line_payload`]).
-    pub single_line: bool,
+    /// What a payload must be: one line of UTF-8 text with no control
+    /// character but tab for the sinks that write lines (see
+    /// [`line_payload`]), a row operation on one of its tables for a SQL
+    /// sink (see [`crate::sink::sql`]), or anything.
+    pub form: PayloadForm,
     /// The largest payload an emit to it may carry, in bytes: rowhook's
     /// own cap, or the sink's where lower (a NATS server's `max_payload`).
     pub max_payload: usize,
@@ -433,14 +437,30 @@ pub struct SinkRules {
 }
 
 impl SinkRules {
-    /// The rules of a sink that writes one message per line or not, with
-    /// the limits it states (`None`: none of its own); rowhook's caps
-    /// apply where they are lower.
-    pub fn new(single_line: bool, max_payload: Option<usize>, max_key: Option<usize>) -> SinkRules {
+    /// The rules of a sink that takes payloads of `form`, with the limits
+    /// it states (`None`: none of its own); rowhook's caps apply where
+    /// they are lower.
+    pub fn new(form: PayloadForm, max_payload: Option<usize>, max_key: Option<usize>) -> SinkRules {
         SinkRules {
-            single_line,
+            form,
             max_payload: max_payload.map_or(caps::MAX_PAYLOAD, |m| m.min(caps::MAX_PAYLOAD)),
             max_key: max_key.map_or(caps::MAX_EMIT_KEY, |m| m.min(caps::MAX_EMIT_KEY)),
+        }
+    }
+
+    /// Checks a payload against the sink's form: `Err` with the error the
+    /// guest sees and why, for rowhook's log.
+    fn check(&self, payload: &[u8]) -> Result<(), (EmitError, std::borrow::Cow<'static, str>)> {
+        match &self.form {
+            PayloadForm::Bytes => Ok(()),
+            PayloadForm::Line => line_payload(payload).map_err(|why| (EmitError::Invalid, why.into())),
+            PayloadForm::RowOps(tables) => tables.admit(payload).map_err(|r| match r {
+                Refusal::Denied => (
+                    EmitError::Denied,
+                    "the row operation names a table the sink may not write".into(),
+                ),
+                Refusal::Invalid(why) => (EmitError::Invalid, why.into()),
+            }),
         }
     }
 }
@@ -458,8 +478,8 @@ impl Grants {
 
     /// The granted sink `name`: its name, shared by every message to it,
     /// and its rules.
-    fn get(&self, name: &str) -> Option<(&Arc<str>, SinkRules)> {
-        self.0.get(name).map(|(name, rules)| (name, *rules))
+    fn get(&self, name: &str) -> Option<(&Arc<str>, &SinkRules)> {
+        self.0.get(name).map(|(name, rules)| (name, rules))
     }
 }
 
@@ -1049,7 +1069,7 @@ impl HostState {
         sink: &str,
         key_len: usize,
         payload_len: usize,
-    ) -> Result<(Arc<str>, SinkRules), (EmitError, Option<EmitLimit>)> {
+    ) -> Result<(Arc<str>, &SinkRules), (EmitError, Option<EmitLimit>)> {
         let Some((name, rules)) = self.grants.get(sink) else {
             return Err((EmitError::Denied, None));
         };
@@ -1070,5 +1090,37 @@ impl HostState {
         self.emits_this_event += 1;
         self.emit_bytes_this_event += emitted.payload.len() + emitted.key.as_ref().map_or(0, Vec::len);
         self.emitted.push(emitted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::sql::{TableRule, Tables};
+
+    #[test]
+    fn a_sql_sink_takes_operations_on_its_tables_only() {
+        let tables = Tables::new([("orders_copy".to_owned(), TableRule { key: vec!["id".into()] })]);
+        let rules = SinkRules::new(PayloadForm::RowOps(Arc::new(tables)), None, None);
+        assert!(
+            rules
+                .check(br#"{"op":"upsert","table":"orders_copy","row":{"id":1}}"#)
+                .is_ok()
+        );
+        let (e, why) = rules
+            .check(br#"{"op":"delete","table":"users","key":{"id":1}}"#)
+            .unwrap_err();
+        assert!(matches!(e, EmitError::Denied), "{why}");
+        let (e, why) = rules
+            .check(br#"{"op":"upsert","table":"orders_copy","row":{"x":1}}"#)
+            .unwrap_err();
+        assert!(matches!(e, EmitError::Invalid));
+        assert!(why.contains("lacks the key column `id`"), "{why}");
+        let (e, _) = rules.check(b"not json").unwrap_err();
+        assert!(matches!(e, EmitError::Invalid));
+        // Line sinks refuse control characters; others take any bytes.
+        let line = SinkRules::new(PayloadForm::Line, None, None);
+        assert!(matches!(line.check(b"a\nb").unwrap_err().0, EmitError::Invalid));
+        assert!(SinkRules::new(PayloadForm::Bytes, None, None).check(b"a\nb").is_ok());
     }
 }

@@ -52,4 +52,12 @@ pub trait SinkKind {
     /// Whether the sink writes one message per line, so a payload with a
     /// newline cannot go to it (the guest's `emit` is refused at once).
     fn one_line_per_message(options: &Self::Options) -> bool;
+
+    /// The tables a SQL sink may write, if the sink takes row operations
+    /// (see [`super::sql`]): each emit is then checked against them. The
+    /// default: the sink takes any payload.
+    fn row_ops(options: &Self::Options) -> Option<std::sync::Arc<super::sql::Tables>> {
+        let _ = options;
+        None
+    }
 }

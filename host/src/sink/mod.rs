@@ -27,7 +27,8 @@
 //! this build has (each behind its cargo feature `sink-<kind>`) and gathers
 //! them in the enums the rest of rowhook holds: [`SinkSpec`] (a validated
 //! sink config) and [`AnySink`] (an open sink). This version has
-//! `stdout`, `file`, `fifo`, `redis`, `nats`, `amqp`, `mqtt`, `http`, `kafka` and `exec`; `docs/adding-a-sink.md` says how to add one.
+//! `stdout`, `file`, `fifo`, `redis`, `nats`, `amqp`, `mqtt`, `http`, `kafka`,
+//! `postgres`, `mysql` and `exec`; `docs/adding-a-sink.md` says how to add one.
 
 #[cfg(feature = "sink-amqp")]
 pub mod amqp;
@@ -45,11 +46,16 @@ pub mod kafka;
 pub mod kind;
 #[cfg(feature = "sink-mqtt")]
 pub mod mqtt;
+#[cfg(feature = "sink-mysql")]
+pub mod mysql;
 #[cfg(feature = "sink-nats")]
 pub mod nats;
+#[cfg(feature = "sink-postgres")]
+pub mod postgres;
 #[cfg(feature = "sink-redis")]
 pub mod redis;
 pub mod registry;
+pub mod sql;
 #[cfg(feature = "sink-stdout")]
 pub mod stdout;
 #[cfg(any(
@@ -57,7 +63,9 @@ pub mod stdout;
     feature = "sink-mqtt",
     feature = "sink-http",
     feature = "sink-kafka",
-    feature = "sink-nats"
+    feature = "sink-nats",
+    feature = "sink-postgres",
+    feature = "sink-mysql"
 ))]
 pub mod tls;
 
@@ -96,6 +104,20 @@ pub struct SinkLimits {
     pub max_payload: Option<usize>,
     /// The largest key, in bytes.
     pub max_key: Option<usize>,
+}
+
+/// What a sink takes as a payload, checked when a handler emits to it, so
+/// that a payload the sink could never carry is refused at once rather
+/// than failing its batch later.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PayloadForm {
+    /// Any bytes.
+    #[default]
+    Bytes,
+    /// One line of text (see `runtime::line_payload`): stdout, file, fifo.
+    Line,
+    /// A row operation on one of these tables (see [`sql`]): the SQL sinks.
+    RowOps(std::sync::Arc<sql::Tables>),
 }
 
 /// Why a batch was not delivered.

@@ -91,6 +91,24 @@ macro_rules! kinds {
                 }
             }
 
+            /// See [`SinkKind::row_ops`].
+            pub fn row_ops(&self) -> Option<std::sync::Arc<super::sql::Tables>> {
+                match *self {
+                    $( $(#[$cfg])* Self::$variant(ref o) => <$kind as SinkKind>::row_ops(o), )*
+                    $( Self::$ivariant(ref o) => <$ikind as SinkKind>::row_ops(o), )*
+                }
+            }
+
+            /// What the sink takes as a payload: row operations on its
+            /// tables (see [`SinkKind::row_ops`]), one line of text, or any bytes.
+            pub fn payload_form(&self) -> super::PayloadForm {
+                match self.row_ops() {
+                    Some(tables) => super::PayloadForm::RowOps(tables),
+                    None if self.one_line_per_message() => super::PayloadForm::Line,
+                    None => super::PayloadForm::Bytes,
+                }
+            }
+
             /// See [`SinkKind::path`].
             pub fn path(&self) -> Option<&Path> {
                 match *self {
@@ -214,6 +232,10 @@ kinds! {
     Http => super::http::HttpKind,
     #[cfg(feature = "sink-kafka")]
     Kafka => super::kafka::KafkaKind,
+    #[cfg(feature = "sink-postgres")]
+    Postgres => super::postgres::PostgresKind,
+    #[cfg(feature = "sink-mysql")]
+    Mysql => super::mysql::MysqlKind,
     #[cfg(feature = "sink-exec")]
     Exec => super::exec::ExecKind,
     }
@@ -234,7 +256,7 @@ mod tests {
         assert_eq!(
             KINDS,
             [
-                "stdout", "file", "fifo", "redis", "nats", "amqp", "mqtt", "http", "kafka", "exec"
+                "stdout", "file", "fifo", "redis", "nats", "amqp", "mqtt", "http", "kafka", "postgres", "mysql", "exec"
             ]
         );
     }

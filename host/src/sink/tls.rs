@@ -99,7 +99,8 @@ impl TlsFiles {
     feature = "sink-amqp",
     feature = "sink-mqtt",
     feature = "sink-http",
-    feature = "sink-kafka"
+    feature = "sink-kafka",
+    feature = "sink-postgres"
 ))]
 pub fn client_config(files: &TlsFiles, peer: &str) -> Result<rustls::ClientConfig, String> {
     use std::sync::Arc;
@@ -152,7 +153,8 @@ pub fn client_config(files: &TlsFiles, peer: &str) -> Result<rustls::ClientConfi
     feature = "sink-amqp",
     feature = "sink-mqtt",
     feature = "sink-http",
-    feature = "sink-kafka"
+    feature = "sink-kafka",
+    feature = "sink-postgres"
 ))]
 fn read_certs(path: &std::path::Path, key: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     use rustls::pki_types::CertificateDer;

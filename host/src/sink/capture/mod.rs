@@ -38,6 +38,9 @@ impl Eq for Captured {}
 pub struct CaptureOptions {
     /// Whether the sink it stands in for writes one line per message.
     pub line: bool,
+    /// The tables of the SQL sink it stands in for, whose row operations
+    /// it takes (see [`SinkKind::row_ops`]).
+    pub row_ops: Option<std::sync::Arc<crate::sink::sql::Tables>>,
     /// The messages.
     pub captured: Captured,
 }
@@ -80,6 +83,10 @@ impl SinkKind for CaptureKind {
     fn one_line_per_message(options: &CaptureOptions) -> bool {
         options.line
     }
+
+    fn row_ops(options: &CaptureOptions) -> Option<std::sync::Arc<crate::sink::sql::Tables>> {
+        options.row_ops.clone()
+    }
 }
 
 /// Keeps every message in memory.
@@ -121,6 +128,7 @@ mod tests {
     async fn it_keeps_every_message_in_order() {
         let options = CaptureOptions {
             line: true,
+            row_ops: None,
             captured: Captured::default(),
         };
         let mut sink = CaptureKind::open("out", &options).await.unwrap();
@@ -132,6 +140,7 @@ mod tests {
         assert_eq!(options.clone(), options);
         let other = CaptureOptions {
             line: true,
+            row_ops: None,
             captured: Captured::default(),
         };
         assert_ne!(options, other, "two captures are two sinks");
