@@ -2,7 +2,8 @@
 //! and TLS: [`Secret`], the `tls_ca_file`, `tls_cert_file` and
 //! `tls_key_file` keys ([`TlsFiles`]), and, for the kinds that drive rustls
 //! themselves (amqp, mqtt, http), the client config made from them
-//! ([`client_config`]).
+//! ([`client_config`]); and [`percent_decode`], for the credentials and
+//! names in their URLs.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -167,6 +168,26 @@ fn read_certs(path: &std::path::Path, key: &str) -> Result<Vec<rustls::pki_types
         return Err(format!("{key} {} holds no PEM certificate", path.display()));
     }
     Ok(certs)
+}
+
+/// Decodes the `%XX` escapes of a part of a URL (a user, a password, a
+/// database or vhost); the result must be UTF-8.
+pub fn percent_decode(s: &str) -> Result<String, String> {
+    let bad = || "has a bad %-escape".to_owned();
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or_else(bad)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ use tokio::time::Instant;
 
 pub use self::config::RawAmqpSink;
 use super::kind::SinkKind;
-use super::tls::{Secret, TlsFiles, client_config};
+use super::tls::{Secret, TlsFiles, client_config, percent_decode};
 use super::{Message, Sink, SinkError, SinkLimits};
 use crate::probe::CheckLine;
 use crate::problem::SinkContext;
@@ -239,25 +239,6 @@ impl fmt::Debug for AmqpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "AmqpUrl({self})")
     }
-}
-
-/// Decodes `%XX` escapes; the result must be UTF-8.
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bad = || "has a bad %-escape".to_owned();
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or_else(bad)?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad())
 }
 
 /// A routing key with at most one `{key}`.

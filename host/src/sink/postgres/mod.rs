@@ -32,6 +32,7 @@ use tokio_postgres::{Client, Statement};
 use self::catalog::TableInfo;
 use super::kind::SinkKind;
 use super::sql::config::{RawSqlSink, SqlOptions};
+use super::sql::conn::{Failure, PROBE_TIMEOUT, settle_probe, settle_write};
 use super::sql::{Final, Position, Quoted, Tables, already_applied, collapse, deletes, upsert_groups};
 use super::{Message, Sink, SinkError};
 use crate::probe::CheckLine;
@@ -41,9 +42,6 @@ use crate::problem::SinkContext;
 const SCHEMES: &[&str] = &["postgres", "postgresql"];
 /// PostgreSQL's port.
 const DEFAULT_PORT: u16 = 5432;
-/// How long `rowhook check` and a health check wait for the server.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// `kind = "postgres"` in the registry.
 #[derive(Debug)]
 pub struct PostgresKind;
@@ -120,12 +118,6 @@ struct Conn {
     applied: Option<Position>,
 }
 
-/// A failed write, and whether the connection can still be used.
-struct Failure {
-    error: SinkError,
-    keep: bool,
-}
-
 impl Sink for PostgresSink {
     fn name(&self) -> &str {
         &self.name
@@ -140,47 +132,24 @@ impl Sink for PostgresSink {
             Some(c) => c,
             None => self.connect(timeout).await?,
         };
-        match tokio::time::timeout(timeout, self.apply(&mut conn, batch)).await {
-            Ok(Ok(())) => {
-                self.conn = Some(conn);
-                Ok(())
-            }
-            Ok(Err(f)) => {
-                if f.keep {
-                    self.conn = Some(conn);
-                }
-                Err(f.error)
-            }
-            Err(_) => Err(SinkError::unavailable(
-                &self.name,
-                format!(
-                    "the batch's transaction on {} did not finish within {} ms; it is rolled back and retried",
-                    self.opts.url,
-                    timeout.as_millis()
-                ),
-            )),
-        }
+        let outcome = tokio::time::timeout(timeout, self.apply(&mut conn, batch)).await;
+        settle_write(&mut self.conn, conn, outcome, &self.name, &self.opts.url, timeout)
     }
 
     async fn health(&mut self) -> Result<(), SinkError> {
-        match self.conn.take() {
-            Some(conn) => match tokio::time::timeout(PROBE_TIMEOUT, conn.client.simple_query("")).await {
-                Ok(Ok(_)) => {
-                    self.conn = Some(conn);
-                    Ok(())
-                }
-                Ok(Err(e)) => Err(self.fail(&e, "checking the connection").error),
-                Err(_) => Err(SinkError::unavailable(
-                    &self.name,
-                    format!("{} did not answer within {} s", self.opts.url, PROBE_TIMEOUT.as_secs()),
-                )),
-            },
-            None => {
-                let conn = self.connect(PROBE_TIMEOUT).await?;
-                self.conn = Some(conn);
-                Ok(())
-            }
-        }
+        let Some(conn) = self.conn.take() else {
+            self.conn = Some(self.connect(PROBE_TIMEOUT).await?);
+            return Ok(());
+        };
+        let outcome = tokio::time::timeout(PROBE_TIMEOUT, async {
+            conn.client
+                .simple_query("")
+                .await
+                .map(|_| ())
+                .map_err(|e| self.fail(&e, "checking the connection").error)
+        })
+        .await;
+        settle_probe(&mut self.conn, conn, outcome, &self.name, &self.opts.url)
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {

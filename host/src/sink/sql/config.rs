@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{TableRule, Tables};
 use crate::problem::SinkContext;
-use crate::sink::tls::{Secret, TlsFiles};
+use crate::sink::tls::{Secret, TlsFiles, percent_decode};
 
 /// Default `timeout_ms`: how long connecting, or one batch's transaction, may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -147,25 +147,6 @@ impl fmt::Debug for SqlUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SqlUrl({self})")
     }
-}
-
-/// Decodes `%XX` escapes; the result must be UTF-8.
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bad = || "has a bad %-escape".to_owned();
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or_else(bad)?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad())
 }
 
 /// The validated settings of a SQL sink.

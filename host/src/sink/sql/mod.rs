@@ -20,6 +20,8 @@
 
 #[cfg(any(feature = "sink-postgres", feature = "sink-mysql"))]
 pub mod config;
+#[cfg(any(feature = "sink-postgres", feature = "sink-mysql"))]
+pub mod conn;
 pub mod position;
 
 use std::borrow::Cow;
