@@ -208,6 +208,25 @@ pub struct RawBreaker {
     /// How long the handler stays suspended before one trial change, 1 to
     /// 3600000 ms (default 30000).
     pub cooldown_ms: Option<u32>,
+    /// What becomes of the handler's changes while it is suspended:
+    /// `"on_error"` (the default: each fails at once under its `on_error`)
+    /// or `"hold"` (kept in the store, in order, and handed to it once a
+    /// trial succeeds).
+    pub while_suspended: Option<RawWhileSuspended>,
+    /// With `while_suspended = "hold"`: the most the held changes of the
+    /// handler may take, 1 to 65536 MiB (default 256); past it, further
+    /// changes fail under its `on_error`.
+    pub hold_mb: Option<u32>,
+}
+
+/// `while_suspended = ...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawWhileSuspended {
+    /// `"on_error"`.
+    OnError,
+    /// `"hold"`.
+    Hold,
 }
 
 /// An operation name in `ops`.
@@ -1066,6 +1085,9 @@ pub struct BreakerPlan {
     pub window: Duration,
     /// How long it stays open before a trial call.
     pub cooldown: Duration,
+    /// `Some(bytes)`: while open, the handler's changes are held, up to
+    /// this many bytes, instead of failing under its `on_error`.
+    pub hold_bytes: Option<u64>,
 }
 
 impl BreakerPlan {
@@ -1075,6 +1097,8 @@ impl BreakerPlan {
     pub const DEFAULT_WINDOW_MS: u32 = 10_000;
     /// Default cool-down, ms.
     pub const DEFAULT_COOLDOWN_MS: u32 = 30_000;
+    /// Default room for held changes, MiB.
+    pub const DEFAULT_HOLD_MB: u32 = 256;
 }
 
 impl Default for BreakerPlan {
@@ -1083,6 +1107,7 @@ impl Default for BreakerPlan {
             failures: Self::DEFAULT_FAILURES,
             window: Duration::from_millis(Self::DEFAULT_WINDOW_MS.into()),
             cooldown: Duration::from_millis(Self::DEFAULT_COOLDOWN_MS.into()),
+            hold_bytes: None,
         }
     }
 }
@@ -1646,10 +1671,20 @@ fn resolve_breaker(raw: Option<RawBreaker>, key: &str, problems: &mut Problems) 
         1..=3_600_000,
         " ms",
     );
+    let hold_mb = check("hold_mb", raw.hold_mb, BreakerPlan::DEFAULT_HOLD_MB, 1..=65_536, " MiB");
+    let hold = raw.while_suspended == Some(RawWhileSuspended::Hold);
+    if raw.hold_mb.is_some() && !hold {
+        problems.push(
+            format!("{prefix}.hold_mb"),
+            "is only used with while_suspended = \"hold\"",
+            "set while_suspended = \"hold\", or remove hold_mb",
+        );
+    }
     BreakerPlan {
         failures,
         window: Duration::from_millis(window_ms.into()),
         cooldown: Duration::from_millis(cooldown_ms.into()),
+        hold_bytes: hold.then(|| u64::from(hold_mb) << 20),
     }
 }
 
@@ -2431,7 +2466,7 @@ tables = []
 ops = []
 sinks = ["out", "nowhere"]
 limits = { memory_mb = 0, time_ms = 60001, emits_per_event = 10001, emit_mb_per_event = 0, state_mb = 4097, instances = 0 }
-breaker = { failures = 1000001, window_ms = 0, cooldown_ms = 3600001 }
+breaker = { failures = 1000001, window_ms = 0, cooldown_ms = 3600001, hold_mb = 0 }
 
 [[handlers]]
 name = "b/c"
@@ -2473,6 +2508,8 @@ dead_letter = "log"
                 "handlers[1].breaker.failures: 1000001 is out of range",
                 "handlers[1].breaker.window_ms: 0 is out of range",
                 "handlers[1].breaker.cooldown_ms: 3600001 is out of range",
+                "handlers[1].breaker.hold_mb: 0 is out of range",
+                "handlers[1].breaker.hold_mb: is only used with while_suspended = \"hold\"",
                 "handlers[2].name: `b/c` is not a handler name",
                 "handlers[2].tables[0]: `orders` is not `db.table` or `db.*`",
                 "handlers[2].tables[1]: `shop.` needs both a database and a table (`db.table` or `db.*`)",

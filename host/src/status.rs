@@ -158,6 +158,13 @@ pub struct HandlerState {
     pub keys: u64,
     /// Bytes of keys and values: what counts against `limits.state_mb`.
     pub bytes: u64,
+    /// Changes held for it (suspended with `while_suspended = "hold"`, or
+    /// paused), not yet handed over.
+    #[serde(default)]
+    pub held: u64,
+    /// Their bytes: what counts against `breaker.hold_mb`.
+    #[serde(default)]
+    pub held_bytes: u64,
 }
 
 /// The server's binlog end and the lag of the checkpoint behind it.

@@ -11,6 +11,11 @@
 //! every message of its transactions, so the checkpoint never passes an
 //! unacknowledged write, and state counts each event exactly once.
 //!
+//! It also holds the changes held for suspended or paused handlers
+//! ([`HeldChange`], see `pipeline::hold`): a batch adds those its
+//! transactions held and removes those handed over since, so the position
+//! may pass a held change without losing it.
+//!
 //! It also holds the once-only ledger of exec sinks ([`Ledger`]): which
 //! commands were started and which finished, by message, since the last
 //! checkpoint. The ledger writes its own small transactions around each
@@ -38,6 +43,9 @@ const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_let
 const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("exec_ledger");
 /// The ledger's entries by sequence number, oldest first, for pruning.
 const LEDGER_SEQ: TableDefinition<u64, (&str, &str)> = TableDefinition::new("exec_ledger_seq");
+
+/// Held changes: (handler, sequence number) → [`HeldChange::to_bytes`].
+const HELD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("held");
 
 /// The file name of the database inside the state directory.
 pub const DB_FILE: &str = "rowhook.redb";
@@ -94,12 +102,69 @@ pub struct Batch {
     /// Ledger entries numbered below this belong to the batch's
     /// transactions (or earlier ones): the commit removes them.
     pub ledger_below: Option<u64>,
+    /// Changes held for a handler by the batch's transactions:
+    /// (handler, sequence number, change).
+    pub held: Vec<(String, u64, Arc<HeldChange>)>,
+    /// Held changes handed to their handler (or to its `on_error`) since
+    /// the last batch: (handler, sequence number). Removed after `held` is
+    /// added, so a change held and handed over within one batch leaves no
+    /// trace.
+    pub released: Vec<(String, u64)>,
 }
 
 impl Batch {
     /// Whether committing it would change nothing.
     pub fn is_empty(&self) -> bool {
-        self.position.is_none() && self.state.is_empty() && self.dead_letters.is_empty()
+        self.position.is_none()
+            && self.state.is_empty()
+            && self.dead_letters.is_empty()
+            && self.held.is_empty()
+            && self.released.is_empty()
+    }
+}
+
+/// A row change kept for a handler that could not take it yet (suspended
+/// by its circuit breaker with `while_suspended = "hold"`, or paused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldChange {
+    /// The change's id (`txn:event:row`): its messages' id.
+    pub id: String,
+    /// The change as handlers receive it.
+    pub encoded: Vec<u8>,
+    /// Its JSON, kept for a dead letter if the handler has a dead-letter
+    /// sink; empty otherwise.
+    pub json: Vec<u8>,
+}
+
+impl HeldChange {
+    /// What it takes in memory and in the store, near enough.
+    pub fn size(&self) -> u64 {
+        (self.id.len() + self.encoded.len() + self.json.len() + 8) as u64
+    }
+
+    /// Its stored form: the id's and the JSON's lengths (4 bytes each,
+    /// big-endian), the id, the JSON, then the encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.size() as usize);
+        out.extend_from_slice(&(self.id.len() as u32).to_be_bytes());
+        out.extend_from_slice(&(self.json.len() as u32).to_be_bytes());
+        out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(&self.json);
+        out.extend_from_slice(&self.encoded);
+        out
+    }
+
+    /// Reads [`HeldChange::to_bytes`]; `None` if it is not that.
+    pub fn from_bytes(b: &[u8]) -> Option<HeldChange> {
+        let id_len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        let json_len = u32::from_be_bytes(b.get(4..8)?.try_into().ok()?) as usize;
+        let json_at = 8usize.checked_add(id_len)?;
+        let encoded_at = json_at.checked_add(json_len)?;
+        Some(HeldChange {
+            id: String::from_utf8(b.get(8..json_at)?.to_vec()).ok()?,
+            json: b.get(json_at..encoded_at)?.to_vec(),
+            encoded: b.get(encoded_at..)?.to_vec(),
+        })
     }
 }
 
@@ -275,6 +340,7 @@ impl StateStore {
         txn.open_table(POSITION)?;
         txn.open_table(STATE)?;
         txn.open_table(LEDGER)?;
+        txn.open_table(HELD)?;
         let next_dead_letter = {
             let t = txn.open_table(DEAD_LETTERS)?;
             t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0)
@@ -354,6 +420,40 @@ impl StateStore {
         Ok(out)
     }
 
+    /// The changes held for each handler, by name, oldest first, with
+    /// their sequence numbers.
+    pub fn load_held(&self) -> anyhow::Result<BTreeMap<String, Vec<(u64, HeldChange)>>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(HELD)?;
+        let mut out: BTreeMap<String, Vec<(u64, HeldChange)>> = BTreeMap::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            let (handler, seq) = k.value();
+            let change = HeldChange::from_bytes(v.value()).with_context(|| {
+                format!(
+                    "{}: held change {seq} of handler `{handler}` is unreadable",
+                    self.path.display()
+                )
+            })?;
+            out.entry(handler.to_owned()).or_default().push((seq, change));
+        }
+        Ok(out)
+    }
+
+    /// How many changes are held per handler, and their bytes, by name.
+    pub fn held_sizes(&self) -> anyhow::Result<BTreeMap<String, (u64, u64)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(HELD)?;
+        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            let size = out.entry(k.value().0.to_owned()).or_default();
+            size.0 += 1;
+            size.1 += v.value().len() as u64;
+        }
+        Ok(out)
+    }
+
     /// How many dead letters were recorded, batches committed so far included.
     pub fn dead_letter_total(&self) -> u64 {
         self.next_dead_letter
@@ -383,6 +483,15 @@ impl StateStore {
             let mut dl = txn.open_table(DEAD_LETTERS)?;
             for (i, d) in batch.dead_letters.iter().enumerate() {
                 dl.insert(self.next_dead_letter + i as u64, serde_json::to_vec(d)?.as_slice())?;
+            }
+            if !batch.held.is_empty() || !batch.released.is_empty() {
+                let mut held = txn.open_table(HELD)?;
+                for (handler, seq, change) in &batch.held {
+                    held.insert((handler.as_str(), *seq), change.to_bytes().as_slice())?;
+                }
+                for (handler, seq) in &batch.released {
+                    held.remove((handler.as_str(), *seq))?;
+                }
             }
             if let Some(cp) = &batch.position {
                 txn.open_table(POSITION)?
@@ -496,7 +605,7 @@ mod tests {
                     (("a".into(), "gone".into()), None),
                 ]),
                 dead_letters: vec![letter()],
-                ledger_below: None,
+                ..Batch::default()
             };
             s.commit(&batch).unwrap();
         }
@@ -565,6 +674,58 @@ mod tests {
             assert_eq!(l.mark("fw", "0-1-8:0:0", 0).unwrap(), Some(LedgerMark::Started));
             assert_eq!(l.len().unwrap(), 1);
         }
+    }
+
+    #[test]
+    fn held_changes_survive_reopen_until_a_batch_releases_them() {
+        let dir = temp("held");
+        let change = |id: &str| {
+            Arc::new(HeldChange {
+                id: id.into(),
+                encoded: vec![1, 2, 3],
+                json: br#"{"op":"insert"}"#.to_vec(),
+            })
+        };
+        {
+            let mut s = StateStore::open(&dir).unwrap();
+            s.commit(&Batch {
+                position: Some(cp(100)),
+                held: vec![("a".into(), 0, change("t:1:0")), ("a".into(), 1, change("t:2:0"))],
+                ..Batch::default()
+            })
+            .unwrap();
+            // Held and handed over within one batch: no trace.
+            s.commit(&Batch {
+                held: vec![("b".into(), 0, change("t:3:0"))],
+                released: vec![("b".into(), 0)],
+                ..Batch::default()
+            })
+            .unwrap();
+        }
+        let mut s = StateStore::open(&dir).unwrap();
+        let held = s.load_held().unwrap();
+        assert_eq!(held.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            held["a"]
+                .iter()
+                .map(|(seq, c)| (*seq, c.id.as_str()))
+                .collect::<Vec<_>>(),
+            [(0, "t:1:0"), (1, "t:2:0")]
+        );
+        assert_eq!(held["a"][0].1, *change("t:1:0"));
+        assert_eq!(s.held_sizes().unwrap()["a"].0, 2);
+        s.commit(&Batch {
+            released: vec![("a".into(), 0)],
+            ..Batch::default()
+        })
+        .unwrap();
+        assert_eq!(s.load_held().unwrap()["a"].len(), 1);
+        assert_eq!(
+            HeldChange::from_bytes(&[0, 0, 0, 9, 0, 0, 0, 0, b'x']),
+            None,
+            "a short record is refused"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -365,14 +365,17 @@ time_replay() {
 #                     deadline (time_ms = 10) on every change, on_error = "skip", default circuit
 #                     breaker (5 timeouts within 10 s suspend it for 30 s): it must be called
 #                     exactly 5 times, and the others must keep their throughput
+#   --noisy-hold      as --noisy, with breaker.while_suspended = "hold": after its 5 timeouts the
+#                     spinner's changes are held in the store (with --checkpoint) instead of skipped
 # Every run starts from an empty directory (state store, sink file): a kept checkpoint would make
 # the next run resume at the end of FILE and do nothing.
 handler_case() {
-    local emit=0 noisy=0 project=0 interval='' flags=()
+    local emit=0 noisy=0 hold=0 project=0 interval='' flags=()
     while [[ $1 == --* ]]; do
         case $1 in
             --emit) emit=1; shift ;;
             --noisy) noisy=1; shift ;;
+            --noisy-hold) noisy=1; hold=1; shift ;;
             --project) project=1; shift ;;
             --checkpoint) interval=$2; flags+=(--checkpoint); shift 2 ;;
             *) die "handler_case: unknown option $1" ;;
@@ -411,6 +414,7 @@ handler_case() {
         if [[ $noisy == 1 ]]; then
             printf '\n[[handlers]]\nname = "spinner"\nmodule = "%s"\ntables = [%s]\nlimits = { time_ms = 10 }\non_error = "skip"\n' \
                 "$SPINNER" "${list%, }"
+            [[ $hold == 0 ]] || printf 'breaker = { while_suspended = "hold", hold_mb = 1024 }\n'
         fi
     } >"$config"
     local messages=$(((emit + project) * calls))
@@ -437,6 +441,7 @@ handler_case() {
     [[ $emit == 0 ]] || handlers="$handlers (+ counting → file)"
     [[ $project == 0 ]] || handlers="$handlers (projecting → file)"
     [[ $noisy == 0 ]] || handlers="$handlers (+ spinner, suspended)"
+    [[ $hold == 0 ]] || handlers="$handlers, its changes held"
     awk -v n="$name" -v t="$handlers" -v rows="$rows" -v ch="$changes" -v calls="$(((1 + emit) * calls + 5 * noisy))" \
         -v w="$wall" -v c="$cpu" -v cs="${cpus[*]}" -v rss="$rss_max" 'BEGIN {
         rw = (w > 0) ? sprintf("%d", rows / w) : "-"; rc = (c > 0) ? sprintf("%d", rows / c) : "-";
@@ -484,12 +489,17 @@ if want handlers; then
     # transaction of 1M rows must peak where 100-row transactions do, and a 40 MiB row costs a
     # few copies of itself (decoded, encoded for the guests, in each guest's memory).
     handler_case --emit --checkpoint 500 "workload, two handlers" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    checkpoint_cpu=$CASE_CPU
     # A noisy neighbour: the same two handlers, alone and beside one that times out on every
     # change until its circuit breaker suspends it.
     handler_case --emit "workload, two handlers" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
     quiet_cpu=$CASE_CPU
     handler_case --emit --noisy "workload, two handlers + a noisy one" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
     kept_noisy=$(kept "$quiet_cpu" "$CASE_CPU")
+    # The same, the spinner's changes held in the store rather than skipped, against the two
+    # handlers alone with the same checkpoints.
+    handler_case --emit --noisy-hold --checkpoint 500 "workload, two handlers + a noisy one" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    kept_hold=$(kept "$checkpoint_cpu" "$CASE_CPU")
     handler_case --emit --checkpoint 500 "1 txn of 1M rows, two handlers" 1000000 "$TXN1M_FILE" 1000000 "cdcbench.*"
     handler_case --emit --checkpoint 500 "$BLOBS x 40 MiB LONGBLOB, two handlers" "$BLOBS" "$BLOB_FILE" "$BLOBS" "cdcbench.*"
     out ""
@@ -500,7 +510,8 @@ if want handlers; then
     out "against the trivial handler (rows per CPU-s): $kept_project."
     out ""
     out "Throughput the two handlers keep beside a handler that times out on every change (rows per CPU-s"
-    out "with the spinner, suspended by its circuit breaker after 5 timeouts / without): $kept_noisy."
+    out "with the spinner, suspended by its circuit breaker after 5 timeouts / without): $kept_noisy;"
+    out "with its changes held in the store (while_suspended = \"hold\", --checkpoint, commit_interval_ms = 500): $kept_hold."
     out ""
     out "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
     out ""

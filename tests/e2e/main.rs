@@ -25,6 +25,8 @@ mod faults;
 mod filtering;
 /// WebAssembly handlers run by `rowhook replay`: output, containment, policies.
 mod handlers;
+/// A suspended handler's changes held in the store and handed over in order.
+mod hold;
 /// Host memory for what handlers emit: the byte budget, the key cap, flushes by size.
 mod limits;
 /// A TCP proxy that cuts connections, for outage tests of heavy services.

@@ -17,12 +17,31 @@ use crate::source::StartPosition;
 pub use crate::status::{HandlerMetrics, HandlerState, Report, STATUS_FILE, ServerPosition, SinkMetrics};
 use crate::store::{Checkpoint, StateSize, StateStore};
 
+/// Each handler's state size and held changes, by name: every handler
+/// with either.
 fn sizes(store: &StateStore) -> anyhow::Result<Vec<HandlerState>> {
-    Ok(store
+    let mut by_name: std::collections::BTreeMap<String, HandlerState> = store
         .state_sizes()?
         .into_iter()
-        .map(|(name, StateSize { keys, bytes })| HandlerState { name, keys, bytes })
-        .collect())
+        .map(|(name, StateSize { keys, bytes })| {
+            let h = HandlerState {
+                name: name.clone(),
+                keys,
+                bytes,
+                ..HandlerState::default()
+            };
+            (name, h)
+        })
+        .collect();
+    for (name, (held, held_bytes)) in store.held_sizes()? {
+        let h = by_name.entry(name.clone()).or_insert_with(|| HandlerState {
+            name,
+            ..HandlerState::default()
+        });
+        h.held = held;
+        h.held_bytes = held_bytes;
+    }
+    Ok(by_name.into_values().collect())
 }
 
 /// Opens the store of `plan`, or says that a running rowhook holds it.
@@ -155,6 +174,12 @@ pub fn render(report: &Report) -> String {
             "state         {}: {} keys, {} bytes\n",
             h.name, h.keys, h.bytes
         ));
+        if h.held > 0 {
+            out.push_str(&format!(
+                "held          {}: {} changes ({} bytes), handed over in order once it takes changes again\n",
+                h.name, h.held, h.held_bytes
+            ));
+        }
     }
     out.push_str(&format!("dead letters  {}\n", report.dead_letters));
     if let Some(s) = &report.source {

@@ -72,6 +72,31 @@ impl Breaker {
         self.state
     }
 
+    /// When a change could next be handed to the handler: any time if
+    /// closed (`now`), at the end of the cool-down if open, not while a
+    /// trial is in progress.
+    pub fn callable_at(&self, now: Instant) -> Option<Instant> {
+        match self.state {
+            State::Closed => Some(now),
+            State::Open(until) => Some(until),
+            State::HalfOpen => None,
+        }
+    }
+
+    /// Ends an open breaker's cool-down now: the next change is a trial
+    /// (a new version of the handler was swapped in).
+    pub fn cool_down_now(&mut self, now: Instant) {
+        if let State::Open(_) = self.state {
+            self.state = State::Open(now);
+        }
+    }
+
+    /// Opens the breaker with its cool-down over: the next change is a
+    /// trial (the handler starts with changes held in a previous run).
+    pub fn trial_first(&mut self, now: Instant) {
+        self.state = State::Open(now);
+    }
+
     /// Whether the next change may be handed to the handler, at `now()`.
     pub fn admit(&mut self, now: impl FnOnce() -> Instant) -> Admit {
         match self.state {
@@ -143,6 +168,7 @@ mod tests {
             failures: 3,
             window: Duration::from_secs(10),
             cooldown: Duration::from_secs(30),
+            hold_bytes: None,
         })
     }
 
@@ -189,6 +215,27 @@ mod tests {
         }
         assert_eq!(b.state(), State::Closed);
         assert!(b.recent.len() <= 3, "the window is pruned");
+    }
+
+    #[test]
+    fn a_cool_down_can_end_early_and_a_first_trial_can_be_asked_for() {
+        let t0 = Instant::now();
+        let mut b = breaker();
+        assert_eq!(b.callable_at(t0), Some(t0));
+        b.cool_down_now(t0);
+        assert_eq!(b.state(), State::Closed, "a closed breaker has no cool-down to end");
+        for i in 0..3 {
+            b.failed(t0 + Duration::from_millis(i));
+        }
+        let until = t0 + Duration::from_millis(2) + Duration::from_secs(30);
+        assert_eq!(b.callable_at(t0), Some(until));
+        let later = t0 + Duration::from_secs(1);
+        b.cool_down_now(later);
+        assert_eq!(b.admit(|| later), Admit::Trial);
+        assert_eq!(b.callable_at(later), None, "a trial is in progress");
+        b.succeeded();
+        b.trial_first(later);
+        assert_eq!(b.admit(|| later), Admit::Trial);
     }
 
     #[test]

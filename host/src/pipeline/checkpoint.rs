@@ -7,9 +7,10 @@
 //! [`Checkpointer::commit`], so the position never moves past a message a
 //! crash could lose. Without a store nothing is kept and nothing is due.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::store::{Batch, Checkpoint, DeadLetter, StateStore};
+use crate::store::{Batch, Checkpoint, DeadLetter, HeldChange, StateStore};
 
 /// The batch waiting for the store, and the transaction in progress.
 pub struct Checkpointer {
@@ -22,6 +23,8 @@ pub struct Checkpointer {
     txn_position: Option<Checkpoint>,
     /// Dead letters of the transaction in progress.
     txn_dead_letters: Vec<DeadLetter>,
+    /// Changes the transaction in progress held for handlers.
+    txn_held: Vec<(String, u64, Arc<HeldChange>)>,
     /// The position last committed to the store.
     position: Option<Checkpoint>,
 }
@@ -36,6 +39,7 @@ impl Checkpointer {
             last_commit: Instant::now(),
             txn_position: None,
             txn_dead_letters: Vec::new(),
+            txn_held: Vec::new(),
             position: None,
         }
     }
@@ -77,6 +81,25 @@ impl Checkpointer {
         }
     }
 
+    /// A change the transaction in progress held for `handler`, as `seq`.
+    pub fn held(&mut self, handler: &str, seq: u64, change: Arc<HeldChange>) {
+        if self.keeps() {
+            self.txn_held.push((handler.to_owned(), seq, change));
+        }
+    }
+
+    /// Held changes were handed over and what they emitted acknowledged:
+    /// they, their state writes and their dead letters join the batch.
+    /// Returns whether the batch is due.
+    pub fn handed_over(&mut self, released: impl IntoIterator<Item = (String, u64)>) -> bool {
+        if !self.keeps() {
+            return false;
+        }
+        self.batch.released.extend(released);
+        self.batch.dead_letters.append(&mut self.txn_dead_letters);
+        self.last_commit.elapsed() >= self.commit_interval
+    }
+
     /// `handler`'s state writes of the transaction in progress (`None`
     /// deletes the key).
     pub fn state_writes(&mut self, handler: &str, writes: Vec<(String, Option<Vec<u8>>)>) {
@@ -100,6 +123,7 @@ impl Checkpointer {
             self.batch.ledger_below = self.store.as_ref().map(StateStore::ledger_next);
         }
         self.batch.dead_letters.append(&mut self.txn_dead_letters);
+        self.batch.held.append(&mut self.txn_held);
         self.last_commit.elapsed() >= self.commit_interval
     }
 
@@ -108,6 +132,7 @@ impl Checkpointer {
     pub fn abandon_transaction(&mut self) {
         self.txn_position = None;
         self.txn_dead_letters.clear();
+        self.txn_held.clear();
     }
 
     /// Whether acknowledged transactions wait for the store.

@@ -12,7 +12,7 @@ use crate::config::OnError;
 use crate::decode::{RowChange, Undecodable};
 use crate::handler_id::HandlerId;
 use crate::sink::{Message, SinkError};
-use crate::store::DeadLetter;
+use crate::store::{DeadLetter, HeldChange};
 
 /// What a handler failed on: a row change, or rows that could not be decoded.
 #[derive(Clone, Copy)]
@@ -21,6 +21,8 @@ pub enum Failed<'c, 'a> {
     Change(&'c RowChange<'a>),
     /// Rows the decoder (or the encoding) could not turn into changes.
     Rows(&'c Undecodable<'a>),
+    /// A change held for the handler and handed over later.
+    Held(&'c HeldChange),
 }
 
 impl Failed<'_, '_> {
@@ -29,6 +31,7 @@ impl Failed<'_, '_> {
         match self {
             Failed::Change(c) => c.id(),
             Failed::Rows(r) => r.id(),
+            Failed::Held(h) => h.id.clone(),
         }
     }
 
@@ -37,6 +40,10 @@ impl Failed<'_, '_> {
         match self {
             Failed::Change(c) => (&c.table.db, &c.table.table, c.file, c.pos),
             Failed::Rows(r) => (r.db, r.table, r.file, r.pos),
+            Failed::Held(h) => match rowhook_abi::Change::parse(&h.encoded) {
+                Ok(c) => (c.db(), c.table(), c.file(), c.pos()),
+                Err(_) => ("?", "?", "?", 0),
+            },
         }
     }
 
@@ -51,6 +58,8 @@ impl Failed<'_, '_> {
                 }
             }
             Failed::Rows(r) => r.write_json(out),
+            Failed::Held(h) if h.json.is_empty() => out.extend_from_slice(b"null"),
+            Failed::Held(h) => out.extend_from_slice(&h.json),
         }
     }
 }

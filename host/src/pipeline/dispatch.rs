@@ -420,6 +420,46 @@ impl Handlers {
         &self.slots[id].plan.on_error
     }
 
+    /// Whether `id`'s changes are held while its breaker is open
+    /// (`while_suspended = "hold"`).
+    pub fn holds_while_suspended(&self, id: &HandlerId) -> bool {
+        self.slots[id].plan.breaker.hold_bytes.is_some()
+    }
+
+    /// Whether `id`'s circuit breaker is open (or a trial is in progress).
+    pub fn suspended(&self, id: &HandlerId) -> bool {
+        self.slots[id].breaker.state() != super::breaker::State::Closed
+    }
+
+    /// When `id` could next be called (see [`Breaker::callable_at`]).
+    pub fn callable_at(&self, id: &HandlerId, now: Instant) -> Option<Instant> {
+        self.slots[id].breaker.callable_at(now)
+    }
+
+    /// Makes `id`'s next call a trial: it starts with changes a previous
+    /// run held for it.
+    pub fn trial_first(&mut self, id: &HandlerId) {
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.breaker.trial_first(Instant::now());
+        }
+    }
+
+    /// Whether a dead letter of `id` would carry the change (its
+    /// `on_error` is `dead-letter`).
+    pub fn dead_letters(&self, id: &HandlerId) -> bool {
+        matches!(self.slots[id].plan.on_error, OnError::DeadLetter { .. })
+    }
+
+    /// `id`'s place in the call order.
+    pub fn place(&self, id: &HandlerId) -> usize {
+        self.order.iter().position(|h| h == id).unwrap_or(0)
+    }
+
+    /// The handler named `name`, if one is configured.
+    pub fn named(&self, name: &str) -> Option<&HandlerId> {
+        self.order.iter().find(|h| h.name() == name)
+    }
+
     /// Counts a failure of `id` that `on_error` skipped or dead-lettered.
     pub fn count_error(&self, id: &HandlerId) {
         self.slots[id].counters.errors.inc();
@@ -536,6 +576,8 @@ impl Handlers {
                     slot.instance = Some(fresh);
                     slot.module = module.clone();
                     slot.counters.reloads.inc();
+                    // A suspended handler's new version is tried at once.
+                    slot.breaker.cool_down_now(Instant::now());
                     tracing::info!(handler = %slot.plan.name, module = %module.path(), "handler reloaded: the new version handles the next transaction");
                 }
                 Err(e) => {

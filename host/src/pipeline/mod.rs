@@ -26,6 +26,7 @@ pub mod checkpoint;
 pub mod dead_letter;
 pub mod delivery;
 pub mod dispatch;
+pub mod hold;
 pub mod router;
 
 use std::sync::Arc;
@@ -43,14 +44,24 @@ use crate::runtime::{Emitted, HandlerRuntime};
 use crate::sink::Message;
 use crate::source::reconnect::SourceStats;
 use crate::status::Stats;
-use crate::store::{Checkpoint, StateStore};
+use crate::store::{Checkpoint, HeldChange, StateStore};
 use crate::telemetry::{Counter, Registry, names};
 use checkpoint::Checkpointer;
 use dead_letter::{Decision, Failed};
 use delivery::{Delivery, Refused};
 use dispatch::Handlers;
 pub use dispatch::{grants_of, runtime_limits};
+use hold::Holds;
 use router::{Router, Subscription};
+
+/// The most held changes handed over between two transactions, so that a
+/// long backlog does not stop the stream while it is handed over.
+const HAND_OVER_SLICE: usize = 1024;
+
+/// The message index of a held change's messages starts here, plus the
+/// handler's place in the call order times 65536: they cannot take the
+/// index of a message another handler emitted for the same change.
+const HELD_INDEX: u32 = 1 << 31;
 
 /// What the pipeline counts that belongs to no handler or sink.
 struct PipelineCounters {
@@ -72,6 +83,11 @@ pub struct Pipeline {
     /// What the handler called last emitted, kept to be reused.
     emitted: Vec<Emitted>,
     commit_seen: bool,
+    /// Whether a change of the transaction in progress was routed: held
+    /// changes are handed over only between transactions.
+    in_txn: bool,
+    /// Changes held for suspended or paused handlers.
+    holds: Holds,
     halted: Option<anyhow::Error>,
     registry: Registry,
     counters: PipelineCounters,
@@ -93,9 +109,11 @@ impl Pipeline {
         let delivery = Delivery::open(plan, &registry).await?;
         let mut handlers = Handlers::new(runtime);
         let mut router = Router::default();
+        let mut holds = Holds::default();
         for h in &plan.handlers {
             let grants = grants_of(plan, h, |sink| delivery.limits(sink));
             let id = handlers.add(h, grants, &registry)?;
+            holds.add(id.clone(), h, &registry);
             router.add(
                 id,
                 Subscription {
@@ -118,6 +136,8 @@ impl Pipeline {
             encoded: Vec::new(),
             emitted: Vec::new(),
             commit_seen: false,
+            in_txn: false,
+            holds,
             halted: None,
             registry,
             counters,
@@ -131,6 +151,20 @@ impl Pipeline {
     /// handler's state from it and returns the position to resume at.
     pub fn attach_store(&mut self, store: StateStore) -> anyhow::Result<Option<Checkpoint>> {
         self.handlers.load_state(|name| store.load_state(name))?;
+        for (name, held) in store.load_held()? {
+            let n = held.len();
+            match self.handlers.named(&name).cloned() {
+                Some(id) => {
+                    self.holds.load(&id, held);
+                    self.handlers.trial_first(&id);
+                    tracing::info!(handler = %name, "{n} changes held in an earlier run go to the handler, in order, once a trial with the oldest succeeds");
+                }
+                None => tracing::warn!(
+                    handler = %name,
+                    "{n} changes held for handler `{name}`, which is no longer configured, stay in the store"
+                ),
+            }
+        }
         self.delivery.attach_ledger(&store.ledger());
         let position = self.checkpointer.attach(store)?;
         // The checkpoint makes sink writes durable before it moves.
@@ -188,7 +222,16 @@ impl Pipeline {
                 .handlers
                 .state_sizes()
                 .into_iter()
-                .map(|(name, keys, bytes)| crate::status::HandlerState { name, keys, bytes })
+                .map(|(name, keys, bytes)| {
+                    let (held, held_bytes) = self.handlers.named(&name).map_or((0, 0), |id| self.holds.size(id));
+                    crate::status::HandlerState {
+                        name,
+                        keys,
+                        bytes,
+                        held,
+                        held_bytes,
+                    }
+                })
                 .collect(),
             dead_letters: store.dead_letter_total(),
             live_status_written_at: now,
@@ -211,13 +254,189 @@ impl Pipeline {
         self.status_timer = Some((tokio::time::Instant::now() + every, every));
     }
 
-    /// When the next timed work is due: a waiting checkpoint, or the status file.
+    /// When the next timed work is due: a waiting checkpoint, the status
+    /// file, or held changes a handler may take again.
     pub fn next_tick(&self) -> Option<tokio::time::Instant> {
         let checkpoint = self.checkpoint_due_in().map(|d| tokio::time::Instant::now() + d);
-        match (checkpoint, self.status_timer.map(|(at, _)| at)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [checkpoint, self.status_timer.map(|(at, _)| at), self.hand_over_due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When held changes can next be handed over, if any can: between
+    /// transactions, to a handler not paused whose breaker is closed or
+    /// whose cool-down ends.
+    fn hand_over_due(&self) -> Option<tokio::time::Instant> {
+        if !self.holds.any() || self.in_txn {
+            return None;
         }
+        let now = std::time::Instant::now();
+        let at = (self.holds.with_changes(false).iter())
+            .filter_map(|id| self.handlers.callable_at(id, now))
+            .min()?;
+        Some(tokio::time::Instant::now() + at.saturating_duration_since(now))
+    }
+
+    /// Hands held changes over to the handlers that may take them again,
+    /// oldest first, at most [`HAND_OVER_SLICE`] at a time: each is called
+    /// as if the change had just come (the first after a suspension is its
+    /// breaker's trial), what they emit is delivered and acknowledged, and
+    /// then their state writes, dead letters and the changes' release
+    /// join the store's batch. A change on which the handler fails again
+    /// so that its breaker opens stays held, first in line; one it fails
+    /// on otherwise goes to its `on_error`. Call only between transactions.
+    fn hand_over_held(&mut self, rt: &tokio::runtime::Runtime, stop: &mut Stop) -> anyhow::Result<()> {
+        if !self.holds.any() || self.in_txn {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let mut handed: Vec<(HandlerId, usize)> = Vec::new();
+        let mut budget = HAND_OVER_SLICE;
+        for id in self.holds.with_changes(false) {
+            let base = HELD_INDEX | (((self.handlers.place(&id) as u32) & 0x7fff) << 16);
+            let mut n = 0;
+            while budget > 0 && !self.delivery.full() {
+                if self.handlers.callable_at(&id, now).is_none_or(|at| at > now) {
+                    break;
+                }
+                let Some((_, held)) = self.holds.get(&id, n) else { break };
+                match self.handlers.call(&id, &held.encoded, &mut self.emitted) {
+                    Ok(()) => {
+                        for (i, e) in self.emitted.drain(..).enumerate() {
+                            let message = Message {
+                                key: e.key,
+                                payload: e.payload,
+                                id: held.id.clone(),
+                                index: base | (i as u32 & 0xffff),
+                            };
+                            self.delivery.push(&e.sink, message, id.clone());
+                        }
+                    }
+                    Err(e) if e.is_interrupted() => return Err(Interrupted.into()),
+                    // Suspended again: it stays first in line.
+                    Err(e) if e.is_suspended() || (e.is_costly() && self.handlers.suspended(&id)) => break,
+                    Err(e) => {
+                        if self.handle_error(&id, Failed::Held(&held), &e, false) == Flow::Stop {
+                            return Err(self.take_halt().expect("a stop is a halt"));
+                        }
+                    }
+                }
+                n += 1;
+                budget -= 1;
+            }
+            if n > 0 {
+                handed.push((id, n));
+            }
+        }
+        if handed.is_empty() {
+            return Ok(());
+        }
+        rt.block_on(async {
+            tokio::select! {
+                r = self.finish_hand_over(handed) => r,
+                () = stop.requested_wait() => Err(Interrupted.into()),
+            }
+        })
+    }
+
+    /// Delivers what the handed-over changes emitted, then records them as
+    /// handed over (see [`Pipeline::hand_over_held`]).
+    async fn finish_hand_over(&mut self, handed: Vec<(HandlerId, usize)>) -> anyhow::Result<()> {
+        for refused in self.delivery.flush().await? {
+            self.sink_refused(refused).await?;
+        }
+        let checkpointer = &mut self.checkpointer;
+        self.handlers
+            .commit_state(|id, writes| checkpointer.state_writes(id.name(), writes));
+        let mut released = Vec::new();
+        for (id, n) in handed {
+            released.extend(
+                self.holds
+                    .release(&id, n)
+                    .into_iter()
+                    .map(|seq| (id.name().to_owned(), seq)),
+            );
+        }
+        if self.checkpointer.handed_over(released) {
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    /// Holds `change` for handler `id`, or, if its held changes fill
+    /// `breaker.hold_mb`, applies its `on_error` to it.
+    fn hold(&mut self, id: &HandlerId, change: &RowChange<'_>) -> Flow {
+        let mut json = Vec::new();
+        if self.handlers.dead_letters(id) && change.write_json(&mut json).is_err() {
+            json.clear();
+        }
+        let held = HeldChange {
+            id: change.id(),
+            encoded: self.encoded.clone(),
+            json,
+        };
+        match self.holds.push(id, held) {
+            Ok((seq, held)) => {
+                self.checkpointer.held(id.name(), seq, held);
+                Flow::Continue
+            }
+            Err(full) => {
+                let why = format!(
+                    "the handler's held changes fill breaker.hold_mb ({} MiB): the change was not held",
+                    full.room >> 20
+                );
+                if full.first {
+                    tracing::warn!(handler = %id.name(), "{why}; further changes go to its on_error until the held ones are handed over");
+                }
+                self.handle_error(id, Failed::Change(change), &why, true)
+            }
+        }
+    }
+
+    /// Stops calling handler `id`: its changes are held, and the
+    /// checkpoint does not pass them, until [`Pipeline::resume`]. Returns
+    /// whether `id` is a handler.
+    pub fn pause(&mut self, id: &HandlerId) -> bool {
+        let known = self.holds.pause(id);
+        if known {
+            tracing::info!(handler = %id.name(), "handler paused: its changes are held until it is resumed");
+        }
+        known
+    }
+
+    /// Lets paused handler `id` take its held changes and new ones again.
+    pub fn resume(&mut self, id: &HandlerId) -> bool {
+        let (held, _) = self.holds.size(id);
+        let known = self.holds.resume(id);
+        if known {
+            tracing::info!(handler = %id.name(), "handler resumed: {held} held changes are handed over first");
+        }
+        known
+    }
+
+    /// Without a store, held changes cannot outlive the run: at its end,
+    /// each goes to its handler's `on_error` (dead letters are delivered).
+    async fn release_unkept(&mut self) -> anyhow::Result<()> {
+        if self.checkpointer.keeps() || !self.holds.any() {
+            return Ok(());
+        }
+        for id in self.holds.with_changes(true) {
+            let (n, _) = self.holds.size(&id);
+            for i in 0..n as usize {
+                let Some((_, held)) = self.holds.get(&id, i) else { break };
+                let why = "the run ended while the change was held, and no store keeps held changes";
+                if self.handle_error(&id, Failed::Held(&held), &why, true) == Flow::Stop {
+                    return Err(self.take_halt().expect("a stop is a halt"));
+                }
+            }
+            self.holds.release(&id, n as usize);
+            tracing::warn!(handler = %id.name(), "{n} held changes went to the handler's on_error: the run ended and no store keeps them");
+        }
+        for refused in self.delivery.flush().await? {
+            self.sink_refused(refused).await?;
+        }
+        Ok(())
     }
 
     /// Does the timed work that is due: the checkpoint, the sinks' health
@@ -332,6 +551,8 @@ impl Pipeline {
             let checkpointer = &mut self.checkpointer;
             self.handlers
                 .commit_state(|id, writes| checkpointer.state_writes(id.name(), writes));
+            self.holds.end_transaction();
+            self.in_txn = false;
             if self.checkpointer.end_transaction() {
                 self.checkpoint().await?;
             }
@@ -382,6 +603,8 @@ impl Pipeline {
     pub fn abandon_transaction(&mut self) {
         self.delivery.clear();
         self.commit_seen = false;
+        self.in_txn = false;
+        self.holds.abandon_transaction();
         self.checkpointer.abandon_transaction();
         self.handlers.abandon_transaction();
     }
@@ -390,6 +613,7 @@ impl Pipeline {
     /// the waiting batch to the store. Messages of a transaction whose
     /// commit was not seen are not sent, and its state writes not kept.
     pub async fn close(&mut self) -> anyhow::Result<()> {
+        self.release_unkept().await?;
         self.delivery.close().await?;
         self.checkpoint().await?;
         // The run's last counts, also when no checkpoint was due.
@@ -465,6 +689,7 @@ impl Consumer for Pipeline {
         }
         if !decoder.in_transaction() {
             self.apply_reloads();
+            self.hand_over_held(rt, stop)?;
         }
         Ok(())
     }
@@ -483,7 +708,22 @@ impl Consumer for Pipeline {
     }
 
     fn tick(&mut self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        rt.block_on(Pipeline::tick(self))
+        rt.block_on(Pipeline::tick(self))?;
+        if self.in_txn {
+            return Ok(());
+        }
+        // Between transactions, also while the stream is idle: a new
+        // version of a suspended handler takes its held changes.
+        self.apply_reloads();
+        let mut stop = self.io.as_ref().map(|(_, stop)| stop.clone()).unwrap_or_default();
+        match self.hand_over_held(rt, &mut stop) {
+            // The driver sees the stop request next; the changes stay held.
+            Err(e) if e.is::<Interrupted>() => {
+                Pipeline::abandon_transaction(self);
+                Ok(())
+            }
+            r => r,
+        }
     }
 }
 
@@ -494,6 +734,7 @@ impl ChangeVisitor for Pipeline {
         if targets.is_empty() {
             return Flow::Continue;
         }
+        self.in_txn = true;
         self.counters.changes.inc();
         if let Err(e) = self.directories.encode(change, &mut self.encoded) {
             let rows = Undecodable::of_change(change, &e.0);
@@ -504,6 +745,12 @@ impl ChangeVisitor for Pipeline {
         let mut id: Option<String> = None;
         let mut index = 0u32;
         for (h, handler) in targets.iter().enumerate() {
+            if self.holds.any() && self.holds.holding(handler) {
+                if self.hold(handler, change) == Flow::Stop {
+                    return Flow::Stop;
+                }
+                continue;
+            }
             match self.handlers.call(handler, &self.encoded, &mut self.emitted) {
                 Ok(()) => {
                     let last = self.emitted.len();
@@ -537,6 +784,14 @@ impl ChangeVisitor for Pipeline {
                     self.halted = Some(Interrupted.into());
                     return Flow::Stop;
                 }
+                Err(err)
+                    if self.handlers.holds_while_suspended(handler)
+                        && (err.is_suspended() || (err.is_costly() && self.handlers.suspended(handler))) =>
+                {
+                    if self.hold(handler, change) == Flow::Stop {
+                        return Flow::Stop;
+                    }
+                }
                 Err(err) => {
                     let quiet = err.is_suspended();
                     if self.handle_error(handler, Failed::Change(change), &err, quiet) == Flow::Stop {
@@ -556,6 +811,7 @@ impl ChangeVisitor for Pipeline {
     }
 
     fn undecodable(&mut self, rows: &Undecodable<'_>) -> Flow {
+        self.in_txn = true;
         let subscribed = self.router.subscribers(rows.db, rows.table, rows.op);
         self.fail_rows(&subscribed, rows)
     }

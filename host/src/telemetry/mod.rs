@@ -43,6 +43,12 @@ pub mod names {
     pub const HANDLER_SUSPENSIONS: &str = "rowhook_handler_suspensions_total";
     /// Changes not handed to a suspended handler.
     pub const HANDLER_SUSPENDED: &str = "rowhook_handler_suspended_total";
+    /// Changes held back from a suspended or paused handler.
+    pub const HANDLER_HELD: &str = "rowhook_handler_held_total";
+    /// Held changes handed over later.
+    pub const HANDLER_RELEASED: &str = "rowhook_handler_released_total";
+    /// Changes held for a handler now.
+    pub const HANDLER_HELD_NOW: &str = "rowhook_handler_held_changes";
     /// Instances replaced at a transaction boundary because their memory
     /// had grown past half of its headroom.
     pub const HANDLER_RECYCLED: &str = "rowhook_handler_recycled_total";
