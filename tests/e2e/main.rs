@@ -25,6 +25,9 @@ mod faults;
 mod filtering;
 /// WebAssembly handlers run by `rowhook replay`: output, containment, policies.
 mod handlers;
+/// The HTTP server for operators: metrics, readiness, status, events, the admin API, JSON logs.
+#[cfg(feature = "http-server")]
+mod http;
 /// Host memory for what handlers emit: the byte budget, the key cap, flushes by size.
 mod limits;
 /// A TCP proxy that cuts connections, for outage tests of heavy services.

@@ -23,12 +23,14 @@
 
 pub mod breaker;
 pub mod checkpoint;
+pub mod control;
 pub mod dead_letter;
 pub mod delivery;
 pub mod dispatch;
 pub mod router;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::Plan;
@@ -42,21 +44,53 @@ use crate::runtime::reload::{Reload, Reloader};
 use crate::runtime::{Emitted, HandlerRuntime};
 use crate::sink::Message;
 use crate::source::reconnect::SourceStats;
-use crate::status::Stats;
+use crate::status::{LiveStatus, Stats};
 use crate::store::{Checkpoint, StateStore};
 use crate::telemetry::{Counter, Registry, names};
 use checkpoint::Checkpointer;
+use control::{Control, ControlError, Reloaded, StatePage};
 use dead_letter::{Decision, Failed};
 use delivery::{Delivery, Refused};
-use dispatch::Handlers;
+use dispatch::{ErrorKind, Handlers};
 pub use dispatch::{grants_of, runtime_limits};
 use router::{Router, Subscription};
 
 /// What the pipeline counts that belongs to no handler or sink.
 struct PipelineCounters {
-    changes: Counter,
     transactions: Counter,
     checkpoints: Counter,
+    /// Read by `rowhook_source_lag_seconds`.
+    lag: Arc<LagClock>,
+    /// Unix seconds of the last store commit (or of opening the store),
+    /// read by `rowhook_checkpoint_age_seconds`.
+    checkpointed_at: Arc<AtomicU64>,
+}
+
+/// How far behind the binlog the pipeline is: the binlog timestamp of the
+/// last transaction it handled, and whether the source has been idle since
+/// (caught up). Written once per transaction and once per idle spell.
+#[derive(Debug, Default)]
+struct LagClock {
+    last_ts: AtomicU64,
+    caught_up: AtomicBool,
+}
+
+impl LagClock {
+    /// Now minus the last transaction's timestamp; 0 when caught up and
+    /// idle, or before the first transaction.
+    fn lag_seconds(&self) -> f64 {
+        let ts = self.last_ts.load(Ordering::Relaxed);
+        if ts == 0 || self.caught_up.load(Ordering::Relaxed) {
+            return 0.0;
+        }
+        unix_now().saturating_sub(ts) as f64
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Runs the configured handlers over decoded row changes.
@@ -82,6 +116,13 @@ pub struct Pipeline {
     /// When the status file is rewritten next, and how often, if it is
     /// rewritten on a timer as well as at checkpoints.
     status_timer: Option<(tokio::time::Instant, Duration)>,
+    /// Where each status report is also published for other threads.
+    live_status: Option<LiveStatus>,
+    /// Commands from other threads (the admin API).
+    control: Option<std::sync::mpsc::Receiver<Control>>,
+    /// Whether the decoder was inside a transaction after the last event:
+    /// commands wait for its end.
+    in_transaction: bool,
 }
 
 impl Pipeline {
@@ -92,7 +133,7 @@ impl Pipeline {
         // Sinks first: what a handler may emit depends on their limits.
         let delivery = Delivery::open(plan, &registry).await?;
         let mut handlers = Handlers::new(runtime);
-        let mut router = Router::default();
+        let mut router = Router::counting(&registry);
         for h in &plan.handlers {
             let grants = grants_of(plan, h, |sink| delivery.limits(sink));
             let id = handlers.add(h, grants, &registry)?;
@@ -105,10 +146,18 @@ impl Pipeline {
             );
         }
         let counters = PipelineCounters {
-            changes: registry.counter(names::CHANGES, "Row changes of subscribed tables seen.", vec![]),
             transactions: registry.counter(names::TRANSACTIONS, "Transactions whose commit was seen.", vec![]),
             checkpoints: registry.counter(names::CHECKPOINTS, "Batches committed to the store.", vec![]),
+            lag: Arc::default(),
+            checkpointed_at: Arc::default(),
         };
+        let lag = counters.lag.clone();
+        registry.computed_gauge(
+            names::SOURCE_LAG_SECONDS,
+            "Now minus the binlog timestamp of the last transaction handled, in seconds; 0 when caught up and idle.",
+            vec![],
+            Arc::new(move || lag.lag_seconds()),
+        );
         Ok(Pipeline {
             handlers,
             router,
@@ -124,6 +173,9 @@ impl Pipeline {
             reloader: None,
             io: None,
             status_timer: None,
+            live_status: None,
+            control: None,
+            in_transaction: false,
         })
     }
 
@@ -133,6 +185,14 @@ impl Pipeline {
         self.handlers.load_state(|name| store.load_state(name))?;
         self.delivery.attach_ledger(&store.ledger());
         let position = self.checkpointer.attach(store)?;
+        let at = self.counters.checkpointed_at.clone();
+        at.store(unix_now(), Ordering::Relaxed);
+        self.registry.computed_gauge(
+            names::CHECKPOINT_AGE,
+            "Seconds since the last checkpoint was committed to the store (or since it was opened).",
+            vec![],
+            Arc::new(move || unix_now().saturating_sub(at.load(Ordering::Relaxed)) as f64),
+        );
         // The checkpoint makes sink writes durable before it moves.
         self.delivery.defer_durability();
         Ok(position)
@@ -147,6 +207,7 @@ impl Pipeline {
         }
         if self.checkpointer.commit()? {
             self.counters.checkpoints.inc();
+            self.counters.checkpointed_at.store(unix_now(), Ordering::Relaxed);
             self.write_status();
         }
         Ok(())
@@ -171,18 +232,22 @@ impl Pipeline {
     }
 
     /// Rewrites the status file beside the store (see [`crate::status`]):
-    /// position, state sizes, dead letters and the metrics of the registry.
-    /// Without a store there is nothing to report. A failure is logged:
+    /// position, state sizes, dead letters and the metrics of the registry;
+    /// and publishes the same report to the [`LiveStatus`] slot, if one is
+    /// attached (also without a store). A failure to write is logged:
     /// status is advisory.
     pub fn write_status(&mut self) {
-        let Some(store) = self.checkpointer.store() else { return };
+        let store = self
+            .checkpointer
+            .store()
+            .map(|s| (s.path().to_owned(), s.dead_letter_total()));
+        if store.is_none() && self.live_status.is_none() {
+            return;
+        }
         let metrics = self.registry.snapshot();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs());
+        let now = Some(unix_now());
         let report = crate::status::Report {
-            store: store.path().to_owned(),
+            store: store.as_ref().map(|(p, _)| p.clone()).unwrap_or_default(),
             position: self.checkpointer.position().cloned(),
             handlers: self
                 .handlers
@@ -190,7 +255,7 @@ impl Pipeline {
                 .into_iter()
                 .map(|(name, keys, bytes)| crate::status::HandlerState { name, keys, bytes })
                 .collect(),
-            dead_letters: store.dead_letter_total(),
+            dead_letters: store.as_ref().map_or(0, |(_, n)| *n),
             live_status_written_at: now,
             metrics_written_at: now,
             server: None,
@@ -199,9 +264,66 @@ impl Pipeline {
             handler_metrics: crate::status::HandlerMetrics::from_snapshot(&metrics),
             sinks: crate::status::SinkMetrics::from_snapshot(&metrics),
         };
-        let dir = store.path().parent().unwrap_or(std::path::Path::new("."));
+        if let Some(live) = &self.live_status {
+            live.publish(&report);
+        }
+        let Some((path, _)) = store else { return };
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
         if let Err(e) = crate::status::write_status(dir, &report) {
             tracing::warn!("writing {}: {e}", dir.join(crate::status::STATUS_FILE).display());
+        }
+    }
+
+    /// Publishes every status report to `slot` as well (see
+    /// [`Pipeline::write_status`]), for readers on other threads.
+    pub fn publish_status(&mut self, slot: LiveStatus) {
+        self.live_status = Some(slot);
+    }
+
+    /// Takes commands from other threads (the admin API) through the
+    /// returned sender, at transaction boundaries and on the status timer
+    /// (so within about a second while the stream is idle, if
+    /// [`Pipeline::write_status_every`] set one).
+    pub fn accept_control(&mut self) -> control::ControlSender {
+        let (tx, rx) = control::channel();
+        self.control = Some(rx);
+        tx
+    }
+
+    /// Answers the commands waiting (call at a transaction boundary).
+    fn apply_control(&mut self) {
+        let Some(rx) = &self.control else { return };
+        let waiting: Vec<Control> = rx.try_iter().collect();
+        for command in waiting {
+            match command {
+                Control::Reload { handler, reply } => {
+                    let result = match self.handlers.find(&handler) {
+                        None => Err(ControlError::NoHandler(handler)),
+                        Some(id) => self
+                            .handlers
+                            .reload_now(&id)
+                            .map(|module| Reloaded {
+                                handler: handler.clone(),
+                                module,
+                            })
+                            .map_err(ControlError::Failed),
+                    };
+                    let _ = reply.send(result);
+                }
+                Control::State {
+                    handler,
+                    prefix,
+                    limit,
+                    reply,
+                } => {
+                    let found = self.handlers.find(&handler);
+                    let result = match found.as_ref().and_then(|id| self.handlers.state_of(id)) {
+                        None => Err(ControlError::NoHandler(handler)),
+                        Some(state) => Ok(StatePage::of(&handler, state.iter(), state.bytes(), &prefix, limit)),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
         }
     }
 
@@ -233,6 +355,9 @@ impl Pipeline {
             // whether or not another batch comes.
             self.check_sinks().await;
             self.write_status();
+            if !self.in_transaction {
+                self.apply_control();
+            }
             self.status_timer = Some((tokio::time::Instant::now() + every, every));
         }
         Ok(())
@@ -353,7 +478,10 @@ impl Pipeline {
         let mut letters: std::collections::BTreeMap<String, Vec<Message>> = Default::default();
         for (msg, origin) in messages.into_iter().zip(&origins) {
             match dead_letter::sink_refused(origin, self.handlers.on_error(origin), &sink, msg, &error) {
-                Decision::Halt(e) => return Err(e),
+                Decision::Halt(e) => {
+                    self.handlers.mark_halted(origin);
+                    return Err(e);
+                }
                 Decision::Skip => self.delivery.count_refused(&sink, 1),
                 Decision::DeadLetter {
                     sink: dl,
@@ -361,6 +489,7 @@ impl Pipeline {
                     record,
                 } => {
                     self.delivery.count_refused(&sink, 1);
+                    self.handlers.count_dead_letter(origin);
                     self.checkpointer.dead_letter(record);
                     letters.entry(dl).or_default().push(letter);
                 }
@@ -405,22 +534,27 @@ impl Pipeline {
         id: &HandlerId,
         failed: Failed<'_, '_>,
         err: &dyn std::fmt::Display,
-        quiet: bool,
+        kind: ErrorKind,
     ) -> Flow {
         match dead_letter::handler_failed(id, self.handlers.on_error(id), failed, err) {
             Decision::Halt(e) => {
+                self.handlers.mark_halted(id);
                 self.halted = Some(e);
                 Flow::Stop
             }
             Decision::Skip => {
-                self.handlers.count_error(id);
+                self.handlers.count_error(id, kind);
+                // A suspended handler's suspension was logged; its changes
+                // are counted.
+                let quiet = kind == ErrorKind::Suspended;
                 if !quiet {
                     tracing::warn!(handler = %id.name(), change = %failed.id(), "handler failed, event skipped (on_error = \"skip\"): {err}");
                 }
                 Flow::Continue
             }
             Decision::DeadLetter { sink, letter, record } => {
-                self.handlers.count_error(id);
+                self.handlers.count_error(id, kind);
+                self.handlers.count_dead_letter(id);
                 self.checkpointer.dead_letter(record);
                 self.delivery.push(&sink, letter, id.clone());
                 Flow::Continue
@@ -432,7 +566,7 @@ impl Pipeline {
     /// handler subscribed to them: each one's `on_error` applies.
     fn fail_rows(&mut self, handlers: &[HandlerId], rows: &Undecodable<'_>) -> Flow {
         for id in handlers {
-            if self.handle_error(id, Failed::Rows(rows), rows, false) == Flow::Stop {
+            if self.handle_error(id, Failed::Rows(rows), rows, ErrorKind::Undecodable) == Flow::Stop {
                 return Flow::Stop;
             }
         }
@@ -463,9 +597,17 @@ impl Consumer for Pipeline {
                 }
             })?;
         }
-        if !decoder.in_transaction() {
+        self.in_transaction = decoder.in_transaction();
+        if !self.in_transaction {
             self.apply_reloads();
+            self.apply_control();
         }
+        Ok(())
+    }
+
+    /// The source has nothing ready: the stream is caught up.
+    fn idle(&mut self) -> anyhow::Result<()> {
+        self.counters.lag.caught_up.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -494,7 +636,6 @@ impl ChangeVisitor for Pipeline {
         if targets.is_empty() {
             return Flow::Continue;
         }
-        self.counters.changes.inc();
         if let Err(e) = self.directories.encode(change, &mut self.encoded) {
             let rows = Undecodable::of_change(change, &e.0);
             return self.fail_rows(&targets, &rows);
@@ -538,8 +679,7 @@ impl ChangeVisitor for Pipeline {
                     return Flow::Stop;
                 }
                 Err(err) => {
-                    let quiet = err.is_suspended();
-                    if self.handle_error(handler, Failed::Change(change), &err, quiet) == Flow::Stop {
+                    if self.handle_error(handler, Failed::Change(change), &err, err.kind()) == Flow::Stop {
                         return Flow::Stop;
                     }
                 }
@@ -572,6 +712,11 @@ impl ChangeVisitor for Pipeline {
         }
         self.commit_seen = true;
         self.counters.transactions.inc();
+        let lag = &self.counters.lag;
+        lag.last_ts.store(u64::from(commit.ts), Ordering::Relaxed);
+        if lag.caught_up.load(Ordering::Relaxed) {
+            lag.caught_up.store(false, Ordering::Relaxed);
+        }
         Flow::Continue
     }
 }
