@@ -6,6 +6,7 @@
 #
 #   tests/bench/http-server.sh            # ~2 min on 2 cores after the build
 #   ROWS=500000 REPEAT=5 tests/bench/http-server.sh
+#   ROWHOOK=path/to/rowhook tests/bench/http-server.sh   # that binary, no build
 #
 # Prints rows per second of wall time and per CPU-second (user+sys of the
 # rowhook process), and the ratio on/off. The machine is shared: quote the
@@ -22,8 +23,10 @@ die() { log "$*"; exit 1; }
 
 [[ -x /usr/bin/time ]] || die "needs GNU time (/usr/bin/time)"
 command -v curl >/dev/null || die "needs curl"
-(cd "$ROOT" && cargo build --release -p rowhook --bin rowhook 2>&1 | tail -n 1) >&2
-ROWHOOK=$TARGET/release/rowhook
+if [[ -z ${ROWHOOK:-} ]]; then
+    (cd "$ROOT" && cargo build --release -p rowhook --bin rowhook 2>&1 | tail -n 1) >&2
+    ROWHOOK=$TARGET/release/rowhook
+fi
 GUESTS=$ROOT/tests/guests
 (cd "$GUESTS" && cargo build --release --target wasm32-wasip2 -p trivial --quiet --target-dir "$GUESTS/target") >&2
 TRIVIAL=$GUESTS/target/wasm32-wasip2/release/trivial.wasm
