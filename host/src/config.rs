@@ -75,6 +75,9 @@ pub struct RawConfig {
     /// its `tables` and `ops`, in binlog order.
     #[serde(default)]
     pub handlers: Vec<RawHandler>,
+    /// `[http]`: the HTTP server for operators (metrics, health, status,
+    /// admin). Without it, no server runs.
+    pub http: Option<RawHttp>,
     /// Values that came from the environment: scrubbed from every error.
     #[serde(skip)]
     secrets: Secrets,
@@ -98,6 +101,21 @@ pub struct RawSource {
     /// Seconds between server heartbeats when the binlog is idle, 1 to 3600
     /// (default 30): a silent connection is noticed within about twice this.
     pub heartbeat_secs: Option<u32>,
+}
+
+/// `[http]`: the HTTP server for operators: `/metrics`, `/healthz`,
+/// `/readyz`, `/status`, `/events` and the admin API under `/admin/`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// `IP:PORT` to listen on (default `127.0.0.1:9187`; port 0 picks a
+    /// free one, logged at start). An address other than loopback needs a
+    /// `token`.
+    pub listen: Option<String>,
+    /// The bearer token of the admin API (`Authorization: Bearer TOKEN`),
+    /// at least 16 characters; put it in the environment: `token =
+    /// "${ROWHOOK_HTTP_TOKEN}"`. Without it every admin call is refused.
+    pub token: Option<String>,
 }
 
 /// `start = ...`: a string, or a table naming a GTID or a file position.
@@ -570,6 +588,9 @@ impl RawConfig {
                 syntax_at(span, Some(key), message, &secrets)
             })?;
         }
+        if let Some(token) = raw.http.as_ref().and_then(|h| h.token.as_deref()) {
+            secrets.add(token);
+        }
         raw.secrets = secrets;
         Ok(raw)
     }
@@ -826,6 +847,31 @@ pub struct Plan {
     pub sink_retry: BTreeMap<String, SinkRetry>,
     /// Handlers, in file order (the order they see each row change in).
     pub handlers: Vec<HandlerPlan>,
+    /// The HTTP server, if configured.
+    pub http: Option<HttpPlan>,
+}
+
+/// The default `[http] listen`.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9187";
+/// The shortest `[http] token` taken.
+pub const MIN_HTTP_TOKEN_LEN: usize = 16;
+
+/// `[http]`, resolved. `Debug` does not show the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpPlan {
+    /// Where to listen.
+    pub listen: std::net::SocketAddr,
+    /// The admin API's bearer token; `None` refuses every admin call.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for HttpPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpPlan")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// `[source]`, resolved.
@@ -1180,6 +1226,7 @@ impl RawConfig {
         let mut problems = Problems::default();
 
         let source = self.source.and_then(|s| resolve_source(s, &mut problems));
+        let http = self.http.and_then(|h| resolve_http(h, &mut problems));
 
         let (state_path, commit_interval_ms) = match self.state {
             Some(s) => (s.path, s.commit_interval_ms),
@@ -1293,8 +1340,45 @@ impl RawConfig {
             sinks,
             sink_retry,
             handlers,
+            http,
         })
     }
+}
+
+fn resolve_http(raw: RawHttp, problems: &mut Problems) -> Option<HttpPlan> {
+    let text = raw.listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN);
+    let listen = match text.parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(
+                "http.listen",
+                format!("`{text}` is not an IP address and port"),
+                format!("write it as IP:PORT, e.g. \"{DEFAULT_HTTP_LISTEN}\" (loopback) or \"[::1]:9187\""),
+            );
+            None
+        }
+    };
+    let token = match raw.token {
+        Some(t) if t.chars().count() < MIN_HTTP_TOKEN_LEN || t.trim() != t => {
+            problems.push(
+                "http.token",
+                format!("the token is shorter than {MIN_HTTP_TOKEN_LEN} characters or has spaces around it"),
+                "use a long random string from the environment: token = \"${ROWHOOK_HTTP_TOKEN}\" (e.g. `openssl rand -hex 24`)",
+            );
+            None
+        }
+        t => t,
+    };
+    let listen = listen?;
+    if !listen.ip().is_loopback() && token.is_none() {
+        problems.push(
+            "http.listen",
+            format!("{listen} is reachable from other hosts, and [http] has no token"),
+            "set token = \"${ROWHOOK_HTTP_TOKEN}\" (the admin API is refused without it), or listen on 127.0.0.1",
+        );
+        return None;
+    }
+    Some(HttpPlan { listen, token })
 }
 
 fn resolve_source(raw: RawSource, problems: &mut Problems) -> Option<SourcePlan> {
@@ -2606,6 +2690,36 @@ dead_letter = "log"
         let e = Plan::load(&missing).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }));
         assert!(e.to_string().contains("nope.toml"), "{e}");
+    }
+
+    #[test]
+    fn http_is_opt_in_loopback_by_default_and_public_only_with_a_token() {
+        assert_eq!(parse("").unwrap().http, None);
+        let plan = parse("[http]\n").unwrap();
+        let http = plan.http.unwrap();
+        assert_eq!(http.listen.to_string(), DEFAULT_HTTP_LISTEN);
+        assert_eq!(http.token, None);
+        let token = "0123456789abcdef-secret";
+        let plan = parse_with_env("[http]\nlisten = \"0.0.0.0:9187\"\ntoken = \"${T}\"\n", &[("T", token)]).unwrap();
+        let http = plan.http.unwrap();
+        assert_eq!(http.token.as_deref(), Some(token));
+        assert!(!format!("{http:?}").contains(token), "Debug hides the token");
+        let p = problems("[http]\nlisten = \"0.0.0.0:9187\"\n");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].key, "http.listen");
+        assert!(p[0].what.contains("reachable from other hosts") && p[0].fix.contains("token"));
+        let p = problems("[http]\nlisten = \"localhost\"\n");
+        assert_eq!(
+            (p[0].key.as_str(), p[0].what.contains("not an IP address")),
+            ("http.listen", true)
+        );
+        match parse_with_env("[http]\ntoken = \"${T}\"\n", &[("T", "too-short")]) {
+            Err(e @ ConfigError::Invalid { .. }) => {
+                assert_eq!(e.problems()[0].key, "http.token");
+                assert!(!e.to_string().contains("too-short"));
+            }
+            other => panic!("a short token was taken: {other:?}"),
+        }
     }
 
     #[test]

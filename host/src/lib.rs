@@ -25,7 +25,8 @@
 //!   checkpoint, one module a step: [`pipeline::router`],
 //!   [`pipeline::dispatch`] (with [`pipeline::breaker`]),
 //!   [`pipeline::delivery`], [`pipeline::dead_letter`],
-//!   [`pipeline::checkpoint`].
+//!   [`pipeline::checkpoint`], [`pipeline::control`] (commands from other
+//!   threads).
 //! - [`handler_id`]: a handler's stable identity, tenant and name.
 //! - [`runtime`]: wasmtime: handler components, limits, capabilities, hot reload.
 //! - [`guest_abi`]: a decoded row change in the row change encoding
@@ -34,10 +35,12 @@
 //!   fifo, redis), listed in [`sink::registry`], each behind a cargo feature.
 //! - [`store`]: the crash-safe store of the position, handler state, dead letters and
 //!   the exec sinks' once-only ledger.
+//! - `http` (feature `http-server`): the HTTP server for operators
+//!   (`[http]`): metrics, health, readiness, live status, the admin API.
 //! - [`status`]: the status report (`status.json`, `rowhook state`) and the run's counters.
 //! - [`telemetry`]: one registry of counters and gauges that the pipeline,
 //!   the source, the sinks and the handlers write, and `rowhook state`,
-//!   `status.json` and Prometheus text read.
+//!   `status.json`, Prometheus text and OpenMetrics read.
 //! - [`probe`]: the lines of a `rowhook check` report, and the probes sinks share.
 //! - [`json_text`]: hand-written JSON output for the hot path.
 //! - `backoff`: the one capped exponential backoff (reconnects, sink retries).
@@ -49,6 +52,8 @@ pub mod decode;
 pub mod driver;
 pub mod guest_abi;
 pub mod handler_id;
+#[cfg(feature = "http-server")]
+pub mod http;
 pub mod json_text;
 pub mod pipeline;
 pub mod probe;

@@ -14,6 +14,31 @@ macro_rules! say {
     ($($arg:tt)*) => { say_line(format_args!($($arg)*)) };
 }
 
+/// The `--log-format` of this run, for the lines rowhook writes to stderr
+/// itself (a run's summary, the error it ends with).
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Writes a summary or an error line to stderr: `rowhook: LINE`, or with
+/// `--log-format json` a JSON object like the log's lines.
+fn tell(level: &str, line: std::fmt::Arguments<'_>) {
+    match LOG_FORMAT.get() {
+        Some(LogFormat::Json) => {
+            use tracing_subscriber::fmt::time::FormatTime as _;
+            let mut timestamp = String::new();
+            let _ = tracing_subscriber::fmt::time::SystemTime
+                .format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut timestamp));
+            let object = serde_json::json!({
+                "timestamp": timestamp,
+                "level": level,
+                "message": line.to_string(),
+                "target": "rowhook",
+            });
+            eprintln!("{object}");
+        }
+        _ => eprintln!("rowhook: {line}"),
+    }
+}
+
 fn say_line(line: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
@@ -21,7 +46,7 @@ fn say_line(line: std::fmt::Arguments<'_>) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(141);
         }
-        eprintln!("rowhook: writing to stdout: {e}");
+        tell("ERROR", format_args!("writing to stdout: {e}"));
         std::process::exit(1);
     }
 }
@@ -35,8 +60,22 @@ use rowhook::source::server::SourceUrl;
 #[derive(Parser)]
 #[command(name = "rowhook", version, about)]
 struct Cli {
+    /// How log lines (on stderr) are written: text, or one JSON object per
+    /// line (timestamp, level, message and the event's fields: handler,
+    /// change, sink, ...).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -248,14 +287,26 @@ struct CheckArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ROWHOOK_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let _ = LOG_FORMAT.set(cli.log_format);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROWHOOK_LOG").unwrap_or_else(|_| "warn".into());
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("rowhook: cannot start the runtime: {e}");
+            tell("ERROR", format_args!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -272,7 +323,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rowhook: {e:#}");
+            tell("ERROR", format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -370,9 +421,12 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         checkpoint: args.checkpoint,
     };
     let stats = rowhook::cli::replay::replay_with(&plan, &args.files, &opts)?;
-    eprintln!(
-        "rowhook: {} row changes, {} handler calls, {} messages, {} handler errors, {} transactions",
-        stats.changes, stats.calls, stats.messages, stats.handler_errors, stats.commits
+    tell(
+        "INFO",
+        format_args!(
+            "{} row changes, {} handler calls, {} messages, {} handler errors, {} transactions",
+            stats.changes, stats.calls, stats.messages, stats.handler_errors, stats.commits
+        ),
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -426,9 +480,12 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = rowhook::config::Plan::load(&args.config)?;
     let stats = rowhook::cli::run::run(&plan)?;
-    eprintln!(
-        "rowhook: stopped after {} row changes, {} messages, {} transactions",
-        stats.changes, stats.messages, stats.commits
+    tell(
+        "INFO",
+        format_args!(
+            "stopped after {} row changes, {} messages, {} transactions",
+            stats.changes, stats.messages, stats.commits
+        ),
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -61,8 +62,9 @@ pub struct HandlerMetrics {
     /// The handler.
     pub name: String,
     /// The host's counters of it, by the name of metric
-    /// `rowhook_handler_NAME_total`: `calls`, `errors`, `reloads`,
-    /// `reload_failures`, `log_lines_dropped`, `metric_calls_ignored`.
+    /// `rowhook_handler_NAME_total` (summed over its other labels): `calls`,
+    /// `errors`, `reloads` (`result="ok"`), `reload_failures`
+    /// (`result="failed"`), `log_lines_dropped`, `metric_calls_ignored`.
     #[serde(flatten)]
     pub host: BTreeMap<String, u64>,
     /// Its `metrics.counter-add` counters.
@@ -89,16 +91,24 @@ impl HandlerMetrics {
                     ..HandlerMetrics::default()
                 });
             let guest = s.label("name").unwrap_or_default().to_owned();
-            match (s.name.as_str(), s.value) {
+            match (s.name.as_str(), &s.value) {
                 (names::GUEST_COUNTER, Value::Counter(n)) => {
-                    h.counters.insert(guest, n);
+                    h.counters.insert(guest, *n);
                 }
                 (names::GUEST_GAUGE, Value::Gauge(v)) => {
-                    h.gauges.insert(guest, v);
+                    h.gauges.insert(guest, *v);
+                }
+                (names::HANDLER_RELOADS, Value::Counter(n)) => {
+                    let key = match s.label("result") {
+                        Some("failed") => "reload_failures",
+                        _ => "reloads",
+                    };
+                    *h.host.entry(key.to_owned()).or_default() += n;
                 }
                 (other, Value::Counter(n)) => {
+                    // Series of one name (errors by kind) add up.
                     if let Some(key) = short_name(other, names::HANDLER_PREFIX) {
-                        h.host.insert(key.to_owned(), n);
+                        *h.host.entry(key.to_owned()).or_default() += n;
                     }
                 }
                 _ => {}
@@ -114,7 +124,8 @@ pub struct SinkMetrics {
     /// The sink.
     pub name: String,
     /// Its counters, by the name of metric `rowhook_sink_NAME_total`:
-    /// `messages`, `retries`, `refused` for every sink, and a kind's own
+    /// `messages` (`rowhook_sink_messages_total{result="ok"}`), `refused`
+    /// (`{result="refused"}`), `retries` for every sink, and a kind's own
     /// (a file sink's `fsyncs`, `rotations`, `repairs`).
     #[serde(flatten)]
     pub counters: BTreeMap<String, u64>,
@@ -125,20 +136,26 @@ impl SinkMetrics {
     pub fn from_snapshot(snap: &Snapshot) -> Vec<SinkMetrics> {
         let mut by_sink: BTreeMap<String, SinkMetrics> = BTreeMap::new();
         for s in &snap.samples {
-            let (Some(sink), Value::Counter(n)) = (s.label("sink"), s.value) else {
+            let (Some(sink), Value::Counter(n)) = (s.label("sink"), &s.value) else {
                 continue;
             };
-            let Some(key) = short_name(&s.name, names::SINK_PREFIX) else {
-                continue;
+            let key = match (s.name.as_str(), s.label("result")) {
+                (names::SINK_MESSAGES, Some("refused")) => "refused",
+                (names::SINK_MESSAGES, _) => "messages",
+                (other, _) => match short_name(other, names::SINK_PREFIX) {
+                    Some(key) => key,
+                    None => continue,
+                },
             };
-            by_sink
+            *by_sink
                 .entry(sink.to_owned())
                 .or_insert_with(|| SinkMetrics {
                     name: sink.to_owned(),
                     ..SinkMetrics::default()
                 })
                 .counters
-                .insert(key.to_owned(), n);
+                .entry(key.to_owned())
+                .or_default() += n;
         }
         by_sink.into_values().collect()
     }
@@ -179,6 +196,56 @@ pub struct ServerPosition {
     pub bytes_behind: Option<u64>,
     /// Why the server could not be asked, if it could not.
     pub error: Option<String>,
+}
+
+/// The latest status report of a running rowhook, shared with readers on
+/// other threads (the HTTP server's `/status`, `/events` and `/readyz`).
+/// The pipeline replaces it when it writes the status file (at checkpoints
+/// and on its timer), never per change; a reader takes the lock only to
+/// clone an `Arc`. Cloning gives another handle on the same slot.
+#[derive(Debug, Clone, Default)]
+pub struct LiveStatus(Arc<Mutex<LiveInner>>);
+
+#[derive(Debug, Default)]
+struct LiveInner {
+    /// The report as one line of JSON.
+    json: Option<Arc<str>>,
+    /// Why the run stopped, once it did on an error.
+    stopped: Option<Arc<str>>,
+}
+
+impl LiveStatus {
+    /// A slot with no report yet.
+    pub fn new() -> LiveStatus {
+        LiveStatus::default()
+    }
+
+    /// Replaces the report (serialised before the lock is taken).
+    pub fn publish(&self, report: &Report) {
+        match serde_json::to_string(report) {
+            Ok(json) => self.lock().json = Some(json.into()),
+            Err(e) => tracing::warn!("serialising the status report: {e}"),
+        }
+    }
+
+    /// The latest report as one line of JSON, if one was published.
+    pub fn json(&self) -> Option<Arc<str>> {
+        self.lock().json.clone()
+    }
+
+    /// Records that the run stopped on an error, and why.
+    pub fn set_stopped(&self, why: &str) {
+        self.lock().stopped = Some(why.into());
+    }
+
+    /// Why the run stopped, if it stopped on an error.
+    pub fn stopped(&self) -> Option<Arc<str>> {
+        self.lock().stopped.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveInner> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Writes the status file of a running rowhook (atomically, by rename).
@@ -242,13 +309,13 @@ impl Stats {
         Stats {
             changes: snap.sum(names::CHANGES),
             calls: snap.sum(names::HANDLER_CALLS),
-            messages: snap.sum(names::SINK_MESSAGES),
+            messages: snap.sum_where(names::SINK_MESSAGES, "result", "ok"),
             handler_errors: snap.sum(names::HANDLER_ERRORS),
             commits: snap.sum(names::TRANSACTIONS),
-            reloads: snap.sum(names::HANDLER_RELOADS),
-            reload_failures: snap.sum(names::HANDLER_RELOAD_FAILURES),
+            reloads: snap.sum_where(names::HANDLER_RELOADS, "result", "ok"),
+            reload_failures: snap.sum_where(names::HANDLER_RELOADS, "result", "failed"),
             checkpoints: snap.sum(names::CHECKPOINTS),
-            sink_failures: snap.sum(names::SINK_REFUSED),
+            sink_failures: snap.sum_where(names::SINK_MESSAGES, "result", "refused"),
             sink_retries: snap.sum(names::SINK_RETRIES),
         }
     }

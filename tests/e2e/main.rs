@@ -27,6 +27,9 @@ mod filtering;
 mod handlers;
 /// A suspended handler's changes held in the store and handed over in order.
 mod hold;
+/// The HTTP server for operators: metrics, readiness, status, events, the admin API, JSON logs.
+#[cfg(feature = "http-server")]
+mod http;
 /// Host memory for what handlers emit: the byte budget, the key cap, flushes by size.
 mod limits;
 /// A TCP proxy that cuts connections, for outage tests of heavy services.

@@ -28,6 +28,7 @@ use crate::config::Plan;
 use crate::decode::gtid::GtidState;
 use crate::decode::{Decoder, DecoderOptions};
 use crate::pipeline::Pipeline;
+use crate::status::LiveStatus;
 use crate::store::Checkpoint;
 
 pub(crate) fn decoder_for(plan: &Plan, file: &str) -> Decoder {
@@ -44,6 +45,58 @@ pub(crate) fn io_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("starting the I/O runtime: {e}"))
+}
+
+/// Starts the HTTP server of `plan`'s `[http]`, if it has one, reading
+/// `pipeline`'s metrics and status and sending it admin commands. Returns
+/// the status slot the server reads (`None` without `[http]`).
+pub(crate) fn serve_http(plan: &Plan, pipeline: &mut Pipeline, replay: bool) -> anyhow::Result<Option<LiveStatus>> {
+    let Some(http) = &plan.http else { return Ok(None) };
+    let status = LiveStatus::new();
+    pipeline.publish_status(status.clone());
+    #[cfg(feature = "http-server")]
+    {
+        let observed = crate::http::Observed {
+            registry: pipeline.registry().clone(),
+            status: status.clone(),
+            control: Some(pipeline.accept_control()),
+            replay,
+        };
+        crate::http::HttpServer::start(http, observed)?;
+        Ok(Some(status))
+    }
+    #[cfg(not(feature = "http-server"))]
+    {
+        let _ = replay;
+        anyhow::bail!(
+            "{}: [http] listen = \"{}\" is configured, but this build of rowhook has no HTTP server: build it with the `http-server` feature, or remove [http]",
+            plan.file.display(),
+            http.listen
+        )
+    }
+}
+
+/// After a run that failed with `http` serving: keeps the process (and the
+/// server, whose `/readyz` now says why) up until a stop is requested, so
+/// that an operator or an orchestrator sees why it stopped. Without
+/// `[http]`, or when stopping anyway, returns at once.
+pub(crate) fn linger_after_failure(
+    rt: &tokio::runtime::Runtime,
+    http: Option<&LiveStatus>,
+    pipeline: &mut Pipeline,
+    error: &anyhow::Error,
+    stop: &mut crate::driver::Stop,
+) {
+    let Some(status) = http else { return };
+    if stop.requested() || error.is::<crate::driver::Interrupted>() {
+        return;
+    }
+    status.set_stopped(&format!("{error:#}"));
+    pipeline.write_status();
+    tracing::error!(
+        "the run stopped: {error:#}; the HTTP server keeps answering (/readyz says why) until SIGINT or SIGTERM"
+    );
+    rt.block_on(stop.requested_wait());
 }
 
 pub(crate) fn resume_gtids(decoder: &mut Decoder, cp: &Checkpoint) -> anyhow::Result<()> {

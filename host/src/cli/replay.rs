@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use super::{decoder_for, io_runtime, resume_gtids};
+use super::{decoder_for, io_runtime, resume_gtids, serve_http};
 use crate::config::Plan;
 use crate::driver::{DriveOptions, Stop, drive};
 use crate::pipeline::Pipeline;
@@ -17,6 +17,9 @@ use crate::runtime::HandlerRuntime;
 use crate::source::file::{BinlogFiles, FileStart};
 use crate::status::Stats;
 use crate::store::StateStore;
+
+/// How often a replay serving `[http]` refreshes the status it serves.
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Options of [`replay_with`].
 #[derive(Debug, Clone, Default)]
@@ -66,6 +69,10 @@ pub fn replay_with(plan: &Plan, files: &[PathBuf], opts: &ReplayOptions) -> anyh
         None => (0, None),
     };
     let mut source = BinlogFiles::new(files, first, start, false)?;
+    if serve_http(plan, &mut pipeline, true)?.is_some() {
+        pipeline.write_status();
+        pipeline.write_status_every(STATUS_EVERY);
+    }
     pipeline.flush_inside_events(rt.clone(), Stop::never());
     let result = drive(
         &rt,

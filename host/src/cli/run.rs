@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{decoder_for, io_runtime, resume_gtids};
+use super::{decoder_for, io_runtime, linger_after_failure, resume_gtids, serve_http};
 use crate::config::Plan;
 use crate::driver::{DriveOptions, drive, stop_on_signals};
 use crate::pipeline::Pipeline;
@@ -60,6 +60,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
         resume_gtids(&mut decoder, cp)?;
     }
     pipeline.attach_source(live.stats());
+    let http = serve_http(plan, &mut pipeline, false)?;
     pipeline.write_status();
     pipeline.write_status_every(STATUS_EVERY);
     // A stop cuts a handler call in progress too: it does not wait for the
@@ -77,6 +78,10 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     // Acknowledged transactions are checkpointed even when stopping on an
     // error; the one in progress is handled again at the next start.
     let closed = rt.block_on(pipeline.close());
-    result.and(closed)?;
+    let result = result.and(closed);
+    if let Err(e) = &result {
+        linger_after_failure(&rt, http.as_ref(), &mut pipeline, e, &mut stop);
+    }
+    result?;
     Ok(pipeline.stats())
 }

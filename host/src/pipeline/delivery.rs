@@ -14,7 +14,7 @@ use crate::backoff::Backoff;
 use crate::config::Plan;
 use crate::handler_id::HandlerId;
 use crate::sink::{AnySink, Message, Sink, SinkError, SinkLimits, SinkRetry};
-use crate::telemetry::{Counter, Registry, names};
+use crate::telemetry::{Counter, Gauge, Histogram, Registry, names};
 
 /// Messages buffered before a flush inside a transaction.
 const FLUSH_EVERY: usize = 4096;
@@ -31,6 +31,26 @@ struct SinkSlot {
     messages: Counter,
     retries: Counter,
     refused: Counter,
+    write_seconds: Histogram,
+    /// 1 while the last batch was refused beyond its retries.
+    failing: Gauge,
+}
+
+impl SinkSlot {
+    /// Writes `batch` with retries, timed and counted.
+    async fn write(&mut self, name: &str, batch: &[Message]) -> Result<(), SinkError> {
+        let started = std::time::Instant::now();
+        let result = write_with_retries(self, name, batch).await;
+        self.write_seconds.observe(started.elapsed());
+        match &result {
+            Ok(()) => {
+                self.messages.add(batch.len() as u64);
+                self.failing.set(0.0);
+            }
+            Err(_) => self.failing.set(1.0),
+        }
+        result
+    }
 }
 
 /// Messages waiting for one sink, and the handler each came from.
@@ -71,21 +91,29 @@ impl Delivery {
             let retry = plan.sink_retry.get(name).copied().unwrap_or_default();
             sink.register_metrics(registry);
             let labels = || vec![("sink", name.clone())];
+            let result = |r: &str| vec![("sink", name.clone()), ("result", r.to_owned())];
+            const MESSAGES_HELP: &str = "Messages written to a sink: ok, acknowledged; refused, refused beyond its retries and handled by on_error skip or dead-letter.";
             sinks.insert(
                 name.clone(),
                 SinkSlot {
                     sink,
                     retry,
                     unhealthy: None,
-                    messages: registry.counter(names::SINK_MESSAGES, "Messages a sink acknowledged.", labels()),
+                    messages: registry.counter(names::SINK_MESSAGES, MESSAGES_HELP, result("ok")),
                     retries: registry.counter(
                         names::SINK_RETRIES,
                         "Writes retried because a sink was unavailable.",
                         labels(),
                     ),
-                    refused: registry.counter(
-                        names::SINK_REFUSED,
-                        "Messages a sink refused beyond its retries, handled by on_error skip or dead-letter.",
+                    refused: registry.counter(names::SINK_MESSAGES, MESSAGES_HELP, result("refused")),
+                    write_seconds: registry.histogram(
+                        names::SINK_WRITE_SECONDS,
+                        "How long a sink took to take a batch, retries included, in seconds.",
+                        labels(),
+                    ),
+                    failing: registry.gauge(
+                        names::SINK_FAILING,
+                        "1 while the sink's last batch was refused beyond its retries.",
                         labels(),
                     ),
                 },
@@ -133,8 +161,8 @@ impl Delivery {
                 .sinks
                 .get_mut(&sink)
                 .ok_or_else(|| anyhow::anyhow!("no sink `{sink}`"))?;
-            match write_with_retries(target, &sink, &p.messages).await {
-                Ok(()) => target.messages.add(p.messages.len() as u64),
+            match target.write(&sink, &p.messages).await {
+                Ok(()) => {}
                 Err(error) => refused.push(Refused {
                     sink,
                     messages: p.messages,
@@ -153,8 +181,7 @@ impl Delivery {
             .sinks
             .get_mut(sink)
             .ok_or_else(|| anyhow::anyhow!("no sink `{sink}`"))?;
-        write_with_retries(target, sink, batch).await?;
-        target.messages.add(batch.len() as u64);
+        target.write(sink, batch).await?;
         Ok(())
     }
 

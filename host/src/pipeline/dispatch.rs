@@ -22,7 +22,7 @@ use crate::runtime::{
     StateOverlay,
 };
 use crate::sink::SinkLimits;
-use crate::telemetry::{Counter, Registry, names};
+use crate::telemetry::{Counter, Gauge, Histogram, Registry, names};
 
 use super::breaker::{Admit, Breaker, Transition};
 
@@ -83,6 +83,62 @@ impl CallError {
     pub fn is_interrupted(&self) -> bool {
         matches!(self, CallError::Guest(GuestError::Interrupted))
     }
+
+    /// What kind of failure this is, for `rowhook_handler_errors_total{kind}`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CallError::Guest(GuestError::Failed(_) | GuestError::Interrupted) => ErrorKind::Error,
+            CallError::Guest(GuestError::Timeout(_)) => ErrorKind::Timeout,
+            CallError::Guest(GuestError::Trap(_)) => ErrorKind::Trap,
+            CallError::Guest(GuestError::Quota(_) | GuestError::EmitBudget(_)) => ErrorKind::Quota,
+            CallError::NoInstance(_) => ErrorKind::NoInstance,
+            CallError::Suspended => ErrorKind::Suspended,
+        }
+    }
+}
+
+/// The kinds of handler failure `rowhook_handler_errors_total` is labelled with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The handler returned an error.
+    Error,
+    /// The call ran past its deadline.
+    Timeout,
+    /// The handler trapped.
+    Trap,
+    /// An emit quota or budget was breached.
+    Quota,
+    /// No instance could be created.
+    NoInstance,
+    /// The circuit breaker held the change back.
+    Suspended,
+    /// Rows of its tables could not be decoded.
+    Undecodable,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 7] = [
+        ErrorKind::Error,
+        ErrorKind::Timeout,
+        ErrorKind::Trap,
+        ErrorKind::Quota,
+        ErrorKind::NoInstance,
+        ErrorKind::Suspended,
+        ErrorKind::Undecodable,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Error => "error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Trap => "trap",
+            ErrorKind::Quota => "quota",
+            ErrorKind::NoInstance => "no_instance",
+            ErrorKind::Suspended => "suspended",
+            ErrorKind::Undecodable => "undecodable",
+        }
+    }
 }
 
 impl fmt::Display for CallError {
@@ -100,32 +156,54 @@ impl fmt::Display for CallError {
 /// What the pipeline counts per handler, labelled `tenant`, `handler`.
 struct HandlerCounters {
     calls: Counter,
-    errors: Counter,
+    call_seconds: Histogram,
+    /// By [`ErrorKind`], in the order of [`ErrorKind::ALL`].
+    errors: [Counter; ErrorKind::ALL.len()],
     reloads: Counter,
     reload_failures: Counter,
     suspensions: Counter,
     suspended: Counter,
     recycled: Counter,
+    dead_letters: Counter,
+    halted: Gauge,
 }
 
 impl HandlerCounters {
     fn new(registry: &Registry, h: &HandlerPlan) -> HandlerCounters {
         let labels = || vec![("tenant", h.tenant.clone()), ("handler", h.name.clone())];
+        let result = |r: &str| {
+            let mut labels = labels();
+            labels.push(("result", r.to_owned()));
+            labels
+        };
+        const RELOADS_HELP: &str =
+            "Hot reloads: ok, swapped in; failed, refused while the previous version kept serving.";
         HandlerCounters {
             calls: registry.counter(names::HANDLER_CALLS, "Handler calls made.", labels()),
-            errors: registry.counter(
-                names::HANDLER_ERRORS,
-                "Handler failures handled by on_error skip or dead-letter.",
+            call_seconds: registry.histogram(
+                names::HANDLER_CALL_SECONDS,
+                "How long handler calls took, in seconds.",
                 labels(),
             ),
-            reloads: registry.counter(
-                names::HANDLER_RELOADS,
-                "Module versions swapped in by hot reload.",
+            errors: ErrorKind::ALL.map(|kind| {
+                let mut labels = labels();
+                labels.push(("kind", kind.as_str().to_owned()));
+                registry.counter(
+                    names::HANDLER_ERRORS,
+                    "Handler failures handled by on_error skip or dead-letter, by kind.",
+                    labels,
+                )
+            }),
+            reloads: registry.counter(names::HANDLER_RELOADS, RELOADS_HELP, result("ok")),
+            reload_failures: registry.counter(names::HANDLER_RELOADS, RELOADS_HELP, result("failed")),
+            dead_letters: registry.counter(
+                names::DEAD_LETTERS,
+                "Dead letters written for the handler's failures and its refused messages.",
                 labels(),
             ),
-            reload_failures: registry.counter(
-                names::HANDLER_RELOAD_FAILURES,
-                "Changed module files refused; the previous version kept serving.",
+            halted: registry.gauge(
+                names::HANDLER_HALTED,
+                "1 once the handler's failure stopped the run under on_error halt.",
                 labels(),
             ),
             suspensions: registry.counter(
@@ -455,14 +533,25 @@ impl Handlers {
         self.order.iter().position(|h| h == id).unwrap_or(0)
     }
 
-    /// The handler named `name`, if one is configured.
-    pub fn named(&self, name: &str) -> Option<&HandlerId> {
-        self.order.iter().find(|h| h.name() == name)
+    /// Counts a failure of `id` that `on_error` skipped or dead-lettered.
+    pub fn count_error(&self, id: &HandlerId, kind: ErrorKind) {
+        let i = ErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every kind is listed");
+        self.slots[id].counters.errors[i].inc();
     }
 
-    /// Counts a failure of `id` that `on_error` skipped or dead-lettered.
-    pub fn count_error(&self, id: &HandlerId) {
-        self.slots[id].counters.errors.inc();
+    /// Counts a dead letter written for `id`.
+    pub fn count_dead_letter(&self, id: &HandlerId) {
+        self.slots[id].counters.dead_letters.inc();
+    }
+
+    /// Marks `id` as the handler whose failure stopped the run.
+    pub fn mark_halted(&self, id: &HandlerId) {
+        if let Some(slot) = self.slots.get(id) {
+            slot.counters.halted.set(1.0);
+        }
     }
 
     /// Calls handler `id` with one encoded row change; what it emitted is
@@ -475,7 +564,9 @@ impl Handlers {
             return Err(CallError::Suspended);
         }
         slot.counters.calls.inc();
+        let started = Instant::now();
         let result = slot.call(&self.runtime, change, out);
+        slot.counters.call_seconds.observe(started.elapsed());
         let transition = match &result {
             Ok(_) => slot.breaker.succeeded(),
             Err(e) if e.is_costly() => slot.breaker.failed(Instant::now()),
@@ -569,23 +660,63 @@ impl Handlers {
     /// instance cannot be created keeps its previous version.
     pub fn reloaded(&mut self, handlers: &[HandlerId], module: &Module) {
         for id in handlers {
-            let Some(slot) = self.slots.get_mut(id) else { continue };
-            match slot.instantiate(&self.runtime, module) {
-                Ok(mut fresh) => {
-                    fresh.replace_state(std::mem::take(slot.state()));
-                    slot.instance = Some(fresh);
-                    slot.module = module.clone();
-                    slot.counters.reloads.inc();
-                    // A suspended handler's new version is tried at once.
-                    slot.breaker.cool_down_now(Instant::now());
-                    tracing::info!(handler = %slot.plan.name, module = %module.path(), "handler reloaded: the new version handles the next transaction");
-                }
-                Err(e) => {
-                    tracing::error!(handler = %slot.plan.name, "reload refused, the previous version keeps serving: {e:#}");
-                    slot.counters.reload_failures.inc();
-                }
+            let _ = self.swap(id, module);
+        }
+    }
+
+    /// Swaps `module` in for handler `id`, logged and counted; the error
+    /// says why the previous version keeps serving.
+    fn swap(&mut self, id: &HandlerId, module: &Module) -> Result<(), String> {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return Err(format!("no handler `{id}`"));
+        };
+        match slot.instantiate(&self.runtime, module) {
+            Ok(mut fresh) => {
+                fresh.replace_state(std::mem::take(slot.state()));
+                slot.instance = Some(fresh);
+                slot.module = module.clone();
+                slot.counters.reloads.inc();
+                // A suspended handler's new version is tried at once.
+                slot.breaker.cool_down_now(Instant::now());
+                tracing::info!(handler = %slot.plan.name, module = %module.path(), "handler reloaded: the new version handles the next transaction");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(handler = %slot.plan.name, "reload refused, the previous version keeps serving: {e:#}");
+                slot.counters.reload_failures.inc();
+                Err(format!("{e:#}"))
             }
         }
+    }
+
+    /// The handler named `name` (names are unique across tenants).
+    pub fn find(&self, name: &str) -> Option<HandlerId> {
+        self.order.iter().find(|id| id.name() == name).cloned()
+    }
+
+    /// Reads handler `id`'s module file again, compiles it and swaps it in
+    /// now, as a hot reload would (call at a transaction boundary). The
+    /// error says why the previous version keeps serving.
+    pub fn reload_now(&mut self, id: &HandlerId) -> Result<String, String> {
+        let (path, max_bytes) = match self.slots.get(id) {
+            Some(slot) => (slot.plan.module.clone(), slot.plan.limits.module_bytes()),
+            None => return Err(format!("no handler `{id}`")),
+        };
+        match self.runtime.load(&path, max_bytes) {
+            Ok(module) => {
+                self.swap(id, &module)?;
+                Ok(module.path().to_owned())
+            }
+            Err(e) => {
+                self.reload_failed(std::slice::from_ref(id), &e);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Handler `id`'s state as of the last change it handled.
+    pub fn state_of(&mut self, id: &HandlerId) -> Option<&mut StateOverlay> {
+        self.slots.get_mut(id).map(HandlerSlot::state)
     }
 
     /// `handlers`' changed module file was refused.

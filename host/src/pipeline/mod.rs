@@ -23,6 +23,7 @@
 
 pub mod breaker;
 pub mod checkpoint;
+pub mod control;
 pub mod dead_letter;
 pub mod delivery;
 pub mod dispatch;
@@ -30,6 +31,7 @@ pub mod hold;
 pub mod router;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::Plan;
@@ -43,13 +45,14 @@ use crate::runtime::reload::{Reload, Reloader};
 use crate::runtime::{Emitted, HandlerRuntime};
 use crate::sink::Message;
 use crate::source::reconnect::SourceStats;
-use crate::status::Stats;
+use crate::status::{LiveStatus, Stats};
 use crate::store::{Checkpoint, HeldChange, StateStore};
 use crate::telemetry::{Counter, Registry, names};
 use checkpoint::Checkpointer;
+use control::{Control, ControlError, Paused, Reloaded, StatePage};
 use dead_letter::{Decision, Failed};
 use delivery::{Delivery, Refused};
-use dispatch::Handlers;
+use dispatch::{ErrorKind, Handlers};
 pub use dispatch::{grants_of, runtime_limits};
 use hold::Holds;
 use router::{Router, Subscription};
@@ -65,9 +68,40 @@ const HELD_INDEX: u32 = 1 << 31;
 
 /// What the pipeline counts that belongs to no handler or sink.
 struct PipelineCounters {
-    changes: Counter,
     transactions: Counter,
     checkpoints: Counter,
+    /// Read by `rowhook_source_lag_seconds`.
+    lag: Arc<LagClock>,
+    /// Unix seconds of the last store commit (or of opening the store),
+    /// read by `rowhook_checkpoint_age_seconds`.
+    checkpointed_at: Arc<AtomicU64>,
+}
+
+/// How far behind the binlog the pipeline is: the binlog timestamp of the
+/// last transaction it handled, and whether the source has been idle since
+/// (caught up). Written once per transaction and once per idle spell.
+#[derive(Debug, Default)]
+struct LagClock {
+    last_ts: AtomicU64,
+    caught_up: AtomicBool,
+}
+
+impl LagClock {
+    /// Now minus the last transaction's timestamp; 0 when caught up and
+    /// idle, or before the first transaction.
+    fn lag_seconds(&self) -> f64 {
+        let ts = self.last_ts.load(Ordering::Relaxed);
+        if ts == 0 || self.caught_up.load(Ordering::Relaxed) {
+            return 0.0;
+        }
+        unix_now().saturating_sub(ts) as f64
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Runs the configured handlers over decoded row changes.
@@ -83,9 +117,6 @@ pub struct Pipeline {
     /// What the handler called last emitted, kept to be reused.
     emitted: Vec<Emitted>,
     commit_seen: bool,
-    /// Whether a change of the transaction in progress was routed: held
-    /// changes are handed over only between transactions.
-    in_txn: bool,
     /// Changes held for suspended or paused handlers.
     holds: Holds,
     halted: Option<anyhow::Error>,
@@ -98,6 +129,13 @@ pub struct Pipeline {
     /// When the status file is rewritten next, and how often, if it is
     /// rewritten on a timer as well as at checkpoints.
     status_timer: Option<(tokio::time::Instant, Duration)>,
+    /// Where each status report is also published for other threads.
+    live_status: Option<LiveStatus>,
+    /// Commands from other threads (the admin API).
+    control: Option<std::sync::mpsc::Receiver<Control>>,
+    /// Whether the decoder was inside a transaction after the last event:
+    /// commands wait for its end.
+    in_transaction: bool,
 }
 
 impl Pipeline {
@@ -108,7 +146,7 @@ impl Pipeline {
         // Sinks first: what a handler may emit depends on their limits.
         let delivery = Delivery::open(plan, &registry).await?;
         let mut handlers = Handlers::new(runtime);
-        let mut router = Router::default();
+        let mut router = Router::counting(&registry);
         let mut holds = Holds::default();
         for h in &plan.handlers {
             let grants = grants_of(plan, h, |sink| delivery.limits(sink));
@@ -123,10 +161,18 @@ impl Pipeline {
             );
         }
         let counters = PipelineCounters {
-            changes: registry.counter(names::CHANGES, "Row changes of subscribed tables seen.", vec![]),
             transactions: registry.counter(names::TRANSACTIONS, "Transactions whose commit was seen.", vec![]),
             checkpoints: registry.counter(names::CHECKPOINTS, "Batches committed to the store.", vec![]),
+            lag: Arc::default(),
+            checkpointed_at: Arc::default(),
         };
+        let lag = counters.lag.clone();
+        registry.computed_gauge(
+            names::SOURCE_LAG_SECONDS,
+            "Now minus the binlog timestamp of the last transaction handled, in seconds; 0 when caught up and idle.",
+            vec![],
+            Arc::new(move || lag.lag_seconds()),
+        );
         Ok(Pipeline {
             handlers,
             router,
@@ -136,7 +182,6 @@ impl Pipeline {
             encoded: Vec::new(),
             emitted: Vec::new(),
             commit_seen: false,
-            in_txn: false,
             holds,
             halted: None,
             registry,
@@ -144,6 +189,9 @@ impl Pipeline {
             reloader: None,
             io: None,
             status_timer: None,
+            live_status: None,
+            control: None,
+            in_transaction: false,
         })
     }
 
@@ -153,7 +201,7 @@ impl Pipeline {
         self.handlers.load_state(|name| store.load_state(name))?;
         for (name, held) in store.load_held()? {
             let n = held.len();
-            match self.handlers.named(&name).cloned() {
+            match self.handlers.find(&name) {
                 Some(id) => {
                     self.holds.load(&id, held);
                     self.handlers.trial_first(&id);
@@ -167,6 +215,14 @@ impl Pipeline {
         }
         self.delivery.attach_ledger(&store.ledger());
         let position = self.checkpointer.attach(store)?;
+        let at = self.counters.checkpointed_at.clone();
+        at.store(unix_now(), Ordering::Relaxed);
+        self.registry.computed_gauge(
+            names::CHECKPOINT_AGE,
+            "Seconds since the last checkpoint was committed to the store (or since it was opened).",
+            vec![],
+            Arc::new(move || unix_now().saturating_sub(at.load(Ordering::Relaxed)) as f64),
+        );
         // The checkpoint makes sink writes durable before it moves.
         self.delivery.defer_durability();
         Ok(position)
@@ -181,6 +237,7 @@ impl Pipeline {
         }
         if self.checkpointer.commit()? {
             self.counters.checkpoints.inc();
+            self.counters.checkpointed_at.store(unix_now(), Ordering::Relaxed);
             self.write_status();
         }
         Ok(())
@@ -205,25 +262,29 @@ impl Pipeline {
     }
 
     /// Rewrites the status file beside the store (see [`crate::status`]):
-    /// position, state sizes, dead letters and the metrics of the registry.
-    /// Without a store there is nothing to report. A failure is logged:
+    /// position, state sizes, dead letters and the metrics of the registry;
+    /// and publishes the same report to the [`LiveStatus`] slot, if one is
+    /// attached (also without a store). A failure to write is logged:
     /// status is advisory.
     pub fn write_status(&mut self) {
-        let Some(store) = self.checkpointer.store() else { return };
+        let store = self
+            .checkpointer
+            .store()
+            .map(|s| (s.path().to_owned(), s.dead_letter_total()));
+        if store.is_none() && self.live_status.is_none() {
+            return;
+        }
         let metrics = self.registry.snapshot();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs());
+        let now = Some(unix_now());
         let report = crate::status::Report {
-            store: store.path().to_owned(),
+            store: store.as_ref().map(|(p, _)| p.clone()).unwrap_or_default(),
             position: self.checkpointer.position().cloned(),
             handlers: self
                 .handlers
                 .state_sizes()
                 .into_iter()
                 .map(|(name, keys, bytes)| {
-                    let (held, held_bytes) = self.handlers.named(&name).map_or((0, 0), |id| self.holds.size(id));
+                    let (held, held_bytes) = self.handlers.find(&name).map_or((0, 0), |id| self.holds.size(&id));
                     crate::status::HandlerState {
                         name,
                         keys,
@@ -233,7 +294,7 @@ impl Pipeline {
                     }
                 })
                 .collect(),
-            dead_letters: store.dead_letter_total(),
+            dead_letters: store.as_ref().map_or(0, |(_, n)| *n),
             live_status_written_at: now,
             metrics_written_at: now,
             server: None,
@@ -242,9 +303,81 @@ impl Pipeline {
             handler_metrics: crate::status::HandlerMetrics::from_snapshot(&metrics),
             sinks: crate::status::SinkMetrics::from_snapshot(&metrics),
         };
-        let dir = store.path().parent().unwrap_or(std::path::Path::new("."));
+        if let Some(live) = &self.live_status {
+            live.publish(&report);
+        }
+        let Some((path, _)) = store else { return };
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
         if let Err(e) = crate::status::write_status(dir, &report) {
             tracing::warn!("writing {}: {e}", dir.join(crate::status::STATUS_FILE).display());
+        }
+    }
+
+    /// Publishes every status report to `slot` as well (see
+    /// [`Pipeline::write_status`]), for readers on other threads.
+    pub fn publish_status(&mut self, slot: LiveStatus) {
+        self.live_status = Some(slot);
+    }
+
+    /// Takes commands from other threads (the admin API) through the
+    /// returned sender, at transaction boundaries and on the status timer
+    /// (so within about a second while the stream is idle, if
+    /// [`Pipeline::write_status_every`] set one).
+    pub fn accept_control(&mut self) -> control::ControlSender {
+        let (tx, rx) = control::channel();
+        self.control = Some(rx);
+        tx
+    }
+
+    /// Answers the commands waiting (call at a transaction boundary).
+    fn apply_control(&mut self) {
+        let Some(rx) = &self.control else { return };
+        let waiting: Vec<Control> = rx.try_iter().collect();
+        for command in waiting {
+            match command {
+                Control::Pause { handler, reply } | Control::Resume { handler, reply }
+                    if self.handlers.find(&handler).is_none() =>
+                {
+                    let _ = reply.send(Err(ControlError::NoHandler(handler)));
+                }
+                Control::Pause { handler, reply } => {
+                    let id = self.handlers.find(&handler).expect("found above");
+                    self.pause(&id);
+                    let _ = reply.send(Ok(self.paused_answer(&id)));
+                }
+                Control::Resume { handler, reply } => {
+                    let id = self.handlers.find(&handler).expect("found above");
+                    self.resume(&id);
+                    let _ = reply.send(Ok(self.paused_answer(&id)));
+                }
+                Control::Reload { handler, reply } => {
+                    let result = match self.handlers.find(&handler) {
+                        None => Err(ControlError::NoHandler(handler)),
+                        Some(id) => self
+                            .handlers
+                            .reload_now(&id)
+                            .map(|module| Reloaded {
+                                handler: handler.clone(),
+                                module,
+                            })
+                            .map_err(ControlError::Failed),
+                    };
+                    let _ = reply.send(result);
+                }
+                Control::State {
+                    handler,
+                    prefix,
+                    limit,
+                    reply,
+                } => {
+                    let found = self.handlers.find(&handler);
+                    let result = match found.as_ref().and_then(|id| self.handlers.state_of(id)) {
+                        None => Err(ControlError::NoHandler(handler)),
+                        Some(state) => Ok(StatePage::of(&handler, state.iter(), state.bytes(), &prefix, limit)),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
         }
     }
 
@@ -268,7 +401,7 @@ impl Pipeline {
     /// transactions, to a handler not paused whose breaker is closed or
     /// whose cool-down ends.
     fn hand_over_due(&self) -> Option<tokio::time::Instant> {
-        if !self.holds.any() || self.in_txn {
+        if !self.holds.any() || self.in_transaction {
             return None;
         }
         let now = std::time::Instant::now();
@@ -287,7 +420,7 @@ impl Pipeline {
     /// so that its breaker opens stays held, first in line; one it fails
     /// on otherwise goes to its `on_error`. Call only between transactions.
     fn hand_over_held(&mut self, rt: &tokio::runtime::Runtime, stop: &mut Stop) -> anyhow::Result<()> {
-        if !self.holds.any() || self.in_txn {
+        if !self.holds.any() || self.in_transaction {
             return Ok(());
         }
         let now = std::time::Instant::now();
@@ -317,7 +450,7 @@ impl Pipeline {
                     // Suspended again: it stays first in line.
                     Err(e) if e.is_suspended() || (e.is_costly() && self.handlers.suspended(&id)) => break,
                     Err(e) => {
-                        if self.handle_error(&id, Failed::Held(&held), &e, false) == Flow::Stop {
+                        if self.handle_error(&id, Failed::Held(&held), &e, e.kind()) == Flow::Stop {
                             return Err(self.take_halt().expect("a stop is a halt"));
                         }
                     }
@@ -389,7 +522,7 @@ impl Pipeline {
                 if full.first {
                     tracing::warn!(handler = %id.name(), "{why}; further changes go to its on_error until the held ones are handed over");
                 }
-                self.handle_error(id, Failed::Change(change), &why, true)
+                self.handle_error(id, Failed::Change(change), &why, ErrorKind::Suspended)
             }
         }
     }
@@ -415,6 +548,15 @@ impl Pipeline {
         known
     }
 
+    /// Whether `id` is paused, and what is held for it.
+    fn paused_answer(&self, id: &HandlerId) -> Paused {
+        Paused {
+            handler: id.name().to_owned(),
+            paused: self.holds.paused(id),
+            held: self.holds.size(id).0,
+        }
+    }
+
     /// Without a store, held changes cannot outlive the run: at its end,
     /// each goes to its handler's `on_error` (dead letters are delivered).
     async fn release_unkept(&mut self) -> anyhow::Result<()> {
@@ -426,7 +568,7 @@ impl Pipeline {
             for i in 0..n as usize {
                 let Some((_, held)) = self.holds.get(&id, i) else { break };
                 let why = "the run ended while the change was held, and no store keeps held changes";
-                if self.handle_error(&id, Failed::Held(&held), &why, true) == Flow::Stop {
+                if self.handle_error(&id, Failed::Held(&held), &why, ErrorKind::Suspended) == Flow::Stop {
                     return Err(self.take_halt().expect("a stop is a halt"));
                 }
             }
@@ -452,6 +594,9 @@ impl Pipeline {
             // whether or not another batch comes.
             self.check_sinks().await;
             self.write_status();
+            if !self.in_transaction {
+                self.apply_control();
+            }
             self.status_timer = Some((tokio::time::Instant::now() + every, every));
         }
         Ok(())
@@ -552,7 +697,7 @@ impl Pipeline {
             self.handlers
                 .commit_state(|id, writes| checkpointer.state_writes(id.name(), writes));
             self.holds.end_transaction();
-            self.in_txn = false;
+            self.in_transaction = false;
             if self.checkpointer.end_transaction() {
                 self.checkpoint().await?;
             }
@@ -574,7 +719,10 @@ impl Pipeline {
         let mut letters: std::collections::BTreeMap<String, Vec<Message>> = Default::default();
         for (msg, origin) in messages.into_iter().zip(&origins) {
             match dead_letter::sink_refused(origin, self.handlers.on_error(origin), &sink, msg, &error) {
-                Decision::Halt(e) => return Err(e),
+                Decision::Halt(e) => {
+                    self.handlers.mark_halted(origin);
+                    return Err(e);
+                }
                 Decision::Skip => self.delivery.count_refused(&sink, 1),
                 Decision::DeadLetter {
                     sink: dl,
@@ -582,6 +730,7 @@ impl Pipeline {
                     record,
                 } => {
                     self.delivery.count_refused(&sink, 1);
+                    self.handlers.count_dead_letter(origin);
                     self.checkpointer.dead_letter(record);
                     letters.entry(dl).or_default().push(letter);
                 }
@@ -603,7 +752,7 @@ impl Pipeline {
     pub fn abandon_transaction(&mut self) {
         self.delivery.clear();
         self.commit_seen = false;
-        self.in_txn = false;
+        self.in_transaction = false;
         self.holds.abandon_transaction();
         self.checkpointer.abandon_transaction();
         self.handlers.abandon_transaction();
@@ -629,22 +778,27 @@ impl Pipeline {
         id: &HandlerId,
         failed: Failed<'_, '_>,
         err: &dyn std::fmt::Display,
-        quiet: bool,
+        kind: ErrorKind,
     ) -> Flow {
         match dead_letter::handler_failed(id, self.handlers.on_error(id), failed, err) {
             Decision::Halt(e) => {
+                self.handlers.mark_halted(id);
                 self.halted = Some(e);
                 Flow::Stop
             }
             Decision::Skip => {
-                self.handlers.count_error(id);
+                self.handlers.count_error(id, kind);
+                // A suspended handler's suspension was logged; its changes
+                // are counted.
+                let quiet = kind == ErrorKind::Suspended;
                 if !quiet {
                     tracing::warn!(handler = %id.name(), change = %failed.id(), "handler failed, event skipped (on_error = \"skip\"): {err}");
                 }
                 Flow::Continue
             }
             Decision::DeadLetter { sink, letter, record } => {
-                self.handlers.count_error(id);
+                self.handlers.count_error(id, kind);
+                self.handlers.count_dead_letter(id);
                 self.checkpointer.dead_letter(record);
                 self.delivery.push(&sink, letter, id.clone());
                 Flow::Continue
@@ -656,7 +810,7 @@ impl Pipeline {
     /// handler subscribed to them: each one's `on_error` applies.
     fn fail_rows(&mut self, handlers: &[HandlerId], rows: &Undecodable<'_>) -> Flow {
         for id in handlers {
-            if self.handle_error(id, Failed::Rows(rows), rows, false) == Flow::Stop {
+            if self.handle_error(id, Failed::Rows(rows), rows, ErrorKind::Undecodable) == Flow::Stop {
                 return Flow::Stop;
             }
         }
@@ -687,10 +841,18 @@ impl Consumer for Pipeline {
                 }
             })?;
         }
-        if !decoder.in_transaction() {
+        self.in_transaction = decoder.in_transaction();
+        if !self.in_transaction {
             self.apply_reloads();
+            self.apply_control();
             self.hand_over_held(rt, stop)?;
         }
+        Ok(())
+    }
+
+    /// The source has nothing ready: the stream is caught up.
+    fn idle(&mut self) -> anyhow::Result<()> {
+        self.counters.lag.caught_up.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -709,7 +871,7 @@ impl Consumer for Pipeline {
 
     fn tick(&mut self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         rt.block_on(Pipeline::tick(self))?;
-        if self.in_txn {
+        if self.in_transaction {
             return Ok(());
         }
         // Between transactions, also while the stream is idle: a new
@@ -734,8 +896,7 @@ impl ChangeVisitor for Pipeline {
         if targets.is_empty() {
             return Flow::Continue;
         }
-        self.in_txn = true;
-        self.counters.changes.inc();
+        self.in_transaction = true;
         if let Err(e) = self.directories.encode(change, &mut self.encoded) {
             let rows = Undecodable::of_change(change, &e.0);
             return self.fail_rows(&targets, &rows);
@@ -793,8 +954,7 @@ impl ChangeVisitor for Pipeline {
                     }
                 }
                 Err(err) => {
-                    let quiet = err.is_suspended();
-                    if self.handle_error(handler, Failed::Change(change), &err, quiet) == Flow::Stop {
+                    if self.handle_error(handler, Failed::Change(change), &err, err.kind()) == Flow::Stop {
                         return Flow::Stop;
                     }
                 }
@@ -811,7 +971,7 @@ impl ChangeVisitor for Pipeline {
     }
 
     fn undecodable(&mut self, rows: &Undecodable<'_>) -> Flow {
-        self.in_txn = true;
+        self.in_transaction = true;
         let subscribed = self.router.subscribers(rows.db, rows.table, rows.op);
         self.fail_rows(&subscribed, rows)
     }
@@ -828,6 +988,11 @@ impl ChangeVisitor for Pipeline {
         }
         self.commit_seen = true;
         self.counters.transactions.inc();
+        let lag = &self.counters.lag;
+        lag.last_ts.store(u64::from(commit.ts), Ordering::Relaxed);
+        if lag.caught_up.load(Ordering::Relaxed) {
+            lag.caught_up.store(false, Ordering::Relaxed);
+        }
         Flow::Continue
     }
 }

@@ -6,6 +6,10 @@
 //! kept with the cached answer because a table id can be reused for another
 //! table (a DDL, a restarted server). Adding or removing a handler clears
 //! the cache.
+//!
+//! The cached answer also holds the route's `rowhook_changes_total{table,
+//! op}` counter, so counting a routed change is one atomic add: no label is
+//! looked up or formatted per row ([`ChangeCounts`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -15,6 +19,7 @@ use crate::config::{OpSet, TablePattern};
 use crate::decode::Op;
 use crate::decode::txn::TableFilter;
 use crate::handler_id::HandlerId;
+use crate::telemetry::{Counter, MAX_TABLE_LABELS, Registry, names};
 
 /// What one handler subscribes to.
 #[derive(Debug, Clone)]
@@ -38,6 +43,7 @@ struct Route {
     db: Arc<str>,
     table: Arc<str>,
     handlers: Arc<[HandlerId]>,
+    changes: Counter,
 }
 
 /// The handlers' subscriptions, in the order handlers are called.
@@ -45,6 +51,55 @@ struct Route {
 pub struct Router {
     subscriptions: Vec<(HandlerId, Subscription)>,
     routes: HashMap<(u64, Op), Route, BuildHasherDefault<RouteHasher>>,
+    counts: ChangeCounts,
+}
+
+/// The `rowhook_changes_total{table, op}` series, made as routes are first
+/// cached: one per table and op for the first [`MAX_TABLE_LABELS`] tables,
+/// then `table="other"`.
+#[derive(Default)]
+pub struct ChangeCounts {
+    registry: Option<Registry>,
+    tables: HashMap<(String, Op), Counter>,
+    named: usize,
+}
+
+impl ChangeCounts {
+    /// Counts into `registry`.
+    pub fn new(registry: &Registry) -> ChangeCounts {
+        ChangeCounts {
+            registry: Some(registry.clone()),
+            ..ChangeCounts::default()
+        }
+    }
+
+    /// The counter of changes of `db`.`table` with `op` (a detached one
+    /// without a registry).
+    fn counter(&mut self, db: &str, table: &str, op: Op) -> Counter {
+        let Some(registry) = &self.registry else {
+            return Counter::detached();
+        };
+        let name = format!("{db}.{table}");
+        let known = self.tables.keys().any(|(t, _)| *t == name);
+        let label = if known || self.named < MAX_TABLE_LABELS {
+            if !known {
+                self.named += 1;
+            }
+            name
+        } else {
+            "other".to_owned()
+        };
+        self.tables
+            .entry((label.clone(), op))
+            .or_insert_with(|| {
+                registry.counter(
+                    names::CHANGES,
+                    "Row changes of subscribed tables seen, by table and operation.",
+                    vec![("table", label), ("op", op.as_str().to_owned())],
+                )
+            })
+            .clone()
+    }
 }
 
 /// The hasher of the route cache, looked up once per row change: its keys
@@ -79,6 +134,14 @@ impl Hasher for RouteHasher {
 }
 
 impl Router {
+    /// A router that counts the changes it routes in `registry`.
+    pub fn counting(registry: &Registry) -> Router {
+        Router {
+            counts: ChangeCounts::new(registry),
+            ..Router::default()
+        }
+    }
+
     /// Adds `id`'s subscription; it is called after the handlers added before it.
     pub fn add(&mut self, id: HandlerId, subscription: Subscription) {
         self.subscriptions.retain(|(h, _)| *h != id);
@@ -93,20 +156,32 @@ impl Router {
     }
 
     /// The handlers a change of table `table_id` (`db`.`table`) with `op`
-    /// goes to, in call order; empty if nobody subscribed.
+    /// goes to, in call order; empty if nobody subscribed. A change with
+    /// handlers is counted.
     pub fn route(&mut self, table_id: u64, db: &str, table: &str, op: Op) -> Arc<[HandlerId]> {
         let key = (table_id, op);
         if let Some(r) = self.routes.get(&key)
             && *r.db == *db
             && *r.table == *table
         {
+            if !r.handlers.is_empty() {
+                r.changes.inc();
+            }
             return r.handlers.clone();
         }
         let handlers: Arc<[HandlerId]> = self.subscribers(db, table, op).into();
+        let changes = match handlers.is_empty() {
+            true => Counter::detached(),
+            false => self.counts.counter(db, table, op),
+        };
+        if !handlers.is_empty() {
+            changes.inc();
+        }
         let route = Route {
             db: Arc::from(db),
             table: Arc::from(table),
             handlers: handlers.clone(),
+            changes,
         };
         self.routes.insert(key, route);
         handlers
@@ -169,6 +244,37 @@ mod tests {
         assert_eq!(ids(&r.route(7, "shop", "orders", Op::Delete)), ["b"]);
         assert_eq!(ids(&r.route(8, "shop", "users", Op::Insert)), ["b"]);
         assert!(r.route(9, "crm", "users", Op::Insert).is_empty());
+    }
+
+    #[test]
+    fn routed_changes_are_counted_by_table_and_op_up_to_the_table_cap() {
+        let registry = Registry::new();
+        let mut r = Router::counting(&registry);
+        r.add(HandlerId::new("t", "a"), sub(&["shop.*"], OpSet::ALL));
+        for _ in 0..3 {
+            r.route(7, "shop", "orders", Op::Insert);
+        }
+        r.route(7, "shop", "orders", Op::Delete);
+        r.route(9, "crm", "users", Op::Insert);
+        for t in 0..MAX_TABLE_LABELS as u64 + 5 {
+            r.route(100 + t, "shop", &format!("t{t}"), Op::Update);
+        }
+        let snap = registry.snapshot();
+        let of = |table: &str, op: &str| {
+            snap.family(names::CHANGES)
+                .filter(|s| s.label("table") == Some(table) && s.label("op") == Some(op))
+                .map(|s| s.count())
+                .sum::<u64>()
+        };
+        assert_eq!(of("shop.orders", "insert"), 3);
+        assert_eq!(of("shop.orders", "delete"), 1);
+        assert_eq!(of("crm.users", "insert"), 0, "nobody subscribed");
+        // shop.orders took one of the names: the last six tables are "other".
+        assert_eq!(of("other", "update"), 6);
+        assert_eq!(snap.sum(names::CHANGES), 3 + 1 + MAX_TABLE_LABELS as u64 + 5);
+        let tables: std::collections::BTreeSet<&str> =
+            snap.family(names::CHANGES).filter_map(|s| s.label("table")).collect();
+        assert_eq!(tables.len(), MAX_TABLE_LABELS + 1);
     }
 
     #[test]

@@ -255,6 +255,11 @@ impl StateOverlay {
         self.values.get(key).map(Vec::as_slice)
     }
 
+    /// Every key and its value, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.values.len()
@@ -1067,7 +1072,7 @@ mod tests {
             .snapshot()
             .samples
             .into_iter()
-            .filter(|s| s.name.starts_with("rowhook_guest_"))
+            .filter(|s| s.name == names::GUEST_COUNTER || s.name == names::GUEST_GAUGE)
             .map(|s| (s.name.clone(), s.label("name").unwrap_or("").to_owned(), s.value))
             .collect()
     }
@@ -1090,8 +1095,12 @@ mod tests {
         assert_eq!(
             guest_series(&registry),
             vec![
-                ("rowhook_guest_counter_total".into(), "orders".into(), Value::Counter(3)),
-                ("rowhook_guest_gauge".into(), "latest".into(), Value::Gauge(1.5)),
+                (
+                    "rowhook_handler_counter_total".into(),
+                    "orders".into(),
+                    Value::Counter(3)
+                ),
+                ("rowhook_handler_gauge".into(), "latest".into(), Value::Gauge(1.5)),
             ]
         );
         let calls = registry.snapshot();

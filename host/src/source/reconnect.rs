@@ -139,7 +139,7 @@ impl SourceStats {
     pub fn register(&self, registry: &Registry) {
         for cause in Cause::ALL {
             registry.attach_counter(
-                names::SOURCE_RECONNECTS,
+                names::RECONNECTS,
                 "Binlog streams resumed after a loss, by cause.",
                 vec![("cause", cause.as_str().to_owned())],
                 self.counter(cause),
@@ -152,7 +152,7 @@ impl SourceStats {
             &self.failed_attempts,
         );
         registry.attach_counter(
-            names::SOURCE_ROTATIONS,
+            names::BINLOG_ROTATIONS,
             "Binlog rotations followed into the next file.",
             vec![],
             &self.rotations,
@@ -172,14 +172,14 @@ impl SourceStats {
             return None;
         }
         let by_cause = |cause: Cause| {
-            snap.family(names::SOURCE_RECONNECTS)
+            snap.family(names::RECONNECTS)
                 .filter(|s| s.label("cause") == Some(cause.as_str()))
                 .map(|s| s.count())
                 .sum()
         };
         Some(SourceSnapshot {
             connected: snap.sum(names::SOURCE_CONNECTED) != 0,
-            rotations: snap.sum(names::SOURCE_ROTATIONS),
+            rotations: snap.sum(names::BINLOG_ROTATIONS),
             reconnects: Reconnects {
                 server_restart: by_cause(Cause::ServerRestart),
                 killed: by_cause(Cause::Killed),

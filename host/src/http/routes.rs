@@ -1,0 +1,394 @@
+//! What each path answers. The table is [`respond`]: a new endpoint is one
+//! arm there and one function here.
+//!
+//! | Method and path | Answer |
+//! |---|---|
+//! | `GET /metrics` | every metric: Prometheus text 0.0.4, or OpenMetrics 1.0 if `Accept` asks for `application/openmetrics-text` |
+//! | `GET /healthz` | `200 ok`: the process is alive and answering |
+//! | `GET /readyz` | `200` when ready, else `503` and `{"ready":false,"reasons":[…]}` |
+//! | `GET /status` | the status report (`status.json`), live |
+//! | `GET /events` | the status report as Server-Sent Events, once a second |
+//! | `POST /admin/handlers/NAME/pause` | stop calling the handler; its changes are held (token) |
+//! | `POST /admin/handlers/NAME/resume` | call it again, held changes first (token) |
+//! | `POST /admin/handlers/NAME/reload` | reload the handler's module now (token) |
+//! | `GET /admin/handlers/NAME/state?prefix=&limit=` | the handler's state keys (token) |
+//!
+//! No answer holds the source's password (nothing here can reach it) or a
+//! message a handler emitted (nothing here reads them).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ::http::{Method, Request, Response, StatusCode, header};
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Body, Frame, Incoming};
+
+use super::Observed;
+use crate::pipeline::control::{Control, ControlError, MAX_STATE_KEYS};
+use crate::status::LiveStatus;
+use crate::telemetry::{self, names};
+
+/// How long an admin call waits for the pipeline to take it.
+const ADMIN_WAIT: Duration = Duration::from_secs(10);
+/// Keys a state call returns when it gives no `limit`.
+const DEFAULT_STATE_KEYS: usize = 100;
+/// How often `/events` sends the status.
+const EVENTS_EVERY: Duration = Duration::from_secs(1);
+
+type HttpBody = BoxBody<Bytes, Infallible>;
+
+/// The server's shared state.
+pub(super) struct Server {
+    pub(super) observed: Observed,
+    pub(super) token: Option<String>,
+}
+
+/// Answers one request.
+pub(super) async fn respond(server: &Server, req: Request<Incoming>, peer: SocketAddr) -> Response<HttpBody> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    match (&method, path.as_str()) {
+        (&Method::GET, "/metrics") => metrics(server, &req),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => readyz(server),
+        (&Method::GET, "/status") => status(server),
+        (&Method::GET, "/events") => events(server),
+        (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/events") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n")
+        }
+        (_, p) if p.starts_with("/admin/") => admin(server, req, peer).await,
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(code: StatusCode, body: impl Into<Bytes>) -> Response<HttpBody> {
+    with_type(code, "text/plain; charset=utf-8", body)
+}
+
+fn json(code: StatusCode, body: impl Into<Bytes>) -> Response<HttpBody> {
+    with_type(code, "application/json", body)
+}
+
+fn with_type(code: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<HttpBody> {
+    let mut resp = Response::new(Full::new(body.into()).boxed());
+    *resp.status_mut() = code;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp
+}
+
+fn metrics(server: &Server, req: &Request<Incoming>) -> Response<HttpBody> {
+    let openmetrics = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let registry = &server.observed.registry;
+    match openmetrics {
+        true => with_type(
+            StatusCode::OK,
+            telemetry::OPENMETRICS_CONTENT_TYPE,
+            telemetry::render_openmetrics(registry),
+        ),
+        false => with_type(
+            StatusCode::OK,
+            telemetry::PROMETHEUS_CONTENT_TYPE,
+            telemetry::render_prometheus(registry),
+        ),
+    }
+}
+
+/// Why the run is not ready, if it is not: it stopped on an error, a
+/// handler halted, the source is not connected (a live run), or a sink
+/// refused its last batch beyond its retries.
+pub(super) fn unready_reasons(observed: &Observed) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if let Some(why) = observed.status.stopped() {
+        reasons.push(format!("the run stopped: {why}"));
+    }
+    let snap = observed.registry.snapshot();
+    for s in snap.family(names::HANDLER_HALTED).filter(|s| s.count() != 0) {
+        reasons.push(format!(
+            "handler `{}` (tenant `{}`) halted under on_error = \"halt\"",
+            s.label("handler").unwrap_or_default(),
+            s.label("tenant").unwrap_or_default()
+        ));
+    }
+    if !observed.replay && snap.sum(names::SOURCE_CONNECTED) == 0 {
+        reasons.push("the source is not connected: rowhook is reconnecting to the server".to_owned());
+    }
+    for s in snap.family(names::SINK_FAILING).filter(|s| s.count() != 0) {
+        reasons.push(format!(
+            "sink `{}` refused its last batch beyond its retries",
+            s.label("sink").unwrap_or_default()
+        ));
+    }
+    reasons
+}
+
+fn readyz(server: &Server) -> Response<HttpBody> {
+    let reasons = unready_reasons(&server.observed);
+    let ready = reasons.is_empty();
+    let body = serde_json::json!({ "ready": ready, "reasons": reasons }).to_string();
+    json(
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        body,
+    )
+}
+
+fn status(server: &Server) -> Response<HttpBody> {
+    match server.observed.status.json() {
+        Some(report) => json(StatusCode::OK, report.as_bytes().to_vec()),
+        None => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"error":"no status report yet: the run is starting"}"#,
+        ),
+    }
+}
+
+fn events(server: &Server) -> Response<HttpBody> {
+    let mut tick = tokio::time::interval(EVENTS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resp = Response::new(
+        StatusEvents {
+            status: server.observed.status.clone(),
+            tick,
+        }
+        .boxed(),
+    );
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// `/events`: the status report as an SSE `status` event at once, then
+/// once a second, until the client goes away.
+struct StatusEvents {
+    status: LiveStatus,
+    tick: tokio::time::Interval,
+}
+
+impl Body for StatusEvents {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.tick.poll_tick(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let report = self.status.json();
+        let data = report.as_deref().unwrap_or("{}");
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(format!(
+            "event: status\ndata: {data}\n\n"
+        ))))))
+    }
+}
+
+/// The admin API: the bearer token, then the call; every call is logged
+/// with who asked and what.
+async fn admin(server: &Server, req: Request<Incoming>, peer: SocketAddr) -> Response<HttpBody> {
+    let authorized = authorize(server, &req);
+    // Only what the call needs is kept across the wait for the pipeline.
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let query = req.uri().query().unwrap_or("").to_owned();
+    drop(req);
+    let resp = match authorized {
+        Err(refused) => refused,
+        Ok(()) => admin_call(server, &method, &path, &query).await,
+    };
+    tracing::info!(
+        %peer,
+        %method,
+        %path,
+        %query,
+        status = resp.status().as_u16(),
+        "admin call"
+    );
+    resp
+}
+
+fn error(code: StatusCode, message: &str) -> Response<HttpBody> {
+    json(code, serde_json::json!({ "error": message }).to_string())
+}
+
+fn authorize(server: &Server, req: &Request<Incoming>) -> Result<(), Response<HttpBody>> {
+    let Some(token) = &server.token else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "the admin API is off: set [http] token = \"${ROWHOOK_HTTP_TOKEN}\" in the config to turn it on",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let unauthorized = |message: &str| {
+        let mut resp = error(StatusCode::UNAUTHORIZED, message);
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"rowhook\""),
+        );
+        resp
+    };
+    match given {
+        None => Err(unauthorized("send the [http] token: Authorization: Bearer TOKEN")),
+        Some(given) if !same_bytes(given.as_bytes(), token.as_bytes()) => Err(unauthorized("wrong token")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Compares in time that depends on the length only, so that the time
+/// taken does not tell how much of a guess was right.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+async fn admin_call(server: &Server, method: &Method, path: &str, query: &str) -> Response<HttpBody> {
+    let Some(control) = &server.observed.control else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no pipeline takes admin calls in this run",
+        );
+    };
+    let path = path.trim_start_matches("/admin/");
+    let parts: Vec<&str> = path.split('/').collect();
+    let answer = match (method, parts.as_slice()) {
+        (&Method::POST, ["handlers", name, "pause"]) => {
+            let handler = (*name).to_owned();
+            control
+                .ask(ADMIN_WAIT, |reply| Control::Pause { handler, reply })
+                .await
+                .map(|r| serde_json::to_string(&r))
+        }
+        (&Method::POST, ["handlers", name, "resume"]) => {
+            let handler = (*name).to_owned();
+            control
+                .ask(ADMIN_WAIT, |reply| Control::Resume { handler, reply })
+                .await
+                .map(|r| serde_json::to_string(&r))
+        }
+        (&Method::POST, ["handlers", name, "reload"]) => {
+            let handler = (*name).to_owned();
+            control
+                .ask(ADMIN_WAIT, |reply| Control::Reload { handler, reply })
+                .await
+                .map(|r| serde_json::to_string(&r))
+        }
+        (&Method::GET, ["handlers", name, "state"]) => {
+            let (prefix, limit) = match state_query(query) {
+                Ok(q) => q,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+            };
+            let handler = (*name).to_owned();
+            control
+                .ask(ADMIN_WAIT, |reply| Control::State {
+                    handler,
+                    prefix,
+                    limit,
+                    reply,
+                })
+                .await
+                .map(|page| serde_json::to_string(&page))
+        }
+        (_, ["handlers", _, "reload" | "pause" | "resume"]) => {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        }
+        (_, ["handlers", _, "state"]) => return error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        _ => return error(StatusCode::NOT_FOUND, "no such admin call"),
+    };
+    match answer {
+        Ok(Ok(body)) => json(StatusCode::OK, body),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => {
+            let code = match e {
+                ControlError::NoHandler(_) => StatusCode::NOT_FOUND,
+                ControlError::Failed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                ControlError::Busy(_) | ControlError::Gone => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error(code, &e.to_string())
+        }
+    }
+}
+
+/// `prefix` (percent-decoded) and `limit` (default 100, at most 1000).
+fn state_query(query: &str) -> Result<(String, usize), String> {
+    let mut prefix = String::new();
+    let mut limit = DEFAULT_STATE_KEYS;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "prefix" => prefix = crate::sink::tls::percent_decode(v).map_err(|e| format!("prefix {e}"))?,
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .map_err(|_| format!("limit `{v}` is not a number; give 1 to {MAX_STATE_KEYS}"))?
+                    .min(MAX_STATE_KEYS)
+            }
+            other => return Err(format!("unknown parameter `{other}`: use prefix and limit")),
+        }
+    }
+    Ok((prefix, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_bytes(b"0123456789abcdef", b"0123456789abcdef"));
+        assert!(!same_bytes(b"0123456789abcdef", b"0123456789abcdeF"));
+        assert!(!same_bytes(b"0123456789abcdef", b"0123456789abcde"));
+    }
+
+    #[test]
+    fn state_queries() {
+        assert_eq!(state_query(""), Ok((String::new(), DEFAULT_STATE_KEYS)));
+        assert_eq!(state_query("prefix=k%3A1&limit=5"), Ok(("k:1".to_owned(), 5)));
+        assert_eq!(state_query("limit=99999"), Ok((String::new(), MAX_STATE_KEYS)));
+        assert!(state_query("limit=x").is_err());
+        assert!(state_query("secret=1").is_err());
+    }
+
+    #[test]
+    fn readiness_names_each_reason() {
+        let registry = telemetry::Registry::new();
+        let observed = Observed {
+            registry: registry.clone(),
+            status: LiveStatus::new(),
+            control: None,
+            replay: false,
+        };
+        let connected = registry.gauge(names::SOURCE_CONNECTED, "c", vec![]);
+        assert_eq!(unready_reasons(&observed).len(), 1, "not connected yet");
+        connected.set(1.0);
+        assert!(unready_reasons(&observed).is_empty());
+        let h = vec![("tenant", "t".to_owned()), ("handler", "h".to_owned())];
+        registry.gauge(names::HANDLER_HALTED, "h", h).set(1.0);
+        registry
+            .gauge(names::SINK_FAILING, "f", vec![("sink", "out".to_owned())])
+            .set(1.0);
+        observed.status.set_stopped("boom");
+        let reasons = unready_reasons(&observed);
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].contains("boom") && reasons[1].contains("`h`") && reasons[2].contains("`out`"));
+    }
+}
