@@ -402,7 +402,9 @@ fn a_live_run_serves_metrics_status_events_and_admin_without_leaking() {
     assert_eq!(resume.status, 200, "{}", resume.body);
     assert!(resume.body.contains("\"held\":20"), "{}", resume.body);
     bodies.push(resume.body);
-    eventually(Duration::from_secs(20), "the held changes handed over", || out_lines() == 100);
+    eventually(Duration::from_secs(20), "the held changes handed over", || {
+        out_lines() == 100
+    });
 
     // The source goes away: not ready, and ready again once it is back.
     mariadb_sh("down", &server);
