@@ -5,21 +5,9 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{Server, build_guest, root, rowhook, rowhook_ok, spawn_run, temp_dir};
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
+use crate::support::{Server, build_guest, read, root, rowhook, rowhook_ok, spawn_run, temp_dir, wait_for};
 
 /// The changes held for handler `name`, as the status file says.
 fn held_in_status(dir: &Path, name: &str) -> u64 {

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{Server, build_guest, root, spawn_run, temp_dir};
+use crate::support::{Server, build_guest, read, root, spawn_run, temp_dir, wait_for};
 
 /// Builds the test guests (`tests/guests`, one workspace; the reload,
 /// crash and echo handlers are in `suite/`) and returns the directory
@@ -29,18 +29,6 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Replaces `target` atomically: write a temp file beside it, then rename.

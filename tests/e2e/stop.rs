@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, build_guest, interrupt, root, rowhook_ok, spawn_run, temp_dir, wait_until};
+use crate::support::{Server, build_guest, interrupt, root, rowhook_ok, spawn_run, temp_dir, wait_for, wait_until};
 
 /// How long a stop may take, from the signal to the exit: the second the
 /// requirement allows, plus room for a busy machine.
@@ -24,14 +24,6 @@ fn lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The counting handler on every `halt` table and, if given, the sleeper

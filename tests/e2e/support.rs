@@ -337,3 +337,17 @@ pub fn test_certs(tag: &str) -> PathBuf {
     ]);
     certs
 }
+
+/// Polls `done` every 20 ms until it holds, failing the test after `timeout`.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The text of a file, or nothing if it is not there (yet).
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
