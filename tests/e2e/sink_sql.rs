@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rowhook::sink::{AnySink, Message, Sink, SinkSpec};
 
 use crate::sink_support::{rt, sink_spec};
-use crate::support::{Server, build_guest, root, temp_dir};
+use crate::support::{Server, build_guest, interrupt, root, temp_dir};
 
 /// A message carrying `payload`, with change id `id`.
 pub fn op(id: &str, payload: &str) -> Message {
@@ -250,22 +250,15 @@ fn run_until_equal(config: &Path, log: &Path, server: &Server, db: &dyn Target) 
         if got == expected {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the copy is {got}, the source {expected}; log: {}",
-            log.display()
-        );
+        if Instant::now() >= deadline {
+            // Not left running after the test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the copy is {got}, the source {expected}; log: {}", log.display());
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "{}",
-        std::fs::read_to_string(log).unwrap()
-    );
+    assert!(interrupt(child).success(), "{}", std::fs::read_to_string(log).unwrap());
 }
 
 /// `transactions` transactions of 20,000 inserts into a private MariaDB,
