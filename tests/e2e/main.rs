@@ -54,25 +54,29 @@ mod sink_kafka;
 /// The mqtt sink against a private Mosquitto: MQTT 5 and 3.1.1, restarts, limits, credentials.
 #[cfg(feature = "sink-mqtt")]
 mod sink_mqtt;
-/// The mysql sink against the local MariaDB: rows, types, faults, checkpoint, `check`.
+/// The mysql sink against the local MariaDB and private ones: rows, types, deadlocks, restarts, TLS, kills, `check`.
 #[cfg(feature = "sink-mysql")]
 mod sink_mysql;
 /// The nats sink against a real nats-server with JetStream.
 #[cfg(feature = "sink-nats")]
 mod sink_nats;
-/// The postgres sink against the local PostgreSQL and a private one: rows, types, faults, checkpoint, `check`.
+/// The postgres sink against the local PostgreSQL and private ones: rows, types, deadlocks, restarts, TLS, kills, `check`.
 #[cfg(feature = "sink-postgres")]
 mod sink_postgres;
 /// The redis sink against a private redis-server: every mode, restarts, limits, `check`.
 #[cfg(feature = "sink-redis")]
 mod sink_redis;
+/// What the postgres and mysql sink tests share: row operations, lock-holding sessions, the copy through kills.
+#[cfg(any(feature = "sink-postgres", feature = "sink-mysql"))]
+mod sink_sql;
 /// What the message-broker sink tests share.
 #[cfg(any(
     feature = "sink-nats",
     feature = "sink-mqtt",
     feature = "sink-amqp",
     feature = "sink-postgres",
-    feature = "sink-mysql"
+    feature = "sink-mysql",
+    feature = "sink-exec"
 ))]
 mod sink_support;
 /// `replay --checkpoint` and `rowhook state`: resume, report, reset, move.

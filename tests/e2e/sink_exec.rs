@@ -457,3 +457,56 @@ fn once_only_runs_each_command_once_across_sigkills() {
         }
     }
 }
+
+/// `uid` and `gid` (rowhook running as root, as it does here and in CI):
+/// the shop binlog's new orders through the `minimal` handler into an exec
+/// sink whose command, run as nobody/nogroup (65534), records its ids with
+/// each order; the files it writes are nobody's.
+#[test]
+fn the_command_runs_as_the_configured_uid_and_gid() {
+    assert!(
+        nix_is_root(),
+        "this test switches the command's user: run the tests as root, as CI does"
+    );
+    let dir = temp_dir("exec-uid");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = dir.join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
+    let prog = script(&dir, "who.sh", r#"echo "$1 $(id -u) $(id -g) $(id -G)" >>ids"#);
+    let config = crate::sink_support::minimal_config(
+        &dir,
+        "",
+        "exec",
+        &format!(
+            "command = [\"{}\", \"{{order}}\"]\nplaceholders = {{ order = \"uint\" }}\nenv = {{ PATH = \"/usr/bin:/bin\" }}\ncwd = \"out\"\nuid = 65534\ngid = 65534",
+            prog.display()
+        ),
+        "",
+    );
+    let replayed = crate::sink_support::replay_shop(&config);
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let ids = out.join("ids");
+    assert_eq!(
+        std::fs::read_to_string(&ids).unwrap(),
+        "1001 65534 65534 65534\n1002 65534 65534 65534\n1003 65534 65534 65534\n"
+    );
+    let meta = std::fs::metadata(&ids).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            std::os::unix::fs::MetadataExt::gid(&meta)
+        ),
+        (65534, 65534)
+    );
+}
+
+/// Whether the tests run as root.
+fn nix_is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    out.stdout == b"0\n"
+}

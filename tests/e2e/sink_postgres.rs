@@ -9,13 +9,16 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rowhook::sink::postgres::{PostgresKind, PostgresSink};
-use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
+use rowhook::sink::{Sink, SinkError};
 
-use crate::sink_support::{rt, sink_spec};
-use crate::support::{build_guest, golden, root, rowhook, temp_dir};
+use crate::sink_sql::{
+    Session, T_COPY, Target, checkpoint_makes_replays_exactly_once, copy_through_kills, numbered, op, open, runtime,
+    spec, wait_for, write_in_background,
+};
+use crate::sink_support::{rt, sink_spec, write_until_delivered};
+use crate::support::{build_guest, golden, root, rowhook, temp_dir, test_certs};
 
 /// The machine's PostgreSQL.
 const LOCAL_PORT: u16 = 5432;
@@ -68,6 +71,29 @@ impl PgDb {
     }
 }
 
+impl Target for PgDb {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn url(&self) -> String {
+        PgDb::url(self)
+    }
+
+    fn rows(&self, sql: &str) -> String {
+        self.sql(sql)
+    }
+
+    fn copy_digest(&self) -> String {
+        self.sql(
+            "SELECT count(*), sum(id), sum(amount), sum(doubled), \
+                    md5(string_agg(concat_ws(',', id, amount, note, doubled), ';' ORDER BY id)) FROM t_copy",
+        )
+        .trim()
+        .to_owned()
+    }
+}
+
 impl Drop for PgDb {
     fn drop(&mut self) {
         let _ = Command::new("psql")
@@ -97,6 +123,8 @@ impl Drop for PgDb {
 pub struct PrivatePg {
     pub port: u16,
     dir: PathBuf,
+    /// More server options (`-c name=value …`), after the built-in ones.
+    options: String,
 }
 
 fn pg_bin(name: &str) -> PathBuf {
@@ -124,12 +152,25 @@ fn as_postgres(bin: &str) -> Command {
     }
 }
 
+/// The `postgres` user's uid (0 where there is no such user).
+fn postgres_uid() -> u32 {
+    let owner = Command::new("id").args(["-u", "postgres"]).output().unwrap();
+    String::from_utf8_lossy(&owner.stdout).trim().parse().unwrap_or(0)
+}
+
 impl PrivatePg {
     pub fn start(tag: &str) -> PrivatePg {
+        let pg = PrivatePg::init(tag, "");
+        pg.start_again();
+        pg
+    }
+
+    /// A data directory made by initdb, the server not yet started;
+    /// `options` are more server options (`-c name=value …`).
+    pub fn init(tag: &str, options: &str) -> PrivatePg {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = temp_dir(&format!("pg-{tag}"));
-        let owner = Command::new("id").args(["-u", "postgres"]).output().unwrap();
-        let uid: u32 = String::from_utf8_lossy(&owner.stdout).trim().parse().unwrap_or(0);
+        let uid = postgres_uid();
         if uid != 0 {
             std::os::unix::fs::chown(&dir, Some(uid), None).unwrap();
         }
@@ -140,9 +181,24 @@ impl PrivatePg {
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let pg = PrivatePg { port, dir };
-        pg.start_again();
-        pg
+        PrivatePg {
+            port,
+            dir,
+            options: options.to_owned(),
+        }
+    }
+
+    /// Writes `contents` to `name` in the data directory, owned by the
+    /// server's user and readable by it only.
+    pub fn write_data_file(&self, name: &str, contents: &[u8]) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.dir.join("data").join(name);
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let uid = postgres_uid();
+        if uid != 0 {
+            std::os::unix::fs::chown(&path, Some(uid), None).unwrap();
+        }
     }
 
     pub fn start_again(&self) {
@@ -153,9 +209,10 @@ impl PrivatePg {
             .arg(self.dir.join("log"))
             .arg("-o")
             .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                "-p {} -k {} -c listen_addresses=127.0.0.1 {}",
                 self.port,
-                self.dir.display()
+                self.dir.display(),
+                self.options
             ))
             .args(["-w", "start"])
             .output()
@@ -184,33 +241,6 @@ impl Drop for PrivatePg {
     }
 }
 
-fn op(id: &str, payload: &str) -> Message {
-    Message {
-        key: None,
-        payload: payload.as_bytes().to_vec(),
-        id: id.to_owned(),
-        index: 0,
-    }
-}
-
-fn spec(url: &str, extra: &str) -> SinkSpec {
-    sink_spec(
-        "postgres",
-        &format!("url = \"{url}\"\ntables = {{ orders_copy = {{ key = [\"id\"] }} }}\ntimeout_ms = 5000\n{extra}"),
-    )
-}
-
-fn options(spec: &SinkSpec) -> &rowhook::sink::sql::config::SqlOptions {
-    match spec {
-        SinkSpec::Postgres(o) => o,
-        other => panic!("not a postgres sink: {other:?}"),
-    }
-}
-
-async fn open(spec: &SinkSpec) -> PostgresSink {
-    PostgresKind::open("pg", options(spec)).await.unwrap()
-}
-
 const ORDERS: &str = "CREATE TABLE orders_copy (
     id bigint PRIMARY KEY,
     amount numeric(12,2),
@@ -228,9 +258,9 @@ const SELECT_ORDERS: &str = "SELECT id, amount, status, paid, small, created_at 
 fn rows_follow_the_operations_one_transaction_per_batch() {
     let db = PgDb::create("pg_rows");
     db.sql(ORDERS);
-    let spec = spec(&db.url(), "");
+    let spec = spec("postgres", &db.url(), "");
     rt().block_on(async {
-        let mut sink = open(&spec).await;
+        let mut sink = open("pg", &spec).await;
         sink.write_batch(&[
             op("0-1-1:0:0", r#"{"op":"upsert","table":"orders_copy","row":{"id":1,"amount":"12.50","status":"new","paid":false,"created_at":"2025-11-21T08:05:00.250Z"}}"#),
             op("0-1-1:0:1", r#"{"op":"upsert","table":"orders_copy","row":{"id":2,"amount":99.99,"small":-7,"doc":{"a":[1,"x"]},"raw":"AAH/","note":"Zoë \"q\""}}"#),
@@ -284,7 +314,7 @@ fn values_that_do_not_fit_are_refused_by_name() {
         ),
     );
     rt().block_on(async {
-        let mut sink = open(&spec).await;
+        let mut sink = open("pg", &spec).await;
         for (row, table, what) in [
             (
                 r#""id":1,"status":"SECRET-much-too-long""#,
@@ -385,7 +415,7 @@ fn missing_tables_keys_and_privileges_are_named() {
     let keys = "tables = { absent = { key = [\"id\"] }, nokey = { key = [\"id\"] } }";
     let spec = sink_spec("postgres", &format!("url = \"{url}\"\n{keys}"));
     rt().block_on(async {
-        let mut sink = open(&spec).await;
+        let mut sink = open("pg", &spec).await;
         let err = sink
             .write_batch(&[op("0-1-1:0:0", r#"{"op":"upsert","table":"absent","row":{"id":1}}"#)])
             .await
@@ -411,7 +441,7 @@ fn missing_tables_keys_and_privileges_are_named() {
         &format!("url = \"{reader_url}\"\ntables = {{ locked = {{ key = [\"id\"] }} }}"),
     );
     rt().block_on(async {
-        let mut sink = open(&reader).await;
+        let mut sink = open("pg", &reader).await;
         let err = sink
             .write_batch(&[op("0-1-1:0:0", r#"{"op":"upsert","table":"locked","row":{"id":1}}"#)])
             .await
@@ -468,101 +498,328 @@ fn missing_tables_keys_and_privileges_are_named() {
     psql(LOCAL_PORT, "postgres", &format!("DROP ROLE IF EXISTS {role}"));
 }
 
-/// With `checkpoint_table`, a batch the target has already (rowhook
-/// crashed after the commit, before its own checkpoint) is skipped, also
-/// when only its beginning was applied; the rest is applied.
+/// With `checkpoint_table`, replays are exactly-once (see
+/// [`checkpoint_makes_replays_exactly_once`]).
 #[test]
 fn the_checkpoint_table_makes_replays_exactly_once() {
     let db = PgDb::create("pg_cp");
     db.sql("CREATE TABLE orders_copy (id int PRIMARY KEY, n int NOT NULL)");
-    let spec = spec(&db.url(), "checkpoint_table = \"rowhook_checkpoint\"");
-    let up = |id: &str, k: u32, n: u32| {
-        op(
-            id,
-            &format!(r#"{{"op":"upsert","table":"orders_copy","row":{{"id":{k},"n":{n}}}}}"#),
-        )
-    };
-    rt().block_on(async {
-        let mut sink = open(&spec).await;
-        let first = [up("0-1-10:0:0", 1, 1), up("0-1-10:0:1", 2, 1)];
-        sink.write_batch(&first).await.unwrap();
-        assert_eq!(
-            db.sql("SELECT sink, change_id, message_index FROM rowhook_checkpoint"),
-            "pg|0-1-10:0:1|0\n"
-        );
-        // Someone changes a row after the sink wrote it: a re-applied old
-        // operation would undo that.
-        db.sql("UPDATE orders_copy SET n = 100 WHERE id = 1");
-        drop(sink);
-
-        // rowhook restarts from an older checkpoint and sends it all again.
-        let mut sink = open(&spec).await;
-        sink.write_batch(&[first[0].clone(), first[1].clone(), up("0-1-11:0:0", 1, 2)])
-            .await
-            .unwrap();
-        assert_eq!(db.sql("SELECT id, n FROM orders_copy ORDER BY id"), "1|2\n2|1\n");
-        db.sql("UPDATE orders_copy SET n = 200 WHERE id = 2");
-        // A later batch applies as usual; the same batch again is skipped
-        // only after a reconnect tells the sink where the target is.
-        sink.write_batch(&[up("0-1-12:0:0", 3, 1)]).await.unwrap();
-        drop(sink);
-        let mut sink = open(&spec).await;
-        sink.write_batch(&[up("0-1-11:0:0", 1, 2), up("0-1-12:0:0", 3, 1), up("0-1-13:0:0", 2, 3)])
-            .await
-            .unwrap();
-        assert_eq!(db.sql("SELECT id, n FROM orders_copy ORDER BY id"), "1|2\n2|3\n3|1\n");
-        assert_eq!(db.sql("SELECT change_id FROM rowhook_checkpoint"), "0-1-13:0:0\n");
-    });
+    checkpoint_makes_replays_exactly_once(&db, "pg");
 }
 
-/// The server stopped mid-stream: writes are unavailable (retried by the
-/// pipeline), nothing half-written shows, and once it is back the batch is
-/// written whole.
+/// The server stopped (`pg_ctl stop -m immediate`) while the sink's
+/// transaction of a 20,000-row batch is half written (another session
+/// holds row 15,000, so the transaction waits there): the write and the
+/// health check are unavailable (retried by the pipeline), crash recovery
+/// leaves the table as the batch before it, and once the server is back
+/// the batch is written whole, its position in the checkpoint table. A
+/// dropped write (a stop during a retry) leaves nothing half done either.
 #[test]
-fn a_restarted_server_gets_the_batch_whole() {
+fn a_server_stopped_mid_batch_gets_the_batch_whole() {
     let pg = PrivatePg::start("restart");
     let db = PgDb::create_on(pg.port, "pg_restart");
     db.sql("CREATE TABLE orders_copy (id int PRIMARY KEY, n int NOT NULL)");
-    let spec = spec(&db.url(), "checkpoint_table = \"rowhook_checkpoint\"");
-    let batch = |t: u32| -> Vec<Message> {
-        (0..500)
-            .map(|i| {
-                op(
-                    &format!("0-1-{t}:0:{i}"),
-                    &format!(r#"{{"op":"upsert","table":"orders_copy","row":{{"id":{i},"n":{t}}}}}"#),
-                )
-            })
-            .collect()
-    };
-    rt().block_on(async {
-        let mut sink = open(&spec).await;
+    let spec = spec("postgres", &db.url(), "checkpoint_table = \"rowhook_checkpoint\"");
+    let batch = |t| numbered(t, 20_000);
+    let rt = runtime();
+    let sink = rt.block_on(async {
+        let mut sink = open("pg", &spec).await;
         sink.write_batch(&batch(1)).await.unwrap();
-        pg.stop();
-        let err = sink.write_batch(&batch(2)).await.unwrap_err();
-        assert!(err.is_retryable(), "{err}");
-        assert!(matches!(err, SinkError::Unavailable { .. }));
+        sink
+    });
+    let mut other = psql_session(&db, "rh_other");
+    other.send("BEGIN; UPDATE orders_copy SET n = -1 WHERE id = 15000; SET application_name = 'rh_other_holds';");
+    let within = Duration::from_secs(20);
+    wait_for("the other session to lock row 15,000", within, || {
+        has_session(&db, "application_name = 'rh_other_holds'")
+    });
+    let writing = write_in_background(&rt, sink, batch(2));
+    wait_for("the sink to wait for row 15,000", within, || sink_waits_for_a_lock(&db));
+    pg.stop();
+    let (mut sink, outcome) = rt.block_on(writing).unwrap();
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, SinkError::Unavailable { .. }), "{err}");
+    drop(other);
+    rt.block_on(async {
         assert!(sink.health().await.unwrap_err().is_retryable());
         pg.start_again();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match sink.write_batch(&batch(2)).await {
-                Ok(()) => break,
-                Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("not delivered: {e}"),
-            }
-        }
-        assert_eq!(db.sql("SELECT count(*), min(n), max(n) FROM orders_copy"), "500|2|2\n");
-        // A dropped write (a stop during a retry) leaves nothing half done.
+        assert_eq!(
+            db.sql("SELECT count(*), min(n), max(n) FROM orders_copy"),
+            "20000|1|1\n"
+        );
+        write_until_delivered(&mut sink, &batch(2), Duration::from_secs(30)).await;
+        assert_eq!(
+            db.sql("SELECT count(*), min(n), max(n) FROM orders_copy"),
+            "20000|2|2\n"
+        );
+        assert_eq!(db.sql("SELECT change_id FROM rowhook_checkpoint"), "0-1-2:0:20000\n");
         let third = batch(3);
         let mut fut = Box::pin(sink.write_batch(&third));
         let _ = tokio::time::timeout(Duration::from_millis(1), &mut fut).await;
         drop(fut);
         sink.write_batch(&batch(4)).await.unwrap();
-        assert_eq!(db.sql("SELECT count(*), min(n), max(n) FROM orders_copy"), "500|4|4\n");
+        assert_eq!(
+            db.sql("SELECT count(*), min(n), max(n) FROM orders_copy"),
+            "20000|4|4\n"
+        );
     });
     drop(db);
+}
+
+/// A psql session on `db` whose `application_name` is `app`.
+fn psql_session(db: &PgDb, app: &str) -> Session {
+    let mut client = Command::new("psql");
+    client
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &db.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            &db.name,
+        ])
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .env("PGAPPNAME", app);
+    Session::start(client)
+}
+
+/// Whether a session of `db`'s database matches `cond` (on `pg_stat_activity`).
+fn has_session(db: &PgDb, cond: &str) -> bool {
+    db.sql(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND {cond}"
+    )) != "0\n"
+}
+
+/// The sink's session waits for a row lock.
+fn sink_waits_for_a_lock(db: &PgDb) -> bool {
+    has_session(db, "application_name = 'rowhook' AND wait_event_type = 'Lock'")
+}
+
+/// A genuine deadlock: another session locks row 50, the sink's batch
+/// (rows 1 to 100, in order) takes row 1 and waits for row 50, and the
+/// other session then asks for row 1. PostgreSQL aborts the sink's
+/// transaction (SQLSTATE 40P01): the sink reports it as unavailable, so
+/// the pipeline retries; nothing of the batch is written, and the batch
+/// written again lands whole.
+#[test]
+fn a_deadlock_is_retryable_and_the_retried_batch_lands_whole() {
+    let db = PgDb::create("pg_deadlock");
+    db.sql("CREATE TABLE orders_copy (id int PRIMARY KEY, n int NOT NULL)");
+    // Each waiter looks for a deadlock once, after its deadlock_timeout:
+    // the sink's session after 2 s (time for the other session to close
+    // the cycle), the other session after a minute, so the sink's
+    // transaction is the one aborted.
+    db.sql(&format!("ALTER DATABASE {} SET deadlock_timeout = '2s'", db.name));
+    let spec = spec("postgres", &db.url(), "");
+    let rt = runtime();
+    let sink = rt.block_on(async {
+        let mut sink = open("pg", &spec).await;
+        sink.write_batch(&numbered(0, 100)).await.unwrap();
+        sink
+    });
+    let mut other = psql_session(&db, "rh_other");
+    other.send("SET deadlock_timeout = '60s'; BEGIN; UPDATE orders_copy SET n = -1 WHERE id = 50;");
+    other.send("SET application_name = 'rh_other_holds_50';");
+    let within = Duration::from_secs(20);
+    wait_for("the other session to lock row 50", within, || {
+        has_session(&db, "application_name = 'rh_other_holds_50'")
+    });
+    let writing = write_in_background(&rt, sink, numbered(1, 100));
+    wait_for("the sink to wait for row 50", within, || sink_waits_for_a_lock(&db));
+    other.send("UPDATE orders_copy SET n = -1 WHERE id = 1; SET application_name = 'rh_other_holds_both';");
+    let (mut sink, outcome) = rt.block_on(writing).unwrap();
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, SinkError::Unavailable { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("writing the rows: deadlock (SQLSTATE 40P01); the batch is retried"),
+        "{err}"
+    );
+    wait_for("the other session to lock row 1", within, || {
+        has_session(&db, "application_name = 'rh_other_holds_both'")
+    });
+    other.send("COMMIT;");
+    other.finish();
+    // Nothing of the aborted batch: the other session's two rows and the
+    // first batch's others.
+    assert_eq!(
+        db.sql("SELECT n, count(*) FROM orders_copy GROUP BY n ORDER BY n"),
+        "-1|2\n0|98\n"
+    );
+    rt.block_on(sink.write_batch(&numbered(1, 100))).unwrap();
+    assert_eq!(
+        db.sql("SELECT count(*), sum(id), min(n), max(n) FROM orders_copy"),
+        "100|5050|1|1\n"
+    );
+}
+
+/// A genuine serialization failure under the pipeline: the database's
+/// transactions are SERIALIZABLE, and another session updates order 1001
+/// and commits while the sink's transaction, replaying the shop binlog,
+/// waits to upsert it. The sink's transaction fails with SQLSTATE 40001;
+/// `rowhook replay` logs the retry, counts it (`rowhook state`), writes
+/// the batch again, and the table ends as the golden one.
+#[test]
+fn a_serialization_failure_is_retried_by_the_pipeline() {
+    let db = PgDb::create("pg_serial");
+    db.sql(SHOP_ORDERS);
+    db.sql("INSERT INTO orders_copy VALUES (1001, 0, 0, 0, 'EUR', 'stale', false, now(), 'stale')");
+    db.sql(&format!(
+        "ALTER DATABASE {} SET default_transaction_isolation = 'serializable'",
+        db.name
+    ));
+    let dir = temp_dir("pg-serial");
+    let config = shop_config(&dir, &db, "{ orders_copy = { key = [\"order_id\"] } }");
+    let mut other = psql_session(&db, "rh_other");
+    other.send("BEGIN; UPDATE orders_copy SET status = 'other' WHERE order_id = 1001;");
+    other.send("SET application_name = 'rh_other_holds_1001';");
+    wait_for("the other session to lock order 1001", Duration::from_secs(20), || {
+        has_session(&db, "application_name = 'rh_other_holds_1001'")
+    });
+    let replay = Command::new(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["replay", "--checkpoint", "-c"])
+        .arg(&config)
+        .arg(shop_binlog())
+        .env("ROWHOOK_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the sink to wait for order 1001", Duration::from_secs(60), || {
+        sink_waits_for_a_lock(&db)
+    });
+    other.send("COMMIT;");
+    other.finish();
+    let out = replay.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("sink unavailable, retrying")
+            && log.contains("serialization failure (SQLSTATE 40001); the batch is retried"),
+        "{log}"
+    );
+    golden("sql/orders_copy.txt", &shop_table(&db));
+    let state = rowhook(&["state", "-c", config.to_str().unwrap()]);
+    let state = String::from_utf8_lossy(&state.stdout);
+    let retries: u64 = state
+        .split(" sink retries,")
+        .next()
+        .and_then(|before| before.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no sink retries in {state}"));
+    assert!(retries >= 1, "{state}");
+}
+
+/// TLS to a private PostgreSQL that takes TLS connections only
+/// (`hostssl` in pg_hba.conf), its certificate signed by a test CA for
+/// `localhost` and 127.0.0.1: with that CA as `tls_ca_file` the sink
+/// writes over TLS and `rowhook check` passes; without TLS the server
+/// refuses it; with another CA, or at an address the certificate does not
+/// name (127.0.0.2), the sink refuses the server, naming the fix, and so
+/// does `rowhook check`.
+#[test]
+fn tls_checks_the_servers_certificate_and_name() {
+    let certs = test_certs("pg-tls-certs");
+    let stranger = test_certs("pg-tls-stranger");
+    let pg = PrivatePg::init(
+        "tls",
+        "-c ssl=on -c ssl_cert_file=server.pem -c ssl_key_file=server.key -c listen_addresses=127.0.0.1,127.0.0.2",
+    );
+    for name in ["server.pem", "server.key"] {
+        pg.write_data_file(name, &std::fs::read(certs.join(name)).unwrap());
+    }
+    pg.write_data_file(
+        "pg_hba.conf",
+        b"local all all trust\nhostssl all all 127.0.0.0/8 trust\n",
+    );
+    pg.start_again();
+    let db = PgDb::create_on(pg.port, "pg_tls");
+    db.sql("CREATE TABLE orders_copy (id int PRIMARY KEY, n int NOT NULL)");
+    let ca = |dir: &Path| format!("tls_ca_file = \"{}\"", dir.join("ca.pem").display());
+    let other_host = db.url().replace("127.0.0.1", "127.0.0.2");
+    let dir = temp_dir("pg-tls-check");
+    let config = dir.join("rowhook.toml");
+    let check = |url: &str, keys: &str| {
+        std::fs::write(
+            &config,
+            format!("[sinks.db]\nkind = \"postgres\"\nurl = \"{url}\"\ntables = {{ orders_copy = {{ key = [\"id\"] }} }}\n{keys}\n"),
+        )
+        .unwrap();
+        let out = rowhook(&["check", "-c", config.to_str().unwrap()]);
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    rt().block_on(async {
+        let mut sink = open("pg", &spec("postgres", &db.url(), &ca(&certs))).await;
+        sink.write_batch(&numbered(1, 10)).await.unwrap();
+        assert_eq!(
+            db.sql(
+                "SELECT s.ssl, count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = 'rowhook' GROUP BY s.ssl"
+            ),
+            "t|1\n"
+        );
+
+        let mut plain = open("pg", &spec("postgres", &db.url(), "")).await;
+        let err = plain.write_batch(&numbered(2, 10)).await.unwrap_err();
+        assert!(
+            err.to_string().contains("no pg_hba.conf entry") && err.to_string().contains("set tls = true"),
+            "{err}"
+        );
+
+        for (url, keys, why) in [
+            (db.url(), ca(&stranger), "is not signed by a CA of tls_ca_file"),
+            (other_host.clone(), ca(&certs), "does not name the url's host 127.0.0.2"),
+        ] {
+            let mut sink = open("pg", &spec("postgres", &url, &keys)).await;
+            let err = sink.write_batch(&numbered(3, 10)).await.unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+            let said = check(&url, &keys);
+            assert!(said.contains("FAIL") && said.contains(why), "{said}");
+        }
+    });
+    assert_eq!(db.sql("SELECT count(*), min(n), max(n) FROM orders_copy"), "10|1|1\n");
+    let said = check(&db.url(), &ca(&certs));
+    assert!(said.contains("is reachable; 1 table"), "{said}");
+}
+
+/// The target table of `examples/orders-copy-postgres.toml`.
+const SHOP_ORDERS: &str = "CREATE TABLE orders_copy (order_id bigint PRIMARY KEY, user_id integer NOT NULL,
+    amount numeric(12,2) NOT NULL, amount_cents bigint NOT NULL, currency char(3) NOT NULL,
+    status varchar(16) NOT NULL, paid boolean NOT NULL, created_at timestamptz NOT NULL,
+    change_id text NOT NULL)";
+
+/// `orders_copy` of [`SHOP_ORDERS`] as the golden file holds it.
+fn shop_table(db: &PgDb) -> String {
+    db.sql(
+        "SELECT order_id, user_id, amount, amount_cents, currency, status, paid, \
+                to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), change_id \
+         FROM orders_copy ORDER BY order_id",
+    )
+}
+
+/// `examples/orders-copy-postgres.toml` in `dir`, its sink pointed at `db`
+/// and allowed `tables` (the example's: `{ orders_copy = { key = ["order_id"] } }`).
+fn shop_config(dir: &Path, db: &PgDb, tables: &str) -> PathBuf {
+    build_guest(&root().join("examples/handlers"), "orders_copy_sql");
+    let _ = std::os::unix::fs::symlink(root().join("examples/handlers"), dir.join("handlers"));
+    let example = std::fs::read_to_string(root().join("examples/orders-copy-postgres.toml")).unwrap();
+    let example_url = "url = \"postgres://postgres@127.0.0.1:5432/test\"";
+    let example_tables = "tables = { orders_copy = { key = [\"order_id\"] } }";
+    assert!(example.contains(example_url) && example.contains(example_tables));
+    let text = example
+        .replace(example_url, &format!("url = \"{}\"", db.url()))
+        .replace(example_tables, &format!("tables = {tables}"));
+    let config = dir.join("orders-copy-postgres.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// The shop example's binlog.
+fn shop_binlog() -> PathBuf {
+    root().join("examples/binlog/shop-bin.000001")
 }
 
 /// `examples/orders-copy-postgres.toml` over the shop binlog (its sink
@@ -573,32 +830,11 @@ fn a_restarted_server_gets_the_batch_whole() {
 #[test]
 fn orders_copy_postgres_example_fills_the_target_table() {
     let db = PgDb::create("pg_shop");
-    db.sql(
-        "CREATE TABLE orders_copy (order_id bigint PRIMARY KEY, user_id integer NOT NULL,
-           amount numeric(12,2) NOT NULL, amount_cents bigint NOT NULL, currency char(3) NOT NULL,
-           status varchar(16) NOT NULL, paid boolean NOT NULL, created_at timestamptz NOT NULL,
-           change_id text NOT NULL)",
-    );
-    build_guest(&root().join("examples/handlers"), "orders_copy_sql");
+    db.sql(SHOP_ORDERS);
     let dir = temp_dir("pg-shop");
-    std::os::unix::fs::symlink(root().join("examples/handlers"), dir.join("handlers")).unwrap();
-    let example = std::fs::read_to_string(root().join("examples/orders-copy-postgres.toml")).unwrap();
-    let example_url = "url = \"postgres://postgres@127.0.0.1:5432/test\"";
-    assert!(example.contains(example_url));
-    let write_config = |tables: &str| {
-        let text = example
-            .replace(example_url, &format!("url = \"{}\"", db.url()))
-            .replace(
-                "tables = { orders_copy = { key = [\"order_id\"] } }",
-                &format!("tables = {tables}"),
-            );
-        let config = dir.join("orders-copy-postgres.toml");
-        std::fs::write(&config, text).unwrap();
-        config
-    };
-    let binlog = root().join("examples/binlog/shop-bin.000001");
+    let binlog = shop_binlog();
     let replay = |config: &Path| rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()]);
-    let config = write_config("{ orders_copy = { key = [\"order_id\"] } }");
+    let config = shop_config(&dir, &db, "{ orders_copy = { key = [\"order_id\"] } }");
     let check = rowhook(&["check", "-c", config.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&check.stdout);
     assert!(
@@ -608,167 +844,27 @@ fn orders_copy_postgres_example_fills_the_target_table() {
     for _ in 0..2 {
         let out = replay(&config);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let table = db.sql(
-            "SELECT order_id, user_id, amount, amount_cents, currency, status, paid, \
-                    to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), change_id \
-             FROM orders_copy ORDER BY order_id",
-        );
-        golden("sql/orders_copy.txt", &table);
+        golden("sql/orders_copy.txt", &shop_table(&db));
     }
-    let config = write_config("{ other = { key = [\"id\"] } }");
+    let config = shop_config(&dir, &db, "{ other = { key = [\"id\"] } }");
     let out = replay(&config);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("denied"), "{err}");
 }
 
-/// The source's reshaped rows and the copy's, as one line each: count,
-/// sums and an MD5 of every row in id order.
-fn source_digest(server: &crate::support::Server) -> String {
-    server
-        .sql(
-            "SET SESSION group_concat_max_len = 1073741824; \
-             SELECT COUNT(*), SUM(id), SUM(amount), SUM(2 * amount), \
-                    MD5(GROUP_CONCAT(CONCAT_WS(',', id, amount, note, 2 * amount) ORDER BY id SEPARATOR ';')) FROM bench.t",
-        )
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join("|")
-}
-
-fn copy_digest(db: &PgDb) -> String {
-    db.sql(
-        "SELECT count(*), sum(id), sum(amount), sum(doubled), \
-                md5(string_agg(concat_ws(',', id, amount, note, doubled), ';' ORDER BY id)) FROM t_copy",
-    )
-    .trim()
-    .to_owned()
-}
-
-fn copy_config(dir: &Path, server: &crate::support::Server, server_id: u32, db: &PgDb, wasm: &Path) -> PathBuf {
-    let config = dir.join("rowhook.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[source]
-url = "{}"
-server_id = {server_id}
-start = "earliest"
-heartbeat_secs = 1
-
-[state]
-path = "state"
-commit_interval_ms = 200
-
-[sinks.copy]
-kind = "postgres"
-url = "{}"
-tables = {{ t_copy = {{ key = ["id"] }} }}
-checkpoint_table = "rowhook_checkpoint"
-
-[[handlers]]
-name = "upserting"
-module = "{}"
-tables = ["bench.t"]
-sinks = ["copy"]
-# The machine may be busy: a slow call must not halt the copy.
-limits = {{ time_ms = 10000 }}
-"#,
-            server.url(),
-            db.url(),
-            wasm.display()
-        ),
-    )
-    .unwrap();
-    config
-}
-
-/// Runs `rowhook run -c config` until the copy's digest is the source's
-/// (or two minutes pass), then stops it with SIGINT; it must exit cleanly.
-fn run_until_equal(config: &Path, log: &Path, server: &crate::support::Server, db: &PgDb) {
-    let expected = source_digest(server);
-    let mut child = crate::support::spawn_run(config, log);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let got = copy_digest(db);
-        if got == expected {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the copy is {got}, the source {expected}; log: {}",
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "{}",
-        std::fs::read_to_string(log).unwrap()
-    );
-}
-
-/// One million rows (inserted, some updated, some deleted, in transactions
-/// of up to 20,000 rows) copied by `rowhook run` through the upserting
-/// handler: once with 20 SIGKILLs at random moments while the workload
-/// runs, once cleanly into a second database. Both copies equal the
-/// source, reshaped, as SQL reads them.
+/// One million rows (50 transactions of 20,000 inserts, some updated,
+/// some deleted) copied by `rowhook run` through the upserting handler:
+/// once with 20 SIGKILLs at random moments while the workload runs, once
+/// cleanly into a second database; both equal the source (see
+/// [`copy_through_kills`]).
 #[test]
 fn a_million_rows_copied_through_twenty_kills_equal_the_source() {
-    let server = std::sync::Arc::new(crate::support::Server::start(&[]));
-    server.sql("CREATE DATABASE bench; CREATE TABLE bench.t (id BIGINT PRIMARY KEY, amount INT NOT NULL, note VARCHAR(32) NOT NULL)");
-    let wasm = build_guest(&root().join("tests/guests"), "upserting");
-    let killed_db = PgDb::create("pg_kills");
-    let clean_db = PgDb::create("pg_clean");
-    let ddl = "CREATE TABLE t_copy (id bigint PRIMARY KEY, amount integer NOT NULL, note varchar(32) NOT NULL, doubled bigint NOT NULL)";
-    killed_db.sql(ddl);
-    clean_db.sql(ddl);
-    let dir = temp_dir("pg-kills");
-    let config = copy_config(&dir, &server, 7601, &killed_db, &wasm);
-    let log = dir.join("rowhook.log");
-
-    // The workload: 50 transactions of 20,000 inserts; after each, an
-    // update and a delete of some of the rows just written.
-    let writer = {
-        let server = server.clone();
-        std::thread::spawn(move || {
-            for t in 0..50u64 {
-                let (from, to) = (t * 20_000 + 1, (t + 1) * 20_000);
-                server.sql(&format!(
-                    "INSERT INTO bench.t SELECT seq, seq % 1000, CONCAT('row ', seq % 7) FROM bench.seq_{from}_to_{to}; \
-                     UPDATE bench.t SET amount = amount + 1, note = 'updated' WHERE id BETWEEN {from} AND {to} AND id % 5 = 0; \
-                     DELETE FROM bench.t WHERE id BETWEEN {from} AND {to} AND id % 11 = 0"
-                ));
-            }
-        })
-    };
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("sink_postgres kills seed {seed}, files in {}", dir.display());
-    let mut rng = crate::crash::Rng(seed | 1);
-    for _ in 0..20 {
-        let mut child = crate::support::spawn_run(&config, &log);
-        std::thread::sleep(Duration::from_millis(300 + rng.below(1500)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-    writer.join().unwrap();
-    assert_eq!(
-        server.sql("SELECT COUNT(*) FROM bench.t").trim(),
-        (1_000_000 - 1_000_000 / 11).to_string()
-    );
-    run_until_equal(&config, &log, &server, &killed_db);
-
-    let clean_dir = temp_dir("pg-clean");
-    let clean = copy_config(&clean_dir, &server, 7602, &clean_db, &wasm);
-    run_until_equal(&clean, &clean_dir.join("rowhook.log"), &server, &clean_db);
-    assert_eq!(copy_digest(&clean_db), copy_digest(&killed_db));
+    let killed = PgDb::create("pg_kills");
+    let clean = PgDb::create("pg_clean");
+    killed.sql(T_COPY);
+    clean.sql(T_COPY);
+    copy_through_kills(&killed, &clean, 50, 20, 7601);
 }
 
 /// `examples/daily-signups-postgres.toml` over the shop binlog (its sink

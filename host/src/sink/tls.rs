@@ -2,8 +2,9 @@
 //! and TLS: [`Secret`], the `tls_ca_file`, `tls_cert_file` and
 //! `tls_key_file` keys ([`TlsFiles`]), and, for the kinds that drive rustls
 //! themselves (amqp, mqtt, http), the client config made from them
-//! ([`client_config`]); and [`percent_decode`], for the credentials and
-//! names in their URLs.
+//! ([`client_config`]); what a refused server certificate means, for the
+//! SQL sinks' errors ([`certificate_refusal`]); and [`percent_decode`], for
+//! the credentials and names in their URLs.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -168,6 +169,46 @@ fn read_certs(path: &std::path::Path, key: &str) -> Result<Vec<rustls::pki_types
         return Err(format!("{key} {} holds no PEM certificate", path.display()));
     }
     Ok(certs)
+}
+
+/// What it means when rustls refused the server's certificate somewhere in
+/// `e`'s chain of causes (through `io::Error`s too): the reason and the fix,
+/// naming `host` (the url's) and `tls_ca_file` when `ca_file` is set; `None`
+/// for any other error.
+#[cfg(any(feature = "sink-postgres", feature = "sink-mysql"))]
+pub fn certificate_refusal(e: &(dyn std::error::Error + 'static), host: &str, ca_file: bool) -> Option<String> {
+    use rustls::CertificateError as C;
+
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>() {
+            let roots = if ca_file {
+                "a CA of tls_ca_file"
+            } else {
+                "a CA the system trusts"
+            };
+            return Some(match c {
+                // BadSignature: a CA of the same name, but not the one that signed it.
+                C::UnknownIssuer | C::BadSignature => format!(
+                    "the server's certificate is not signed by {roots}; set tls_ca_file to the CA that signed it"
+                ),
+                C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+                    "the server's certificate does not name the url's host {host}; connect by a name or address the certificate holds"
+                ),
+                C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => format!(
+                    "the server's certificate is outside its validity period ({c:?}); renew it, or check this machine's clock"
+                ),
+                other => format!(
+                    "the server's certificate is refused ({other:?}); check tls_ca_file and the server's certificate"
+                ),
+            });
+        }
+        cause = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// Decodes the `%XX` escapes of a part of a URL (a user, a password, a

@@ -609,10 +609,13 @@ mod tests {
 
     #[tokio::test]
     async fn uid_and_gid_are_dropped_to_when_rowhook_is_root() {
-        if !nix::unistd::geteuid().is_root() {
-            // The config refuses uid/gid then (config::tests).
-            return;
-        }
+        // The tests run as root (here and in CI), or this one could not
+        // switch users; as any other user the config refuses uid/gid
+        // (config::tests).
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test switches the command's user: run the tests as root"
+        );
         let dir = TempDir::new("exec-uid");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let prog = script(

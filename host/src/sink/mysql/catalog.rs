@@ -10,6 +10,7 @@ use mysql_async::Value as My;
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
 
+use crate::sink::sql::catalog::CatalogColumn;
 use crate::sink::sql::{Quoted, TableRule, json_type, split_table};
 
 /// A column as `information_schema.COLUMNS` describes it.
@@ -97,16 +98,16 @@ impl Kind {
 }
 
 /// A table the sink writes.
-#[derive(Debug)]
-pub struct TableInfo {
-    /// The table's name as the config writes it.
-    pub name: String,
-    /// The quoted, qualified name to write in SQL.
-    pub sql_name: String,
-    /// Its columns, by name.
-    pub columns: HashMap<String, Column>,
-    /// The columns that must be set on insert: NOT NULL, no default, not generated.
-    pub required: Vec<String>,
+pub type TableInfo = crate::sink::sql::catalog::TableInfo<Column>;
+
+impl CatalogColumn for Column {
+    fn generated(&self) -> bool {
+        self.generated
+    }
+
+    fn type_shown(&self) -> &str {
+        &self.type_shown
+    }
 }
 
 /// `` `db`.`t` `` or `` `t` ``.
@@ -201,21 +202,6 @@ pub async fn load<Q: Queryable>(
 }
 
 impl TableInfo {
-    /// The column `name`, or the problem naming it.
-    pub fn column(&self, name: &str) -> Result<&Column, String> {
-        match self.columns.get(name) {
-            Some(c) if c.generated => Err(format!(
-                "table `{}`, column `{name}` is generated and cannot be written; leave it out of the row",
-                self.name
-            )),
-            Some(c) => Ok(c),
-            None => Err(format!(
-                "table `{}` has no column `{name}`; add the column, or leave it out of the row",
-                self.name
-            )),
-        }
-    }
-
     /// The value `v` of column `col` as a parameter, or the problem, naming
     /// the table, the column and the value's JSON type, never the value.
     pub fn param(&self, col: &str, c: &Column, v: &Value) -> Result<My, String> {

@@ -293,13 +293,7 @@ impl MysqlSink {
                 rows: members,
             } in upsert_groups(rows.rows())
             {
-                if let Some(req) = info.required.iter().find(|r| !cols.contains(&r.as_str())) {
-                    let c = &info.columns[req];
-                    return Err(permanent(format!(
-                        "table `{name}`, column `{req}` ({}) is NOT NULL without a default, and an upsert does not set it; set it in every upsert's row, or give the column a default",
-                        c.type_shown
-                    )));
-                }
+                info.check_required(&cols).map_err(permanent)?;
                 for chunk in members.chunks(ROWS_PER_STATEMENT) {
                     let mut params = Vec::with_capacity(chunk.len() * cols.len());
                     for row in chunk {
@@ -375,7 +369,11 @@ fn classify(sink: &str, opts: &SqlOptions, e: &mysql_async::Error, doing: &str) 
     let url = &opts.url;
     let mysql_async::Error::Server(s) = e else {
         // The connection broke, timed out, or TLS failed.
-        let reason = format!("{doing} on {url}: {e}");
+        let ca_file = opts.tls.as_ref().is_some_and(|t| t.ca_file.is_some());
+        let reason = match super::tls::certificate_refusal(e, &url.host, ca_file) {
+            Some(why) => format!("{doing} on {url} over TLS: {why}"),
+            None => format!("{doing} on {url}: {e}"),
+        };
         return Failure {
             error: if matches!(e, mysql_async::Error::Url(_)) {
                 SinkError::permanent(sink, reason)
@@ -397,7 +395,7 @@ fn classify(sink: &str, opts: &SqlOptions, e: &mysql_async::Error, doing: &str) 
         1045 | 1698 => (
             false,
             format!(
-                "{doing} on {url}: the server refused the user or password (error {code}); fix the url's user and password"
+                "{doing} on {url}: the server refused the user or password (error {code}); fix the url's user and password (and set tls = true if the user must connect over TLS)"
             ),
         ),
         1044 | 1142 | 1143 | 1227 => (
@@ -551,7 +549,11 @@ async fn probe_target(name: &str, opts: &SqlOptions) -> Result<String, String> {
             Ok(Ok(info)) => {
                 let key: Vec<&str> = rule.key.iter().map(String::as_str).collect();
                 let t = &info.sql_name;
-                let k = names(&key);
+                // The key and the columns an insert must set: a strict
+                // session refuses even an empty insert that leaves those out.
+                let mut set = key.clone();
+                set.extend(info.required.iter().map(String::as_str).filter(|c| !key.contains(c)));
+                let k = names(&set);
                 let mut lacking = Vec::new();
                 for (privilege, sql) in [
                     (

@@ -10,6 +10,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use tokio_postgres::Client;
 
+use crate::sink::sql::catalog::CatalogColumn;
 use crate::sink::sql::{Quoted, TableRule, json_type, split_table};
 
 /// A column as the catalog describes it.
@@ -90,16 +91,16 @@ impl Kind {
 }
 
 /// A table the sink writes.
-#[derive(Debug)]
-pub struct TableInfo {
-    /// The table's name as the config writes it.
-    pub name: String,
-    /// The quoted, qualified name to write in SQL.
-    pub sql_name: String,
-    /// Its columns, by name.
-    pub columns: HashMap<String, Column>,
-    /// The columns that must be set on insert: NOT NULL, no default, not generated.
-    pub required: Vec<String>,
+pub type TableInfo = crate::sink::sql::catalog::TableInfo<Column>;
+
+impl CatalogColumn for Column {
+    fn generated(&self) -> bool {
+        self.generated
+    }
+
+    fn type_shown(&self) -> &str {
+        &self.type_shown
+    }
 }
 
 /// What is wrong with a table for the sink (missing, no such key…), as a
@@ -226,21 +227,6 @@ pub async fn load(
 }
 
 impl TableInfo {
-    /// The column `name`, or the problem naming it.
-    pub fn column(&self, name: &str) -> Result<&Column, String> {
-        match self.columns.get(name) {
-            Some(c) if c.generated => Err(format!(
-                "table `{}`, column `{name}` is generated and cannot be written; leave it out of the row",
-                self.name
-            )),
-            Some(c) => Ok(c),
-            None => Err(format!(
-                "table `{}` has no column `{name}`; add the column, or leave it out of the row",
-                self.name
-            )),
-        }
-    }
-
     /// The value `v` of column `col` as the text PostgreSQL parses (`None`
     /// for SQL NULL), or the problem, naming the table, the column and the
     /// value's JSON type, never the value.

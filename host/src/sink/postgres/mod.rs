@@ -286,13 +286,7 @@ impl PostgresSink {
                 rows: members,
             } in upsert_groups(rows.rows())
             {
-                if let Some(req) = info.required.iter().find(|r| !cols.contains(&r.as_str())) {
-                    let c = &info.columns[req];
-                    return Err(permanent(format!(
-                        "table `{name}`, column `{req}` ({}) is NOT NULL without a default, and an upsert does not set it; set it in every upsert's row, or give the column a default",
-                        c.type_shown
-                    )));
-                }
+                info.check_required(&cols).map_err(permanent)?;
                 let mut params = vec![Vec::with_capacity(members.len()); cols.len()];
                 for row in members {
                     for (i, col) in cols.iter().enumerate() {
@@ -373,9 +367,14 @@ impl PostgresSink {
     fn fail(&self, e: &tokio_postgres::Error, doing: &str) -> Failure {
         let url = &self.opts.url;
         let Some(code) = e.code() else {
-            // No SQLSTATE: the connection broke, or a protocol error.
+            // No SQLSTATE: the connection broke, TLS failed, or a protocol error.
+            let ca_file = self.opts.tls.as_ref().is_some_and(|t| t.ca_file.is_some());
+            let reason = match super::tls::certificate_refusal(e, &url.host, ca_file) {
+                Some(why) => format!("{doing} on {url} over TLS: {why}"),
+                None => format!("{doing} on {url}: {e}"),
+            };
             return Failure {
-                error: SinkError::unavailable(&self.name, format!("{doing} on {url}: {e}")),
+                error: SinkError::unavailable(&self.name, reason),
                 keep: false,
             };
         };
@@ -416,6 +415,11 @@ impl PostgresSink {
             "42" if *code == SqlState::INSUFFICIENT_PRIVILEGE => format!(
                 "{doing} on {url}: {}; grant the user SELECT, INSERT, UPDATE and DELETE on the sink's tables",
                 db.map_or("permission denied", |d| d.message())
+            ),
+            "28" if db.is_some_and(|d| d.message().contains("no encryption")) => format!(
+                "{doing} on {url}: {} (SQLSTATE {}); the server takes this connection over TLS only: set tls = true (and tls_ca_file)",
+                db.map_or("", |d| d.message()),
+                code.code()
             ),
             "28" => format!(
                 "{doing} on {url}: the server refused the user or password (SQLSTATE {}); fix the url's user and password",

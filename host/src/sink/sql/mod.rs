@@ -19,6 +19,8 @@
 //! operations on its tables with their keys present.
 
 #[cfg(any(feature = "sink-postgres", feature = "sink-mysql"))]
+pub mod catalog;
+#[cfg(any(feature = "sink-postgres", feature = "sink-mysql"))]
 pub mod config;
 #[cfg(any(feature = "sink-postgres", feature = "sink-mysql"))]
 pub mod conn;
