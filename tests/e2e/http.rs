@@ -500,9 +500,16 @@ fn a_halted_handler_makes_readyz_unready_and_admin_needs_a_configured_token() {
 
     // `hits` makes the hostile handler panic: it halts the run.
     server.sql("INSERT INTO crash.hits VALUES (1, '10.0.0.1')");
-    eventually(Duration::from_secs(20), "unready after the halt", || {
-        get(&addr, "/readyz").status == 503
-    });
+    // The handler's halt shows at once; the run's stop when the pipeline
+    // has published it.
+    eventually(
+        Duration::from_secs(20),
+        "unready after the halt, the run stopped",
+        || {
+            let r = get(&addr, "/readyz");
+            r.status == 503 && r.body.contains("the run stopped")
+        },
+    );
     let why: serde_json::Value = serde_json::from_str(&get(&addr, "/readyz").body).unwrap();
     let reasons = why["reasons"].to_string();
     assert!(

@@ -19,7 +19,7 @@ export function onChange(change) {
     case 'hits':
       throw new Error('hostile handler throws on purpose');
     case 'user_info':
-      for (let i = 0; i < 1000; i++) {
+      for (let i = 0; i < 100; i++) {
         try {
           emit('out', 'flood');
         } catch {

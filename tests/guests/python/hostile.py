@@ -26,7 +26,7 @@ def on_change(c):
     elif table == "hits":
         raise ValueError("hostile handler raises on purpose")
     elif table == "user_info":
-        for _ in range(1000):
+        for _ in range(100):
             try:
                 emit("out", "flood")
             except EmitError:
