@@ -511,25 +511,7 @@ fn checkpoint_sql(table: &str) -> String {
 /// which the server refuses without the privilege and which changes
 /// nothing) and the checkpoint table.
 fn probe(name: &str, opts: &SqlOptions) -> CheckLine {
-    let head = format!("sink `{name}` (mysql)");
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return CheckLine::fail(format!("{head}: cannot start the probe: {e}")),
-    };
-    let found = rt.block_on(async {
-        match tokio::time::timeout(PROBE_TIMEOUT, probe_target(name, opts)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "{} did not answer within {} s; check that the server is up and url is right",
-                opts.url,
-                PROBE_TIMEOUT.as_secs()
-            )),
-        }
-    });
-    match found {
-        Ok(text) => CheckLine::ok(format!("{head}: {text}")),
-        Err(why) => CheckLine::fail(format!("{head}: {why}")),
-    }
+    super::sql::conn::run_probe("mysql", name, &opts.url, probe_target(name, opts))
 }
 
 async fn probe_target(name: &str, opts: &SqlOptions) -> Result<String, String> {

@@ -80,3 +80,33 @@ fn settle<C>(
         Err(_) => Err(timed_out()),
     }
 }
+
+/// `rowhook check` of SQL sink `name` of `kind`: runs `target` (connect,
+/// check the tables, change nothing) on a runtime of its own, within
+/// [`PROBE_TIMEOUT`], and words the outcome as one line.
+pub fn run_probe(
+    kind: &str,
+    name: &str,
+    url: &SqlUrl,
+    target: impl std::future::Future<Output = Result<String, String>>,
+) -> crate::probe::CheckLine {
+    use crate::probe::CheckLine;
+    let head = format!("sink `{name}` ({kind})");
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return CheckLine::fail(format!("{head}: cannot start the probe: {e}")),
+    };
+    let found = rt.block_on(async {
+        match tokio::time::timeout(PROBE_TIMEOUT, target).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "{url} did not answer within {} s; check that the server is up and url is right",
+                PROBE_TIMEOUT.as_secs()
+            )),
+        }
+    });
+    match found {
+        Ok(text) => CheckLine::ok(format!("{head}: {text}")),
+        Err(why) => CheckLine::fail(format!("{head}: {why}")),
+    }
+}
