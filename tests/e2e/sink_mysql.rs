@@ -454,12 +454,15 @@ fn a_deadlock_is_retryable_and_the_retried_batch_lands_whole() {
         "BEGIN; UPDATE ballast SET n = n + 1; UPDATE orders_copy SET n = -1 WHERE id = 50; DO GET_LOCK('{}', 0);",
         marker("holds_50")
     ));
-    let within = Duration::from_secs(20);
+    let within = Duration::from_secs(90);
     wait_for("the other session to lock row 50", within, || {
         holds(&db, &marker("holds_50"))
     });
     let writing = write_in_background(&rt, sink, numbered(1, 100));
-    wait_for("the sink to wait for row 50", within, || waits_for_a_lock(&db));
+    wait_for("the sink to wait for row 50", within, || {
+        assert!(!writing.is_finished(), "the write ended before it waited for the lock");
+        waits_for_a_lock(&db)
+    });
     other.send(&format!(
         "UPDATE orders_copy SET n = -1 WHERE id = 1; DO GET_LOCK('{}', 0);",
         marker("holds_both")
@@ -511,10 +514,13 @@ fn a_server_killed_mid_batch_gets_the_batch_whole() {
     other.send(&format!(
         "BEGIN; UPDATE orders_copy SET n = -1 WHERE id = 15000; DO GET_LOCK('{marker}', 0);"
     ));
-    let within = Duration::from_secs(20);
+    let within = Duration::from_secs(90);
     wait_for("the other session to lock row 15,000", within, || holds(&db, &marker));
     let writing = write_in_background(&rt, sink, batch(2));
-    wait_for("the sink to wait for row 15,000", within, || waits_for_a_lock(&db));
+    wait_for("the sink to wait for row 15,000", within, || {
+        assert!(!writing.is_finished(), "the write ended before it waited for the lock");
+        waits_for_a_lock(&db)
+    });
     let pid = std::fs::read_to_string(server.dir.join("pid")).unwrap();
     assert!(
         Command::new("kill")

@@ -529,12 +529,15 @@ fn a_server_stopped_mid_batch_gets_the_batch_whole() {
     });
     let mut other = psql_session(&db, "rh_other");
     other.send("BEGIN; UPDATE orders_copy SET n = -1 WHERE id = 15000; SET application_name = 'rh_other_holds';");
-    let within = Duration::from_secs(20);
+    let within = Duration::from_secs(90);
     wait_for("the other session to lock row 15,000", within, || {
         has_session(&db, "application_name = 'rh_other_holds'")
     });
     let writing = write_in_background(&rt, sink, batch(2));
-    wait_for("the sink to wait for row 15,000", within, || sink_waits_for_a_lock(&db));
+    wait_for("the sink to wait for row 15,000", within, || {
+        assert!(!writing.is_finished(), "the write ended before it waited for the lock");
+        sink_waits_for_a_lock(&db)
+    });
     pg.stop();
     let (mut sink, outcome) = rt.block_on(writing).unwrap();
     let err = outcome.unwrap_err();
@@ -622,12 +625,15 @@ fn a_deadlock_is_retryable_and_the_retried_batch_lands_whole() {
     let mut other = psql_session(&db, "rh_other");
     other.send("SET deadlock_timeout = '60s'; BEGIN; UPDATE orders_copy SET n = -1 WHERE id = 50;");
     other.send("SET application_name = 'rh_other_holds_50';");
-    let within = Duration::from_secs(20);
+    let within = Duration::from_secs(90);
     wait_for("the other session to lock row 50", within, || {
         has_session(&db, "application_name = 'rh_other_holds_50'")
     });
     let writing = write_in_background(&rt, sink, numbered(1, 100));
-    wait_for("the sink to wait for row 50", within, || sink_waits_for_a_lock(&db));
+    wait_for("the sink to wait for row 50", within, || {
+        assert!(!writing.is_finished(), "the write ended before it waited for the lock");
+        sink_waits_for_a_lock(&db)
+    });
     other.send("UPDATE orders_copy SET n = -1 WHERE id = 1; SET application_name = 'rh_other_holds_both';");
     let (mut sink, outcome) = rt.block_on(writing).unwrap();
     let err = outcome.unwrap_err();
