@@ -182,6 +182,57 @@ pub struct HandlerState {
     /// Their bytes: what counts against `breaker.hold_mb`.
     #[serde(default)]
     pub held_bytes: u64,
+    /// Its latest failure in this run, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+}
+
+/// A handler's latest failure: what the dashboard shows beside its counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LastError {
+    /// When, in seconds since the Unix epoch.
+    pub at: u64,
+    /// The change it failed on (`file:pos:row`).
+    pub change: String,
+    /// Its kind, as the `kind` label of `rowhook_handler_errors_total`.
+    pub kind: String,
+    /// What failed; past [`LastError::MAX_MESSAGE`] bytes its beginning
+    /// and its end (where a trap's text ends with what the guest wrote to
+    /// stderr: its panic message), the middle cut out.
+    pub message: String,
+}
+
+impl LastError {
+    /// The most of a failure's message kept.
+    pub const MAX_MESSAGE: usize = 512;
+    /// Of a longer message, the bytes kept from its beginning; the rest
+    /// are its end.
+    const HEAD: usize = 160;
+
+    /// A failure; a message past [`LastError::MAX_MESSAGE`] bytes keeps
+    /// its beginning and its end, cut on character boundaries and joined
+    /// by ` … `.
+    pub fn new(at: u64, change: String, kind: &str, message: &str) -> LastError {
+        let kept = if message.len() <= LastError::MAX_MESSAGE {
+            message.to_owned()
+        } else {
+            let mut head = LastError::HEAD;
+            while !message.is_char_boundary(head) {
+                head -= 1;
+            }
+            let mut tail = message.len() - (LastError::MAX_MESSAGE - LastError::HEAD);
+            while !message.is_char_boundary(tail) {
+                tail += 1;
+            }
+            format!("{} … {}", &message[..head], &message[tail..])
+        };
+        LastError {
+            at,
+            change,
+            kind: kind.to_owned(),
+            message: kept,
+        }
+    }
 }
 
 /// The server's binlog end and the lag of the checkpoint behind it.
@@ -326,6 +377,20 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+
+    #[test]
+    fn a_long_error_keeps_its_beginning_and_end_on_character_boundaries() {
+        let short = LastError::new(7, "f:4:0".into(), "trap", "boom");
+        assert_eq!(short.message, "boom");
+        // 'é' is two bytes: both cuts fall inside one.
+        let long = format!("start x{} panicked at the end", "é".repeat(400));
+        let cut = LastError::new(7, "f:4:0".into(), "trap", &long);
+        let (head, tail) = cut.message.split_once(" … ").unwrap();
+        assert!(long.starts_with(head) && long.ends_with(tail), "{}", cut.message);
+        assert!(head.starts_with("start x") && tail.ends_with("panicked at the end"));
+        assert!(head.len() + tail.len() <= LastError::MAX_MESSAGE, "{}", cut.message);
+        assert!(head.len() + tail.len() >= LastError::MAX_MESSAGE - 2, "{}", cut.message);
+    }
 
     #[test]
     fn a_planted_temp_link_is_not_followed() {

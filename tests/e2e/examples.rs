@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::support::{Server, build_guest, golden, interrupt, root, rowhook, wait_until};
 
 /// One example: `examples/<name>.toml`, its handler in `examples/handlers/`.
-struct Example {
+pub(crate) struct Example {
     name: &'static str,
     /// Its golden output, under `tests/golden/`.
     golden: &'static str,
@@ -38,7 +38,7 @@ const ORDERS_COPY: Example = Example {
     fifo: None,
     record: None,
 };
-const DAILY_SIGNUPS: Example = Example {
+pub(crate) const DAILY_SIGNUPS: Example = Example {
     name: "daily-signups",
     golden: "examples/daily-signups.jsonl",
     fifo: None,
@@ -81,7 +81,7 @@ const NEWS_FIFO: Example = Example {
 };
 
 /// Builds the example handlers, once, where the configs point.
-fn handlers_built() {
+pub(crate) fn handlers_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let dir = root().join("examples/handlers");
@@ -160,7 +160,7 @@ pub fn make(dir: &Path, targets: &[&str]) {
 /// the config's relative paths find the modules as they do in `examples/`,
 /// and what it writes (`var/...`) lands here, apart from other tests and
 /// from the examples' own `var/`.
-fn sandbox(tag: &str, example: &Example, edit: impl FnOnce(&str) -> String) -> (PathBuf, PathBuf) {
+pub(crate) fn sandbox(tag: &str, example: &Example, edit: impl FnOnce(&str) -> String) -> (PathBuf, PathBuf) {
     // Tests run in parallel, and several replay the same example.
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -199,7 +199,7 @@ fn sandbox(tag: &str, example: &Example, edit: impl FnOnce(&str) -> String) -> (
 
 /// The config with the URL of its `[source]` replaced by `url`; everything
 /// else (server id, start position, sinks, handler) as written.
-fn with_url(config: &str, url: &str) -> String {
+pub(crate) fn with_url(config: &str, url: &str) -> String {
     with_url_of("[source]", config, url)
 }
 

@@ -20,7 +20,7 @@ const PASSWORD: &str = "Pw-obs-7c1e-do-not-leak";
 const TOKEN: &str = "tok-3f9a61c0b2d84e17a5";
 
 /// Kills the child on drop, so a failed assertion leaves no daemon behind.
-struct Daemon(Option<Child>);
+pub(crate) struct Daemon(pub(crate) Option<Child>);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -32,7 +32,7 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
-    fn take(&mut self) -> Child {
+    pub(crate) fn take(&mut self) -> Child {
         self.0.take().expect("running")
     }
 }
@@ -116,7 +116,7 @@ fn spawn(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Daemon, String) {
 }
 
 /// The address in the "HTTP server listening" log line (text or JSON).
-fn listening_on(line: &str) -> Option<String> {
+pub(crate) fn listening_on(line: &str) -> Option<String> {
     if !line.contains("HTTP server listening") {
         return None;
     }
@@ -283,7 +283,7 @@ fn a_live_run_serves_metrics_status_events_and_admin_without_leaking() {
     let ready = get(&addr, "/readyz");
     assert_eq!(ready.status, 200, "{}", ready.body);
     bodies.push(ready.body);
-    assert_eq!(get(&addr, "/").status, 404);
+    assert_eq!(get(&addr, "/nothing-here").status, 404);
 
     // The status report, live.
     eventually(Duration::from_secs(5), "status counts 60 changes", || {
@@ -406,6 +406,23 @@ fn a_live_run_serves_metrics_status_events_and_admin_without_leaking() {
         out_lines() == 100
     });
 
+    // The dashboard's page and files, each under its policy.
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/dashboard.js", "text/javascript"),
+        ("/dashboard.css", "text/css"),
+    ] {
+        let r = get(&addr, path);
+        let head = r.head.to_ascii_lowercase();
+        assert_eq!(r.status, 200, "{path}: {}", r.head);
+        assert!(head.contains(&format!("content-type: {kind}")), "{path}: {}", r.head);
+        assert!(
+            head.contains("content-security-policy: default-src 'none'"),
+            "{path}: {}",
+            r.head
+        );
+    }
+
     // The source goes away: not ready, and ready again once it is back.
     mariadb_sh("down", &server);
     eventually(Duration::from_secs(20), "unready without the source", || {
@@ -522,6 +539,21 @@ fn a_halted_handler_makes_readyz_unready_and_admin_needs_a_configured_token() {
     let m = get(&addr, "/metrics").body;
     assert_eq!(metric(&m, "rowhook_handler_halted", "handler=\"hostile\""), 1.0);
     assert_eq!(metric(&m, "rowhook_handler_halted", "handler=\"ledger\""), 0.0);
+    // The status report (and the dashboard) has its last error.
+    let report: serde_json::Value = serde_json::from_str(&get(&addr, "/status").body).unwrap();
+    let hostile = report["handlers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "hostile")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    let last = &hostile["last_error"];
+    assert_eq!(last["kind"], "trap", "{report:#}");
+    // The first row of the transaction with the hit.
+    assert!(last["change"].as_str().unwrap().ends_with(":0:0"), "{report:#}");
+    // Its end: what the guest's panic wrote.
+    assert!(last["message"].as_str().unwrap().contains("stderr: "), "{report:#}");
+    assert!(report["handlers"][0].get("last_error").is_none(), "{report:#}");
     // It stops on SIGINT, failing.
     let status = interrupt(daemon.take());
     assert!(!status.success());

@@ -13,6 +13,9 @@ mod authoring;
 mod conformance;
 /// SIGKILL at random moments under load: nothing lost, state exactly once.
 mod crash;
+/// The dashboard in headless Chromium during a live run of daily-signups.
+#[cfg(feature = "http-server")]
+mod dashboard;
 /// Sinks that cannot take a write: retries, on_error, stopping, backpressure.
 mod delivery;
 /// Wrong passwords, missing grants, wrong server settings, bad files.

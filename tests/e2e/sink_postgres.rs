@@ -15,10 +15,10 @@ use rowhook::sink::{Sink, SinkError};
 
 use crate::sink_sql::{
     Session, T_COPY, Target, checkpoint_makes_replays_exactly_once, copy_through_kills, numbered, op, open, runtime,
-    spec, wait_for, write_in_background,
+    spec, write_in_background,
 };
 use crate::sink_support::{rt, sink_spec, write_until_delivered};
-use crate::support::{build_guest, golden, root, rowhook, temp_dir, test_certs};
+use crate::support::{build_guest, golden, root, rowhook, temp_dir, test_certs, wait_for};
 
 /// The machine's PostgreSQL.
 const LOCAL_PORT: u16 = 5432;

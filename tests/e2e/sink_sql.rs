@@ -111,15 +111,6 @@ impl Drop for Session {
     }
 }
 
-/// Polls `cond` every 20 ms until it holds; panics naming `what` after `within`.
-pub fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A runtime for a test that waits on the database on its own thread
 /// while a sink writes: its workers run the write put in the background
 /// and what the sink spawns (PostgreSQL's connection task), and it lives

@@ -11,7 +11,9 @@ of `created_at`.
 Out: the count per day is kept in the handler's state (counter
 `signups:<day>`), which rowhook commits together with its position, so a
 restart never counts a registration twice. After each registration:
-- the gauge `signups_latest_day` is set to that day's count;
+- the gauge of the day, `signups_2025_11_21`, and the gauge
+  `signups_latest_day` are set to that day's count (the dashboard draws a
+  bar and a line per day);
 - the line `{"day":"2025-11-21","signups":2}` goes to the sink `signups`,
   keyed by the day, so a keyed store (or a reader of the lines) keeps the
   latest count of each day.
@@ -44,5 +46,6 @@ def on_change(c):
         return
     day = day_of(c["created_at"])
     count = state.increment(f"signups:{day}")
+    metrics.gauge_set("signups_" + day.replace("-", "_"), count)
     metrics.gauge_set("signups_latest_day", count)
     emit(SINK, {"day": day, "signups": count}, key=day)

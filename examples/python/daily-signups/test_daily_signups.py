@@ -37,6 +37,8 @@ class DailySignups(unittest.TestCase):
         self.assertEqual(state.counter("signups:2025-11-22"), 1)
         self.assertEqual(testing.messages()[2].key, "2025-11-22")
         self.assertEqual(testing.gauges()["signups_latest_day"], 1.0)
+        self.assertEqual(testing.gauges()["signups_2025_11_21"], 2.0)
+        self.assertEqual(testing.gauges()["signups_2025_11_22"], 1.0)
 
     def test_only_inserts_count(self):
         update = ChangeBuilder.update("shop", "user_info").column(

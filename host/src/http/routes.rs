@@ -3,6 +3,7 @@
 //!
 //! | Method and path | Answer |
 //! |---|---|
+//! | `GET /` | the dashboard (with `/dashboard.js` and `/dashboard.css`, all in the binary) |
 //! | `GET /metrics` | every metric: Prometheus text 0.0.4, or OpenMetrics 1.0 if `Accept` asks for `application/openmetrics-text` |
 //! | `GET /healthz` | `200 ok`: the process is alive and answering |
 //! | `GET /readyz` | `200` when ready, else `503` and `{"ready":false,"reasons":[…]}` |
@@ -42,6 +43,16 @@ const EVENTS_EVERY: Duration = Duration::from_secs(1);
 
 type HttpBody = BoxBody<Bytes, Infallible>;
 
+/// The dashboard: one page, its script and its style, served from the
+/// binary (no CDN, nothing built at run time). The script reads
+/// `/metrics`, `/readyz` and `/events`.
+const DASHBOARD_HTML: &str = include_str!("dashboard/index.html");
+const DASHBOARD_JS: &str = include_str!("dashboard/dashboard.js");
+const DASHBOARD_CSS: &str = include_str!("dashboard/dashboard.css");
+/// The dashboard loads only its own files and talks only to this server.
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                             img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 /// The server's shared state.
 pub(super) struct Server {
     pub(super) observed: Observed,
@@ -52,12 +63,15 @@ pub(super) struct Server {
 pub(super) async fn respond(server: &Server, req: Request<Incoming>, peer: SocketAddr) -> Response<HttpBody> {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     match (&method, path.as_str()) {
+        (&Method::GET, "/") => page(DASHBOARD_HTML, "text/html; charset=utf-8"),
+        (&Method::GET, "/dashboard.js") => page(DASHBOARD_JS, "text/javascript; charset=utf-8"),
+        (&Method::GET, "/dashboard.css") => page(DASHBOARD_CSS, "text/css; charset=utf-8"),
         (&Method::GET, "/metrics") => metrics(server, &req),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readyz(server),
         (&Method::GET, "/status") => status(server),
         (&Method::GET, "/events") => events(server),
-        (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/events") => {
+        (_, "/" | "/dashboard.js" | "/dashboard.css" | "/metrics" | "/healthz" | "/readyz" | "/status" | "/events") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n")
         }
         (_, p) if p.starts_with("/admin/") => admin(server, req, peer).await,
@@ -78,6 +92,22 @@ fn with_type(code: StatusCode, content_type: &'static str, body: impl Into<Bytes
     *resp.status_mut() = code;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp
+}
+
+/// One of the dashboard's files, allowed to load only from this server.
+fn page(body: &'static str, content_type: &'static str) -> Response<HttpBody> {
+    let mut resp = with_type(StatusCode::OK, content_type, body);
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(DASHBOARD_CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
     resp
 }
 

@@ -22,6 +22,7 @@ use crate::runtime::{
     StateOverlay,
 };
 use crate::sink::SinkLimits;
+use crate::status::LastError;
 use crate::telemetry::{Counter, Gauge, Histogram, Registry, names};
 
 use super::breaker::{Admit, Breaker, Transition};
@@ -239,6 +240,8 @@ struct HandlerSlot {
     /// Its series for what the guest's `metrics` calls write; each new
     /// instance (after a trap, a reload) writes to the same series.
     metrics: GuestMetrics,
+    /// Its latest failure in this run (the status report shows it).
+    last_error: Option<LastError>,
 }
 
 impl HandlerSlot {
@@ -475,6 +478,7 @@ impl Handlers {
             breaker: Breaker::new(h.breaker),
             log_rate: LogRate::new(h.limits.log_lines_per_sec),
             metrics: GuestMetrics::new(registry, &h.tenant, &h.name),
+            last_error: None,
         };
         slot.instance = Some(slot.instantiate(&self.runtime, &slot.module)?);
         self.slots.insert(id.clone(), slot);
@@ -540,6 +544,18 @@ impl Handlers {
             .position(|k| *k == kind)
             .expect("every kind is listed");
         self.slots[id].counters.errors[i].inc();
+    }
+
+    /// Keeps `error` as handler `id`'s latest failure.
+    pub fn note_error(&mut self, id: &HandlerId, error: LastError) {
+        if let Some(slot) = self.slots.get_mut(id) {
+            slot.last_error = Some(error);
+        }
+    }
+
+    /// Handler `id`'s latest failure in this run.
+    pub fn last_error(&self, id: &HandlerId) -> Option<&LastError> {
+        self.slots.get(id)?.last_error.as_ref()
     }
 
     /// Counts a dead letter written for `id`.

@@ -284,8 +284,10 @@ impl Pipeline {
                 .state_sizes()
                 .into_iter()
                 .map(|(name, keys, bytes)| {
-                    let (held, held_bytes) = self.handlers.find(&name).map_or((0, 0), |id| self.holds.size(&id));
+                    let id = self.handlers.find(&name);
+                    let (held, held_bytes) = id.as_ref().map_or((0, 0), |id| self.holds.size(id));
                     crate::status::HandlerState {
+                        last_error: id.and_then(|id| self.handlers.last_error(&id).cloned()),
                         name,
                         keys,
                         bytes,
@@ -448,7 +450,11 @@ impl Pipeline {
                     }
                     Err(e) if e.is_interrupted() => return Err(Interrupted.into()),
                     // Suspended again: it stays first in line.
-                    Err(e) if e.is_suspended() || (e.is_costly() && self.handlers.suspended(&id)) => break,
+                    Err(e) if e.is_suspended() => break,
+                    Err(e) if e.is_costly() && self.handlers.suspended(&id) => {
+                        self.note_error(&id, held.id.clone(), e.kind(), &e);
+                        break;
+                    }
                     Err(e) => {
                         if self.handle_error(&id, Failed::Held(&held), &e, e.kind()) == Flow::Stop {
                             return Err(self.take_halt().expect("a stop is a halt"));
@@ -780,6 +786,9 @@ impl Pipeline {
         err: &dyn std::fmt::Display,
         kind: ErrorKind,
     ) -> Flow {
+        if kind != ErrorKind::Suspended {
+            self.note_error(id, failed.id(), kind, err);
+        }
         match dead_letter::handler_failed(id, self.handlers.on_error(id), failed, err) {
             Decision::Halt(e) => {
                 self.handlers.mark_halted(id);
@@ -804,6 +813,12 @@ impl Pipeline {
                 Flow::Continue
             }
         }
+    }
+
+    /// Keeps a failure as handler `id`'s latest, for the status report.
+    fn note_error(&mut self, id: &HandlerId, change: String, kind: ErrorKind, err: &dyn std::fmt::Display) {
+        let error = crate::status::LastError::new(unix_now(), change, kind.as_str(), &err.to_string());
+        self.handlers.note_error(id, error);
     }
 
     /// Rows that cannot be decoded or encoded count as a failure of every
@@ -949,6 +964,9 @@ impl ChangeVisitor for Pipeline {
                     if self.handlers.holds_while_suspended(handler)
                         && (err.is_suspended() || (err.is_costly() && self.handlers.suspended(handler))) =>
                 {
+                    if !err.is_suspended() {
+                        self.note_error(handler, change.id(), err.kind(), &err);
+                    }
                     if self.hold(handler, change) == Flow::Stop {
                         return Flow::Stop;
                     }

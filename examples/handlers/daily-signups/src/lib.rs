@@ -10,7 +10,9 @@
 //! Out: the count per day is kept in the handler's state (counter
 //! `signups:<day>`), which rowhook commits together with its position, so a
 //! restart never counts a registration twice. After each registration:
-//! - the gauge `signups_latest_day` is set to that day's count;
+//! - the gauge of the day, `signups_2025_11_21`, and the gauge
+//!   `signups_latest_day` are set to that day's count (the dashboard draws
+//!   a bar and a line per day);
 //! - the line `{"day":"2025-11-21","signups":2}` goes to the sink `signups`,
 //!   keyed by the day, so a keyed store (or a reader of the lines) keeps the
 //!   latest count of each day.
@@ -49,6 +51,7 @@ fn on_change(change: &Change) -> Result<()> {
     }
     let day = day_of(change.get("created_at")?)?;
     let count = state::increment(&format!("signups:{day}"), 1)?;
+    metrics::gauge_set(&format!("signups_{}", day.replace('-', "_")), count as f64);
     metrics::gauge_set("signups_latest_day", count as f64);
     rowhook_guest::emit(SINK, Some(day), format!(r#"{{"day":"{day}","signups":{count}}}"#))
 }
@@ -93,6 +96,8 @@ mod tests {
         assert_eq!(state::counter("signups:2025-11-22"), 1);
         assert_eq!(testing::messages()[2].key.as_deref(), Some("2025-11-22"));
         assert_eq!(testing::gauges()["signups_latest_day"], 1.0);
+        assert_eq!(testing::gauges()["signups_2025_11_21"], 2.0);
+        assert_eq!(testing::gauges()["signups_2025_11_22"], 1.0);
     }
 
     #[test]
