@@ -72,6 +72,7 @@ return {
   connected: document.getElementById("source-connected").textContent,
   changes: document.getElementById("source-changes").textContent,
   rate: document.getElementById("source-rate").textContent,
+  behind: document.getElementById("source-behind").textContent,
   position: document.getElementById("source-position").textContent,
   lineless: all("figure[data-series]").filter((f) => !f.querySelector("polyline")).length,
   handlers: all("#handlers tbody tr[data-handler]").map((r) => r.dataset.handler),
@@ -300,6 +301,7 @@ fn the_dashboard_draws_the_gauges_daily_signups_sets() {
     let page = page_until(&browser, "both handlers' gauges at their last values", |page| {
         handlers.iter().all(|h| gauges_of(page, h) == GAUGES)
             && page["rate"] != "—"
+            && page["behind"] == "0 B"
             && page["position"] != "—"
             && page["lineless"] == 0
     });

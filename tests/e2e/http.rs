@@ -594,10 +594,17 @@ fn lag_rises_behind_a_blocked_sink_and_falls_after() {
             t
         })
     };
+    let lag_bytes = |addr: &str| metric(&get(addr, "/metrics").body, "rowhook_source_lag_bytes", "");
     let mut most = 0.0f64;
     eventually(Duration::from_secs(20), "lag of 3 s behind the blocked sink", || {
         most = most.max(lag(&addr));
         most >= 3.0
+    });
+    // In bytes too: the server's binlog grows past the handled position.
+    let mut behind = 0.0f64;
+    eventually(Duration::from_secs(20), "lag of 10 KB behind the blocked sink", || {
+        behind = behind.max(lag_bytes(&addr));
+        behind >= 10_000.0
     });
     // The server keeps answering while the pipeline waits on the sink.
     assert_eq!(get(&addr, "/healthz").status, 200);
@@ -617,6 +624,7 @@ fn lag_rises_behind_a_blocked_sink_and_falls_after() {
         metric(&get(&addr, "/metrics").body, "rowhook_changes_total", "") == f64::from(txns * 20)
     });
     eventually(Duration::from_secs(10), "lag back to 0", || lag(&addr) == 0.0);
+    eventually(Duration::from_secs(10), "no bytes behind", || lag_bytes(&addr) == 0.0);
     assert_eq!(interrupt(daemon.take()).code(), Some(0));
     let _ = wait_until(&mut reader, Instant::now() + Duration::from_secs(10), "cat");
     assert_eq!(lines.join().unwrap(), txns as usize * 20);

@@ -61,6 +61,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     }
     pipeline.attach_source(live.stats());
     let http = serve_http(plan, &mut pipeline, false)?;
+    if http.is_some() {
+        live.watch_lag_bytes(pipeline.registry())?;
+    }
     pipeline.write_status();
     pipeline.write_status_every(STATUS_EVERY);
     // A stop cuts a handler call in progress too: it does not wait for the

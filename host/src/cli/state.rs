@@ -119,11 +119,7 @@ async fn server_position(
         .map_err(|e| url.explain(e))?;
     let _ = conn.disconnect().await;
     let (file, pos) = logs.last().cloned().context("the server lists no binary logs")?;
-    let bytes_behind = cp.and_then(|cp| {
-        let at = logs.iter().position(|(n, _)| *n == cp.file)?;
-        let rest = logs[at..].iter().fold(0u64, |sum, (_, size)| sum.saturating_add(*size));
-        Some(rest.saturating_sub(cp.pos))
-    });
+    let bytes_behind = cp.and_then(|cp| crate::source::lag::bytes_behind(&logs, &cp.file, cp.pos));
     Ok(ServerPosition {
         file,
         pos,

@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod file;
+pub mod lag;
 pub mod live;
 pub mod reconnect;
 pub mod server;

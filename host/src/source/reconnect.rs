@@ -74,6 +74,9 @@ pub struct SourceStats {
     rotations: Counter,
     /// 1 while connected.
     connected: Gauge,
+    /// The end of the last transaction handled (file, offset): what
+    /// [`super::lag`] measures the server's binlog end against.
+    handled: std::sync::Mutex<(String, u64)>,
 }
 
 /// A snapshot of [`SourceStats`]: streams resumed, by cause.
@@ -127,6 +130,23 @@ impl SourceStats {
 
     fn set_connected(&self, connected: bool) {
         self.connected.set(if connected { 1.0 } else { 0.0 });
+    }
+
+    /// The end of the last transaction handled, once one was (or the
+    /// stream's start, if it was given as a file and offset).
+    pub fn handled(&self) -> Option<(String, u64)> {
+        let h = self.handled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (!h.0.is_empty()).then(|| h.clone())
+    }
+
+    /// Records the end of the last transaction handled (once per
+    /// transaction: the file's name is copied only when it changes).
+    fn set_handled(&self, file: &str, pos: u64) {
+        let mut h = self.handled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if h.0 != file {
+            file.clone_into(&mut h.0);
+        }
+        h.1 = pos;
     }
 
     /// Moves from one binlog file into the next.
@@ -302,6 +322,9 @@ impl Resilient {
         let live = connect_within(&opts, policy.connect_timeout, false).await?;
         let stats = Arc::new(SourceStats::default());
         stats.set_connected(true);
+        if let StartPosition::File { file, pos } = live.start() {
+            stats.set_handled(file, *pos);
+        }
         Ok(Self {
             resume: live.start().clone(),
             backoff: Backoff::new(policy.first_delay, policy.max_delay),
@@ -315,6 +338,12 @@ impl Resilient {
             outage: None,
             current: None,
         })
+    }
+
+    /// Keeps `rowhook_source_lag_bytes` in `registry` up to date, asking
+    /// the server on a connection of its own (see [`super::lag`]).
+    pub fn watch_lag_bytes(&self, registry: &Registry) -> anyhow::Result<()> {
+        super::lag::watch(self.opts.url.clone(), &self.stats, registry)
     }
 
     /// The counters, shared: they keep counting after this call.
@@ -342,6 +371,7 @@ impl Resilient {
     /// [`crate::decode::Decoder::resume_position`]): a lost stream resumes
     /// there. The caller's decoder keeps the GTID state across the resume.
     pub fn committed(&mut self, (file, pos, _gtids): (&str, u64, &GtidState)) {
+        self.stats.set_handled(file, pos);
         match &mut self.resume {
             StartPosition::File { file: f, pos: p } => {
                 if f != file {

@@ -98,6 +98,9 @@ pub mod names {
     /// Now minus the binlog timestamp of the last transaction handled; 0
     /// while the stream is caught up and idle.
     pub const SOURCE_LAG_SECONDS: &str = "rowhook_source_lag_seconds";
+    /// Binlog bytes the server has written past the last transaction
+    /// handled (`run` with `[http]`; asked every 2 s).
+    pub const SOURCE_LAG_BYTES: &str = "rowhook_source_lag_bytes";
     /// CPU time of the process (user + system), read from `/proc/self/stat`.
     pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
     /// Resident memory of the process, read from `/proc/self/statm`.

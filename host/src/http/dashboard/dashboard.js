@@ -66,6 +66,16 @@ function seconds(s) {
   if (s < 1) return `${number.format(s * 1e3)} ms`;
   return `${number.format(s)} s`;
 }
+function bytes(n) {
+  if (!Number.isFinite(n)) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return `${number.format(i === 0 ? n : Math.round(n * 10) / 10)} ${units[i]}`;
+}
 function ago(unix) {
   const s = Math.max(0, Math.round(Date.now() / 1000 - unix));
   if (s < 60) return `${s} s ago`;
@@ -136,6 +146,7 @@ function drawSource(samples, t) {
   else if (connected > 0) setText("source-connected", "connected", "ok");
   else setText("source-connected", "reconnecting", "bad");
   setText("source-lag", seconds(sum(samples, "rowhook_source_lag_seconds")));
+  setText("source-behind", bytes(sum(samples, "rowhook_source_lag_bytes")));
   const changes = sum(samples, "rowhook_changes_total") || 0;
   setText("source-changes", fmt(changes));
   setText("source-rate", fmt(previous ? rate(changes, previous.changes, t - previous.t) : undefined));
