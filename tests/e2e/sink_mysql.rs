@@ -13,8 +13,8 @@ use rowhook::sink::{Sink, SinkError};
 
 use crate::faults::mariadb_sh;
 use crate::sink_sql::{
-    Session, T_COPY, Target, checkpoint_makes_replays_exactly_once, copy_through_kills, numbered, op, open, runtime,
-    spec, write_in_background,
+    Session, T_COPY, Target, WAITS_FOR_A_LOCK, checkpoint_makes_replays_exactly_once, copy_through_kills, numbered, op,
+    open, runtime, sink_waits, spec, write_in_background,
 };
 use crate::sink_support::{rt, sink_spec, write_until_delivered};
 use crate::support::{Server, build_guest, golden, root, rowhook, temp_dir, test_certs, wait_for};
@@ -410,13 +410,21 @@ fn session(db: &MyDb) -> Session {
     Session::start(client(db.port, &db.name))
 }
 
-/// Whether a transaction of a session in `db`'s database waits for a lock.
-fn waits_for_a_lock(db: &MyDb) -> bool {
+/// Whether the sink waits for the lock another session holds on row `id`
+/// of `orders_copy`: its transaction is in `LOCK WAIT`, or its statement
+/// that writes the row has been running for a second or more. Both are
+/// asked because neither shows on every MariaDB: `INNODB_TRX` may not list
+/// the waiting transaction of a prepared statement, and the process list
+/// may show such a statement without its values.
+fn waits_for_row(db: &MyDb, id: u32) -> bool {
+    let name = &db.name;
     db.sql(&format!(
-        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
-         JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
-         WHERE t.trx_state = 'LOCK WAIT' AND p.DB = '{}'",
-        db.name
+        "SELECT (SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
+                 JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+                 WHERE t.trx_state = 'LOCK WAIT' AND p.DB = '{name}') \
+              + (SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                 WHERE DB = '{name}' AND COMMAND IN ('Query', 'Execute') AND TIME >= 1 \
+                   AND INFO LIKE 'INSERT INTO `orders_copy`%' AND INFO LIKE '%({id}, %')"
     )) != "0\n"
 }
 
@@ -441,7 +449,7 @@ fn a_deadlock_is_retryable_and_the_retried_batch_lands_whole() {
          CREATE TABLE ballast (id INT PRIMARY KEY, n INT NOT NULL); \
          INSERT INTO ballast SELECT seq, 0 FROM seq_1_to_5000",
     );
-    let spec = spec("mysql", &db.url(), "");
+    let spec = spec("mysql", &db.url(), WAITS_FOR_A_LOCK);
     let rt = runtime();
     let sink = rt.block_on(async {
         let mut sink = open("my", &spec).await;
@@ -459,9 +467,8 @@ fn a_deadlock_is_retryable_and_the_retried_batch_lands_whole() {
         holds(&db, &marker("holds_50"))
     });
     let writing = write_in_background(&rt, sink, numbered(1, 100));
-    wait_for("the sink to wait for row 50", within, || {
-        assert!(!writing.is_finished(), "the write ended before it waited for the lock");
-        waits_for_a_lock(&db)
+    let writing = sink_waits(&rt, writing, "the sink to wait for row 50", within, || {
+        waits_for_row(&db, 50)
     });
     other.send(&format!(
         "UPDATE orders_copy SET n = -1 WHERE id = 1; DO GET_LOCK('{}', 0);",
@@ -501,7 +508,11 @@ fn a_server_killed_mid_batch_gets_the_batch_whole() {
     let server = Server::start(&[]);
     let db = MyDb::create_on(server.port, "my_restart");
     db.sql("CREATE TABLE orders_copy (id INT PRIMARY KEY, n INT NOT NULL)");
-    let spec = spec("mysql", &db.url(), "checkpoint_table = \"rowhook_checkpoint\"");
+    let spec = spec(
+        "mysql",
+        &db.url(),
+        &format!("checkpoint_table = \"rowhook_checkpoint\"\n{WAITS_FOR_A_LOCK}"),
+    );
     let batch = |t| numbered(t, 20_000);
     let rt = runtime();
     let sink = rt.block_on(async {
@@ -517,9 +528,8 @@ fn a_server_killed_mid_batch_gets_the_batch_whole() {
     let within = Duration::from_secs(90);
     wait_for("the other session to lock row 15,000", within, || holds(&db, &marker));
     let writing = write_in_background(&rt, sink, batch(2));
-    wait_for("the sink to wait for row 15,000", within, || {
-        assert!(!writing.is_finished(), "the write ended before it waited for the lock");
-        waits_for_a_lock(&db)
+    let writing = sink_waits(&rt, writing, "the sink to wait for row 15,000", within, || {
+        waits_for_row(&db, 15_000)
     });
     let pid = std::fs::read_to_string(server.dir.join("pid")).unwrap();
     assert!(

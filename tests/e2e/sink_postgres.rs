@@ -14,8 +14,8 @@ use std::time::Duration;
 use rowhook::sink::{Sink, SinkError};
 
 use crate::sink_sql::{
-    Session, T_COPY, Target, checkpoint_makes_replays_exactly_once, copy_through_kills, numbered, op, open, runtime,
-    spec, write_in_background,
+    Session, T_COPY, Target, WAITS_FOR_A_LOCK, checkpoint_makes_replays_exactly_once, copy_through_kills, numbered, op,
+    open, runtime, sink_waits, spec, write_in_background,
 };
 use crate::sink_support::{rt, sink_spec, write_until_delivered};
 use crate::support::{build_guest, golden, root, rowhook, temp_dir, test_certs, wait_for};
@@ -519,7 +519,11 @@ fn a_server_stopped_mid_batch_gets_the_batch_whole() {
     let pg = PrivatePg::start("restart");
     let db = PgDb::create_on(pg.port, "pg_restart");
     db.sql("CREATE TABLE orders_copy (id int PRIMARY KEY, n int NOT NULL)");
-    let spec = spec("postgres", &db.url(), "checkpoint_table = \"rowhook_checkpoint\"");
+    let spec = spec(
+        "postgres",
+        &db.url(),
+        &format!("checkpoint_table = \"rowhook_checkpoint\"\n{WAITS_FOR_A_LOCK}"),
+    );
     let batch = |t| numbered(t, 20_000);
     let rt = runtime();
     let sink = rt.block_on(async {
@@ -534,8 +538,7 @@ fn a_server_stopped_mid_batch_gets_the_batch_whole() {
         has_session(&db, "application_name = 'rh_other_holds'")
     });
     let writing = write_in_background(&rt, sink, batch(2));
-    wait_for("the sink to wait for row 15,000", within, || {
-        assert!(!writing.is_finished(), "the write ended before it waited for the lock");
+    let writing = sink_waits(&rt, writing, "the sink to wait for row 15,000", within, || {
         sink_waits_for_a_lock(&db)
     });
     pg.stop();
@@ -615,7 +618,7 @@ fn a_deadlock_is_retryable_and_the_retried_batch_lands_whole() {
     // the cycle), the other session after a minute, so the sink's
     // transaction is the one aborted.
     db.sql(&format!("ALTER DATABASE {} SET deadlock_timeout = '2s'", db.name));
-    let spec = spec("postgres", &db.url(), "");
+    let spec = spec("postgres", &db.url(), WAITS_FOR_A_LOCK);
     let rt = runtime();
     let sink = rt.block_on(async {
         let mut sink = open("pg", &spec).await;
@@ -630,8 +633,7 @@ fn a_deadlock_is_retryable_and_the_retried_batch_lands_whole() {
         has_session(&db, "application_name = 'rh_other_holds_50'")
     });
     let writing = write_in_background(&rt, sink, numbered(1, 100));
-    wait_for("the sink to wait for row 50", within, || {
-        assert!(!writing.is_finished(), "the write ended before it waited for the lock");
+    let writing = sink_waits(&rt, writing, "the sink to wait for row 50", within, || {
         sink_waits_for_a_lock(&db)
     });
     other.send("UPDATE orders_copy SET n = -1 WHERE id = 1; SET application_name = 'rh_other_holds_both';");

@@ -42,11 +42,21 @@ pub fn numbered(t: u32, rows: u32) -> Vec<Message> {
 /// A sink of `kind` at `url` that may write `orders_copy` (key `id`), with
 /// a 5 s `timeout_ms` and the `extra` keys.
 pub fn spec(kind: &str, url: &str, extra: &str) -> SinkSpec {
+    // 5 s for a batch, unless `extra` gives its own time limit.
+    let timeout = if extra.contains("timeout_ms") {
+        ""
+    } else {
+        "timeout_ms = 5000\n"
+    };
     sink_spec(
         kind,
-        &format!("url = \"{url}\"\ntables = {{ orders_copy = {{ key = [\"id\"] }} }}\ntimeout_ms = 5000\n{extra}"),
+        &format!("url = \"{url}\"\ntables = {{ orders_copy = {{ key = [\"id\"] }} }}\n{timeout}{extra}"),
     )
 }
+
+/// The time limit of a batch that must still be waiting for another
+/// session's lock when the test acts, however slow the machine.
+pub const WAITS_FOR_A_LOCK: &str = "timeout_ms = 300000\n";
 
 /// Opens the sink `name` of `spec`.
 pub async fn open(name: &str, spec: &SinkSpec) -> AnySink {
@@ -133,6 +143,28 @@ pub fn write_in_background(rt: &tokio::runtime::Runtime, mut sink: AnySink, batc
         let outcome = sink.write_batch(&batch).await;
         (sink, outcome)
     })
+}
+
+/// Waits until `waiting` says the background write `writing` waits (for a
+/// lock another session holds), polling every 20 ms; fails naming `what`
+/// after `within`, or at once with the write's outcome if it ended first.
+pub fn sink_waits(
+    rt: &tokio::runtime::Runtime,
+    writing: Writing,
+    what: &str,
+    within: Duration,
+    mut waiting: impl FnMut() -> bool,
+) -> Writing {
+    let deadline = Instant::now() + within;
+    while !waiting() {
+        if writing.is_finished() {
+            let (_, outcome) = rt.block_on(writing).unwrap();
+            panic!("waiting for {what}: the write ended first: {outcome:?}");
+        }
+        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writing
 }
 
 /// With `checkpoint_table`, a batch the target has already (rowhook
