@@ -53,6 +53,9 @@ use crate::sink::{KINDS, RawSinkOptions, SinkRetry, SinkSpec};
 use crate::source::StartPosition;
 use crate::source::server::SourceUrl;
 
+mod tenants;
+pub use tenants::{RawTenant, RawTenantLimits, TenantPlan};
+
 // ---------------------------------------------------------------------------
 // Raw: the TOML as written.
 // ---------------------------------------------------------------------------
@@ -78,6 +81,11 @@ pub struct RawConfig {
     /// `[http]`: the HTTP server for operators (metrics, health, status,
     /// admin). Without it, no server runs.
     pub http: Option<RawHttp>,
+    /// `[tenants.NAME]`: the teams sharing this rowhook, what each may read
+    /// and emit to, and caps on its handlers. Without it, `tenant` is a
+    /// label only.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, RawTenant>,
     /// Values that came from the environment: scrubbed from every error.
     #[serde(skip)]
     secrets: Secrets,
@@ -849,6 +857,8 @@ pub struct Plan {
     pub handlers: Vec<HandlerPlan>,
     /// The HTTP server, if configured.
     pub http: Option<HttpPlan>,
+    /// The declared tenants, by name; empty if the config declares none.
+    pub tenants: BTreeMap<String, TenantPlan>,
 }
 
 /// The default `[http] listen`.
@@ -1302,6 +1312,7 @@ impl RawConfig {
             sinks.insert(name.clone(), spec);
         }
 
+        let tenants = tenants::resolve(self.tenants, &defined, &mut problems);
         let mut handlers = Vec::with_capacity(self.handlers.len());
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
         for (i, raw) in self.handlers.into_iter().enumerate() {
@@ -1316,9 +1327,13 @@ impl RawConfig {
                 names.insert(raw.name.clone(), i);
             }
             if let Some(h) = resolve_handler(raw, &key, &base, &defined, &mut problems) {
+                if !tenants.is_empty() {
+                    tenants::check_handler(&tenants, &h, &key, &mut problems);
+                }
                 handlers.push(h);
             }
         }
+        tenants::check_totals(&tenants, &handlers, &mut problems);
 
         if !problems.0.is_empty() {
             let secrets = &self.secrets;
@@ -1341,6 +1356,7 @@ impl RawConfig {
             sink_retry,
             handlers,
             http,
+            tenants,
         })
     }
 }

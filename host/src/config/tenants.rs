@@ -1,0 +1,391 @@
+//! `[tenants.NAME]`: the teams that share one rowhook, as the operator
+//! declares them: the tables each may read, the sinks it owns or is lent,
+//! and caps on its handlers. With no `[tenants]` table every handler's
+//! `tenant` is a label only; with one, every handler must belong to a
+//! declared tenant and stay inside what it was given, or the config is
+//! refused with each problem named.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use super::{HandlerPlan, OnError, TablePattern, valid_name};
+use crate::problem::Problems;
+
+/// `[tenants.NAME]`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    /// The tables its handlers may subscribe to: `db.table` or `db.*`.
+    pub tables: Vec<String>,
+    /// The sinks it owns: no other tenant may be granted or lent them.
+    #[serde(default)]
+    pub sinks: Vec<String>,
+    /// Sinks the operator lends it, which other tenants may be lent too.
+    #[serde(default)]
+    pub lent: Vec<String>,
+    /// The most handlers it may have.
+    pub max_handlers: Option<u32>,
+    /// The most memory its handlers may take together (the sum of their
+    /// `limits.memory_mb`), in MiB.
+    pub memory_mb_total: Option<u32>,
+    /// Caps on each of its handlers' limits: a handler may set less, not more.
+    pub limits: Option<RawTenantLimits>,
+}
+
+/// `limits = { ... }` of a tenant: the most each of its handlers may set.
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenantLimits {
+    /// `limits.memory_mb`.
+    pub memory_mb: Option<u32>,
+    /// `limits.time_ms`.
+    pub time_ms: Option<u32>,
+    /// `limits.emits_per_event`.
+    pub emits_per_event: Option<u32>,
+    /// `limits.emit_mb_per_event`.
+    pub emit_mb_per_event: Option<u32>,
+    /// `limits.state_mb`.
+    pub state_mb: Option<u32>,
+}
+
+/// One tenant, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantPlan {
+    /// The tables its handlers may subscribe to.
+    pub tables: Vec<TablePattern>,
+    /// The sinks it owns.
+    pub sinks: BTreeSet<String>,
+    /// The sinks it is lent.
+    pub lent: BTreeSet<String>,
+    /// The most handlers it may have.
+    pub max_handlers: Option<u32>,
+    /// The most memory of all its handlers, in MiB.
+    pub memory_mb_total: Option<u32>,
+    /// Caps on each handler's limits.
+    pub limits: RawTenantLimits,
+}
+
+impl TenantPlan {
+    /// Whether every table `pattern` can match is one of the tenant's.
+    pub fn covers(&self, pattern: &TablePattern) -> bool {
+        self.tables
+            .iter()
+            .any(|t| t.db == pattern.db && (t.table.is_none() || t.table == pattern.table))
+    }
+
+    /// Whether its handlers may be granted `sink`.
+    pub fn may_use(&self, sink: &str) -> bool {
+        self.sinks.contains(sink) || self.lent.contains(sink)
+    }
+}
+
+/// Resolves `[tenants]` against the defined sinks: tables that parse, sinks
+/// that exist, each owned by one tenant and lent only if nobody owns it.
+pub fn resolve(
+    raw: BTreeMap<String, RawTenant>,
+    defined_sinks: &BTreeSet<&str>,
+    problems: &mut Problems,
+) -> BTreeMap<String, TenantPlan> {
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (name, t) in &raw {
+        let key = format!("tenants.{name}");
+        if !valid_name(name) {
+            problems.push(
+                key.clone(),
+                format!("`{name}` is not a tenant name"),
+                "use letters, digits, `_` and `-` (at most 64)",
+            );
+        }
+        let mut tables = Vec::new();
+        if t.tables.is_empty() {
+            problems.push(
+                format!("{key}.tables"),
+                "is empty: its handlers could read no table",
+                "list what the tenant may read, e.g. tables = [\"shop.orders\"] or [\"shop.*\"]",
+            );
+        }
+        for (j, s) in t.tables.iter().enumerate() {
+            match TablePattern::parse(s) {
+                Ok(p) => tables.push(p),
+                Err(e) => problems.push(format!("{key}.tables[{j}]"), e, "write `db.table` or `db.*`"),
+            }
+        }
+        for (field, list) in [("sinks", &t.sinks), ("lent", &t.lent)] {
+            for s in list {
+                if !defined_sinks.contains(s.as_str()) {
+                    problems.push(
+                        format!("{key}.{field}"),
+                        format!("sink `{s}` is not defined"),
+                        format!("define [sinks.{s}], or remove it from the list"),
+                    );
+                }
+            }
+        }
+        for s in &t.sinks {
+            if let Some(first) = owners.get(s) {
+                problems.push(
+                    format!("{key}.sinks"),
+                    format!("sink `{s}` is already owned by tenant `{first}`"),
+                    "a sink has one owner; to share it, list it in `lent` of each tenant instead",
+                );
+            } else {
+                owners.insert(s.clone(), name.clone());
+            }
+        }
+        out.insert(
+            name.clone(),
+            TenantPlan {
+                tables,
+                // A sink another tenant owned first is not this one's.
+                sinks: t.sinks.iter().filter(|s| owners[*s] == *name).cloned().collect(),
+                lent: t.lent.iter().cloned().collect(),
+                max_handlers: t.max_handlers,
+                memory_mb_total: t.memory_mb_total,
+                limits: t.limits.unwrap_or_default(),
+            },
+        );
+    }
+    for (name, t) in &raw {
+        for s in &t.lent {
+            if let Some(owner) = owners.get(s) {
+                problems.push(
+                    format!("tenants.{name}.lent"),
+                    format!("sink `{s}` is owned by tenant `{owner}` and cannot be lent to another"),
+                    format!("remove it from tenant `{owner}`'s sinks and lend it to both, or give `{name}` a sink of its own"),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Checks handler `h` (at `key`, `handlers[i]`) against its tenant.
+pub fn check_handler(tenants: &BTreeMap<String, TenantPlan>, h: &HandlerPlan, key: &str, problems: &mut Problems) {
+    let Some(t) = tenants.get(&h.tenant) else {
+        let declared: Vec<&str> = tenants.keys().map(String::as_str).collect();
+        problems.push(
+            format!("{key}.tenant"),
+            format!("tenant `{}` is not declared in [tenants]", h.tenant),
+            format!(
+                "declare [tenants.{}] with its tables and sinks, or use one of: {}",
+                h.tenant,
+                declared.join(", ")
+            ),
+        );
+        return;
+    };
+    let tenant = &h.tenant;
+    for (j, p) in h.tables.iter().enumerate() {
+        if !t.covers(p) {
+            problems.push(
+                format!("{key}.tables[{j}]"),
+                format!("`{p}` is outside the tables of tenant `{tenant}`"),
+                format!("subscribe within [tenants.{tenant}] tables, or ask the operator to add it there"),
+            );
+        }
+    }
+    for s in &h.grants.0 {
+        if !t.may_use(s) {
+            problems.push(
+                format!("{key}.sinks"),
+                format!("sink `{s}` is neither owned by nor lent to tenant `{tenant}`"),
+                format!("grant one of the tenant's sinks, or add `{s}` to [tenants.{tenant}] sinks or lent"),
+            );
+        }
+    }
+    if let OnError::DeadLetter { sink } = &h.on_error
+        && !t.may_use(sink)
+    {
+        problems.push(
+            format!("{key}.dead_letter"),
+            format!("sink `{sink}` is neither owned by nor lent to tenant `{tenant}`"),
+            format!("use one of the tenant's sinks, or add `{sink}` to [tenants.{tenant}] sinks or lent"),
+        );
+    }
+    let l = &h.limits;
+    let time_ms = u32::try_from(l.time.as_millis()).unwrap_or(u32::MAX);
+    for (field, value, cap, unit) in [
+        ("memory_mb", l.memory_mb, t.limits.memory_mb, "MiB"),
+        ("time_ms", time_ms, t.limits.time_ms, "ms"),
+        ("emits_per_event", l.emits_per_event, t.limits.emits_per_event, ""),
+        (
+            "emit_mb_per_event",
+            l.emit_mb_per_event,
+            t.limits.emit_mb_per_event,
+            "MiB",
+        ),
+        ("state_mb", l.state_mb, t.limits.state_mb, "MiB"),
+    ] {
+        if let Some(cap) = cap
+            && value > cap
+        {
+            let unit = if unit.is_empty() {
+                String::new()
+            } else {
+                format!(" {unit}")
+            };
+            problems.push(
+                format!("{key}.limits.{field}"),
+                format!("{value}{unit} (set, or the default) is above the {cap}{unit} tenant `{tenant}` allows"),
+                format!("set limits.{field} to {cap} or less"),
+            );
+        }
+    }
+}
+
+/// Checks what the tenants' handlers add up to: how many each has and
+/// their memory together.
+pub fn check_totals(tenants: &BTreeMap<String, TenantPlan>, handlers: &[HandlerPlan], problems: &mut Problems) {
+    for (name, t) in tenants {
+        let own: Vec<&HandlerPlan> = handlers.iter().filter(|h| &h.tenant == name).collect();
+        if let Some(max) = t.max_handlers
+            && own.len() > max as usize
+        {
+            problems.push(
+                format!("tenants.{name}.max_handlers"),
+                format!("tenant `{name}` has {} handlers, more than its {max}", own.len()),
+                format!("remove handlers of `{name}`, or raise max_handlers"),
+            );
+        }
+        let memory: u64 = own.iter().map(|h| u64::from(h.limits.memory_mb)).sum();
+        if let Some(total) = t.memory_mb_total
+            && memory > u64::from(total)
+        {
+            problems.push(
+                format!("tenants.{name}.memory_mb_total"),
+                format!("the handlers of tenant `{name}` may take {memory} MiB together (their limits.memory_mb), more than its {total} MiB"),
+                "lower its handlers' limits.memory_mb, or raise memory_mb_total",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{ConfigError, Plan};
+
+    /// Three teams, as the README's example has them.
+    const THREE: &str = r#"
+[sinks.signups]
+kind = "stdout"
+[sinks.orders-out]
+kind = "stdout"
+[sinks.audit]
+kind = "stdout"
+[sinks.blocked]
+kind = "stdout"
+
+[tenants.growth]
+tables = ["shop.user_info"]
+sinks = ["signups"]
+lent = ["audit"]
+max_handlers = 2
+limits = { memory_mb = 32, time_ms = 50 }
+
+[tenants.orders]
+tables = ["shop.orders", "shop.order_items"]
+sinks = ["orders-out"]
+lent = ["audit"]
+memory_mb_total = 128
+
+[tenants.edge]
+tables = ["web.*"]
+sinks = ["blocked"]
+
+[[handlers]]
+name = "daily-signups"
+tenant = "growth"
+module = "a.wasm"
+tables = ["shop.user_info"]
+sinks = ["signups", "audit"]
+limits = { memory_mb = 16, time_ms = 50 }
+
+[[handlers]]
+name = "orders-copy"
+tenant = "orders"
+module = "b.wasm"
+tables = ["shop.orders"]
+sinks = ["orders-out"]
+on_error = "dead-letter"
+dead_letter = "audit"
+
+[[handlers]]
+name = "ip-block"
+tenant = "edge"
+module = "c.wasm"
+tables = ["web.hits", "web.*"]
+sinks = ["blocked"]
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Plan::parse(text, Path::new("/etc/rowhook/rowhook.toml"), |_| None) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.iter().map(|p| format!("{}: {}", p.key, p.what)).collect()
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn three_tenants_within_their_grants_resolve() {
+        let plan = Plan::parse(THREE, Path::new("/etc/rowhook/rowhook.toml"), |_| None).unwrap();
+        assert_eq!(plan.tenants.keys().collect::<Vec<_>>(), ["edge", "growth", "orders"]);
+        assert!(plan.tenants["growth"].may_use("audit"));
+        assert!(!plan.tenants["growth"].may_use("orders-out"));
+        assert_eq!(plan.tenants["growth"].limits.memory_mb, Some(32));
+    }
+
+    #[test]
+    fn each_step_outside_a_tenant_is_named() {
+        let bad = THREE
+            .replace(
+                "tables = [\"shop.user_info\"]\nsinks = [\"signups\", \"audit\"]\nlimits = { memory_mb = 16, time_ms = 50 }",
+                "tables = [\"shop.user_info\", \"shop.*\", \"web.hits\"]\nsinks = [\"signups\", \"blocked\"]\nlimits = { memory_mb = 64, time_ms = 50 }",
+            )
+            .replace("dead_letter = \"audit\"", "dead_letter = \"signups\"")
+            .replace("tenant = \"edge\"", "tenant = \"nobody\"")
+            .replace("sinks = [\"orders-out\"]\nlent", "sinks = [\"orders-out\", \"signups\"]\nlent")
+            .replace("[tenants.edge]\ntables = [\"web.*\"]\nsinks = [\"blocked\"]", "[tenants.edge]\ntables = [\"web.*\"]\nlent = [\"blocked\", \"orders-out\", \"nowhere\"]");
+        assert_eq!(
+            problems(&bad),
+            [
+                "tenants.edge.lent: sink `nowhere` is not defined",
+                "tenants.orders.sinks: sink `signups` is already owned by tenant `growth`",
+                "tenants.edge.lent: sink `orders-out` is owned by tenant `orders` and cannot be lent to another",
+                "handlers[0].tables[1]: `shop.*` is outside the tables of tenant `growth`",
+                "handlers[0].tables[2]: `web.hits` is outside the tables of tenant `growth`",
+                "handlers[0].sinks: sink `blocked` is neither owned by nor lent to tenant `growth`",
+                "handlers[0].limits.memory_mb: 64 MiB (set, or the default) is above the 32 MiB tenant `growth` allows",
+                "handlers[1].dead_letter: sink `signups` is neither owned by nor lent to tenant `orders`",
+                "handlers[2].tenant: tenant `nobody` is not declared in [tenants]",
+            ]
+        );
+    }
+
+    #[test]
+    fn counts_and_memory_add_up_per_tenant() {
+        let more = format!(
+            "{THREE}\n[[handlers]]\nname = \"signups-2\"\ntenant = \"growth\"\nmodule = \"d.wasm\"\ntables = [\"shop.user_info\"]\nlimits = {{ memory_mb = 32, time_ms = 50 }}\n\
+             \n[[handlers]]\nname = \"signups-3\"\ntenant = \"growth\"\nmodule = \"e.wasm\"\ntables = [\"shop.user_info\"]\nlimits = {{ memory_mb = 32, time_ms = 50 }}\n\
+             \n[[handlers]]\nname = \"orders-2\"\ntenant = \"orders\"\nmodule = \"f.wasm\"\ntables = [\"shop.order_items\"]\nlimits = {{ memory_mb = 96 }}\n"
+        );
+        assert_eq!(
+            problems(&more),
+            [
+                "tenants.growth.max_handlers: tenant `growth` has 3 handlers, more than its 2",
+                "tenants.orders.memory_mb_total: the handlers of tenant `orders` may take 160 MiB together (their limits.memory_mb), more than its 128 MiB",
+            ]
+        );
+    }
+
+    #[test]
+    fn without_tenants_the_tenant_is_a_label() {
+        let plain = "[sinks.out]\nkind = \"stdout\"\n[[handlers]]\nname = \"a\"\ntenant = \"anyone\"\nmodule = \"a.wasm\"\ntables = [\"x.*\"]\nsinks = [\"out\"]\n";
+        assert_eq!(problems(plain), Vec::<String>::new());
+    }
+}
