@@ -4,16 +4,16 @@
 //! gauges the handlers set, list every handler and sink, and fit a phone's
 //! width; its screenshots are kept as test artifacts.
 
-use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::examples::{DAILY_SIGNUPS, handlers_built, sandbox, with_url};
-use crate::http::{Daemon, listening_on};
+use crate::http::{Daemon, exchange, listening_on};
 use crate::support::{Server, interrupt, root, temp_dir};
 
 /// The daily-signups config's own handler, its Python twin beside it, and
@@ -144,7 +144,10 @@ impl Browser {
 
     fn screenshot(&self, to: &Path) {
         let png = self.call("GET", "/screenshot", None);
-        std::fs::write(to, base64_decode(png.as_str().expect("base64 PNG"))).unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().expect("base64 PNG"))
+            .unwrap();
+        std::fs::write(to, png).unwrap();
     }
 }
 
@@ -162,63 +165,7 @@ fn webdriver(driver: &str, method: &str, path: &str, body: Option<&Value>) -> Va
 
 fn webdriver_raw(driver: &str, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<String> {
     let body = body.map(Value::to_string).unwrap_or_default();
-    let mut s = TcpStream::connect(driver)?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {driver}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    // ChromeDriver keeps the connection open: the body is as long as
-    // its Content-Length says.
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|n| n.trim().parse::<usize>().ok());
-            if let Some(length) = length
-                && raw.len() >= end + 4 + length
-            {
-                return Ok(String::from_utf8_lossy(&raw[end + 4..end + 4 + length]).into_owned());
-            }
-        }
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            let text = String::from_utf8_lossy(&raw);
-            return Ok(text.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_owned());
-        }
-        raw.extend_from_slice(&buf[..n]);
-    }
-}
-
-/// Standard base64 (WebDriver's screenshots).
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let digits: Vec<u8> = text
-        .bytes()
-        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
-        .collect();
-    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
-    for chunk in digits.chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            n |= u32::from(value(*c)) << (18 - 6 * i);
-        }
-        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    out
+    Ok(exchange(driver, method, path, &[("Content-Type", "application/json")], &body)?.body)
 }
 
 /// Where a screenshot is kept: the test's artifact directory.

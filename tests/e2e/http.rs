@@ -38,30 +38,66 @@ impl Daemon {
 }
 
 /// One HTTP/1.1 request: status, head and body.
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: String,
 }
 
 fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    exchange(addr, method, path, headers, "").unwrap_or_else(|e| panic!("{method} {path} to {addr}: {e}"))
+}
+
+/// One HTTP/1.1 request with `body`: the answer's body is as long as its
+/// `Content-Length` says (a server may keep the connection open, as
+/// ChromeDriver does), or runs to the end of the connection.
+pub(crate) fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Reply> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Reply {
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    let (head, body) = loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+            let length = head
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").map(|n| n.trim().parse::<usize>()));
+            if let Some(Ok(length)) = length
+                && raw.len() >= end + 4 + length
+            {
+                break (head, raw[end + 4..end + 4 + length].to_vec());
+            }
+        }
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            let end = raw.windows(4).position(|w| w == b"\r\n\r\n");
+            let (head, body) = end.map_or((&raw[..], &[][..]), |end| (&raw[..end], &raw[end + 4..]));
+            break (String::from_utf8_lossy(head).into_owned(), body.to_vec());
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    Ok(Reply {
         status: head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0),
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
+        head,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 fn get(addr: &str, path: &str) -> Reply {

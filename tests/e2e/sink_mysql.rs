@@ -13,8 +13,8 @@ use rowhook::sink::{Sink, SinkError};
 
 use crate::faults::mariadb_sh;
 use crate::sink_sql::{
-    Session, T_COPY, Target, WAITS_FOR_A_LOCK, checkpoint_makes_replays_exactly_once, copy_through_kills, numbered, op,
-    open, runtime, sink_waits, spec, write_in_background,
+    Session, T_COPY, Target, checkpoint_makes_replays_exactly_once, copy_through_kills, numbered, op, open, runtime,
+    sink_waits, spec, spec_waiting, write_in_background,
 };
 use crate::sink_support::{rt, sink_spec, write_until_delivered};
 use crate::support::{Server, build_guest, golden, root, rowhook, temp_dir, test_certs, wait_for};
@@ -449,7 +449,7 @@ fn a_deadlock_is_retryable_and_the_retried_batch_lands_whole() {
          CREATE TABLE ballast (id INT PRIMARY KEY, n INT NOT NULL); \
          INSERT INTO ballast SELECT seq, 0 FROM seq_1_to_5000",
     );
-    let spec = spec("mysql", &db.url(), WAITS_FOR_A_LOCK);
+    let spec = spec_waiting("mysql", &db.url(), "");
     let rt = runtime();
     let sink = rt.block_on(async {
         let mut sink = open("my", &spec).await;
@@ -508,11 +508,7 @@ fn a_server_killed_mid_batch_gets_the_batch_whole() {
     let server = Server::start(&[]);
     let db = MyDb::create_on(server.port, "my_restart");
     db.sql("CREATE TABLE orders_copy (id INT PRIMARY KEY, n INT NOT NULL)");
-    let spec = spec(
-        "mysql",
-        &db.url(),
-        &format!("checkpoint_table = \"rowhook_checkpoint\"\n{WAITS_FOR_A_LOCK}"),
-    );
+    let spec = spec_waiting("mysql", &db.url(), "checkpoint_table = \"rowhook_checkpoint\"");
     let batch = |t| numbered(t, 20_000);
     let rt = runtime();
     let sink = rt.block_on(async {

@@ -14,8 +14,8 @@ use std::time::Duration;
 use rowhook::sink::{Sink, SinkError};
 
 use crate::sink_sql::{
-    Session, T_COPY, Target, WAITS_FOR_A_LOCK, checkpoint_makes_replays_exactly_once, copy_through_kills, numbered, op,
-    open, runtime, sink_waits, spec, write_in_background,
+    Session, T_COPY, Target, checkpoint_makes_replays_exactly_once, copy_through_kills, numbered, op, open, runtime,
+    sink_waits, spec, spec_waiting, write_in_background,
 };
 use crate::sink_support::{rt, sink_spec, write_until_delivered};
 use crate::support::{build_guest, golden, root, rowhook, temp_dir, test_certs, wait_for};
@@ -519,11 +519,7 @@ fn a_server_stopped_mid_batch_gets_the_batch_whole() {
     let pg = PrivatePg::start("restart");
     let db = PgDb::create_on(pg.port, "pg_restart");
     db.sql("CREATE TABLE orders_copy (id int PRIMARY KEY, n int NOT NULL)");
-    let spec = spec(
-        "postgres",
-        &db.url(),
-        &format!("checkpoint_table = \"rowhook_checkpoint\"\n{WAITS_FOR_A_LOCK}"),
-    );
+    let spec = spec_waiting("postgres", &db.url(), "checkpoint_table = \"rowhook_checkpoint\"");
     let batch = |t| numbered(t, 20_000);
     let rt = runtime();
     let sink = rt.block_on(async {
@@ -618,7 +614,7 @@ fn a_deadlock_is_retryable_and_the_retried_batch_lands_whole() {
     // the cycle), the other session after a minute, so the sink's
     // transaction is the one aborted.
     db.sql(&format!("ALTER DATABASE {} SET deadlock_timeout = '2s'", db.name));
-    let spec = spec("postgres", &db.url(), WAITS_FOR_A_LOCK);
+    let spec = spec_waiting("postgres", &db.url(), "");
     let rt = runtime();
     let sink = rt.block_on(async {
         let mut sink = open("pg", &spec).await;

@@ -42,21 +42,24 @@ pub fn numbered(t: u32, rows: u32) -> Vec<Message> {
 /// A sink of `kind` at `url` that may write `orders_copy` (key `id`), with
 /// a 5 s `timeout_ms` and the `extra` keys.
 pub fn spec(kind: &str, url: &str, extra: &str) -> SinkSpec {
-    // 5 s for a batch, unless `extra` gives its own time limit.
-    let timeout = if extra.contains("timeout_ms") {
-        ""
-    } else {
-        "timeout_ms = 5000\n"
-    };
-    sink_spec(
-        kind,
-        &format!("url = \"{url}\"\ntables = {{ orders_copy = {{ key = [\"id\"] }} }}\n{timeout}{extra}"),
-    )
+    spec_within(kind, url, 5_000, extra)
 }
 
-/// The time limit of a batch that must still be waiting for another
-/// session's lock when the test acts, however slow the machine.
-pub const WAITS_FOR_A_LOCK: &str = "timeout_ms = 300000\n";
+/// [`spec`] with a batch limit long enough for the batch to still be
+/// waiting for another session's lock when the test acts, however slow
+/// the machine.
+pub fn spec_waiting(kind: &str, url: &str, extra: &str) -> SinkSpec {
+    spec_within(kind, url, 300_000, extra)
+}
+
+fn spec_within(kind: &str, url: &str, timeout_ms: u64, extra: &str) -> SinkSpec {
+    sink_spec(
+        kind,
+        &format!(
+            "url = \"{url}\"\ntables = {{ orders_copy = {{ key = [\"id\"] }} }}\ntimeout_ms = {timeout_ms}\n{extra}"
+        ),
+    )
+}
 
 /// Opens the sink `name` of `spec`.
 pub async fn open(name: &str, spec: &SinkSpec) -> AnySink {
