@@ -17,6 +17,8 @@ pub struct HandlerId(Arc<Key>);
 struct Key {
     tenant: String,
     name: String,
+    /// `tenant/name`.
+    key: String,
     hash: u64,
 }
 
@@ -28,6 +30,7 @@ impl HandlerId {
         HandlerId(Arc::new(Key {
             tenant: tenant.to_owned(),
             name: name.to_owned(),
+            key: format!("{tenant}/{name}"),
             hash: h.finish(),
         }))
     }
@@ -40,6 +43,13 @@ impl HandlerId {
     /// The handler's name.
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// `tenant/name`: what the store keys the handler's state and held
+    /// changes by, so that a handler's state belongs to its tenant (tenant
+    /// and handler names hold no `/`).
+    pub fn key(&self) -> &str {
+        &self.0.key
     }
 }
 
@@ -79,7 +89,7 @@ impl fmt::Debug for HandlerId {
 /// `tenant/name`.
 impl fmt::Display for HandlerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.tenant(), self.name())
+        f.write_str(self.key())
     }
 }
 

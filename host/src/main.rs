@@ -115,7 +115,7 @@ struct StateArgs {
 enum StateAction {
     /// Delete every key of one handler's state (rowhook must be stopped).
     Reset {
-        /// The handler's name.
+        /// The handler: TENANT/NAME, or its name if that is unique.
         handler: String,
         /// Confirm: the state cannot be recovered.
         #[arg(long)]
@@ -134,7 +134,7 @@ enum StateAction {
     },
     /// Print one handler's state as JSON lines.
     Dump {
-        /// The handler's name.
+        /// The handler: TENANT/NAME, or its name if that is unique.
         handler: String,
     },
 }
@@ -506,12 +506,7 @@ fn state(rt: &tokio::runtime::Runtime, args: StateArgs) -> anyhow::Result<ExitCo
                 yes,
                 "resetting deletes every key of handler `{handler}`'s state for good; add --yes to confirm"
             );
-            anyhow::ensure!(
-                plan.handlers.iter().any(|h| h.name == handler),
-                "{} has no handler `{handler}`",
-                plan.file.display()
-            );
-            let n = rowhook::cli::state::reset_state(&plan, &handler)?;
+            let (handler, n) = rowhook::cli::state::reset_state(&plan, &handler)?;
             say!("handler `{handler}`: {n} keys deleted");
         }
         Some(StateAction::SetStart { to, yes }) => {

@@ -166,9 +166,16 @@ fn short_name<'a>(metric: &'a str, prefix: &str) -> Option<&'a str> {
     metric.strip_prefix(prefix)?.strip_suffix("_total")
 }
 
+fn default_tenant() -> String {
+    "default".to_owned()
+}
+
 /// One handler's state size.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HandlerState {
+    /// Its tenant.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     /// The handler.
     pub name: String,
     /// Keys.

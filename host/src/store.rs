@@ -31,9 +31,13 @@ use anyhow::Context as _;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-/// The resume position: key `resume` → JSON [`Checkpoint`].
+/// The resume position: key `resume` → JSON [`Checkpoint`]; key
+/// [`KEYS_MARK`] once handlers are keyed by tenant.
 const POSITION: TableDefinition<&str, &[u8]> = TableDefinition::new("position");
-/// Handler state: (handler, key) → value.
+/// Present in [`POSITION`] once [`STATE`] and [`HELD`] key each handler as
+/// `tenant/name` (stores of earlier versions keyed it by name alone).
+const KEYS_MARK: &str = "keys";
+/// Handler state: (`tenant/handler`, key) → value.
 const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
 /// Dead letters: sequence number → JSON [`DeadLetter`].
 const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
@@ -44,8 +48,15 @@ const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("exec_
 /// The ledger's entries by sequence number, oldest first, for pruning.
 const LEDGER_SEQ: TableDefinition<u64, (&str, &str)> = TableDefinition::new("exec_ledger_seq");
 
-/// Held changes: (handler, sequence number) → [`HeldChange::to_bytes`].
+/// Held changes as versions before held files kept them: (handler,
+/// sequence number) → [`HeldChange::to_bytes`]. Read once, to move them
+/// into the handler's held file ([`StateStore::adopt_held`]).
 const HELD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("held");
+/// What each handler's held file holds: `tenant/handler` → [`HeldRange`].
+const HELD_RANGES: TableDefinition<&str, &[u8]> = TableDefinition::new("held_ranges");
+
+/// The directory of the held files, inside the state directory.
+pub const HELD_DIR: &str = "held";
 
 /// The file name of the database inside the state directory.
 pub const DB_FILE: &str = "rowhook.redb";
@@ -102,24 +113,16 @@ pub struct Batch {
     /// Ledger entries numbered below this belong to the batch's
     /// transactions (or earlier ones): the commit removes them.
     pub ledger_below: Option<u64>,
-    /// Changes held for a handler by the batch's transactions:
-    /// (handler, sequence number, change).
-    pub held: Vec<(String, u64, Arc<HeldChange>)>,
-    /// Held changes handed to their handler (or to its `on_error`) since
-    /// the last batch: (handler, sequence number). Removed after `held` is
-    /// added, so a change held and handed over within one batch leaves no
-    /// trace.
-    pub released: Vec<(String, u64)>,
+    /// What each handler's held file holds after the batch's transactions
+    /// and hand-overs, by `tenant/handler`: the file is synced up to each
+    /// range's end before the batch commits.
+    pub held: BTreeMap<String, HeldRange>,
 }
 
 impl Batch {
     /// Whether committing it would change nothing.
     pub fn is_empty(&self) -> bool {
-        self.position.is_none()
-            && self.state.is_empty()
-            && self.dead_letters.is_empty()
-            && self.held.is_empty()
-            && self.released.is_empty()
+        self.position.is_none() && self.state.is_empty() && self.dead_letters.is_empty() && self.held.is_empty()
     }
 }
 
@@ -137,21 +140,32 @@ pub struct HeldChange {
 }
 
 impl HeldChange {
-    /// What it takes in memory and in the store, near enough.
+    /// What it takes in memory and on disk, near enough: what counts
+    /// against `breaker.hold_mb`.
     pub fn size(&self) -> u64 {
-        (self.id.len() + self.encoded.len() + self.json.len() + 8) as u64
+        Self::bytes_len(&self.id, &self.json, &self.encoded) as u64
+    }
+
+    /// The length of [`HeldChange::to_bytes`] of a change of these parts.
+    pub fn bytes_len(id: &str, json: &[u8], encoded: &[u8]) -> usize {
+        8 + id.len() + json.len() + encoded.len()
     }
 
     /// Its stored form: the id's and the JSON's lengths (4 bytes each,
     /// big-endian), the id, the JSON, then the encoding.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.size() as usize);
-        out.extend_from_slice(&(self.id.len() as u32).to_be_bytes());
-        out.extend_from_slice(&(self.json.len() as u32).to_be_bytes());
-        out.extend_from_slice(self.id.as_bytes());
-        out.extend_from_slice(&self.json);
-        out.extend_from_slice(&self.encoded);
+        Self::write_bytes(&mut out, &self.id, &self.json, &self.encoded);
         out
+    }
+
+    /// Appends [`HeldChange::to_bytes`] of a change of these parts to `out`.
+    pub fn write_bytes(out: &mut Vec<u8>, id: &str, json: &[u8], encoded: &[u8]) {
+        out.extend_from_slice(&(id.len() as u32).to_be_bytes());
+        out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(json);
+        out.extend_from_slice(encoded);
     }
 
     /// Reads [`HeldChange::to_bytes`]; `None` if it is not that.
@@ -164,6 +178,46 @@ impl HeldChange {
             id: String::from_utf8(b.get(8..json_at)?.to_vec()).ok()?,
             json: b.get(json_at..encoded_at)?.to_vec(),
             encoded: b.get(encoded_at..)?.to_vec(),
+        })
+    }
+}
+
+/// What one handler's held file holds: the records from offset `head`
+/// to offset `end`, `count` changes of `bytes` (their
+/// [`HeldChange::size`]s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldRange {
+    /// The offset of the oldest held change's record.
+    pub head: u64,
+    /// The offset just past the newest one's.
+    pub end: u64,
+    /// How many changes are held.
+    pub count: u64,
+    /// Their sizes, added up.
+    pub bytes: u64,
+}
+
+impl HeldRange {
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn to_bytes(self) -> [u8; 32] {
+        let mut out = [0; 32];
+        for (i, v) in [self.head, self.end, self.count, self.bytes].into_iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
+        }
+        out
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<HeldRange> {
+        let v = |i: usize| Some(u64::from_be_bytes(b.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+        Some(HeldRange {
+            head: v(0)?,
+            end: v(1)?,
+            count: v(2)?,
+            bytes: v(3)?,
         })
     }
 }
@@ -341,6 +395,7 @@ impl StateStore {
         txn.open_table(STATE)?;
         txn.open_table(LEDGER)?;
         txn.open_table(HELD)?;
+        txn.open_table(HELD_RANGES)?;
         let next_dead_letter = {
             let t = txn.open_table(DEAD_LETTERS)?;
             t.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0)
@@ -376,6 +431,57 @@ impl StateStore {
         &self.path
     }
 
+    /// Keys every handler's state and held changes by `tenant/name`, as
+    /// [`crate::handler_id::HandlerId::key`] does: a store written by an
+    /// earlier version keyed them by name alone, and its entries move to
+    /// the tenant `tenant_of` gives for the name (`default` for a handler
+    /// it does not know). Returns how many entries moved; once done, it
+    /// is a single read.
+    pub fn key_by_tenant(&mut self, tenant_of: impl Fn(&str) -> Option<String>) -> anyhow::Result<u64> {
+        if self.db.begin_read()?.open_table(POSITION)?.get(KEYS_MARK)?.is_some() {
+            return Ok(0);
+        }
+        let owner = |name: &str| format!("{}/{name}", tenant_of(name).unwrap_or_else(|| "default".to_owned()));
+        let txn = self.db.begin_write()?;
+        let mut moved = 0;
+        {
+            let mut t = txn.open_table(STATE)?;
+            let old: Vec<(String, String, Vec<u8>)> = t
+                .iter()?
+                .filter_map(|e| {
+                    let (k, v) = e.ok()?;
+                    let (h, key) = k.value();
+                    (!h.contains('/')).then(|| (h.to_owned(), key.to_owned(), v.value().to_vec()))
+                })
+                .collect();
+            for (h, key, v) in &old {
+                t.remove((h.as_str(), key.as_str()))?;
+                t.insert((owner(h).as_str(), key.as_str()), v.as_slice())?;
+            }
+            moved += old.len() as u64;
+        }
+        {
+            let mut t = txn.open_table(HELD)?;
+            let old: Vec<(String, u64, Vec<u8>)> = t
+                .iter()?
+                .filter_map(|e| {
+                    let (k, v) = e.ok()?;
+                    let (h, seq) = k.value();
+                    (!h.contains('/')).then(|| (h.to_owned(), seq, v.value().to_vec()))
+                })
+                .collect();
+            for (h, seq, v) in &old {
+                t.remove((h.as_str(), *seq))?;
+                t.insert((owner(h).as_str(), *seq), v.as_slice())?;
+            }
+            moved += old.len() as u64;
+        }
+        txn.open_table(POSITION)?
+            .insert(KEYS_MARK, b"tenant/handler".as_slice())?;
+        txn.commit()?;
+        Ok(moved)
+    }
+
     /// The last committed position, if any.
     pub fn position(&self) -> anyhow::Result<Option<Checkpoint>> {
         let txn = self.db.begin_read()?;
@@ -386,7 +492,7 @@ impl StateStore {
         Ok(Some(cp))
     }
 
-    /// Every key and value of `handler`'s state.
+    /// Every key and value of `handler`'s state (`tenant/name`).
     pub fn load_state(&self, handler: &str) -> anyhow::Result<HashMap<String, Vec<u8>>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(STATE)?;
@@ -402,7 +508,7 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Keys and bytes of state per handler, by name.
+    /// Keys and bytes of state per handler, by `tenant/name`.
     pub fn state_sizes(&self) -> anyhow::Result<Vec<(String, StateSize)>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(STATE)?;
@@ -420,12 +526,36 @@ impl StateStore {
         Ok(out)
     }
 
-    /// The changes held for each handler, by name, oldest first, with
-    /// their sequence numbers.
-    pub fn load_held(&self) -> anyhow::Result<BTreeMap<String, Vec<(u64, HeldChange)>>> {
+    /// The directory of the handlers' held files.
+    pub fn held_dir(&self) -> PathBuf {
+        self.path.parent().unwrap_or(Path::new(".")).join(HELD_DIR)
+    }
+
+    /// What each handler's held file holds, by `tenant/name`.
+    pub fn held_ranges(&self) -> anyhow::Result<BTreeMap<String, HeldRange>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(HELD_RANGES)?;
+        let mut out = BTreeMap::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            let range = HeldRange::from_bytes(v.value()).with_context(|| {
+                format!(
+                    "{}: the held range of handler `{}` is unreadable",
+                    self.path.display(),
+                    k.value()
+                )
+            })?;
+            out.insert(k.value().to_owned(), range);
+        }
+        Ok(out)
+    }
+
+    /// The changes an earlier version kept in the store itself, by
+    /// handler (`tenant/name`), oldest first.
+    pub fn legacy_held(&self) -> anyhow::Result<BTreeMap<String, Vec<HeldChange>>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(HELD)?;
-        let mut out: BTreeMap<String, Vec<(u64, HeldChange)>> = BTreeMap::new();
+        let mut out: BTreeMap<String, Vec<HeldChange>> = BTreeMap::new();
         for entry in t.iter()? {
             let (k, v) = entry?;
             let (handler, seq) = k.value();
@@ -435,21 +565,42 @@ impl StateStore {
                     self.path.display()
                 )
             })?;
-            out.entry(handler.to_owned()).or_default().push((seq, change));
+            out.entry(handler.to_owned()).or_default().push(change);
         }
         Ok(out)
     }
 
-    /// How many changes are held per handler, and their bytes, by name.
+    /// `handler`'s changes an earlier version kept in the store are now in
+    /// its held file (synced), which holds `range`: one commit records the
+    /// range and drops them from the store.
+    pub fn adopt_held(&mut self, handler: &str, range: HeldRange) -> anyhow::Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(HELD)?;
+            let seqs: Vec<u64> = t
+                .range((handler, 0)..=(handler, u64::MAX))?
+                .map(|e| e.map(|(k, _)| k.value().1))
+                .collect::<Result<_, _>>()?;
+            for seq in seqs {
+                t.remove((handler, seq))?;
+            }
+            txn.open_table(HELD_RANGES)?
+                .insert(handler, range.to_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// How many changes are held per handler, and their bytes, by
+    /// `tenant/name`.
     pub fn held_sizes(&self) -> anyhow::Result<BTreeMap<String, (u64, u64)>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(HELD)?;
-        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for entry in t.iter()? {
-            let (k, v) = entry?;
-            let size = out.entry(k.value().0.to_owned()).or_default();
-            size.0 += 1;
-            size.1 += v.value().len() as u64;
+        let mut out: BTreeMap<String, (u64, u64)> = (self.held_ranges()?.into_iter())
+            .map(|(k, r)| (k, (r.count, r.bytes)))
+            .collect();
+        for (k, changes) in self.legacy_held()? {
+            let size = out.entry(k).or_default();
+            size.0 += changes.len() as u64;
+            size.1 += changes.iter().map(HeldChange::size).sum::<u64>();
         }
         Ok(out)
     }
@@ -484,13 +635,14 @@ impl StateStore {
             for (i, d) in batch.dead_letters.iter().enumerate() {
                 dl.insert(self.next_dead_letter + i as u64, serde_json::to_vec(d)?.as_slice())?;
             }
-            if !batch.held.is_empty() || !batch.released.is_empty() {
-                let mut held = txn.open_table(HELD)?;
-                for (handler, seq, change) in &batch.held {
-                    held.insert((handler.as_str(), *seq), change.to_bytes().as_slice())?;
-                }
-                for (handler, seq) in &batch.released {
-                    held.remove((handler.as_str(), *seq))?;
+            if !batch.held.is_empty() {
+                let mut ranges = txn.open_table(HELD_RANGES)?;
+                for (handler, range) in &batch.held {
+                    if range.is_empty() {
+                        ranges.remove(handler.as_str())?;
+                    } else {
+                        ranges.insert(handler.as_str(), range.to_bytes().as_slice())?;
+                    }
                 }
             }
             if let Some(cp) = &batch.position {
@@ -676,55 +828,114 @@ mod tests {
         }
     }
 
+    /// Writes held changes as versions before held files did.
+    fn put_legacy_held(s: &StateStore, handler: &str, changes: &[HeldChange]) {
+        let txn = s.db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(HELD).unwrap();
+            for (seq, c) in changes.iter().enumerate() {
+                t.insert((handler, seq as u64), c.to_bytes().as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
     #[test]
-    fn held_changes_survive_reopen_until_a_batch_releases_them() {
+    fn held_ranges_survive_reopen_and_an_empty_one_is_dropped() {
         let dir = temp("held");
-        let change = |id: &str| {
-            Arc::new(HeldChange {
-                id: id.into(),
-                encoded: vec![1, 2, 3],
-                json: br#"{"op":"insert"}"#.to_vec(),
-            })
+        let change = |id: &str| HeldChange {
+            id: id.into(),
+            encoded: vec![1, 2, 3],
+            json: br#"{"op":"insert"}"#.to_vec(),
+        };
+        let range = |head, end, count| HeldRange {
+            head,
+            end,
+            count,
+            bytes: count * 10,
         };
         {
             let mut s = StateStore::open(&dir).unwrap();
+            let mut held = BTreeMap::new();
+            held.insert("t/a".to_owned(), range(0, 40, 2));
+            held.insert("t/b".to_owned(), range(0, 20, 1));
             s.commit(&Batch {
                 position: Some(cp(100)),
-                held: vec![("a".into(), 0, change("t:1:0")), ("a".into(), 1, change("t:2:0"))],
+                held,
                 ..Batch::default()
             })
             .unwrap();
-            // Held and handed over within one batch: no trace.
+            let mut held = BTreeMap::new();
+            held.insert("t/b".to_owned(), range(20, 20, 0));
             s.commit(&Batch {
-                held: vec![("b".into(), 0, change("t:3:0"))],
-                released: vec![("b".into(), 0)],
+                held,
                 ..Batch::default()
             })
             .unwrap();
         }
         let mut s = StateStore::open(&dir).unwrap();
-        let held = s.load_held().unwrap();
-        assert_eq!(held.keys().collect::<Vec<_>>(), ["a"]);
+        let ranges = s.held_ranges().unwrap();
+        assert_eq!(ranges.keys().collect::<Vec<_>>(), ["t/a"]);
+        assert_eq!(ranges["t/a"], range(0, 40, 2));
+        assert_eq!(s.held_dir(), dir.join(HELD_DIR));
+
+        // Changes an earlier version kept in the store: counted until adopted.
+        put_legacy_held(&s, "t/c", &[change("t:1:0"), change("t:2:0")]);
+        let legacy = s.legacy_held().unwrap();
         assert_eq!(
-            held["a"]
-                .iter()
-                .map(|(seq, c)| (*seq, c.id.as_str()))
-                .collect::<Vec<_>>(),
-            [(0, "t:1:0"), (1, "t:2:0")]
+            legacy["t/c"].iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["t:1:0", "t:2:0"]
         );
-        assert_eq!(held["a"][0].1, *change("t:1:0"));
-        assert_eq!(s.held_sizes().unwrap()["a"].0, 2);
-        s.commit(&Batch {
-            released: vec![("a".into(), 0)],
-            ..Batch::default()
-        })
-        .unwrap();
-        assert_eq!(s.load_held().unwrap()["a"].len(), 1);
+        assert_eq!(legacy["t/c"][0], change("t:1:0"));
+        assert_eq!(s.held_sizes().unwrap()["t/c"], (2, 2 * change("x:1:0").size()));
+        s.adopt_held("t/c", range(0, 60, 2)).unwrap();
+        assert!(s.legacy_held().unwrap().is_empty());
+        assert_eq!(s.held_sizes().unwrap()["t/c"], (2, 20));
         assert_eq!(
             HeldChange::from_bytes(&[0, 0, 0, 9, 0, 0, 0, 0, b'x']),
             None,
             "a short record is refused"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_store_keyed_by_name_moves_each_handler_under_its_tenant_once() {
+        let dir = temp("tenants");
+        let held = HeldChange {
+            id: "t:1:0".into(),
+            encoded: vec![1],
+            json: Vec::new(),
+        };
+        let mut s = StateStore::open(&dir).unwrap();
+        // As an earlier version wrote it: handlers by name alone.
+        let mut state = BTreeMap::new();
+        state.insert(("orders".to_owned(), "n".to_owned()), Some(b"3".to_vec()));
+        state.insert(("gone".to_owned(), "n".to_owned()), Some(b"1".to_vec()));
+        s.commit(&Batch {
+            state,
+            ..Batch::default()
+        })
+        .unwrap();
+        put_legacy_held(&s, "orders", &[held]);
+        let tenant_of = |name: &str| (name == "orders").then(|| "shop".to_owned());
+        assert_eq!(s.key_by_tenant(tenant_of).unwrap(), 3);
+        assert_eq!(s.load_state("shop/orders").unwrap()["n"], b"3");
+        assert_eq!(s.load_state("default/gone").unwrap()["n"], b"1");
+        assert!(s.load_state("orders").unwrap().is_empty());
+        assert_eq!(s.legacy_held().unwrap()["shop/orders"][0].id, "t:1:0");
+        // Done once: a later entry without a tenant is not moved again.
+        let mut state = BTreeMap::new();
+        state.insert(("loose".to_owned(), "n".to_owned()), Some(b"1".to_vec()));
+        s.commit(&Batch {
+            state,
+            ..Batch::default()
+        })
+        .unwrap();
+        assert_eq!(s.key_by_tenant(tenant_of).unwrap(), 0);
+        drop(s);
+        let mut s = StateStore::open(&dir).unwrap();
+        assert_eq!(s.key_by_tenant(tenant_of).unwrap(), 0, "the mark survives reopen");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

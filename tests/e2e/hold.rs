@@ -128,8 +128,16 @@ breaker = {{ failures = 1, window_ms = 60000, cooldown_ms = 300, while_suspended
         "held, not handled: {log}"
     );
     let state = rowhook_ok(&["state", "-c", config_arg]);
-    assert!(state.contains("held          flaky: 50 changes"), "{state}");
+    assert!(state.contains("held          default/flaky: 50 changes"), "{state}");
     assert!(!state.contains("position      none"), "the position moved on: {state}");
+    // They are in the handler's held file, readable by rowhook's user only.
+    let held_file = dir.join("state/held/default/flaky");
+    let meta = std::fs::metadata(&held_file).unwrap();
+    assert!(meta.len() > 50 * 100, "{}", meta.len());
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
 
     // Written while rowhook is down, then a restart with the same broken
     // handler: the oldest held change is its trial, and fails.
@@ -170,6 +178,11 @@ breaker = {{ failures = 1, window_ms = 60000, cooldown_ms = 300, while_suspended
     assert!(log.contains("handler resumed"), "{log}");
     let state = rowhook_ok(&["state", "-c", config_arg]);
     assert!(!state.contains("held "), "{state}");
+    assert_eq!(
+        std::fs::metadata(&held_file).unwrap().len(),
+        0,
+        "emptied once the store recorded nothing held"
+    );
     // The handed-over changes' messages carry their changes' ids.
     for line in read(&calls).lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();

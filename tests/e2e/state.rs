@@ -127,6 +127,70 @@ sinks = ["orders_queue"]
     );
 }
 
+/// State belongs to a tenant and a handler: a handler moved to another
+/// tenant starts with none, the old tenant's state stays until it is reset,
+/// and `rowhook state` reports it per tenant.
+#[test]
+fn state_is_kept_per_tenant_and_handler() {
+    let minimal = build_guest(&root().join("guest-sdk/examples/minimal"), "minimal");
+    let dir = temp_dir("state-tenants");
+    let config = dir.join("rowhook.toml");
+    let write = |tenant: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[state]\npath = \"state\"\n\n[sinks.orders_queue]\nkind = \"file\"\npath = \"orders.log\"\n\n[[handlers]]\nname = \"orders\"\ntenant = \"{tenant}\"\nmodule = \"{}\"\ntables = [\"shop.orders\"]\nops = [\"insert\"]\nsinks = [\"orders_queue\"]\n",
+                minimal.display()
+            ),
+        )
+        .unwrap()
+    };
+    let config = config.to_str().unwrap();
+    let binlog = root().join("examples/binlog/shop-bin.000001");
+    let binlog = binlog.to_str().unwrap();
+    let dump = |who: &str| rowhook_ok(&["state", "-c", config, "dump", who]);
+
+    write("shop");
+    rowhook_ok(&["replay", "--checkpoint", "-c", config, binlog]);
+    let text = rowhook_ok(&["state", "-c", config]);
+    assert!(
+        text.contains("tenant        shop: 1 keys, 14 bytes of state\nstate         shop/orders: 1 keys, 14 bytes\n"),
+        "{text}"
+    );
+    assert!(dump("orders").contains("\"counter\":3"));
+
+    // Moved to another tenant, from the start again: its count starts anew.
+    write("billing");
+    rowhook_ok(&["state", "-c", config, "set-start", "config", "--yes"]);
+    rowhook_ok(&["replay", "--checkpoint", "-c", config, binlog]);
+    assert!(
+        dump("orders").contains("\"counter\":3"),
+        "the config's handler: billing/orders"
+    );
+    assert!(dump("billing/orders").contains("\"counter\":3"));
+    assert!(
+        dump("shop/orders").contains("\"counter\":3"),
+        "kept, though no longer configured"
+    );
+    let report: serde_json::Value = serde_json::from_str(&rowhook_ok(&["state", "-c", config, "--json"])).unwrap();
+    let owners: Vec<(&str, &str)> = (report["handlers"].as_array().unwrap().iter())
+        .map(|h| (h["tenant"].as_str().unwrap(), h["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(owners, [("billing", "orders"), ("shop", "orders")], "{report:#}");
+
+    // A name alone is the config's handler; the other tenant's by TENANT/NAME.
+    let out = rowhook_ok(&["state", "-c", config, "reset", "shop/orders", "--yes"]);
+    assert!(out.contains("handler `shop/orders`: 1 keys deleted"), "{out}");
+    assert_eq!(dump("billing/orders").lines().count(), 1);
+    let out = rowhook(&["state", "-c", config, "dump", "shop/orders"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("has no handler `shop/orders`, and the store keeps no state for one"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `rowhook replay --checkpoint -c config` over the shop binlog under
 /// GNU time; fails the test if it does not finish by itself within two
 /// minutes. Returns its stderr and its peak resident memory in bytes.
@@ -269,7 +333,7 @@ sinks = ["orders_queue"]
     assert_eq!(sizes(&report), expected, "rowhook state, from the store");
     let text = rowhook_ok(&["state", "-c", cfg]);
     assert!(
-        text.contains(&format!("state         hoarder: 16 keys, {stored} bytes")),
+        text.contains(&format!("state         default/hoarder: 16 keys, {stored} bytes")),
         "{text}"
     );
     // Without the quota this run holds 380 MiB of state and peaks at

@@ -17,39 +17,89 @@ use crate::source::StartPosition;
 pub use crate::status::{HandlerMetrics, HandlerState, Report, STATUS_FILE, ServerPosition, SinkMetrics};
 use crate::store::{Checkpoint, StateSize, StateStore};
 
-/// Each handler's state size and held changes, by name: every handler
-/// with either.
+/// `tenant/name` → (tenant, name).
+fn split_key(key: &str) -> (String, String) {
+    match key.split_once('/') {
+        Some((t, n)) => (t.to_owned(), n.to_owned()),
+        None => ("default".to_owned(), key.to_owned()),
+    }
+}
+
+/// Each handler's state size and held changes, by tenant and name: every
+/// handler with either.
 fn sizes(store: &StateStore) -> anyhow::Result<Vec<HandlerState>> {
-    let mut by_name: std::collections::BTreeMap<String, HandlerState> = store
-        .state_sizes()?
-        .into_iter()
-        .map(|(name, StateSize { keys, bytes })| {
-            let h = HandlerState {
-                name: name.clone(),
-                keys,
-                bytes,
+    fn entry<'a>(by_key: &'a mut std::collections::BTreeMap<String, HandlerState>, key: &str) -> &'a mut HandlerState {
+        by_key.entry(key.to_owned()).or_insert_with(|| {
+            let (tenant, name) = split_key(key);
+            HandlerState {
+                tenant,
+                name,
                 ..HandlerState::default()
-            };
-            (name, h)
+            }
         })
-        .collect();
-    for (name, (held, held_bytes)) in store.held_sizes()? {
-        let h = by_name.entry(name.clone()).or_insert_with(|| HandlerState {
-            name,
-            ..HandlerState::default()
-        });
+    }
+    let mut by_key = std::collections::BTreeMap::new();
+    for (key, StateSize { keys, bytes }) in store.state_sizes()? {
+        let h = entry(&mut by_key, &key);
+        h.keys = keys;
+        h.bytes = bytes;
+    }
+    for (key, (held, held_bytes)) in store.held_sizes()? {
+        let h = entry(&mut by_key, &key);
         h.held = held;
         h.held_bytes = held_bytes;
     }
-    Ok(by_name.into_values().collect())
+    Ok(by_key.into_values().collect())
 }
 
-/// Opens the store of `plan`, or says that a running rowhook holds it.
+/// Opens the store of `plan`, or says that a running rowhook holds it. A
+/// store of an earlier version has its handlers keyed by tenant first.
 fn open(plan: &Plan) -> anyhow::Result<Result<StateStore, anyhow::Error>> {
     match StateStore::open(&plan.state.path) {
-        Ok(s) => Ok(Ok(s)),
+        Ok(mut s) => {
+            s.key_by_tenant(|name| {
+                (plan.handlers.iter())
+                    .find(|h| h.name == name)
+                    .map(|h| h.tenant.clone())
+            })?;
+            Ok(Ok(s))
+        }
         Err(e) if e.is::<crate::store::InUse>() => Ok(Err(e)),
         Err(e) => Err(e),
+    }
+}
+
+/// Which handler `handler` names, as the store keys it (`tenant/name`):
+/// `TENANT/NAME`, or a name alone, which is the config's handler of that
+/// name or else the one handler of that name the store keeps state for.
+fn resolve_handler(plan: &Plan, store: &StateStore, handler: &str) -> anyhow::Result<String> {
+    let file = plan.file.display();
+    if handler.contains('/') {
+        let known = plan
+            .handlers
+            .iter()
+            .any(|h| format!("{}/{}", h.tenant, h.name) == handler)
+            || store.state_sizes()?.iter().any(|(k, _)| k == handler);
+        anyhow::ensure!(
+            known,
+            "{file} has no handler `{handler}`, and the store keeps no state for one"
+        );
+        return Ok(handler.to_owned());
+    }
+    if let Some(h) = plan.handlers.iter().find(|h| h.name == handler) {
+        return Ok(format!("{}/{}", h.tenant, h.name));
+    }
+    let kept: Vec<String> = (store.state_sizes()?.into_iter())
+        .map(|(k, _)| k)
+        .filter(|k| split_key(k).1 == handler)
+        .collect();
+    match kept.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => anyhow::bail!("{file} has no handler `{handler}`, and the store keeps no state for one"),
+        many => anyhow::bail!(
+            "the store keeps state for `{handler}` of several tenants ({}); name one as TENANT/{handler}",
+            many.join(", ")
+        ),
     }
 }
 
@@ -165,15 +215,25 @@ pub fn render(report: &Report) -> String {
     if report.handlers.is_empty() {
         out.push_str("state         no handler has state\n");
     }
-    for h in &report.handlers {
+    let mut handlers: Vec<&HandlerState> = report.handlers.iter().collect();
+    handlers.sort_by(|a, b| (&a.tenant, &a.name).cmp(&(&b.tenant, &b.name)));
+    for (i, h) in handlers.iter().enumerate() {
+        if i == 0 || handlers[i - 1].tenant != h.tenant {
+            let (keys, bytes) =
+                (handlers.iter().filter(|o| o.tenant == h.tenant)).fold((0, 0), |(k, b), o| (k + o.keys, b + o.bytes));
+            out.push_str(&format!(
+                "tenant        {}: {keys} keys, {bytes} bytes of state\n",
+                h.tenant
+            ));
+        }
         out.push_str(&format!(
-            "state         {}: {} keys, {} bytes\n",
-            h.name, h.keys, h.bytes
+            "state         {}/{}: {} keys, {} bytes\n",
+            h.tenant, h.name, h.keys, h.bytes
         ));
         if h.held > 0 {
             out.push_str(&format!(
-                "held          {}: {} changes ({} bytes), handed over in order once it takes changes again\n",
-                h.name, h.held, h.held_bytes
+                "held          {}/{}: {} changes ({} bytes), handed over in order once it takes changes again\n",
+                h.tenant, h.name, h.held, h.held_bytes
             ));
         }
     }
@@ -239,10 +299,15 @@ pub fn render(report: &Report) -> String {
     out
 }
 
-/// Removes every key of `handler`'s state. Refused while rowhook runs.
-pub fn reset_state(plan: &Plan, handler: &str) -> anyhow::Result<u64> {
+/// Removes every key of `handler`'s state (`TENANT/NAME` or a name, see
+/// [`resolve_handler`]), also of a handler no longer configured; returns
+/// the handler as `tenant/name` and how many keys went. Refused while
+/// rowhook runs.
+pub fn reset_state(plan: &Plan, handler: &str) -> anyhow::Result<(String, u64)> {
     let mut store = open(plan)?.map_err(|e| e.context("stop rowhook before resetting state"))?;
-    store.reset_state(handler)
+    let key = resolve_handler(plan, &store, handler)?;
+    let n = store.reset_state(&key)?;
+    Ok((key, n))
 }
 
 /// Moves the position the next run starts at. `config` forgets the
@@ -276,12 +341,14 @@ pub fn set_start(plan: &Plan, to: &str) -> anyhow::Result<Option<Checkpoint>> {
     Ok(cp)
 }
 
-/// Every key of `handler`'s state as JSON lines: `{"key":…,"value":…}`
+/// Every key of `handler`'s state (`TENANT/NAME` or a name, see
+/// [`resolve_handler`]) as JSON lines: `{"key":…,"value":…}`
 /// with the value as UTF-8 text, or `"base64":…` for other bytes; an
 /// 8-byte value (a counter, as `increment` writes it) also as `"counter":N`.
 pub fn dump(plan: &Plan, handler: &str) -> anyhow::Result<String> {
     let store = open(plan)?.map_err(|e| e.context("stop rowhook to read its state"))?;
-    let mut entries: Vec<(String, Vec<u8>)> = store.load_state(handler)?.into_iter().collect();
+    let key = resolve_handler(plan, &store, handler)?;
+    let mut entries: Vec<(String, Vec<u8>)> = store.load_state(&key)?.into_iter().collect();
     entries.sort();
     let mut out = String::new();
     for (k, v) in entries {

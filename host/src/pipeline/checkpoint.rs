@@ -7,10 +7,9 @@
 //! [`Checkpointer::commit`], so the position never moves past a message a
 //! crash could lose. Without a store nothing is kept and nothing is due.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::store::{Batch, Checkpoint, DeadLetter, HeldChange, StateStore};
+use crate::store::{Batch, Checkpoint, DeadLetter, HeldRange, StateStore};
 
 /// The batch waiting for the store, and the transaction in progress.
 pub struct Checkpointer {
@@ -23,8 +22,6 @@ pub struct Checkpointer {
     txn_position: Option<Checkpoint>,
     /// Dead letters of the transaction in progress.
     txn_dead_letters: Vec<DeadLetter>,
-    /// Changes the transaction in progress held for handlers.
-    txn_held: Vec<(String, u64, Arc<HeldChange>)>,
     /// The position last committed to the store.
     position: Option<Checkpoint>,
 }
@@ -39,7 +36,6 @@ impl Checkpointer {
             last_commit: Instant::now(),
             txn_position: None,
             txn_dead_letters: Vec::new(),
-            txn_held: Vec::new(),
             position: None,
         }
     }
@@ -81,21 +77,22 @@ impl Checkpointer {
         }
     }
 
-    /// A change the transaction in progress held for `handler`, as `seq`.
-    pub fn held(&mut self, handler: &str, seq: u64, change: Arc<HeldChange>) {
+    /// What handlers' held files hold after a transaction every sink
+    /// acknowledged (by `tenant/handler`): joins the batch.
+    pub fn held_ranges(&mut self, ranges: impl IntoIterator<Item = (String, HeldRange)>) {
         if self.keeps() {
-            self.txn_held.push((handler.to_owned(), seq, change));
+            self.batch.held.extend(ranges);
         }
     }
 
     /// Held changes were handed over and what they emitted acknowledged:
-    /// they, their state writes and their dead letters join the batch.
-    /// Returns whether the batch is due.
-    pub fn handed_over(&mut self, released: impl IntoIterator<Item = (String, u64)>) -> bool {
+    /// the held files' ranges after them, their state writes and their
+    /// dead letters join the batch. Returns whether the batch is due.
+    pub fn handed_over(&mut self, ranges: impl IntoIterator<Item = (String, HeldRange)>) -> bool {
         if !self.keeps() {
             return false;
         }
-        self.batch.released.extend(released);
+        self.batch.held.extend(ranges);
         self.batch.dead_letters.append(&mut self.txn_dead_letters);
         self.last_commit.elapsed() >= self.commit_interval
     }
@@ -123,7 +120,6 @@ impl Checkpointer {
             self.batch.ledger_below = self.store.as_ref().map(StateStore::ledger_next);
         }
         self.batch.dead_letters.append(&mut self.txn_dead_letters);
-        self.batch.held.append(&mut self.txn_held);
         self.last_commit.elapsed() >= self.commit_interval
     }
 
@@ -132,7 +128,6 @@ impl Checkpointer {
     pub fn abandon_transaction(&mut self) {
         self.txn_position = None;
         self.txn_dead_letters.clear();
-        self.txn_held.clear();
     }
 
     /// Whether acknowledged transactions wait for the store.

@@ -608,13 +608,13 @@ impl Handlers {
         result
     }
 
-    /// Replaces the state of every handler with what `load` returns for its name.
+    /// Replaces the state of every handler with what `load` returns for it.
     pub fn load_state(
         &mut self,
-        mut load: impl FnMut(&str) -> anyhow::Result<std::collections::HashMap<String, Vec<u8>>>,
+        mut load: impl FnMut(&HandlerId) -> anyhow::Result<std::collections::HashMap<String, Vec<u8>>>,
     ) -> anyhow::Result<()> {
-        for slot in self.slots.values_mut() {
-            let values = load(&slot.plan.name)?;
+        for (id, slot) in self.slots.iter_mut() {
+            let values = load(id)?;
             *slot.state() = StateOverlay::from_values(values);
         }
         Ok(())
@@ -645,17 +645,15 @@ impl Handlers {
         }
     }
 
-    /// Each handler's name, number of state keys and their bytes (keys and
+    /// Each handler, its number of state keys and their bytes (keys and
     /// values), in call order.
-    pub fn state_sizes(&mut self) -> Vec<(String, u64, u64)> {
+    pub fn state_sizes(&mut self) -> Vec<(HandlerId, u64, u64)> {
         let slots = &mut self.slots;
         self.order
             .iter()
             .map(|id| {
-                let slot = slots.get_mut(id).expect("ordered ids are slots");
-                let name = slot.plan.name.clone();
-                let state = slot.state();
-                (name, state.len() as u64, state.bytes())
+                let state = slots.get_mut(id).expect("ordered ids are slots").state();
+                (id.clone(), state.len() as u64, state.bytes())
             })
             .collect()
     }
@@ -708,6 +706,11 @@ impl Handlers {
     /// The handler named `name` (names are unique across tenants).
     pub fn find(&self, name: &str) -> Option<HandlerId> {
         self.order.iter().find(|id| id.name() == name).cloned()
+    }
+
+    /// The handler whose [`HandlerId::key`] is `key`.
+    pub fn find_key(&self, key: &str) -> Option<HandlerId> {
+        self.order.iter().find(|id| id.key() == key).cloned()
     }
 
     /// Reads handler `id`'s module file again, compiles it and swaps it in

@@ -27,6 +27,7 @@ pub mod control;
 pub mod dead_letter;
 pub mod delivery;
 pub mod dispatch;
+mod held_file;
 pub mod hold;
 pub mod router;
 
@@ -46,7 +47,7 @@ use crate::runtime::{Emitted, HandlerRuntime};
 use crate::sink::Message;
 use crate::source::reconnect::SourceStats;
 use crate::status::{LiveStatus, Stats};
-use crate::store::{Checkpoint, HeldChange, StateStore};
+use crate::store::{Checkpoint, StateStore};
 use crate::telemetry::{Counter, Registry, names};
 use checkpoint::Checkpointer;
 use control::{Control, ControlError, Paused, Reloaded, StatePage};
@@ -197,21 +198,39 @@ impl Pipeline {
 
     /// Keeps handler state and the resume position in `store`: loads every
     /// handler's state from it and returns the position to resume at.
-    pub fn attach_store(&mut self, store: StateStore) -> anyhow::Result<Option<Checkpoint>> {
-        self.handlers.load_state(|name| store.load_state(name))?;
-        for (name, held) in store.load_held()? {
-            let n = held.len();
-            match self.handlers.find(&name) {
-                Some(id) => {
-                    self.holds.load(&id, held);
-                    self.handlers.trial_first(&id);
-                    tracing::info!(handler = %name, "{n} changes held in an earlier run go to the handler, in order, once a trial with the oldest succeeds");
-                }
-                None => tracing::warn!(
-                    handler = %name,
-                    "{n} changes held for handler `{name}`, which is no longer configured, stay in the store"
-                ),
+    pub fn attach_store(&mut self, mut store: StateStore) -> anyhow::Result<Option<Checkpoint>> {
+        let moved = store.key_by_tenant(|name| self.handlers.find(name).map(|id| id.tenant().to_owned()))?;
+        if moved > 0 {
+            tracing::info!(
+                "{moved} entries of handler state and held changes are now kept under their handler's tenant"
+            );
+        }
+        self.handlers.load_state(|id| store.load_state(id.key()))?;
+        let dir = store.held_dir();
+        let mut ranges = store.held_ranges()?;
+        let mut legacy = store.legacy_held()?;
+        for id in self.handlers.ids().to_vec() {
+            let range = ranges.remove(id.key()).unwrap_or_default();
+            self.holds.open_file(&id, &dir, range)?;
+            if let Some(changes) = legacy.remove(id.key())
+                && let Some(range) = self.holds.adopt(&id, &changes)?
+            {
+                store.adopt_held(id.key(), range)?;
             }
+            let (n, _) = self.holds.size(&id);
+            if n > 0 {
+                self.handlers.trial_first(&id);
+                tracing::info!(handler = %id, "{n} changes held in an earlier run go to the handler, in order, once a trial with the oldest succeeds");
+            }
+        }
+        let unconfigured = (ranges.into_iter())
+            .map(|(key, r)| (key, r.count))
+            .chain(legacy.into_iter().map(|(key, c)| (key, c.len() as u64)));
+        for (key, n) in unconfigured {
+            tracing::warn!(
+                handler = %key,
+                "{n} changes held for handler `{key}`, which is no longer configured, stay in the store"
+            );
         }
         self.delivery.attach_ledger(&store.ledger());
         let position = self.checkpointer.attach(store)?;
@@ -234,8 +253,10 @@ impl Pipeline {
     pub async fn checkpoint(&mut self) -> anyhow::Result<()> {
         if self.checkpointer.pending() {
             self.delivery.make_durable().await?;
+            self.holds.sync()?;
         }
         if self.checkpointer.commit()? {
+            self.holds.committed()?;
             self.counters.checkpoints.inc();
             self.counters.checkpointed_at.store(unix_now(), Ordering::Relaxed);
             self.write_status();
@@ -283,12 +304,12 @@ impl Pipeline {
                 .handlers
                 .state_sizes()
                 .into_iter()
-                .map(|(name, keys, bytes)| {
-                    let id = self.handlers.find(&name);
-                    let (held, held_bytes) = id.as_ref().map_or((0, 0), |id| self.holds.size(id));
+                .map(|(id, keys, bytes)| {
+                    let (held, held_bytes) = self.holds.size(&id);
                     crate::status::HandlerState {
-                        last_error: id.and_then(|id| self.handlers.last_error(&id).cloned()),
-                        name,
+                        last_error: self.handlers.last_error(&id).cloned(),
+                        tenant: id.tenant().to_owned(),
+                        name: id.name().to_owned(),
                         keys,
                         bytes,
                         held,
@@ -435,7 +456,7 @@ impl Pipeline {
                 if self.handlers.callable_at(&id, now).is_none_or(|at| at > now) {
                     break;
                 }
-                let Some((_, held)) = self.holds.get(&id, n) else { break };
+                let Some(held) = self.holds.get(&id, n)? else { break };
                 match self.handlers.call(&id, &held.encoded, &mut self.emitted) {
                     Ok(()) => {
                         for (i, e) in self.emitted.drain(..).enumerate() {
@@ -487,17 +508,12 @@ impl Pipeline {
         }
         let checkpointer = &mut self.checkpointer;
         self.handlers
-            .commit_state(|id, writes| checkpointer.state_writes(id.name(), writes));
-        let mut released = Vec::new();
+            .commit_state(|id, writes| checkpointer.state_writes(id.key(), writes));
+        let mut ranges = Vec::new();
         for (id, n) in handed {
-            released.extend(
-                self.holds
-                    .release(&id, n)
-                    .into_iter()
-                    .map(|seq| (id.name().to_owned(), seq)),
-            );
+            ranges.extend(self.holds.release(&id, n).map(|r| (id.key().to_owned(), r)));
         }
-        if self.checkpointer.handed_over(released) {
+        if self.checkpointer.handed_over(ranges) {
             self.checkpoint().await?;
         }
         Ok(())
@@ -510,17 +526,13 @@ impl Pipeline {
         if self.handlers.dead_letters(id) && change.write_json(&mut json).is_err() {
             json.clear();
         }
-        let held = HeldChange {
-            id: change.id(),
-            encoded: self.encoded.clone(),
-            json,
-        };
-        match self.holds.push(id, held) {
-            Ok((seq, held)) => {
-                self.checkpointer.held(id.name(), seq, held);
-                Flow::Continue
+        match self.holds.push(id, change.id(), json, &self.encoded) {
+            Ok(Ok(())) => Flow::Continue,
+            Err(e) => {
+                self.halted = Some(e.context(format!("holding a change of handler `{id}`")));
+                Flow::Stop
             }
-            Err(full) => {
+            Ok(Err(full)) => {
                 let why = format!(
                     "the handler's held changes fill breaker.hold_mb ({} MiB): the change was not held",
                     full.room >> 20
@@ -572,7 +584,7 @@ impl Pipeline {
         for id in self.holds.with_changes(true) {
             let (n, _) = self.holds.size(&id);
             for i in 0..n as usize {
-                let Some((_, held)) = self.holds.get(&id, i) else { break };
+                let Some(held) = self.holds.get(&id, i)? else { break };
                 let why = "the run ended while the change was held, and no store keeps held changes";
                 if self.handle_error(&id, Failed::Held(&held), &why, ErrorKind::Suspended) == Flow::Stop {
                     return Err(self.take_halt().expect("a stop is a halt"));
@@ -701,8 +713,10 @@ impl Pipeline {
         if self.commit_seen {
             let checkpointer = &mut self.checkpointer;
             self.handlers
-                .commit_state(|id, writes| checkpointer.state_writes(id.name(), writes));
-            self.holds.end_transaction();
+                .commit_state(|id, writes| checkpointer.state_writes(id.key(), writes));
+            let ranges = self.holds.end_transaction();
+            self.checkpointer
+                .held_ranges(ranges.into_iter().map(|(id, r)| (id.key().to_owned(), r)));
             self.in_transaction = false;
             if self.checkpointer.end_transaction() {
                 self.checkpoint().await?;
@@ -759,7 +773,9 @@ impl Pipeline {
         self.delivery.clear();
         self.commit_seen = false;
         self.in_transaction = false;
-        self.holds.abandon_transaction();
+        if let Err(e) = self.holds.abandon_transaction() {
+            self.halted.get_or_insert(e);
+        }
         self.checkpointer.abandon_transaction();
         self.handlers.abandon_transaction();
     }
