@@ -599,6 +599,9 @@ impl RawConfig {
         if let Some(token) = raw.http.as_ref().and_then(|h| h.token.as_deref()) {
             secrets.add(token);
         }
+        for token in raw.tenants.values().filter_map(|t| t.admin_token.as_deref()) {
+            secrets.add(token);
+        }
         raw.secrets = secrets;
         Ok(raw)
     }
@@ -871,8 +874,22 @@ pub const MIN_HTTP_TOKEN_LEN: usize = 16;
 pub struct HttpPlan {
     /// Where to listen.
     pub listen: std::net::SocketAddr,
-    /// The admin API's bearer token; `None` refuses every admin call.
+    /// The admin API's bearer token; `None` refuses every admin call but
+    /// those of tenants with tokens of their own.
     pub token: Option<String>,
+    /// The tenants' own admin tokens: each reaches its tenant's handlers only.
+    pub tenants: Vec<TenantToken>,
+}
+
+/// A tenant's admin token and the handlers it reaches.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TenantToken {
+    /// The tenant.
+    pub tenant: String,
+    /// Its bearer token.
+    pub token: String,
+    /// Its handlers, by name.
+    pub handlers: BTreeSet<String>,
 }
 
 impl fmt::Debug for HttpPlan {
@@ -880,6 +897,7 @@ impl fmt::Debug for HttpPlan {
         f.debug_struct("HttpPlan")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("tenants", &self.tenants.iter().map(|t| &t.tenant).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -1312,6 +1330,9 @@ impl RawConfig {
             sinks.insert(name.clone(), spec);
         }
 
+        let raw_tokens: Vec<(String, String)> = (self.tenants.iter())
+            .filter_map(|(name, t)| Some((name.clone(), t.admin_token.clone()?)))
+            .collect();
         let tenants = tenants::resolve(self.tenants, &defined, &mut problems);
         let mut handlers = Vec::with_capacity(self.handlers.len());
         let mut names: BTreeMap<String, usize> = BTreeMap::new();
@@ -1334,6 +1355,11 @@ impl RawConfig {
             }
         }
         tenants::check_totals(&tenants, &handlers, &mut problems);
+        let mut http = http;
+        let tokens = tenants::admin_tokens(&raw_tokens, http.as_ref(), &handlers, &mut problems);
+        if let Some(h) = &mut http {
+            h.tenants = tokens;
+        }
 
         if !problems.0.is_empty() {
             let secrets = &self.secrets;
@@ -1394,7 +1420,11 @@ fn resolve_http(raw: RawHttp, problems: &mut Problems) -> Option<HttpPlan> {
         );
         return None;
     }
-    Some(HttpPlan { listen, token })
+    Some(HttpPlan {
+        listen,
+        token,
+        tenants: Vec::new(),
+    })
 }
 
 fn resolve_source(raw: RawSource, problems: &mut Problems) -> Option<SourcePlan> {

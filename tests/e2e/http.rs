@@ -598,6 +598,130 @@ fn a_halted_handler_makes_readyz_unready_and_admin_needs_a_configured_token() {
     assert!(!text.contains(PASSWORD));
 }
 
+/// A tenant's admin token reaches that tenant's handlers and nothing else:
+/// another tenant's handler under any spelling of its name gets the same
+/// refusal as a name that does not exist, and none of its state.
+#[test]
+fn a_tenant_token_reaches_its_own_handlers_only() {
+    const BOOKS: &str = "tok-books-51d0c2a97e3f48b6";
+    const EDGE: &str = "tok-edge-9a04be1f6c2d7e35";
+    let server = server();
+    let dir = temp_dir("http-tenant-tokens");
+    let ledger = crate::reload::suite_guests().join("ledger.wasm");
+    let config = live_config(
+        &dir,
+        &server,
+        "listen = \"127.0.0.1:0\"\ntoken = \"${RH_OBS_TOKEN}\"",
+        "kind = \"file\"\npath = \"out.log\"",
+        &format!(
+            r#"
+[[handlers]]
+name = "hits"
+tenant = "edge"
+module = "{}"
+tables = ["crash.hits"]
+on_error = "skip"
+
+[tenants.books]
+tables = ["crash.ledger"]
+sinks = ["out"]
+admin_token = "${{RH_BOOKS_TOKEN}}"
+
+[tenants.edge]
+tables = ["crash.hits"]
+admin_token = "${{RH_EDGE_TOKEN}}"
+"#,
+            ledger.display()
+        ),
+    );
+    let log = dir.join("rowhook.log");
+    let (mut daemon, addr) = spawn(
+        &["run", "-c", config.to_str().unwrap()],
+        &[
+            ("RH_OBS_PASSWORD", PASSWORD),
+            ("RH_OBS_TOKEN", TOKEN),
+            ("RH_BOOKS_TOKEN", BOOKS),
+            ("RH_EDGE_TOKEN", EDGE),
+        ],
+        &log,
+    );
+    // The canary: a key of books' state.
+    server.sql("INSERT INTO crash.ledger VALUES (1, 987654321, 5)");
+    eventually(Duration::from_secs(30), "the canary counted", || {
+        metric(
+            &get(&addr, "/metrics").body,
+            "rowhook_handler_calls_total",
+            "handler=\"ledger\"",
+        ) == 1.0
+    });
+    let call = |method: &str, path: &str, token: &str| {
+        request(&addr, method, path, &[("Authorization", &format!("Bearer {token}"))])
+    };
+    // Its own handler, and the operator's token: every handler.
+    let own = call("GET", "/admin/handlers/ledger/state", BOOKS);
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert!(own.body.contains("k:987654321"), "{}", own.body);
+    assert_eq!(call("GET", "/admin/handlers/hits/state", EDGE).status, 200);
+    assert_eq!(call("GET", "/admin/handlers/hits/state", TOKEN).status, 200);
+
+    // Edge's token on books' handler, spelled every way, and on nothing.
+    let mut refusals = Vec::new();
+    for name in [
+        "ledger",
+        "Ledger",
+        "LEDGER",
+        "%6Cedger",
+        "led%67er",
+        "l%D0%B5dger",
+        "ledger%00",
+        "nobody",
+    ] {
+        for (method, verb) in [
+            ("GET", "state"),
+            ("POST", "pause"),
+            ("POST", "resume"),
+            ("POST", "reload"),
+        ] {
+            let r = call(method, &format!("/admin/handlers/{name}/{verb}"), EDGE);
+            assert_eq!(r.status, 403, "{name}/{verb}: {}", r.body);
+            assert!(!r.body.contains("987654321"), "{}", r.body);
+            refusals.push(r.body);
+        }
+    }
+    refusals.dedup();
+    assert_eq!(
+        refusals,
+        ["{\"error\":\"the token of tenant `edge` reaches only its own handlers: hits\"}"],
+        "one answer, whatever the name"
+    );
+    // Nothing changed for books: not paused, still counting.
+    server.sql("INSERT INTO crash.ledger VALUES (2, 987654321, 5)");
+    eventually(Duration::from_secs(30), "books goes on", || {
+        metric(
+            &get(&addr, "/metrics").body,
+            "rowhook_handler_calls_total",
+            "handler=\"ledger\"",
+        ) == 2.0
+    });
+    let page: serde_json::Value =
+        serde_json::from_str(&call("GET", "/admin/handlers/ledger/state", TOKEN).body).unwrap();
+    assert_eq!(page["keys_total"], 2, "{page}");
+    // A wrong token is unauthorized, as before; the log says who called.
+    assert_eq!(
+        call("GET", "/admin/handlers/hits/state", "tok-edge-9a04be1f6c2d7e36").status,
+        401
+    );
+    assert_eq!(interrupt(daemon.take()).code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("caller=\"edge\"") || text.contains("caller=edge"),
+        "{text}"
+    );
+    for secret in [BOOKS, EDGE, TOKEN, PASSWORD] {
+        assert!(!text.contains(secret), "{text}");
+    }
+}
+
 #[test]
 fn lag_rises_behind_a_blocked_sink_and_falls_after() {
     let server = Arc::new(server());

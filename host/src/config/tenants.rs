@@ -31,6 +31,9 @@ pub struct RawTenant {
     pub memory_mb_total: Option<u32>,
     /// Caps on each of its handlers' limits: a handler may set less, not more.
     pub limits: Option<RawTenantLimits>,
+    /// A bearer token for the admin API that reaches this tenant's handlers
+    /// only (take it from `${ENV}`).
+    pub admin_token: Option<String>,
 }
 
 /// `limits = { ... }` of a tenant: the most each of its handlers may set.
@@ -157,6 +160,65 @@ pub fn resolve(
                 );
             }
         }
+    }
+    out
+}
+
+/// The tenants' admin tokens (`raw`: tenant, token), each with its
+/// handlers; a token that is short, not unique, or without an `[http]` to
+/// serve it is a problem.
+pub fn admin_tokens(
+    raw: &[(String, String)],
+    http: Option<&super::HttpPlan>,
+    handlers: &[HandlerPlan],
+    problems: &mut Problems,
+) -> Vec<super::TenantToken> {
+    let mut out = Vec::new();
+    for (i, (tenant, token)) in raw.iter().enumerate() {
+        let key = format!("tenants.{tenant}.admin_token");
+        if token.chars().count() < super::MIN_HTTP_TOKEN_LEN || token.trim() != token {
+            problems.push(
+                key,
+                format!(
+                    "the token is shorter than {} characters or has spaces around it",
+                    super::MIN_HTTP_TOKEN_LEN
+                ),
+                format!(
+                    "use a long random string from the environment: admin_token = \"${{{}_TOKEN}}\" (e.g. `openssl rand -hex 24`)",
+                    tenant.to_uppercase().replace('-', "_")
+                ),
+            );
+            continue;
+        }
+        let Some(http) = http else {
+            problems.push(
+                key,
+                "the admin API is served by [http], which this config does not have",
+                "add [http] (listen = \"127.0.0.1:9187\"), or remove the token",
+            );
+            continue;
+        };
+        let shared = (raw[..i]
+            .iter()
+            .find(|(_, t)| t == token)
+            .map(|(other, _)| format!("tenant `{other}`")))
+        .or_else(|| (http.token.as_deref() == Some(token)).then(|| "[http] token".to_owned()));
+        if let Some(other) = shared {
+            problems.push(
+                key,
+                format!("is the same as the {other}'s"),
+                "give each tenant a token of its own, apart from the operator's [http] token",
+            );
+            continue;
+        }
+        out.push(super::TenantToken {
+            tenant: tenant.clone(),
+            token: token.clone(),
+            handlers: (handlers.iter())
+                .filter(|h| h.tenant == *tenant)
+                .map(|h| h.name.clone())
+                .collect(),
+        });
     }
     out
 }
@@ -379,6 +441,55 @@ sinks = ["blocked"]
             [
                 "tenants.growth.max_handlers: tenant `growth` has 3 handlers, more than its 2",
                 "tenants.orders.memory_mb_total: the handlers of tenant `orders` may take 160 MiB together (their limits.memory_mb), more than its 128 MiB",
+            ]
+        );
+    }
+
+    #[test]
+    fn each_tenant_token_is_long_its_own_and_served() {
+        let with = |growth: &str, orders: &str, http: &str| {
+            THREE
+                .replace(
+                    "max_handlers = 2",
+                    &format!("max_handlers = 2\nadmin_token = \"{growth}\""),
+                )
+                .replace(
+                    "memory_mb_total = 128",
+                    &format!("memory_mb_total = 128\nadmin_token = \"{orders}\""),
+                )
+                + http
+        };
+        let http = "\n[http]\nlisten = \"127.0.0.1:0\"\ntoken = \"operator-token-0123456789\"\n";
+        let plan = Plan::parse(
+            &with("growth-token-0123456789", "orders-token-0123456789", http),
+            Path::new("/etc/rowhook/rowhook.toml"),
+            |_| None,
+        )
+        .unwrap();
+        let tokens: Vec<(&str, Vec<&str>)> = (plan.http.as_ref().unwrap().tenants.iter())
+            .map(|t| (t.tenant.as_str(), t.handlers.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            tokens,
+            [("growth", vec!["daily-signups"]), ("orders", vec!["orders-copy"])]
+        );
+        assert!(!format!("{:?}", plan.http).contains("growth-token"), "never in Debug");
+        assert_eq!(
+            problems(&with("tiny-tok", "operator-token-0123456789", http)),
+            [
+                "tenants.growth.admin_token: the token is shorter than 16 characters or has spaces around it",
+                "tenants.orders.admin_token: is the same as the [http] token's",
+            ]
+        );
+        assert_eq!(
+            problems(&with("growth-token-0123456789", "growth-token-0123456789", http)),
+            ["tenants.orders.admin_token: is the same as the tenant `growth`'s"]
+        );
+        assert_eq!(
+            problems(&with("growth-token-0123456789", "orders-token-0123456789", "")),
+            [
+                "tenants.growth.admin_token: the admin API is served by [http], which this config does not have",
+                "tenants.orders.admin_token: the admin API is served by [http], which this config does not have",
             ]
         );
     }

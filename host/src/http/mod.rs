@@ -68,6 +68,7 @@ impl HttpServer {
         let state = Arc::new(routes::Server {
             observed,
             token: plan.token.clone(),
+            tenants: plan.tenants.clone(),
         });
         std::thread::Builder::new()
             .name("rowhook-http".into())

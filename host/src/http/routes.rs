@@ -57,6 +57,8 @@ const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; style-src 's
 pub(super) struct Server {
     pub(super) observed: Observed,
     pub(super) token: Option<String>,
+    /// The tenants' own tokens, each reaching its handlers only.
+    pub(super) tenants: Vec<crate::config::TenantToken>,
 }
 
 /// Answers one request.
@@ -235,12 +237,26 @@ async fn admin(server: &Server, req: Request<Incoming>, peer: SocketAddr) -> Res
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let query = req.uri().query().unwrap_or("").to_owned();
     drop(req);
-    let resp = match authorized {
-        Err(refused) => refused,
-        Ok(()) => admin_call(server, &method, &path, &query).await,
+    let resp = match &authorized {
+        Err(refused) => refused.response(),
+        Ok(Caller::Tenant(t)) if !t.handlers.contains(handler_of(&path)) => error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "the token of tenant `{}` reaches only its own handlers: {}",
+                t.tenant,
+                t.handlers.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        Ok(_) => admin_call(server, &method, &path, &query).await,
+    };
+    let caller = match &authorized {
+        Ok(Caller::Operator) => "operator",
+        Ok(Caller::Tenant(t)) => t.tenant.as_str(),
+        Err(_) => "-",
     };
     tracing::info!(
         %peer,
+        caller,
         %method,
         %path,
         %query,
@@ -250,34 +266,76 @@ async fn admin(server: &Server, req: Request<Incoming>, peer: SocketAddr) -> Res
     resp
 }
 
+/// Who an admin call comes from.
+enum Caller<'a> {
+    /// The holder of the `[http]` token: every handler.
+    Operator,
+    /// A tenant, by its own token: its handlers only.
+    Tenant(&'a crate::config::TenantToken),
+}
+
+/// The handler an admin path names (`/admin/handlers/NAME/...`), or "".
+fn handler_of(path: &str) -> &str {
+    let mut parts = path.trim_start_matches("/admin/").split('/');
+    match (parts.next(), parts.next()) {
+        (Some("handlers"), Some(name)) => name,
+        _ => "",
+    }
+}
+
 fn error(code: StatusCode, message: &str) -> Response<HttpBody> {
     json(code, serde_json::json!({ "error": message }).to_string())
 }
 
-fn authorize(server: &Server, req: &Request<Incoming>) -> Result<(), Response<HttpBody>> {
-    let Some(token) = &server.token else {
-        return Err(error(
+fn authorize<'a>(server: &'a Server, req: &Request<Incoming>) -> Result<Caller<'a>, Refusal> {
+    if server.token.is_none() && server.tenants.is_empty() {
+        return Err(Refusal(
             StatusCode::FORBIDDEN,
             "the admin API is off: set [http] token = \"${ROWHOOK_HTTP_TOKEN}\" in the config to turn it on",
         ));
-    };
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let unauthorized = |message: &str| {
-        let mut resp = error(StatusCode::UNAUTHORIZED, message);
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"rowhook\""),
-        );
-        resp
+    let Some(given) = given else {
+        return Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "send the [http] token or your tenant's admin_token: Authorization: Bearer TOKEN",
+        ));
     };
-    match given {
-        None => Err(unauthorized("send the [http] token: Authorization: Bearer TOKEN")),
-        Some(given) if !same_bytes(given.as_bytes(), token.as_bytes()) => Err(unauthorized("wrong token")),
-        Some(_) => Ok(()),
+    // Every token is compared, so the time taken does not tell whose it is.
+    let operator = server
+        .token
+        .as_ref()
+        .is_some_and(|t| same_bytes(given.as_bytes(), t.as_bytes()));
+    let mut tenant = None;
+    for t in &server.tenants {
+        if same_bytes(given.as_bytes(), t.token.as_bytes()) {
+            tenant = Some(t);
+        }
+    }
+    match (operator, tenant) {
+        (true, _) => Ok(Caller::Operator),
+        (false, Some(t)) => Ok(Caller::Tenant(t)),
+        (false, None) => Err(Refusal(StatusCode::UNAUTHORIZED, "wrong token")),
+    }
+}
+
+/// An admin call refused before it reached the pipeline.
+struct Refusal(StatusCode, &'static str);
+
+impl Refusal {
+    fn response(&self) -> Response<HttpBody> {
+        let mut resp = error(self.0, self.1);
+        if self.0 == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"rowhook\""),
+            );
+        }
+        resp
     }
 }
 
