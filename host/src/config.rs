@@ -236,7 +236,7 @@ pub struct RawBreaker {
     pub cooldown_ms: Option<u32>,
     /// What becomes of the handler's changes while it is suspended:
     /// `"on_error"` (the default: each fails at once under its `on_error`)
-    /// or `"hold"` (kept in the store, in order, and handed to it once a
+    /// or `"hold"` (kept in its held file, in order, and handed to it once a
     /// trial succeeds).
     pub while_suspended: Option<RawWhileSuspended>,
     /// With `while_suspended = "hold"`: the most the held changes of the

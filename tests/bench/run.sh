@@ -366,7 +366,7 @@ time_replay() {
 #                     breaker (5 timeouts within 10 s suspend it for 30 s): it must be called
 #                     exactly 5 times, and the others must keep their throughput
 #   --noisy-hold      as --noisy, with breaker.while_suspended = "hold": after its 5 timeouts the
-#                     spinner's changes are held in the store (with --checkpoint) instead of skipped
+#                     spinner's changes are held in its held file (with --checkpoint) instead of skipped
 # Every run starts from an empty directory (state store, sink file): a kept checkpoint would make
 # the next run resume at the end of FILE and do nothing.
 handler_case() {
@@ -496,7 +496,7 @@ if want handlers; then
     quiet_cpu=$CASE_CPU
     handler_case --emit --noisy "workload, two handlers + a noisy one" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
     kept_noisy=$(kept "$quiet_cpu" "$CASE_CPU")
-    # The same, the spinner's changes held in the store rather than skipped, against the two
+    # The same, the spinner's changes held in its held file rather than skipped, against the two
     # handlers alone with the same checkpoints.
     handler_case --emit --noisy-hold --checkpoint 500 "workload, two handlers + a noisy one" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
     kept_hold=$(kept "$checkpoint_cpu" "$CASE_CPU")
@@ -511,7 +511,7 @@ if want handlers; then
     out ""
     out "Throughput the two handlers keep beside a handler that times out on every change (rows per CPU-s"
     out "with the spinner, suspended by its circuit breaker after 5 timeouts / without): $kept_noisy;"
-    out "with its changes held in the store (while_suspended = \"hold\", --checkpoint, commit_interval_ms = 500): $kept_hold."
+    out "with its changes held in its held file (while_suspended = \"hold\", --checkpoint, commit_interval_ms = 500): $kept_hold."
     out ""
     out "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
     out ""

@@ -23,7 +23,7 @@ pub const MAX_STATE_VALUE_BYTES: usize = 64 << 10;
 
 /// A command to the pipeline, with where its answer goes.
 pub enum Control {
-    /// Stop calling the handler: its changes are held (in the store, in
+    /// Stop calling the handler: its changes are held (in its held file, in
     /// order) and the checkpoint does not pass them, until `Resume`.
     Pause {
         /// The handler's name.
