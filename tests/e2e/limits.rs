@@ -322,3 +322,116 @@ fn a_handler_whose_memory_grows_is_replaced_between_transactions() {
         "{stderr}"
     );
 }
+
+/// A tenant's emit rate (`emit_mb_per_s`) bounds what all its handlers
+/// emit per second: past it an emit gets `quota` and the handler's
+/// `on_error` takes the event. The other tenant's output is the same as
+/// in a run without it.
+#[test]
+fn a_tenant_past_its_emit_rate_gets_quota_and_the_other_tenant_keeps_everything() {
+    const ROWS: usize = 40;
+    let (flooder, counting) = guests();
+    let server = Server::start(&[]);
+    server.sql(&format!(
+        "CREATE DATABASE flood;
+         USE flood;
+         CREATE TABLE flood.payloads (id INT PRIMARY KEY);
+         INSERT INTO flood.payloads SELECT seq FROM seq_1_to_{ROWS};
+         FLUSH BINARY LOGS;"
+    ));
+    let binlog = server.binlog("mysql-bin.000001");
+    let write = |dir: &Path, with_noisy: bool| {
+        let noisy = format!(
+            r#"
+[[handlers]]
+name = "flooder"
+tenant = "noisy"
+module = "{}"
+tables = ["flood.payloads"]
+sinks = ["out"]
+limits = {{ time_ms = 10000 }}
+on_error = "dead-letter"
+dead_letter = "dead"
+"#,
+            flooder.display()
+        );
+        let config = dir.join("rowhook.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[sinks.out]
+kind = "file"
+path = "big.out"
+
+[sinks.dead]
+kind = "file"
+path = "dead.jsonl"
+
+[sinks.calls]
+kind = "file"
+path = "calls.jsonl"
+
+[tenants.noisy]
+tables = ["flood.*"]
+sinks = ["out", "dead"]
+emit_mb_per_s = 8
+
+[tenants.quiet]
+tables = ["flood.*"]
+sinks = ["calls"]
+
+[[handlers]]
+name = "neighbour"
+tenant = "quiet"
+module = "{}"
+tables = ["flood.payloads"]
+sinks = ["calls"]
+{}"#,
+                counting.display(),
+                if with_noisy { noisy.as_str() } else { "" }
+            ),
+        )
+        .unwrap();
+        config
+    };
+
+    let alone = temp_dir("limits-rate-alone");
+    let (ok, stderr, _) = replay_measured(&write(&alone, false), &binlog, &alone);
+    assert!(ok, "{stderr}");
+    let dir = temp_dir("limits-rate");
+    let started = std::time::Instant::now();
+    let (ok, stderr, _) = replay_measured(&write(&dir, true), &binlog, &dir);
+    let took = started.elapsed().as_secs_f64();
+    assert!(ok, "{stderr}");
+
+    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap_or_default();
+    assert_eq!(
+        read(&dir, "calls.jsonl"),
+        read(&alone, "calls.jsonl"),
+        "the quiet tenant's output is as if alone"
+    );
+    assert_eq!(
+        read(&alone, "calls.jsonl")
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        ROWS
+    );
+
+    // What got through: 8 MiB at once, then 8 MiB a second at most.
+    let big = read(&dir, "big.out");
+    let accepted = big.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+    assert!(accepted >= 1, "a second's worth at the start");
+    assert!(
+        accepted as f64 <= 1.0 + took.ceil(),
+        "{accepted} messages of 8 MiB in {took:.1} s at 8 MiB/s"
+    );
+    let dead = String::from_utf8(read(&dir, "dead.jsonl")).unwrap();
+    let letters: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(letters.len(), ROWS - accepted, "every other event dead-lettered");
+    for l in &letters {
+        let e = l["error"].as_str().unwrap();
+        assert!(e.contains("rate of 8 MiB per second ([tenants] emit_mb_per_s)"), "{e}");
+    }
+}

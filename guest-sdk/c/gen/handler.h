@@ -22,7 +22,8 @@ typedef uint8_t rowhook_handler_emit_emit_error_t;
 #define ROWHOOK_HANDLER_EMIT_EMIT_ERROR_DENIED 0
 // This event already emitted as many messages as the handler's
 // `limits.emits_per_event` allows, or this message would take its
-// payloads and keys past `limits.emit_mb_per_event`. rowhook
+// payloads and keys past `limits.emit_mb_per_event`, or past what
+// its tenant may emit per second (`emit_mb_per_s`). rowhook
 // records the breach and applies the handler's `on_error` policy
 // to the event when the call returns; the handler should stop
 // emitting and return.

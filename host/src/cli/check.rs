@@ -223,7 +223,7 @@ pub fn check_plan(
             }
         };
         let compiled = started.elapsed();
-        let grants = crate::pipeline::grants_of(plan, h, |_| crate::sink::SinkLimits::default());
+        let grants = crate::pipeline::grants_of(plan, h, |_| crate::sink::SinkLimits::default(), None);
         let limits = crate::pipeline::runtime_limits(h);
         let how = match module.origin() {
             crate::runtime::cache::Origin::Cached => "loads from the compile cache",

@@ -34,6 +34,9 @@ pub struct RawTenant {
     /// A bearer token for the admin API that reaches this tenant's handlers
     /// only (take it from `${ENV}`).
     pub admin_token: Option<String>,
+    /// The payload and key bytes its handlers may emit per second, all
+    /// together, in MiB (1 to 65536); past it an emit gets `quota`.
+    pub emit_mb_per_s: Option<u32>,
 }
 
 /// `limits = { ... }` of a tenant: the most each of its handlers may set.
@@ -67,6 +70,8 @@ pub struct TenantPlan {
     pub memory_mb_total: Option<u32>,
     /// Caps on each handler's limits.
     pub limits: RawTenantLimits,
+    /// The bytes its handlers may emit per second, together.
+    pub emit_bytes_per_s: Option<u64>,
 }
 
 impl TenantPlan {
@@ -147,8 +152,18 @@ pub fn resolve(
                 max_handlers: t.max_handlers,
                 memory_mb_total: t.memory_mb_total,
                 limits: t.limits.unwrap_or_default(),
+                emit_bytes_per_s: t.emit_mb_per_s.map(|mb| u64::from(mb) << 20),
             },
         );
+        if let Some(mb) = t.emit_mb_per_s
+            && !(1..=65536).contains(&mb)
+        {
+            problems.push(
+                format!("{key}.emit_mb_per_s"),
+                format!("{mb} is out of range"),
+                "use 1 to 65536 MiB per second, or remove the key for no rate",
+            );
+        }
     }
     for (name, t) in &raw {
         for s in &t.lent {
@@ -492,6 +507,20 @@ sinks = ["blocked"]
                 "tenants.orders.admin_token: the admin API is served by [http], which this config does not have",
             ]
         );
+    }
+
+    #[test]
+    fn an_emit_rate_is_in_mib_per_second_within_its_range() {
+        let with = |mb: u32| {
+            THREE.replace(
+                "sinks = [\"blocked\"]\n\n",
+                &format!("sinks = [\"blocked\"]\nemit_mb_per_s = {mb}\n\n"),
+            )
+        };
+        let plan = Plan::parse(&with(8), Path::new("/etc/rowhook/rowhook.toml"), |_| None).unwrap();
+        assert_eq!(plan.tenants["edge"].emit_bytes_per_s, Some(8 << 20));
+        assert_eq!(plan.tenants["growth"].emit_bytes_per_s, None);
+        assert_eq!(problems(&with(0)), ["tenants.edge.emit_mb_per_s: 0 is out of range"]);
     }
 
     #[test]

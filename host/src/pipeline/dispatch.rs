@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use crate::config::{HandlerPlan, OnError, Plan};
 use crate::handler_id::{HandlerId, IdMap};
+use crate::runtime::rate::EmitRate;
 use crate::runtime::{
     Emitted, Grants, GuestError, GuestMetrics, HandlerRuntime, Instance, Limits, LoadError, Module, SinkRules,
     StateOverlay,
@@ -31,12 +32,25 @@ use super::breaker::{Admit, Breaker, Transition};
 /// takes as a payload (from the config) and the limits `limits` gives for it
 /// (from the open sink; [`SinkLimits::default`] where no sink is open, as
 /// in `rowhook check`).
-pub fn grants_of(plan: &Plan, h: &HandlerPlan, limits: impl Fn(&str) -> SinkLimits) -> Arc<Grants> {
-    Arc::new(Grants::new(h.grants.iter().map(|name| {
+pub fn grants_of(
+    plan: &Plan,
+    h: &HandlerPlan,
+    limits: impl Fn(&str) -> SinkLimits,
+    rate: Option<Arc<EmitRate>>,
+) -> Arc<Grants> {
+    let grants = Grants::new(h.grants.iter().map(|name| {
         let form = plan.sinks.get(name).map(|s| s.payload_form()).unwrap_or_default();
         let SinkLimits { max_payload, max_key } = limits(name);
         (name.to_owned(), SinkRules::new(form, max_payload, max_key))
-    })))
+    }));
+    Arc::new(grants.within(rate))
+}
+
+/// An emit rate for each tenant that has `emit_mb_per_s`, shared by its handlers.
+pub fn emit_rates(plan: &Plan) -> std::collections::BTreeMap<String, Arc<EmitRate>> {
+    (plan.tenants.iter())
+        .filter_map(|(name, t)| Some((name.clone(), Arc::new(EmitRate::new(t.emit_bytes_per_s?)))))
+        .collect()
 }
 
 /// The runtime limits of a configured handler.
@@ -91,7 +105,9 @@ impl CallError {
             CallError::Guest(GuestError::Failed(_) | GuestError::Interrupted) => ErrorKind::Error,
             CallError::Guest(GuestError::Timeout(_)) => ErrorKind::Timeout,
             CallError::Guest(GuestError::Trap(_)) => ErrorKind::Trap,
-            CallError::Guest(GuestError::Quota(_) | GuestError::EmitBudget(_)) => ErrorKind::Quota,
+            CallError::Guest(GuestError::Quota(_) | GuestError::EmitBudget(_) | GuestError::EmitRate(_)) => {
+                ErrorKind::Quota
+            }
             CallError::NoInstance(_) => ErrorKind::NoInstance,
             CallError::Suspended => ErrorKind::Suspended,
         }

@@ -149,8 +149,9 @@ impl Pipeline {
         let mut handlers = Handlers::new(runtime);
         let mut router = Router::counting(&registry);
         let mut holds = Holds::default();
+        let rates = dispatch::emit_rates(plan);
         for h in &plan.handlers {
-            let grants = grants_of(plan, h, |sink| delivery.limits(sink));
+            let grants = grants_of(plan, h, |sink| delivery.limits(sink), rates.get(&h.tenant).cloned());
             let id = handlers.add(h, grants, &registry)?;
             holds.add(id.clone(), h, &registry);
             router.add(

@@ -571,6 +571,10 @@ pub(super) fn link_emit(linker: &mut wasmtime::component::Linker<HostState>) -> 
                 tracing::debug!(handler = %cx.data().handler, sink = %name, "emit refused as {error:?}: {why}");
                 return Ok((Err(error),));
             }
+            if !cx.data().within_rate(key_len + bytes.len()) {
+                cx.data_mut().quota_hit = Some(super::EmitLimit::Rate);
+                return Ok((Err(super::EmitError::Quota),));
+            }
             let emitted = Emitted {
                 sink: name,
                 key: key.map(|k| k.as_bytes().to_vec()),

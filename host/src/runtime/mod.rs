@@ -40,6 +40,7 @@ mod caps;
 pub mod http;
 pub mod output;
 pub mod random;
+pub mod rate;
 pub mod reload;
 pub mod shape;
 
@@ -157,6 +158,13 @@ pub enum GuestError {
         .0 >> 20
     )]
     EmitBudget(usize),
+    /// The handler's tenant emitted more bytes (payloads and keys, all its
+    /// handlers together) than its rate allows: this many per second.
+    #[error(
+        "the handler's tenant emitted more than its rate of {} MiB per second ([tenants] emit_mb_per_s)",
+        .0 >> 20
+    )]
+    EmitRate(u64),
     /// The call was cut, or not made, because rowhook is stopping (see
     /// [`Interrupt`]): not the handler's failure, and no `on_error` applies;
     /// the event is handled again at the next start.
@@ -418,8 +426,12 @@ impl wasmtime::ResourceLimiter for HandlerLimiter {
 }
 
 /// The sinks a handler may emit to, each with what it can carry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants(HashMap<Box<str>, (Arc<str>, SinkRules)>);
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    sinks: HashMap<Box<str>, (Arc<str>, SinkRules)>,
+    /// The emit rate of the handler's tenant, shared by its handlers.
+    rate: Option<Arc<rate::EmitRate>>,
+}
 
 /// What a granted sink accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -468,18 +480,25 @@ impl SinkRules {
 impl Grants {
     /// Grants from `(sink name, rules)` pairs.
     pub fn new(sinks: impl IntoIterator<Item = (String, SinkRules)>) -> Grants {
-        Grants(
-            sinks
+        Grants {
+            sinks: sinks
                 .into_iter()
                 .map(|(name, rules)| (name.as_str().into(), (name.into(), rules)))
                 .collect(),
-        )
+            rate: None,
+        }
+    }
+
+    /// The same grants, within the emit rate of the handler's tenant.
+    pub fn within(mut self, rate: Option<Arc<rate::EmitRate>>) -> Grants {
+        self.rate = rate;
+        self
     }
 
     /// The granted sink `name`: its name, shared by every message to it,
     /// and its rules.
     fn get(&self, name: &str) -> Option<(&Arc<str>, &SinkRules)> {
-        self.0.get(name).map(|(name, rules)| (name, rules))
+        self.sinks.get(name).map(|(name, rules)| (name, rules))
     }
 }
 
@@ -535,6 +554,8 @@ enum EmitLimit {
     Count,
     /// `emit_mb_per_event`.
     Bytes,
+    /// The tenant's `emit_mb_per_s`.
+    Rate,
 }
 
 /// What a handler instance's store holds: its WASI context, its limits, its
@@ -966,6 +987,9 @@ impl Instance {
             Ok(_) if quota_hit == Some(EmitLimit::Bytes) => {
                 Err(GuestError::EmitBudget(self.limits.emit_bytes_per_event))
             }
+            Ok(_) if quota_hit == Some(EmitLimit::Rate) => Err(GuestError::EmitRate(
+                (self.store.data().grants.rate.as_ref()).map_or(0, |r| r.per_second()),
+            )),
             Ok(Ok(())) => Ok(()),
             // What the guest says goes to the log and to dead letters:
             // escaped and bounded like its log lines.
@@ -1083,6 +1107,12 @@ impl HostState {
             return Err((EmitError::Quota, Some(EmitLimit::Bytes)));
         }
         Ok((name.clone(), rules))
+    }
+
+    /// Takes `bytes` from the tenant's emit rate, if it has one: the last
+    /// check of an emit, once the message is known to be fit.
+    fn within_rate(&self, bytes: usize) -> bool {
+        (self.grants.rate.as_ref()).is_none_or(|rate| rate.take(bytes, std::time::Instant::now()))
     }
 
     /// Queues a message [`HostState::admit`] let through.
