@@ -296,6 +296,9 @@ pub struct RawLimits {
     /// are always taken. State lives in memory while rowhook runs: this
     /// bounds that memory and the handler's share of the store on disk.
     pub state_mb: Option<u32>,
+    /// Keys the handler's state may hold, 1 to 1000000 (default 1000000).
+    /// A write that would add a key past it gets the `quota` error.
+    pub state_keys: Option<u32>,
     /// Core WebAssembly instances one instance of the handler may create,
     /// 1 to 1000 (default 100). A Rust or C handler makes a few; an
     /// interpreter-based one (Python, JavaScript) dozens. A module that
@@ -1088,6 +1091,8 @@ pub struct Limits {
     pub module_mb: u32,
     /// Key and value bytes the state may hold, MiB.
     pub state_mb: u32,
+    /// Keys the state may hold.
+    pub state_keys: u32,
     /// Core instances one instance of the handler may create.
     pub instances: u32,
 }
@@ -1109,6 +1114,8 @@ impl Limits {
     pub const DEFAULT_MODULE_MB: u32 = 64;
     /// Default state quota, MiB.
     pub const DEFAULT_STATE_MB: u32 = 64;
+    /// Default and largest number of state keys.
+    pub const DEFAULT_STATE_KEYS: u32 = 1_000_000;
     /// Default cap of core instances: room for the interpreter-based
     /// components (componentize-py makes 38).
     pub const DEFAULT_INSTANCES: u32 = 100;
@@ -1144,6 +1151,7 @@ impl Default for Limits {
             log_lines_per_sec: Self::DEFAULT_LOG_LINES_PER_SEC,
             module_mb: Self::DEFAULT_MODULE_MB,
             state_mb: Self::DEFAULT_STATE_MB,
+            state_keys: Self::DEFAULT_STATE_KEYS,
             instances: Self::DEFAULT_INSTANCES,
         }
     }
@@ -1827,6 +1835,7 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         log_lines_per_sec: None,
         module_mb: None,
         state_mb: None,
+        state_keys: None,
         instances: None,
     });
     let prefix = format!("{key}.limits");
@@ -1858,6 +1867,13 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
     );
     let module_mb = check("module_mb", raw.module_mb, Limits::DEFAULT_MODULE_MB, 1..=1024, " MiB");
     let state_mb = check("state_mb", raw.state_mb, Limits::DEFAULT_STATE_MB, 1..=4096, " MiB");
+    let state_keys = check(
+        "state_keys",
+        raw.state_keys,
+        Limits::DEFAULT_STATE_KEYS,
+        1..=Limits::DEFAULT_STATE_KEYS,
+        " keys",
+    );
     let instances = check("instances", raw.instances, Limits::DEFAULT_INSTANCES, 1..=1000, "");
     Limits {
         memory_mb,
@@ -1867,6 +1883,7 @@ fn resolve_limits(raw: Option<RawLimits>, key: &str, problems: &mut Problems) ->
         log_lines_per_sec,
         module_mb,
         state_mb,
+        state_keys,
         instances,
     }
 }
@@ -2049,6 +2066,7 @@ on_error = "skip"
                 log_lines_per_sec: Limits::DEFAULT_LOG_LINES_PER_SEC,
                 module_mb: Limits::DEFAULT_MODULE_MB,
                 state_mb: Limits::DEFAULT_STATE_MB,
+                state_keys: Limits::DEFAULT_STATE_KEYS,
                 instances: Limits::DEFAULT_INSTANCES,
             }
         );
@@ -2104,6 +2122,7 @@ on_error = "skip"
                 log_lines_per_sec: 100,
                 module_mb: 64,
                 state_mb: 64,
+                state_keys: Limits::DEFAULT_STATE_KEYS,
                 instances: 100,
             }
         );
@@ -2210,6 +2229,7 @@ on_error = "halt"                 # | "skip" | "dead-letter"
                 log_lines_per_sec: Limits::DEFAULT_LOG_LINES_PER_SEC,
                 module_mb: Limits::DEFAULT_MODULE_MB,
                 state_mb: Limits::DEFAULT_STATE_MB,
+                state_keys: Limits::DEFAULT_STATE_KEYS,
                 instances: Limits::DEFAULT_INSTANCES,
             }
         );

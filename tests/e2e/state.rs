@@ -409,3 +409,39 @@ sinks = ["orders_queue"]
     assert_eq!(sizes(&report), expected, "rowhook state, from the store");
     assert!(peak < 256 << 20, "peak RSS {peak} bytes");
 }
+
+/// `limits.state_keys` bounds the keys a handler keeps: a write that would
+/// add one past it gets `quota`, writes to existing keys are taken, and the
+/// store holds exactly that many keys.
+#[test]
+fn state_keys_hold_against_a_hoarder() {
+    let hoarder = build_guest(&root().join("tests/guests"), "hoarder");
+    let dir = temp_dir("state-keys");
+    let config = dir.join("rowhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[state]\npath = \"state\"\n\n[sinks.out]\nkind = \"file\"\npath = \"hoarder.jsonl\"\n\n[[handlers]]\nname = \"hoarder\"\nmodule = \"{}\"\ntables = [\"shop.orders\"]\nsinks = [\"out\"]\nlimits = {{ state_keys = 5, time_ms = 5000 }}\n",
+            hoarder.display()
+        ),
+    )
+    .unwrap();
+    let (log, _) = replay_measured(&dir, &config);
+    assert!(
+        log.contains("handler state holds 5 keys, its quota (limits.state_keys)"),
+        "{log}"
+    );
+    let lines = crate::support::json_lines(&std::fs::read_to_string(dir.join("hoarder.jsonl")).unwrap());
+    // `count` and blob-0..blob-3: four stored, then every new key refused.
+    assert_eq!(lines[0]["stored"], 4, "{:?}", lines[0]);
+    assert_eq!(lines[0]["errors"], serde_json::json!(vec!["quota"; 16]));
+    for l in &lines[1..] {
+        assert_eq!(
+            (&l["stored"], &l["errors"]),
+            (&0.into(), &serde_json::json!(vec!["quota"; 20]))
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&rowhook_ok(&["state", "-c", config.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(report["handlers"][0]["keys"], 5, "{report:#}");
+}

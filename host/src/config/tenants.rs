@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::{HandlerPlan, OnError, TablePattern, valid_name};
+use super::{HandlerPlan, Limits, OnError, TablePattern, valid_name};
 use crate::problem::Problems;
 
 /// `[tenants.NAME]`, as written.
@@ -29,6 +29,9 @@ pub struct RawTenant {
     /// The most memory its handlers may take together (the sum of their
     /// `limits.memory_mb`), in MiB.
     pub memory_mb_total: Option<u32>,
+    /// The most state its handlers may keep together (the sum of their
+    /// `limits.state_mb`), in MiB.
+    pub state_mb_total: Option<u32>,
     /// Caps on each of its handlers' limits: a handler may set less, not more.
     pub limits: Option<RawTenantLimits>,
     /// A bearer token for the admin API that reaches this tenant's handlers
@@ -53,6 +56,8 @@ pub struct RawTenantLimits {
     pub emit_mb_per_event: Option<u32>,
     /// `limits.state_mb`.
     pub state_mb: Option<u32>,
+    /// `limits.state_keys`.
+    pub state_keys: Option<u32>,
 }
 
 /// One tenant, resolved.
@@ -68,6 +73,8 @@ pub struct TenantPlan {
     pub max_handlers: Option<u32>,
     /// The most memory of all its handlers, in MiB.
     pub memory_mb_total: Option<u32>,
+    /// The most state of all its handlers, in MiB.
+    pub state_mb_total: Option<u32>,
     /// Caps on each handler's limits.
     pub limits: RawTenantLimits,
     /// The bytes its handlers may emit per second, together.
@@ -151,6 +158,7 @@ pub fn resolve(
                 lent: t.lent.iter().cloned().collect(),
                 max_handlers: t.max_handlers,
                 memory_mb_total: t.memory_mb_total,
+                state_mb_total: t.state_mb_total,
                 limits: t.limits.unwrap_or_default(),
                 emit_bytes_per_s: t.emit_mb_per_s.map(|mb| u64::from(mb) << 20),
             },
@@ -294,6 +302,7 @@ pub fn check_handler(tenants: &BTreeMap<String, TenantPlan>, h: &HandlerPlan, ke
             "MiB",
         ),
         ("state_mb", l.state_mb, t.limits.state_mb, "MiB"),
+        ("state_keys", l.state_keys, t.limits.state_keys, "keys"),
     ] {
         if let Some(cap) = cap
             && value > cap
@@ -326,15 +335,24 @@ pub fn check_totals(tenants: &BTreeMap<String, TenantPlan>, handlers: &[HandlerP
                 format!("remove handlers of `{name}`, or raise max_handlers"),
             );
         }
-        let memory: u64 = own.iter().map(|h| u64::from(h.limits.memory_mb)).sum();
-        if let Some(total) = t.memory_mb_total
-            && memory > u64::from(total)
-        {
-            problems.push(
-                format!("tenants.{name}.memory_mb_total"),
-                format!("the handlers of tenant `{name}` may take {memory} MiB together (their limits.memory_mb), more than its {total} MiB"),
-                "lower its handlers' limits.memory_mb, or raise memory_mb_total",
-            );
+        for (field, each, total) in [
+            (
+                "memory_mb",
+                (|l: &Limits| l.memory_mb) as fn(&Limits) -> u32,
+                t.memory_mb_total,
+            ),
+            ("state_mb", |l: &Limits| l.state_mb, t.state_mb_total),
+        ] {
+            let sum: u64 = own.iter().map(|h| u64::from(each(&h.limits))).sum();
+            if let Some(total) = total
+                && sum > u64::from(total)
+            {
+                problems.push(
+                    format!("tenants.{name}.{field}_total"),
+                    format!("the handlers of tenant `{name}` may take {sum} MiB together (their limits.{field}), more than its {total} MiB"),
+                    format!("lower its handlers' limits.{field}, or raise {field}_total"),
+                );
+            }
         }
     }
 }
@@ -521,6 +539,26 @@ sinks = ["blocked"]
         assert_eq!(plan.tenants["edge"].emit_bytes_per_s, Some(8 << 20));
         assert_eq!(plan.tenants["growth"].emit_bytes_per_s, None);
         assert_eq!(problems(&with(0)), ["tenants.edge.emit_mb_per_s: 0 is out of range"]);
+    }
+
+    #[test]
+    fn state_keys_and_state_in_all_are_capped_per_tenant() {
+        let text = THREE
+            .replace(
+                "limits = { memory_mb = 32, time_ms = 50 }\n\n[tenants.orders]",
+                "limits = { memory_mb = 32, time_ms = 50, state_keys = 1000 }\nstate_mb_total = 100\n\n[tenants.orders]",
+            )
+            .replace(
+                "limits = { memory_mb = 16, time_ms = 50 }",
+                "limits = { memory_mb = 16, time_ms = 50, state_mb = 128 }",
+            );
+        assert_eq!(
+            problems(&text),
+            [
+                "handlers[0].limits.state_keys: 1000000 keys (set, or the default) is above the 1000 keys tenant `growth` allows",
+                "tenants.growth.state_mb_total: the handlers of tenant `growth` may take 128 MiB together (their limits.state_mb), more than its 100 MiB",
+            ]
+        );
     }
 
     #[test]

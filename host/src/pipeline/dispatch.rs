@@ -61,6 +61,7 @@ pub fn runtime_limits(plan: &HandlerPlan) -> Limits {
         emits_per_event: plan.limits.emits_per_event,
         emit_bytes_per_event: plan.limits.emit_bytes_per_event(),
         state_bytes: plan.limits.state_bytes(),
+        state_keys: plan.limits.state_keys as usize,
         instances: plan.limits.instances,
     }
 }

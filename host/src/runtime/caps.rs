@@ -26,8 +26,6 @@ pub const MAX_EMIT_KEY: usize = 64 << 10;
 const MAX_KEY: usize = 1024;
 /// Largest state value.
 const MAX_VALUE: usize = 1 << 20;
-/// Most keys one handler may keep.
-const MAX_KEYS: usize = 1_000_000;
 /// Log lines one call may write; the rest are dropped and counted.
 pub const MAX_LOG_LINES_PER_CALL: usize = 10_000;
 /// The most bytes of log text (messages, field names and values) one call
@@ -625,8 +623,10 @@ impl HostState {
     /// A write within the key count and the byte quota, or `quota`. The
     /// first refusal of an instance is logged; the guest sees each one.
     fn state_write(&mut self, key: String, value: Vec<u8>) -> Result<(), state::StateError> {
-        let refused = if self.state.get(&key).is_none() && self.state.len() >= MAX_KEYS {
-            Some("holds 1000000 keys, the most a handler may keep")
+        let keys_full;
+        let refused = if self.state.get(&key).is_none() && self.state.len() >= self.max_keys {
+            keys_full = format!("holds {} keys, its quota (limits.state_keys)", self.max_keys);
+            Some(keys_full.as_str())
         } else {
             match self.state.set(key, value, self.state_quota) {
                 Ok(()) => None,

@@ -119,6 +119,8 @@ pub struct Limits {
     pub emit_bytes_per_event: usize,
     /// Key and value bytes the handler's state may hold.
     pub state_bytes: u64,
+    /// Keys the handler's state may hold.
+    pub state_keys: usize,
     /// Core instances one instance of the handler may create.
     pub instances: u32,
 }
@@ -131,6 +133,7 @@ impl Default for Limits {
             emits_per_event: 64,
             emit_bytes_per_event: 16 << 20,
             state_bytes: 64 << 20,
+            state_keys: 1_000_000,
             instances: 100,
         }
     }
@@ -582,6 +585,8 @@ pub struct HostState {
     state: StateOverlay,
     /// Key and value bytes `state` may hold.
     state_quota: u64,
+    /// Keys `state` may hold.
+    max_keys: usize,
     /// Whether this instance logged a refused state write already.
     state_quota_warned: bool,
     /// Reseeded from the change's id at each call.
@@ -803,6 +808,7 @@ impl HandlerRuntime {
             quota_hit: None,
             state: StateOverlay::default(),
             state_quota: limits.state_bytes,
+            max_keys: limits.state_keys,
             state_quota_warned: false,
             random,
             logs: Vec::new(),
