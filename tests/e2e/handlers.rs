@@ -143,29 +143,31 @@ fn hostile_handler_is_contained() {
         std::fs::read_to_string(dir.join("secret.jsonl")).unwrap_or_default(),
         ""
     );
-    // Per sms_outbox row: the denial, the refused newline, the one payload
+    // Per sms_outbox row: the denial, the same sink spelled eight other
+    // ways (each denied), the refused newline, the one payload
     // with a control character a line sink takes (a tab), the refused
     // carriage return, NUL, terminal escape, C1 control and non-UTF-8
     // bytes, then what the sandbox shows of the filesystem (nothing
     // opened), the environment (empty) and the clock (frozen at the epoch).
     let hostile_out = std::fs::read_to_string(dir.join("hostile.jsonl")).unwrap();
     let lines: Vec<&str> = hostile_out.lines().collect();
-    assert_eq!(lines.len(), 14, "seven lines per sms_outbox row: {hostile_out}");
-    for row in lines.chunks(7) {
+    assert_eq!(lines.len(), 16, "eight lines per sms_outbox row: {hostile_out}");
+    for row in lines.chunks(8) {
         assert!(row[0].starts_with("denied:"), "{hostile_out}");
+        assert_eq!(row[1], format!("variants:{}", " Denied".repeat(8)), "{hostile_out}");
         assert!(
-            row[1].starts_with("newline: ") && row[1].contains("payload not valid"),
+            row[2].starts_with("newline: ") && row[2].contains("payload not valid"),
             "{hostile_out}"
         );
-        assert_eq!(row[2], "tab\tis fine");
-        assert_eq!(row[3], "controls: Invalid Invalid Invalid Invalid Invalid taken");
+        assert_eq!(row[3], "tab\tis fine");
+        assert_eq!(row[4], "controls: Invalid Invalid Invalid Invalid Invalid taken");
         assert!(
-            row[4].starts_with("fs: Err(") && row[4].contains(") Err("),
+            row[5].starts_with("fs: Err(") && row[5].contains(") Err("),
             "{hostile_out}"
         );
-        assert!(!row[4].contains("Ok("), "{hostile_out}");
-        assert_eq!(row[5], "env: []");
-        assert_eq!(row[6], "clock: Ok(0)");
+        assert!(!row[5].contains("Ok("), "{hostile_out}");
+        assert_eq!(row[6], "env: []");
+        assert_eq!(row[7], "clock: Ok(0)");
     }
     // The file is UTF-8 text, one line per message, no control but tab.
     assert!(

@@ -5,7 +5,8 @@
 //! - `hits`: panics (a trap);
 //! - `user_info`: emits far past its quota;
 //! - `sms_outbox`: emits to a sink it was not granted, and reports the
-//!   denial, tries a payload with a newline (refused by a line sink), then
+//!   denial, then to that sink's name spelled other ways (each denied),
+//!   tries a payload with a newline (refused by a line sink), then
 //!   payloads with a carriage return, a NUL, a terminal escape, a C1
 //!   control and bytes that are not UTF-8 (all refused) and one with a tab
 //!   (taken), then reports what it can see of the filesystem, the
@@ -32,6 +33,27 @@ fn on_change(change: &Change) -> Result<()> {
                 Err(e) => rowhook_guest::emit("out", None, format!("denied: {e}"))?,
                 Ok(()) => rowhook_guest::emit("out", None, "NOT DENIED")?,
             }
+            // The same sink under other spellings: case, spaces, a Cyrillic
+            // letter, full-width letters, a NUL, a path.
+            let variants = [
+                "Secret",
+                "SECRET",
+                " secret",
+                "secret ",
+                "s\u{0435}cret",
+                "\u{ff53}\u{ff45}\u{ff43}\u{ff52}\u{ff45}\u{ff54}",
+                "secret\0",
+                "./secret",
+            ];
+            let answers: Vec<String> = variants
+                .iter()
+                .map(|name| match rowhook_guest::emit(name, None, "stolen") {
+                    Ok(()) => "TAKEN".to_owned(),
+                    Err(rowhook_guest::Error::Emit { error, .. }) => format!("{error:?}"),
+                    Err(e) => format!("{e}"),
+                })
+                .collect();
+            rowhook_guest::emit("out", None, format!("variants: {}", answers.join(" ")))?;
             // A newline would split the message in a one-line-per-message sink.
             match rowhook_guest::emit("out", None, "two\nlines") {
                 Err(e) => rowhook_guest::emit("out", None, format!("newline: {e}"))?,
