@@ -435,3 +435,89 @@ sinks = ["calls"]
         assert!(e.contains("rate of 8 MiB per second ([tenants] emit_mb_per_s)"), "{e}");
     }
 }
+
+/// A tenant's breaker counts the failures of all its handlers: two
+/// handlers that each time out on every change, whose own breakers never
+/// open, are suspended together once they failed four times between them;
+/// the other tenant's handler sees every change.
+#[test]
+fn a_tenant_whose_handlers_keep_failing_is_suspended_as_a_whole() {
+    let hostile = build_guest(&root().join("tests/guests"), "hostile");
+    let counting = build_guest(&root().join("tests/guests"), "counting");
+    let server = Server::start(&[]);
+    server.sql(&format!(
+        "CREATE DATABASE noisy;
+         USE noisy;
+         CREATE TABLE news (id INT PRIMARY KEY);
+         INSERT INTO news SELECT seq FROM seq_1_to_{NOISY_ROWS};
+         FLUSH BINARY LOGS;"
+    ));
+    let binlog = server.binlog("mysql-bin.000001");
+    let dir = temp_dir("limits-tenant-breaker");
+    let config = dir.join("rowhook.toml");
+    let noisy = |name: &str| {
+        format!(
+            "[[handlers]]\nname = \"{name}\"\ntenant = \"noisy\"\nmodule = \"{}\"\ntables = [\"noisy.news\"]\nlimits = {{ time_ms = 20 }}\non_error = \"dead-letter\"\ndead_letter = \"dead\"\nbreaker = {{ failures = 0 }}\n\n",
+            hostile.display()
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sinks.dead]
+kind = "file"
+path = "dead.jsonl"
+
+[sinks.calls]
+kind = "file"
+path = "calls.jsonl"
+
+[tenants.noisy]
+tables = ["noisy.*"]
+sinks = ["dead"]
+breaker = {{ failures = 4, window_ms = 60000, cooldown_ms = 600000 }}
+
+[tenants.quiet]
+tables = ["noisy.*"]
+sinks = ["calls"]
+
+{}{}[[handlers]]
+name = "neighbour"
+tenant = "quiet"
+module = "{counting}"
+tables = ["noisy.news"]
+sinks = ["calls"]
+"#,
+            noisy("first"),
+            noisy("second"),
+            counting = counting.display(),
+        ),
+    )
+    .unwrap();
+    let out = crate::support::rowhook(&["replay", "-c", config.to_str().unwrap(), binlog.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+
+    let calls = std::fs::read_to_string(dir.join("calls.jsonl")).unwrap();
+    assert_eq!(calls.lines().count(), NOISY_ROWS, "the quiet tenant saw every change");
+    // Each noisy handler: every change dead-lettered; four timeouts between
+    // them (first, second, first, second), then suspended.
+    let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();
+    let letters: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(letters.len(), 2 * NOISY_ROWS);
+    let timeouts: Vec<&str> = (letters.iter())
+        .filter(|l| l["error"].as_str().unwrap().contains("time limit of 20 ms"))
+        .map(|l| l["handler"].as_str().unwrap())
+        .collect();
+    assert_eq!(timeouts, ["first", "second", "first", "second"], "{dead}");
+    assert!(
+        (letters.iter().skip(4)).all(|l| l["error"]
+            .as_str()
+            .unwrap()
+            .contains("suspended by its tenant's circuit breaker")),
+        "{dead}"
+    );
+    assert_eq!(stderr.matches("tenant suspended for 600000 ms").count(), 1, "{stderr}");
+    assert!(!stderr.contains("handler suspended"), "{stderr}");
+}

@@ -40,6 +40,10 @@ pub struct RawTenant {
     /// The payload and key bytes its handlers may emit per second, all
     /// together, in MiB (1 to 65536); past it an emit gets `quota`.
     pub emit_mb_per_s: Option<u32>,
+    /// A circuit breaker over all its handlers: `failures` timeouts and
+    /// traps of any of them within `window_ms` suspend every one of them
+    /// for `cooldown_ms`.
+    pub breaker: Option<super::RawBreaker>,
 }
 
 /// `limits = { ... }` of a tenant: the most each of its handlers may set.
@@ -79,6 +83,8 @@ pub struct TenantPlan {
     pub limits: RawTenantLimits,
     /// The bytes its handlers may emit per second, together.
     pub emit_bytes_per_s: Option<u64>,
+    /// Its breaker, over all its handlers, if it has one.
+    pub breaker: Option<super::BreakerPlan>,
 }
 
 impl TenantPlan {
@@ -161,6 +167,7 @@ pub fn resolve(
                 state_mb_total: t.state_mb_total,
                 limits: t.limits.unwrap_or_default(),
                 emit_bytes_per_s: t.emit_mb_per_s.map(|mb| u64::from(mb) << 20),
+                breaker: t.breaker.as_ref().map(|b| tenant_breaker(b, &key, problems)),
             },
         );
         if let Some(mb) = t.emit_mb_per_s
@@ -244,6 +251,26 @@ pub fn admin_tokens(
         });
     }
     out
+}
+
+/// A tenant's `breaker`: failures, window and cool-down as a handler's;
+/// what becomes of the changes is each handler's own `while_suspended`.
+fn tenant_breaker(raw: &super::RawBreaker, key: &str, problems: &mut Problems) -> super::BreakerPlan {
+    if raw.while_suspended.is_some() || raw.hold_mb.is_some() {
+        problems.push(
+            format!("{key}.breaker"),
+            "while_suspended and hold_mb are each handler's own",
+            "set them in the handlers' breaker; the tenant's takes failures, window_ms and cooldown_ms",
+        );
+    }
+    let plain = super::RawBreaker {
+        failures: raw.failures,
+        window_ms: raw.window_ms,
+        cooldown_ms: raw.cooldown_ms,
+        while_suspended: None,
+        hold_mb: None,
+    };
+    super::resolve_breaker(Some(plain), key, problems)
 }
 
 /// Checks handler `h` (at `key`, `handlers[i]`) against its tenant.
@@ -558,6 +585,29 @@ sinks = ["blocked"]
                 "handlers[0].limits.state_keys: 1000000 keys (set, or the default) is above the 1000 keys tenant `growth` allows",
                 "tenants.growth.state_mb_total: the handlers of tenant `growth` may take 128 MiB together (their limits.state_mb), more than its 100 MiB",
             ]
+        );
+    }
+
+    #[test]
+    fn a_tenant_breaker_counts_failures_and_leaves_the_changes_to_each_handler() {
+        let with = |b: &str| {
+            THREE.replace(
+                "sinks = [\"blocked\"]\n\n",
+                &format!("sinks = [\"blocked\"]\nbreaker = {b}\n\n"),
+            )
+        };
+        let plan = Plan::parse(
+            &with("{ failures = 20, cooldown_ms = 5000 }"),
+            Path::new("/etc/rowhook/rowhook.toml"),
+            |_| None,
+        )
+        .unwrap();
+        let b = plan.tenants["edge"].breaker.unwrap();
+        assert_eq!((b.failures, b.cooldown.as_millis(), b.hold_bytes), (20, 5000, None));
+        assert_eq!(plan.tenants["growth"].breaker, None);
+        assert_eq!(
+            problems(&with("{ failures = 20, while_suspended = \"hold\" }")),
+            ["tenants.edge.breaker: while_suspended and hold_mb are each handler's own"]
         );
     }
 

@@ -26,7 +26,7 @@ use crate::sink::SinkLimits;
 use crate::status::LastError;
 use crate::telemetry::{Counter, Gauge, Histogram, Registry, names};
 
-use super::breaker::{Admit, Breaker, Transition};
+use super::breaker::{Breaker, Transition};
 
 /// What a configured handler may emit to, with each sink's rules: what it
 /// takes as a payload (from the config) and the limits `limits` gives for it
@@ -73,14 +73,15 @@ pub enum CallError {
     Guest(GuestError),
     /// The handler has no instance: creating one failed, for this reason.
     NoInstance(String),
-    /// The handler is suspended by its circuit breaker; it was not called.
-    Suspended,
+    /// The handler is suspended by its circuit breaker, or by its
+    /// tenant's (`true`); it was not called.
+    Suspended(bool),
 }
 
 impl CallError {
     /// Whether the handler was not called because it is suspended.
     pub fn is_suspended(&self) -> bool {
-        matches!(self, CallError::Suspended)
+        matches!(self, CallError::Suspended(_))
     }
 
     /// Whether the failure costs the process (a timeout, a trap and the new
@@ -90,7 +91,7 @@ impl CallError {
     pub fn is_costly(&self) -> bool {
         match self {
             CallError::Guest(GuestError::Timeout(_) | GuestError::Trap(_)) | CallError::NoInstance(_) => true,
-            CallError::Guest(_) | CallError::Suspended => false,
+            CallError::Guest(_) | CallError::Suspended(_) => false,
         }
     }
 
@@ -110,7 +111,7 @@ impl CallError {
                 ErrorKind::Quota
             }
             CallError::NoInstance(_) => ErrorKind::NoInstance,
-            CallError::Suspended => ErrorKind::Suspended,
+            CallError::Suspended(_) => ErrorKind::Suspended,
         }
     }
 }
@@ -164,8 +165,11 @@ impl fmt::Display for CallError {
         match self {
             CallError::Guest(e) => e.fmt(f),
             CallError::NoInstance(e) => write!(f, "the handler's instance cannot be created: {e}"),
-            CallError::Suspended => f.write_str(
+            CallError::Suspended(false) => f.write_str(
                 "the handler is suspended by its circuit breaker (too many failures): not called until its cool-down ends",
+            ),
+            CallError::Suspended(true) => f.write_str(
+                "the handler is suspended by its tenant's circuit breaker (too many failures of the tenant's handlers): not called until the tenant's cool-down ends",
             ),
         }
     }
@@ -458,6 +462,16 @@ pub struct Handlers {
     runtime: HandlerRuntime,
     slots: IdMap<HandlerSlot>,
     order: Vec<HandlerId>,
+    /// The breakers of tenants that have one, by tenant.
+    tenants: std::collections::BTreeMap<String, TenantBreaker>,
+}
+
+/// A tenant's circuit breaker over all its handlers, and its metrics.
+struct TenantBreaker {
+    breaker: Breaker,
+    plan: crate::config::BreakerPlan,
+    suspensions: Counter,
+    suspended: Gauge,
 }
 
 impl Handlers {
@@ -467,6 +481,33 @@ impl Handlers {
             runtime,
             slots: IdMap::default(),
             order: Vec::new(),
+            tenants: Default::default(),
+        }
+    }
+
+    /// Gives each tenant of `plan` with a `breaker` its breaker, counted
+    /// in `registry`.
+    pub fn tenant_breakers(&mut self, plan: &Plan, registry: &Registry) {
+        for (name, t) in &plan.tenants {
+            let Some(b) = t.breaker else { continue };
+            let labels = || vec![("tenant", name.clone())];
+            self.tenants.insert(
+                name.clone(),
+                TenantBreaker {
+                    breaker: Breaker::new(b),
+                    plan: b,
+                    suspensions: registry.counter(
+                        names::TENANT_SUSPENSIONS,
+                        "Times the tenant's circuit breaker suspended all its handlers.",
+                        labels(),
+                    ),
+                    suspended: registry.gauge(
+                        names::TENANT_SUSPENDED,
+                        "1 while the tenant's circuit breaker holds its handlers suspended.",
+                        labels(),
+                    ),
+                },
+            );
         }
     }
 
@@ -525,14 +566,21 @@ impl Handlers {
         self.slots[id].plan.breaker.hold_bytes.is_some()
     }
 
-    /// Whether `id`'s circuit breaker is open (or a trial is in progress).
+    /// Whether `id`'s circuit breaker, or its tenant's, is open (or a
+    /// trial is in progress).
     pub fn suspended(&self, id: &HandlerId) -> bool {
-        self.slots[id].breaker.state() != super::breaker::State::Closed
+        let closed = |b: &Breaker| b.state() == super::breaker::State::Closed;
+        !closed(&self.slots[id].breaker) || self.tenants.get(id.tenant()).is_some_and(|t| !closed(&t.breaker))
     }
 
-    /// When `id` could next be called (see [`Breaker::callable_at`]).
+    /// When `id` could next be called (see [`Breaker::callable_at`]): when
+    /// both its breaker and its tenant's let it.
     pub fn callable_at(&self, id: &HandlerId, now: Instant) -> Option<Instant> {
-        self.slots[id].breaker.callable_at(now)
+        let own = self.slots[id].breaker.callable_at(now)?;
+        match self.tenants.get(id.tenant()) {
+            Some(t) => Some(own.max(t.breaker.callable_at(now)?)),
+            None => Some(own),
+        }
     }
 
     /// Makes `id`'s next call a trial: it starts with changes a previous
@@ -592,9 +640,19 @@ impl Handlers {
     /// returns. A suspended handler is not called.
     pub fn call(&mut self, id: &HandlerId, change: &[u8], out: &mut Vec<Emitted>) -> Result<(), CallError> {
         let slot = self.slots.get_mut(id).expect("routes name configured handlers");
-        if slot.breaker.admit(Instant::now) == Admit::Suspended {
+        let mut tenant = self.tenants.get_mut(id.tenant());
+        // Both breakers are asked before either moves, so a trial is taken
+        // only when the call is made.
+        let now = Instant::now();
+        let open = |b: &Breaker| b.callable_at(now).is_none_or(|at| at > now);
+        let by_tenant = tenant.as_ref().is_some_and(|t| open(&t.breaker));
+        if by_tenant || open(&slot.breaker) {
             slot.counters.suspended.inc();
-            return Err(CallError::Suspended);
+            return Err(CallError::Suspended(by_tenant));
+        }
+        slot.breaker.admit(|| now);
+        if let Some(t) = tenant.as_mut() {
+            t.breaker.admit(|| now);
         }
         slot.counters.calls.inc();
         let started = Instant::now();
@@ -620,6 +678,32 @@ impl Handlers {
             }
             Transition::Closed => {
                 tracing::info!(handler = %slot.plan.name, "handler resumed: its trial change succeeded after the cool-down");
+            }
+        }
+        if let Some(t) = tenant {
+            // A call that ran (its error its own) counts as the tenant's
+            // success; a timeout or trap as its failure.
+            let transition = match &result {
+                Err(e) if e.is_costly() => t.breaker.failed(Instant::now()),
+                _ => t.breaker.succeeded(),
+            };
+            match transition {
+                Transition::None => {}
+                Transition::Opened => {
+                    t.suspensions.inc();
+                    t.suspended.set(1.0);
+                    tracing::warn!(
+                        tenant = %id.tenant(),
+                        "tenant suspended for {} ms by its circuit breaker ({} failures of its handlers within {} ms): each of its handlers' changes go to its while_suspended until a trial change succeeds",
+                        t.plan.cooldown.as_millis(),
+                        t.plan.failures,
+                        t.plan.window.as_millis(),
+                    );
+                }
+                Transition::Closed => {
+                    t.suspended.set(0.0);
+                    tracing::info!(tenant = %id.tenant(), "tenant resumed: a trial change of its handler `{}` succeeded after the cool-down", id.name());
+                }
             }
         }
         result

@@ -147,6 +147,7 @@ impl Pipeline {
         // Sinks first: what a handler may emit depends on their limits.
         let delivery = Delivery::open(plan, &registry).await?;
         let mut handlers = Handlers::new(runtime);
+        handlers.tenant_breakers(plan, &registry);
         let mut router = Router::counting(&registry);
         let mut holds = Holds::default();
         let rates = dispatch::emit_rates(plan);

@@ -57,6 +57,10 @@ pub mod names {
     pub const HANDLER_SUSPENSIONS: &str = "rowhook_handler_suspensions_total";
     /// Changes not handed to a suspended handler.
     pub const HANDLER_SUSPENDED: &str = "rowhook_handler_suspended_total";
+    /// Times a tenant's circuit breaker suspended all its handlers.
+    pub const TENANT_SUSPENSIONS: &str = "rowhook_tenant_suspensions_total";
+    /// 1 while a tenant's circuit breaker holds its handlers suspended.
+    pub const TENANT_SUSPENDED: &str = "rowhook_tenant_suspended";
     /// Changes held back from a suspended or paused handler.
     pub const HANDLER_HELD: &str = "rowhook_handler_held_total";
     /// Held changes handed over later.
