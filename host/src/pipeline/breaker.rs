@@ -113,6 +113,14 @@ impl Breaker {
         }
     }
 
+    /// The call admitted last ended, at `now`: with a timeout or trap
+    /// (`costly`), or otherwise. An error the handler returned itself is
+    /// not the breaker's business: it ends a trial as a success does, so
+    /// the handler is not left suspended with no trial to come.
+    pub fn ended(&mut self, costly: bool, now: Instant) -> Transition {
+        if costly { self.failed(now) } else { self.succeeded() }
+    }
+
     /// The call admitted last succeeded.
     pub fn succeeded(&mut self) -> Transition {
         match self.state {
@@ -170,6 +178,22 @@ mod tests {
             cooldown: Duration::from_secs(30),
             hold_bytes: None,
         })
+    }
+
+    #[test]
+    fn a_trial_that_ends_in_the_handler_s_own_error_closes_it() {
+        let t0 = Instant::now();
+        let mut b = breaker();
+        for i in 0..3 {
+            b.ended(true, t0 + Duration::from_millis(i));
+        }
+        assert_eq!(b.admit(|| t0 + Duration::from_secs(31)), Admit::Trial);
+        assert_eq!(b.ended(false, t0 + Duration::from_secs(31)), Transition::Closed);
+        assert_eq!(
+            b.callable_at(t0),
+            Some(t0),
+            "not left waiting for a trial that never comes"
+        );
     }
 
     #[test]

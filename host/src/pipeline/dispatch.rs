@@ -658,11 +658,8 @@ impl Handlers {
         let started = Instant::now();
         let result = slot.call(&self.runtime, change, out);
         slot.counters.call_seconds.observe(started.elapsed());
-        let transition = match &result {
-            Ok(_) => slot.breaker.succeeded(),
-            Err(e) if e.is_costly() => slot.breaker.failed(Instant::now()),
-            Err(_) => Transition::None,
-        };
+        let costly = matches!(&result, Err(e) if e.is_costly());
+        let transition = slot.breaker.ended(costly, Instant::now());
         let b = &slot.plan.breaker;
         match transition {
             Transition::None => {}
@@ -681,12 +678,7 @@ impl Handlers {
             }
         }
         if let Some(t) = tenant {
-            // A call that ran (its error its own) counts as the tenant's
-            // success; a timeout or trap as its failure.
-            let transition = match &result {
-                Err(e) if e.is_costly() => t.breaker.failed(Instant::now()),
-                _ => t.breaker.succeeded(),
-            };
+            let transition = t.breaker.ended(costly, Instant::now());
             match transition {
                 Transition::None => {}
                 Transition::Opened => {
