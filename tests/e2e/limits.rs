@@ -184,8 +184,10 @@ sinks = ["calls"]
 /// its deadline.
 const NOISY_ROWS: usize = 200;
 
-#[test]
-fn a_handler_that_keeps_timing_out_is_suspended_and_its_neighbour_goes_on() {
+/// The hostile and counting guests, and a private server whose binlog
+/// holds `NOISY_ROWS` inserts into `noisy.news` (there while the server
+/// lives).
+fn noisy_news() -> (PathBuf, PathBuf, Server, PathBuf) {
     let hostile = build_guest(&root().join("tests/guests"), "hostile");
     let counting = build_guest(&root().join("tests/guests"), "counting");
     let server = Server::start(&[]);
@@ -197,6 +199,12 @@ fn a_handler_that_keeps_timing_out_is_suspended_and_its_neighbour_goes_on() {
          FLUSH BINARY LOGS;"
     ));
     let binlog = server.binlog("mysql-bin.000001");
+    (hostile, counting, server, binlog)
+}
+
+#[test]
+fn a_handler_that_keeps_timing_out_is_suspended_and_its_neighbour_goes_on() {
+    let (hostile, counting, _server, binlog) = noisy_news();
     let dir = temp_dir("limits-breaker");
     let config = dir.join("rowhook.toml");
     std::fs::write(
@@ -442,17 +450,7 @@ sinks = ["calls"]
 /// the other tenant's handler sees every change.
 #[test]
 fn a_tenant_whose_handlers_keep_failing_is_suspended_as_a_whole() {
-    let hostile = build_guest(&root().join("tests/guests"), "hostile");
-    let counting = build_guest(&root().join("tests/guests"), "counting");
-    let server = Server::start(&[]);
-    server.sql(&format!(
-        "CREATE DATABASE noisy;
-         USE noisy;
-         CREATE TABLE news (id INT PRIMARY KEY);
-         INSERT INTO news SELECT seq FROM seq_1_to_{NOISY_ROWS};
-         FLUSH BINARY LOGS;"
-    ));
-    let binlog = server.binlog("mysql-bin.000001");
+    let (hostile, counting, _server, binlog) = noisy_news();
     let dir = temp_dir("limits-tenant-breaker");
     let config = dir.join("rowhook.toml");
     let noisy = |name: &str| {
