@@ -117,8 +117,19 @@ impl Breaker {
     /// (`costly`), or otherwise. An error the handler returned itself is
     /// not the breaker's business: it ends a trial as a success does, so
     /// the handler is not left suspended with no trial to come.
-    pub fn ended(&mut self, costly: bool, now: Instant) -> Transition {
-        if costly { self.failed(now) } else { self.succeeded() }
+    pub fn ended(&mut self, costly: bool, now: impl FnOnce() -> Instant) -> Transition {
+        if costly { self.failed(now()) } else { self.succeeded() }
+    }
+
+    /// Whether a change may not be handed to the handler now: open with
+    /// its cool-down still running, or a trial in progress. A closed
+    /// breaker reads no clock.
+    pub fn refuses(&self, now: impl FnOnce() -> Instant) -> bool {
+        match self.state {
+            State::Closed => false,
+            State::HalfOpen => true,
+            State::Open(until) => now() < until,
+        }
     }
 
     /// The call admitted last succeeded.
@@ -185,10 +196,17 @@ mod tests {
         let t0 = Instant::now();
         let mut b = breaker();
         for i in 0..3 {
-            b.ended(true, t0 + Duration::from_millis(i));
+            b.ended(true, || t0 + Duration::from_millis(i));
         }
+        assert!(b.refuses(|| t0 + Duration::from_secs(29)));
+        assert!(!b.refuses(|| t0 + Duration::from_secs(31)));
         assert_eq!(b.admit(|| t0 + Duration::from_secs(31)), Admit::Trial);
-        assert_eq!(b.ended(false, t0 + Duration::from_secs(31)), Transition::Closed);
+        assert!(b.refuses(|| unreachable!("a trial in progress reads no clock")));
+        assert_eq!(
+            b.ended(false, || unreachable!("a success reads no clock")),
+            Transition::Closed
+        );
+        assert!(!b.refuses(|| unreachable!("a closed breaker reads no clock")));
         assert_eq!(
             b.callable_at(t0),
             Some(t0),

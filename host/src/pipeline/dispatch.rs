@@ -642,24 +642,22 @@ impl Handlers {
         let slot = self.slots.get_mut(id).expect("routes name configured handlers");
         let mut tenant = self.tenants.get_mut(id.tenant());
         // Both breakers are asked before either moves, so a trial is taken
-        // only when the call is made.
-        let now = Instant::now();
-        let open = |b: &Breaker| b.callable_at(now).is_none_or(|at| at > now);
-        let by_tenant = tenant.as_ref().is_some_and(|t| open(&t.breaker));
-        if by_tenant || open(&slot.breaker) {
+        // only when the call is made. Closed breakers read no clock.
+        let by_tenant = tenant.as_ref().is_some_and(|t| t.breaker.refuses(Instant::now));
+        if by_tenant || slot.breaker.refuses(Instant::now) {
             slot.counters.suspended.inc();
             return Err(CallError::Suspended(by_tenant));
         }
-        slot.breaker.admit(|| now);
+        slot.breaker.admit(Instant::now);
         if let Some(t) = tenant.as_mut() {
-            t.breaker.admit(|| now);
+            t.breaker.admit(Instant::now);
         }
         slot.counters.calls.inc();
         let started = Instant::now();
         let result = slot.call(&self.runtime, change, out);
         slot.counters.call_seconds.observe(started.elapsed());
         let costly = matches!(&result, Err(e) if e.is_costly());
-        let transition = slot.breaker.ended(costly, Instant::now());
+        let transition = slot.breaker.ended(costly, Instant::now);
         let b = &slot.plan.breaker;
         match transition {
             Transition::None => {}
@@ -678,7 +676,7 @@ impl Handlers {
             }
         }
         if let Some(t) = tenant {
-            let transition = t.breaker.ended(costly, Instant::now());
+            let transition = t.breaker.ended(costly, Instant::now);
             match transition {
                 Transition::None => {}
                 Transition::Opened => {

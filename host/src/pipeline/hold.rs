@@ -50,8 +50,6 @@ struct FileQueue {
     read_at: u64,
     /// The file's end when the transaction in progress held its first change.
     txn_start: u64,
-    /// Whether the range moved since it was last reported.
-    changed: bool,
 }
 
 impl FileQueue {
@@ -174,7 +172,6 @@ impl Holds {
             head,
             read_at: head,
             txn_start: 0,
-            changed: false,
         });
         q.count = range.count;
         q.bytes = range.bytes;
@@ -271,17 +268,12 @@ impl Holds {
         }
         for (id, q) in &mut self.queues {
             if q.in_txn > 0
-                && let Some(f) = &mut q.file
+                && let Some(f) = &q.file
             {
-                f.changed = true;
+                ranges.push((id.clone(), q.range(f)));
             }
             q.in_txn = 0;
             q.txn_bytes = 0;
-            if let Some(f) = &mut q.file
-                && std::mem::take(&mut f.changed)
-            {
-                ranges.push((id.clone(), q.range(q.file.as_ref().expect("a file"))));
-            }
         }
         ranges
     }
@@ -394,7 +386,6 @@ impl Holds {
             }
             if let Some(f) = &mut q.file
                 && f.end() > 0
-                && !f.changed
             {
                 f.file.as_mut().expect("a file with an end").clear()?;
                 f.head = 0;
