@@ -86,6 +86,12 @@ pub struct RawConfig {
     /// label only.
     #[serde(default)]
     pub tenants: BTreeMap<String, RawTenant>,
+    /// `[deploy]`: tenant directories of handlers deployed while running.
+    pub deploy: Option<RawDeploy>,
+    /// Handlers deployed from tenant directories, each with the key its
+    /// problems are reported under (see [`RawConfig::add_deployed`]).
+    #[serde(skip)]
+    deployed: Vec<(String, RawHandler)>,
     /// Values that came from the environment: scrubbed from every error.
     #[serde(skip)]
     secrets: Secrets,
@@ -186,7 +192,7 @@ fn read_apart<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, RawSin
 }
 
 /// `[[handlers]]`: one WebAssembly handler.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHandler {
     /// Unique name (letters, digits, `_`, `-`; at most 64): names its state,
@@ -220,10 +226,34 @@ pub struct RawHandler {
     /// The circuit breaker: `failures` failures within `window_ms` suspend
     /// the handler for `cooldown_ms`.
     pub breaker: Option<RawBreaker>,
+    /// Deployed handlers only (see [`crate::deploy`]): where a handler
+    /// added to a running rowhook starts, `"lane"` (the default: the next
+    /// transaction rowhook handles) or `"latest"` (the first transaction
+    /// committed after it was deployed).
+    pub start: Option<RawHandlerStart>,
+}
+
+/// `start` of a deployed handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawHandlerStart {
+    /// The next transaction rowhook handles.
+    Lane,
+    /// The first transaction the server commits after the deployment.
+    Latest,
+}
+
+/// `[deploy]`: tenants deploy their own handlers while rowhook runs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeploy {
+    /// The directory holding one directory per tenant (`DIR/TENANT/*.toml`
+    /// and their modules), relative to the config file unless absolute.
+    pub dir: String,
 }
 
 /// `breaker = { failures = 5, window_ms = 10000, cooldown_ms = 30000 }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBreaker {
     /// Timeouts and traps (not errors the handler returns) within the
@@ -268,7 +298,7 @@ pub enum RawOp {
 }
 
 /// `limits = { memory_mb = 32, time_ms = 50, emits_per_event = 16 }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// Linear memory cap of one instance in MiB, 1 to 4096 (default 64).
@@ -865,6 +895,9 @@ pub struct Plan {
     pub http: Option<HttpPlan>,
     /// The declared tenants, by name; empty if the config declares none.
     pub tenants: BTreeMap<String, TenantPlan>,
+    /// `[deploy] dir` (absolute): each tenant's deployed handlers are in
+    /// its directory there. `None`: nothing is deployed while running.
+    pub deploy: Option<PathBuf>,
 }
 
 /// The default `[http] listen`.
@@ -884,15 +917,14 @@ pub struct HttpPlan {
     pub tenants: Vec<TenantToken>,
 }
 
-/// A tenant's admin token and the handlers it reaches.
+/// A tenant's admin token: it reaches the tenant's handlers only (the
+/// admin API asks the run's [`crate::handler_id::Roster`] whose a handler is).
 #[derive(Clone, PartialEq, Eq)]
 pub struct TenantToken {
     /// The tenant.
     pub tenant: String,
     /// Its bearer token.
     pub token: String,
-    /// Its handlers, by name.
-    pub handlers: BTreeSet<String>,
 }
 
 impl fmt::Debug for HttpPlan {
@@ -956,6 +988,18 @@ pub struct HandlerPlan {
     pub on_error: OnError,
     /// When repeated failures suspend it.
     pub breaker: BreakerPlan,
+    /// Where it starts when it is added to a running rowhook.
+    pub start: HandlerStart,
+}
+
+/// Where a handler deployed into a running rowhook starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HandlerStart {
+    /// The next transaction rowhook handles (the tenant's position).
+    #[default]
+    Lane,
+    /// The first transaction the server commits after the deployment.
+    Latest,
 }
 
 impl HandlerPlan {
@@ -1342,18 +1386,53 @@ impl RawConfig {
             .filter_map(|(name, t)| Some((name.clone(), t.admin_token.clone()?)))
             .collect();
         let tenants = tenants::resolve(self.tenants, &defined, &mut problems);
-        let mut handlers = Vec::with_capacity(self.handlers.len());
-        let mut names: BTreeMap<String, usize> = BTreeMap::new();
-        for (i, raw) in self.handlers.into_iter().enumerate() {
-            let key = format!("handlers[{i}]");
-            if let Some(&first) = names.get(&raw.name) {
+        let deploy = self.deploy.map(|d| {
+            if tenants.is_empty() {
+                problems.push(
+                    "deploy.dir",
+                    "tenants deploy their handlers, and the config declares no [tenants]",
+                    "declare each team in [tenants.NAME] (its tables and sinks), or remove [deploy]",
+                );
+            }
+            if d.dir.trim().is_empty() {
+                problems.push(
+                    "deploy.dir",
+                    "is empty",
+                    "name the directory that holds one directory per tenant",
+                );
+            }
+            resolve_path(&base, &d.dir)
+        });
+        let mut handlers = Vec::with_capacity(self.handlers.len() + self.deployed.len());
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        let operator = self
+            .handlers
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| (format!("handlers[{i}]"), h, false));
+        let deployed = self.deployed.into_iter().map(|(key, h)| (key, h, true));
+        for (key, raw, is_deployed) in operator.chain(deployed) {
+            if let Some(first) = names.get(&raw.name) {
                 problems.push(
                     format!("{key}.name"),
-                    format!("handler name `{}` is already used by handlers[{first}]", raw.name),
+                    format!("handler name `{}` is already used by {first}", raw.name),
                     "give each handler its own name: state, metrics and logs are kept by name",
                 );
             } else {
-                names.insert(raw.name.clone(), i);
+                // A tenant learns no more of another's handler than that the name is taken.
+                let first = if is_deployed {
+                    "another handler".to_owned()
+                } else {
+                    key.clone()
+                };
+                names.insert(raw.name.clone(), first);
+            }
+            if raw.start.is_some() && !is_deployed {
+                problems.push(
+                    format!("{key}.start"),
+                    "applies to handlers deployed into a running rowhook only",
+                    "remove it: a handler of the config starts and resumes with the run",
+                );
             }
             if let Some(h) = resolve_handler(raw, &key, &base, &defined, &mut problems) {
                 if !tenants.is_empty() {
@@ -1364,7 +1443,7 @@ impl RawConfig {
         }
         tenants::check_totals(&tenants, &handlers, &mut problems);
         let mut http = http;
-        let tokens = tenants::admin_tokens(&raw_tokens, http.as_ref(), &handlers, &mut problems);
+        let tokens = tenants::admin_tokens(&raw_tokens, http.as_ref(), &mut problems);
         if let Some(h) = &mut http {
             h.tenants = tokens;
         }
@@ -1391,7 +1470,14 @@ impl RawConfig {
             handlers,
             http,
             tenants,
+            deploy,
         })
+    }
+
+    /// Adds a handler deployed from a tenant directory, after the config's
+    /// own: `key` names it in problems (its file and place there).
+    pub fn add_deployed(&mut self, key: String, handler: RawHandler) {
+        self.deployed.push((key, handler));
     }
 }
 
@@ -1748,6 +1834,10 @@ fn resolve_handler(
         limits,
         on_error,
         breaker,
+        start: match raw.start {
+            Some(RawHandlerStart::Latest) => HandlerStart::Latest,
+            _ => HandlerStart::Lane,
+        },
     })
 }
 

@@ -118,6 +118,50 @@ impl Hasher for IdHasher {
 /// A `HashMap` keyed by [`HandlerId`].
 pub type IdMap<V> = std::collections::HashMap<HandlerId, V, BuildHasherDefault<IdHasher>>;
 
+/// Which tenant each running handler belongs to, by name: what the admin
+/// API asks before it lets a tenant's token touch a handler. Replaced
+/// whole when handlers are deployed; read from any thread.
+#[derive(Clone, Default)]
+pub struct Roster(Arc<std::sync::RwLock<std::collections::BTreeMap<String, String>>>);
+
+impl Roster {
+    /// A roster of `handlers` (name, tenant).
+    pub fn of(handlers: impl IntoIterator<Item = (String, String)>) -> Roster {
+        let r = Roster::default();
+        r.set(handlers);
+        r
+    }
+
+    /// A roster of `plan`'s handlers.
+    pub fn of_plan(plan: &crate::config::Plan) -> Roster {
+        Roster::of(plan.handlers.iter().map(|h| (h.name.clone(), h.tenant.clone())))
+    }
+
+    /// Replaces the roster with `handlers` (name, tenant).
+    pub fn set(&self, handlers: impl IntoIterator<Item = (String, String)>) {
+        let fresh = handlers.into_iter().collect();
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+    }
+
+    /// The tenant of handler `name`, if it runs.
+    pub fn tenant_of(&self, name: &str) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// The names of `tenant`'s handlers.
+    pub fn handlers_of(&self, tenant: &str) -> Vec<String> {
+        let map = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter()
+            .filter(|(_, t)| *t == tenant)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,10 @@
 //!   [`pipeline::delivery`], [`pipeline::dead_letter`],
 //!   [`pipeline::checkpoint`], [`pipeline::control`] (commands from other
 //!   threads).
-//! - [`handler_id`]: a handler's stable identity, tenant and name.
+//! - [`handler_id`]: a handler's stable identity, tenant and name; the
+//!   roster of which tenant each running handler belongs to.
+//! - [`deploy`]: handlers tenants deploy while rowhook runs, from their
+//!   directories and through the admin API.
 //! - [`runtime`]: wasmtime: handler components, limits, capabilities, hot reload.
 //! - [`guest_abi`]: a decoded row change in the row change encoding
 //!   (`guest-sdk/abi/SPEC.md`), written with `rowhook-abi`.
@@ -49,6 +52,7 @@ mod backoff;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod deploy;
 pub mod driver;
 pub mod guest_abi;
 pub mod handler_id;

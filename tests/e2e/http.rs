@@ -16,8 +16,8 @@ use crate::crash::ledger_rows;
 use crate::faults::mariadb_sh;
 use crate::support::{Server, interrupt, root, rowhook, temp_dir, wait_until};
 
-const PASSWORD: &str = "Pw-obs-7c1e-do-not-leak";
-const TOKEN: &str = "tok-3f9a61c0b2d84e17a5";
+pub(crate) const PASSWORD: &str = "Pw-obs-7c1e-do-not-leak";
+pub(crate) const TOKEN: &str = "tok-3f9a61c0b2d84e17a5";
 
 /// Kills the child on drop, so a failed assertion leaves no daemon behind.
 pub(crate) struct Daemon(pub(crate) Option<Child>);
@@ -44,7 +44,7 @@ pub(crate) struct Reply {
     pub(crate) body: String,
 }
 
-fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+pub(crate) fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
     exchange(addr, method, path, headers, "").unwrap_or_else(|e| panic!("{method} {path} to {addr}: {e}"))
 }
 
@@ -100,13 +100,13 @@ pub(crate) fn exchange(
     })
 }
 
-fn get(addr: &str, path: &str) -> Reply {
+pub(crate) fn get(addr: &str, path: &str) -> Reply {
     request(addr, "GET", path, &[])
 }
 
 /// The sum of a metric's series in Prometheus text (all labels, or those
 /// containing `with`).
-fn metric(text: &str, name: &str, with: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str, with: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
@@ -116,7 +116,7 @@ fn metric(text: &str, name: &str, with: &str) -> f64 {
 }
 
 /// Polls `what` until it holds, for up to `limit`.
-fn eventually(limit: Duration, what: &str, mut holds: impl FnMut() -> bool) {
+pub(crate) fn eventually(limit: Duration, what: &str, mut holds: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !holds() {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
@@ -126,7 +126,7 @@ fn eventually(limit: Duration, what: &str, mut holds: impl FnMut() -> bool) {
 
 /// Starts `rowhook ARGS` with `env`, its log in `log`, and waits for the
 /// address its HTTP server listens on.
-fn spawn(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Daemon, String) {
+pub(crate) fn spawn(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Daemon, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rowhook"));
     cmd.args(args)
         .env("ROWHOOK_LOG", "info")
@@ -165,7 +165,7 @@ pub(crate) fn listening_on(line: &str) -> Option<String> {
 
 /// A private server with a password-protected replication user and the
 /// ledger schema of the crash tests (`crash.ledger`), with `crash.hits`.
-fn server() -> Server {
+pub(crate) fn server() -> Server {
     let server = Server::start(&[]);
     server.sql(&format!(
         "CREATE USER 'repl'@'%' IDENTIFIED BY '{PASSWORD}';

@@ -18,6 +18,9 @@ mod crash;
 mod dashboard;
 /// Sinks that cannot take a write: retries, on_error, stopping, backpressure.
 mod delivery;
+/// Handlers deployed while running: tenant directories and the admin API.
+#[cfg(feature = "http-server")]
+mod deploy;
 /// Wrong passwords, missing grants, wrong server settings, bad files.
 mod errors;
 /// The example handlers and configs of `examples/`, replayed and live, and the README's demo.

@@ -50,7 +50,13 @@ pub(crate) fn io_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Starts the HTTP server of `plan`'s `[http]`, if it has one, reading
 /// `pipeline`'s metrics and status and sending it admin commands. Returns
 /// the status slot the server reads (`None` without `[http]`).
-pub(crate) fn serve_http(plan: &Plan, pipeline: &mut Pipeline, replay: bool) -> anyhow::Result<Option<LiveStatus>> {
+pub(crate) fn serve_http(
+    plan: &Plan,
+    pipeline: &mut Pipeline,
+    replay: bool,
+    deploy: Option<crate::deploy::DeploySender>,
+    roster: crate::handler_id::Roster,
+) -> anyhow::Result<Option<LiveStatus>> {
     let Some(http) = &plan.http else { return Ok(None) };
     let status = LiveStatus::new();
     pipeline.publish_status(status.clone());
@@ -61,13 +67,15 @@ pub(crate) fn serve_http(plan: &Plan, pipeline: &mut Pipeline, replay: bool) -> 
             status: status.clone(),
             control: Some(pipeline.accept_control()),
             replay,
+            deploy,
+            roster,
         };
         crate::http::HttpServer::start(http, observed)?;
         Ok(Some(status))
     }
     #[cfg(not(feature = "http-server"))]
     {
-        let _ = replay;
+        let _ = (replay, deploy, roster);
         anyhow::bail!(
             "{}: [http] listen = \"{}\" is configured, but this build of rowhook has no HTTP server: build it with the `http-server` feature, or remove [http]",
             plan.file.display(),

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::{decoder_for, io_runtime, linger_after_failure, resume_gtids, serve_http};
 use crate::config::Plan;
+use crate::deploy::Site;
 use crate::driver::{DriveOptions, drive, stop_on_signals};
+use crate::handler_id::Roster;
 use crate::pipeline::Pipeline;
 use crate::runtime::HandlerRuntime;
 use crate::source::StartPosition;
@@ -28,7 +30,16 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     let rt = std::sync::Arc::new(io_runtime()?);
     let runtime = HandlerRuntime::new()?.with_compile_cache(plan.state.compile_cache_dir());
     let interrupt = runtime.interrupt();
-    let mut pipeline = rt.block_on(Pipeline::new(plan, runtime))?;
+    // With [deploy], the run starts with every tenant's accepted handlers.
+    let (site, deployed) = match plan.deploy {
+        Some(_) => {
+            let (site, full) = Site::open(plan, &runtime)?;
+            (Some(site), Some(full))
+        }
+        None => (None, None),
+    };
+    let plan = deployed.as_ref().unwrap_or(plan);
+    let mut pipeline = rt.block_on(Pipeline::new(plan, runtime.clone()))?;
     pipeline.watch_modules()?;
     let resume = pipeline.attach_store(StateStore::open(&plan.state.path)?)?;
     let start = match &resume {
@@ -60,7 +71,12 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
         resume_gtids(&mut decoder, cp)?;
     }
     pipeline.attach_source(live.stats());
-    let http = serve_http(plan, &mut pipeline, false)?;
+    let roster = Roster::of_plan(plan);
+    let deploy = match site {
+        Some(site) => Some(site.start(runtime, pipeline.accept_deployments(), roster.clone())?),
+        None => None,
+    };
+    let http = serve_http(plan, &mut pipeline, false, deploy, roster)?;
     if http.is_some() {
         live.watch_lag_bytes(pipeline.registry())?;
     }

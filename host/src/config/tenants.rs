@@ -194,13 +194,11 @@ pub fn resolve(
     out
 }
 
-/// The tenants' admin tokens (`raw`: tenant, token), each with its
-/// handlers; a token that is short, not unique, or without an `[http]` to
-/// serve it is a problem.
+/// The tenants' admin tokens (`raw`: tenant, token); a token that is
+/// short, not unique, or without an `[http]` to serve it is a problem.
 pub fn admin_tokens(
     raw: &[(String, String)],
     http: Option<&super::HttpPlan>,
-    handlers: &[HandlerPlan],
     problems: &mut Problems,
 ) -> Vec<super::TenantToken> {
     let mut out = Vec::new();
@@ -244,10 +242,6 @@ pub fn admin_tokens(
         out.push(super::TenantToken {
             tenant: tenant.clone(),
             token: token.clone(),
-            handlers: (handlers.iter())
-                .filter(|h| h.tenant == *tenant)
-                .map(|h| h.name.clone())
-                .collect(),
         });
     }
     out
@@ -526,12 +520,15 @@ sinks = ["blocked"]
             |_| None,
         )
         .unwrap();
-        let tokens: Vec<(&str, Vec<&str>)> = (plan.http.as_ref().unwrap().tenants.iter())
-            .map(|t| (t.tenant.as_str(), t.handlers.iter().map(String::as_str).collect()))
+        let tokens: Vec<(&str, &str)> = (plan.http.as_ref().unwrap().tenants.iter())
+            .map(|t| (t.tenant.as_str(), t.token.as_str()))
             .collect();
         assert_eq!(
             tokens,
-            [("growth", vec!["daily-signups"]), ("orders", vec!["orders-copy"])]
+            [
+                ("growth", "growth-token-0123456789"),
+                ("orders", "orders-token-0123456789")
+            ]
         );
         assert!(!format!("{:?}", plan.http).contains("growth-token"), "never in Debug");
         assert_eq!(

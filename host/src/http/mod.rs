@@ -45,6 +45,10 @@ pub struct Observed {
     pub control: Option<ControlSender>,
     /// Whether this is a replay (no live source to be connected to).
     pub replay: bool,
+    /// Where handler deployments go (`[deploy]`); `None`: deploying is off.
+    pub deploy: Option<crate::deploy::DeploySender>,
+    /// Which tenant each running handler belongs to.
+    pub roster: crate::handler_id::Roster,
 }
 
 /// A running server; it serves until the process ends.

@@ -13,6 +13,9 @@
 //! | `POST /admin/handlers/NAME/resume` | call it again, held changes first (token) |
 //! | `POST /admin/handlers/NAME/reload` | reload the handler's module now (token) |
 //! | `GET /admin/handlers/NAME/state?prefix=&limit=` | the handler's state keys (token) |
+//! | `PUT /admin/handlers/NAME` | deploy the handler's config, TOML keys in the body (`[deploy]`, token) |
+//! | `PUT /admin/handlers/NAME/module` | deploy its component, `NAME.wasm` (`[deploy]`, token) |
+//! | `DELETE /admin/handlers/NAME` | remove the deployed handler; its state stays (`[deploy]`, token) |
 //!
 //! No answer holds the source's password (nothing here can reach it) or a
 //! message a handler emitted (nothing here reads them).
@@ -233,21 +236,19 @@ impl Body for StatusEvents {
 /// with who asked and what.
 async fn admin(server: &Server, req: Request<Incoming>, peer: SocketAddr) -> Response<HttpBody> {
     let authorized = authorize(server, &req);
-    // Only what the call needs is kept across the wait for the pipeline.
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let query = req.uri().query().unwrap_or("").to_owned();
-    drop(req);
+    let name = handler_of(&path).to_owned();
+    let owner = server.observed.roster.tenant_of(&name);
     let resp = match &authorized {
         Err(refused) => refused.response(),
-        Ok(Caller::Tenant(t)) if !t.handlers.contains(handler_of(&path)) => error(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "the token of tenant `{}` reaches only its own handlers: {}",
-                t.tenant,
-                t.handlers.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        ),
-        Ok(_) => admin_call(server, &method, &path, &query).await,
+        Ok(caller) if deploying(&method, &path) => deploy_call(server, caller, req, &name, owner, &query).await,
+        Ok(Caller::Tenant(t)) if owner.as_deref() != Some(&t.tenant) => forbidden(server, t),
+        Ok(_) => {
+            // Only what the call needs is kept across the wait for the pipeline.
+            drop(req);
+            admin_call(server, &method, &path, &query).await
+        }
     };
     let caller = match &authorized {
         Ok(Caller::Operator) => "operator",
@@ -280,6 +281,130 @@ fn handler_of(path: &str) -> &str {
     match (parts.next(), parts.next()) {
         (Some("handlers"), Some(name)) => name,
         _ => "",
+    }
+}
+
+/// The one answer a tenant's token gets for any handler not its own,
+/// whatever the name: it tells nothing of other tenants.
+fn forbidden(server: &Server, t: &crate::config::TenantToken) -> Response<HttpBody> {
+    error(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "the token of tenant `{}` reaches only its own handlers: {}",
+            t.tenant,
+            server.observed.roster.handlers_of(&t.tenant).join(", ")
+        ),
+    )
+}
+
+/// The calls that deploy: `PUT /admin/handlers/NAME`, `PUT
+/// /admin/handlers/NAME/module`, `DELETE /admin/handlers/NAME`.
+fn deploying(method: &Method, path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
+    matches!(
+        (method, parts.as_slice()),
+        (&Method::PUT, ["handlers", _] | ["handlers", _, "module"]) | (&Method::DELETE, ["handlers", _])
+    )
+}
+
+/// The most a deployed handler's config may weigh.
+const MAX_CONFIG_BODY: usize = 1 << 20;
+/// The most a deployed module may weigh (its `limits.module_mb` is
+/// checked when it is deployed).
+const MAX_MODULE_BODY: usize = 256 << 20;
+
+/// Deploys, changes or removes handler `name` of the caller's tenant (the
+/// operator names the tenant of a new handler with `?tenant=`).
+async fn deploy_call(
+    server: &Server,
+    caller: &Caller<'_>,
+    req: Request<Incoming>,
+    name: &str,
+    owner: Option<String>,
+    query: &str,
+) -> Response<HttpBody> {
+    use crate::deploy::{RefusedKind, Request as Deploy};
+    let Some(deploy) = &server.observed.deploy else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "deploying is off in this run: set [deploy] dir = \"tenants\" in the config (rowhook run only)",
+        );
+    };
+    let tenant = match (caller, owner) {
+        (Caller::Tenant(t), Some(owner)) if owner != t.tenant => return forbidden(server, t),
+        (Caller::Tenant(t), _) => t.tenant.clone(),
+        (Caller::Operator, owner) => {
+            let asked = query.split('&').find_map(|kv| kv.strip_prefix("tenant="));
+            let asked = match asked.map(crate::sink::tls::percent_decode).transpose() {
+                Ok(a) => a,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("tenant {e}")),
+            };
+            match (owner, asked) {
+                (Some(o), Some(a)) if o != a => {
+                    return error(
+                        StatusCode::CONFLICT,
+                        &format!("handler `{name}` belongs to tenant `{o}`, not `{a}`"),
+                    );
+                }
+                (Some(o), _) => o,
+                (None, Some(a)) => a,
+                (None, None) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "name the tenant of a new handler: ?tenant=NAME",
+                    );
+                }
+            }
+        }
+    };
+    let name = name.to_owned();
+    let method = req.method().clone();
+    let module = req.uri().path().ends_with("/module");
+    let limit = if module { MAX_MODULE_BODY } else { MAX_CONFIG_BODY };
+    let body = if method == Method::DELETE {
+        Bytes::new()
+    } else {
+        match http_body_util::Limited::new(req.into_body(), limit).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the body is larger than {limit} bytes, or was cut off"),
+                );
+            }
+        }
+    };
+    let request = match (method, module) {
+        (Method::DELETE, _) => Deploy::Remove { tenant, name },
+        (_, true) => Deploy::Module {
+            tenant,
+            name,
+            bytes: body.to_vec(),
+        },
+        (_, false) => match String::from_utf8(body.to_vec()) {
+            Ok(text) => Deploy::Config { tenant, name, text },
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the body is not UTF-8 text: send the handler's keys as TOML",
+                );
+            }
+        },
+    };
+    match deploy.ask(request).await {
+        Ok(applied) => json(StatusCode::OK, serde_json::to_string(&applied).unwrap_or_default()),
+        Err(refused) => {
+            let code = match refused.kind {
+                RefusedKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                RefusedKind::NotFound => StatusCode::NOT_FOUND,
+                RefusedKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let body = serde_json::json!({
+                "error": "deployment refused: nothing running changed",
+                "problems": refused.problems,
+            });
+            json(code, body.to_string())
+        }
     }
 }
 
@@ -464,6 +589,8 @@ mod tests {
             status: LiveStatus::new(),
             control: None,
             replay: false,
+            deploy: None,
+            roster: Default::default(),
         };
         let connected = registry.gauge(names::SOURCE_CONNECTED, "c", vec![]);
         assert_eq!(unready_reasons(&observed).len(), 1, "not connected yet");

@@ -457,6 +457,9 @@ impl LogRate {
     }
 }
 
+/// A handler's instance created by [`Handlers::prepare`], not yet running.
+pub struct Prepared(HandlerSlot);
+
 /// The configured handlers, by id, in call order.
 pub struct Handlers {
     runtime: HandlerRuntime,
@@ -526,6 +529,21 @@ impl Handlers {
             .runtime
             .load(&h.module, h.limits.module_bytes())
             .map_err(|e| anyhow::anyhow!("handler `{}`: {e}", h.name))?;
+        let prepared = self.prepare(h, module, grants, registry)?;
+        self.put(&id, prepared, Default::default());
+        Ok(id)
+    }
+
+    /// Creates `h`'s instance of `module`, which may emit as `grants` say,
+    /// ready to [`Handlers::put`] in; nothing running changes. Counts in
+    /// `registry`.
+    pub fn prepare(
+        &self,
+        h: &HandlerPlan,
+        module: Module,
+        grants: Arc<Grants>,
+        registry: &Registry,
+    ) -> anyhow::Result<Prepared> {
         let mut slot = HandlerSlot {
             plan: h.clone(),
             module,
@@ -539,9 +557,32 @@ impl Handlers {
             last_error: None,
         };
         slot.instance = Some(slot.instantiate(&self.runtime, &slot.module)?);
-        self.slots.insert(id.clone(), slot);
-        self.order.push(id.clone());
-        Ok(id)
+        Ok(Prepared(slot))
+    }
+
+    /// Puts a prepared handler in (at a transaction boundary). A new one
+    /// is called after the others and starts with `state`; one that runs
+    /// already (a changed config or module) keeps its place and its state,
+    /// and its breaker and last error start afresh.
+    pub fn put(&mut self, id: &HandlerId, prepared: Prepared, state: std::collections::HashMap<String, Vec<u8>>) {
+        let Prepared(mut slot) = prepared;
+        match self.slots.get_mut(id) {
+            Some(old) => {
+                let kept = std::mem::take(old.state());
+                *slot.state() = kept;
+                *old = slot;
+            }
+            None => {
+                *slot.state() = StateOverlay::from_values(state);
+                self.slots.insert(id.clone(), slot);
+                self.order.push(id.clone());
+            }
+        }
+    }
+
+    /// Whether handler `id` runs.
+    pub fn contains(&self, id: &HandlerId) -> bool {
+        self.slots.contains_key(id)
     }
 
     /// Removes handler `id` (its state and instance go with it).

@@ -201,6 +201,18 @@ impl Holds {
         Ok(Some(range))
     }
 
+    /// Drops handler `id`'s queue (the handler was removed): what its file
+    /// holds stays there, with the range the store last recorded.
+    pub fn remove(&mut self, id: &HandlerId) {
+        self.queues.remove(id);
+        self.refresh();
+    }
+
+    /// Whether handler `id` has a queue.
+    pub fn has(&self, id: &HandlerId) -> bool {
+        self.queues.contains_key(id)
+    }
+
     fn refresh(&mut self) {
         self.active = self.queues.values().any(Queue::holding);
     }

@@ -137,6 +137,25 @@ pub struct Pipeline {
     /// Whether the decoder was inside a transaction after the last event:
     /// commands wait for its end.
     in_transaction: bool,
+    /// Each tenant's emit rate, shared by its handlers, deployed ones too.
+    rates: std::collections::BTreeMap<String, Arc<crate::runtime::rate::EmitRate>>,
+    /// Handlers deployed while running, from the tenants' directories.
+    deployments: Option<std::sync::mpsc::Receiver<crate::deploy::Deployment>>,
+    /// Deployed handlers with `start = "latest"` that take no change
+    /// before their gate: the end of the server's binlog when deployed.
+    gates: crate::handler_id::IdMap<BinlogAt>,
+}
+
+/// A place in the binlog that compares across files: the file's number
+/// (its name's numeric suffix) and the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct BinlogAt(u64, u64);
+
+impl BinlogAt {
+    fn of(file: &str, pos: u64) -> BinlogAt {
+        let number = file.rsplit_once('.').and_then(|(_, n)| n.parse().ok()).unwrap_or(0);
+        BinlogAt(number, pos)
+    }
 }
 
 impl Pipeline {
@@ -195,6 +214,9 @@ impl Pipeline {
             live_status: None,
             control: None,
             in_transaction: false,
+            rates,
+            deployments: None,
+            gates: Default::default(),
         })
     }
 
@@ -652,9 +674,109 @@ impl Pipeline {
         }
     }
 
-    /// The decoder table filter: the union of all handlers' subscriptions.
+    /// The decoder table filter: the union of all handlers' subscriptions,
+    /// and with `[deploy]`, of every tenant's tables (a handler deployed
+    /// while running may subscribe to any of them).
     pub fn table_filter(plan: &Plan) -> TableFilter {
-        router::table_filter(plan.handlers.iter().flat_map(|h| h.tables.iter()))
+        let deployable = (plan.deploy.is_some())
+            .then(|| plan.tenants.values().flat_map(|t| t.tables.iter()))
+            .into_iter()
+            .flatten();
+        router::table_filter(plan.handlers.iter().flat_map(|h| h.tables.iter()).chain(deployable))
+    }
+
+    /// Takes deployments through the returned sender and applies each at
+    /// the next transaction boundary (see [`crate::deploy`]).
+    pub fn accept_deployments(&mut self) -> std::sync::mpsc::Sender<crate::deploy::Deployment> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.deployments = Some(rx);
+        tx
+    }
+
+    /// Applies the deployments waiting (call at a transaction boundary),
+    /// answering each.
+    fn apply_deployments(&mut self, rt: &tokio::runtime::Runtime) {
+        let Some(rx) = &self.deployments else { return };
+        let waiting: Vec<crate::deploy::Deployment> = rx.try_iter().collect();
+        for d in waiting {
+            let result = self.deploy(rt, &d);
+            if let Err(e) = &result {
+                tracing::error!(tenant = %d.tenant, "deployment refused, nothing running changed: {e}");
+            }
+            let _ = d.reply.send(result);
+        }
+    }
+
+    /// Adds, changes and removes the handlers of deployment `d`: every new
+    /// instance is created first, so a failure changes nothing. A changed
+    /// handler keeps its place, state and held changes; a new one starts
+    /// with what the store keeps for it (the state of a handler of that
+    /// name removed earlier); a removed one's state and held changes stay
+    /// in the store.
+    fn deploy(&mut self, rt: &tokio::runtime::Runtime, d: &crate::deploy::Deployment) -> Result<(), String> {
+        // The store is brought up to date first: new handlers read it.
+        rt.block_on(self.checkpoint())
+            .map_err(|e| format!("committing the checkpoint before deploying: {e:#}"))?;
+        let mut ready = Vec::with_capacity(d.put.len());
+        for p in &d.put {
+            let h = &p.plan;
+            let id = HandlerId::new(&h.tenant, &h.name);
+            let grants = grants_of(
+                &d.plan,
+                h,
+                |s| self.delivery.limits(s),
+                self.rates.get(&h.tenant).cloned(),
+            );
+            let prepared = (self.handlers)
+                .prepare(h, p.module.clone(), grants, &self.registry)
+                .map_err(|e| format!("handler `{}`: {e:#}", h.name))?;
+            let fresh = !self.handlers.contains(&id);
+            let (state, range) = match self.checkpointer.store() {
+                Some(store) if fresh => (
+                    store.load_state(id.key()).map_err(|e| format!("{e:#}"))?,
+                    store.held_ranges().map_err(|e| format!("{e:#}"))?.remove(id.key()),
+                ),
+                _ => Default::default(),
+            };
+            ready.push((id, prepared, state, range));
+        }
+        for id in &d.remove {
+            self.handlers.remove(id);
+            self.router.remove(id);
+            self.holds.remove(id);
+            self.gates.remove(id);
+        }
+        let held_dir = self.checkpointer.store().map(StateStore::held_dir);
+        for ((id, prepared, state, range), p) in ready.into_iter().zip(&d.put) {
+            if !self.holds.has(&id) {
+                self.holds.add(id.clone(), &p.plan, &self.registry);
+                if let Some(dir) = &held_dir
+                    && let Err(e) = self.holds.open_file(&id, dir, range.unwrap_or_default())
+                {
+                    tracing::error!(handler = %id, "its held changes cannot be read: {e:#}");
+                }
+            }
+            self.handlers.put(&id, prepared, state);
+            if self.holds.size(&id).0 > 0 {
+                self.handlers.trial_first(&id);
+            }
+            self.router.add(
+                id.clone(),
+                Subscription {
+                    tables: p.plan.tables.clone(),
+                    ops: p.plan.ops,
+                },
+            );
+            if let Some((file, pos)) = &p.gate {
+                self.gates.insert(id.clone(), BinlogAt::of(file, *pos));
+            }
+            tracing::info!(handler = %id, module = %p.module.path(), "handler deployed: it takes the next transaction");
+        }
+        for id in &d.remove {
+            tracing::info!(handler = %id, "handler removed: its state stays in the store until `rowhook state reset`");
+        }
+        self.write_status();
+        Ok(())
     }
 
     /// The totals so far, read from the registry.
@@ -878,6 +1000,7 @@ impl Consumer for Pipeline {
         if !self.in_transaction {
             self.apply_reloads();
             self.apply_control();
+            self.apply_deployments(rt);
             self.hand_over_held(rt, stop)?;
         }
         Ok(())
@@ -910,6 +1033,7 @@ impl Consumer for Pipeline {
         // Between transactions, also while the stream is idle: a new
         // version of a suspended handler takes its held changes.
         self.apply_reloads();
+        self.apply_deployments(rt);
         let mut stop = self.io.as_ref().map(|(_, stop)| stop.clone()).unwrap_or_default();
         match self.hand_over_held(rt, &mut stop) {
             // The driver sees the stop request next; the changes stay held.
@@ -939,6 +1063,12 @@ impl ChangeVisitor for Pipeline {
         let mut id: Option<String> = None;
         let mut index = 0u32;
         for (h, handler) in targets.iter().enumerate() {
+            if !self.gates.is_empty()
+                && let Some(gate) = self.gates.get(handler)
+                && BinlogAt::of(change.file, change.pos) < *gate
+            {
+                continue;
+            }
             if self.holds.any() && self.holds.holding(handler) {
                 if self.hold(handler, change) == Flow::Stop {
                     return Flow::Stop;
@@ -1023,6 +1153,10 @@ impl ChangeVisitor for Pipeline {
             });
         }
         self.commit_seen = true;
+        if !self.gates.is_empty() {
+            let at = BinlogAt::of(commit.file, commit.end);
+            self.gates.retain(|_, gate| *gate > at);
+        }
         self.counters.transactions.inc();
         let lag = &self.counters.lag;
         lag.last_ts.store(u64::from(commit.ts), Ordering::Relaxed);

@@ -142,10 +142,13 @@ impl Router {
         }
     }
 
-    /// Adds `id`'s subscription; it is called after the handlers added before it.
+    /// Adds `id`'s subscription; it is called after the handlers added
+    /// before it. A handler already subscribed keeps its place.
     pub fn add(&mut self, id: HandlerId, subscription: Subscription) {
-        self.subscriptions.retain(|(h, _)| *h != id);
-        self.subscriptions.push((id, subscription));
+        match self.subscriptions.iter_mut().find(|(h, _)| *h == id) {
+            Some((_, s)) => *s = subscription,
+            None => self.subscriptions.push((id, subscription)),
+        }
         self.routes.clear();
     }
 

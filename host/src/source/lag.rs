@@ -84,6 +84,24 @@ async fn watch_loop(url: SourceUrl, stats: Weak<SourceStats>, gauge: Gauge) {
     }
 }
 
+/// Where the server's binlog ends now: its last file and that file's size,
+/// asked on a connection of its own.
+pub async fn binlog_end(url: &SourceUrl) -> anyhow::Result<(String, u64)> {
+    let ask = async {
+        let mut conn = None;
+        let logs = ask(url, &mut conn).await?;
+        if let Some(c) = conn {
+            let _ = c.disconnect().await;
+        }
+        logs.last()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("the server lists no binary logs (is log_bin on?)"))
+    };
+    tokio::time::timeout(QUESTION_LIMIT, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {QUESTION_LIMIT:?}"))?
+}
+
 /// The server's binlog files and sizes, on `conn` (connected first if it
 /// is not).
 async fn ask(url: &SourceUrl, conn: &mut Option<Conn>) -> anyhow::Result<Vec<(String, u64)>> {
