@@ -2444,6 +2444,54 @@ tables = ["shop.${EMPTY}orders"]
     }
 
     #[test]
+    fn deploy_needs_tenants_and_start_belongs_to_deployed_handlers() {
+        let text = "[sinks.out]\nkind = \"stdout\"\n\n[deploy]\ndir = \"tenants\"\n\n\
+                    [[handlers]]\nname = \"a\"\nmodule = \"a.wasm\"\ntables = [\"shop.x\"]\nstart = \"latest\"\n";
+        assert_eq!(
+            problem_lines(parse_with_env(text, &[])),
+            [
+                "deploy.dir: tenants deploy their handlers, and the config declares no [tenants]",
+                "handlers[0].start: applies to handlers deployed into a running rowhook only",
+            ]
+        );
+        let text = text.replace("start = \"latest\"\n", "tenant = \"shop\"\n")
+            + "\n[tenants.shop]\ntables = [\"shop.*\"]\nsinks = [\"out\"]\n";
+        let file = Path::new("/etc/rowhook/rowhook.toml");
+        let deployed = |name: &str, start: &str| {
+            let raw: RawHandler = toml::from_str(&format!(
+                "name = \"{name}\"\ntenant = \"shop\"\nmodule = \"/srv/tenants/shop/b.wasm\"\ntables = [\"shop.y\"]\nsinks = [\"out\"]\n{start}"
+            ))
+            .unwrap();
+            raw
+        };
+        let mut raw = RawConfig::parse(&text, file, |_| None).unwrap();
+        raw.add_deployed(
+            "tenants/shop/b.toml: handlers[0]".into(),
+            deployed("b", "start = \"latest\""),
+        );
+        let plan = raw.resolve(file).unwrap();
+        assert_eq!(plan.deploy.as_deref(), Some(Path::new("/etc/rowhook/tenants")));
+        let b = &plan.handlers[1];
+        assert_eq!((b.name.as_str(), b.start), ("b", HandlerStart::Latest));
+        assert_eq!(plan.handlers[0].start, HandlerStart::Lane);
+        assert_eq!(b.module, Path::new("/srv/tenants/shop/b.wasm"));
+        // A deployed handler's problems are named by its file; a name
+        // taken tells which handler of the config has it, and a tenant
+        // learns no more of another tenant's handler than that it exists.
+        let mut raw = RawConfig::parse(&text, file, |_| None).unwrap();
+        raw.add_deployed("tenants/shop/b.toml: handlers[0]".into(), deployed("b", ""));
+        raw.add_deployed("tenants/shop/c.toml: handlers[0]".into(), deployed("a", ""));
+        raw.add_deployed("tenants/shop/c.toml: handlers[1]".into(), deployed("b", ""));
+        assert_eq!(
+            problem_lines(raw.resolve(file)),
+            [
+                "tenants/shop/c.toml: handlers[0].name: handler name `a` is already used by handlers[0]",
+                "tenants/shop/c.toml: handlers[1].name: handler name `b` is already used by another handler",
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_everywhere() {
         let cases = [
             (

@@ -219,18 +219,7 @@ impl Site {
     /// problems are logged) and is read again when they change. Returns
     /// the plan with every accepted handler, to start the run with.
     pub fn open(plan: &Plan, runtime: &HandlerRuntime) -> anyhow::Result<(Site, Plan)> {
-        let dir = plan.deploy.clone().expect("a plan with [deploy]");
-        let text = std::fs::read_to_string(&plan.file)
-            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", plan.file.display()))?;
-        let mut site = Site {
-            file: plan.file.clone(),
-            text,
-            dir,
-            tenants: plan.tenants.keys().cloned().collect(),
-            source: plan.source.clone(),
-            accepted: BTreeMap::new(),
-            running: BTreeMap::new(),
-        };
+        let mut site = Site::new(plan)?;
         for tenant in site.tenants.clone() {
             let tdir = site.dir.join(&tenant);
             create_private_dir(&tdir)?;
@@ -251,6 +240,60 @@ impl Site {
             .resolve(None, &[])
             .map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?;
         Ok((site, plan))
+    }
+
+    fn new(plan: &Plan) -> anyhow::Result<Site> {
+        let dir = plan.deploy.clone().expect("a plan with [deploy]");
+        let text = std::fs::read_to_string(&plan.file)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", plan.file.display()))?;
+        Ok(Site {
+            file: plan.file.clone(),
+            text,
+            dir,
+            tenants: plan.tenants.keys().cloned().collect(),
+            source: plan.source.clone(),
+            accepted: BTreeMap::new(),
+            running: BTreeMap::new(),
+        })
+    }
+
+    /// For `rowhook check`: `plan` with the handlers each tenant's
+    /// directory holds, and a line per tenant (its problems, if refused;
+    /// the modules are checked with the plan's handlers).
+    pub fn check(plan: &Plan) -> anyhow::Result<(Plan, Vec<crate::probe::CheckLine>)> {
+        use crate::probe::CheckLine;
+        let mut site = Site::new(plan)?;
+        let mut lines = Vec::new();
+        for tenant in site.tenants.clone() {
+            let tdir = site.dir.join(&tenant);
+            if !tdir.is_dir() {
+                lines.push(CheckLine::ok(format!(
+                    "tenant `{tenant}`: {} does not exist yet (rowhook run makes it)",
+                    tdir.display()
+                )));
+                continue;
+            }
+            let read = read_tenant(&site.dir, &tenant, &Overlay::default());
+            match read.and_then(|hs| site.resolve(Some(&tenant), &hs).map(|_| hs)) {
+                Ok(hs) => {
+                    lines.push(CheckLine::ok(format!(
+                        "tenant `{tenant}`: {} handler(s) deployed in {}",
+                        hs.len(),
+                        tdir.display()
+                    )));
+                    site.accepted.insert(tenant, hs);
+                }
+                Err(problems) => lines.push(CheckLine::fail(format!(
+                    "tenant `{tenant}`: the handlers deployed in {} are refused: {}",
+                    tdir.display(),
+                    problems.join("; ")
+                ))),
+            }
+        }
+        let plan = site
+            .resolve(None, &[])
+            .map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?;
+        Ok((plan, lines))
     }
 
     /// Watches the tenants' directories on a thread of its own, which
@@ -482,9 +525,12 @@ impl Site {
                 continue;
             }
             match runtime.load_bytes(&h.module.display().to_string(), &bytes) {
-                Ok(m) => {
-                    modules.insert(id, (Some(m), d));
-                }
+                Ok(m) => match trial(runtime, &plan, h, &m) {
+                    Ok(()) => {
+                        modules.insert(id, (Some(m), d));
+                    }
+                    Err(e) => problems.push(format!("{key}.module: {e}")),
+                },
                 Err(e) => problems.push(format!("{key}.module: {e}")),
             }
         }
@@ -595,6 +641,25 @@ impl Site {
             }
         }
     }
+}
+
+/// What `rowhook check` tries of a handler, off the pipeline: `module`
+/// starts within `h`'s limits, and a thousand calls with changes made up
+/// from its subscription do not grow its memory toward the cap.
+fn trial(runtime: &HandlerRuntime, plan: &Plan, h: &HandlerPlan, module: &Module) -> Result<(), String> {
+    let grants = crate::pipeline::grants_of(plan, h, |_| crate::sink::SinkLimits::default(), None);
+    let mut instance = runtime
+        .instantiate(module, &h.name, grants, crate::pipeline::runtime_limits(h))
+        .map_err(|e| {
+            format!(
+                "{e:#}; if the memory limit is the cause, raise limits.memory_mb (now {})",
+                h.limits.memory_mb
+            )
+        })?;
+    let sample = crate::cli::trial::synthetic(h);
+    let outcome = crate::cli::trial::run(&mut instance, &sample.changes);
+    let line = crate::cli::check::trial_line(h, &sample, false, &outcome);
+    if line.ok { Ok(()) } else { Err(line.text) }
 }
 
 /// The text of `NAME.toml` for an admin call's keys: one `[[handlers]]`

@@ -383,6 +383,11 @@ fn check(rt: &tokio::runtime::Runtime, args: CheckArgs) -> anyhow::Result<ExitCo
         )),
         (None, Some(config)) => {
             let plan = rowhook::config::Plan::load(&config)?;
+            // With [deploy], the tenants' deployed handlers are checked too.
+            let (plan, deployed) = match plan.deploy {
+                Some(_) => rowhook::deploy::Site::check(&plan)?,
+                None => (plan, Vec::new()),
+            };
             // Without a binlog, the trial calls are shaped as the server
             // describes the handlers' tables, where it can be reached (if it
             // cannot, check_server below says why).
@@ -394,6 +399,7 @@ fn check(rt: &tokio::runtime::Runtime, args: CheckArgs) -> anyhow::Result<ExitCo
             };
             // Modules are checked outside the async runtime (see rowhook::cli).
             let mut lines = rowhook::cli::check::check_plan(&plan, &args.binlog, &shapes);
+            lines.extend(deployed);
             match &plan.source {
                 Some(source) => {
                     lines.extend(rt.block_on(rowhook::cli::check::check_server(&source.url, source.server_id)))

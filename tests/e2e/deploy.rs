@@ -177,10 +177,31 @@ fn a_tenant_directory_deploys_changes_and_removes_handlers_while_running() {
     eventually(Duration::from_secs(30), "the import refused", || {
         log_has(&log, "acme:raw/net")
     });
+    // `rowhook check` names the same refusal.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["check", "-c", config.to_str().unwrap()])
+        .envs(env())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout).into_owned() + &String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success(), "{report}");
+    assert!(
+        report.contains("handler `dialer`") && report.contains("acme:raw/net"),
+        "{report}"
+    );
+    // A module whose memory grows on every call, as `rowhook check` finds it.
+    std::fs::copy(guests.join("leaky.wasm"), books.join("leaky.wasm")).unwrap();
+    let leaky = "[[handlers]]\nname = \"leaky\"\nmodule = \"leaky.wasm\"\ntables = [\"crash.ledger\"]\nlimits = { memory_mb = 8 }\n";
+    std::fs::write(books.join("bad.toml"), leaky).unwrap();
+    eventually(Duration::from_secs(60), "the leak refused", || {
+        log_has(&log, "handlers[0].module: handler `leaky`: 1000 calls")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("reaches memory_mb = 8 after about"), "{text}");
     std::fs::remove_file(books.join("bad.toml")).unwrap();
     insert(&server, 6..7);
     eventually(Duration::from_secs(30), "copy goes on alone", || lines(&dir) == 3);
-    assert_eq!(calls(&addr, "dialer"), 0.0);
+    assert_eq!(calls(&addr, "dialer") + calls(&addr, "leaky"), 0.0);
 
     // Changed: its state stays (3 changes counted), and so does its place.
     std::fs::write(

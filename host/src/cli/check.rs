@@ -83,7 +83,9 @@ pub async fn check_server(url: &SourceUrl, server_id: u32) -> Vec<CheckLine> {
 }
 
 /// The report of a handler's trial calls (see [`super::trial`]).
-fn trial_line(
+/// The line of a trial's outcome: not ok for a handler whose memory grows
+/// toward its cap, or that fails for good on real rows.
+pub(crate) fn trial_line(
     h: &crate::config::HandlerPlan,
     sample: &super::trial::Samples,
     real: bool,
