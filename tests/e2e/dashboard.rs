@@ -31,6 +31,11 @@ on_error = "halt"
 
 [http]
 listen = "127.0.0.1:0"
+
+[tenants.growth]
+tables = ["shop.user_info"]
+sinks = ["signups"]
+breaker = { failures = 20, window_ms = 10000, cooldown_ms = 30000 }
 "#;
 
 /// Registrations after `examples/shop.sql`'s four (two on each of
@@ -77,6 +82,7 @@ return {
   lineless: all("figure[data-series]").filter((f) => !f.querySelector("polyline")).length,
   handlers: all("#handlers tbody tr[data-handler]").map((r) => r.dataset.handler),
   sinks: all("#sinks tbody tr[data-sink]").map((r) => r.dataset.sink),
+  tenants: all("#tenants tbody tr[data-tenant]").map((r) => all("th, td", r).map((c) => c.textContent)),
   series: all("section.handler-metrics").map((s) => [
     s.dataset.handler,
     all("figure[data-series]", s).map((f) => [f.dataset.series, Number(f.dataset.value)]),
@@ -254,6 +260,13 @@ fn the_dashboard_draws_the_gauges_daily_signups_sets() {
     });
     assert_eq!(page["handlers"], json!(handlers), "{page:#}");
     assert_eq!(page["sinks"], json!(["signups"]), "{page:#}");
+    // The tenant, its two handlers together, and its breaker.
+    let tenants = &page["tenants"];
+    assert_eq!(tenants.as_array().map(Vec::len), Some(1), "{page:#}");
+    assert_eq!(tenants[0][0], "growth", "{page:#}");
+    assert_eq!(tenants[0][1], "running", "{page:#}");
+    assert_eq!(tenants[0][2], "2", "{page:#}");
+    assert_eq!(tenants[0][5], "closed, 0 suspensions", "{page:#}");
     assert_eq!(page["connected"], "connected", "{page:#}");
     // 16 registrations: 16 changes of a subscribed table.
     assert_eq!(page["changes"], "16", "{page:#}");

@@ -166,6 +166,7 @@ function drawHandlers(samples, t) {
   const halted = byKey(samples, "rowhook_handler_halted", key);
   const held = byKey(samples, "rowhook_handler_held_changes", key);
   const suspensions = byKey(samples, "rowhook_handler_suspensions_total", key);
+  const tenantSuspended = byKey(samples, "rowhook_tenant_suspended", (l) => l.tenant);
   const buckets = new Map();
   for (const s of samples) {
     if (s.name !== "rowhook_handler_call_seconds_bucket") continue;
@@ -186,6 +187,9 @@ function drawHandlers(samples, t) {
     let state = el("span", { class: "ok" }, "running");
     if (halted.get(k) > 0) state = el("span", { class: "bad" }, "halted");
     else if (heldNow > 0) state = el("span", { class: "warn" }, "holding");
+    else if (tenantSuspended.get(k.slice(0, k.indexOf("/"))) > 0) {
+      state = el("span", { class: "warn" }, "suspended by its tenant");
+    }
     const lastError = last && last.last_error;
     const error = lastError
       ? el("td", { class: "error" }, lastError.message,
@@ -209,6 +213,47 @@ function drawHandlers(samples, t) {
   if (rows.length === 0) rows.push(el("tr", {}, el("td", { colspan: 8 }, "no handler is configured")));
   body.replaceChildren(...rows);
   return calls;
+}
+
+// Per tenant: its handlers together, and its circuit breaker, if it has one.
+function drawTenants(samples, t, calls) {
+  const tenantOf = (k) => k.slice(0, k.indexOf("/"));
+  const errors = byKey(samples, "rowhook_handler_errors_total", handlerKey);
+  const halted = byKey(samples, "rowhook_handler_halted", handlerKey);
+  const suspended = byKey(samples, "rowhook_tenant_suspended", (l) => l.tenant);
+  const suspensions = byKey(samples, "rowhook_tenant_suspensions_total", (l) => l.tenant);
+  const tenants = new Map();
+  const of = (name) => {
+    if (!tenants.has(name)) tenants.set(name, { handlers: 0, calls: 0, before: 0, errors: 0, halted: 0 });
+    return tenants.get(name);
+  };
+  for (const [k, n] of calls) {
+    const row = of(tenantOf(k));
+    row.handlers += 1;
+    row.calls += n;
+    row.before += (previous && previous.calls.get(k)) || 0;
+    row.errors += errors.get(k) || 0;
+    row.halted += halted.get(k) > 0 ? 1 : 0;
+  }
+  for (const name of suspended.keys()) of(name);
+  const rows = [...tenants].sort(([a], [b]) => a.localeCompare(b)).map(([name, r]) => {
+    const open = suspended.get(name) > 0;
+    let state = el("span", { class: "ok" }, "running");
+    if (open) state = el("span", { class: "warn" }, "suspended");
+    else if (r.halted > 0) state = el("span", { class: "bad" }, `${r.halted} halted`);
+    const breaker = !suspended.has(name)
+      ? "—"
+      : `${open ? "open" : "closed"}, ${fmt(suspensions.get(name) || 0)} suspensions`;
+    return el("tr", { "data-tenant": name },
+      el("th", { scope: "row" }, name),
+      el("td", {}, state),
+      el("td", { class: "n" }, fmt(r.handlers)),
+      el("td", { class: "n" }, fmt(previous ? rate(r.calls, r.before, t - previous.t) : undefined)),
+      el("td", { class: r.errors > 0 ? "n bad" : "n" }, fmt(r.errors)),
+      el("td", { class: open ? "warn" : "" }, breaker));
+  });
+  if (rows.length === 0) rows.push(el("tr", {}, el("td", { colspan: 6 }, "no handler is configured")));
+  document.querySelector("#tenants tbody").replaceChildren(...rows);
 }
 
 function drawSinks(samples, t) {
@@ -315,6 +360,7 @@ async function tick() {
     const t = performance.now() / 1000;
     const changes = drawSource(samples, t);
     const calls = drawHandlers(samples, t);
+    drawTenants(samples, t, calls);
     const sinks = drawSinks(samples, t);
     drawCharts(samples, t);
     previous = { t, changes, calls, sinks };
