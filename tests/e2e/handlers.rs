@@ -128,7 +128,7 @@ fn hostile_handler_is_contained() {
         &dir,
         hostile,
         minimal,
-        "memory_mb = 16, time_ms = 50, emits_per_event = 8",
+        "memory_mb = 16, time_ms = 50, emits_per_event = 9",
     );
     let out = replay(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -148,11 +148,12 @@ fn hostile_handler_is_contained() {
     // with a control character a line sink takes (a tab), the refused
     // carriage return, NUL, terminal escape, C1 control and non-UTF-8
     // bytes, then what the sandbox shows of the filesystem (nothing
-    // opened), the environment (empty) and the clock (frozen at the epoch).
+    // opened), the environment (empty), the clock (frozen at the epoch)
+    // and another handler's state keys (nothing).
     let hostile_out = std::fs::read_to_string(dir.join("hostile.jsonl")).unwrap();
     let lines: Vec<&str> = hostile_out.lines().collect();
-    assert_eq!(lines.len(), 16, "eight lines per sms_outbox row: {hostile_out}");
-    for row in lines.chunks(8) {
+    assert_eq!(lines.len(), 18, "nine lines per sms_outbox row: {hostile_out}");
+    for row in lines.chunks(9) {
         assert!(row[0].starts_with("denied:"), "{hostile_out}");
         assert_eq!(row[1], format!("variants:{}", " Denied".repeat(8)), "{hostile_out}");
         assert!(
@@ -168,6 +169,8 @@ fn hostile_handler_is_contained() {
         assert!(!row[5].contains("Ok("), "{hostile_out}");
         assert_eq!(row[6], "env: []");
         assert_eq!(row[7], "clock: Ok(0)");
+        // `orders` counted 1001..1003 under "orders": none of it is seen.
+        assert_eq!(row[8], format!("state:{}", " none".repeat(8)), "{hostile_out}");
     }
     // The file is UTF-8 text, one line per message, no control but tab.
     assert!(

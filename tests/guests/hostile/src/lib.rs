@@ -10,7 +10,8 @@
 //!   payloads with a carriage return, a NUL, a terminal escape, a C1
 //!   control and bytes that are not UTF-8 (all refused) and one with a tab
 //!   (taken), then reports what it can see of the filesystem, the
-//!   environment and the clock (nothing, nothing, and a clock frozen at 0);
+//!   environment and the clock (nothing, nothing, and a clock frozen at 0),
+//!   and what it finds under another handler's state keys (nothing);
 //! - `orders`: grows memory past its cap;
 //! - anything else: nothing.
 
@@ -85,7 +86,28 @@ fn on_change(change: &Change) -> Result<()> {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs());
-            rowhook_guest::emit("out", None, format!("clock: {now:?}"))
+            rowhook_guest::emit("out", None, format!("clock: {now:?}"))?;
+            // Another handler's state (`orders` counts under "orders"),
+            // by every key it might be kept under: a handler reads only
+            // its own state, which holds nothing here.
+            let guesses = [
+                "orders",
+                "default/orders",
+                "default/orders/orders",
+                "orders/orders",
+                "../orders/orders",
+                "orders\0orders",
+                "/orders",
+                "*",
+            ];
+            let seen: Vec<String> = guesses
+                .iter()
+                .map(|k| match rowhook_guest::state::get(k) {
+                    Some(v) => format!("{k:?}={v:?}"),
+                    None => "none".to_owned(),
+                })
+                .collect();
+            rowhook_guest::emit("out", None, format!("state: {}", seen.join(" ")))
         }
         "orders" => {
             let mut hog: Vec<Vec<u8>> = Vec::new();
