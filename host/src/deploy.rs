@@ -191,6 +191,10 @@ struct Overlay {
     module: Option<(PathBuf, Vec<u8>)>,
 }
 
+/// What a new or changed module must pass before it is deployed, beyond
+/// compiling: `rowhook check`'s trial (see `cli::check::try_deployed`).
+pub type Tryout = fn(&HandlerRuntime, &Plan, &HandlerPlan, &Module) -> Result<(), String>;
+
 /// The operator's config, the tenants' accepted handlers, and what runs.
 pub struct Site {
     /// The operator's config file and its text as read at start.
@@ -204,6 +208,8 @@ pub struct Site {
     accepted: BTreeMap<String, TenantHandlers>,
     /// Each running deployed handler: its config and its module's digest.
     running: BTreeMap<HandlerId, (HandlerPlan, u64)>,
+    /// The trial of a new or changed module.
+    tryout: Tryout,
 }
 
 fn digest(bytes: &[u8]) -> u64 {
@@ -218,8 +224,8 @@ impl Site {
     /// files are refused starts without its deployed handlers (the
     /// problems are logged) and is read again when they change. Returns
     /// the plan with every accepted handler, to start the run with.
-    pub fn open(plan: &Plan, runtime: &HandlerRuntime) -> anyhow::Result<(Site, Plan)> {
-        let mut site = Site::new(plan)?;
+    pub fn open(plan: &Plan, runtime: &HandlerRuntime, tryout: Tryout) -> anyhow::Result<(Site, Plan)> {
+        let mut site = Site::new(plan, tryout)?;
         for tenant in site.tenants.clone() {
             let tdir = site.dir.join(&tenant);
             create_private_dir(&tdir)?;
@@ -242,7 +248,7 @@ impl Site {
         Ok((site, plan))
     }
 
-    fn new(plan: &Plan) -> anyhow::Result<Site> {
+    fn new(plan: &Plan, tryout: Tryout) -> anyhow::Result<Site> {
         let dir = plan.deploy.clone().expect("a plan with [deploy]");
         let text = std::fs::read_to_string(&plan.file)
             .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", plan.file.display()))?;
@@ -254,6 +260,7 @@ impl Site {
             source: plan.source.clone(),
             accepted: BTreeMap::new(),
             running: BTreeMap::new(),
+            tryout,
         })
     }
 
@@ -262,7 +269,7 @@ impl Site {
     /// the modules are checked with the plan's handlers).
     pub fn check(plan: &Plan) -> anyhow::Result<(Plan, Vec<crate::probe::CheckLine>)> {
         use crate::probe::CheckLine;
-        let mut site = Site::new(plan)?;
+        let mut site = Site::new(plan, |_, _, _, _| Ok(()))?;
         let mut lines = Vec::new();
         for tenant in site.tenants.clone() {
             let tdir = site.dir.join(&tenant);
@@ -525,7 +532,7 @@ impl Site {
                 continue;
             }
             match runtime.load_bytes(&h.module.display().to_string(), &bytes) {
-                Ok(m) => match trial(runtime, &plan, h, &m) {
+                Ok(m) => match (self.tryout)(runtime, &plan, h, &m) {
                     Ok(()) => {
                         modules.insert(id, (Some(m), d));
                     }
@@ -641,25 +648,6 @@ impl Site {
             }
         }
     }
-}
-
-/// What `rowhook check` tries of a handler, off the pipeline: `module`
-/// starts within `h`'s limits, and a thousand calls with changes made up
-/// from its subscription do not grow its memory toward the cap.
-fn trial(runtime: &HandlerRuntime, plan: &Plan, h: &HandlerPlan, module: &Module) -> Result<(), String> {
-    let grants = crate::pipeline::grants_of(plan, h, |_| crate::sink::SinkLimits::default(), None);
-    let mut instance = runtime
-        .instantiate(module, &h.name, grants, crate::pipeline::runtime_limits(h))
-        .map_err(|e| {
-            format!(
-                "{e:#}; if the memory limit is the cause, raise limits.memory_mb (now {})",
-                h.limits.memory_mb
-            )
-        })?;
-    let sample = crate::cli::trial::synthetic(h);
-    let outcome = crate::cli::trial::run(&mut instance, &sample.changes);
-    let line = crate::cli::check::trial_line(h, &sample, false, &outcome);
-    if line.ok { Ok(()) } else { Err(line.text) }
 }
 
 /// The text of `NAME.toml` for an admin call's keys: one `[[handlers]]`

@@ -132,11 +132,6 @@ impl Roster {
         r
     }
 
-    /// A roster of `plan`'s handlers.
-    pub fn of_plan(plan: &crate::config::Plan) -> Roster {
-        Roster::of(plan.handlers.iter().map(|h| (h.name.clone(), h.tenant.clone())))
-    }
-
     /// Replaces the roster with `handlers` (name, tenant).
     pub fn set(&self, handlers: impl IntoIterator<Item = (String, String)>) {
         let fresh = handlers.into_iter().collect();

@@ -139,6 +139,31 @@ pub(crate) fn trial_line(
     }
 }
 
+/// What `rowhook check` tries of a deployed handler, off the pipeline (see
+/// [`crate::deploy::Tryout`]): `module`
+/// starts within `h`'s limits, and a thousand calls with changes made up
+/// from its subscription do not grow its memory toward the cap.
+pub fn try_deployed(
+    runtime: &HandlerRuntime,
+    plan: &Plan,
+    h: &crate::config::HandlerPlan,
+    module: &crate::runtime::Module,
+) -> Result<(), String> {
+    let grants = crate::pipeline::grants_of(plan, h, |_| crate::sink::SinkLimits::default(), None);
+    let mut instance = runtime
+        .instantiate(module, &h.name, grants, crate::pipeline::runtime_limits(h))
+        .map_err(|e| {
+            format!(
+                "{e:#}; if the memory limit is the cause, raise limits.memory_mb (now {})",
+                h.limits.memory_mb
+            )
+        })?;
+    let sample = super::trial::synthetic(h);
+    let outcome = super::trial::run(&mut instance, &sample.changes);
+    let line = trial_line(h, &sample, false, &outcome);
+    if line.ok { Ok(()) } else { Err(line.text) }
+}
+
 fn ok(text: String) -> CheckLine {
     CheckLine::ok(text)
 }

@@ -50,6 +50,11 @@ pub(crate) fn io_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Starts the HTTP server of `plan`'s `[http]`, if it has one, reading
 /// `pipeline`'s metrics and status and sending it admin commands. Returns
 /// the status slot the server reads (`None` without `[http]`).
+/// Which tenant each of `plan`'s handlers belongs to.
+pub(crate) fn roster_of(plan: &Plan) -> crate::handler_id::Roster {
+    crate::handler_id::Roster::of(plan.handlers.iter().map(|h| (h.name.clone(), h.tenant.clone())))
+}
+
 pub(crate) fn serve_http(
     plan: &Plan,
     pipeline: &mut Pipeline,

@@ -69,15 +69,7 @@ pub fn replay_with(plan: &Plan, files: &[PathBuf], opts: &ReplayOptions) -> anyh
         None => (0, None),
     };
     let mut source = BinlogFiles::new(files, first, start, false)?;
-    if serve_http(
-        plan,
-        &mut pipeline,
-        true,
-        None,
-        crate::handler_id::Roster::of_plan(plan),
-    )?
-    .is_some()
-    {
+    if serve_http(plan, &mut pipeline, true, None, super::roster_of(plan))?.is_some() {
         pipeline.write_status();
         pipeline.write_status_every(STATUS_EVERY);
     }

@@ -8,7 +8,6 @@ use super::{decoder_for, io_runtime, linger_after_failure, resume_gtids, serve_h
 use crate::config::Plan;
 use crate::deploy::Site;
 use crate::driver::{DriveOptions, drive, stop_on_signals};
-use crate::handler_id::Roster;
 use crate::pipeline::Pipeline;
 use crate::runtime::HandlerRuntime;
 use crate::source::StartPosition;
@@ -33,7 +32,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     // With [deploy], the run starts with every tenant's accepted handlers.
     let (site, deployed) = match plan.deploy {
         Some(_) => {
-            let (site, full) = Site::open(plan, &runtime)?;
+            let (site, full) = Site::open(plan, &runtime, super::check::try_deployed)?;
             (Some(site), Some(full))
         }
         None => (None, None),
@@ -71,7 +70,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
         resume_gtids(&mut decoder, cp)?;
     }
     pipeline.attach_source(live.stats());
-    let roster = Roster::of_plan(plan);
+    let roster = super::roster_of(plan);
     let deploy = match site {
         Some(site) => Some(site.start(runtime, pipeline.accept_deployments(), roster.clone())?),
         None => None,
