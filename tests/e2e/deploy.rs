@@ -113,15 +113,47 @@ fn state(config: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A live run of [`config`] on a private server.
+struct Run {
+    server: Server,
+    dir: PathBuf,
+    config: PathBuf,
+    /// Tenant `books`' directory.
+    books: PathBuf,
+    log: PathBuf,
+    daemon: crate::http::Daemon,
+    addr: String,
+}
+
+fn start(tag: &str) -> Run {
+    let server = server();
+    let dir = temp_dir(tag);
+    let config = config(&dir, &server);
+    let log = dir.join("rowhook.log");
+    let (daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env(), &log);
+    Run {
+        books: dir.join("tenants/books"),
+        server,
+        dir,
+        config,
+        log,
+        daemon,
+        addr,
+    }
+}
+
 #[test]
 fn a_tenant_directory_deploys_changes_and_removes_handlers_while_running() {
-    let server = server();
-    let dir = temp_dir("deploy-dir");
-    let config = config(&dir, &server);
+    let Run {
+        server,
+        dir,
+        config,
+        books,
+        log,
+        mut daemon,
+        addr,
+    } = start("deploy-dir");
     let guests = crate::reload::suite_guests();
-    let books = dir.join("tenants/books");
-    let log = dir.join("rowhook.log");
-    let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env(), &log);
     // The directories are made for each tenant, private.
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&books).unwrap().permissions().mode() & 0o777, 0o700);
@@ -272,13 +304,16 @@ fn put_bytes(addr: &str, path: &str, token: &str, body: &[u8]) -> (u16, String) 
 
 #[test]
 fn a_tenant_deploys_through_the_admin_api_and_reaches_only_its_own() {
-    let server = server();
-    let dir = temp_dir("deploy-admin");
-    let config = config(&dir, &server);
+    let Run {
+        server,
+        dir,
+        config,
+        books,
+        log,
+        mut daemon,
+        addr,
+    } = start("deploy-admin");
     let guests = crate::reload::suite_guests();
-    let books = dir.join("tenants/books");
-    let log = dir.join("rowhook.log");
-    let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env(), &log);
     let call = |method: &str, path: &str, token: &str, body: &str| {
         exchange(
             &addr,
