@@ -76,6 +76,24 @@ pub struct Checkpoint {
     pub ts: u32,
 }
 
+impl Checkpoint {
+    /// Where it is in the binlog, comparable across files: the number
+    /// of its file (the name's numeric suffix) and the offset.
+    pub fn at(&self) -> (u64, u64) {
+        binlog_at(&self.file, self.pos)
+    }
+}
+
+/// `file` and `pos` as a place comparable across files: the file's number
+/// (its name's numeric suffix) and the offset.
+pub fn binlog_at(file: &str, pos: u64) -> (u64, u64) {
+    let number = file.rsplit_once('.').and_then(|(_, n)| n.parse().ok()).unwrap_or(0);
+    (number, pos)
+}
+
+/// The keys of [`POSITION`] that hold a tenant's lane position: `lane:TENANT`.
+const LANE_PREFIX: &str = "lane:";
+
 /// A change a handler failed on, sent to its dead-letter sink.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -117,12 +135,21 @@ pub struct Batch {
     /// and hand-overs, by `tenant/handler`: the file is synced up to each
     /// range's end before the batch commits.
     pub held: BTreeMap<String, HeldRange>,
+    /// With tenants: the position of each tenant's lane that is not at
+    /// `position` (a lane that halted behind it is, by then, what
+    /// `position` is; lanes past it are listed). `Some` replaces every
+    /// lane position the store holds.
+    pub lanes: Option<BTreeMap<String, Checkpoint>>,
 }
 
 impl Batch {
     /// Whether committing it would change nothing.
     pub fn is_empty(&self) -> bool {
-        self.position.is_none() && self.state.is_empty() && self.dead_letters.is_empty() && self.held.is_empty()
+        self.position.is_none()
+            && self.state.is_empty()
+            && self.dead_letters.is_empty()
+            && self.held.is_empty()
+            && self.lanes.is_none()
     }
 }
 
@@ -492,6 +519,28 @@ impl StateStore {
         Ok(Some(cp))
     }
 
+    /// The tenants' lanes that are past the resume position, and where
+    /// each is (see [`Batch::lanes`]).
+    pub fn lanes(&self) -> anyhow::Result<BTreeMap<String, Checkpoint>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(POSITION)?;
+        let mut lanes = BTreeMap::new();
+        for e in t.range(LANE_PREFIX..)? {
+            let (k, v) = e?;
+            let Some(tenant) = k.value().strip_prefix(LANE_PREFIX) else {
+                break;
+            };
+            let cp = serde_json::from_slice(v.value()).with_context(|| {
+                format!(
+                    "{}: the stored position of tenant `{tenant}` is unreadable",
+                    self.path.display()
+                )
+            })?;
+            lanes.insert(tenant.to_owned(), cp);
+        }
+        Ok(lanes)
+    }
+
     /// Every key and value of `handler`'s state (`tenant/name`).
     pub fn load_state(&self, handler: &str) -> anyhow::Result<HashMap<String, Vec<u8>>> {
         let txn = self.db.begin_read()?;
@@ -648,6 +697,22 @@ impl StateStore {
             if let Some(cp) = &batch.position {
                 txn.open_table(POSITION)?
                     .insert("resume", serde_json::to_vec(cp)?.as_slice())?;
+            }
+            if let Some(lanes) = &batch.lanes {
+                let mut t = txn.open_table(POSITION)?;
+                let old: Vec<String> = t
+                    .range(LANE_PREFIX..)?
+                    .map(|e| e.map(|(k, _)| k.value().to_owned()))
+                    .collect::<Result<_, _>>()?;
+                for k in old.iter().filter(|k| k.starts_with(LANE_PREFIX)) {
+                    t.remove(k.as_str())?;
+                }
+                for (tenant, cp) in lanes {
+                    t.insert(
+                        format!("{LANE_PREFIX}{tenant}").as_str(),
+                        serde_json::to_vec(cp)?.as_slice(),
+                    )?;
+                }
             }
             if let Some(below) = batch.ledger_below {
                 let mut seqs = txn.open_table(LEDGER_SEQ)?;

@@ -29,14 +29,14 @@ fn fifo_config(dir: &Path, keys: &str, handler_keys: &str) -> PathBuf {
 /// created, then for a writer),
 /// then appends each line to the shared list until end-of-file, reading
 /// nothing while `paused` is set.
-struct Reader {
+pub(crate) struct Reader {
     lines: Arc<Mutex<Vec<String>>>,
     paused: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Reader {
-    fn start(path: PathBuf) -> Reader {
+    pub(crate) fn start(path: PathBuf) -> Reader {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let paused = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -65,12 +65,12 @@ impl Reader {
         Reader { lines, paused, thread }
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.lines.lock().unwrap().len()
     }
 
     /// Waits until `n` lines arrived.
-    fn wait_for(&self, n: usize, within: Duration) {
+    pub(crate) fn wait_for(&self, n: usize, within: Duration) {
         let deadline = Instant::now() + within;
         while self.count() < n {
             assert!(Instant::now() < deadline, "{} of {n} lines arrived", self.count());
@@ -79,7 +79,7 @@ impl Reader {
     }
 
     /// Every line, once the writer closed the pipe.
-    fn finish(self) -> Vec<String> {
+    pub(crate) fn finish(self) -> Vec<String> {
         self.thread.join().unwrap();
         Arc::try_unwrap(self.lines).unwrap().into_inner().unwrap()
     }

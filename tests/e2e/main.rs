@@ -36,6 +36,9 @@ mod hold;
 /// The HTTP server for operators: metrics, readiness, status, events, the admin API, JSON logs.
 #[cfg(feature = "http-server")]
 mod http;
+/// Tenants' lanes: a halt stops its tenant alone, which catches up after a restart.
+#[cfg(feature = "http-server")]
+mod lanes;
 /// Host memory for what handlers emit: the byte budget, the key cap, flushes by size.
 mod limits;
 /// A TCP proxy that cuts connections, for outage tests of heavy services.

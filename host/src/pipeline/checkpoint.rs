@@ -9,7 +9,50 @@
 
 use std::time::{Duration, Instant};
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::store::{Batch, Checkpoint, DeadLetter, HeldRange, StateStore};
+
+/// Where each tenant's lane is, once tenants are declared: the store
+/// resumes at the lane furthest behind, and keeps the position of every
+/// lane past it.
+#[derive(Default)]
+struct Lanes {
+    /// Every declared tenant; empty: no lanes, one position.
+    tenants: BTreeSet<String>,
+    /// Lanes that halted, and where each stopped.
+    halted: BTreeMap<String, Checkpoint>,
+    /// Lanes past the stream (it restarted behind them), and where each is.
+    ahead: BTreeMap<String, Checkpoint>,
+    /// Whether the store holds lane positions.
+    stored: bool,
+    /// Whether a lane halted since the last commit.
+    dirty: bool,
+}
+
+impl Lanes {
+    fn active(&self) -> bool {
+        !self.tenants.is_empty() && (!self.halted.is_empty() || !self.ahead.is_empty() || self.stored)
+    }
+
+    /// With the stream at `p`: where to resume (the lane furthest behind)
+    /// and every lane past that.
+    fn place(&mut self, p: &Checkpoint) -> (Checkpoint, BTreeMap<String, Checkpoint>) {
+        let of = |t: &String| {
+            (self.halted.get(t))
+                .or_else(|| self.ahead.get(t).filter(|a| a.at() > p.at()))
+                .unwrap_or(p)
+        };
+        let resume = self.tenants.iter().map(of).min_by_key(|c| c.at()).unwrap_or(p).clone();
+        let lanes: BTreeMap<String, Checkpoint> = (self.tenants.iter())
+            .map(|t| (t, of(t)))
+            .filter(|(_, c)| c.at() > resume.at())
+            .map(|(t, c)| (t.clone(), c.clone()))
+            .collect();
+        self.stored = !lanes.is_empty();
+        (resume, lanes)
+    }
+}
 
 /// The batch waiting for the store, and the transaction in progress.
 pub struct Checkpointer {
@@ -22,8 +65,9 @@ pub struct Checkpointer {
     txn_position: Option<Checkpoint>,
     /// Dead letters of the transaction in progress.
     txn_dead_letters: Vec<DeadLetter>,
-    /// The position last committed to the store.
+    /// The position of the stream last committed to the store.
     position: Option<Checkpoint>,
+    lanes: Lanes,
 }
 
 impl Checkpointer {
@@ -37,15 +81,53 @@ impl Checkpointer {
             txn_position: None,
             txn_dead_letters: Vec::new(),
             position: None,
+            lanes: Lanes::default(),
         }
     }
 
-    /// Keeps batches in `store`; returns the position to resume at.
+    /// Keeps a position per tenant of `tenants` (see [`Checkpointer::halt_lane`]).
+    pub fn lanes(&mut self, tenants: impl IntoIterator<Item = String>) {
+        self.lanes.tenants = tenants.into_iter().collect();
+    }
+
+    /// Keeps batches in `store`; returns the position to resume at (with
+    /// lanes, that of the lane furthest behind; the lanes past it are in
+    /// [`Checkpointer::lanes_ahead`]).
     pub fn attach(&mut self, store: StateStore) -> anyhow::Result<Option<Checkpoint>> {
         let position = store.position()?;
+        self.lanes.ahead = store.lanes()?;
+        self.lanes.stored = !self.lanes.ahead.is_empty();
+        // A lane the store knows of keeps its position, configured or not.
+        self.lanes.tenants.extend(self.lanes.ahead.keys().cloned());
         self.position = position.clone();
         self.store = Some(store);
         Ok(position)
+    }
+
+    /// The lanes past the resume position, and where each is: their
+    /// tenants' handlers take nothing before it.
+    pub fn lanes_ahead(&self) -> &BTreeMap<String, Checkpoint> {
+        &self.lanes.ahead
+    }
+
+    /// The stream has passed binlog place `at`: lanes that were ahead of
+    /// it up to there are with the stream again.
+    pub fn passed(&mut self, at: (u64, u64)) {
+        if !self.lanes.ahead.is_empty() {
+            self.lanes.ahead.retain(|_, c| c.at() > at);
+        }
+    }
+
+    /// `tenant`'s lane halted after the transaction that ends at `at`: the
+    /// store keeps that as its position from the next commit on, whatever
+    /// the others do, and a restart resumes there for it.
+    pub fn halt_lane(&mut self, tenant: &str, at: Checkpoint) {
+        let at = match self.lanes.ahead.remove(tenant) {
+            Some(ahead) if ahead.at() > at.at() => ahead,
+            _ => at,
+        };
+        self.lanes.halted.insert(tenant.to_owned(), at);
+        self.lanes.dirty = true;
     }
 
     /// The store, if one is attached.
@@ -130,9 +212,9 @@ impl Checkpointer {
         self.txn_dead_letters.clear();
     }
 
-    /// Whether acknowledged transactions wait for the store.
+    /// Whether acknowledged transactions (or a lane's halt) wait for the store.
     pub fn pending(&self) -> bool {
-        !self.batch.is_empty()
+        !self.batch.is_empty() || (self.lanes.dirty && self.keeps())
     }
 
     /// Time until the waiting batch is due (zero if it is), `None` if none waits.
@@ -146,13 +228,21 @@ impl Checkpointer {
     /// interval restarts either way.
     pub fn commit(&mut self) -> anyhow::Result<bool> {
         self.last_commit = Instant::now();
-        let Some(store) = &mut self.store else { return Ok(false) };
-        if self.batch.is_empty() {
+        if self.store.is_none() || !self.pending() {
             return Ok(false);
         }
-        store.commit(&self.batch)?;
-        if let Some(p) = self.batch.position.take() {
-            self.position = Some(p);
+        let stream = self.batch.position.clone().or_else(|| self.position.clone());
+        if let Some(p) = &stream
+            && self.lanes.active()
+        {
+            let (resume, lanes) = self.lanes.place(p);
+            self.batch.position = Some(resume);
+            self.batch.lanes = Some(lanes);
+        }
+        self.store.as_mut().expect("checked above").commit(&self.batch)?;
+        self.lanes.dirty = false;
+        if stream.is_some() {
+            self.position = stream;
         }
         self.batch = Batch::default();
         Ok(true)
@@ -229,5 +319,60 @@ mod tests {
         assert!(!c.commit().unwrap());
         assert_eq!(c.store().unwrap().position().unwrap(), Some(at(100)));
         assert_eq!(c.store().unwrap().dead_letter_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_halted_lane_keeps_its_position_and_the_others_theirs() {
+        let dir = TempDir::new("checkpointer-lanes");
+        let tenants = ["books", "edge", "shop"].map(String::from);
+        let mut c = Checkpointer::new(Duration::ZERO);
+        c.lanes(tenants.clone());
+        c.attach(StateStore::open(dir.path()).unwrap()).unwrap();
+        c.commit_seen(at(100));
+        c.end_transaction();
+        c.commit().unwrap();
+        assert!(c.store().unwrap().lanes().unwrap().is_empty(), "no lane apart yet");
+        // Edge halts after 100; the stream goes on to 300.
+        c.halt_lane("edge", at(100));
+        assert!(c.pending(), "the halt is recorded even without a transaction");
+        c.commit().unwrap();
+        for pos in [200, 300] {
+            c.commit_seen(at(pos));
+            c.end_transaction();
+            c.commit().unwrap();
+        }
+        assert_eq!(c.position(), Some(&at(300)), "the stream's position");
+        let store = c.store().unwrap();
+        assert_eq!(store.position().unwrap(), Some(at(100)), "resumes for the lane behind");
+        let lanes = store.lanes().unwrap();
+        assert_eq!(
+            lanes,
+            [("books".to_owned(), at(300)), ("shop".to_owned(), at(300))].into()
+        );
+        drop(c);
+
+        // After a restart the others are ahead until the stream passes them.
+        let mut c = Checkpointer::new(Duration::ZERO);
+        c.lanes(tenants);
+        assert_eq!(c.attach(StateStore::open(dir.path()).unwrap()).unwrap(), Some(at(100)));
+        assert_eq!(c.lanes_ahead().len(), 2);
+        c.commit_seen(at(200));
+        c.end_transaction();
+        c.passed(at(200).at());
+        c.commit().unwrap();
+        let store = c.store().unwrap();
+        assert_eq!(store.position().unwrap(), Some(at(200)), "edge caught up to 200");
+        assert_eq!(store.lanes().unwrap()["books"], at(300));
+        c.commit_seen(at(300));
+        c.end_transaction();
+        c.passed(at(300).at());
+        c.commit().unwrap();
+        c.commit_seen(at(400));
+        c.end_transaction();
+        c.passed(at(400).at());
+        c.commit().unwrap();
+        let store = c.store().unwrap();
+        assert_eq!(store.position().unwrap(), Some(at(400)));
+        assert!(store.lanes().unwrap().is_empty(), "every lane with the stream again");
     }
 }

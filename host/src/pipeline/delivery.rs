@@ -192,6 +192,23 @@ impl Delivery {
         }
     }
 
+    /// Drops the buffered messages whose handler `from` picks (its lane
+    /// halted; they will be emitted again, with the same ids, when it
+    /// catches up).
+    pub fn drop_from(&mut self, from: impl Fn(&HandlerId) -> bool) {
+        for p in self.pending.values_mut() {
+            let mut keep = p.origins.iter().map(|o| !from(o));
+            p.messages.retain(|_| keep.next().unwrap_or(true));
+            p.origins.retain(|o| !from(o));
+        }
+        self.pending.retain(|_, p| !p.messages.is_empty());
+        self.buffered = self.pending.values().map(|p| p.messages.len()).sum();
+        self.buffered_bytes = (self.pending.values())
+            .flat_map(|p| &p.messages)
+            .map(|m| m.payload.len() + m.key.as_ref().map_or(0, Vec::len))
+            .sum();
+    }
+
     /// Drops every buffered message (their transaction was cut; they will
     /// be emitted again, with the same ids).
     pub fn clear(&mut self) {

@@ -777,6 +777,19 @@ impl Handlers {
         }
     }
 
+    /// Undoes the writes of `tenant`'s handlers and drops what they emitted
+    /// in the transaction in progress (its lane halted).
+    pub fn abandon_tenant(&mut self, tenant: &str) {
+        for (id, slot) in self.slots.iter_mut() {
+            if id.tenant() == tenant {
+                slot.state().abandon();
+                if let Some(i) = &mut slot.instance {
+                    i.drop_emitted();
+                }
+            }
+        }
+    }
+
     /// Each handler, its number of state keys and their bytes (keys and
     /// values), in call order.
     pub fn state_sizes(&mut self) -> Vec<(HandlerId, u64, u64)> {

@@ -141,9 +141,19 @@ pub struct Pipeline {
     rates: std::collections::BTreeMap<String, Arc<crate::runtime::rate::EmitRate>>,
     /// Handlers deployed while running, from the tenants' directories.
     deployments: Option<std::sync::mpsc::Receiver<crate::deploy::Deployment>>,
-    /// Deployed handlers with `start = "latest"` that take no change
-    /// before their gate: the end of the server's binlog when deployed.
+    /// Handlers that take no change before their gate: deployed with
+    /// `start = "latest"` (the end of the server's binlog when deployed),
+    /// or of a tenant whose lane is past where the stream resumed.
     gates: crate::handler_id::IdMap<BinlogAt>,
+    /// Whether tenants are declared: then a halt stops its tenant's lane
+    /// only (see [`Pipeline::halt_lane`]).
+    lanes: bool,
+    /// The tenants whose lane halted.
+    halted_lanes: std::collections::BTreeSet<String>,
+    /// The position after the commit seen last, until its transaction is
+    /// flushed; then the position after the last transaction done.
+    seen: Option<Checkpoint>,
+    done: Option<Checkpoint>,
 }
 
 /// A place in the binlog that compares across files: the file's number
@@ -153,7 +163,7 @@ struct BinlogAt(u64, u64);
 
 impl BinlogAt {
     fn of(file: &str, pos: u64) -> BinlogAt {
-        let number = file.rsplit_once('.').and_then(|(_, n)| n.parse().ok()).unwrap_or(0);
+        let (number, pos) = crate::store::binlog_at(file, pos);
         BinlogAt(number, pos)
     }
 }
@@ -217,6 +227,18 @@ impl Pipeline {
             rates,
             deployments: None,
             gates: Default::default(),
+            lanes: !plan.tenants.is_empty(),
+            halted_lanes: Default::default(),
+            seen: None,
+            done: None,
+        })
+        .map(|mut p| {
+            // Every tenant has a position of its own (lanes a restart finds
+            // apart are kept apart, whatever the config says now); only
+            // declared tenants halt apart.
+            let labels = plan.handlers.iter().map(|h| h.tenant.clone());
+            p.checkpointer.lanes(plan.tenants.keys().cloned().chain(labels));
+            p
         })
     }
 
@@ -258,6 +280,19 @@ impl Pipeline {
         }
         self.delivery.attach_ledger(&store.ledger());
         let position = self.checkpointer.attach(store)?;
+        self.done = position.clone();
+        // Tenants whose lane is past where the stream resumes (another
+        // lane halted behind it) take nothing they already have.
+        for (tenant, at) in self.checkpointer.lanes_ahead().clone() {
+            let gate = BinlogAt::of(&at.file, at.pos);
+            for id in self.handlers.ids().iter().filter(|id| id.tenant() == tenant) {
+                self.gates.insert(id.clone(), gate);
+            }
+            tracing::info!(
+                tenant = %tenant, file = %at.file, pos = at.pos,
+                "the tenant's lane is past where the stream resumes (another tenant's lane halted behind it): it takes the transactions after its own position"
+            );
+        }
         let at = self.counters.checkpointed_at.clone();
         at.store(unix_now(), Ordering::Relaxed);
         self.registry.computed_gauge(
@@ -474,6 +509,9 @@ impl Pipeline {
         let mut handed: Vec<(HandlerId, usize)> = Vec::new();
         let mut budget = HAND_OVER_SLICE;
         for id in self.holds.with_changes(false) {
+            if !self.halted_lanes.is_empty() && self.halted_lanes.contains(id.tenant()) {
+                continue;
+            }
             let base = HELD_INDEX | (((self.handlers.place(&id) as u32) & 0x7fff) << 16);
             let mut n = 0;
             while budget > 0 && !self.delivery.full() {
@@ -835,6 +873,9 @@ impl Pipeline {
             self.sink_refused(refused).await?;
         }
         if self.commit_seen {
+            if let Some(done) = self.seen.take() {
+                self.done = Some(done);
+            }
             let checkpointer = &mut self.checkpointer;
             self.handlers
                 .commit_state(|id, writes| checkpointer.state_writes(id.key(), writes));
@@ -862,10 +903,15 @@ impl Pipeline {
         } = refused;
         let mut letters: std::collections::BTreeMap<String, Vec<Message>> = Default::default();
         for (msg, origin) in messages.into_iter().zip(&origins) {
+            if !self.halted_lanes.is_empty() && self.halted_lanes.contains(origin.tenant()) {
+                continue;
+            }
             match dead_letter::sink_refused(origin, self.handlers.on_error(origin), &sink, msg, &error) {
                 Decision::Halt(e) => {
                     self.handlers.mark_halted(origin);
-                    return Err(e);
+                    if !self.halt_lane(origin.tenant(), &e) {
+                        return Err(e);
+                    }
                 }
                 Decision::Skip => self.delivery.count_refused(&sink, 1),
                 Decision::DeadLetter {
@@ -932,6 +978,9 @@ impl Pipeline {
         match dead_letter::handler_failed(id, self.handlers.on_error(id), failed, err) {
             Decision::Halt(e) => {
                 self.handlers.mark_halted(id);
+                if self.halt_lane(id.tenant(), &e) {
+                    return Flow::Continue;
+                }
                 self.halted = Some(e);
                 Flow::Stop
             }
@@ -955,6 +1004,38 @@ impl Pipeline {
         }
     }
 
+    /// With tenants declared, a halt stops its tenant's lane only: the
+    /// tenant's handlers take no more changes, their part of the
+    /// transaction in progress is undone (its state writes and buffered
+    /// messages), and the store keeps the position after the tenant's last
+    /// transaction done as its lane's, where a restart resumes it while
+    /// the others skip what they have. Returns `false` (the run halts) when
+    /// tenants are not declared, nothing was done yet, or no other tenant
+    /// would be left running.
+    fn halt_lane(&mut self, tenant: &str, error: &anyhow::Error) -> bool {
+        if !self.lanes || self.halted_lanes.contains(tenant) {
+            return self.lanes && self.halted_lanes.contains(tenant);
+        }
+        let Some(done) = self.done.clone() else { return false };
+        let others =
+            (self.handlers.ids().iter()).any(|h| h.tenant() != tenant && !self.halted_lanes.contains(h.tenant()));
+        if !others {
+            return false;
+        }
+        self.halted_lanes.insert(tenant.to_owned());
+        self.checkpointer.halt_lane(tenant, done.clone());
+        self.handlers.abandon_tenant(tenant);
+        self.delivery.drop_from(|origin| origin.tenant() == tenant);
+        for id in self.handlers.ids().iter().filter(|id| id.tenant() == tenant) {
+            self.handlers.mark_halted(id);
+        }
+        tracing::error!(
+            tenant = %tenant, file = %done.file, pos = done.pos,
+            "the tenant's lane halted: {error:#}. Its handlers take no more changes and the other tenants go on; its position stays where it was. Fix the handler (or its sink) and restart rowhook: the tenant catches up from its position, and the others skip what they already have"
+        );
+        true
+    }
+
     /// Keeps a failure as handler `id`'s latest, for the status report.
     fn note_error(&mut self, id: &HandlerId, change: String, kind: ErrorKind, err: &dyn std::fmt::Display) {
         let error = crate::status::LastError::new(unix_now(), change, kind.as_str(), &err.to_string());
@@ -965,6 +1046,9 @@ impl Pipeline {
     /// handler subscribed to them: each one's `on_error` applies.
     fn fail_rows(&mut self, handlers: &[HandlerId], rows: &Undecodable<'_>) -> Flow {
         for id in handlers {
+            if !self.halted_lanes.is_empty() && self.halted_lanes.contains(id.tenant()) {
+                continue;
+            }
             if self.handle_error(id, Failed::Rows(rows), rows, ErrorKind::Undecodable) == Flow::Stop {
                 return Flow::Stop;
             }
@@ -1063,6 +1147,9 @@ impl ChangeVisitor for Pipeline {
         let mut id: Option<String> = None;
         let mut index = 0u32;
         for (h, handler) in targets.iter().enumerate() {
+            if !self.halted_lanes.is_empty() && self.halted_lanes.contains(handler.tenant()) {
+                continue;
+            }
             if !self.gates.is_empty()
                 && let Some(gate) = self.gates.get(handler)
                 && BinlogAt::of(change.file, change.pos) < *gate
@@ -1143,19 +1230,24 @@ impl ChangeVisitor for Pipeline {
     }
 
     fn commit(&mut self, commit: &Commit<'_>) -> Flow {
-        if self.checkpointer.keeps() {
-            self.checkpointer.commit_seen(Checkpoint {
+        if self.checkpointer.keeps() || self.lanes {
+            let at = Checkpoint {
                 file: commit.file.to_owned(),
                 pos: commit.end,
                 gtids: commit.gtid_state.to_string(),
                 txn: commit.txn.to_owned(),
                 ts: commit.ts,
-            });
+            };
+            if self.lanes {
+                self.seen = Some(at.clone());
+            }
+            self.checkpointer.commit_seen(at);
         }
         self.commit_seen = true;
         if !self.gates.is_empty() {
             let at = BinlogAt::of(commit.file, commit.end);
             self.gates.retain(|_, gate| *gate > at);
+            self.checkpointer.passed((at.0, at.1));
         }
         self.counters.transactions.inc();
         let lag = &self.counters.lag;

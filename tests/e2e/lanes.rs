@@ -1,0 +1,234 @@
+//! Tenants' lanes: a tenant whose handler halts stops alone, keeps its own
+//! position, and catches up from it after a restart while the others
+//! skip what they already have.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::http::{PASSWORD, eventually, get, metric, server, spawn};
+use crate::support::{Server, interrupt, temp_dir};
+
+/// Tenant `books` runs `ledger` on `crash.ledger`, tenant `edge` runs
+/// `edge` (the module `edge.wasm` beside the config) on `crash.hits`; both
+/// halt on a failure, and both write to the lent sink `out`.
+fn config(dir: &Path, server: &Server) -> PathBuf {
+    config_with(dir, server, "", "")
+}
+
+/// [`config`], with `sinks` added and `edge` the text of edge's tenant
+/// and handler, if not empty.
+fn config_with(dir: &Path, server: &Server, sinks: &str, edge: &str) -> PathBuf {
+    let guests = crate::reload::suite_guests();
+    let config = dir.join("rowhook.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[source]
+url = "mysql://repl:${{RH_OBS_PASSWORD}}@127.0.0.1:{port}"
+server_id = 7613
+start = "earliest"
+heartbeat_secs = 1
+
+[state]
+path = "state"
+commit_interval_ms = 0
+
+[http]
+listen = "127.0.0.1:0"
+
+[sinks.out]
+kind = "file"
+path = "out.log"
+
+[tenants.books]
+tables = ["crash.ledger"]
+lent = ["out"]
+
+{sinks}
+
+[[handlers]]
+name = "ledger"
+tenant = "books"
+module = "{ledger}"
+tables = ["crash.ledger"]
+sinks = ["out"]
+on_error = "halt"
+
+{edge}
+"#,
+            port = server.port,
+            ledger = guests.join("ledger.wasm").display(),
+            edge = if edge.is_empty() { EDGE } else { edge },
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Tenant `edge` and its handler, `edge.wasm` on `crash.hits` into `out`.
+const EDGE: &str = r#"
+[tenants.edge]
+tables = ["crash.hits"]
+lent = ["out"]
+
+[[handlers]]
+name = "edge"
+tenant = "edge"
+module = "edge.wasm"
+tables = ["crash.hits"]
+sinks = ["out"]
+on_error = "halt"
+"#;
+
+/// The lines of `out.log`: the ledger's (`<id> <ledger id> <k>`) and the
+/// echoed hits (JSON).
+fn out(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let text = std::fs::read_to_string(dir.join("out.log")).unwrap_or_default();
+    let (hits, ledger): (Vec<String>, Vec<String>) = text.lines().map(str::to_owned).partition(|l| l.starts_with('{'));
+    (ledger, hits)
+}
+
+#[test]
+fn a_tenant_that_halts_stops_alone_and_catches_up_after_a_restart() {
+    let server = server();
+    let dir = temp_dir("lanes-halt");
+    let guests = crate::reload::suite_guests();
+    // Edge's first version reads a column `crash.hits` does not have: it
+    // fails on the first hit, and its tenant's lane halts.
+    std::fs::copy(guests.join("ledger.wasm"), dir.join("edge.wasm")).unwrap();
+    let config = config(&dir, &server);
+    let log = dir.join("rowhook.log");
+    let env = [("RH_OBS_PASSWORD", PASSWORD)];
+    let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
+    let ledger = |from: u32, to: u32| {
+        for id in from..to {
+            server.sql(&format!("INSERT INTO crash.ledger VALUES ({id}, {}, 1)", id % 3));
+        }
+    };
+    let hits = |from: u32, to: u32| {
+        for id in from..to {
+            server.sql(&format!("INSERT INTO crash.hits VALUES ({id}, '192.0.2.{id}')"));
+        }
+    };
+    ledger(1, 3);
+    eventually(Duration::from_secs(30), "books' first rows", || out(&dir).0.len() == 2);
+    hits(1, 2);
+    eventually(Duration::from_secs(30), "edge's lane halts", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("the tenant's lane halted")
+    });
+    // Books goes on; edge takes nothing more.
+    ledger(3, 6);
+    hits(2, 4);
+    eventually(Duration::from_secs(30), "books' rows after the halt", || {
+        out(&dir).0.len() == 5
+    });
+    let metrics = get(&addr, "/metrics").body;
+    assert_eq!(
+        metric(&metrics, "rowhook_handler_halted", "handler=\"edge\""),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "rowhook_handler_halted", "handler=\"ledger\""), 0.0);
+    assert_eq!(
+        metric(&metrics, "rowhook_handler_calls_total", "handler=\"edge\""),
+        1.0,
+        "the one failed call"
+    );
+    assert!(out(&dir).1.is_empty());
+    let ready = get(&addr, "/readyz");
+    assert_eq!(ready.status, 503, "a halted handler is a reason: {}", ready.body);
+    assert_eq!(interrupt(daemon.take()).code(), Some(0));
+
+    // Fixed: edge's new version echoes each hit. After the restart its
+    // lane takes every hit from its own position; books takes nothing twice.
+    std::fs::copy(guests.join("echo.wasm"), dir.join("edge.wasm")).unwrap();
+    let (mut daemon, _addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
+    eventually(Duration::from_secs(30), "edge catches up", || out(&dir).1.len() == 3);
+    ledger(6, 7);
+    hits(4, 5);
+    eventually(Duration::from_secs(30), "both go on", || {
+        let (l, h) = out(&dir);
+        l.len() == 6 && h.len() == 4
+    });
+    let (ledger_lines, hit_lines) = out(&dir);
+    let ids: Vec<String> = ledger_lines
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "5", "6"], "each ledger row once, in order");
+    for (i, line) in hit_lines.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["after"]["id"], i + 1, "{line}");
+    }
+    assert_eq!(interrupt(daemon.take()).code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the tenant's lane is past where the stream resumes"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_tenant_whose_sink_stays_down_halts_alone_and_catches_up_once_it_is_back() {
+    let server = server();
+    let dir = temp_dir("lanes-sink");
+    let minimal = crate::support::build_guest(&crate::support::root().join("guest-sdk/examples/minimal"), "minimal");
+    // Edge sends each new hit to a FIFO nobody reads: its sink refuses
+    // after one retry, and under `halt` its lane stops.
+    let config = config_with(
+        &dir,
+        &server,
+        "[sinks.orders_queue]\nkind = \"fifo\"\npath = \"queue.fifo\"\nretries = 1\nretry_max_ms = 50",
+        &format!(
+            r#"
+[tenants.edge]
+tables = ["crash.hits"]
+sinks = ["orders_queue"]
+
+[[handlers]]
+name = "edge"
+tenant = "edge"
+module = "{}"
+tables = ["crash.hits"]
+sinks = ["orders_queue"]
+on_error = "halt"
+"#,
+            minimal.display()
+        ),
+    );
+    let log = dir.join("rowhook.log");
+    let env = [("RH_OBS_PASSWORD", PASSWORD)];
+    let (mut daemon, _addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
+    server.sql("INSERT INTO crash.ledger VALUES (1, 1, 1)");
+    eventually(Duration::from_secs(30), "books' first row", || out(&dir).0.len() == 1);
+    server.sql("INSERT INTO crash.hits VALUES (1, '192.0.2.1')");
+    eventually(Duration::from_secs(30), "edge's lane halts", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("the tenant's lane halted")
+    });
+    for id in 2..5 {
+        server.sql(&format!("INSERT INTO crash.ledger VALUES ({id}, 1, 1)"));
+    }
+    server.sql("INSERT INTO crash.hits VALUES (2, '192.0.2.2')");
+    eventually(Duration::from_secs(30), "books goes on", || out(&dir).0.len() == 4);
+    assert_eq!(interrupt(daemon.take()).code(), Some(0));
+
+    // The sink is back (a reader on the FIFO): edge's lane catches up.
+    let reader = crate::delivery::Reader::start(dir.join("queue.fifo"));
+    let (mut daemon, _addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
+    reader.wait_for(2, Duration::from_secs(30));
+    server.sql("INSERT INTO crash.ledger VALUES (5, 1, 1)");
+    eventually(Duration::from_secs(30), "books' new row", || out(&dir).0.len() == 5);
+    assert_eq!(interrupt(daemon.take()).code(), Some(0));
+    assert_eq!(reader.finish(), ["{\"order\":1}", "{\"order\":2}"]);
+    let ids: Vec<String> = out(&dir)
+        .0
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "5"], "each ledger row once");
+}
