@@ -26,6 +26,11 @@ pub struct Report {
     pub store: PathBuf,
     /// Where a restart resumes, if anything was committed.
     pub position: Option<Checkpoint>,
+    /// Tenants' lanes past `position` (another tenant's lane halted behind
+    /// them), and where each is: a restart gives their handlers only what
+    /// comes after it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub lanes: std::collections::BTreeMap<String, Checkpoint>,
     /// Per handler: keys and bytes of state.
     pub handlers: Vec<HandlerState>,
     /// Dead letters recorded.

@@ -141,6 +141,13 @@ fn a_tenant_that_halts_stops_alone_and_catches_up_after_a_restart() {
     let ready = get(&addr, "/readyz");
     assert_eq!(ready.status, 503, "a halted handler is a reason: {}", ready.body);
     assert_eq!(interrupt(daemon.take()).code(), Some(0));
+    let state = std::process::Command::new(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["state", "-c", config.to_str().unwrap()])
+        .envs(env)
+        .output()
+        .unwrap();
+    let state = String::from_utf8_lossy(&state.stdout).into_owned();
+    assert!(state.contains("lanes         books at mysql-bin."), "{state}");
 
     // Fixed: edge's new version echoes each hit. After the restart its
     // lane takes every hit from its own position; books takes nothing twice.

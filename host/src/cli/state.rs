@@ -110,6 +110,7 @@ pub async fn report(plan: &Plan) -> anyhow::Result<Report> {
         Ok(store) => Report {
             store: store.path().to_owned(),
             position: store.position()?,
+            lanes: store.lanes()?,
             handlers: sizes(&store)?,
             dead_letters: store.dead_letter_count()?,
             ..last_run_metrics(&plan.state.path.join(STATUS_FILE))
@@ -197,6 +198,15 @@ pub fn render(report: &Report) -> String {
             out.push_str(&format!(", after transaction {} (binlog time {})\n", cp.txn, cp.ts));
         }
         None => out.push_str("position      none yet: the next run starts where [source] start says\n"),
+    }
+    if !report.lanes.is_empty() {
+        let lanes: Vec<String> = (report.lanes.iter())
+            .map(|(tenant, cp)| format!("{tenant} at {}:{}", cp.file, cp.pos))
+            .collect();
+        out.push_str(&format!(
+            "lanes         {}: past the position, where another tenant's lane halted; their handlers take only what comes after\n",
+            lanes.join(", ")
+        ));
     }
     if let Some(s) = &report.server {
         match (&s.error, s.bytes_behind) {

@@ -28,6 +28,8 @@ struct Lanes {
     stored: bool,
     /// Whether a lane halted since the last commit.
     dirty: bool,
+    /// The lanes past the resume position the store holds now.
+    committed: BTreeMap<String, Checkpoint>,
 }
 
 impl Lanes {
@@ -67,6 +69,9 @@ pub struct Checkpointer {
     txn_dead_letters: Vec<DeadLetter>,
     /// The position of the stream last committed to the store.
     position: Option<Checkpoint>,
+    /// Where the store resumes: `position`, or with a lane halted behind
+    /// it, that lane's.
+    resume: Option<Checkpoint>,
     lanes: Lanes,
 }
 
@@ -81,6 +86,7 @@ impl Checkpointer {
             txn_position: None,
             txn_dead_letters: Vec::new(),
             position: None,
+            resume: None,
             lanes: Lanes::default(),
         }
     }
@@ -97,9 +103,11 @@ impl Checkpointer {
         let position = store.position()?;
         self.lanes.ahead = store.lanes()?;
         self.lanes.stored = !self.lanes.ahead.is_empty();
+        self.lanes.committed = self.lanes.ahead.clone();
         // A lane the store knows of keeps its position, configured or not.
         self.lanes.tenants.extend(self.lanes.ahead.keys().cloned());
         self.position = position.clone();
+        self.resume = position.clone();
         self.store = Some(store);
         Ok(position)
     }
@@ -108,6 +116,16 @@ impl Checkpointer {
     /// tenants' handlers take nothing before it.
     pub fn lanes_ahead(&self) -> &BTreeMap<String, Checkpoint> {
         &self.lanes.ahead
+    }
+
+    /// Where a restart resumes, as the store holds it now.
+    pub fn resume(&self) -> Option<&Checkpoint> {
+        self.resume.as_ref()
+    }
+
+    /// The lanes past the resume position, as the store holds them now.
+    pub fn stored_lanes(&self) -> &BTreeMap<String, Checkpoint> {
+        &self.lanes.committed
     }
 
     /// The stream has passed binlog place `at`: lanes that were ahead of
@@ -140,7 +158,9 @@ impl Checkpointer {
         self.store.is_some()
     }
 
-    /// The position last committed to the store.
+    /// The stream's position last committed to the store (a lane that
+    /// halted behind it is where a restart resumes: see
+    /// [`Checkpointer::resume`]).
     pub fn position(&self) -> Option<&Checkpoint> {
         self.position.as_ref()
     }
@@ -241,7 +261,11 @@ impl Checkpointer {
         }
         self.store.as_mut().expect("checked above").commit(&self.batch)?;
         self.lanes.dirty = false;
+        if let Some(lanes) = self.batch.lanes.take() {
+            self.lanes.committed = lanes;
+        }
         if stream.is_some() {
+            self.resume = self.batch.position.clone();
             self.position = stream;
         }
         self.batch = Batch::default();
@@ -342,6 +366,8 @@ mod tests {
             c.commit().unwrap();
         }
         assert_eq!(c.position(), Some(&at(300)), "the stream's position");
+        assert_eq!(c.resume(), Some(&at(100)));
+        assert_eq!(c.stored_lanes().len(), 2);
         let store = c.store().unwrap();
         assert_eq!(store.position().unwrap(), Some(at(100)), "resumes for the lane behind");
         let lanes = store.lanes().unwrap();

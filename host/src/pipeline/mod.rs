@@ -358,7 +358,8 @@ impl Pipeline {
         let now = Some(unix_now());
         let report = crate::status::Report {
             store: store.as_ref().map(|(p, _)| p.clone()).unwrap_or_default(),
-            position: self.checkpointer.position().cloned(),
+            position: self.checkpointer.resume().cloned(),
+            lanes: self.checkpointer.stored_lanes().clone(),
             handlers: self
                 .handlers
                 .state_sizes()
