@@ -806,8 +806,12 @@ impl Pipeline {
                     ops: p.plan.ops,
                 },
             );
-            if let Some((file, pos)) = &p.gate {
-                self.gates.insert(id.clone(), BinlogAt::of(file, *pos));
+            // A new handler starts at its tenant's lane, which may be past
+            // the stream after a restart; `start = "latest"` may be further.
+            let lane = (self.checkpointer.lanes_ahead().get(id.tenant())).map(|cp| BinlogAt::of(&cp.file, cp.pos));
+            let latest = p.gate.as_ref().map(|(file, pos)| BinlogAt::of(file, *pos));
+            if let Some(gate) = lane.into_iter().chain(latest).max() {
+                self.gates.insert(id.clone(), gate);
             }
             tracing::info!(handler = %id, module = %p.module.path(), "handler deployed: it takes the next transaction");
         }
