@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::http::{PASSWORD, eventually, get, metric, server, spawn};
+use crate::http::{PASSWORD, TOKEN, eventually, get, metric, request, server, spawn};
 use crate::support::{Server, interrupt, temp_dir};
 
 /// Tenant `books` runs `ledger` on `crash.ledger`, tenant `edge` runs
@@ -36,6 +36,7 @@ commit_interval_ms = 0
 
 [http]
 listen = "127.0.0.1:0"
+token = "${{RH_OBS_TOKEN}}"
 
 [sinks.out]
 kind = "file"
@@ -99,7 +100,7 @@ fn a_tenant_that_halts_stops_alone_and_catches_up_after_a_restart() {
     std::fs::copy(guests.join("ledger.wasm"), dir.join("edge.wasm")).unwrap();
     let config = config(&dir, &server);
     let log = dir.join("rowhook.log");
-    let env = [("RH_OBS_PASSWORD", PASSWORD)];
+    let env = [("RH_OBS_PASSWORD", PASSWORD), ("RH_OBS_TOKEN", TOKEN)];
     let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
     let ledger = |from: u32, to: u32| {
         for id in from..to {
@@ -179,7 +180,7 @@ fn a_tenant_that_halts_stops_alone_and_catches_up_after_a_restart() {
 }
 
 #[test]
-fn a_tenant_whose_sink_stays_down_halts_alone_and_catches_up_once_it_is_back() {
+fn a_tenant_whose_sink_stays_down_halts_alone_and_catches_up_when_resumed() {
     let server = server();
     let dir = temp_dir("lanes-sink");
     let minimal = crate::support::build_guest(&crate::support::root().join("guest-sdk/examples/minimal"), "minimal");
@@ -207,8 +208,8 @@ on_error = "halt"
         ),
     );
     let log = dir.join("rowhook.log");
-    let env = [("RH_OBS_PASSWORD", PASSWORD)];
-    let (mut daemon, _addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
+    let env = [("RH_OBS_PASSWORD", PASSWORD), ("RH_OBS_TOKEN", TOKEN)];
+    let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
     server.sql("INSERT INTO crash.ledger VALUES (1, 1, 1)");
     eventually(Duration::from_secs(30), "books' first row", || out(&dir).0.len() == 1);
     server.sql("INSERT INTO crash.hits VALUES (1, '192.0.2.1')");
@@ -222,20 +223,94 @@ on_error = "halt"
     }
     server.sql("INSERT INTO crash.hits VALUES (2, '192.0.2.2')");
     eventually(Duration::from_secs(30), "books goes on", || out(&dir).0.len() == 4);
-    assert_eq!(interrupt(daemon.take()).code(), Some(0));
 
-    // The sink is back (a reader on the FIFO): edge's lane catches up.
+    // The sink is back (a reader on the FIFO) and the team resumes its
+    // handler: edge's lane catches up while rowhook runs.
     let reader = crate::delivery::Reader::start(dir.join("queue.fifo"));
-    let (mut daemon, _addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
+    let resumed = request(
+        &addr,
+        "POST",
+        "/admin/handlers/edge/resume",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
     reader.wait_for(2, Duration::from_secs(30));
     server.sql("INSERT INTO crash.ledger VALUES (5, 1, 1)");
+    server.sql("INSERT INTO crash.hits VALUES (3, '192.0.2.3')");
     eventually(Duration::from_secs(30), "books' new row", || out(&dir).0.len() == 5);
+    reader.wait_for(3, Duration::from_secs(30));
+    assert_eq!(get(&addr, "/readyz").status, 200, "no handler halted any more");
     assert_eq!(interrupt(daemon.take()).code(), Some(0));
-    assert_eq!(reader.finish(), ["{\"order\":1}", "{\"order\":2}"]);
+    assert_eq!(reader.finish(), ["{\"order\":1}", "{\"order\":2}", "{\"order\":3}"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("the tenant's lane resumes"), "{text}");
     let ids: Vec<String> = out(&dir)
         .0
         .iter()
         .map(|l| l.split(' ').nth(1).unwrap().to_owned())
         .collect();
     assert_eq!(ids, ["1", "2", "3", "4", "5"], "each ledger row once");
+}
+
+#[test]
+fn a_halted_lane_catches_up_while_running_once_its_module_is_fixed() {
+    let server = server();
+    let dir = temp_dir("lanes-reload");
+    let guests = crate::reload::suite_guests();
+    std::fs::copy(guests.join("ledger.wasm"), dir.join("edge.wasm")).unwrap();
+    let config = config(&dir, &server);
+    let log = dir.join("rowhook.log");
+    let env = [("RH_OBS_PASSWORD", PASSWORD), ("RH_OBS_TOKEN", TOKEN)];
+    let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
+    server.sql("INSERT INTO crash.ledger VALUES (1, 1, 1)");
+    eventually(Duration::from_secs(30), "books' first row", || out(&dir).0.len() == 1);
+    server.sql("INSERT INTO crash.hits VALUES (1, '192.0.2.1')");
+    eventually(Duration::from_secs(30), "edge's lane halts", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("the tenant's lane halted")
+    });
+    for id in 2..5 {
+        server.sql(&format!("INSERT INTO crash.ledger VALUES ({id}, 1, 1)"));
+        server.sql(&format!("INSERT INTO crash.hits VALUES ({id}, '192.0.2.{id}')"));
+    }
+    eventually(Duration::from_secs(30), "books goes on", || out(&dir).0.len() == 4);
+
+    // A fixed version, written beside and renamed over the module: the
+    // reload lets edge's lane go on from its position.
+    let tmp = dir.join("edge.wasm.tmp");
+    std::fs::copy(guests.join("echo.wasm"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("edge.wasm")).unwrap();
+    eventually(Duration::from_secs(30), "edge catches up", || out(&dir).1.len() == 4);
+    server.sql("INSERT INTO crash.ledger VALUES (5, 1, 1)");
+    server.sql("INSERT INTO crash.hits VALUES (5, '192.0.2.5')");
+    eventually(Duration::from_secs(30), "both go on", || {
+        let (l, h) = out(&dir);
+        l.len() == 5 && h.len() == 5
+    });
+    let metrics = get(&addr, "/metrics").body;
+    assert_eq!(metric(&metrics, "rowhook_handler_halted", ""), 0.0, "{metrics}");
+    assert_eq!(interrupt(daemon.take()).code(), Some(0));
+    let (ledger_lines, hit_lines) = out(&dir);
+    let ids: Vec<String> = ledger_lines
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "5"], "each ledger row once, in order");
+    for (i, line) in hit_lines.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["after"]["id"], i + 1, "{line}");
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("the tenant's lane resumes"), "{text}");
+    assert!(
+        text.contains("the binlog stream is read again from an earlier position"),
+        "{text}"
+    );
+    // A restart finds every lane together: nothing again for anyone.
+    let (mut daemon, _addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
+    server.sql("INSERT INTO crash.ledger VALUES (6, 1, 1)");
+    eventually(Duration::from_secs(30), "after the restart", || out(&dir).0.len() == 6);
+    assert_eq!(interrupt(daemon.take()).code(), Some(0));
+    assert_eq!(out(&dir).1.len(), 5);
 }

@@ -40,6 +40,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     let plan = deployed.as_ref().unwrap_or(plan);
     let mut pipeline = rt.block_on(Pipeline::new(plan, runtime.clone()))?;
     pipeline.watch_modules()?;
+    // The server is asked again from a halted lane's position when it may go on.
+    pipeline.rewind_lanes();
     let resume = pipeline.attach_store(StateStore::open(&plan.state.path)?)?;
     let start = match &resume {
         Some(cp) if !cp.file.is_empty() => StartPosition::File {

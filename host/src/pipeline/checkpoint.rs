@@ -136,6 +136,23 @@ impl Checkpointer {
         }
     }
 
+    /// `tenant`'s halted lane goes on from its position, which it returns;
+    /// each lane in `others` is where the stream is, `here`, until the
+    /// stream comes back there.
+    pub fn resume_lane(&mut self, tenant: &str, others: &[String], here: &Checkpoint) -> Option<Checkpoint> {
+        let at = self.lanes.halted.remove(tenant)?;
+        for t in others {
+            match self.lanes.ahead.get(t) {
+                Some(a) if a.at() >= here.at() => {}
+                _ => {
+                    self.lanes.ahead.insert(t.clone(), here.clone());
+                }
+            }
+        }
+        self.lanes.dirty = true;
+        Some(at)
+    }
+
     /// `tenant`'s lane halted after the transaction that ends at `at`: the
     /// store keeps that as its position from the next commit on, whatever
     /// the others do, and a restart resumes there for it.

@@ -676,6 +676,13 @@ impl Handlers {
         }
     }
 
+    /// Handler `id` runs again (its tenant's lane resumed).
+    pub fn unmark_halted(&self, id: &HandlerId) {
+        if let Some(slot) = self.slots.get(id) {
+            slot.counters.halted.set(0.0);
+        }
+    }
+
     /// Calls handler `id` with one encoded row change; what it emitted is
     /// appended to `out`. A trapped instance is replaced before this
     /// returns. A suspended handler is not called.

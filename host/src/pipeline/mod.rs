@@ -154,6 +154,14 @@ pub struct Pipeline {
     /// flushed; then the position after the last transaction done.
     seen: Option<Checkpoint>,
     done: Option<Checkpoint>,
+    /// Whether the source can read an earlier position again, so that a
+    /// halted lane can catch up while running (see [`Pipeline::resume_lane`]).
+    rewinds: bool,
+    /// Where the stream is to be read again from, for the driver.
+    rewind: Option<Checkpoint>,
+    /// Halted lanes whose handler was reloaded or resumed since the last
+    /// transaction boundary.
+    lanes_to_resume: std::collections::BTreeSet<String>,
 }
 
 /// A place in the binlog that compares across files: the file's number
@@ -231,6 +239,9 @@ impl Pipeline {
             halted_lanes: Default::default(),
             seen: None,
             done: None,
+            rewinds: false,
+            rewind: None,
+            lanes_to_resume: Default::default(),
         })
         .map(|mut p| {
             // Every tenant has a position of its own (lanes a restart finds
@@ -431,6 +442,9 @@ impl Pipeline {
                 Control::Resume { handler, reply } => {
                     let id = self.handlers.find(&handler).expect("found above");
                     self.resume(&id);
+                    if self.halted_lanes.contains(id.tenant()) {
+                        self.lanes_to_resume.insert(id.tenant().to_owned());
+                    }
                     let _ = reply.send(Ok(self.paused_answer(&id)));
                 }
                 Control::Reload { handler, reply } => {
@@ -707,7 +721,13 @@ impl Pipeline {
         let Some(reloader) = &self.reloader else { return };
         while let Some(outcome) = reloader.try_next() {
             match outcome {
-                Reload::Ready { handlers, module } => self.handlers.reloaded(&handlers, &module),
+                Reload::Ready { handlers, module } => {
+                    self.handlers.reloaded(&handlers, &module);
+                    // A new version of a halted lane's handler lets the lane go on.
+                    for id in handlers.iter().filter(|id| self.halted_lanes.contains(id.tenant())) {
+                        self.lanes_to_resume.insert(id.tenant().to_owned());
+                    }
+                }
                 Reload::Failed { handlers, error } => self.handlers.reload_failed(&handlers, &error),
             }
         }
@@ -1036,9 +1056,75 @@ impl Pipeline {
         }
         tracing::error!(
             tenant = %tenant, file = %done.file, pos = done.pos,
-            "the tenant's lane halted: {error:#}. Its handlers take no more changes and the other tenants go on; its position stays where it was. Fix the handler (or its sink) and restart rowhook: the tenant catches up from its position, and the others skip what they already have"
+            "the tenant's lane halted: {error:#}. Its handlers take no more changes and the other tenants go on; its position stays where it was. Fix the handler (a new module file, or POST /admin/handlers/NAME/resume once its sink is back) or restart rowhook: the tenant catches up from its position, and the others skip what they already have"
         );
         true
+    }
+
+    /// The source can read an earlier position again (a live server): a
+    /// halted lane whose handler is reloaded or resumed catches up while
+    /// running.
+    pub fn rewind_lanes(&mut self) {
+        self.rewinds = true;
+    }
+
+    /// Lets `tenant`'s halted lane go on (its handler was reloaded or
+    /// resumed through the admin API): the store is brought up to date,
+    /// every other running lane is held at where the stream is now, and
+    /// the stream is read again from the halted lane's position. While it
+    /// catches up the others skip what they already have, and from where
+    /// they were on all lanes take each transaction together again. Call
+    /// between transactions. Returns whether it resumed.
+    fn resume_lane(&mut self, rt: &tokio::runtime::Runtime, tenant: &str) -> bool {
+        if !self.halted_lanes.contains(tenant) || self.in_transaction {
+            return false;
+        }
+        if !self.rewinds {
+            tracing::warn!(tenant = %tenant, "the tenant's lane stays halted: restart rowhook to let it catch up from its position (this source cannot read it again while running)");
+            return false;
+        }
+        let Some(here) = self.done.clone() else { return false };
+        if let Err(e) = rt.block_on(self.checkpoint()) {
+            tracing::error!(tenant = %tenant, "the tenant's lane stays halted: committing the checkpoint first failed: {e:#}");
+            return false;
+        }
+        let others: Vec<String> = (self.handlers.ids().iter())
+            .map(|id| id.tenant().to_owned())
+            .filter(|t| t != tenant && !self.halted_lanes.contains(t))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let Some(at) = self.checkpointer.resume_lane(tenant, &others, &here) else {
+            return false;
+        };
+        let gate = BinlogAt::of(&here.file, here.pos);
+        for id in self.handlers.ids() {
+            if id.tenant() == tenant {
+                self.handlers.unmark_halted(id);
+            } else if others.iter().any(|t| t == id.tenant()) {
+                let g = self.gates.entry(id.clone()).or_insert(gate);
+                *g = (*g).max(gate);
+            }
+        }
+        self.halted_lanes.remove(tenant);
+        tracing::info!(
+            tenant = %tenant, from = %format!("{}:{}", at.file, at.pos), to = %format!("{}:{}", here.file, here.pos),
+            "the tenant's lane resumes: the stream is read again from its position, and the other tenants skip what they already have until the stream is back where they are"
+        );
+        self.done = Some(at.clone());
+        self.rewind = Some(at);
+        true
+    }
+
+    /// Lets the halted lanes asked for go on (see [`Pipeline::resume_lane`]),
+    /// one at a time: the stream is read again from the first one's
+    /// position, and the others wait for the next boundary.
+    fn resume_lanes(&mut self, rt: &tokio::runtime::Runtime) {
+        if self.lanes_to_resume.is_empty() || self.rewind.is_some() || self.in_transaction {
+            return;
+        }
+        let tenant = self.lanes_to_resume.pop_first().expect("not empty");
+        self.resume_lane(rt, &tenant);
     }
 
     /// Keeps a failure as handler `id`'s latest, for the status report.
@@ -1089,6 +1175,7 @@ impl Consumer for Pipeline {
         if !self.in_transaction {
             self.apply_reloads();
             self.apply_control();
+            self.resume_lanes(rt);
             self.apply_deployments(rt);
             self.hand_over_held(rt, stop)?;
         }
@@ -1114,6 +1201,15 @@ impl Consumer for Pipeline {
         Pipeline::next_tick(self)
     }
 
+    fn rewind(&mut self) -> Option<crate::driver::Rewind> {
+        let at = self.rewind.take()?;
+        Some(crate::driver::Rewind {
+            file: at.file,
+            pos: at.pos,
+            gtids: at.gtids,
+        })
+    }
+
     fn tick(&mut self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         rt.block_on(Pipeline::tick(self))?;
         if self.in_transaction {
@@ -1122,6 +1218,7 @@ impl Consumer for Pipeline {
         // Between transactions, also while the stream is idle: a new
         // version of a suspended handler takes its held changes.
         self.apply_reloads();
+        self.resume_lanes(rt);
         self.apply_deployments(rt);
         let mut stop = self.io.as_ref().map(|(_, stop)| stop.clone()).unwrap_or_default();
         match self.hand_over_held(rt, &mut stop) {

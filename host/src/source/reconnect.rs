@@ -388,6 +388,31 @@ impl Resilient {
         }
     }
 
+    /// Asks the server for the stream again from `file:pos`, on a new
+    /// connection that replaces the current one (a tenant's lane catching
+    /// up: see `Pipeline::resume_lane`).
+    pub async fn seek(&mut self, file: &str, pos: u64) -> Result<(), SourceError> {
+        let start = StartPosition::File {
+            file: file.to_owned(),
+            pos,
+        };
+        let opts = LiveOptions {
+            start: start.clone(),
+            ..self.opts.clone()
+        };
+        let live = connect_within(&opts, self.policy.connect_timeout, true).await?;
+        self.live = live;
+        self.outage = None;
+        self.current = None;
+        self.resume = start;
+        file.clone_into(&mut self.file);
+        self.connected_at = Instant::now();
+        self.delivered = false;
+        self.stats.set_connected(true);
+        tracing::info!(file, pos, "the binlog stream is read again from an earlier position");
+        Ok(())
+    }
+
     /// The event as the decoder takes it.
     pub fn raw<'a>(&self, event: &'a Event) -> RawEvent<'a> {
         self.live.raw(event)
@@ -592,6 +617,10 @@ impl super::Source for Resilient {
 
     fn skip_payload_copies(&mut self, n: usize) {
         Resilient::skip_payload_copies(self, n);
+    }
+
+    async fn seek(&mut self, file: &str, pos: u64) -> anyhow::Result<()> {
+        Ok(Resilient::seek(self, file, pos).await?)
     }
 
     async fn column_names(&mut self, db: &str, table: &str) -> anyhow::Result<Option<Vec<String>>> {
