@@ -314,3 +314,72 @@ fn a_halted_lane_catches_up_while_running_once_its_module_is_fixed() {
     assert_eq!(interrupt(daemon.take()).code(), Some(0));
     assert_eq!(out(&dir).1.len(), 5);
 }
+
+#[test]
+fn a_tenant_whose_sink_stays_down_is_suspended_as_a_whole_and_the_others_stop_waiting() {
+    let server = server();
+    let dir = temp_dir("lanes-sink-breaker");
+    let minimal = crate::support::build_guest(&crate::support::root().join("guest-sdk/examples/minimal"), "minimal");
+    // Edge's FIFO has no reader; each batch is refused after three retries
+    // (about a second and a half), and edge skips what is refused. Its
+    // tenant's breaker opens after two refusals.
+    let config = config_with(
+        &dir,
+        &server,
+        "[sinks.orders_queue]\nkind = \"fifo\"\npath = \"queue.fifo\"\nretries = 3\nretry_max_ms = 500",
+        &format!(
+            r#"
+[tenants.edge]
+tables = ["crash.hits"]
+sinks = ["orders_queue"]
+breaker = {{ failures = 2, window_ms = 60000, cooldown_ms = 600000 }}
+
+[[handlers]]
+name = "edge"
+tenant = "edge"
+module = "{}"
+tables = ["crash.hits"]
+sinks = ["orders_queue"]
+on_error = "skip"
+"#,
+            minimal.display()
+        ),
+    );
+    let log = dir.join("rowhook.log");
+    let env = [("RH_OBS_PASSWORD", PASSWORD), ("RH_OBS_TOKEN", TOKEN)];
+    let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
+    for id in 1..11 {
+        server.sql(&format!("INSERT INTO crash.hits VALUES ({id}, '192.0.2.{id}')"));
+        server.sql(&format!("INSERT INTO crash.ledger VALUES ({id}, 1, 1)"));
+    }
+    eventually(Duration::from_secs(60), "books takes every row", || {
+        out(&dir).0.len() == 10
+    });
+    let metrics = get(&addr, "/metrics").body;
+    assert_eq!(
+        metric(&metrics, "rowhook_tenant_suspended", "tenant=\"edge\""),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "rowhook_tenant_suspensions_total", "tenant=\"edge\""),
+        1.0
+    );
+    // Two batches were refused (and retried); the other eight changes of
+    // edge were not called at all, so nobody waited on the FIFO for them.
+    assert_eq!(
+        metric(&metrics, "rowhook_sink_messages_total", "result=\"refused\""),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "rowhook_handler_suspended_total", "handler=\"edge\""),
+        8.0
+    );
+    assert_eq!(interrupt(daemon.take()).code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the last sink `orders_queue` refusing its messages"),
+        "{text}"
+    );
+}

@@ -747,6 +747,25 @@ impl Handlers {
         result
     }
 
+    /// `sink` refused messages of `tenant`'s handlers beyond its retries: a
+    /// failure of the tenant's circuit breaker, if it has one, which
+    /// suspends the whole tenant once they add up, so that the others stop
+    /// waiting on retries of a sink that stays down.
+    pub fn tenant_sink_failed(&mut self, tenant: &str, sink: &str) {
+        let Some(t) = self.tenants.get_mut(tenant) else { return };
+        if t.breaker.failed(Instant::now()) == Transition::Opened {
+            t.suspensions.inc();
+            t.suspended.set(1.0);
+            tracing::warn!(
+                tenant = %tenant,
+                "tenant suspended for {} ms by its circuit breaker ({} failures of its handlers or sinks within {} ms, the last sink `{sink}` refusing its messages beyond its retries): each of its handlers' changes go to its while_suspended until a trial change succeeds",
+                t.plan.cooldown.as_millis(),
+                t.plan.failures,
+                t.plan.window.as_millis(),
+            );
+        }
+    }
+
     /// Replaces the state of every handler with what `load` returns for it.
     pub fn load_state(
         &mut self,

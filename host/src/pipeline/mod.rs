@@ -927,6 +927,13 @@ impl Pipeline {
             error,
         } = refused;
         let mut letters: std::collections::BTreeMap<String, Vec<Message>> = Default::default();
+        // Each tenant whose messages the sink refused: one failure of its breaker.
+        let tenants: std::collections::BTreeSet<&str> = origins.iter().map(HandlerId::tenant).collect();
+        for tenant in tenants {
+            if !self.halted_lanes.contains(tenant) {
+                self.handlers.tenant_sink_failed(tenant, &sink);
+            }
+        }
         for (msg, origin) in messages.into_iter().zip(&origins) {
             if !self.halted_lanes.is_empty() && self.halted_lanes.contains(origin.tenant()) {
                 continue;
