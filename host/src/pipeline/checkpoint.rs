@@ -141,6 +141,9 @@ impl Checkpointer {
     /// stream comes back there.
     pub fn resume_lane(&mut self, tenant: &str, others: &[String], here: &Checkpoint) -> Option<Checkpoint> {
         let at = self.lanes.halted.remove(tenant)?;
+        // The stream goes back to the lane's position: until it commits
+        // again, that is where the stream is.
+        self.position = Some(at.clone());
         for t in others {
             match self.lanes.ahead.get(t) {
                 Some(a) if a.at() >= here.at() => {}
@@ -417,5 +420,40 @@ mod tests {
         let store = c.store().unwrap();
         assert_eq!(store.position().unwrap(), Some(at(400)));
         assert!(store.lanes().unwrap().is_empty(), "every lane with the stream again");
+    }
+
+    #[test]
+    fn a_resumed_lane_is_behind_until_the_stream_comes_back() {
+        let dir = TempDir::new("checkpointer-lane-resume");
+        let mut c = Checkpointer::new(Duration::ZERO);
+        c.lanes(["books", "edge"].map(String::from));
+        c.attach(StateStore::open(dir.path()).unwrap()).unwrap();
+        c.commit_seen(at(100));
+        c.end_transaction();
+        c.commit().unwrap();
+        c.halt_lane("edge", at(100));
+        for pos in [200, 300] {
+            c.commit_seen(at(pos));
+            c.end_transaction();
+            c.commit().unwrap();
+        }
+        // Edge goes on: the stream is read again from 100; books is at 300.
+        assert_eq!(c.resume_lane("edge", &["books".into()], &at(300)), Some(at(100)));
+        assert_eq!(c.resume_lane("edge", &["books".into()], &at(300)), None, "once");
+        // A stop before the stream commits again keeps both where they are.
+        assert!(c.pending());
+        c.commit().unwrap();
+        let store = c.store().unwrap();
+        assert_eq!(store.position().unwrap(), Some(at(100)));
+        assert_eq!(store.lanes().unwrap(), [("books".to_owned(), at(300))].into());
+        for pos in [200, 300, 400] {
+            c.commit_seen(at(pos));
+            c.end_transaction();
+            c.passed(at(pos).at());
+            c.commit().unwrap();
+        }
+        let store = c.store().unwrap();
+        assert_eq!(store.position().unwrap(), Some(at(400)));
+        assert!(store.lanes().unwrap().is_empty());
     }
 }

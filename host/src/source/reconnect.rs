@@ -400,17 +400,31 @@ impl Resilient {
             start: start.clone(),
             ..self.opts.clone()
         };
-        let live = connect_within(&opts, self.policy.connect_timeout, true).await?;
-        self.live = live;
-        self.outage = None;
         self.current = None;
         self.resume = start;
         file.clone_into(&mut self.file);
-        self.connected_at = Instant::now();
-        self.delivered = false;
-        self.stats.set_connected(true);
-        tracing::info!(file, pos, "the binlog stream is read again from an earlier position");
-        Ok(())
+        match connect_within(&opts, self.policy.connect_timeout, true).await {
+            Ok(live) => {
+                self.live = live;
+                self.outage = None;
+                self.connected_at = Instant::now();
+                self.delivered = false;
+                self.stats.set_connected(true);
+                tracing::info!(file, pos, "the binlog stream is read again from an earlier position");
+                Ok(())
+            }
+            // Lost as any stream is: the next event reconnects there, with
+            // the usual backoff.
+            Err(e) if e.is_transient() => {
+                match &mut self.outage {
+                    // An attempt under way was for the old position.
+                    Some(outage) => outage.attempt = None,
+                    None => self.lost(e),
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The event as the decoder takes it.
