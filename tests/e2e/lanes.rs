@@ -82,6 +82,35 @@ sinks = ["out"]
 on_error = "halt"
 "#;
 
+/// [`config`] with tenant `edge` sending each new hit (the minimal
+/// example's `{"order":ID}`) to the FIFO sink `orders_queue` (`queue.fifo`,
+/// with `retry`), under `on_error`; `breaker` is the tenant's, if any.
+fn fifo_edge(dir: &Path, server: &Server, retry: &str, breaker: &str, on_error: &str) -> PathBuf {
+    let minimal = crate::support::build_guest(&crate::support::root().join("guest-sdk/examples/minimal"), "minimal");
+    config_with(
+        dir,
+        server,
+        &format!("[sinks.orders_queue]\nkind = \"fifo\"\npath = \"queue.fifo\"\n{retry}"),
+        &format!(
+            r#"
+[tenants.edge]
+tables = ["crash.hits"]
+sinks = ["orders_queue"]
+{breaker}
+
+[[handlers]]
+name = "edge"
+tenant = "edge"
+module = "{}"
+tables = ["crash.hits"]
+sinks = ["orders_queue"]
+on_error = "{on_error}"
+"#,
+            minimal.display()
+        ),
+    )
+}
+
 /// The lines of `out.log`: the ledger's (`<id> <ledger id> <k>`) and the
 /// echoed hits (JSON).
 fn out(dir: &Path) -> (Vec<String>, Vec<String>) {
@@ -183,30 +212,9 @@ fn a_tenant_that_halts_stops_alone_and_catches_up_after_a_restart() {
 fn a_tenant_whose_sink_stays_down_halts_alone_and_catches_up_when_resumed() {
     let server = server();
     let dir = temp_dir("lanes-sink");
-    let minimal = crate::support::build_guest(&crate::support::root().join("guest-sdk/examples/minimal"), "minimal");
     // Edge sends each new hit to a FIFO nobody reads: its sink refuses
     // after one retry, and under `halt` its lane stops.
-    let config = config_with(
-        &dir,
-        &server,
-        "[sinks.orders_queue]\nkind = \"fifo\"\npath = \"queue.fifo\"\nretries = 1\nretry_max_ms = 50",
-        &format!(
-            r#"
-[tenants.edge]
-tables = ["crash.hits"]
-sinks = ["orders_queue"]
-
-[[handlers]]
-name = "edge"
-tenant = "edge"
-module = "{}"
-tables = ["crash.hits"]
-sinks = ["orders_queue"]
-on_error = "halt"
-"#,
-            minimal.display()
-        ),
-    );
+    let config = fifo_edge(&dir, &server, "retries = 1\nretry_max_ms = 50", "", "halt");
     let log = dir.join("rowhook.log");
     let env = [("RH_OBS_PASSWORD", PASSWORD), ("RH_OBS_TOKEN", TOKEN)];
     let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
@@ -319,31 +327,15 @@ fn a_halted_lane_catches_up_while_running_once_its_module_is_fixed() {
 fn a_tenant_whose_sink_stays_down_is_suspended_as_a_whole_and_the_others_stop_waiting() {
     let server = server();
     let dir = temp_dir("lanes-sink-breaker");
-    let minimal = crate::support::build_guest(&crate::support::root().join("guest-sdk/examples/minimal"), "minimal");
     // Edge's FIFO has no reader; each batch is refused after three retries
-    // (about a second and a half), and edge skips what is refused. Its
-    // tenant's breaker opens after two refusals.
-    let config = config_with(
+    // (a third of a second), and edge skips what is refused. Its tenant's
+    // breaker opens after two refusals.
+    let config = fifo_edge(
         &dir,
         &server,
-        "[sinks.orders_queue]\nkind = \"fifo\"\npath = \"queue.fifo\"\nretries = 3\nretry_max_ms = 500",
-        &format!(
-            r#"
-[tenants.edge]
-tables = ["crash.hits"]
-sinks = ["orders_queue"]
-breaker = {{ failures = 2, window_ms = 60000, cooldown_ms = 600000 }}
-
-[[handlers]]
-name = "edge"
-tenant = "edge"
-module = "{}"
-tables = ["crash.hits"]
-sinks = ["orders_queue"]
-on_error = "skip"
-"#,
-            minimal.display()
-        ),
+        "retries = 3\nretry_max_ms = 500",
+        "breaker = { failures = 2, window_ms = 60000, cooldown_ms = 600000 }",
+        "skip",
     );
     let log = dir.join("rowhook.log");
     let env = [("RH_OBS_PASSWORD", PASSWORD), ("RH_OBS_TOKEN", TOKEN)];
