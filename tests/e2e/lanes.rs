@@ -111,6 +111,21 @@ on_error = "{on_error}"
     )
 }
 
+/// The environment of the runs: the source's password and the admin token.
+const ENV: [(&str, &str); 2] = [("RH_OBS_PASSWORD", PASSWORD), ("RH_OBS_TOKEN", TOKEN)];
+
+/// Books takes a first row; then a hit makes edge's lane halt.
+fn halt_edge(server: &Server, dir: &Path, log: &Path) {
+    server.sql("INSERT INTO crash.ledger VALUES (1, 1, 1)");
+    eventually(Duration::from_secs(30), "books' first row", || out(dir).0.len() == 1);
+    server.sql("INSERT INTO crash.hits VALUES (1, '192.0.2.1')");
+    eventually(Duration::from_secs(30), "edge's lane halts", || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("the tenant's lane halted")
+    });
+}
+
 /// The lines of `out.log`: the ledger's (`<id> <ledger id> <k>`) and the
 /// echoed hits (JSON).
 fn out(dir: &Path) -> (Vec<String>, Vec<String>) {
@@ -129,7 +144,7 @@ fn a_tenant_that_halts_stops_alone_and_catches_up_after_a_restart() {
     std::fs::copy(guests.join("ledger.wasm"), dir.join("edge.wasm")).unwrap();
     let config = config(&dir, &server);
     let log = dir.join("rowhook.log");
-    let env = [("RH_OBS_PASSWORD", PASSWORD), ("RH_OBS_TOKEN", TOKEN)];
+    let env = ENV;
     let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
     let ledger = |from: u32, to: u32| {
         for id in from..to {
@@ -216,16 +231,9 @@ fn a_tenant_whose_sink_stays_down_halts_alone_and_catches_up_when_resumed() {
     // after one retry, and under `halt` its lane stops.
     let config = fifo_edge(&dir, &server, "retries = 1\nretry_max_ms = 50", "", "halt");
     let log = dir.join("rowhook.log");
-    let env = [("RH_OBS_PASSWORD", PASSWORD), ("RH_OBS_TOKEN", TOKEN)];
+    let env = ENV;
     let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
-    server.sql("INSERT INTO crash.ledger VALUES (1, 1, 1)");
-    eventually(Duration::from_secs(30), "books' first row", || out(&dir).0.len() == 1);
-    server.sql("INSERT INTO crash.hits VALUES (1, '192.0.2.1')");
-    eventually(Duration::from_secs(30), "edge's lane halts", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("the tenant's lane halted")
-    });
+    halt_edge(&server, &dir, &log);
     for id in 2..5 {
         server.sql(&format!("INSERT INTO crash.ledger VALUES ({id}, 1, 1)"));
     }
@@ -268,16 +276,9 @@ fn a_halted_lane_catches_up_while_running_once_its_module_is_fixed() {
     std::fs::copy(guests.join("ledger.wasm"), dir.join("edge.wasm")).unwrap();
     let config = config(&dir, &server);
     let log = dir.join("rowhook.log");
-    let env = [("RH_OBS_PASSWORD", PASSWORD), ("RH_OBS_TOKEN", TOKEN)];
+    let env = ENV;
     let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
-    server.sql("INSERT INTO crash.ledger VALUES (1, 1, 1)");
-    eventually(Duration::from_secs(30), "books' first row", || out(&dir).0.len() == 1);
-    server.sql("INSERT INTO crash.hits VALUES (1, '192.0.2.1')");
-    eventually(Duration::from_secs(30), "edge's lane halts", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("the tenant's lane halted")
-    });
+    halt_edge(&server, &dir, &log);
     for id in 2..5 {
         server.sql(&format!("INSERT INTO crash.ledger VALUES ({id}, 1, 1)"));
         server.sql(&format!("INSERT INTO crash.hits VALUES ({id}, '192.0.2.{id}')"));
@@ -338,7 +339,7 @@ fn a_tenant_whose_sink_stays_down_is_suspended_as_a_whole_and_the_others_stop_wa
         "skip",
     );
     let log = dir.join("rowhook.log");
-    let env = [("RH_OBS_PASSWORD", PASSWORD), ("RH_OBS_TOKEN", TOKEN)];
+    let env = ENV;
     let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
     for id in 1..11 {
         server.sql(&format!("INSERT INTO crash.hits VALUES ({id}, '192.0.2.{id}')"));
