@@ -557,6 +557,12 @@ impl Pipeline {
                         if self.handle_error(&id, Failed::Held(&held), &e, e.kind()) == Flow::Stop {
                             return Err(self.take_halt().expect("a stop is a halt"));
                         }
+                        if self.halted_lanes.contains(id.tenant()) {
+                            // Its lane halted: what it handed over in this
+                            // slice was undone, and stays held.
+                            n = 0;
+                            break;
+                        }
                     }
                 }
                 n += 1;
@@ -565,6 +571,9 @@ impl Pipeline {
             if n > 0 {
                 handed.push((id, n));
             }
+        }
+        if !self.halted_lanes.is_empty() {
+            handed.retain(|(id, _)| !self.halted_lanes.contains(id.tenant()));
         }
         if handed.is_empty() {
             return Ok(());
@@ -588,6 +597,10 @@ impl Pipeline {
             .commit_state(|id, writes| checkpointer.state_writes(id.key(), writes));
         let mut ranges = Vec::new();
         for (id, n) in handed {
+            // A lane that halted on a refused message keeps its changes held.
+            if self.halted_lanes.contains(id.tenant()) {
+                continue;
+            }
             ranges.extend(self.holds.release(&id, n).map(|r| (id.key().to_owned(), r)));
         }
         if self.checkpointer.handed_over(ranges) {
