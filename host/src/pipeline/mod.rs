@@ -846,7 +846,11 @@ impl Pipeline {
             if let Some(gate) = lane.into_iter().chain(latest).max() {
                 self.gates.insert(id.clone(), gate);
             }
-            tracing::info!(handler = %id, module = %p.module.path(), "handler deployed: it takes the next transaction");
+            if self.halted_lanes.contains(id.tenant()) {
+                tracing::info!(handler = %id, module = %p.module.path(), "handler deployed: its tenant's lane is halted, and it takes changes once the lane resumes");
+            } else {
+                tracing::info!(handler = %id, module = %p.module.path(), "handler deployed: it takes the next transaction");
+            }
         }
         for id in &d.remove {
             tracing::info!(handler = %id, "handler removed: its state stays in the store until `rowhook state reset`");
