@@ -20,7 +20,6 @@
 //! tenant's directory is refused.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -30,6 +29,7 @@ use serde::Deserialize;
 
 use crate::config::{ConfigError, HandlerPlan, HandlerStart, Plan, RawConfig, RawHandler};
 use crate::handler_id::{HandlerId, Roster};
+use crate::runtime::reload::digest;
 use crate::runtime::{HandlerRuntime, Module, read_module};
 
 /// How long a tenant's files must be left alone before they are read.
@@ -210,12 +210,6 @@ pub struct Site {
     running: BTreeMap<HandlerId, (HandlerPlan, u64)>,
     /// The trial of a new or changed module.
     tryout: Tryout,
-}
-
-fn digest(bytes: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
 }
 
 impl Site {
@@ -514,9 +508,22 @@ impl Site {
             .filter(|h| h.tenant == tenant && keys.contains_key(h.name.as_str()))
         {
             let key = keys[h.name.as_str()];
+            let max = h.limits.module_bytes();
             let bytes = match &overlay.module {
-                Some((path, bytes)) if *path == h.module => Ok(bytes.clone()),
-                _ => read_module(&h.module, h.limits.module_bytes()),
+                Some((path, bytes)) if *path == h.module => match bytes.len() as u64 > max {
+                    true => Err(crate::runtime::LoadError::TooLarge {
+                        path: path.display().to_string(),
+                        max_mb: max.div_ceil(1 << 20),
+                    }),
+                    false => Ok(bytes.clone()),
+                },
+                _ => match confined(&self.dir.join(tenant), &h.module) {
+                    Ok(()) => read_module(&h.module, max),
+                    Err(e) => {
+                        problems.push(format!("{key}.module: {e}"));
+                        continue;
+                    }
+                },
             };
             let bytes = match bytes {
                 Ok(b) => b,
@@ -693,6 +700,13 @@ fn read_tenant(dir: &Path, tenant: &str, overlay: &Overlay) -> Result<TenantHand
         if !name.ends_with(".toml") || is_temporary(&path) {
             continue;
         }
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            problems.push(format!(
+                "{}: is a symbolic link; a tenant's handler files are regular files in its directory",
+                path.display()
+            ));
+            continue;
+        }
         match read_small(&path) {
             Ok(t) => {
                 texts.insert(name, t);
@@ -763,6 +777,25 @@ fn inside(dir: &Path, module: &str) -> Option<PathBuf> {
     plain.then(|| dir.join(p))
 }
 
+/// Whether `path` is in `dir` once links are followed: a module a tenant
+/// links to outside its directory (another tenant's, the operator's) is
+/// refused.
+fn confined(dir: &Path, path: &Path) -> Result<(), String> {
+    let real = path
+        .canonicalize()
+        .map_err(|e| format!("{} cannot be read: {e}", path.display()))?;
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    if real.starts_with(&dir) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} leads outside {} through a symbolic link; put the module itself in the tenant's directory",
+            path.display(),
+            dir.display()
+        ))
+    }
+}
+
 /// Editors' and the admin API's files being written, not handler files.
 fn is_temporary(path: &Path) -> bool {
     let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
@@ -793,23 +826,10 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("creating the tenant directory {}: {e}", dir.display()))
 }
 
-/// Writes `bytes` to `path` through a temporary file renamed over it, so
-/// that no reader sees half of it.
+/// Writes `bytes` to `path` (see [`crate::status::replace_file`]: no
+/// link a tenant plants in its directory is followed), synced.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        std::fs::write(&tmp, bytes)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("writing {}: {e}", path.display())
-    })
+    crate::status::replace_file(path, bytes, true).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -892,5 +912,36 @@ mod tests {
             module: None,
         };
         assert!(read_tenant(dir.path(), "growth", &removed).unwrap().is_empty());
+    }
+
+    #[test]
+    fn links_out_of_the_tenant_directory_are_refused() {
+        let dir = crate::sink::testing::TempDir::new("deploy-links");
+        let t = dir.path().join("growth");
+        std::fs::create_dir(&t).unwrap();
+        let outside = dir.path().join("secret.toml");
+        std::fs::write(
+            &outside,
+            "[[handlers]]\nname = \"x\"\nmodule = \"x.wasm\"\ntables = [\"s.t\"]\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&outside, t.join("peek.toml")).unwrap();
+        let problems = read_tenant(dir.path(), "growth", &Overlay::default()).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].ends_with(
+                "peek.toml: is a symbolic link; a tenant's handler files are regular files in its directory"
+            )
+        );
+        std::os::unix::fs::symlink(&outside, t.join("m.wasm")).unwrap();
+        let e = confined(&t, &t.join("m.wasm")).unwrap_err();
+        assert!(e.contains("leads outside"), "{e}");
+        std::fs::write(t.join("own.wasm"), b"\0asm").unwrap();
+        std::os::unix::fs::symlink(t.join("own.wasm"), t.join("alias.wasm")).unwrap();
+        assert_eq!(
+            confined(&t, &t.join("alias.wasm")),
+            Ok(()),
+            "a link within the directory is fine"
+        );
     }
 }

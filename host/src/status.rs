@@ -311,17 +311,31 @@ impl LiveStatus {
     }
 }
 
-/// Writes the status file of a running rowhook (atomically, by rename).
-///
-/// The temp file is created anew (`O_EXCL`, mode 0600): whatever is at its
-/// name, a file a crash left or a link planted there, is removed first and
-/// never followed, so the write cannot land anywhere but in `dir`.
+/// Writes the status file of a running rowhook (atomically, by rename:
+/// see [`replace_file`]).
 pub fn write_status(dir: &Path, report: &Report) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+    replace_file(&dir.join(STATUS_FILE), &bytes, false)
+}
+
+/// Replaces `path` with `bytes` by writing a temporary file beside it and
+/// renaming it over `path`, so that no reader sees half of it (after an
+/// fsync of the temporary file if `sync`).
+///
+/// The temp file (`NAME.tmp`) is created anew (`O_EXCL`, mode 0600):
+/// whatever is at its name, a file a crash left or a link planted there,
+/// is removed first and never followed, so the write cannot land anywhere
+/// but beside `path`; the rename replaces a link at `path` itself, never
+/// what it points to.
+pub fn replace_file(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
 
-    let bytes = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!("{name}.tmp"));
     match std::fs::remove_file(&tmp) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
@@ -332,9 +346,12 @@ pub fn write_status(dir: &Path, report: &Report) -> std::io::Result<()> {
         .mode(0o600)
         .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(&tmp)?;
-    file.write_all(&bytes)?;
+    file.write_all(bytes)?;
+    if sync {
+        file.sync_all()?;
+    }
     drop(file);
-    std::fs::rename(&tmp, dir.join(STATUS_FILE))
+    std::fs::rename(&tmp, path)
 }
 
 /// The totals of a run, summed over handlers and sinks: what `rowhook

@@ -59,7 +59,8 @@ struct Watched {
     max_bytes: u64,
 }
 
-fn digest(bytes: &[u8]) -> u64 {
+/// A hash of a module file's bytes, to tell whether it changed.
+pub(crate) fn digest(bytes: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
