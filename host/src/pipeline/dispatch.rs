@@ -477,6 +477,32 @@ struct TenantBreaker {
     suspended: Gauge,
 }
 
+impl TenantBreaker {
+    /// Counts and logs what `transition` did to `tenant`'s breaker:
+    /// `failures` says whose failures opened it (and `last`, which one
+    /// did), `trial` is the handler whose trial closed it.
+    fn moved(&mut self, transition: Transition, tenant: &str, trial: &str, failures: &str, last: &str) {
+        match transition {
+            Transition::None => {}
+            Transition::Opened => {
+                self.suspensions.inc();
+                self.suspended.set(1.0);
+                tracing::warn!(
+                    tenant = %tenant,
+                    "tenant suspended for {} ms by its circuit breaker ({} failures of {failures} within {} ms{last}): each of its handlers' changes go to its while_suspended until a trial change succeeds",
+                    self.plan.cooldown.as_millis(),
+                    self.plan.failures,
+                    self.plan.window.as_millis(),
+                );
+            }
+            Transition::Closed => {
+                self.suspended.set(0.0);
+                tracing::info!(tenant = %tenant, "tenant resumed: a trial change of its handler `{trial}` succeeded after the cool-down");
+            }
+        }
+    }
+}
+
 impl Handlers {
     /// No handlers yet; instances come from `runtime`.
     pub fn new(runtime: HandlerRuntime) -> Handlers {
@@ -725,24 +751,7 @@ impl Handlers {
         }
         if let Some(t) = tenant {
             let transition = t.breaker.ended(costly, Instant::now);
-            match transition {
-                Transition::None => {}
-                Transition::Opened => {
-                    t.suspensions.inc();
-                    t.suspended.set(1.0);
-                    tracing::warn!(
-                        tenant = %id.tenant(),
-                        "tenant suspended for {} ms by its circuit breaker ({} failures of its handlers within {} ms): each of its handlers' changes go to its while_suspended until a trial change succeeds",
-                        t.plan.cooldown.as_millis(),
-                        t.plan.failures,
-                        t.plan.window.as_millis(),
-                    );
-                }
-                Transition::Closed => {
-                    t.suspended.set(0.0);
-                    tracing::info!(tenant = %id.tenant(), "tenant resumed: a trial change of its handler `{}` succeeded after the cool-down", id.name());
-                }
-            }
+            t.moved(transition, id.tenant(), id.name(), "its handlers", "");
         }
         result
     }
@@ -753,17 +762,9 @@ impl Handlers {
     /// waiting on retries of a sink that stays down.
     pub fn tenant_sink_failed(&mut self, tenant: &str, sink: &str) {
         let Some(t) = self.tenants.get_mut(tenant) else { return };
-        if t.breaker.failed(Instant::now()) == Transition::Opened {
-            t.suspensions.inc();
-            t.suspended.set(1.0);
-            tracing::warn!(
-                tenant = %tenant,
-                "tenant suspended for {} ms by its circuit breaker ({} failures of its handlers or sinks within {} ms, the last sink `{sink}` refusing its messages beyond its retries): each of its handlers' changes go to its while_suspended until a trial change succeeds",
-                t.plan.cooldown.as_millis(),
-                t.plan.failures,
-                t.plan.window.as_millis(),
-            );
-        }
+        let transition = t.breaker.failed(Instant::now());
+        let last = format!(", the last sink `{sink}` refusing its messages beyond its retries");
+        t.moved(transition, tenant, "", "its handlers or sinks", &last);
     }
 
     /// Replaces the state of every handler with what `load` returns for it.
@@ -795,23 +796,20 @@ impl Handlers {
     /// Undoes every handler's writes and drops what it emitted in the
     /// transaction in progress.
     pub fn abandon_transaction(&mut self) {
-        for slot in self.slots.values_mut() {
-            slot.state().abandon();
-            if let Some(i) = &mut slot.instance {
-                i.drop_emitted();
-            }
-        }
+        self.abandon_where(|_| true);
     }
 
     /// Undoes the writes of `tenant`'s handlers and drops what they emitted
     /// in the transaction in progress (its lane halted).
     pub fn abandon_tenant(&mut self, tenant: &str) {
-        for (id, slot) in self.slots.iter_mut() {
-            if id.tenant() == tenant {
-                slot.state().abandon();
-                if let Some(i) = &mut slot.instance {
-                    i.drop_emitted();
-                }
+        self.abandon_where(|id| id.tenant() == tenant);
+    }
+
+    fn abandon_where(&mut self, pick: impl Fn(&HandlerId) -> bool) {
+        for slot in self.slots.iter_mut().filter(|(id, _)| pick(id)).map(|(_, slot)| slot) {
+            slot.state().abandon();
+            if let Some(i) = &mut slot.instance {
+                i.drop_emitted();
             }
         }
     }

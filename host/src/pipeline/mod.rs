@@ -47,7 +47,7 @@ use crate::runtime::{Emitted, HandlerRuntime};
 use crate::sink::Message;
 use crate::source::reconnect::SourceStats;
 use crate::status::{LiveStatus, Stats};
-use crate::store::{Checkpoint, StateStore};
+use crate::store::{Checkpoint, StateStore, binlog_at};
 use crate::telemetry::{Counter, Registry, names};
 use checkpoint::Checkpointer;
 use control::{Control, ControlError, Paused, Reloaded, StatePage};
@@ -144,7 +144,8 @@ pub struct Pipeline {
     /// Handlers that take no change before their gate: deployed with
     /// `start = "latest"` (the end of the server's binlog when deployed),
     /// or of a tenant whose lane is past where the stream resumed.
-    gates: crate::handler_id::IdMap<BinlogAt>,
+    /// Places are [`crate::store::binlog_at`]'s, comparable across files.
+    gates: crate::handler_id::IdMap<(u64, u64)>,
     /// Whether tenants are declared: then a halt stops its tenant's lane
     /// only (see [`Pipeline::halt_lane`]).
     lanes: bool,
@@ -162,18 +163,6 @@ pub struct Pipeline {
     /// Halted lanes whose handler was reloaded or resumed since the last
     /// transaction boundary.
     lanes_to_resume: std::collections::BTreeSet<String>,
-}
-
-/// A place in the binlog that compares across files: the file's number
-/// (its name's numeric suffix) and the offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct BinlogAt(u64, u64);
-
-impl BinlogAt {
-    fn of(file: &str, pos: u64) -> BinlogAt {
-        let (number, pos) = crate::store::binlog_at(file, pos);
-        BinlogAt(number, pos)
-    }
 }
 
 impl Pipeline {
@@ -213,11 +202,17 @@ impl Pipeline {
             vec![],
             Arc::new(move || lag.lag_seconds()),
         );
+        let mut checkpointer = Checkpointer::new(plan.state.commit_interval);
+        // Every tenant has a position of its own (lanes a restart finds
+        // apart are kept apart, whatever the config says now); only
+        // declared tenants halt apart.
+        let labels = plan.handlers.iter().map(|h| h.tenant.clone());
+        checkpointer.lanes(plan.tenants.keys().cloned().chain(labels));
         Ok(Pipeline {
             handlers,
             router,
             delivery,
-            checkpointer: Checkpointer::new(plan.state.commit_interval),
+            checkpointer,
             directories: DirectoryCache::default(),
             encoded: Vec::new(),
             emitted: Vec::new(),
@@ -242,14 +237,6 @@ impl Pipeline {
             rewinds: false,
             rewind: None,
             lanes_to_resume: Default::default(),
-        })
-        .map(|mut p| {
-            // Every tenant has a position of its own (lanes a restart finds
-            // apart are kept apart, whatever the config says now); only
-            // declared tenants halt apart.
-            let labels = plan.handlers.iter().map(|h| h.tenant.clone());
-            p.checkpointer.lanes(plan.tenants.keys().cloned().chain(labels));
-            p
         })
     }
 
@@ -295,7 +282,7 @@ impl Pipeline {
         // Tenants whose lane is past where the stream resumes (another
         // lane halted behind it) take nothing they already have.
         for (tenant, at) in self.checkpointer.lanes_ahead().clone() {
-            let gate = BinlogAt::of(&at.file, at.pos);
+            let gate = at.at();
             for id in self.handlers.ids().iter().filter(|id| id.tenant() == tenant) {
                 self.gates.insert(id.clone(), gate);
             }
@@ -841,8 +828,8 @@ impl Pipeline {
             );
             // A new handler starts at its tenant's lane, which may be past
             // the stream after a restart; `start = "latest"` may be further.
-            let lane = (self.checkpointer.lanes_ahead().get(id.tenant())).map(|cp| BinlogAt::of(&cp.file, cp.pos));
-            let latest = p.gate.as_ref().map(|(file, pos)| BinlogAt::of(file, *pos));
+            let lane = (self.checkpointer.lanes_ahead().get(id.tenant())).map(Checkpoint::at);
+            let latest = p.gate.as_ref().map(|(file, pos)| binlog_at(file, *pos));
             if let Some(gate) = lane.into_iter().chain(latest).max() {
                 self.gates.insert(id.clone(), gate);
             }
@@ -1121,7 +1108,7 @@ impl Pipeline {
         let Some(at) = self.checkpointer.resume_lane(tenant, &others, &here) else {
             return false;
         };
-        let gate = BinlogAt::of(&here.file, here.pos);
+        let gate = here.at();
         for id in self.handlers.ids() {
             if id.tenant() == tenant {
                 self.handlers.unmark_halted(id);
@@ -1278,7 +1265,7 @@ impl ChangeVisitor for Pipeline {
             }
             if !self.gates.is_empty()
                 && let Some(gate) = self.gates.get(handler)
-                && BinlogAt::of(change.file, change.pos) < *gate
+                && binlog_at(change.file, change.pos) < *gate
             {
                 continue;
             }
@@ -1371,9 +1358,9 @@ impl ChangeVisitor for Pipeline {
         }
         self.commit_seen = true;
         if !self.gates.is_empty() {
-            let at = BinlogAt::of(commit.file, commit.end);
+            let at = binlog_at(commit.file, commit.end);
             self.gates.retain(|_, gate| *gate > at);
-            self.checkpointer.passed((at.0, at.1));
+            self.checkpointer.passed(at);
         }
         self.counters.transactions.inc();
         let lag = &self.counters.lag;
