@@ -22,20 +22,7 @@ fn config(dir: &Path, server: &Server) -> PathBuf {
         &config,
         format!(
             r#"
-[source]
-url = "mysql://repl:${{RH_OBS_PASSWORD}}@127.0.0.1:{port}"
-server_id = 7612
-start = "earliest"
-heartbeat_secs = 1
-
-[state]
-path = "state"
-commit_interval_ms = 0
-
-[http]
-listen = "127.0.0.1:0"
-token = "${{RH_OBS_TOKEN}}"
-
+{head}
 [deploy]
 dir = "tenants"
 
@@ -60,7 +47,7 @@ module = "{ledger}"
 tables = ["crash.hits"]
 on_error = "skip"
 "#,
-            port = server.port,
+            head = crate::http::live_head(server, 7612),
             ledger = guests.join("ledger.wasm").display(),
         ),
     )

@@ -177,6 +177,31 @@ pub(crate) fn server() -> Server {
     server
 }
 
+/// The head of a `rowhook run` config on `server` as replica `server_id`:
+/// the source through user `repl` (password from `RH_OBS_PASSWORD`), a
+/// store in `state` committed after every transaction, and `[http]` on a
+/// free port with the admin token from `RH_OBS_TOKEN`.
+pub(crate) fn live_head(server: &Server, server_id: u32) -> String {
+    format!(
+        r#"
+[source]
+url = "mysql://repl:${{RH_OBS_PASSWORD}}@127.0.0.1:{port}"
+server_id = {server_id}
+start = "earliest"
+heartbeat_secs = 1
+
+[state]
+path = "state"
+commit_interval_ms = 0
+
+[http]
+listen = "127.0.0.1:0"
+token = "${{RH_OBS_TOKEN}}"
+"#,
+        port = server.port
+    )
+}
+
 /// A `rowhook run` config: the source through user `repl` with the
 /// password from `RH_OBS_PASSWORD`, `[http]` with `http`, the `ledger`
 /// handler into sink `out` (`out` is its table).

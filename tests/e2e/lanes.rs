@@ -24,20 +24,7 @@ fn config_with(dir: &Path, server: &Server, sinks: &str, edge: &str) -> PathBuf 
         &config,
         format!(
             r#"
-[source]
-url = "mysql://repl:${{RH_OBS_PASSWORD}}@127.0.0.1:{port}"
-server_id = 7613
-start = "earliest"
-heartbeat_secs = 1
-
-[state]
-path = "state"
-commit_interval_ms = 0
-
-[http]
-listen = "127.0.0.1:0"
-token = "${{RH_OBS_TOKEN}}"
-
+{head}
 [sinks.out]
 kind = "file"
 path = "out.log"
@@ -58,7 +45,7 @@ on_error = "halt"
 
 {edge}
 "#,
-            port = server.port,
+            head = crate::http::live_head(server, 7613),
             ledger = guests.join("ledger.wasm").display(),
             edge = if edge.is_empty() { EDGE } else { edge },
         ),
@@ -111,6 +98,21 @@ on_error = "{on_error}"
     )
 }
 
+/// A run of [`config`] in a fresh directory (`tag`) on a private server,
+/// with edge's first version reading a column `crash.hits` does not have:
+/// it fails on the first hit, and its tenant's lane halts. The server, the
+/// directory, the config, the log, the run and its HTTP address.
+fn start_broken_edge(tag: &str) -> (Server, PathBuf, PathBuf, PathBuf, crate::http::Daemon, String) {
+    let server = server();
+    let dir = temp_dir(tag);
+    let guests = crate::reload::suite_guests();
+    std::fs::copy(guests.join("ledger.wasm"), dir.join("edge.wasm")).unwrap();
+    let config = config(&dir, &server);
+    let log = dir.join("rowhook.log");
+    let (daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &ENV, &log);
+    (server, dir, config, log, daemon, addr)
+}
+
 /// The environment of the runs: the source's password and the admin token.
 const ENV: [(&str, &str); 2] = [("RH_OBS_PASSWORD", PASSWORD), ("RH_OBS_TOKEN", TOKEN)];
 
@@ -136,16 +138,9 @@ fn out(dir: &Path) -> (Vec<String>, Vec<String>) {
 
 #[test]
 fn a_tenant_that_halts_stops_alone_and_catches_up_after_a_restart() {
-    let server = server();
-    let dir = temp_dir("lanes-halt");
+    let (server, dir, config, log, mut daemon, addr) = start_broken_edge("lanes-halt");
     let guests = crate::reload::suite_guests();
-    // Edge's first version reads a column `crash.hits` does not have: it
-    // fails on the first hit, and its tenant's lane halts.
-    std::fs::copy(guests.join("ledger.wasm"), dir.join("edge.wasm")).unwrap();
-    let config = config(&dir, &server);
-    let log = dir.join("rowhook.log");
     let env = ENV;
-    let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
     let ledger = |from: u32, to: u32| {
         for id in from..to {
             server.sql(&format!("INSERT INTO crash.ledger VALUES ({id}, {}, 1)", id % 3));
@@ -270,14 +265,9 @@ fn a_tenant_whose_sink_stays_down_halts_alone_and_catches_up_when_resumed() {
 
 #[test]
 fn a_halted_lane_catches_up_while_running_once_its_module_is_fixed() {
-    let server = server();
-    let dir = temp_dir("lanes-reload");
+    let (server, dir, config, log, mut daemon, addr) = start_broken_edge("lanes-reload");
     let guests = crate::reload::suite_guests();
-    std::fs::copy(guests.join("ledger.wasm"), dir.join("edge.wasm")).unwrap();
-    let config = config(&dir, &server);
-    let log = dir.join("rowhook.log");
     let env = ENV;
-    let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
     halt_edge(&server, &dir, &log);
     for id in 2..5 {
         server.sql(&format!("INSERT INTO crash.ledger VALUES ({id}, 1, 1)"));
