@@ -1260,6 +1260,43 @@ pub const DEFAULT_COMMIT_INTERVAL_MS: u64 = 500;
 pub const DEFAULT_HEARTBEAT_SECS: u32 = 30;
 
 impl Plan {
+    /// What a lane of `tenant` reading on its own connection runs: its
+    /// `handlers`, only the sinks they may write to (their grants and
+    /// dead-letter sinks), its tenant, and no HTTP server or deploy
+    /// directory (the main pipeline serves those).
+    pub fn for_lane(&self, tenant: &str, handlers: &[HandlerPlan]) -> Plan {
+        let used: BTreeSet<&str> = (handlers.iter())
+            .flat_map(|h| {
+                let dead = match &h.on_error {
+                    OnError::DeadLetter { sink } => Some(sink.as_str()),
+                    _ => None,
+                };
+                h.grants.iter().chain(dead)
+            })
+            .collect();
+        let keep = |name: &String| used.contains(name.as_str());
+        Plan {
+            file: self.file.clone(),
+            source: self.source.clone(),
+            state: self.state.clone(),
+            sinks: (self.sinks.iter())
+                .filter(|(n, _)| keep(n))
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .collect(),
+            sink_retry: (self.sink_retry.iter())
+                .filter(|(n, _)| keep(n))
+                .map(|(n, r)| (n.clone(), *r))
+                .collect(),
+            handlers: handlers.to_vec(),
+            http: None,
+            tenants: (self.tenants.iter())
+                .filter(|(t, _)| *t == tenant)
+                .map(|(t, p)| (t.clone(), p.clone()))
+                .collect(),
+            deploy: None,
+        }
+    }
+
     /// Reads, parses (with the process environment) and resolves a config file.
     pub fn load(path: &Path) -> Result<Plan, ConfigError> {
         let file = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());

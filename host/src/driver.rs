@@ -64,23 +64,6 @@ pub trait Consumer: ChangeVisitor {
         let _ = rt;
         Ok(())
     }
-
-    /// Where the consumer wants the stream read again from, asked between
-    /// transactions (a tenant's lane catching up); taken once.
-    fn rewind(&mut self) -> Option<Rewind> {
-        None
-    }
-}
-
-/// A commit's end to read the stream again from, with the GTID state there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rewind {
-    /// The binlog file.
-    pub file: String,
-    /// The offset just past the commit.
-    pub pos: u64,
-    /// The executed GTID set there (empty without GTIDs).
-    pub gtids: String,
 }
 
 /// Work given up for a stop request (a wait on a sink, a handler call): the
@@ -218,7 +201,7 @@ pub fn drive<S: Source, C: Consumer>(
                 next.as_mut().poll(&mut Context::from_waker(Waker::noop()))
             };
             match ready {
-                Poll::Ready(step) => Ok(step?),
+                Poll::Ready(step) => step?,
                 Poll::Pending => {
                     consumer.idle()?;
                     loop {
@@ -234,27 +217,12 @@ pub fn drive<S: Source, C: Consumer>(
                             }
                         });
                         match woke {
-                            Some(Some(step)) => break Ok(step?),
-                            Some(None) => {
-                                consumer.tick(rt)?;
-                                // The wait for the next event is dropped
-                                // (sources are cancel-safe) to read again.
-                                if let Some(at) = consumer.rewind() {
-                                    break Err(at);
-                                }
-                            }
+                            Some(Some(step)) => break step?,
+                            Some(None) => consumer.tick(rt)?,
                             None => return Ok(Ended::Interrupted),
                         }
                     }
                 }
-            }
-        };
-        let step = match step {
-            Ok(step) => step,
-            Err(at) => {
-                rewind(rt, source, decoder, &at)?;
-                opened.clear();
-                continue;
             }
         };
         match step {
@@ -320,13 +288,6 @@ pub fn drive<S: Source, C: Consumer>(
         if decoder.commits() != commits {
             source.committed(decoder.resume_position());
         }
-        if !decoder.in_transaction()
-            && let Some(at) = consumer.rewind()
-        {
-            rewind(rt, source, decoder, &at)?;
-            opened.clear();
-            continue;
-        }
         if type_code == types::TRANSACTION_PAYLOAD {
             source.skip_payload_copies(decoder.payload_events());
         }
@@ -348,18 +309,6 @@ pub fn drive<S: Source, C: Consumer>(
             }
         }
     }
-}
-
-/// Reads the stream again from `at`, through the source and the decoder.
-fn rewind<S: Source>(rt: &Runtime, source: &mut S, decoder: &mut Decoder, at: &Rewind) -> anyhow::Result<()> {
-    let gtids = match at.gtids.as_str() {
-        "" => crate::decode::gtid::GtidState::None,
-        text => crate::decode::gtid::GtidState::parse(text)
-            .map_err(|e| anyhow::anyhow!("the GTID state `{text}` to read again from is unreadable: {e}"))?,
-    };
-    rt.block_on(source.seek(&at.file, at.pos))?;
-    decoder.rewind(&at.file, at.pos, gtids);
-    Ok(())
 }
 
 #[cfg(test)]

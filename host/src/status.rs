@@ -31,6 +31,10 @@ pub struct Report {
     /// comes after it.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub lanes: std::collections::BTreeMap<String, Checkpoint>,
+    /// Tenants' lanes reading on a connection of their own (catching up,
+    /// or kept to their CPU share), and where each is in the store.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub lanes_apart: std::collections::BTreeMap<String, Checkpoint>,
     /// Per handler: keys and bytes of state.
     pub handlers: Vec<HandlerState>,
     /// Dead letters recorded.

@@ -22,7 +22,7 @@
 //! command; a checkpoint removes, in its own transaction, the entries of
 //! the transactions it covers, which no replay can reach again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,8 +138,14 @@ pub struct Batch {
     /// With tenants: the position of each tenant's lane that is not at
     /// `position` (a lane that halted behind it is, by then, what
     /// `position` is; lanes past it are listed). `Some` replaces every
-    /// lane position the store holds.
+    /// lane position the store holds but those of [`Batch::kept_lanes`].
     pub lanes: Option<BTreeMap<String, Checkpoint>>,
+    /// Lanes whose position another writer keeps (a lane reading on its
+    /// own connection: see [`Batch::lane`]): [`Batch::lanes`] leaves them.
+    pub kept_lanes: BTreeSet<String>,
+    /// Set the position of this one lane, and no other position (the batch
+    /// of a lane that reads on its own connection).
+    pub lane: Option<(String, Checkpoint)>,
 }
 
 impl Batch {
@@ -150,6 +156,7 @@ impl Batch {
             && self.dead_letters.is_empty()
             && self.held.is_empty()
             && self.lanes.is_none()
+            && self.lane.is_none()
     }
 }
 
@@ -381,7 +388,8 @@ pub struct InUse(pub PathBuf);
 pub struct StateStore {
     db: Arc<Database>,
     path: PathBuf,
-    next_dead_letter: u64,
+    /// The number of dead letters recorded, shared by every handle.
+    next_dead_letter: Arc<AtomicU64>,
     ledger_next: Arc<AtomicU64>,
 }
 
@@ -435,9 +443,21 @@ impl StateStore {
         Ok(StateStore {
             db: Arc::new(db),
             path,
-            next_dead_letter,
+            next_dead_letter: Arc::new(AtomicU64::new(next_dead_letter)),
             ledger_next: Arc::new(AtomicU64::new(ledger_next)),
         })
+    }
+
+    /// Another handle on the same open store, for a writer on another
+    /// thread (a tenant's lane reading on its own connection): its batches
+    /// and this handle's are committed one at a time.
+    pub fn share(&self) -> StateStore {
+        StateStore {
+            db: Arc::clone(&self.db),
+            path: self.path.clone(),
+            next_dead_letter: Arc::clone(&self.next_dead_letter),
+            ledger_next: Arc::clone(&self.ledger_next),
+        }
     }
 
     /// The once-only ledger of exec sinks, sharing this store's database.
@@ -656,7 +676,7 @@ impl StateStore {
 
     /// How many dead letters were recorded, batches committed so far included.
     pub fn dead_letter_total(&self) -> u64 {
-        self.next_dead_letter
+        self.next_dead_letter.load(Ordering::SeqCst)
     }
 
     /// How many dead letters were recorded.
@@ -681,9 +701,14 @@ impl StateStore {
                 }
             }
             let mut dl = txn.open_table(DEAD_LETTERS)?;
+            // Numbered inside the write transaction: another handle may
+            // have committed letters since this one last did.
+            let next = dl.last()?.map(|(k, _)| k.value() + 1).unwrap_or(0);
             for (i, d) in batch.dead_letters.iter().enumerate() {
-                dl.insert(self.next_dead_letter + i as u64, serde_json::to_vec(d)?.as_slice())?;
+                dl.insert(next + i as u64, serde_json::to_vec(d)?.as_slice())?;
             }
+            self.next_dead_letter
+                .fetch_max(next + batch.dead_letters.len() as u64, Ordering::SeqCst);
             if !batch.held.is_empty() {
                 let mut ranges = txn.open_table(HELD_RANGES)?;
                 for (handler, range) in &batch.held {
@@ -704,7 +729,8 @@ impl StateStore {
                     .range(LANE_PREFIX..)?
                     .map(|e| e.map(|(k, _)| k.value().to_owned()))
                     .collect::<Result<_, _>>()?;
-                for k in old.iter().filter(|k| k.starts_with(LANE_PREFIX)) {
+                let kept = |k: &str| (k.strip_prefix(LANE_PREFIX)).is_some_and(|t| batch.kept_lanes.contains(t));
+                for k in old.iter().filter(|k| k.starts_with(LANE_PREFIX) && !kept(k)) {
                     t.remove(k.as_str())?;
                 }
                 for (tenant, cp) in lanes {
@@ -713,6 +739,12 @@ impl StateStore {
                         serde_json::to_vec(cp)?.as_slice(),
                     )?;
                 }
+            }
+            if let Some((tenant, cp)) = &batch.lane {
+                txn.open_table(POSITION)?.insert(
+                    format!("{LANE_PREFIX}{tenant}").as_str(),
+                    serde_json::to_vec(cp)?.as_slice(),
+                )?;
             }
             if let Some(below) = batch.ledger_below {
                 let mut seqs = txn.open_table(LEDGER_SEQ)?;
@@ -734,7 +766,6 @@ impl StateStore {
         }
         txn.commit()
             .with_context(|| format!("committing to the state store {}", self.path.display()))?;
-        self.next_dead_letter += batch.dead_letters.len() as u64;
         Ok(())
     }
 
@@ -1023,6 +1054,47 @@ mod tests {
         assert_eq!(mode(&store_dir), 0o700);
         assert_eq!(mode(&dir.join("a")), 0o700);
         assert_eq!(mode(&store_dir.join(DB_FILE)), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn two_handles_commit_their_own_lanes_and_number_dead_letters_apart() {
+        let dir = temp("share");
+        let mut main = StateStore::open(&dir).unwrap();
+        let mut lane = main.share();
+        let letter = || DeadLetter::new("h", "bin.000001:10:0", "boom", "dead");
+        let mut batch = Batch {
+            position: Some(cp(100)),
+            lanes: Some([("books".to_owned(), cp(300))].into()),
+            dead_letters: vec![letter()],
+            ..Batch::default()
+        };
+        main.commit(&batch).unwrap();
+        lane.commit(&Batch {
+            lane: Some(("edge".to_owned(), cp(200))),
+            dead_letters: vec![letter(), letter()],
+            ..Batch::default()
+        })
+        .unwrap();
+        assert_eq!(main.dead_letter_count().unwrap(), 3, "numbered apart");
+        assert_eq!(main.dead_letter_total(), 3);
+        assert_eq!(
+            main.position().unwrap(),
+            Some(cp(100)),
+            "the lane's batch leaves the resume position"
+        );
+        // The main handle replaces its lanes, and keeps the lane it is told to.
+        batch.lanes = Some([("books".to_owned(), cp(400))].into());
+        batch.kept_lanes = ["edge".to_owned()].into();
+        batch.dead_letters.clear();
+        main.commit(&batch).unwrap();
+        assert_eq!(
+            main.lanes().unwrap(),
+            [("books".to_owned(), cp(400)), ("edge".to_owned(), cp(200))].into()
+        );
+        batch.kept_lanes.clear();
+        main.commit(&batch).unwrap();
+        assert_eq!(main.lanes().unwrap(), [("books".to_owned(), cp(400))].into());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! Tenants' lanes: a tenant whose handler halts stops alone, keeps its own
-//! position, and catches up from it after a restart while the others
-//! skip what they already have.
+//! position, and catches up from it (after a restart, while the others
+//! skip what they already have; while running, on a connection of its
+//! own); a tenant past its CPU share reads on a connection of its own.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -303,9 +304,10 @@ fn a_halted_lane_catches_up_while_running_once_its_module_is_fixed() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("the tenant's lane resumes"), "{text}");
     assert!(
-        text.contains("the binlog stream is read again from an earlier position"),
+        text.contains("catches up from its position on a connection of its own"),
         "{text}"
     );
+    assert!(text.contains("the tenant's lane caught up"), "{text}");
     // A restart finds every lane together: nothing again for anyone.
     let (mut daemon, _addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
     server.sql("INSERT INTO crash.ledger VALUES (6, 1, 1)");
@@ -325,7 +327,8 @@ fn a_tenant_whose_sink_stays_down_is_suspended_as_a_whole_and_the_others_stop_wa
         &dir,
         &server,
         "retries = 3\nretry_max_ms = 500",
-        "breaker = { failures = 2, window_ms = 60000, cooldown_ms = 600000 }",
+        // A whole core: the breaker, not the tenant's share, takes it out.
+        "breaker = { failures = 2, window_ms = 60000, cooldown_ms = 600000 }\ncpu_percent = 100",
         "skip",
     );
     let log = dir.join("rowhook.log");
@@ -365,4 +368,94 @@ fn a_tenant_whose_sink_stays_down_is_suspended_as_a_whole_and_the_others_stop_wa
         text.contains("the last sink `orders_queue` refusing its messages"),
         "{text}"
     );
+}
+
+/// The binlog dump connections the server has open.
+fn dump_connections(server: &Server) -> usize {
+    (server.sql("SHOW PROCESSLIST").lines())
+        .filter(|l| l.contains("Binlog Dump"))
+        .count()
+}
+
+#[test]
+fn a_tenant_past_its_share_reads_on_its_own_connection_and_rejoins_once_caught_up() {
+    let server = server();
+    let dir = temp_dir("lanes-apart");
+    let guests = crate::reload::suite_guests();
+    // Edge's handler spins to its 20 ms deadline on every hit (skipped,
+    // with no breaker to stop it); its share is 40% of a core.
+    std::fs::copy(guests.join("spinner.wasm"), dir.join("edge.wasm")).unwrap();
+    let edge = r#"
+[tenants.edge]
+tables = ["crash.hits"]
+cpu_percent = 40
+
+[[handlers]]
+name = "edge"
+tenant = "edge"
+module = "edge.wasm"
+tables = ["crash.hits"]
+on_error = "skip"
+limits = { time_ms = 20 }
+breaker = { failures = 0 }
+"#;
+    let config = config_with(&dir, &server, "", edge);
+    let log = dir.join("rowhook.log");
+    let env = ENV;
+    let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
+    server.sql("INSERT INTO crash.ledger VALUES (1, 1, 1)");
+    eventually(Duration::from_secs(30), "books' first row", || out(&dir).0.len() == 1);
+    assert_eq!(dump_connections(&server), 1);
+    // A backlog: 150 hits (3 s of edge's calls) between 150 ledger rows.
+    let burst: String = (2..152)
+        .map(|id| {
+            format!("INSERT INTO crash.hits VALUES ({id}, '192.0.2.1'); INSERT INTO crash.ledger VALUES ({id}, 1, 1);")
+        })
+        .collect();
+    server.sql(&burst);
+    // Books does not wait for edge: it has every row while edge, on its
+    // own connection, is still far from done.
+    eventually(Duration::from_secs(30), "books' rows", || out(&dir).0.len() == 151);
+    let calls = |addr: &str| {
+        metric(
+            &get(addr, "/metrics").body,
+            "rowhook_handler_calls_total",
+            "handler=\"edge\"",
+        )
+    };
+    let edge_calls = calls(&addr);
+    assert!(
+        edge_calls < 120.0,
+        "edge took {edge_calls} calls by the time books was done"
+    );
+    assert_eq!(dump_connections(&server), 2, "edge's lane reads on a second connection");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("its lane reads on a connection of its own"), "{text}");
+    let status = std::fs::read_to_string(dir.join("state/status.json")).unwrap();
+    assert!(status.contains("\"lanes_apart\""), "{status}");
+    // Edge catches up and rejoins: one connection again, each hit called once.
+    eventually(Duration::from_secs(60), "edge rejoins", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("the tenant's lane caught up")
+    });
+    // Each hit once, but for the call during which edge went past its
+    // share, when that fell inside a transaction: its lane left from
+    // before it, and took it again.
+    let after = calls(&addr);
+    assert!((150.0..=151.0).contains(&after), "{after} calls for 150 hits");
+    eventually(Duration::from_secs(10), "one dump connection", || {
+        dump_connections(&server) == 1
+    });
+    // Back with the others, both take what comes next.
+    server.sql("INSERT INTO crash.hits VALUES (200, '192.0.2.1'); INSERT INTO crash.ledger VALUES (200, 1, 1);");
+    eventually(Duration::from_secs(30), "both go on", || {
+        out(&dir).0.len() == 152 && calls(&addr) == after + 1.0
+    });
+    assert_eq!(interrupt(daemon.take()).code(), Some(0));
+    let ids: Vec<u32> = (out(&dir).0.iter())
+        .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let expected: Vec<u32> = (1..152).chain([200]).collect();
+    assert_eq!(ids, expected, "each ledger row once, in order");
 }

@@ -16,6 +16,7 @@
 
 pub mod check;
 pub mod inspect;
+pub mod lane;
 pub mod new;
 pub mod replay;
 pub mod run;

@@ -40,9 +40,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     let plan = deployed.as_ref().unwrap_or(plan);
     let mut pipeline = rt.block_on(Pipeline::new(plan, runtime.clone()))?;
     pipeline.watch_modules()?;
-    // The server is asked again from a halted lane's position when it may go on.
-    pipeline.rewind_lanes();
-    let resume = pipeline.attach_store(StateStore::open(&plan.state.path)?)?;
+    let store = StateStore::open(&plan.state.path)?;
+    let shared = store.share();
+    let resume = pipeline.attach_store(store)?;
     let start = match &resume {
         Some(cp) if !cp.file.is_empty() => StartPosition::File {
             file: cp.file.clone(),
@@ -65,6 +65,15 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     // Lost connections resume at the last commit, forever, backing off to
     // 10 s; a failing first connection, bad grants or settings, and purged
     // positions are errors.
+    // With tenants, a lane that takes more than its share, or catches up,
+    // reads on a connection of its own.
+    pipeline.lanes_apart(Box::new(super::lane::LiveLanes {
+        live: opts.clone(),
+        tenants: plan.tenants.keys().cloned().collect(),
+        runtime: runtime.clone(),
+        store: shared,
+        registry: pipeline.registry().clone(),
+    }));
     let mut live = rt.block_on(Resilient::open(opts, RetryPolicy::default()))?;
     let mut decoder = decoder_for(plan, "");
     decoder.set_gtid_state(live.start_gtids().clone());

@@ -208,6 +208,15 @@ pub fn render(report: &Report) -> String {
             lanes.join(", ")
         ));
     }
+    if !report.lanes_apart.is_empty() {
+        let lanes: Vec<String> = (report.lanes_apart.iter())
+            .map(|(tenant, cp)| format!("{tenant} at {}:{}", cp.file, cp.pos))
+            .collect();
+        out.push_str(&format!(
+            "lanes apart   {}: reading on a connection of their own until they catch up\n",
+            lanes.join(", ")
+        ));
+    }
     if let Some(s) = &report.server {
         match (&s.error, s.bytes_behind) {
             (Some(e), _) => out.push_str(&format!("server        unreachable: {e}\n")),

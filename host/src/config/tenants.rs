@@ -44,6 +44,11 @@ pub struct RawTenant {
     /// traps of any of them within `window_ms` suspend every one of them
     /// for `cooldown_ms`.
     pub breaker: Option<super::RawBreaker>,
+    /// Its share of CPU, in percent of one core (1 to 100; default: an
+    /// equal share of one core among the tenants). Past it in the shared
+    /// loop, its lane reads on a connection of its own, where it gets no
+    /// more than this much of a core.
+    pub cpu_percent: Option<u32>,
 }
 
 /// `limits = { ... }` of a tenant: the most each of its handlers may set.
@@ -85,6 +90,8 @@ pub struct TenantPlan {
     pub emit_bytes_per_s: Option<u64>,
     /// Its breaker, over all its handlers, if it has one.
     pub breaker: Option<super::BreakerPlan>,
+    /// Its share of CPU, in percent of one core, if set.
+    pub cpu_percent: Option<u32>,
 }
 
 impl TenantPlan {
@@ -93,6 +100,15 @@ impl TenantPlan {
         self.tables
             .iter()
             .any(|t| t.db == pattern.db && (t.table.is_none() || t.table == pattern.table))
+    }
+
+    /// Its share of one core: `cpu_percent`, or an equal share among
+    /// `tenants` tenants.
+    pub fn cpu_share(&self, tenants: usize) -> f64 {
+        match self.cpu_percent {
+            Some(pct) => f64::from(pct) / 100.0,
+            None => 1.0 / tenants.max(1) as f64,
+        }
     }
 
     /// Whether its handlers may be granted `sink`.
@@ -168,8 +184,18 @@ pub fn resolve(
                 limits: t.limits.unwrap_or_default(),
                 emit_bytes_per_s: t.emit_mb_per_s.map(|mb| u64::from(mb) << 20),
                 breaker: t.breaker.as_ref().map(|b| tenant_breaker(b, &key, problems)),
+                cpu_percent: t.cpu_percent,
             },
         );
+        if let Some(pct) = t.cpu_percent
+            && !(1..=100).contains(&pct)
+        {
+            problems.push(
+                format!("{key}.cpu_percent"),
+                format!("{pct} is out of range"),
+                "use 1 to 100 (percent of one core), or remove the key for an equal share",
+            );
+        }
         if let Some(mb) = t.emit_mb_per_s
             && !(1..=65536).contains(&mb)
         {
@@ -563,6 +589,21 @@ sinks = ["blocked"]
         assert_eq!(plan.tenants["edge"].emit_bytes_per_s, Some(8 << 20));
         assert_eq!(plan.tenants["growth"].emit_bytes_per_s, None);
         assert_eq!(problems(&with(0)), ["tenants.edge.emit_mb_per_s: 0 is out of range"]);
+    }
+
+    #[test]
+    fn a_cpu_share_is_a_percent_of_one_core_or_an_equal_share() {
+        let with = |pct: u32| {
+            THREE.replace(
+                "sinks = [\"blocked\"]\n\n",
+                &format!("sinks = [\"blocked\"]\ncpu_percent = {pct}\n\n"),
+            )
+        };
+        let plan = Plan::parse(&with(25), Path::new("/etc/rowhook/rowhook.toml"), |_| None).unwrap();
+        assert_eq!(plan.tenants["edge"].cpu_share(3), 0.25);
+        assert_eq!(plan.tenants["growth"].cpu_share(3), 1.0 / 3.0);
+        assert_eq!(problems(&with(0)), ["tenants.edge.cpu_percent: 0 is out of range"]);
+        assert_eq!(problems(&with(101)), ["tenants.edge.cpu_percent: 101 is out of range"]);
     }
 
     #[test]

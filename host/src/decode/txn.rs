@@ -482,17 +482,6 @@ impl Decoder {
         was_open
     }
 
-    /// The stream goes back to `file:pos`, the end of a commit decoded
-    /// before, where the GTID state was `gtids`: decoding goes on from
-    /// there (table maps come again with each transaction).
-    pub fn rewind(&mut self, file: &str, pos: u64, gtids: GtidState) {
-        self.txn.open = false;
-        self.txn.begun = false;
-        self.file = Arc::from(file);
-        self.resume = (self.file.clone(), pos);
-        self.gtids = gtids;
-    }
-
     /// Switches to another file (a file source moving on without a ROTATE).
     pub fn set_file(&mut self, file: &str) {
         if &*self.file != file {

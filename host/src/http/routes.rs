@@ -534,7 +534,9 @@ async fn admin_call(server: &Server, method: &Method, path: &str, query: &str) -
             let code = match e {
                 ControlError::NoHandler(_) => StatusCode::NOT_FOUND,
                 ControlError::Failed(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                ControlError::Busy(_) | ControlError::Gone => StatusCode::SERVICE_UNAVAILABLE,
+                ControlError::Busy(_) | ControlError::Gone | ControlError::Apart { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
             };
             error(code, &e.to_string())
         }

@@ -10,8 +10,30 @@
 use std::time::{Duration, Instant};
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use crate::store::{Batch, Checkpoint, DeadLetter, HeldRange, StateStore};
+
+/// Where a lane that reads on its own connection is, as its last commit
+/// left it: that lane's checkpointer moves it, the main one reads it.
+#[derive(Debug, Clone)]
+pub struct LanePlace(Arc<Mutex<Checkpoint>>);
+
+impl LanePlace {
+    /// Starting at `at`.
+    pub fn new(at: Checkpoint) -> LanePlace {
+        LanePlace(Arc::new(Mutex::new(at)))
+    }
+
+    /// Where the lane's store position is now.
+    pub fn get(&self) -> Checkpoint {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, at: Checkpoint) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+    }
+}
 
 /// Where each tenant's lane is, once tenants are declared: the store
 /// resumes at the lane furthest behind, and keeps the position of every
@@ -24,6 +46,9 @@ struct Lanes {
     halted: BTreeMap<String, Checkpoint>,
     /// Lanes past the stream (it restarted behind them), and where each is.
     ahead: BTreeMap<String, Checkpoint>,
+    /// Lanes reading on their own connection: their checkpointer keeps
+    /// their position in the store, and this one resumes no later.
+    detached: BTreeMap<String, LanePlace>,
     /// Whether the store holds lane positions.
     stored: bool,
     /// Whether a lane halted since the last commit.
@@ -34,24 +59,28 @@ struct Lanes {
 
 impl Lanes {
     fn active(&self) -> bool {
-        !self.tenants.is_empty() && (!self.halted.is_empty() || !self.ahead.is_empty() || self.stored)
+        !self.tenants.is_empty()
+            && (!self.halted.is_empty() || !self.ahead.is_empty() || !self.detached.is_empty() || self.stored)
     }
 
     /// With the stream at `p`: where to resume (the lane furthest behind)
     /// and every lane past that.
     fn place(&mut self, p: &Checkpoint) -> (Checkpoint, BTreeMap<String, Checkpoint>) {
+        let detached: BTreeMap<&String, Checkpoint> = self.detached.iter().map(|(t, l)| (t, l.get())).collect();
         let of = |t: &String| {
-            (self.halted.get(t))
+            (detached.get(t))
+                .or_else(|| self.halted.get(t))
                 .or_else(|| self.ahead.get(t).filter(|a| a.at() > p.at()))
                 .unwrap_or(p)
         };
         let resume = self.tenants.iter().map(of).min_by_key(|c| c.at()).unwrap_or(p).clone();
         let lanes: BTreeMap<String, Checkpoint> = (self.tenants.iter())
+            .filter(|t| !self.detached.contains_key(*t))
             .map(|t| (t, of(t)))
             .filter(|(_, c)| c.at() > resume.at())
             .map(|(t, c)| (t.clone(), c.clone()))
             .collect();
-        self.stored = !lanes.is_empty();
+        self.stored = !lanes.is_empty() || !self.detached.is_empty();
         (resume, lanes)
     }
 }
@@ -73,6 +102,9 @@ pub struct Checkpointer {
     /// it, that lane's.
     resume: Option<Checkpoint>,
     lanes: Lanes,
+    /// The lane this checkpointer keeps the position of, alone: it reads
+    /// on its own connection, and the main checkpointer keeps the rest.
+    own_lane: Option<(String, LanePlace)>,
 }
 
 impl Checkpointer {
@@ -88,7 +120,15 @@ impl Checkpointer {
             position: None,
             resume: None,
             lanes: Lanes::default(),
+            own_lane: None,
         }
+    }
+
+    /// Keeps the position of `tenant`'s lane alone, in `place` as well as
+    /// in the store: the lane reads on its own connection (see
+    /// [`Checkpointer::detach_lane`] for the main checkpointer's side).
+    pub fn own_lane(&mut self, tenant: &str, place: LanePlace) {
+        self.own_lane = Some((tenant.to_owned(), place));
     }
 
     /// Keeps a position per tenant of `tenants` (see [`Checkpointer::halt_lane`]).
@@ -100,6 +140,13 @@ impl Checkpointer {
     /// lanes, that of the lane furthest behind; the lanes past it are in
     /// [`Checkpointer::lanes_ahead`]).
     pub fn attach(&mut self, store: StateStore) -> anyhow::Result<Option<Checkpoint>> {
+        if let Some((_, place)) = &self.own_lane {
+            let at = place.get();
+            self.position = Some(at.clone());
+            self.resume = Some(at.clone());
+            self.store = Some(store);
+            return Ok(Some(at));
+        }
         let position = store.position()?;
         self.lanes.ahead = store.lanes()?;
         self.lanes.stored = !self.lanes.ahead.is_empty();
@@ -136,24 +183,40 @@ impl Checkpointer {
         }
     }
 
-    /// `tenant`'s halted lane goes on from its position, which it returns;
-    /// each lane in `others` is where the stream is, `here`, until the
-    /// stream comes back there.
-    pub fn resume_lane(&mut self, tenant: &str, others: &[String], here: &Checkpoint) -> Option<Checkpoint> {
-        let at = self.lanes.halted.remove(tenant)?;
-        // The stream goes back to the lane's position: until it commits
-        // again, that is where the stream is.
-        self.position = Some(at.clone());
-        for t in others {
-            match self.lanes.ahead.get(t) {
-                Some(a) if a.at() >= here.at() => {}
-                _ => {
-                    self.lanes.ahead.insert(t.clone(), here.clone());
-                }
-            }
+    /// `tenant`'s lane reads on its own connection from now on: its
+    /// checkpointer keeps its position, which `place` shows, and batches of
+    /// this one leave it alone (and resume no later than it).
+    pub fn detach_lane(&mut self, tenant: &str, place: LanePlace) {
+        self.lanes.halted.remove(tenant);
+        self.lanes.ahead.remove(tenant);
+        self.lanes.tenants.insert(tenant.to_owned());
+        self.lanes.detached.insert(tenant.to_owned(), place);
+        self.lanes.dirty = true;
+    }
+
+    /// `tenant`'s lane, read on its own connection up to `at`, is back:
+    /// halted there, or (`halted` false) with the stream, which takes it
+    /// on from there (past the stream, it is kept as a lane ahead).
+    pub fn rejoin_lane(&mut self, tenant: &str, at: Checkpoint, halted: bool) {
+        self.lanes.detached.remove(tenant);
+        if halted {
+            self.lanes.halted.insert(tenant.to_owned(), at);
+        } else {
+            self.lanes.ahead.insert(tenant.to_owned(), at);
         }
         self.lanes.dirty = true;
-        Some(at)
+    }
+
+    /// Where `tenant`'s halted lane stopped, if it halted.
+    pub fn halted_at(&self, tenant: &str) -> Option<&Checkpoint> {
+        self.lanes.halted.get(tenant)
+    }
+
+    /// The lanes reading on their own connection, and where each is.
+    pub fn detached_lanes(&self) -> BTreeMap<String, Checkpoint> {
+        (self.lanes.detached.iter())
+            .map(|(t, p)| (t.clone(), p.get()))
+            .collect()
     }
 
     /// `tenant`'s lane halted after the transaction that ends at `at`: the
@@ -272,20 +335,28 @@ impl Checkpointer {
             return Ok(false);
         }
         let stream = self.batch.position.clone().or_else(|| self.position.clone());
-        if let Some(p) = &stream
+        if let Some((tenant, _)) = &self.own_lane {
+            if let Some(p) = self.batch.position.take() {
+                self.batch.lane = Some((tenant.clone(), p));
+            }
+        } else if let Some(p) = &stream
             && self.lanes.active()
         {
             let (resume, lanes) = self.lanes.place(p);
             self.batch.position = Some(resume);
             self.batch.lanes = Some(lanes);
+            self.batch.kept_lanes = self.lanes.detached.keys().cloned().collect();
         }
         self.store.as_mut().expect("checked above").commit(&self.batch)?;
+        if let (Some((_, place)), Some((_, at))) = (&self.own_lane, &self.batch.lane) {
+            place.set(at.clone());
+        }
         self.lanes.dirty = false;
         if let Some(lanes) = self.batch.lanes.take() {
             self.lanes.committed = lanes;
         }
         if stream.is_some() {
-            self.resume = self.batch.position.clone();
+            self.resume = self.batch.position.clone().or_else(|| stream.clone());
             self.position = stream;
         }
         self.batch = Batch::default();
@@ -423,37 +494,64 @@ mod tests {
     }
 
     #[test]
-    fn a_resumed_lane_is_behind_until_the_stream_comes_back() {
-        let dir = TempDir::new("checkpointer-lane-resume");
-        let mut c = Checkpointer::new(Duration::ZERO);
-        c.lanes(["books", "edge"].map(String::from));
-        c.attach(StateStore::open(dir.path()).unwrap()).unwrap();
-        c.commit_seen(at(100));
-        c.end_transaction();
-        c.commit().unwrap();
-        c.halt_lane("edge", at(100));
-        for pos in [200, 300] {
-            c.commit_seen(at(pos));
-            c.end_transaction();
-            c.commit().unwrap();
-        }
-        // Edge goes on: the stream is read again from 100; books is at 300.
-        assert_eq!(c.resume_lane("edge", &["books".into()], &at(300)), Some(at(100)));
-        assert_eq!(c.resume_lane("edge", &["books".into()], &at(300)), None, "once");
-        // A stop before the stream commits again keeps both where they are.
-        assert!(c.pending());
-        c.commit().unwrap();
-        let store = c.store().unwrap();
-        assert_eq!(store.position().unwrap(), Some(at(100)));
-        assert_eq!(store.lanes().unwrap(), [("books".to_owned(), at(300))].into());
+    fn a_lane_on_its_own_connection_keeps_its_position_and_the_stream_resumes_no_later() {
+        let dir = TempDir::new("checkpointer-lane-apart");
+        let mut main = Checkpointer::new(Duration::ZERO);
+        main.lanes(["books", "edge"].map(String::from));
+        main.attach(StateStore::open(dir.path()).unwrap()).unwrap();
+        main.commit_seen(at(100));
+        main.end_transaction();
+        main.commit().unwrap();
+        // Edge leaves at 100; its own checkpointer shares the store.
+        let place = LanePlace::new(at(100));
+        main.detach_lane("edge", place.clone());
+        let mut edge = Checkpointer::new(Duration::ZERO);
+        edge.own_lane("edge", place.clone());
+        assert_eq!(edge.attach(main.store().unwrap().share()).unwrap(), Some(at(100)));
         for pos in [200, 300, 400] {
-            c.commit_seen(at(pos));
-            c.end_transaction();
-            c.passed(at(pos).at());
-            c.commit().unwrap();
+            main.commit_seen(at(pos));
+            main.state_writes("books/h", write("n", &pos.to_string()));
+            main.end_transaction();
+            main.commit().unwrap();
         }
-        let store = c.store().unwrap();
-        assert_eq!(store.position().unwrap(), Some(at(400)));
-        assert!(store.lanes().unwrap().is_empty());
+        let store = main.store().unwrap();
+        assert_eq!(store.position().unwrap(), Some(at(100)), "edge is behind");
+        assert_eq!(store.lanes().unwrap(), [("books".to_owned(), at(400))].into());
+        edge.commit_seen(at(200));
+        edge.state_writes("edge/h", write("n", "200"));
+        edge.end_transaction();
+        edge.commit().unwrap();
+        assert_eq!(place.get(), at(200));
+        assert_eq!(main.detached_lanes(), [("edge".to_owned(), at(200))].into());
+        let store = main.store().unwrap();
+        assert_eq!(
+            store.position().unwrap(),
+            Some(at(100)),
+            "the main checkpointer writes where to resume"
+        );
+        assert_eq!(store.lanes().unwrap()["edge"], at(200), "the lane writes its own");
+        // The main checkpointer's next batch keeps the lane's position.
+        main.commit_seen(at(500));
+        main.end_transaction();
+        main.commit().unwrap();
+        let store = main.store().unwrap();
+        assert_eq!(store.position().unwrap(), Some(at(200)));
+        assert_eq!(store.lanes().unwrap()["edge"], at(200));
+        assert_eq!(store.lanes().unwrap()["books"], at(500));
+        assert_eq!(store.load_state("edge/h").unwrap()["n"], b"200");
+        // It rejoins past the stream: kept as a lane ahead until passed.
+        edge.commit_seen(at(600));
+        edge.end_transaction();
+        edge.commit().unwrap();
+        main.rejoin_lane("edge", at(600), false);
+        main.commit().unwrap();
+        let store = main.store().unwrap();
+        assert_eq!(store.position().unwrap(), Some(at(500)));
+        assert_eq!(store.lanes().unwrap(), [("edge".to_owned(), at(600))].into());
+        main.commit_seen(at(600));
+        main.end_transaction();
+        main.passed(at(600).at());
+        main.commit().unwrap();
+        assert!(main.store().unwrap().lanes().unwrap().is_empty());
     }
 }

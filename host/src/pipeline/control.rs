@@ -65,6 +65,16 @@ pub enum ControlError {
     /// No handler has that name.
     #[error("no handler named `{0}`")]
     NoHandler(String),
+    /// The handler runs with its tenant's lane on a connection of its own.
+    #[error(
+        "handler `{handler}` runs with tenant `{tenant}`'s lane, which reads on a connection of its own until it catches up; try again once it is back with the others (status lists it under `lanes_apart` until then)"
+    )]
+    Apart {
+        /// The handler's name.
+        handler: String,
+        /// Its tenant.
+        tenant: String,
+    },
     /// The command ran and failed (a reload refused).
     #[error("{0}")]
     Failed(String),

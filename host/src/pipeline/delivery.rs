@@ -78,9 +78,23 @@ pub struct Delivery {
     pending: BTreeMap<String, Pending>,
     buffered: usize,
     buffered_bytes: usize,
+    /// Per tenant, how long sinks took to take its handlers' messages,
+    /// once [`Delivery::charge_tenants`] asked for it.
+    charges: Option<BTreeMap<String, std::time::Duration>>,
 }
 
 impl Delivery {
+    /// Keeps, per tenant, how long sinks take to take its handlers'
+    /// messages (see [`Delivery::take_charges`]).
+    pub fn charge_tenants(&mut self) {
+        self.charges = Some(BTreeMap::new());
+    }
+
+    /// The time sinks took per tenant since the last call.
+    pub fn take_charges(&mut self) -> BTreeMap<String, std::time::Duration> {
+        self.charges.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// Opens every sink of `plan`; counts in `registry`.
     pub async fn open(plan: &Plan, registry: &Registry) -> anyhow::Result<Delivery> {
         let mut sinks = BTreeMap::new();
@@ -124,6 +138,7 @@ impl Delivery {
             pending: BTreeMap::new(),
             buffered: 0,
             buffered_bytes: 0,
+            charges: None,
         })
     }
 
@@ -161,7 +176,19 @@ impl Delivery {
                 .sinks
                 .get_mut(&sink)
                 .ok_or_else(|| anyhow::anyhow!("no sink `{sink}`"))?;
-            match target.write(&sink, &p.messages).await {
+            let started = self.charges.is_some().then(std::time::Instant::now);
+            let written = target.write(&sink, &p.messages).await;
+            if let (Some(charges), Some(started)) = (&mut self.charges, started) {
+                let took = started.elapsed();
+                let mut tenants: Vec<&str> = p.origins.iter().map(HandlerId::tenant).collect();
+                tenants.dedup();
+                tenants.sort_unstable();
+                tenants.dedup();
+                for t in tenants {
+                    *charges.entry(t.to_owned()).or_default() += took;
+                }
+            }
+            match written {
                 Ok(()) => {}
                 Err(error) => refused.push(Refused {
                     sink,

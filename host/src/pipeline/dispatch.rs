@@ -467,6 +467,9 @@ pub struct Handlers {
     order: Vec<HandlerId>,
     /// The breakers of tenants that have one, by tenant.
     tenants: std::collections::BTreeMap<String, TenantBreaker>,
+    /// How long the last call took (the shared loop charges it to the
+    /// handler's tenant: see `pipeline::lanes`).
+    last_call: std::time::Duration,
 }
 
 /// A tenant's circuit breaker over all its handlers, and its metrics.
@@ -511,7 +514,18 @@ impl Handlers {
             slots: IdMap::default(),
             order: Vec::new(),
             tenants: Default::default(),
+            last_call: std::time::Duration::ZERO,
         }
+    }
+
+    /// How long the last call took.
+    pub fn last_call(&self) -> std::time::Duration {
+        self.last_call
+    }
+
+    /// Handler `id`'s plan.
+    pub fn plan(&self, id: &HandlerId) -> Option<&HandlerPlan> {
+        self.slots.get(id).map(|s| &s.plan)
     }
 
     /// Gives each tenant of `plan` with a `breaker` its breaker, counted
@@ -729,7 +743,8 @@ impl Handlers {
         slot.counters.calls.inc();
         let started = Instant::now();
         let result = slot.call(&self.runtime, change, out);
-        slot.counters.call_seconds.observe(started.elapsed());
+        self.last_call = started.elapsed();
+        slot.counters.call_seconds.observe(self.last_call);
         let costly = matches!(&result, Err(e) if e.is_costly());
         let transition = slot.breaker.ended(costly, Instant::now);
         let b = &slot.plan.breaker;

@@ -29,6 +29,7 @@ pub mod delivery;
 pub mod dispatch;
 mod held_file;
 pub mod hold;
+pub mod lanes;
 pub mod router;
 
 use std::sync::Arc;
@@ -66,6 +67,9 @@ const HAND_OVER_SLICE: usize = 1024;
 /// handler's place in the call order times 65536: they cannot take the
 /// index of a message another handler emitted for the same change.
 const HELD_INDEX: u32 = 1 << 31;
+
+/// How often lanes are looked after while the stream is idle.
+const LANE_TICK: Duration = Duration::from_millis(50);
 
 /// What the pipeline counts that belongs to no handler or sink.
 struct PipelineCounters {
@@ -155,21 +159,61 @@ pub struct Pipeline {
     /// flushed; then the position after the last transaction done.
     seen: Option<Checkpoint>,
     done: Option<Checkpoint>,
-    /// Whether the source can read an earlier position again, so that a
-    /// halted lane can catch up while running (see [`Pipeline::resume_lane`]).
-    rewinds: bool,
-    /// Where the stream is to be read again from, for the driver.
-    rewind: Option<Checkpoint>,
     /// Halted lanes whose handler was reloaded or resumed since the last
     /// transaction boundary.
     lanes_to_resume: std::collections::BTreeSet<String>,
+    /// The config running (with the deployments applied since).
+    plan: Plan,
+    /// What each tenant took of the loop's time, once lanes may read on
+    /// connections of their own (see [`lanes`]).
+    fair: Option<lanes::Fairness>,
+    /// Opens lanes on connections of their own.
+    starter: Option<Box<dyn lanes::LaneStarter>>,
+    /// The lanes reading on connections of their own.
+    detached: std::collections::BTreeMap<String, lanes::Detached>,
+    /// Set when this pipeline is one tenant's lane on its own connection.
+    lane: Option<lanes::LaneMode>,
+    /// Tenants that left the loop in the middle of a transaction, whose
+    /// lanes start on their own connection at the next boundary.
+    leaving: std::collections::BTreeSet<String>,
 }
 
 impl Pipeline {
     /// Loads every handler's module and opens every sink of `plan`.
     /// Counts in a registry of its own: see [`Pipeline::registry`].
     pub async fn new(plan: &Plan, runtime: HandlerRuntime) -> anyhow::Result<Pipeline> {
-        let registry = Registry::new();
+        Pipeline::build(plan, runtime, Registry::new(), None).await
+    }
+
+    /// The pipeline of tenant `run.tenant`'s lane on its own connection
+    /// (see [`lanes`]): the handlers and sinks of `run.plan`, counted in
+    /// `registry` (the main pipeline's), keeping the lane's position
+    /// alone once a store is attached.
+    pub async fn for_lane(
+        run: lanes::LaneRun,
+        runtime: HandlerRuntime,
+        registry: Registry,
+    ) -> anyhow::Result<Pipeline> {
+        let lanes::LaneRun {
+            tenant,
+            plan,
+            place,
+            link,
+            cpu_share,
+        } = run;
+        let mut p = Pipeline::build(&plan, runtime, registry, Some(lanes::LaneMode::new(link, cpu_share))).await?;
+        p.checkpointer.own_lane(&tenant, place);
+        // A failure halts this pipeline: the main one halts the lane.
+        p.lanes = false;
+        Ok(p)
+    }
+
+    async fn build(
+        plan: &Plan,
+        runtime: HandlerRuntime,
+        registry: Registry,
+        lane: Option<lanes::LaneMode>,
+    ) -> anyhow::Result<Pipeline> {
         // Sinks first: what a handler may emit depends on their limits.
         let delivery = Delivery::open(plan, &registry).await?;
         let mut handlers = Handlers::new(runtime);
@@ -189,14 +233,21 @@ impl Pipeline {
                 },
             );
         }
+        // A lane's pipeline counts its handlers and sinks with the main
+        // one's, and the stream's totals apart: the stream is the main one's.
+        let own = if lane.is_some() {
+            Registry::new()
+        } else {
+            registry.clone()
+        };
         let counters = PipelineCounters {
-            transactions: registry.counter(names::TRANSACTIONS, "Transactions whose commit was seen.", vec![]),
-            checkpoints: registry.counter(names::CHECKPOINTS, "Batches committed to the store.", vec![]),
+            transactions: own.counter(names::TRANSACTIONS, "Transactions whose commit was seen.", vec![]),
+            checkpoints: own.counter(names::CHECKPOINTS, "Batches committed to the store.", vec![]),
             lag: Arc::default(),
             checkpointed_at: Arc::default(),
         };
         let lag = counters.lag.clone();
-        registry.computed_gauge(
+        own.computed_gauge(
             names::SOURCE_LAG_SECONDS,
             "Now minus the binlog timestamp of the last transaction handled, in seconds; 0 when caught up and idle.",
             vec![],
@@ -234,9 +285,13 @@ impl Pipeline {
             halted_lanes: Default::default(),
             seen: None,
             done: None,
-            rewinds: false,
-            rewind: None,
             lanes_to_resume: Default::default(),
+            plan: plan.clone(),
+            fair: None,
+            starter: None,
+            detached: Default::default(),
+            lane,
+            leaving: Default::default(),
         })
     }
 
@@ -267,6 +322,11 @@ impl Pipeline {
                 tracing::info!(handler = %id, "{n} changes held in an earlier run go to the handler, in order, once a trial with the oldest succeeds");
             }
         }
+        // A lane's pipeline has its tenant's handlers only.
+        if self.lane.is_some() {
+            ranges.clear();
+            legacy.clear();
+        }
         let unconfigured = (ranges.into_iter())
             .map(|(key, r)| (key, r.count))
             .chain(legacy.into_iter().map(|(key, c)| (key, c.len() as u64)));
@@ -293,7 +353,12 @@ impl Pipeline {
         }
         let at = self.counters.checkpointed_at.clone();
         at.store(unix_now(), Ordering::Relaxed);
-        self.registry.computed_gauge(
+        let own = if self.lane.is_some() {
+            Registry::new()
+        } else {
+            self.registry.clone()
+        };
+        own.computed_gauge(
             names::CHECKPOINT_AGE,
             "Seconds since the last checkpoint was committed to the store (or since it was opened).",
             vec![],
@@ -345,6 +410,10 @@ impl Pipeline {
     /// attached (also without a store). A failure to write is logged:
     /// status is advisory.
     pub fn write_status(&mut self) {
+        // The main pipeline reports for a lane on its own connection.
+        if self.lane.is_some() {
+            return;
+        }
         let store = self
             .checkpointer
             .store()
@@ -358,6 +427,7 @@ impl Pipeline {
             store: store.as_ref().map(|(p, _)| p.clone()).unwrap_or_default(),
             position: self.checkpointer.resume().cloned(),
             lanes: self.checkpointer.stored_lanes().clone(),
+            lanes_apart: self.checkpointer.detached_lanes(),
             handlers: self
                 .handlers
                 .state_sizes()
@@ -419,7 +489,7 @@ impl Pipeline {
                 Control::Pause { handler, reply } | Control::Resume { handler, reply }
                     if self.handlers.find(&handler).is_none() =>
                 {
-                    let _ = reply.send(Err(ControlError::NoHandler(handler)));
+                    let _ = reply.send(Err(self.no_handler(handler)));
                 }
                 Control::Pause { handler, reply } => {
                     let id = self.handlers.find(&handler).expect("found above");
@@ -436,7 +506,7 @@ impl Pipeline {
                 }
                 Control::Reload { handler, reply } => {
                     let result = match self.handlers.find(&handler) {
-                        None => Err(ControlError::NoHandler(handler)),
+                        None => Err(self.no_handler(handler)),
                         Some(id) => self
                             .handlers
                             .reload_now(&id)
@@ -456,7 +526,7 @@ impl Pipeline {
                 } => {
                     let found = self.handlers.find(&handler);
                     let result = match found.as_ref().and_then(|id| self.handlers.state_of(id)) {
-                        None => Err(ControlError::NoHandler(handler)),
+                        None => Err(self.no_handler(handler)),
                         Some(state) => Ok(StatePage::of(&handler, state.iter(), state.bytes(), &prefix, limit)),
                     };
                     let _ = reply.send(result);
@@ -758,7 +828,10 @@ impl Pipeline {
         let Some(rx) = &self.deployments else { return };
         let waiting: Vec<crate::deploy::Deployment> = rx.try_iter().collect();
         for d in waiting {
-            let result = self.deploy(rt, &d);
+            let result = match self.refuse_apart(&d.tenant) {
+                Some(why) => Err(why),
+                None => self.deploy(rt, &d),
+            };
             if let Err(e) = &result {
                 tracing::error!(tenant = %d.tenant, "deployment refused, nothing running changed: {e}");
             }
@@ -805,27 +878,9 @@ impl Pipeline {
             self.holds.remove(id);
             self.gates.remove(id);
         }
-        let held_dir = self.checkpointer.store().map(StateStore::held_dir);
+        self.plan = (*d.plan).clone();
         for ((id, prepared, state, range), p) in ready.into_iter().zip(&d.put) {
-            if !self.holds.has(&id) {
-                self.holds.add(id.clone(), &p.plan, &self.registry);
-                if let Some(dir) = &held_dir
-                    && let Err(e) = self.holds.open_file(&id, dir, range.unwrap_or_default())
-                {
-                    tracing::error!(handler = %id, "its held changes cannot be read: {e:#}");
-                }
-            }
-            self.handlers.put(&id, prepared, state);
-            if self.holds.size(&id).0 > 0 {
-                self.handlers.trial_first(&id);
-            }
-            self.router.add(
-                id.clone(),
-                Subscription {
-                    tables: p.plan.tables.clone(),
-                    ops: p.plan.ops,
-                },
-            );
+            self.put_prepared(&id, &p.plan, prepared, state, range);
             // A new handler starts at its tenant's lane, which may be past
             // the stream after a restart; `start = "latest"` may be further.
             let lane = (self.checkpointer.lanes_ahead().get(id.tenant())).map(Checkpoint::at);
@@ -843,6 +898,56 @@ impl Pipeline {
             tracing::info!(handler = %id, "handler removed: its state stays in the store until `rowhook state reset`");
         }
         self.write_status();
+        Ok(())
+    }
+
+    /// Puts handler `id` of `h`, prepared, in: with `state` and the held
+    /// changes in `range` if it is new, in its place otherwise.
+    fn put_prepared(
+        &mut self,
+        id: &HandlerId,
+        h: &crate::config::HandlerPlan,
+        prepared: dispatch::Prepared,
+        state: std::collections::HashMap<String, Vec<u8>>,
+        range: Option<crate::store::HeldRange>,
+    ) {
+        if !self.holds.has(id) {
+            self.holds.add(id.clone(), h, &self.registry);
+            if let Some(dir) = self.checkpointer.store().map(StateStore::held_dir)
+                && let Err(e) = self.holds.open_file(id, &dir, range.unwrap_or_default())
+            {
+                tracing::error!(handler = %id, "its held changes cannot be read: {e:#}");
+            }
+        }
+        self.handlers.put(id, prepared, state);
+        if self.holds.size(id).0 > 0 {
+            self.handlers.trial_first(id);
+        }
+        self.router.add(
+            id.clone(),
+            Subscription {
+                tables: h.tables.clone(),
+                ops: h.ops,
+            },
+        );
+    }
+
+    /// Creates handler `h`'s instance of `module` and puts it in, with its
+    /// state and held changes from the store.
+    fn install(&mut self, h: &crate::config::HandlerPlan, module: crate::runtime::Module) -> anyhow::Result<()> {
+        let id = HandlerId::new(&h.tenant, &h.name);
+        let grants = grants_of(
+            &self.plan,
+            h,
+            |s| self.delivery.limits(s),
+            self.rates.get(&h.tenant).cloned(),
+        );
+        let prepared = self.handlers.prepare(h, module, grants, &self.registry)?;
+        let (state, range) = match self.checkpointer.store() {
+            Some(store) => (store.load_state(id.key())?, store.held_ranges()?.remove(id.key())),
+            None => Default::default(),
+        };
+        self.put_prepared(&id, h, prepared, state, range);
         Ok(())
     }
 
@@ -990,6 +1095,9 @@ impl Pipeline {
     /// the waiting batch to the store. Messages of a transaction whose
     /// commit was not seen are not sent, and its state writes not kept.
     pub async fn close(&mut self) -> anyhow::Result<()> {
+        // Lanes on their own connection commit where they are first: the
+        // position this one commits resumes no later than theirs.
+        self.stop_lanes();
         self.release_unkept().await?;
         self.delivery.close().await?;
         self.checkpoint().await?;
@@ -1072,70 +1180,23 @@ impl Pipeline {
         true
     }
 
-    /// The source can read an earlier position again (a live server): a
-    /// halted lane whose handler is reloaded or resumed catches up while
-    /// running.
-    pub fn rewind_lanes(&mut self) {
-        self.rewinds = true;
-    }
-
-    /// Lets `tenant`'s halted lane go on (its handler was reloaded or
-    /// resumed through the admin API): the store is brought up to date,
-    /// every other running lane is held at where the stream is now, and
-    /// the stream is read again from the halted lane's position. While it
-    /// catches up the others skip what they already have, and from where
-    /// they were on all lanes take each transaction together again. Call
-    /// between transactions. Returns whether it resumed.
-    fn resume_lane(&mut self, rt: &tokio::runtime::Runtime, tenant: &str) -> bool {
-        if !self.halted_lanes.contains(tenant) || self.in_transaction {
-            return false;
-        }
-        if !self.rewinds {
-            tracing::warn!(tenant = %tenant, "the tenant's lane stays halted: restart rowhook to let it catch up from its position (this source cannot read it again while running)");
-            return false;
-        }
-        let Some(here) = self.done.clone() else { return false };
-        if let Err(e) = rt.block_on(self.checkpoint()) {
-            tracing::error!(tenant = %tenant, "the tenant's lane stays halted: committing the checkpoint first failed: {e:#}");
-            return false;
-        }
-        let others: Vec<String> = (self.handlers.ids().iter())
-            .map(|id| id.tenant().to_owned())
-            .filter(|t| t != tenant && !self.halted_lanes.contains(t))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let Some(at) = self.checkpointer.resume_lane(tenant, &others, &here) else {
-            return false;
-        };
-        let gate = here.at();
-        for id in self.handlers.ids() {
-            if id.tenant() == tenant {
-                self.handlers.unmark_halted(id);
-            } else if others.iter().any(|t| t == id.tenant()) {
-                let g = self.gates.entry(id.clone()).or_insert(gate);
-                *g = (*g).max(gate);
-            }
-        }
-        self.halted_lanes.remove(tenant);
-        tracing::info!(
-            tenant = %tenant, from = %format!("{}:{}", at.file, at.pos), to = %format!("{}:{}", here.file, here.pos),
-            "the tenant's lane resumes: the stream is read again from its position, and the other tenants skip what they already have until the stream is back where they are"
-        );
-        self.done = Some(at.clone());
-        self.rewind = Some(at);
-        true
-    }
-
-    /// Lets the halted lanes asked for go on (see [`Pipeline::resume_lane`]),
-    /// one at a time: the stream is read again from the first one's
-    /// position, and the others wait for the next boundary.
-    fn resume_lanes(&mut self, rt: &tokio::runtime::Runtime) {
-        if self.lanes_to_resume.is_empty() || self.rewind.is_some() || self.in_transaction {
+    /// Work on lanes due between transactions: the halted lanes asked for
+    /// go on (see [`Pipeline::resume_lane`]), lanes on their own connection
+    /// are answered, and the loop's time is shared out.
+    fn tend_lanes(&mut self, rt: &tokio::runtime::Runtime, stop: &Stop) {
+        if self.in_transaction || !self.lanes {
             return;
         }
-        let tenant = self.lanes_to_resume.pop_first().expect("not empty");
-        self.resume_lane(rt, &tenant);
+        while let Some(tenant) = self.lanes_to_resume.pop_first() {
+            self.resume_lane(rt, &tenant);
+        }
+        while let Some(tenant) = self.leaving.pop_first() {
+            if let Some(from) = self.checkpointer.halted_at(&tenant).cloned() {
+                self.detach_lane(rt, &tenant, from);
+            }
+        }
+        self.poll_lanes(stop);
+        self.share_fairly(rt);
     }
 
     /// Keeps a failure as handler `id`'s latest, for the status report.
@@ -1174,6 +1235,9 @@ impl Consumer for Pipeline {
         if let Some(e) = self.take_halt() {
             return Err(e);
         }
+        if let Some(f) = &mut self.fair {
+            f.woke();
+        }
         if self.flush_due() {
             rt.block_on(async {
                 tokio::select! {
@@ -1186,9 +1250,20 @@ impl Consumer for Pipeline {
         if !self.in_transaction {
             self.apply_reloads();
             self.apply_control();
-            self.resume_lanes(rt);
+            self.tend_lanes(rt, stop);
             self.apply_deployments(rt);
             self.hand_over_held(rt, stop)?;
+            if let Some(lane) = &mut self.lane {
+                lane.check_join(self.done.as_ref())?;
+                if let Some(pause) = lane.pause() {
+                    rt.block_on(async {
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            () = stop.requested_wait() => {}
+                        }
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -1196,6 +1271,15 @@ impl Consumer for Pipeline {
     /// The source has nothing ready: the stream is caught up.
     fn idle(&mut self) -> anyhow::Result<()> {
         self.counters.lag.caught_up.store(true, Ordering::Relaxed);
+        if let Some(f) = &mut self.fair {
+            f.idle();
+        }
+        if let Some(lane) = &mut self.lane
+            && !self.in_transaction
+        {
+            lane.check_join(self.done.as_ref())?;
+            lane.idle(self.done.as_ref());
+        }
         Ok(())
     }
 
@@ -1209,16 +1293,10 @@ impl Consumer for Pipeline {
     }
 
     fn next_tick(&self) -> Option<tokio::time::Instant> {
-        Pipeline::next_tick(self)
-    }
-
-    fn rewind(&mut self) -> Option<crate::driver::Rewind> {
-        let at = self.rewind.take()?;
-        Some(crate::driver::Rewind {
-            file: at.file,
-            pos: at.pos,
-            gtids: at.gtids,
-        })
+        let next = Pipeline::next_tick(self);
+        // Lanes are looked after while the stream is idle too.
+        let lanes = (self.lane.is_some() || !self.detached.is_empty()).then(|| tokio::time::Instant::now() + LANE_TICK);
+        next.into_iter().chain(lanes).min()
     }
 
     fn tick(&mut self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
@@ -1226,12 +1304,17 @@ impl Consumer for Pipeline {
         if self.in_transaction {
             return Ok(());
         }
+        let mut stop = self.io.as_ref().map(|(_, stop)| stop.clone()).unwrap_or_default();
+        if let Some(lane) = &mut self.lane {
+            // A tick comes while the server has nothing more.
+            lane.check_join(self.done.as_ref())?;
+            lane.idle(self.done.as_ref());
+        }
         // Between transactions, also while the stream is idle: a new
         // version of a suspended handler takes its held changes.
         self.apply_reloads();
-        self.resume_lanes(rt);
+        self.tend_lanes(rt, &stop);
         self.apply_deployments(rt);
-        let mut stop = self.io.as_ref().map(|(_, stop)| stop.clone()).unwrap_or_default();
         match self.hand_over_held(rt, &mut stop) {
             // The driver sees the stop request next; the changes stay held.
             Err(e) if e.is::<Interrupted>() => {
@@ -1275,7 +1358,13 @@ impl ChangeVisitor for Pipeline {
                 }
                 continue;
             }
-            match self.handlers.call(handler, &self.encoded, &mut self.emitted) {
+            let called = self.handlers.call(handler, &self.encoded, &mut self.emitted);
+            if self.fair.is_some() && self.charge(handler.tenant(), self.handlers.last_call()) {
+                // Its lane left: what it emitted is not kept.
+                self.emitted.clear();
+                continue;
+            }
+            match called {
                 Ok(()) => {
                     let last = self.emitted.len();
                     let last_handler = h + 1 == targets.len();
@@ -1343,7 +1432,8 @@ impl ChangeVisitor for Pipeline {
     }
 
     fn commit(&mut self, commit: &Commit<'_>) -> Flow {
-        if self.checkpointer.keeps() || self.lanes {
+        let lanes = self.lanes || self.lane.is_some();
+        if self.checkpointer.keeps() || lanes {
             let at = Checkpoint {
                 file: commit.file.to_owned(),
                 pos: commit.end,
@@ -1351,7 +1441,7 @@ impl ChangeVisitor for Pipeline {
                 txn: commit.txn.to_owned(),
                 ts: commit.ts,
             };
-            if self.lanes {
+            if lanes {
                 self.seen = Some(at.clone());
             }
             self.checkpointer.commit_seen(at);

@@ -63,14 +63,6 @@ pub trait Source {
         let _ = at;
     }
 
-    /// Reads again from `file:pos`, the end of a commit it handed out
-    /// before: the next step is the first event after it. Only a live
-    /// stream can (it asks the server again); other sources refuse.
-    fn seek(&mut self, file: &str, pos: u64) -> impl std::future::Future<Output = anyhow::Result<()>> {
-        let _ = (file, pos);
-        async { anyhow::bail!("this source cannot read an earlier position again") }
-    }
-
     /// The decoder unpacked a transaction payload of `n` events; a live
     /// MySQL stream also sends them unpacked, and those copies are dropped.
     fn skip_payload_copies(&mut self, n: usize) {

@@ -388,45 +388,6 @@ impl Resilient {
         }
     }
 
-    /// Asks the server for the stream again from `file:pos`, on a new
-    /// connection that replaces the current one (a tenant's lane catching
-    /// up: see `Pipeline::resume_lane`).
-    pub async fn seek(&mut self, file: &str, pos: u64) -> Result<(), SourceError> {
-        let start = StartPosition::File {
-            file: file.to_owned(),
-            pos,
-        };
-        let opts = LiveOptions {
-            start: start.clone(),
-            ..self.opts.clone()
-        };
-        self.current = None;
-        self.resume = start;
-        file.clone_into(&mut self.file);
-        match connect_within(&opts, self.policy.connect_timeout, true).await {
-            Ok(live) => {
-                self.live = live;
-                self.outage = None;
-                self.connected_at = Instant::now();
-                self.delivered = false;
-                self.stats.set_connected(true);
-                tracing::info!(file, pos, "the binlog stream is read again from an earlier position");
-                Ok(())
-            }
-            // Lost as any stream is: the next event reconnects there, with
-            // the usual backoff.
-            Err(e) if e.is_transient() => {
-                match &mut self.outage {
-                    // An attempt under way was for the old position.
-                    Some(outage) => outage.attempt = None,
-                    None => self.lost(e),
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// The event as the decoder takes it.
     pub fn raw<'a>(&self, event: &'a Event) -> RawEvent<'a> {
         self.live.raw(event)
@@ -631,10 +592,6 @@ impl super::Source for Resilient {
 
     fn skip_payload_copies(&mut self, n: usize) {
         Resilient::skip_payload_copies(self, n);
-    }
-
-    async fn seek(&mut self, file: &str, pos: u64) -> anyhow::Result<()> {
-        Ok(Resilient::seek(self, file, pos).await?)
     }
 
     async fn column_names(&mut self, db: &str, table: &str) -> anyhow::Result<Option<Vec<String>>> {
