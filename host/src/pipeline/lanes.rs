@@ -32,6 +32,10 @@ use crate::store::Checkpoint;
 /// How long the shared loop's time is summed before it is shared out.
 const WINDOW: Duration = Duration::from_millis(250);
 
+/// How many times more than the other tenants' a tenant's changes cost
+/// each before it may leave the shared loop for taking more than its share.
+const HEAVIER: f64 = 4.0;
+
 /// How often a lane on its own connection looks at the CPU it took.
 const THROTTLE_EVERY: Duration = Duration::from_millis(10);
 
@@ -189,6 +193,18 @@ impl LaneMode {
     pub(super) fn pause(&mut self) -> Option<Duration> {
         self.throttle.pause()
     }
+
+    /// Pauses here, on the calling thread, as long as the CPU share asks
+    /// (between two handler calls, inside a transaction too), or until
+    /// `stop` is requested.
+    pub(super) fn keep_to_share(&mut self, stop: Option<&Stop>) {
+        let Some(mut pause) = self.pause() else { return };
+        while !pause.is_zero() && !stop.is_some_and(Stop::requested) {
+            let slice = pause.min(Duration::from_millis(50));
+            std::thread::sleep(slice);
+            pause -= slice;
+        }
+    }
 }
 
 /// Holds a thread's CPU time to a share of its wall time.
@@ -243,7 +259,8 @@ fn thread_cpu() -> Duration {
 /// What each tenant took of the shared loop's time in the current window.
 pub(super) struct Fairness {
     since: Instant,
-    used: BTreeMap<String, Duration>,
+    /// Per tenant: the time taken, and the calls made.
+    used: BTreeMap<String, (Duration, u64)>,
     /// How long the loop waited for the server in this window, and since
     /// when it waits, if it does: a loop that waits a tenth of its time
     /// kept nobody waiting.
@@ -266,20 +283,40 @@ impl Fairness {
         }
     }
 
-    /// `tenant`'s handler took `took`; returns whether the tenant has
-    /// now taken more than its share of a whole window.
-    pub(super) fn charge(&mut self, tenant: &str, took: Duration) -> bool {
+    /// `tenant`'s handler took `took` (`call`), or a sink took that long to
+    /// take its messages; returns whether the tenant has now taken more
+    /// than its share of a whole window.
+    pub(super) fn charge(&mut self, tenant: &str, took: Duration, call: bool) -> bool {
         let used = match self.used.get_mut(tenant) {
             Some(u) => {
-                *u += took;
-                *u
+                u.0 += took;
+                u.1 += u64::from(call);
+                u.0
             }
             None => {
-                self.used.insert(tenant.to_owned(), took);
+                self.used.insert(tenant.to_owned(), (took, u64::from(call)));
                 took
             }
         };
         used.as_secs_f64() > self.share(tenant) * WINDOW.as_secs_f64()
+    }
+
+    /// Whether `tenant`'s changes cost far more each than the other
+    /// tenants' in this window ([`HEAVIER`] times, calls and sink writes
+    /// together): a tenant that is merely busy, with as cheap changes as
+    /// the others, slows nobody more than they slow themselves.
+    fn heavier(&self, tenant: &str) -> bool {
+        let Some((used, calls)) = self.used.get(tenant) else {
+            return false;
+        };
+        let (others, other_calls) = (self.used.iter())
+            .filter(|(t, _)| t.as_str() != tenant)
+            .fold((Duration::ZERO, 0u64), |(u, c), (_, (du, dc))| (u + *du, c + dc));
+        if other_calls == 0 {
+            return false;
+        }
+        let mine = used.as_secs_f64() / (*calls).max(1) as f64;
+        mine >= HEAVIER * others.as_secs_f64() / other_calls as f64
     }
 
     /// The loop waits for the server from now.
@@ -338,15 +375,15 @@ impl Pipeline {
     pub(super) fn share_fairly(&mut self, rt: &tokio::runtime::Runtime) {
         let Some(f) = &mut self.fair else { return };
         for (tenant, took) in self.delivery.take_charges() {
-            f.charge(&tenant, took);
+            f.charge(&tenant, took, false);
         }
         let elapsed = f.since.elapsed();
         // A tenant is past its share once it took more than its share of
         // the window so far, or of a whole window before it ends.
         let span = elapsed.max(WINDOW).as_secs_f64();
         let over = (f.used.iter())
-            .map(|(t, u)| (t, u.as_secs_f64() / span))
-            .filter(|(t, part)| *part > f.share(t))
+            .map(|(t, u)| (t, u.0.as_secs_f64() / span))
+            .filter(|(t, part)| *part > f.share(t) && f.heavier(t))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(t, part)| (t.clone(), part));
         if over.is_none() && elapsed < WINDOW {
@@ -391,7 +428,7 @@ impl Pipeline {
     /// lane would. Returns whether it left.
     pub(super) fn charge(&mut self, tenant: &str, took: Duration) -> bool {
         let Some(f) = &mut self.fair else { return false };
-        if !f.charge(tenant, took) || !f.behind() {
+        if !f.charge(tenant, took, true) || !f.behind() || !f.heavier(tenant) {
             return false;
         }
         if !self.may_leave(tenant) {
@@ -400,7 +437,7 @@ impl Pipeline {
         let Some(done) = self.done.clone() else { return false };
         let Some(f) = &mut self.fair else { return false };
         let elapsed = f.since.elapsed();
-        let (used, share) = (f.used.get(tenant).copied().unwrap_or_default(), f.share(tenant));
+        let (used, share) = (f.used.get(tenant).map_or(Duration::ZERO, |u| u.0), f.share(tenant));
         f.restart();
         self.halted_lanes.insert(tenant.to_owned());
         self.checkpointer.halt_lane(tenant, done);
@@ -672,5 +709,47 @@ impl Pipeline {
         self.detached.contains_key(tenant).then(|| {
             format!("tenant `{tenant}`'s lane is catching up on a connection of its own; deploy again once it is back with the others (GET /admin/status lists it under `lanes_apart` until then)")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fairness(tenants: &[&str]) -> Fairness {
+        Fairness {
+            since: Instant::now(),
+            used: BTreeMap::new(),
+            idle: Duration::ZERO,
+            idle_since: None,
+            shares: tenants
+                .iter()
+                .map(|t| ((*t).to_owned(), 1.0 / tenants.len() as f64))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_a_tenant_past_its_share_whose_changes_cost_far_more_each_may_leave() {
+        let mut f = fairness(&["a", "b", "c"]);
+        // C: a thousand cheap calls, more than a third of a window.
+        for _ in 0..1000 {
+            f.charge("c", Duration::from_micros(100), true);
+        }
+        assert!(f.charge("c", Duration::ZERO, true), "past its share");
+        assert!(!f.heavier("c"), "nobody else called: nobody to slow");
+        // A: one call to its time limit.
+        assert!(f.charge("a", Duration::from_millis(100), true));
+        assert!(f.heavier("a"));
+        assert!(!f.heavier("c"), "merely busy");
+        // B: cheap calls, but its sink takes a millisecond a message.
+        for _ in 0..10 {
+            f.charge("b", Duration::from_micros(100), true);
+        }
+        assert!(!f.heavier("b"));
+        f.charge("b", Duration::from_millis(10), false);
+        assert!(f.heavier("b"));
+        f.restart();
+        assert!(!f.heavier("a"), "a new window");
     }
 }

@@ -1255,14 +1255,7 @@ impl Consumer for Pipeline {
             self.hand_over_held(rt, stop)?;
             if let Some(lane) = &mut self.lane {
                 lane.check_join(self.done.as_ref())?;
-                if let Some(pause) = lane.pause() {
-                    rt.block_on(async {
-                        tokio::select! {
-                            () = tokio::time::sleep(pause) => {}
-                            () = stop.requested_wait() => {}
-                        }
-                    });
-                }
+                lane.keep_to_share(Some(stop));
             }
         }
         Ok(())
@@ -1359,6 +1352,9 @@ impl ChangeVisitor for Pipeline {
                 continue;
             }
             let called = self.handlers.call(handler, &self.encoded, &mut self.emitted);
+            if let Some(lane) = &mut self.lane {
+                lane.keep_to_share(self.io.as_ref().map(|(_, stop)| stop));
+            }
             if self.fair.is_some() && self.charge(handler.tenant(), self.handlers.last_call()) {
                 // Its lane left: what it emitted is not kept.
                 self.emitted.clear();
