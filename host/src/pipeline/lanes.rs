@@ -2,11 +2,11 @@
 //!
 //! With tenants declared, every tenant's handlers run in the shared loop,
 //! which reads and decodes the binlog once. A tenant that takes more than
-//! its share of that loop's time (its handlers' calls and its sinks' writes,
-//! over a quarter of a second in which the loop hardly waited for the
-//! server), or whose
-//! halted lane may go on, leaves it: its handlers move to a pipeline of their
-//! own on a thread of their own, which reads the binlog again from the
+//! its share of that loop's time (its handlers' calls and its sinks'
+//! writes, over windows of 150 ms in which the loop hardly waited for the
+//! server) with changes that cost far more each than the others', or
+//! whose halted lane may go on, leaves it: its handlers move to a pipeline
+//! of their own on a thread of their own, which reads the binlog again from the
 //! lane's position on a second connection, with its own sinks and its own
 //! position in the store ([`LanePlace`]). That thread gets no more than the
 //! tenant's share of one core ([`Throttle`]).
@@ -30,11 +30,14 @@ use crate::driver::Stop;
 use crate::store::Checkpoint;
 
 /// How long the shared loop's time is summed before it is shared out.
-const WINDOW: Duration = Duration::from_millis(250);
+const WINDOW: Duration = Duration::from_millis(150);
 
 /// How many times more than the other tenants' a tenant's changes cost
 /// each before it may leave the shared loop for taking more than its share.
 const HEAVIER: f64 = 4.0;
+
+/// A wait for the server this long means the loop had caught up.
+const CAUGHT_UP: Duration = Duration::from_millis(10);
 
 /// How often a lane on its own connection looks at the CPU it took.
 const THROTTLE_EVERY: Duration = Duration::from_millis(10);
@@ -324,10 +327,17 @@ impl Fairness {
         self.idle_since.get_or_insert_with(Instant::now);
     }
 
-    /// The loop has work again (an event came, or a timer fired).
+    /// The loop has work again (an event came, or a timer fired). After a
+    /// real wait (the loop had caught up) a new window starts: whether
+    /// the loop is behind is a question about the time since.
     pub(super) fn woke(&mut self) {
         if let Some(since) = self.idle_since.take() {
-            self.idle += since.elapsed();
+            let waited = since.elapsed();
+            if waited >= CAUGHT_UP {
+                self.restart();
+            } else {
+                self.idle += waited;
+            }
         }
     }
 

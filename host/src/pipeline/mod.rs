@@ -1229,11 +1229,25 @@ impl Consumer for Pipeline {
         &mut self,
         rt: &tokio::runtime::Runtime,
         decoder: &crate::decode::Decoder,
-        _: bool,
+        began: bool,
         stop: &mut Stop,
     ) -> anyhow::Result<()> {
         if let Some(e) = self.take_halt() {
             return Err(e);
+        }
+        if began && self.done.is_none() && self.fair.is_some() {
+            // The first transaction of a run with no checkpoint: a lane
+            // that leaves in the middle of it starts where it began.
+            let (file, pos, gtids) = decoder.resume_position();
+            if !file.is_empty() {
+                self.done = Some(Checkpoint {
+                    file: file.to_owned(),
+                    pos,
+                    gtids: gtids.to_string(),
+                    txn: String::new(),
+                    ts: 0,
+                });
+            }
         }
         if let Some(f) = &mut self.fair {
             f.woke();
