@@ -199,23 +199,23 @@ pub fn render(report: &Report) -> String {
         }
         None => out.push_str("position      none yet: the next run starts where [source] start says\n"),
     }
-    if !report.lanes.is_empty() {
-        let lanes: Vec<String> = (report.lanes.iter())
+    let lanes = [
+        (
+            "lanes        ",
+            &report.lanes,
+            "past the position, where another tenant's lane halted; their handlers take only what comes after",
+        ),
+        (
+            "lanes apart  ",
+            &report.lanes_apart,
+            "reading on a connection of their own until they catch up",
+        ),
+    ];
+    for (label, lanes, what) in lanes.into_iter().filter(|(_, l, _)| !l.is_empty()) {
+        let each: Vec<String> = (lanes.iter())
             .map(|(tenant, cp)| format!("{tenant} at {}:{}", cp.file, cp.pos))
             .collect();
-        out.push_str(&format!(
-            "lanes         {}: past the position, where another tenant's lane halted; their handlers take only what comes after\n",
-            lanes.join(", ")
-        ));
-    }
-    if !report.lanes_apart.is_empty() {
-        let lanes: Vec<String> = (report.lanes_apart.iter())
-            .map(|(tenant, cp)| format!("{tenant} at {}:{}", cp.file, cp.pos))
-            .collect();
-        out.push_str(&format!(
-            "lanes apart   {}: reading on a connection of their own until they catch up\n",
-            lanes.join(", ")
-        ));
+        out.push_str(&format!("{label} {}: {what}\n", each.join(", ")));
     }
     if let Some(s) = &report.server {
         match (&s.error, s.bytes_behind) {
