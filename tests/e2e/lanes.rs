@@ -399,7 +399,7 @@ on_error = "skip"
 limits = { time_ms = 20 }
 breaker = { failures = 0 }
 "#;
-    let config = config_with(&dir, &server, "", edge);
+    let config = config_with(&dir, &server, "[deploy]\ndir = \"tenants\"\n", edge);
     let log = dir.join("rowhook.log");
     let env = ENV;
     let (mut daemon, addr) = spawn(&["run", "-c", config.to_str().unwrap()], &env, &log);
@@ -433,6 +433,27 @@ breaker = { failures = 0 }
     assert!(text.contains("its lane reads on a connection of its own"), "{text}");
     let status = std::fs::read_to_string(dir.join("state/status.json")).unwrap();
     assert!(status.contains("\"lanes_apart\""), "{status}");
+    // Edge's team deploys a second handler meanwhile: the lane stops where
+    // it is, takes it, and goes on on its own connection.
+    let deployed = dir.join("tenants/edge");
+    std::fs::copy(guests.join("trivial.wasm"), deployed.join("count.wasm")).unwrap();
+    std::fs::write(
+        deployed.join("count.toml"),
+        "[[handlers]]\nname = \"count\"\nmodule = \"count.wasm\"\ntables = [\"crash.hits\"]\n",
+    )
+    .unwrap();
+    eventually(Duration::from_secs(30), "the deployment", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("the tenant's lane stops on its own connection for a deployment")
+    });
+    let counted = |addr: &str| {
+        metric(
+            &get(addr, "/metrics").body,
+            "rowhook_handler_calls_total",
+            "handler=\"count\"",
+        )
+    };
     // Edge catches up and rejoins: one connection again, each hit called once.
     eventually(Duration::from_secs(60), "edge rejoins", || {
         std::fs::read_to_string(&log)
@@ -440,17 +461,22 @@ breaker = { failures = 0 }
             .contains("the tenant's lane caught up")
     });
     // Each hit once, but for the call during which edge went past its
-    // share, when that fell inside a transaction: its lane left from
-    // before it, and took it again.
+    // share, when that fell inside a transaction (its lane left from
+    // before it, and took it again), and the one the deployment stopped.
     let after = calls(&addr);
-    assert!((150.0..=151.0).contains(&after), "{after} calls for 150 hits");
+    assert!((150.0..=152.0).contains(&after), "{after} calls for 150 hits");
+    assert!(
+        counted(&addr) > 0.0,
+        "the deployed handler took the hits after the lane's position"
+    );
     eventually(Duration::from_secs(10), "one dump connection", || {
         dump_connections(&server) == 1
     });
     // Back with the others, both take what comes next.
     server.sql("INSERT INTO crash.hits VALUES (200, '192.0.2.1'); INSERT INTO crash.ledger VALUES (200, 1, 1);");
+    let count_before = counted(&addr);
     eventually(Duration::from_secs(30), "both go on", || {
-        out(&dir).0.len() == 152 && calls(&addr) == after + 1.0
+        out(&dir).0.len() == 152 && calls(&addr) == after + 1.0 && counted(&addr) == count_before + 1.0
     });
     assert_eq!(interrupt(daemon.take()).code(), Some(0));
     let ids: Vec<u32> = (out(&dir).0.iter())

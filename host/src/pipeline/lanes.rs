@@ -61,6 +61,9 @@ pub struct LaneRun {
     pub link: LaneLink,
     /// Its share of one core.
     pub cpu_share: f64,
+    /// Where handlers of it take nothing before (deployed with `start =
+    /// "latest"`), as [`crate::store::binlog_at`] places.
+    pub gates: Vec<(HandlerId, (u64, u64))>,
 }
 
 /// Starts lanes on connections of their own (`rowhook run`'s live source).
@@ -80,6 +83,16 @@ pub enum LaneEnd {
     /// It failed (a handler halted, a sink refused beyond its retries, the
     /// server cannot be read): the lane halts where it is.
     Failed(anyhow::Error),
+}
+
+/// How a lane's handlers come back to the shared loop.
+enum Back<'a> {
+    /// Caught up: they take the transactions after its position.
+    Joined,
+    /// It failed there: halted.
+    Failed(&'a anyhow::Error),
+    /// Stopped there for a deployment: halted until it goes on again.
+    Recalled,
 }
 
 /// What a lane tells the shared loop.
@@ -491,6 +504,9 @@ impl Pipeline {
             .cloned()
             .collect();
         let plans: Vec<HandlerPlan> = ids.iter().filter_map(|id| self.handlers.plan(id).cloned()).collect();
+        let gates: Vec<(HandlerId, (u64, u64))> = (ids.iter())
+            .filter_map(|id| self.gates.get(id).map(|g| (id.clone(), *g)))
+            .collect();
         for id in &ids {
             self.handlers.remove(id);
             self.router.remove(id);
@@ -500,13 +516,19 @@ impl Pipeline {
         self.halted_lanes.remove(tenant);
         let place = LanePlace::new(from.clone());
         self.checkpointer.detach_lane(tenant, place.clone());
-        self.start_lane(tenant, plans, place);
+        self.start_lane(tenant, plans, place, gates);
         true
     }
 
     /// Starts `tenant`'s lane on its own connection from `place`; if it
     /// cannot start, its handlers come back halted there.
-    fn start_lane(&mut self, tenant: &str, plans: Vec<HandlerPlan>, place: LanePlace) {
+    fn start_lane(
+        &mut self,
+        tenant: &str,
+        plans: Vec<HandlerPlan>,
+        place: LanePlace,
+        gates: Vec<(HandlerId, (u64, u64))>,
+    ) {
         let (tx, rx) = mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let join_at = Arc::new(Mutex::new(None));
@@ -524,6 +546,7 @@ impl Pipeline {
             place: place.clone(),
             link,
             cpu_share: self.plan.tenants.get(tenant).map_or(1.0, |t| t.cpu_share(n)),
+            gates,
         };
         let started = self.starter.as_ref().expect("started with a starter").start(run);
         let from = place.get();
@@ -545,7 +568,7 @@ impl Pipeline {
             }
             Err(e) => {
                 let e = e.context("starting the tenant's lane on a connection of its own");
-                self.take_back(tenant, &plans, from, Some(&e));
+                self.take_back(tenant, &plans, from, Back::Failed(&e));
             }
         }
         self.write_status();
@@ -554,7 +577,12 @@ impl Pipeline {
     /// Puts `tenant`'s handlers `plans` back into the shared loop, each with
     /// its state from the store, taking the transactions after `at`; with
     /// `failed`, halted at `at` instead.
-    fn take_back(&mut self, tenant: &str, plans: &[HandlerPlan], at: Checkpoint, failed: Option<&anyhow::Error>) {
+    fn take_back(&mut self, tenant: &str, plans: &[HandlerPlan], at: Checkpoint, back: Back<'_>) {
+        let failed = match back {
+            Back::Failed(e) => Some(e),
+            Back::Joined | Back::Recalled => None,
+        };
+        let halted = !matches!(back, Back::Joined);
         for h in plans {
             let id = HandlerId::new(&h.tenant, &h.name);
             let module = match self.handlers.runtime().load(&h.module, h.limits.module_bytes()) {
@@ -570,24 +598,54 @@ impl Pipeline {
             }
             if failed.is_some() {
                 self.handlers.mark_halted(&id);
-            } else {
+            } else if !halted {
                 self.gates.insert(id, at.at());
             }
         }
-        self.checkpointer.rejoin_lane(tenant, at.clone(), failed.is_some());
-        match failed {
-            Some(e) => {
-                self.halted_lanes.insert(tenant.to_owned());
+        self.checkpointer.rejoin_lane(tenant, at.clone(), halted);
+        if halted {
+            self.halted_lanes.insert(tenant.to_owned());
+        }
+        match back {
+            Back::Recalled => {
+                tracing::info!(tenant = %tenant, file = %at.file, pos = at.pos, "the tenant's lane stops on its own connection for a deployment, and goes on there after it");
+            }
+            Back::Failed(e) => {
                 tracing::error!(
                     tenant = %tenant, file = %at.file, pos = at.pos,
                     "the tenant's lane halted: {e:#}. Its handlers take no more changes and the other tenants go on; its position stays where it was. Fix the handler (a new module file, or POST /admin/handlers/NAME/resume once its sink is back) or restart rowhook: the tenant catches up from its position on a connection of its own"
                 );
             }
-            None => {
+            Back::Joined => {
                 tracing::info!(tenant = %tenant, file = %at.file, pos = at.pos, "the tenant's lane caught up: its handlers are back with the others and its own connection is closed");
             }
         }
         self.write_status();
+    }
+
+    /// Stops `tenant`'s lane on its own connection where it is and takes
+    /// its handlers back, halted there, so that a deployment can change
+    /// them (the caller lets the lane go on after: see
+    /// [`Pipeline::resume_lane`]). Returns whether the lane was apart.
+    pub(super) fn recall_lane(&mut self, tenant: &str) -> bool {
+        let Some(mut d) = self.detached.remove(tenant) else {
+            return false;
+        };
+        d.stop.send_replace(true);
+        if let Some(t) = d.thread.take() {
+            let _ = t.join();
+        }
+        let ended = d.rx.try_iter().find_map(|m| match m {
+            LaneMsg::Ended(at, end) => Some((at, end)),
+            LaneMsg::Ready(_) => None,
+        });
+        let plans = std::mem::take(&mut d.plans);
+        match ended {
+            Some((at, LaneEnd::Failed(e))) => self.take_back(tenant, &plans, at, Back::Failed(&e)),
+            Some((at, _)) => self.take_back(tenant, &plans, at, Back::Recalled),
+            None => self.take_back(tenant, &plans, d.place.get(), Back::Recalled),
+        }
+        true
     }
 
     /// Lets `tenant`'s halted lane go on (its handler was reloaded or
@@ -673,17 +731,17 @@ impl Pipeline {
         let plans = std::mem::take(&mut d.plans);
         match end {
             LaneEnd::Joined if self.done.as_ref().is_none_or(|done| done.at() <= at.at()) => {
-                self.take_back(tenant, &plans, at, None);
+                self.take_back(tenant, &plans, at, Back::Joined);
             }
             LaneEnd::Joined => {
                 // The stream went on before the lane was waited for.
-                self.start_lane(tenant, plans, LanePlace::new(at));
+                self.start_lane(tenant, plans, LanePlace::new(at), Vec::new());
             }
             LaneEnd::Stopped => {
                 let e = anyhow::anyhow!("it stopped");
-                self.take_back(tenant, &plans, at, Some(&e));
+                self.take_back(tenant, &plans, at, Back::Failed(&e));
             }
-            LaneEnd::Failed(e) => self.take_back(tenant, &plans, at, Some(&e)),
+            LaneEnd::Failed(e) => self.take_back(tenant, &plans, at, Back::Failed(&e)),
         }
     }
 
@@ -712,13 +770,6 @@ impl Pipeline {
             },
             None => ControlError::NoHandler(handler),
         }
-    }
-
-    /// A deployment of a tenant whose lane reads on its own connection.
-    pub(super) fn refuse_apart(&self, tenant: &str) -> Option<String> {
-        self.detached.contains_key(tenant).then(|| {
-            format!("tenant `{tenant}`'s lane is catching up on a connection of its own; deploy again once it is back with the others (GET /admin/status lists it under `lanes_apart` until then)")
-        })
     }
 }
 

@@ -200,9 +200,11 @@ impl Pipeline {
             place,
             link,
             cpu_share,
+            gates,
         } = run;
         let mut p = Pipeline::build(&plan, runtime, registry, Some(lanes::LaneMode::new(link, cpu_share))).await?;
         p.checkpointer.own_lane(&tenant, place);
+        p.gates.extend(gates);
         // A failure halts this pipeline: the main one halts the lane.
         p.lanes = false;
         Ok(p)
@@ -828,10 +830,13 @@ impl Pipeline {
         let Some(rx) = &self.deployments else { return };
         let waiting: Vec<crate::deploy::Deployment> = rx.try_iter().collect();
         for d in waiting {
-            let result = match self.refuse_apart(&d.tenant) {
-                Some(why) => Err(why),
-                None => self.deploy(rt, &d),
-            };
+            // A lane on its own connection stops where it is for the
+            // deployment, and goes on there with the handlers it leaves.
+            let recalled = self.recall_lane(&d.tenant);
+            let result = self.deploy(rt, &d);
+            if recalled {
+                self.resume_lane(rt, &d.tenant);
+            }
             if let Err(e) = &result {
                 tracing::error!(tenant = %d.tenant, "deployment refused, nothing running changed: {e}");
             }
