@@ -180,10 +180,7 @@ impl Delivery {
             let written = target.write(&sink, &p.messages).await;
             if let (Some(charges), Some(started)) = (&mut self.charges, started) {
                 let took = started.elapsed();
-                let mut tenants: Vec<&str> = p.origins.iter().map(HandlerId::tenant).collect();
-                tenants.dedup();
-                tenants.sort_unstable();
-                tenants.dedup();
+                let tenants: std::collections::BTreeSet<&str> = p.origins.iter().map(HandlerId::tenant).collect();
                 for t in tenants {
                     *charges.entry(t.to_owned()).or_default() += took;
                 }

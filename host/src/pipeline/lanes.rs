@@ -205,16 +205,11 @@ impl LaneMode {
         }
     }
 
-    /// How long to pause to keep to the CPU share, if at all.
-    pub(super) fn pause(&mut self) -> Option<Duration> {
-        self.throttle.pause()
-    }
-
     /// Pauses here, on the calling thread, as long as the CPU share asks
     /// (between two handler calls, inside a transaction too), or until
     /// `stop` is requested.
     pub(super) fn keep_to_share(&mut self, stop: Option<&Stop>) {
-        let Some(mut pause) = self.pause() else { return };
+        let Some(mut pause) = self.throttle.pause() else { return };
         while !pause.is_zero() && !stop.is_some_and(Stop::requested) {
             let slice = pause.min(Duration::from_millis(50));
             std::thread::sleep(slice);
@@ -391,11 +386,11 @@ impl Pipeline {
         self.starter = Some(starter);
     }
 
-    /// Shares the shared loop's time out, once a window has passed: the
-    /// tenant that took most beyond its share, while the loop never waited
-    /// for the server, goes to a connection of its own (if another tenant
-    /// stays). Call between transactions.
-    pub(super) fn share_fairly(&mut self, rt: &tokio::runtime::Runtime) {
+    /// Shares the shared loop's time out, once a window has passed (or a
+    /// tenant took its share of a whole one): the tenant that took most
+    /// beyond its share, while the loop was behind, leaves (see
+    /// [`Pipeline::leave`]). Call between transactions.
+    pub(super) fn share_fairly(&mut self) {
         let Some(f) = &mut self.fair else { return };
         for (tenant, took) in self.delivery.take_charges() {
             f.charge(&tenant, took, false);
@@ -414,58 +409,40 @@ impl Pipeline {
         }
         let busy = f.behind();
         f.restart();
-        let Some((tenant, part)) = over.filter(|_| busy) else {
-            return;
-        };
-        let share = f.share(&tenant);
-        if !self.may_leave(&tenant) {
-            return;
+        if let Some((tenant, part)) = over.filter(|_| busy) {
+            self.leave(&tenant, Duration::from_secs_f64(part * span), elapsed);
         }
-        let Some(from) = self.lane_position(&tenant) else {
-            return;
-        };
-        tracing::warn!(
-            tenant = %tenant,
-            "the tenant took {:.0} ms of the shared loop's last {:.0} ms, more than its share of {:.0}%: its lane reads on a connection of its own from here, the others go on without waiting for it",
-            part * span * 1000.0,
-            elapsed.as_secs_f64() * 1000.0,
-            share * 100.0,
-        );
-        self.detach_lane(rt, &tenant, from);
-    }
-
-    /// Whether `tenant`'s lane may leave the shared loop: lanes may, it
-    /// runs here, and another tenant would stay.
-    fn may_leave(&self, tenant: &str) -> bool {
-        self.starter.is_some()
-            && self.done.is_some()
-            && !self.halted_lanes.contains(tenant)
-            && (self.handlers.ids().iter()).any(|id| id.tenant() != tenant && !self.halted_lanes.contains(id.tenant()))
     }
 
     /// `tenant`'s handler took `took` of the shared loop: past its share of
-    /// a whole window while the loop is behind, the tenant leaves at once,
-    /// in the middle of the transaction: its part of it is undone (its
-    /// state writes and buffered messages), and its lane leaves at the
-    /// next boundary from after its last transaction done, as a halted
-    /// lane would. Returns whether it left.
+    /// a whole window while the loop is behind, with changes far costlier
+    /// than the others', the tenant leaves at once, in the middle of the
+    /// transaction (see [`Pipeline::leave`]). Returns whether it left.
     pub(super) fn charge(&mut self, tenant: &str, took: Duration) -> bool {
         let Some(f) = &mut self.fair else { return false };
         if !f.charge(tenant, took, true) || !f.behind() || !f.heavier(tenant) {
             return false;
         }
-        if !self.may_leave(tenant) {
+        let (used, elapsed) = (f.used.get(tenant).map_or(Duration::ZERO, |u| u.0), f.since.elapsed());
+        self.leave(tenant, used, elapsed)
+    }
+
+    /// `tenant`, which took `used` of the loop's last `elapsed`, leaves it
+    /// if lanes may and another tenant stays: as a halted lane, its part
+    /// of the transaction in progress is undone (its state writes and
+    /// buffered messages), and at the next boundary its lane starts on a
+    /// connection of its own from after its last transaction done.
+    fn leave(&mut self, tenant: &str, used: Duration, elapsed: Duration) -> bool {
+        if self.starter.is_none() || self.halted_lanes.contains(tenant) {
             return false;
         }
-        let Some(done) = self.done.clone() else { return false };
-        let Some(f) = &mut self.fair else { return false };
-        let elapsed = f.since.elapsed();
-        let (used, share) = (f.used.get(tenant).map_or(Duration::ZERO, |u| u.0), f.share(tenant));
-        f.restart();
-        self.halted_lanes.insert(tenant.to_owned());
-        self.checkpointer.halt_lane(tenant, done);
-        self.handlers.abandon_tenant(tenant);
-        self.delivery.drop_from(|origin| origin.tenant() == tenant);
+        if self.set_lane_aside(tenant).is_none() {
+            return false;
+        }
+        let share = self.fair.as_mut().map_or(1.0, |f| {
+            f.restart();
+            f.share(tenant)
+        });
         self.leaving.insert(tenant.to_owned());
         tracing::warn!(
             tenant = %tenant,
@@ -475,16 +452,6 @@ impl Pipeline {
             share * 100.0,
         );
         true
-    }
-
-    /// Where `tenant`'s lane is: past the stream (a restart found it
-    /// ahead), or with it.
-    fn lane_position(&self, tenant: &str) -> Option<Checkpoint> {
-        let with_stream = self.done.clone()?;
-        match self.checkpointer.lanes_ahead().get(tenant) {
-            Some(ahead) if ahead.at() > with_stream.at() => Some(ahead.clone()),
-            _ => Some(with_stream),
-        }
     }
 
     /// Moves `tenant`'s handlers to a pipeline on a connection of their

@@ -173,9 +173,13 @@ pub struct Pipeline {
     detached: std::collections::BTreeMap<String, lanes::Detached>,
     /// Set when this pipeline is one tenant's lane on its own connection.
     lane: Option<lanes::LaneMode>,
-    /// Tenants that left the loop in the middle of a transaction, whose
-    /// lanes start on their own connection at the next boundary.
+    /// Tenants that left the loop, whose lanes start on their own
+    /// connection at the next boundary.
     leaving: std::collections::BTreeSet<String>,
+    /// Where the stream's own counts go (transactions, lag, checkpoints):
+    /// `registry`, but a registry apart for a lane's pipeline, whose
+    /// stream the main one counts.
+    stream_registry: Registry,
 }
 
 impl Pipeline {
@@ -237,19 +241,19 @@ impl Pipeline {
         }
         // A lane's pipeline counts its handlers and sinks with the main
         // one's, and the stream's totals apart: the stream is the main one's.
-        let own = if lane.is_some() {
+        let stream_registry = if lane.is_some() {
             Registry::new()
         } else {
             registry.clone()
         };
         let counters = PipelineCounters {
-            transactions: own.counter(names::TRANSACTIONS, "Transactions whose commit was seen.", vec![]),
-            checkpoints: own.counter(names::CHECKPOINTS, "Batches committed to the store.", vec![]),
+            transactions: stream_registry.counter(names::TRANSACTIONS, "Transactions whose commit was seen.", vec![]),
+            checkpoints: stream_registry.counter(names::CHECKPOINTS, "Batches committed to the store.", vec![]),
             lag: Arc::default(),
             checkpointed_at: Arc::default(),
         };
         let lag = counters.lag.clone();
-        own.computed_gauge(
+        stream_registry.computed_gauge(
             names::SOURCE_LAG_SECONDS,
             "Now minus the binlog timestamp of the last transaction handled, in seconds; 0 when caught up and idle.",
             vec![],
@@ -294,6 +298,7 @@ impl Pipeline {
             detached: Default::default(),
             lane,
             leaving: Default::default(),
+            stream_registry,
         })
     }
 
@@ -355,12 +360,7 @@ impl Pipeline {
         }
         let at = self.counters.checkpointed_at.clone();
         at.store(unix_now(), Ordering::Relaxed);
-        let own = if self.lane.is_some() {
-            Registry::new()
-        } else {
-            self.registry.clone()
-        };
-        own.computed_gauge(
+        self.stream_registry.computed_gauge(
             names::CHECKPOINT_AGE,
             "Seconds since the last checkpoint was committed to the store (or since it was opened).",
             vec![],
@@ -1165,24 +1165,37 @@ impl Pipeline {
         if !self.lanes || self.halted_lanes.contains(tenant) {
             return self.lanes && self.halted_lanes.contains(tenant);
         }
-        let Some(done) = self.done.clone() else { return false };
-        let others =
-            (self.handlers.ids().iter()).any(|h| h.tenant() != tenant && !self.halted_lanes.contains(h.tenant()));
-        if !others {
+        let Some(done) = self.set_lane_aside(tenant) else {
             return false;
-        }
-        self.halted_lanes.insert(tenant.to_owned());
-        self.checkpointer.halt_lane(tenant, done.clone());
-        self.handlers.abandon_tenant(tenant);
-        self.delivery.drop_from(|origin| origin.tenant() == tenant);
+        };
         for id in self.handlers.ids().iter().filter(|id| id.tenant() == tenant) {
             self.handlers.mark_halted(id);
         }
         tracing::error!(
             tenant = %tenant, file = %done.file, pos = done.pos,
-            "the tenant's lane halted: {error:#}. Its handlers take no more changes and the other tenants go on; its position stays where it was. Fix the handler (a new module file, or POST /admin/handlers/NAME/resume once its sink is back) or restart rowhook: the tenant catches up from its position, and the others skip what they already have"
+            "the tenant's lane halted: {error:#}. Its handlers take no more changes and the other tenants go on; its position stays where it was. Fix the handler (a new module file, or POST /admin/handlers/NAME/resume once its sink is back) or restart rowhook: the tenant catches up from its position"
         );
         true
+    }
+
+    /// Takes `tenant`'s lane out of the loop (a halt, or a lane leaving for
+    /// a connection of its own): its handlers take no more changes, their
+    /// part of the transaction in progress is undone, and the store keeps
+    /// the position after its last transaction done, which this returns.
+    /// `None` (nothing done) when nothing was done yet or no other tenant
+    /// would be left running.
+    fn set_lane_aside(&mut self, tenant: &str) -> Option<Checkpoint> {
+        let done = self.done.clone()?;
+        let others =
+            (self.handlers.ids().iter()).any(|h| h.tenant() != tenant && !self.halted_lanes.contains(h.tenant()));
+        if !others {
+            return None;
+        }
+        self.halted_lanes.insert(tenant.to_owned());
+        self.checkpointer.halt_lane(tenant, done.clone());
+        self.handlers.abandon_tenant(tenant);
+        self.delivery.drop_from(|origin| origin.tenant() == tenant);
+        Some(done)
     }
 
     /// Work on lanes due between transactions: the halted lanes asked for
@@ -1195,13 +1208,13 @@ impl Pipeline {
         while let Some(tenant) = self.lanes_to_resume.pop_first() {
             self.resume_lane(rt, &tenant);
         }
+        self.share_fairly();
         while let Some(tenant) = self.leaving.pop_first() {
             if let Some(from) = self.checkpointer.halted_at(&tenant).cloned() {
                 self.detach_lane(rt, &tenant, from);
             }
         }
         self.poll_lanes(stop);
-        self.share_fairly(rt);
     }
 
     /// Keeps a failure as handler `id`'s latest, for the status report.
