@@ -39,8 +39,11 @@
  * The change arrives as one byte buffer in the row change encoding
  * (guest-sdk/abi/SPEC.md): a header and an index up front, so parsing is
  * O(columns) and reading a column decodes that column only, borrowed from
- * the buffer. rh_get_* read the row as it is after the change (as it was
- * before it, for a delete); rh_before_* and rh_after_* pick the image. Each
+ * the buffer. rh_change_op says what the change is: RH_INSERT, RH_UPDATE or
+ * RH_DELETE from the binlog, or RH_SNAPSHOT, a row read by a snapshot of its
+ * table, with an after image only, as an insert has. rh_get_* read the row
+ * as it is after the change (as it was before it, for a delete);
+ * rh_before_* and rh_after_* pick the image. Each
  * getter returns RH_OK and writes *out, or a status saying why not; the
  * status's message (rh_last_error) names the column, as the Rust SDK does:
  *
@@ -86,7 +89,7 @@ typedef enum rh_status {
     RH_ERR_TRUNCATED,
     /* not `RHC` and version 1, */
     RH_ERR_MAGIC,
-    /* an operation other than insert, update, delete, */
+    /* an operation other than insert, update, delete, snapshot, */
     RH_ERR_OP,
     /* a value tag this reader does not know, */
     RH_ERR_TAG,
@@ -96,7 +99,8 @@ typedef enum rh_status {
     RH_ERR_UTF8,
     /* The table has no column of this name. */
     RH_ERR_NO_COLUMN,
-    /* No before image for an insert, no after image for a delete. */
+    /* No before image for an insert or a snapshot, no after image for a
+     * delete. */
     RH_ERR_NO_IMAGE,
     /* The column is not in the image: the server logs a MINIMAL row image
      * and the statement did not touch it (SQL NULL is a value, not this). */
@@ -174,8 +178,9 @@ static inline bool rh_str_eq(rh_str s, const char *lit) {
 #define RH_FLAG_GTID 4
 #define RH_FLAG_NAMES 8
 
-/* What a row change does. */
-typedef enum rh_op { RH_INSERT = 1, RH_UPDATE = 2, RH_DELETE = 3 } rh_op;
+/* What a row change does. RH_SNAPSHOT: a row as it is, read by a snapshot
+ * of its table; an after image only, as an insert has. */
+typedef enum rh_op { RH_INSERT = 1, RH_UPDATE = 2, RH_DELETE = 3, RH_SNAPSHOT = 4 } rh_op;
 
 /* One of a change's two row images. */
 typedef enum rh_image { RH_BEFORE, RH_AFTER } rh_image;
@@ -482,7 +487,7 @@ static inline rh_status rh_change_parse(rh_change *c, const uint8_t *buf, size_t
     if (len < RH_HEADER_LEN) return rh__format_fail(RH_ERR_TRUNCATED);
     if (buf[0] != 'R' || buf[1] != 'H' || buf[2] != 'C' || buf[3] != RH_VERSION)
         return rh__format_fail(RH_ERR_MAGIC);
-    if (buf[4] < 1 || buf[4] > 3) return rh__format_fail(RH_ERR_OP);
+    if (buf[4] < RH_INSERT || buf[4] > RH_SNAPSHOT) return rh__format_fail(RH_ERR_OP);
     uint8_t flags = buf[5];
     size_t ncols = rh__u16(buf + 6);
     size_t at = RH_HEADER_LEN + ncols * RH_COLUMN_ENTRY_LEN;
@@ -515,12 +520,18 @@ static inline rh_status rh_change_parse(rh_change *c, const uint8_t *buf, size_t
     return RH_OK;
 }
 
-/* Insert, update or delete. */
+/* Insert, update, delete or snapshot. */
 static inline rh_op rh_change_op(const rh_change *c) { return c->op; }
 
-/* `insert`, `update` or `delete`, as in the row change JSON. */
+/* `insert`, `update`, `delete` or `snapshot`, as in the row change JSON. */
 static inline const char *rh_op_name(rh_op op) {
-    return op == RH_INSERT ? "insert" : op == RH_UPDATE ? "update" : "delete";
+    switch (op) {
+    case RH_INSERT: return "insert";
+    case RH_UPDATE: return "update";
+    case RH_DELETE: return "delete";
+    case RH_SNAPSHOT: return "snapshot";
+    }
+    return "unknown";
 }
 
 /* The schema (database) name. */
@@ -530,20 +541,23 @@ static inline rh_str rh_change_db(const rh_change *c) { return c->db; }
 static inline rh_str rh_change_table(const rh_change *c) { return c->table; }
 
 /* The change's stable id, `<txn>:<event>:<row>`: the same every time the
- * same binlog is replayed, so a sink can deduplicate on it. */
+ * same binlog is replayed, so a sink can deduplicate on it. A snapshot's is
+ * `snapshot:<db>.<table>:<chunk>:<row>`. */
 static inline rh_str rh_change_id(const rh_change *c) { return c->id; }
 
 /* The transaction part of the id: its GTID, or `<file>/<pos>` of its first
- * event where there is none. */
+ * event where there is none; `snapshot:<db>.<table>` for a snapshot. */
 static inline rh_str rh_change_txn(const rh_change *c) {
     rh_str s = {c->id.ptr, rh__u32(c->buf + 20)};
     return s;
 }
 
-/* Index of the rows event within the transaction, from 0. */
+/* Index of the rows event within the transaction, from 0 (of the chunk,
+ * for a snapshot). */
 static inline uint32_t rh_change_event_index(const rh_change *c) { return rh__u32(c->buf + 12); }
 
-/* Index of the row within its rows event, from 0. */
+/* Index of the row within its rows event, from 0 (within the chunk, for a
+ * snapshot). */
 static inline uint32_t rh_change_row_index(const rh_change *c) { return rh__u32(c->buf + 16); }
 
 /* The transaction's GTID into *out, if the server wrote one. */
@@ -627,7 +641,8 @@ static inline bool rh_change_before(const rh_change *c, rh_row *out) {
     return true;
 }
 
-/* The after image (insert, update) into *out; false if there is none. */
+/* The after image (insert, update, snapshot) into *out; false if there is
+ * none. */
 static inline bool rh_change_after(const rh_change *c, rh_row *out) {
     if (c->after == SIZE_MAX) return false;
     out->change = c;
@@ -890,8 +905,8 @@ static inline bool rh_value_same(const rh_value *a, const rh_value *b) {
 }
 
 /* Whether an update changed column `name` (its before and after values
- * differ) into *out. False for inserts and deletes, and where either image
- * lacks the column (MINIMAL row image). */
+ * differ) into *out. False for inserts, deletes and snapshots, and where
+ * either image lacks the column (MINIMAL row image). */
 static inline rh_status rh_changed(const rh_change *c, const char *name, bool *out) {
     rh_row before, after;
     size_t i, len = strlen(name);
@@ -1815,6 +1830,7 @@ static inline void rh_testing_reset(void) {
 #define RH_TESTING_MAX_COLUMNS 64
 typedef struct rh_testing_change {
     rh_op op;
+    /* txn NULL: `snapshot:<db>.<table>`, a snapshot's, made when built. */
     const char *db, *table, *txn, *gtid, *file;
     uint64_t pos;
     uint32_t ts, event_index, row_index;
@@ -1826,15 +1842,16 @@ typedef struct rh_testing_change {
     } cols[RH_TESTING_MAX_COLUMNS];
 } rh_testing_change;
 
-/* A change of `op` to db.table: GTID 0-1-1, mysql-bin.000001 at 4, ts 0,
- * event and row 0, no columns yet. */
+/* A change of `op` to db.table: GTID 0-1-1 (a snapshot: none, and the id
+ * `snapshot:<db>.<table>:0:0`), mysql-bin.000001 at 4, ts 0, event and row
+ * 0, no columns yet. */
 static inline rh_testing_change rh_testing_new(rh_op op, const char *db, const char *table) {
     rh_testing_change b;
     memset(&b, 0, sizeof b);
     b.op = op;
     b.db = db;
     b.table = table;
-    b.txn = b.gtid = "0-1-1";
+    if (op != RH_SNAPSHOT) b.txn = b.gtid = "0-1-1";
     b.file = "mysql-bin.000001";
     b.pos = 4;
     return b;
@@ -1852,10 +1869,16 @@ static inline rh_testing_change rh_testing_delete(const char *db, const char *ta
     return rh_testing_new(RH_DELETE, db, table);
 }
 
+/* A row read by a snapshot of db.table: an after image only, no GTID. */
+static inline rh_testing_change rh_testing_snapshot(const char *db, const char *table) {
+    return rh_testing_new(RH_SNAPSHOT, db, table);
+}
+
 /* The transaction's GTID (also the id's transaction part). */
 static inline void rh_testing_gtid(rh_testing_change *b, const char *gtid) { b->txn = b->gtid = gtid; }
 
-/* Which rows event of the transaction, and which row of it. */
+/* Which rows event of the transaction, and which row of it (a snapshot's
+ * chunk, and which row of it). */
 static inline void rh_testing_index(rh_testing_change *b, uint32_t event, uint32_t row) {
     b->event_index = event;
     b->row_index = row;
@@ -1896,11 +1919,13 @@ static inline void rh__le(uint8_t *p, uint64_t v, int n) {
 /* The change in the row change encoding: malloc'd, *len bytes; free() it. */
 static inline uint8_t *rh_testing_build(const rh_testing_change *b, size_t *len) {
     static const uint8_t type_codes[] = {252, 6, 8, 8, 4, 5, 246, 15, 252, 10, 18, 17, 19, 245, 247, 248, 16, 242};
-    bool before = b->op != RH_INSERT, after = b->op != RH_DELETE;
+    bool before = b->op == RH_UPDATE || b->op == RH_DELETE, after = b->op != RH_DELETE;
     size_t n = b->ncols, images = (size_t)before + (size_t)after;
     char id[512];
-    int idlen = snprintf(id, sizeof id, "%s:%u:%u", b->txn, b->event_index, b->row_index);
+    int idlen = b->txn ? snprintf(id, sizeof id, "%s:%u:%u", b->txn, b->event_index, b->row_index)
+                       : snprintf(id, sizeof id, "snapshot:%s.%s:%u:%u", b->db, b->table, b->event_index, b->row_index);
     if (idlen < 0 || (size_t)idlen >= sizeof id) abort();
+    size_t txnlen = b->txn ? strlen(b->txn) : strlen("snapshot:.") + strlen(b->db) + strlen(b->table);
     /* Room: the index, then names, texts and values. */
     size_t data = RH_HEADER_LEN + n * RH_COLUMN_ENTRY_LEN + n * RH_VALUE_ENTRY_LEN * images;
     size_t cap = data + (size_t)idlen + strlen(b->gtid ? b->gtid : "") + strlen(b->file) + strlen(b->db) +
@@ -1925,7 +1950,7 @@ static inline uint8_t *rh_testing_build(const rh_testing_change *b, size_t *len)
     rh__le(buf + 8, b->ts, 4);
     rh__le(buf + 12, b->event_index, 4);
     rh__le(buf + 16, b->row_index, 4);
-    rh__le(buf + 20, strlen(b->txn), 4);
+    rh__le(buf + 20, txnlen, 4);
     rh__le(buf + 24, b->pos, 8);
     for (size_t i = 0; i < n; i++) {
         uint8_t *e = buf + RH_HEADER_LEN + i * RH_COLUMN_ENTRY_LEN;

@@ -1,7 +1,11 @@
 // Types of @rowhook/guest: write rowhook handlers in JavaScript.
 
-/** Insert, update or delete. */
-export type Op = 'insert' | 'update' | 'delete';
+/**
+ * Insert, update or delete, from the binlog; or snapshot: a row read by an
+ * initial or on-demand snapshot of its table (an after image only, as an
+ * insert has).
+ */
+export type Op = 'insert' | 'update' | 'delete' | 'snapshot';
 
 /** Which image of a change: the row before it or after it. */
 export type Image = 'before' | 'after';
@@ -56,9 +60,12 @@ export declare class Change {
   /** The schema (database) name. */
   readonly db: string;
   readonly table: string;
-  /** The change's stable id, `<txn>:<event>:<row>`: the same every time the same binlog is replayed. */
+  /**
+   * The change's stable id, `<txn>:<event>:<row>`: the same every time the same binlog is replayed.
+   * A snapshot's is `snapshot:<db>.<table>:<chunk>:<row>`.
+   */
   readonly id: string;
-  /** The transaction part of the id: its GTID, or `<file>/<pos>` of its first event. */
+  /** The transaction part of the id: its GTID, or `<file>/<pos>` of its first event; `snapshot:<db>.<table>` for a snapshot. */
   readonly txn: string;
   /** The transaction's GTID, where the server wrote one. */
   readonly gtid: string | null;
@@ -80,7 +87,7 @@ export declare class Change {
   columnIndex(name: string): number;
   /** The before image (update, delete), or null. */
   readonly before: Row | null;
-  /** The after image (insert, update), or null. */
+  /** The after image (insert, update, snapshot), or null. */
   readonly after: Row | null;
   /** The image `get` reads: after, or before for a delete. */
   readonly row: Row;
@@ -93,7 +100,7 @@ export declare class Change {
    * row image); SQL NULL is `null`.
    */
   get(name: string): Value;
-  /** Whether an update changed column `name` (floats compared bit for bit). False for inserts and deletes. */
+  /** Whether an update changed column `name` (floats compared bit for bit). False for inserts, deletes and snapshots. */
   changed(name: string): boolean;
   /** The change as one line of row change JSON, as `rowhook inspect` prints it. */
   json(): string;

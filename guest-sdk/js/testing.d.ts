@@ -1,6 +1,6 @@
 // Types of @rowhook/guest/testing: unit-testing handlers in Node.
 
-import type { Change } from './index.js';
+import type { Change, Op } from './index.js';
 
 /** A typed column value for ChangeBuilder. */
 export interface TestValue {
@@ -30,13 +30,16 @@ export declare const value: {
 
 /** Builds an encoded row change, as rowhook sends it. */
 export declare class ChangeBuilder {
-  constructor(op: 'insert' | 'update' | 'delete', db: string, table: string);
+  constructor(op: Op, db: string, table: string);
   static insert(db: string, table: string): ChangeBuilder;
   static update(db: string, table: string): ChangeBuilder;
   static delete(db: string, table: string): ChangeBuilder;
+  /** A row read by a snapshot of the table: an after image only, id `snapshot:<db>.<table>:0:0`, no GTID. */
+  static snapshot(db: string, table: string): ChangeBuilder;
   gtid(gtid: string): this;
   ts(ts: number): this;
   at(file: string, pos: number | bigint): this;
+  /** The rows event and row of the id (a snapshot's chunk and row). */
   index(event: number, row: number): this;
   /** The after value, or the before value of a delete. */
   column(name: string, v: TestValue): this;

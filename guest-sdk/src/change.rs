@@ -17,7 +17,8 @@ use crate::error::{Error, FormatError, Result};
 /// `Change` borrows the buffer and is `Copy`; its accessors decode only what
 /// they are asked for. [`Change::get`] reads a column from the after image,
 /// or from the before image of a delete: the row as it is now, or as it was
-/// when it went away.
+/// when it went away. A snapshot ([`Op::Snapshot`]) has an after image only,
+/// as an insert has: the row as the snapshot of its table read it.
 #[derive(Clone, Copy)]
 pub struct Change<'a>(rowhook_abi::Change<'a>);
 
@@ -52,7 +53,8 @@ impl<'a> Change<'a> {
         self.0.as_bytes()
     }
 
-    /// Insert, update or delete.
+    /// Insert, update or delete, from the binlog; or snapshot, a row read by
+    /// a snapshot of its table.
     #[inline]
     pub fn op(&self) -> Op {
         self.0.op()
@@ -71,26 +73,29 @@ impl<'a> Change<'a> {
     }
 
     /// The change's stable id, `<txn>:<event>:<row>`: the same every time
-    /// the same binlog is replayed, so a sink can deduplicate on it.
+    /// the same binlog is replayed, so a sink can deduplicate on it. A
+    /// snapshot's is `snapshot:<db>.<table>:<chunk>:<row>`.
     #[inline]
     pub fn id(&self) -> &'a str {
         self.0.id()
     }
 
     /// The transaction part of the id: its GTID, or `<file>/<pos>` of its
-    /// first event where there is none.
+    /// first event where there is none; `snapshot:<db>.<table>` for a
+    /// snapshot.
     #[inline]
     pub fn txn(&self) -> &'a str {
         self.0.txn()
     }
 
-    /// Index of the rows event within the transaction, from 0.
+    /// Index of the rows event within the transaction, from 0 (of the
+    /// chunk, for a snapshot).
     #[inline]
     pub fn event_index(&self) -> u32 {
         self.0.event_index()
     }
 
-    /// Index of the row within its rows event, from 0.
+    /// Index of the row within its rows event (or snapshot chunk), from 0.
     #[inline]
     pub fn row_index(&self) -> u32 {
         self.0.row_index()
@@ -150,7 +155,7 @@ impl<'a> Change<'a> {
         self.0.column_index(name)
     }
 
-    /// The after image (insert, update).
+    /// The after image (insert, update, snapshot).
     #[inline]
     pub fn after_image(&self) -> Option<Row<'a>> {
         self.0.after_image().map(Row)
@@ -162,7 +167,8 @@ impl<'a> Change<'a> {
         self.0.before_image().map(Row)
     }
 
-    /// The image [`Change::get`] reads: after, or before for a delete.
+    /// The image [`Change::get`] reads: after (insert, update, snapshot), or
+    /// before for a delete.
     #[inline]
     pub fn row(&self) -> Row<'a> {
         Row(self.0.row())
@@ -200,14 +206,15 @@ impl<'a> Change<'a> {
         self.image(Image::After)?.get(name)
     }
 
-    /// Column `name` as `T` from the before image ([`Error::NoImage`] for an insert).
+    /// Column `name` as `T` from the before image ([`Error::NoImage`] for an
+    /// insert or a snapshot).
     pub fn before<T: FromValue<'a>>(&self, name: &str) -> Result<T> {
         self.image(Image::Before)?.get(name)
     }
 
     /// Whether an update changed column `name`: its before and after values
-    /// differ. False for inserts and deletes, and where either image lacks
-    /// the column (MINIMAL row image).
+    /// differ. False for inserts, deletes and snapshots, and where either
+    /// image lacks the column (MINIMAL row image).
     pub fn changed(&self, name: &str) -> Result<bool> {
         let (Some(before), Some(after)) = (self.before_image(), self.after_image()) else {
             return Ok(false);
@@ -484,6 +491,34 @@ mod tests {
         assert_eq!(
             c.get::<u64>("id").unwrap_err().to_string(),
             "column `id` holds int, not u64"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_reads_like_an_insert() {
+        let buf = ChangeBuilder::snapshot("shop", "orders")
+            .index(3, 17)
+            .at("mysql-bin.000003", 1234)
+            .primary_key("id")
+            .column("id", Value::Int(7))
+            .column("status", Value::Enum("paid"))
+            .build();
+        let c = Change::parse(&buf).unwrap();
+        assert_eq!(c.op(), Op::Snapshot);
+        assert_eq!(
+            (c.id(), c.txn(), c.gtid()),
+            ("snapshot:shop.orders:3:17", "snapshot:shop.orders", None)
+        );
+        assert_eq!((c.event_index(), c.row_index()), (3, 17));
+        assert_eq!((c.file(), c.pos()), ("mysql-bin.000003", 1234));
+        assert_eq!(c.row().image(), Image::After);
+        assert_eq!(c.get::<i64>("id").unwrap(), 7);
+        assert_eq!(c.after::<&str>("status").unwrap(), "paid");
+        assert_eq!(c.before::<i64>("id"), Err(Error::NoImage { image: Image::Before }));
+        assert!(!c.changed("status").unwrap());
+        assert_eq!(
+            c.to_json().unwrap(),
+            r#"{"id":"snapshot:shop.orders:3:17","op":"snapshot","db":"shop","table":"orders","ts":0,"gtid":null,"file":"mysql-bin.000003","pos":1234,"before":null,"after":{"id":7,"status":"paid"}}"#
         );
     }
 

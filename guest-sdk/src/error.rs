@@ -26,8 +26,8 @@ pub enum Error {
         /// The name asked for.
         column: String,
     },
-    /// The change has no such image: no before image for an insert, no
-    /// after image for a delete.
+    /// The change has no such image: no before image for an insert or a
+    /// snapshot, no after image for a delete.
     NoImage {
         /// The image asked for.
         image: Image,

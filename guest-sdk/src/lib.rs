@@ -48,7 +48,10 @@
 //! change encoding of the `rowhook-abi` crate, specified in its `SPEC.md`);
 //! [`Change`] reads it in place. Asking for a column
 //! decodes that column only, so a handler pays for what it reads, not for
-//! the width of the table. [`Change::get`] reads the row as it is after the
+//! the width of the table. [`Change::op`] says what the change is: an
+//! insert, update or delete from the binlog, or a snapshot: a row read by an
+//! initial or on-demand snapshot of its table, with an after image only, as
+//! an insert has. [`Change::get`] reads the row as it is after the
 //! change (before it, for a delete); [`Change::before`] and
 //! [`Change::after`] pick the image; the type asked for is any
 //! [`FromValue`]: integers, floats, `bool`, `&str`, `String`, `&[u8]`,

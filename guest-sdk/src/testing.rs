@@ -20,6 +20,7 @@
 //! assert_eq!(testing::messages()[0].payload, b"7");
 //! ```
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -207,7 +208,8 @@ pub struct ChangeBuilder<'a> {
     op: Op,
     db: &'a str,
     table: &'a str,
-    txn: &'a str,
+    // Owned for a snapshot, whose transaction part is made of its table.
+    txn: Cow<'a, str>,
     gtid: Option<&'a str>,
     file: &'a str,
     pos: u64,
@@ -226,14 +228,19 @@ struct BuiltColumn<'a> {
 }
 
 impl<'a> ChangeBuilder<'a> {
-    /// A change of `op` to `db`.`table`, with id `0-1-1:0:0` in `mysql-bin.000001`.
+    /// A change of `op` to `db`.`table`, with id `0-1-1:0:0` in
+    /// `mysql-bin.000001` (a snapshot's: [`ChangeBuilder::snapshot`]).
     pub fn new(op: Op, db: &'a str, table: &'a str) -> Self {
+        let (txn, gtid) = match op {
+            Op::Snapshot => (Cow::Owned(format!("snapshot:{db}.{table}")), None),
+            _ => (Cow::Borrowed("0-1-1"), Some("0-1-1")),
+        };
         Self {
             op,
             db,
             table,
-            txn: "0-1-1",
-            gtid: Some("0-1-1"),
+            txn,
+            gtid,
             file: "mysql-bin.000001",
             pos: 4,
             ts: 0,
@@ -258,27 +265,36 @@ impl<'a> ChangeBuilder<'a> {
         Self::new(Op::Delete, db, table)
     }
 
+    /// A row read by a snapshot of `db`.`table`: an after image only, id
+    /// `snapshot:<db>.<table>:0:0` ([`ChangeBuilder::index`] sets the chunk
+    /// and row), no GTID, in `mysql-bin.000001`.
+    pub fn snapshot(db: &'a str, table: &'a str) -> Self {
+        Self::new(Op::Snapshot, db, table)
+    }
+
     /// Sets the transaction GTID (also the id's transaction part).
     pub fn gtid(mut self, gtid: &'a str) -> Self {
-        self.txn = gtid;
+        self.txn = Cow::Borrowed(gtid);
         self.gtid = Some(gtid);
         self
     }
 
-    /// Sets the event timestamp.
+    /// Sets the event timestamp (a snapshot's: when it read the row).
     pub fn ts(mut self, ts: u32) -> Self {
         self.ts = ts;
         self
     }
 
-    /// Sets the binlog file and position.
+    /// Sets the binlog file and position (a snapshot's: where the stream
+    /// was when it read the row).
     pub fn at(mut self, file: &'a str, pos: u64) -> Self {
         self.file = file;
         self.pos = pos;
         self
     }
 
-    /// Sets the rows event and row indexes of the id.
+    /// Sets the rows event and row indexes of the id (a snapshot's chunk
+    /// and row).
     pub fn index(mut self, event: u32, row: u32) -> Self {
         self.event_index = event;
         self.row_index = row;
@@ -336,13 +352,13 @@ impl<'a> ChangeBuilder<'a> {
         .expect("a test change fits the encoding");
         let header = Header {
             op: self.op,
-            before: self.op != Op::Insert,
+            before: matches!(self.op, Op::Update | Op::Delete),
             after: self.op != Op::Delete,
             has_names: true,
             ts: self.ts,
             event_index: self.event_index,
             row_index: self.row_index,
-            txn: self.txn,
+            txn: &self.txn,
             gtid: self.gtid,
             file: self.file,
             pos: self.pos,

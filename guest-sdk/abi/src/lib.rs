@@ -51,7 +51,7 @@ pub const VALUE_ENTRY_LEN: usize = 9;
 
 /// Offsets of the header fields.
 pub mod header {
-    /// `u8` op: 1 insert, 2 update, 3 delete.
+    /// `u8` op: 1 insert, 2 update, 3 delete, 4 snapshot.
     pub const OP: usize = 4;
     /// `u8` flags, [`crate::flags`].
     pub const FLAGS: usize = 5;
@@ -83,7 +83,7 @@ pub mod header {
 pub mod flags {
     /// The change has a before image (update, delete).
     pub const BEFORE: u8 = 1;
-    /// The change has an after image (insert, update).
+    /// The change has an after image (insert, update, snapshot).
     pub const AFTER: u8 = 2;
     /// The transaction has a GTID.
     pub const GTID: u8 = 4;
@@ -132,24 +132,29 @@ pub enum Op {
     Update,
     /// DELETE: a before image only.
     Delete,
+    /// A row as it is, read by a snapshot of its table: an after image only.
+    Snapshot,
 }
 
 impl Op {
-    /// The name in the row change JSON: `insert`, `update`, `delete`.
+    /// The name in the row change JSON: `insert`, `update`, `delete`,
+    /// `snapshot`.
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Insert => "insert",
             Op::Update => "update",
             Op::Delete => "delete",
+            Op::Snapshot => "snapshot",
         }
     }
 
-    /// Its code in the header: 1, 2, 3.
+    /// Its code in the header: 1, 2, 3, 4.
     pub fn code(self) -> u8 {
         match self {
             Op::Insert => 1,
             Op::Update => 2,
             Op::Delete => 3,
+            Op::Snapshot => 4,
         }
     }
 
@@ -159,6 +164,7 @@ impl Op {
             1 => Some(Op::Insert),
             2 => Some(Op::Update),
             3 => Some(Op::Delete),
+            4 => Some(Op::Snapshot),
             _ => None,
         }
     }
@@ -175,7 +181,7 @@ impl fmt::Display for Op {
 pub enum Image {
     /// The row before the change (update, delete).
     Before,
-    /// The row after the change (insert, update).
+    /// The row after the change (insert, update), or as a snapshot read it.
     After,
 }
 
@@ -334,7 +340,7 @@ pub enum FormatError {
     Truncated,
     /// Not a row change, or a version of the encoding this reader does not know.
     Magic([u8; 4]),
-    /// An operation code other than 1, 2, 3.
+    /// An operation code other than 1, 2, 3, 4.
     Op(u8),
     /// A value tag this reader does not know.
     Tag(u8),

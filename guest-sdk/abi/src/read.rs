@@ -145,7 +145,7 @@ impl<'a> Change<'a> {
         self.buf
     }
 
-    /// Insert, update or delete.
+    /// Insert, update, delete or snapshot.
     #[inline]
     pub fn op(&self) -> Op {
         self.op
@@ -170,7 +170,8 @@ impl<'a> Change<'a> {
     }
 
     /// The transaction part of the id: its GTID, or `<file>/<pos>` of its
-    /// first event where there is none.
+    /// first event where there is none; `snapshot:<db>.<table>` for a
+    /// snapshot.
     #[inline]
     pub fn txn(&self) -> &'a str {
         &self.id[..self.txn_len()]
@@ -181,13 +182,14 @@ impl<'a> Change<'a> {
         u32_at(self.buf, header::TXN_LEN) as usize
     }
 
-    /// Index of the rows event within the transaction, from 0.
+    /// Index of the rows event within the transaction, from 0 (of the
+    /// chunk, for a snapshot).
     #[inline]
     pub fn event_index(&self) -> u32 {
         u32_at(self.buf, header::EVENT_INDEX)
     }
 
-    /// Index of the row within its rows event, from 0.
+    /// Index of the row within its rows event (or snapshot chunk), from 0.
     #[inline]
     pub fn row_index(&self) -> u32 {
         u32_at(self.buf, header::ROW_INDEX)
@@ -385,5 +387,58 @@ impl<'a> Row<'a> {
             Ok(None) => None,
             Err(e) => Some(Err(e)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use super::*;
+    use crate::write::{ChangeWriter, ColumnDirectory, Header};
+
+    /// A one-column change of `op`, with the images its op has.
+    fn change(op: Op) -> Vec<u8> {
+        let column = Column {
+            name: "id",
+            type_code: 3,
+            primary_key: true,
+            nullable: false,
+        };
+        let directory = ColumnDirectory::new([column]).unwrap();
+        let head = Header {
+            op,
+            before: matches!(op, Op::Update | Op::Delete),
+            after: op != Op::Delete,
+            ..Header::default()
+        };
+        let mut buf = Vec::new();
+        let mut w = ChangeWriter::new(&mut buf, &head, &directory).unwrap();
+        for (image, present) in [(Image::Before, head.before), (Image::After, head.after)] {
+            if present {
+                w.value(image, 0, Some(Value::Int(7))).unwrap();
+            }
+        }
+        w.finish().unwrap();
+        buf
+    }
+
+    #[test]
+    fn knows_every_op_and_no_other() {
+        for op in [Op::Insert, Op::Update, Op::Delete, Op::Snapshot] {
+            assert_eq!(Op::from_code(op.code()), Some(op));
+            let buf = change(op);
+            let c = Change::parse(&buf).unwrap();
+            assert_eq!(c.op(), op);
+            // A snapshot is read as an insert is: the row is its after image.
+            let row_image = if op == Op::Delete { Image::Before } else { Image::After };
+            assert_eq!(c.row().image(), row_image);
+            assert_eq!(c.row().value_at(0), Ok(Some(Value::Int(7))));
+        }
+        let mut buf = change(Op::Snapshot);
+        for code in [0, 5, 255] {
+            buf[header::OP] = code;
+            assert_eq!(Change::parse(&buf).unwrap_err(), FormatError::Op(code));
+        }
     }
 }

@@ -145,7 +145,7 @@ impl ColumnDirectory {
 /// The header fields of a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {
-    /// Insert, update or delete.
+    /// Insert, update, delete or snapshot.
     pub op: Op,
     /// Whether the change has a before image.
     pub before: bool,
@@ -331,6 +331,8 @@ impl<'o> ChangeWriter<'o> {
 
 #[cfg(test)]
 mod tests {
+    use alloc::format;
+
     use super::*;
     use crate::Change;
 
@@ -345,15 +347,18 @@ mod tests {
         let cols = [col("id", 3, true, false), col("note", 15, false, true)];
         let dir = ColumnDirectory::new(cols.iter().copied()).unwrap();
         assert_eq!(dir.len(), 2);
-        for (op, before, after) in [
-            (Op::Insert, false, true),
-            (Op::Update, true, true),
-            (Op::Delete, true, false),
+        for (op, before, after, txn, gtid) in [
+            (Op::Insert, false, true, "0-1-1", Some("0-1-1")),
+            (Op::Update, true, true, "0-1-1", Some("0-1-1")),
+            (Op::Delete, true, false, "0-1-1", Some("0-1-1")),
+            (Op::Snapshot, false, true, "snapshot:d.t", None),
         ] {
             let head = Header {
                 op,
                 before,
                 after,
+                txn,
+                gtid,
                 db: "d",
                 table: "t",
                 ..Header::default()
@@ -368,8 +373,9 @@ mod tests {
             }
             w.finish().unwrap();
             let c = Change::parse(&buf).unwrap();
+            assert_eq!(c.op(), op);
             assert_eq!(c.columns().collect::<Vec<_>>(), cols);
-            assert_eq!(c.id(), "0-1-1:0:0");
+            assert_eq!((c.id(), c.txn(), c.gtid()), (format!("{txn}:0:0").as_str(), txn, gtid));
             assert_eq!(c.row().value_at(1), Ok(Some(Value::String("żółw"))));
         }
     }

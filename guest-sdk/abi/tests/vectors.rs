@@ -1,8 +1,9 @@
 //! The reader against every test vector of `vectors/` (SPEC.md, "Test
 //! vectors"): valid vectors decode to their `expect`, malformed ones fail as
 //! their `error` says. The malformed vectors are made here, from a small
-//! change written with this crate's writer; `ROWHOOK_BLESS=1` rewrites them.
-//! The valid ones come from rowhook (tests/e2e/abi_vectors.rs).
+//! change written with this crate's writer, and so is `snapshot-00`, since
+//! no binlog holds a snapshot row; `ROWHOOK_BLESS=1` rewrites them. The
+//! other valid ones come from rowhook (tests/e2e/abi_vectors.rs).
 
 use std::collections::BTreeSet;
 
@@ -40,7 +41,7 @@ fn valid_vectors_read_as_expected() {
         count += 1;
     }
     assert!(count >= 20, "only {count} valid vectors");
-    assert_eq!(ops.len(), 3, "every op");
+    assert_eq!(ops.len(), 4, "every op");
     let all_tags: BTreeSet<u64> = (0..=17).collect();
     assert_eq!(tags, all_tags, "every tag");
 }
@@ -211,11 +212,101 @@ fn malformed() -> Vec<(&'static str, &'static str, Vec<u8>, &'static str, Json)>
     ]
 }
 
+/// `snapshot-00`: a row of `shop.orders` as a snapshot of the table read
+/// it, the first row of its first chunk, once the stream had read the shop
+/// binlog to its end. Its `json` is the row change JSON every reader must
+/// rebuild from it.
+fn snapshot() -> (Vec<u8>, Json) {
+    let columns = [
+        ("id", 8, true),
+        ("user_id", 3, false),
+        ("amount", 246, false),
+        ("currency", 254, false),
+        ("status", 254, false),
+        ("created_at", 17, false),
+    ]
+    .map(|(name, type_code, primary_key)| Column {
+        name,
+        type_code,
+        primary_key,
+        nullable: false,
+    });
+    let directory = ColumnDirectory::new(columns).unwrap();
+    let head = Header {
+        op: Op::Snapshot,
+        before: false,
+        after: true,
+        has_names: true,
+        ts: 1_763_719_200,
+        event_index: 0,
+        row_index: 0,
+        txn: "snapshot:shop.orders",
+        gtid: None,
+        file: "shop-bin.000001",
+        pos: 8045,
+        db: "shop",
+        table: "orders",
+    };
+    let values = [
+        Value::UInt(1001),
+        Value::UInt(1),
+        Value::Decimal("12.50"),
+        Value::String("EUR"),
+        Value::Enum("paid"),
+        Value::Timestamp("2025-11-21T08:05:00.250Z"),
+    ];
+    let mut out = Vec::new();
+    let mut w = ChangeWriter::new(&mut out, &head, &directory).unwrap();
+    for (i, v) in values.into_iter().enumerate() {
+        w.value(Image::After, i, Some(v)).unwrap();
+    }
+    w.finish().unwrap();
+    let id = "snapshot:shop.orders:0:0";
+    let line = json!({
+        "id": id,
+        "op": "snapshot",
+        "db": "shop",
+        "table": "orders",
+        "ts": 1_763_719_200,
+        "gtid": null,
+        "file": "shop-bin.000001",
+        "pos": 8045,
+        "before": null,
+        "after": {
+            "id": 1001,
+            "user_id": 1,
+            "amount": "12.50",
+            "currency": "EUR",
+            "status": "paid",
+            "created_at": "2025-11-21T08:05:00.250Z",
+        },
+    });
+    let change = Change::parse(&out).unwrap();
+    let doc = json!({
+        "source": {"snapshot": "shop.orders", "change": id},
+        "json": line.to_string(),
+        "expect": vectors::expect(&change).unwrap(),
+    });
+    (out, doc)
+}
+
+/// The vectors this file writes, with their JSON.
+fn written() -> Vec<(String, Vec<u8>, Json)> {
+    let mut all: Vec<_> = malformed()
+        .into_iter()
+        .map(|(name, description, bytes, error, at)| {
+            let doc = json!({"description": description, "error": error, "at": at});
+            (format!("malformed-{name}"), bytes, doc)
+        })
+        .collect();
+    let (bytes, doc) = snapshot();
+    all.push(("snapshot-00".to_owned(), bytes, doc));
+    all
+}
+
 #[test]
-fn malformed_vectors_are_up_to_date() {
-    for (name, description, bytes, error, at) in malformed() {
-        let name = format!("malformed-{name}");
-        let doc = json!({"description": description, "error": error, "at": at});
+fn written_vectors_are_up_to_date() {
+    for (name, bytes, doc) in written() {
         if vectors::bless() {
             vectors::write(&name, &bytes, &doc);
             continue;

@@ -278,6 +278,38 @@ static void getters(const char *dir) {
     free(buf);
 }
 
+/* snapshot-00 and rh_testing_snapshot: a snapshot reads as an insert does,
+ * with its own id and no GTID. */
+static void snapshots(const char *dir) {
+    size_t len;
+    uint8_t *buf = read_vector(dir, "snapshot-00", &len);
+    rh_change c;
+    rh_str gtid, text;
+    uint64_t id;
+    bool flag;
+    CHECK(rh_change_parse(&c, buf, len) == RH_OK && rh_change_op(&c) == RH_SNAPSHOT);
+    CHECK(strcmp(rh_op_name(rh_change_op(&c)), "snapshot") == 0);
+    CHECK(is(rh_change_id(&c), "snapshot:shop.orders:0:0") && is(rh_change_txn(&c), "snapshot:shop.orders"));
+    CHECK(!rh_change_gtid(&c, &gtid));
+    CHECK(rh_change_row(&c).image == RH_AFTER);
+    CHECK(rh_get_u64(&c, "id", &id) == RH_OK && id == 1001);
+    CHECK(rh_after_text(&c, "status", &text) == RH_OK && is(text, "paid"));
+    CHECK(rh_before_u64(&c, "id", &id) == RH_ERR_NO_IMAGE && message_is("the change has no before image"));
+    CHECK(rh_changed(&c, "status", &flag) == RH_OK && !flag);
+    free(buf);
+
+    rh_testing_change b = rh_testing_snapshot("shop", "orders");
+    rh_testing_index(&b, 3, 17);
+    rh_testing_column(&b, "id", rh_make_int(7));
+    buf = rh_testing_build(&b, &len);
+    CHECK(rh_change_parse(&c, buf, len) == RH_OK && rh_change_op(&c) == RH_SNAPSHOT);
+    CHECK(is(rh_change_id(&c), "snapshot:shop.orders:3:17") && is(rh_change_txn(&c), "snapshot:shop.orders"));
+    CHECK(!rh_change_gtid(&c, &gtid) && rh_change_flags(&c) == (RH_FLAG_AFTER | RH_FLAG_NAMES));
+    int64_t sid;
+    CHECK(rh_get_i64(&c, "id", &sid) == RH_OK && sid == 7);
+    free(buf);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s VECTORS_DIR\n", argv[0]);
@@ -286,6 +318,7 @@ int main(int argc, char **argv) {
     json_escaping();
     json_numbers();
     getters(argv[1]);
+    snapshots(argv[1]);
     printf("sdk: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -18,7 +18,7 @@ const FLAG_AFTER = 2;
 const FLAG_GTID = 4;
 const FLAG_NAMES = 8;
 
-const OPS = [undefined, 'insert', 'update', 'delete'];
+const OPS = [undefined, 'insert', 'update', 'delete', 'snapshot'];
 
 /** The value tags of the encoding, by name. */
 export const Tag = Object.freeze({
@@ -277,7 +277,9 @@ export class Column {
  * One row change, read in place from its encoding.
  *
  * `get(name)` reads a column from the row as it is now: the after image, or
- * the before image of a delete. `before` and `after` pick an image.
+ * the before image of a delete. A snapshot (a row read by a snapshot of its
+ * table) has an after image only, as an insert has. `before` and `after`
+ * pick an image.
  */
 export class Change {
   /**
@@ -459,7 +461,7 @@ export class Change {
     return this._before < 0 ? null : new Row(this, 'before', this._before);
   }
 
-  /** The after image (insert, update), or null. */
+  /** The after image (insert, update, snapshot), or null. */
   get after() {
     return this._after < 0 ? null : new Row(this, 'after', this._after);
   }
@@ -483,7 +485,8 @@ export class Change {
   /**
    * Whether an update changed column `name`: its before and after values
    * differ (floats compared bit for bit, so an unchanged NaN is no change).
-   * False for inserts and deletes, and where either image lacks the column.
+   * False for inserts, deletes and snapshots, and where either image lacks
+   * the column.
    */
   changed(name) {
     if (this._before < 0 || this._after < 0) return false;

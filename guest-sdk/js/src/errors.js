@@ -51,7 +51,7 @@ export function noColumn(column) {
   return new RowhookError('no-column', `no column \`${column}\``);
 }
 
-/** The change has no `image` image (no before image for an insert, no after image for a delete). */
+/** The change has no `image` image (no before image for an insert or a snapshot, no after image for a delete). */
 export function noImage(image) {
   return new RowhookError('no-image', `the change has no ${image} image`);
 }

@@ -40,7 +40,7 @@ export const value = {
 /** A plausible MySQL type code for a value of this tag. */
 const TYPE_CODES = [6, 6, 8, 8, 4, 5, 246, 15, 252, 10, 18, 17, 19, 245, 247, 248, 16, 242];
 
-const OPS = { insert: 1, update: 2, delete: 3 };
+const OPS = { insert: 1, update: 2, delete: 3, snapshot: 4 };
 
 /**
  * Builds an encoded row change for tests, as rowhook would send it.
@@ -51,12 +51,13 @@ const OPS = { insert: 1, update: 2, delete: 3 };
  */
 export class ChangeBuilder {
   constructor(op, db, table) {
-    if (!(op in OPS)) throw new TypeError(`op must be insert, update or delete, not ${op}`);
+    if (!(op in OPS)) throw new TypeError(`op must be insert, update, delete or snapshot, not ${op}`);
     this._op = op;
     this._db = db;
     this._table = table;
-    this._txn = '0-1-1';
-    this._gtid = '0-1-1';
+    // A snapshot's id is `snapshot:<db>.<table>:<chunk>:<row>`, with no GTID.
+    this._txn = op === 'snapshot' ? `snapshot:${db}.${table}` : '0-1-1';
+    this._gtid = op === 'snapshot' ? null : '0-1-1';
     this._file = 'mysql-bin.000001';
     this._pos = 4n;
     this._ts = 0;
@@ -75,6 +76,11 @@ export class ChangeBuilder {
 
   static delete(db, table) {
     return new ChangeBuilder('delete', db, table);
+  }
+
+  /** A row read by a snapshot of db.table: an after image only, id `snapshot:<db>.<table>:0:0`, no GTID. */
+  static snapshot(db, table) {
+    return new ChangeBuilder('snapshot', db, table);
   }
 
   /** Sets the transaction GTID (also the id's transaction part). */
@@ -97,7 +103,7 @@ export class ChangeBuilder {
     return this;
   }
 
-  /** Sets the rows event and row indexes of the id. */
+  /** Sets the rows event and row indexes of the id (a snapshot's chunk and row). */
   index(event, row) {
     this._event = event;
     this._row = row;
@@ -137,7 +143,7 @@ export class ChangeBuilder {
   build() {
     const cols = this._columns;
     const n = cols.length;
-    const hasBefore = this._op !== 'insert';
+    const hasBefore = this._op === 'update' || this._op === 'delete';
     const hasAfter = this._op !== 'delete';
     const images = [];
     if (hasBefore) images.push(cols.map((c) => c.before ?? c.after));

@@ -88,6 +88,32 @@ test('reads the before image of a delete, and names what is missing', () => {
   assert.deepEqual(err(() => c.image('after')), ['no-image', 'the change has no after image']);
 });
 
+test('a snapshot reads like an insert: the after image only, and its own id', () => {
+  const b = ChangeBuilder.snapshot('shop', 'orders')
+    .index(3, 17)
+    .at('mysql-bin.000003', 1234)
+    .primaryKey('id')
+    .column('id', v.int(7))
+    .column('status', v.enum('paid'))
+    .build();
+  const c = Change.parse(b);
+  assert.equal(c.op, 'snapshot');
+  assert.equal(b[4], 4);
+  assert.deepEqual([c.id, c.txn, c.gtid], ['snapshot:shop.orders:3:17', 'snapshot:shop.orders', null]);
+  assert.deepEqual([c.eventIndex, c.rowIndex, c.file, c.pos], [3, 17, 'mysql-bin.000003', 1234]);
+  assert.equal(c.before, null);
+  assert.equal(c.row.image, 'after');
+  assert.equal(c.get('id'), 7);
+  assert.equal(c.after.get('status'), 'paid');
+  assert.ok(!c.changed('status'));
+  assert.throws(() => c.image('before'), { kind: 'no-image', message: 'the change has no before image' });
+  assert.equal(
+    c.json(),
+    '{"id":"snapshot:shop.orders:3:17","op":"snapshot","db":"shop","table":"orders","ts":0,"gtid":null,' +
+      '"file":"mysql-bin.000003","pos":1234,"before":null,"after":{"id":7,"status":"paid"}}',
+  );
+});
+
 test('a column a MINIMAL row image lacks is not null', () => {
   const b = update();
   // Clear the after entry of `note` (column 3).

@@ -106,7 +106,7 @@ test('there are vectors of every kind', () => {
     ops.add(doc.expect.op);
     for (const image of ['before', 'after']) for (const v of doc.expect[image] ?? []) tags.add(v.tag);
   }
-  assert.equal(ops.size, 3, 'every op');
+  assert.equal(ops.size, 4, 'every op');
   assert.deepEqual([...tags].sort((a, b) => a - b), Array.from({ length: 18 }, (_, i) => i), 'every tag');
 });
 

@@ -27,7 +27,7 @@ Outside a component, the capabilities record what they are asked in memory
 """
 
 from . import log, metrics, state
-from .change import DELETE, INSERT, UPDATE, VERSION, Change, Column, Float32, JsonText, Row
+from .change import DELETE, INSERT, SNAPSHOT, UPDATE, VERSION, Change, Column, Float32, JsonText, Row
 from .errors import EmitError, FormatError, NoColumnError, NotInImageError, RowhookError, StateError
 from .jsonline import dumps
 from ._host import host as _host
@@ -49,6 +49,7 @@ __all__ = [
     "NotInImageError",
     "Row",
     "RowhookError",
+    "SNAPSHOT",
     "StateError",
     "UPDATE",
     "VERSION",

@@ -47,9 +47,12 @@ VERSION = 1
 INSERT = "insert"
 UPDATE = "update"
 DELETE = "delete"
+# A row as it is, read by a snapshot of its table: an after image only, as
+# an insert has.
+SNAPSHOT = "snapshot"
 
 _MAGIC = b"RHC\x01"
-_OPS = (None, INSERT, UPDATE, DELETE)
+_OPS = (None, INSERT, UPDATE, DELETE, SNAPSHOT)
 _FRONT = Struct("<4sBBH").unpack_from
 _REST = Struct("<IIIIQ10I").unpack_from
 _HEADER_LEN = 72
@@ -150,7 +153,7 @@ def _column_names(buf, n):
 
 # The first 8 bytes of a change -> (op, column count, flags, before, after,
 # row, bytes the index needs): a handler sees a few kinds of change (its
-# tables' widths, times insert, update and delete), each thousands of times.
+# tables' widths, times the ops), each thousands of times.
 _LAYOUTS = {}
 _LAYOUTS_MAX = 256
 
@@ -161,7 +164,7 @@ def _layout(buf):
     if len(buf) < _HEADER_LEN:
         raise FormatError("truncated")
     magic, op, flags, n = _FRONT(buf)
-    if magic != _MAGIC or not 0 < op < 4:
+    if magic != _MAGIC or not 0 < op < 5:
         raise FormatError("magic", repr(magic)) if magic != _MAGIC else FormatError("op", str(op))
     at = _HEADER_LEN + 8 * n
     before = after = -1
@@ -190,7 +193,9 @@ class Change:
 
     ``change["col"]`` reads a column of the row as it is after the change,
     or as it was before a delete; :attr:`before` and :attr:`after` are the
-    images as mappings (``None`` where the change has none).
+    images as mappings (``None`` where the change has none). :attr:`op` is
+    ``"insert"``, ``"update"``, ``"delete"``, or ``"snapshot"``: a row read
+    by a snapshot of its table, with an after image only, as an insert has.
     """
 
     __slots__ = ("_buf", "op", "_n", "_flags", "_before", "_after", "_row", "_names", "_header")
@@ -222,7 +227,8 @@ class Change:
     @property
     def id(self):
         """The change's stable id, ``<txn>:<event>:<row>``: the same every
-        time the same binlog is replayed, so a sink can deduplicate on it."""
+        time the same binlog is replayed, so a sink can deduplicate on it.
+        A snapshot's is ``snapshot:<db>.<table>:<chunk>:<row>``."""
         return (self._header or self._head())[0]
 
     @property
@@ -252,18 +258,21 @@ class Change:
 
     @property
     def event_index(self):
-        """Index of the rows event within the transaction, from 0."""
+        """Index of the rows event within the transaction, from 0 (of the
+        chunk, for a snapshot)."""
         return (self._header or self._head())[6]
 
     @property
     def row_index(self):
-        """Index of the row within its rows event, from 0."""
+        """Index of the row within its rows event, from 0 (within the chunk,
+        for a snapshot)."""
         return (self._header or self._head())[7]
 
     @property
     def txn(self):
         """The transaction part of the id: its GTID, or ``<file>/<pos>`` of
-        its first event where the server wrote none."""
+        its first event where the server wrote none; ``snapshot:<db>.<table>``
+        for a snapshot."""
         header = self._header or self._head()
         return header[0].encode()[: header[8]].decode()
 
@@ -308,7 +317,8 @@ class Change:
 
     @property
     def after(self):
-        """The row after the change (insert, update), or ``None``."""
+        """The row after the change (insert, update), or as a snapshot read
+        it, or ``None``."""
         return Row(self, self._after, "after") if self._after >= 0 else None
 
     @property
@@ -345,8 +355,8 @@ class Change:
     def changed(self, name):
         """Whether an update changed column ``name``: its before and after
         values differ (floats compared bit for bit, so an unchanged NaN is
-        no change). False for inserts and deletes, and where either image
-        lacks the column."""
+        no change). False for inserts, deletes and snapshots, and where
+        either image lacks the column."""
         if self._before < 0 or self._after < 0:
             return False
         i = self._index(name)

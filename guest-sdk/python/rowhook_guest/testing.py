@@ -193,6 +193,12 @@ TAGS = {
 _TYPE_CODES = {1: 6, 2: 8, 3: 8, 4: 4, 5: 5, 6: 246, 7: 15, 8: 252, 9: 10, 10: 18, 11: 17, 12: 19}
 _TYPE_CODES.update({13: 245, 14: 247, 15: 248, 16: 16, 17: 242})
 
+# The header's op codes.
+_OPS = {"insert": 1, "update": 2, "delete": 3, "snapshot": 4}
+
+# `at` without a GTID: 0-1-1 for a binlog change, none for a snapshot.
+_NO_GTID_GIVEN = object()
+
 
 def _tag_of(value):
     if value is None:
@@ -230,6 +236,8 @@ class ChangeBuilder:
     def __init__(self, op, db, table):
         self.op, self.db, self.table = op, db, table
         self.txn = self.gtid = "0-1-1"
+        if op == "snapshot":
+            self.txn, self.gtid = f"snapshot:{db}.{table}", None
         self.file, self.pos, self.ts = "mysql-bin.000001", 4, 0
         self.event_index = self.row_index = 0
         self._columns = []  # [name, primary_key, before, after]: values as (tag, value)
@@ -246,12 +254,28 @@ class ChangeBuilder:
     def delete(cls, db, table):
         return cls("delete", db, table)
 
-    def at(self, file, pos, ts=0, gtid="0-1-1", event_index=0, row_index=0):
+    @classmethod
+    def snapshot(cls, db, table):
+        """A row read by a snapshot of ``db.table``: an after image only, id
+        ``snapshot:<db>.<table>:0:0``, no GTID."""
+        return cls("snapshot", db, table)
+
+    def at(self, file, pos, ts=0, gtid=_NO_GTID_GIVEN, event_index=0, row_index=0):
         """Where the change is: binlog ``file`` and ``pos``, timestamp, the
-        transaction's GTID (``None`` for none: the id then starts with
-        ``<file>/<pos>``) and the indexes of the id."""
-        self.file, self.pos, self.ts, self.gtid = file, pos, ts, gtid
-        self.txn = gtid if gtid is not None else f"{file}/{pos}"
+        transaction's GTID (``"0-1-1"`` unless given; ``None`` for none: the
+        id then starts with ``<file>/<pos>``) and the indexes of the id.
+
+        For a snapshot, ``file`` and ``pos`` are where the stream was when
+        it read the row, ``ts`` when it read it, and the indexes the chunk
+        and the row in it; it has no GTID."""
+        if self.op == "snapshot":
+            if gtid is not _NO_GTID_GIVEN and gtid is not None:
+                raise ValueError("a snapshot has no GTID")
+            self.gtid = None
+        else:
+            self.gtid = "0-1-1" if gtid is _NO_GTID_GIVEN else gtid
+            self.txn = self.gtid if self.gtid is not None else f"{file}/{pos}"
+        self.file, self.pos, self.ts = file, pos, ts
         self.event_index, self.row_index = event_index, row_index
         return self
 
@@ -282,7 +306,7 @@ class ChangeBuilder:
     def build(self):
         """The encoded change, as ``bytes``."""
         n = len(self._columns)
-        has_before, has_after = self.op != "insert", self.op != "delete"
+        has_before, has_after = self.op in ("update", "delete"), self.op != "delete"
         index_len = 72 + 8 * n + 9 * n * (has_before + has_after)
         data = bytearray()
 
@@ -329,7 +353,7 @@ class ChangeBuilder:
         header = struct.pack(
             "<4sBBHIIIIQ10I",
             b"RHC\x01",
-            {"insert": 1, "update": 2, "delete": 3}[self.op],
+            _OPS[self.op],
             flags,
             n,
             self.ts,

@@ -66,6 +66,34 @@ class Reading(unittest.TestCase):
         self.assertIsNone(c.before)
         self.assertEqual(c.after["id"], 1)
 
+    def test_a_snapshot_reads_like_an_insert(self):
+        buf = (
+            ChangeBuilder.snapshot("shop", "orders")
+            .at("mysql-bin.000003", 1234, ts=1_763_719_200, event_index=3, row_index=17)
+            .primary_key("id")
+            .column("id", 7)
+            .column("status", "paid", tag="enum")
+            .build()
+        )
+        self.assertEqual(buf[4], 4)
+        c = Change(buf)
+        self.assertEqual(c.op, rowhook_guest.SNAPSHOT)
+        self.assertEqual((c.id, c.txn, c.gtid), ("snapshot:shop.orders:3:17", "snapshot:shop.orders", None))
+        self.assertEqual((c.event_index, c.row_index), (3, 17))
+        self.assertEqual((c.file, c.pos, c.ts), ("mysql-bin.000003", 1234, 1_763_719_200))
+        self.assertIsNone(c.before)
+        self.assertEqual(c.row.image, "after")
+        self.assertEqual(c["id"], 7)
+        self.assertEqual(c.after["status"], "paid")
+        self.assertFalse(c.changed("status"))
+        self.assertEqual(
+            c.to_json(),
+            '{"id":"snapshot:shop.orders:3:17","op":"snapshot","db":"shop","table":"orders","ts":1763719200,'
+            '"gtid":null,"file":"mysql-bin.000003","pos":1234,"before":null,"after":{"id":7,"status":"paid"}}',
+        )
+        with self.assertRaises(ValueError):
+            ChangeBuilder.snapshot("shop", "orders").at("mysql-bin.000003", 4, gtid="0-1-1")
+
     def test_lookup_errors_name_the_column(self):
         c = Change(update())
         with self.assertRaises(NoColumnError) as caught:
@@ -118,11 +146,12 @@ class Reading(unittest.TestCase):
             with self.assertRaises(FormatError) as caught:
                 Change(buf[:cut])
             self.assertEqual(caught.exception.kind, "truncated", cut)
-        for op in (0, 4, 255):
+        for op in (0, 5, 255):
             with self.assertRaises(FormatError) as caught:
                 Change(buf[:4] + bytes([op]) + buf[5:])
             self.assertEqual(caught.exception.kind, "op")
         self.assertEqual(Change(buf[:4] + bytes([3]) + buf[5:]).op, "delete")
+        self.assertEqual(Change(buf[:4] + bytes([4]) + buf[5:]).op, "snapshot")
         with self.assertRaises(FormatError):
             Change(b"RHC")
         with self.assertRaises(FormatError):

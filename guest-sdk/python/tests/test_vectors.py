@@ -11,7 +11,7 @@ from array import array
 from decimal import Decimal
 from pathlib import Path
 
-from rowhook_guest import Change, Float32, FormatError, JsonText
+from rowhook_guest import DELETE, INSERT, SNAPSHOT, UPDATE, Change, Float32, FormatError, JsonText
 
 VECTORS = Path(__file__).resolve().parents[2] / "abi" / "vectors"
 
@@ -74,6 +74,7 @@ def image_described(change, image):
 class Vectors(unittest.TestCase):
     def test_valid_vectors_decode_to_their_json(self):
         seen = 0
+        ops = set()
         for name, buf, vector in vectors():
             if "expect" not in vector:
                 continue
@@ -110,7 +111,9 @@ class Vectors(unittest.TestCase):
                 self.assertEqual(image_described(c, "before"), e["before"])
                 self.assertEqual(image_described(c, "after"), e["after"])
                 self.assertEqual(c.to_json(), vector["json"])
+                ops.add(c.op)
         self.assertGreater(seen, 0)
+        self.assertEqual(ops, {INSERT, UPDATE, DELETE, SNAPSHOT}, "every op")
 
     def test_malformed_vectors_are_rejected(self):
         seen = 0

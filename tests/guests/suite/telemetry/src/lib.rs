@@ -40,6 +40,7 @@ fn on_change(change: &Change) -> Result<()> {
             );
             Ok(())
         }
+        Op::Snapshot => Ok(()),
     }
 }
 
