@@ -115,6 +115,29 @@ pub struct RawSource {
     /// Seconds between server heartbeats when the binlog is idle, 1 to 3600
     /// (default 30): a silent connection is noticed within about twice this.
     pub heartbeat_secs: Option<u32>,
+    /// `"initial"`: on the first start (no checkpoint), read every row of
+    /// the subscribed tables first, as `snapshot` changes, then the binlog
+    /// from the place the snapshot is consistent with. `"never"` (the
+    /// default): the binlog only.
+    pub snapshot: Option<RawSnapshotMode>,
+    /// Rows a snapshot reads per chunk (one transaction on the server, one
+    /// checkpoint), 1 to 1,000,000 (default 10,000).
+    pub snapshot_chunk_rows: Option<u32>,
+    /// At most this many rows a second read by a snapshot (default: no cap).
+    pub snapshot_rows_per_second: Option<u32>,
+    /// The server as the user snapshots read with (SELECT on the tables;
+    /// default: `url`'s user, which then needs SELECT as well).
+    pub snapshot_url: Option<RedactedUrl>,
+}
+
+/// `[source] snapshot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawSnapshotMode {
+    /// Read the subscribed tables on the first start.
+    Initial,
+    /// No snapshot but those asked for.
+    Never,
 }
 
 /// `[http]`: the HTTP server for operators: `/metrics`, `/healthz`,
@@ -295,6 +318,8 @@ pub enum RawOp {
     Update,
     /// `"delete"`.
     Delete,
+    /// `"snapshot"`: rows read by a snapshot of the table.
+    Snapshot,
 }
 
 /// `limits = { memory_mb = 32, time_ms = 50, emits_per_event = 16 }`.
@@ -948,7 +973,25 @@ pub struct SourcePlan {
     pub start: StartPosition,
     /// Heartbeat period.
     pub heartbeat: Duration,
+    /// How snapshots read.
+    pub snapshot: SnapshotPlan,
 }
+
+/// The snapshot keys of `[source]`, resolved.
+#[derive(Debug, Clone)]
+pub struct SnapshotPlan {
+    /// Read the subscribed tables on the first start.
+    pub initial: bool,
+    /// Rows per chunk.
+    pub chunk_rows: u32,
+    /// The cap on rows a second, if any.
+    pub rows_per_second: Option<u32>,
+    /// The server, as the user snapshots read with.
+    pub url: SourceUrl,
+}
+
+/// The default `[source] snapshot_chunk_rows`.
+pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: u32 = 10_000;
 
 /// `[state]`, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1077,14 +1120,17 @@ pub struct OpSet {
     pub update: bool,
     /// Deletes.
     pub delete: bool,
+    /// Rows read by a snapshot.
+    pub snapshot: bool,
 }
 
 impl OpSet {
-    /// All three.
+    /// All four.
     pub const ALL: OpSet = OpSet {
         insert: true,
         update: true,
         delete: true,
+        snapshot: true,
     };
 
     /// Whether `op` is in the set.
@@ -1093,6 +1139,7 @@ impl OpSet {
             Op::Insert => self.insert,
             Op::Update => self.update,
             Op::Delete => self.delete,
+            Op::Snapshot => self.snapshot,
         }
     }
 }
@@ -1601,11 +1648,46 @@ fn resolve_source(raw: RawSource, problems: &mut Problems) -> Option<SourcePlan>
             "use 1 to 3600 seconds (default 30)",
         );
     }
+    let chunk_rows = raw.snapshot_chunk_rows.unwrap_or(DEFAULT_SNAPSHOT_CHUNK_ROWS);
+    if !(1..=1_000_000).contains(&chunk_rows) {
+        problems.push(
+            "source.snapshot_chunk_rows",
+            format!("{chunk_rows} is out of range"),
+            "use 1 to 1000000 rows (default 10000)",
+        );
+    }
+    if raw.snapshot_rows_per_second == Some(0) {
+        problems.push(
+            "source.snapshot_rows_per_second",
+            "0 would read nothing",
+            "use a positive number of rows a second, or remove the key for no cap",
+        );
+    }
+    let snapshot_url = match &raw.snapshot_url {
+        None => url.clone(),
+        Some(u) => match SourceUrl::parse(u.expose()) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                problems.push(
+                    "source.snapshot_url",
+                    e.to_string(),
+                    "write it as mysql://USER:${PASSWORD_VAR}@HOST:PORT, a user with SELECT on the tables",
+                );
+                None
+            }
+        },
+    };
     Some(SourcePlan {
         url: url?,
         server_id: raw.server_id,
         start: start?,
         heartbeat: Duration::from_secs(heartbeat_secs.into()),
+        snapshot: SnapshotPlan {
+            initial: raw.snapshot == Some(RawSnapshotMode::Initial),
+            chunk_rows,
+            rows_per_second: raw.snapshot_rows_per_second,
+            url: snapshot_url?,
+        },
     })
 }
 
@@ -1800,13 +1882,14 @@ fn resolve_handler(
                 problems.push(
                     format!("{key}.ops"),
                     "is empty: the handler would see no row change",
-                    "list any of \"insert\", \"update\", \"delete\", or remove the key for all three",
+                    "list any of \"insert\", \"update\", \"delete\", \"snapshot\", or remove the key for all four",
                 );
             }
             OpSet {
                 insert: ops.contains(&RawOp::Insert),
                 update: ops.contains(&RawOp::Update),
                 delete: ops.contains(&RawOp::Delete),
+                snapshot: ops.contains(&RawOp::Snapshot),
             }
         }
     };
@@ -2177,7 +2260,8 @@ on_error = "skip"
             OpSet {
                 insert: true,
                 update: true,
-                delete: false
+                delete: false,
+                snapshot: false,
             }
         );
         assert_eq!(orders.grants.iter().collect::<Vec<_>>(), ["audit", "out"]);

@@ -59,9 +59,10 @@ pub trait Consumer: ChangeVisitor {
         None
     }
 
-    /// Time-driven work (checkpoints, the status file), called once due.
-    fn tick(&mut self, rt: &Runtime) -> anyhow::Result<()> {
-        let _ = rt;
+    /// Time-driven work (checkpoints, the status file), called once due;
+    /// `decoder` says where the stream is.
+    fn tick(&mut self, rt: &Runtime, decoder: &Decoder) -> anyhow::Result<()> {
+        let _ = (rt, decoder);
         Ok(())
     }
 }
@@ -218,7 +219,7 @@ pub fn drive<S: Source, C: Consumer>(
                         });
                         match woke {
                             Some(Some(step)) => break step?,
-                            Some(None) => consumer.tick(rt)?,
+                            Some(None) => consumer.tick(rt, decoder)?,
                             None => return Ok(Ended::Interrupted),
                         }
                     }
@@ -305,7 +306,7 @@ pub fn drive<S: Source, C: Consumer>(
                 return Ok(Ended::Interrupted);
             }
             if consumer.next_tick().is_some_and(|t| t <= tokio::time::Instant::now()) {
-                consumer.tick(rt)?;
+                consumer.tick(rt, decoder)?;
             }
         }
     }

@@ -64,6 +64,7 @@ pub mod probe;
 pub mod problem;
 pub mod runtime;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod status;
 pub mod store;

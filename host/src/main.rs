@@ -87,6 +87,11 @@ enum Command {
     Check(CheckArgs),
     /// Run the configured handlers on every row change of the live server.
     Run(RunArgs),
+    /// Read tables as they are now and hand their rows to the handlers as
+    /// `snapshot` changes: on a first start every subscribed table, then
+    /// the binlog (as `run`); or one table (--table), also while a rowhook
+    /// runs on this config, which then reads it while it streams.
+    Snapshot(SnapshotArgs),
     /// Run the configured handlers over recorded binlog files.
     Replay(ReplayArgs),
     /// Replay binlog files through the configured handlers into in-memory
@@ -144,6 +149,19 @@ struct RunArgs {
     /// The config file.
     #[arg(short, long, default_value = "rowhook.toml")]
     config: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct SnapshotArgs {
+    /// The config file.
+    #[arg(short, long, default_value = "rowhook.toml")]
+    config: PathBuf,
+    /// Read this table (DB.TABLE) again, whatever the checkpoint.
+    #[arg(long)]
+    table: Option<String>,
+    /// Only the rows this SQL condition selects (with --table).
+    #[arg(long = "where", requires = "table")]
+    filter: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -313,6 +331,7 @@ fn main() -> ExitCode {
     // Handlers run outside the async runtime (see rowhook::cli).
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Snapshot(args) => snapshot(args),
         Command::Replay(args) => replay(args),
         Command::Test(args) => test(args),
         Command::New(args) => new(args),
@@ -402,7 +421,8 @@ fn check(rt: &tokio::runtime::Runtime, args: CheckArgs) -> anyhow::Result<ExitCo
             lines.extend(deployed);
             match &plan.source {
                 Some(source) => {
-                    lines.extend(rt.block_on(rowhook::cli::check::check_server(&source.url, source.server_id)))
+                    lines.extend(rt.block_on(rowhook::cli::check::check_server(&source.url, source.server_id)));
+                    lines.extend(rt.block_on(rowhook::cli::check::check_snapshot(&plan)));
                 }
                 None => lines.push(rowhook::cli::check::CheckLine {
                     ok: true,
@@ -493,6 +513,29 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             stats.changes, stats.messages, stats.commits
         ),
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn snapshot(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
+    use rowhook::cli::snapshot::{Ask, Outcome};
+    let plan = rowhook::config::Plan::load(&args.config)?;
+    let ask = match args.table {
+        Some(table) => Ask::Table {
+            table,
+            filter: args.filter,
+        },
+        None => Ask::Initial,
+    };
+    match rowhook::cli::snapshot::snapshot(&plan, ask)? {
+        Outcome::Queued(answer) => say!("{answer}"),
+        Outcome::Ran(stats) => tell(
+            "INFO",
+            format_args!(
+                "stopped after {} row changes, {} messages, {} transactions",
+                stats.changes, stats.messages, stats.commits
+            ),
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

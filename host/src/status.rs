@@ -35,6 +35,10 @@ pub struct Report {
     /// or kept to their CPU share), and where each is in the store.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub lanes_apart: std::collections::BTreeMap<String, Checkpoint>,
+    /// What is left of a snapshot: the tables still to read, the first in
+    /// progress (committed chunks and rows, and the key it goes on after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::snapshot::Progress>,
     /// Per handler: keys and bytes of state.
     pub handlers: Vec<HandlerState>,
     /// Dead letters recorded.

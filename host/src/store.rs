@@ -91,6 +91,9 @@ pub fn binlog_at(file: &str, pos: u64) -> (u64, u64) {
     (number, pos)
 }
 
+/// The key of [`POSITION`] that holds what is left of a snapshot.
+const SNAPSHOT_KEY: &str = "snapshot";
+
 /// The keys of [`POSITION`] that hold a tenant's lane position: `lane:TENANT`.
 const LANE_PREFIX: &str = "lane:";
 
@@ -146,6 +149,9 @@ pub struct Batch {
     /// Set the position of this one lane, and no other position (the batch
     /// of a lane that reads on its own connection).
     pub lane: Option<(String, Checkpoint)>,
+    /// What is left of the snapshot after the batch's last snapshot chunk
+    /// (empty: it is done).
+    pub snapshot: Option<crate::snapshot::Progress>,
 }
 
 impl Batch {
@@ -157,6 +163,7 @@ impl Batch {
             && self.held.is_empty()
             && self.lanes.is_none()
             && self.lane.is_none()
+            && self.snapshot.is_none()
     }
 }
 
@@ -539,6 +546,17 @@ impl StateStore {
         Ok(Some(cp))
     }
 
+    /// What is left of a snapshot, as the last chunk committed left it.
+    pub fn snapshot(&self) -> anyhow::Result<crate::snapshot::Progress> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(POSITION)?;
+        let Some(v) = t.get(SNAPSHOT_KEY)? else {
+            return Ok(crate::snapshot::Progress::default());
+        };
+        serde_json::from_slice(v.value())
+            .with_context(|| format!("{}: the stored snapshot progress is unreadable", self.path.display()))
+    }
+
     /// The tenants' lanes that are past the resume position, and where
     /// each is (see [`Batch::lanes`]).
     pub fn lanes(&self) -> anyhow::Result<BTreeMap<String, Checkpoint>> {
@@ -722,6 +740,14 @@ impl StateStore {
             if let Some(cp) = &batch.position {
                 txn.open_table(POSITION)?
                     .insert("resume", serde_json::to_vec(cp)?.as_slice())?;
+            }
+            if let Some(progress) = &batch.snapshot {
+                let mut t = txn.open_table(POSITION)?;
+                if progress.is_empty() {
+                    t.remove(SNAPSHOT_KEY)?;
+                } else {
+                    t.insert(SNAPSHOT_KEY, serde_json::to_vec(progress)?.as_slice())?;
+                }
             }
             if let Some(lanes) = &batch.lanes {
                 let mut t = txn.open_table(POSITION)?;

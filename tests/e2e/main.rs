@@ -88,6 +88,10 @@ mod sink_sql;
     feature = "sink-exec"
 ))]
 mod sink_support;
+/// Snapshots: every type as the binlog has it, resumed after kills, read
+/// again while writes go on, slices and refusals.
+#[cfg(feature = "http-server")]
+mod snapshot;
 /// `replay --checkpoint` and `rowhook state`: resume, report, reset, move.
 mod state;
 /// SIGTERM and SIGINT stop `rowhook run` within a second mid-call, losing nothing.

@@ -82,6 +82,49 @@ pub async fn check_server(url: &SourceUrl, server_id: u32) -> Vec<CheckLine> {
     lines
 }
 
+/// Checks what an initial snapshot needs (`[source] snapshot =
+/// "initial"`): a server that places snapshots in its binlog, and each
+/// subscribed table readable by the snapshot user, with a key to read it by.
+pub async fn check_snapshot(plan: &Plan) -> Vec<CheckLine> {
+    let Some(source) = plan.source.as_ref().filter(|s| s.snapshot.initial) else {
+        return Vec::new();
+    };
+    let url = &source.snapshot.url;
+    let mut conn = match url.connect().await {
+        Ok(c) => c,
+        Err(e) => return vec![fail(format!("snapshot: {e:#}"))],
+    };
+    if let Err(e) = crate::snapshot::reader::places_snapshots(&mut conn).await {
+        return vec![fail(format!("snapshot: {e:#}"))];
+    }
+    let tables = match crate::cli::snapshot::subscribed(&mut conn, plan).await {
+        Ok(t) => t,
+        Err(e) => {
+            return vec![fail(
+                url.scrub(&format!("snapshot: listing the subscribed tables: {e:#}")),
+            )];
+        }
+    };
+    let mut lines = Vec::new();
+    let mut readable = 0;
+    for (n, t) in tables.iter().enumerate() {
+        match crate::snapshot::reader::readable(&mut conn, url, t, n as u64).await {
+            Ok(_) => readable += 1,
+            Err(e) => lines.push(fail(format!("snapshot: {e:#}"))),
+        }
+    }
+    if readable > 0 {
+        lines.insert(
+            0,
+            ok(format!(
+                "snapshot: {readable} subscribed tables readable by {url}, each with a key to read it in chunks by"
+            )),
+        );
+    }
+    let _ = conn.disconnect().await;
+    lines
+}
+
 /// The report of a handler's trial calls (see [`super::trial`]).
 /// The line of a trial's outcome: not ok for a handler whose memory grows
 /// toward its cap, or that fails for good on real rows.

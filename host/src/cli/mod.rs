@@ -21,6 +21,7 @@ pub mod new;
 pub mod replay;
 pub mod run;
 pub mod shapes;
+pub mod snapshot;
 pub mod state;
 pub mod test;
 pub mod trial;
@@ -56,6 +57,10 @@ pub(crate) fn roster_of(plan: &Plan) -> crate::handler_id::Roster {
     crate::handler_id::Roster::of(plan.handlers.iter().map(|h| (h.name.clone(), h.tenant.clone())))
 }
 
+/// The file in the state directory that holds the address a run's HTTP
+/// server listens on.
+pub const HTTP_ADDR_FILE: &str = "http.addr";
+
 pub(crate) fn serve_http(
     plan: &Plan,
     pipeline: &mut Pipeline,
@@ -76,7 +81,17 @@ pub(crate) fn serve_http(
             deploy,
             roster,
         };
-        crate::http::HttpServer::start(http, observed)?;
+        let server = crate::http::HttpServer::start(http, observed)?;
+        // Where it listens (the port chosen, for port 0), for the commands
+        // that ask this run: `rowhook snapshot --table`.
+        let _ = std::fs::create_dir_all(&plan.state.path);
+        if let Err(e) = crate::status::replace_file(
+            &plan.state.path.join(HTTP_ADDR_FILE),
+            server.addr().to_string().as_bytes(),
+            false,
+        ) {
+            tracing::warn!("writing {}: {e}", plan.state.path.join(HTTP_ADDR_FILE).display());
+        }
         Ok(Some(status))
     }
     #[cfg(not(feature = "http-server"))]

@@ -4,12 +4,15 @@
 
 use std::time::Duration;
 
+use super::snapshot::Ask;
 use super::{decoder_for, io_runtime, linger_after_failure, resume_gtids, serve_http};
 use crate::config::Plan;
 use crate::deploy::Site;
 use crate::driver::{DriveOptions, drive, stop_on_signals};
 use crate::pipeline::Pipeline;
 use crate::runtime::HandlerRuntime;
+use crate::snapshot::reader::ReaderOptions;
+use crate::snapshot::{Progress, TableProgress};
 use crate::source::StartPosition;
 use crate::source::live::LiveOptions;
 use crate::source::reconnect::{Resilient, RetryPolicy};
@@ -22,6 +25,11 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// Runs the handlers of `plan` over the live server of its `[source]` until
 /// stopped by SIGINT (Ctrl-C) or SIGTERM. Call it outside any async runtime.
 pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
+    run_with(plan, None)
+}
+
+/// [`run`], reading the snapshot `ask` says first (`rowhook snapshot`).
+pub fn run_with(plan: &Plan, ask: Option<Ask>) -> anyhow::Result<Stats> {
     let source = plan
         .source
         .as_ref()
@@ -42,7 +50,9 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     pipeline.watch_modules()?;
     let store = StateStore::open(&plan.state.path)?;
     let shared = store.share();
+    let left = store.snapshot()?;
     let resume = pipeline.attach_store(store)?;
+    start_snapshots(&rt, plan, &mut pipeline, resume.is_none(), left, ask)?;
     let start = match &resume {
         Some(cp) if !cp.file.is_empty() => StartPosition::File {
             file: cp.file.clone(),
@@ -113,4 +123,63 @@ pub fn run(plan: &Plan) -> anyhow::Result<Stats> {
     }
     result?;
     Ok(pipeline.stats())
+}
+
+/// Queues the snapshots of this run: what a stopped run left, then an
+/// initial snapshot on a first start (`[source] snapshot = "initial"`, or
+/// `rowhook snapshot` without `--table`), then the table `ask` names.
+fn start_snapshots(
+    rt: &tokio::runtime::Runtime,
+    plan: &Plan,
+    pipeline: &mut Pipeline,
+    first_start: bool,
+    left: Progress,
+    ask: Option<Ask>,
+) -> anyhow::Result<()> {
+    let Some(source) = &plan.source else { return Ok(()) };
+    let snapshot = &source.snapshot;
+    pipeline.snapshots_with(ReaderOptions {
+        url: snapshot.url.clone(),
+        chunk_rows: snapshot.chunk_rows,
+        rows_per_second: snapshot.rows_per_second,
+    });
+    if !left.is_empty() {
+        tracing::info!(
+            tables = left.tables.len(),
+            "going on with the snapshot the last run left"
+        );
+        pipeline.start_snapshot(rt, left, false)?;
+    }
+    let initial = match &ask {
+        Some(Ask::Initial) if !first_start => anyhow::bail!(
+            "the store at {} has a checkpoint: an initial snapshot is for a first start. \
+             To read a table again, name it with --table DB.TABLE",
+            plan.state.path.display()
+        ),
+        Some(Ask::Initial) => true,
+        _ => first_start && snapshot.initial,
+    };
+    if initial {
+        let tables = rt.block_on(async {
+            let mut conn = snapshot.url.connect().await?;
+            crate::cli::snapshot::subscribed(&mut conn, plan).await
+        })?;
+        if tables.is_empty() {
+            tracing::warn!("initial snapshot: no handler takes `snapshot` changes of an existing table");
+        }
+        pipeline.start_snapshot(rt, Progress { tables }, true)?;
+    }
+    if let Some(Ask::Table { table, filter }) = ask {
+        let Some((db, name)) = table.split_once('.').filter(|(d, t)| !d.is_empty() && !t.is_empty()) else {
+            anyhow::bail!("`{table}` is not DB.TABLE: name one table");
+        };
+        pipeline.start_snapshot(
+            rt,
+            Progress {
+                tables: vec![TableProgress::new(db, name, filter)],
+            },
+            true,
+        )?;
+    }
+    Ok(())
 }

@@ -111,6 +111,7 @@ pub async fn report(plan: &Plan) -> anyhow::Result<Report> {
             store: store.path().to_owned(),
             position: store.position()?,
             lanes: store.lanes()?,
+            snapshot: Some(store.snapshot()?).filter(|p| !p.is_empty()),
             handlers: sizes(&store)?,
             dead_letters: store.dead_letter_count()?,
             ..last_run_metrics(&plan.state.path.join(STATUS_FILE))
@@ -216,6 +217,22 @@ pub fn render(report: &Report) -> String {
             .map(|(tenant, cp)| format!("{tenant} at {}:{}", cp.file, cp.pos))
             .collect();
         out.push_str(&format!("{label} {}: {what}\n", each.join(", ")));
+    }
+    if let Some(snapshot) = &report.snapshot
+        && let Some((first, rest)) = snapshot.tables.split_first()
+    {
+        out.push_str(&format!(
+            "snapshot      {}{}: {} chunks ({} rows) read",
+            first.name(),
+            first.filter.as_ref().map(|f| format!(" where {f}")).unwrap_or_default(),
+            first.chunks,
+            first.rows
+        ));
+        if !rest.is_empty() {
+            let names: Vec<String> = rest.iter().map(crate::snapshot::TableProgress::name).collect();
+            out.push_str(&format!("; then {}", names.join(", ")));
+        }
+        out.push('\n');
     }
     if let Some(s) = &report.server {
         match (&s.error, s.bytes_behind) {

@@ -557,6 +557,22 @@ impl TableMap {
         })
     }
 
+    /// Sets label `index` (0-based) of ENUM or SET column `column` to
+    /// `label`, text in the collation `collation`'s charset; whether it
+    /// changed. (A snapshot learns the labels information_schema cannot
+    /// show, those with characters outside its utf8mb3, from the rows.)
+    pub fn set_label(&mut self, column: usize, index: usize, label: &[u8], collation: u32) -> bool {
+        let cs = charset_of_collation(collation).unwrap_or(Charset::Utf8);
+        let body = label_json_body(label, cs);
+        match self.columns.get_mut(column).and_then(|c| c.labels.get_mut(index)) {
+            Some(old) if *old != body => {
+                *old = body;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Replaces positional names with `names` (from information_schema), when
     /// the count matches.
     pub fn rename_columns(&mut self, names: &[String]) -> bool {

@@ -381,6 +381,9 @@ pub struct Decoder {
     gtids: GtidState,
     /// Position after the last commit.
     resume: (Arc<str>, u64),
+    /// Offset in `file` just past the last event read that has a place in
+    /// it (artificial events have none).
+    read_end: u64,
     before: Vec<Value<'static>>,
     after: Vec<Value<'static>>,
     payload_events: usize,
@@ -405,6 +408,7 @@ impl Decoder {
             fde: FormatDescription::default(),
             table_id_len: 6,
             resume: (file.clone(), 4),
+            read_end: 4,
             file,
             tables: HashMap::new(),
             names: HashMap::new(),
@@ -449,6 +453,13 @@ impl Decoder {
         (&self.resume.0, self.resume.1, &self.gtids)
     }
 
+    /// How far the stream has been read: the file and the offset just past
+    /// the last event read that has a place in it. Every transaction that
+    /// ends at or before it has been decoded.
+    pub fn read_to(&self) -> (&str, u64) {
+        (&self.file, self.read_end)
+    }
+
     /// The GTID of the open transaction, if it has one.
     pub fn current_gtid(&self) -> Option<&str> {
         if self.txn.open { self.txn.gtid.as_deref() } else { None }
@@ -479,6 +490,7 @@ impl Decoder {
         self.txn.open = false;
         self.txn.begun = false;
         self.file = self.resume.0.clone();
+        self.read_end = self.resume.1;
         was_open
     }
 
@@ -486,6 +498,7 @@ impl Decoder {
     pub fn set_file(&mut self, file: &str) {
         if &*self.file != file {
             self.file = Arc::from(file);
+            self.read_end = 4;
             if !self.txn.open {
                 self.resume = (self.file.clone(), 4);
             }
@@ -518,6 +531,9 @@ impl Decoder {
     /// Decodes one event.
     pub fn feed<V: ChangeVisitor>(&mut self, ev: RawEvent<'_>, v: &mut V) -> Result<Flow, DecodeError> {
         let t = ev.header.type_code;
+        if ev.header.log_pos != 0 {
+            self.read_end = ev.end;
+        }
         if let Some(kind) = RowsKind::of(t) {
             return self.rows(ev, kind, v);
         }
@@ -541,6 +557,7 @@ impl Decoder {
                     return Err(self.invalid(ev.pos, "rotate file name", name));
                 }
                 self.file = Arc::from(name.as_str());
+                self.read_end = pos;
                 if !self.txn.open {
                     self.resume = (self.file.clone(), pos);
                 }
@@ -901,7 +918,10 @@ impl Decoder {
             let w = header.width;
             let left = c.len();
             let read = match kind.op {
-                rows::Op::Insert => rows::read_image(&mut c, table, w, header.present, false, &mut after),
+                // A rows event is never a snapshot; read like an insert.
+                rows::Op::Insert | rows::Op::Snapshot => {
+                    rows::read_image(&mut c, table, w, header.present, false, &mut after)
+                }
                 rows::Op::Delete => rows::read_image(&mut c, table, w, header.present, false, &mut before),
                 rows::Op::Update => rows::read_image(&mut c, table, w, header.present, false, &mut before)
                     .and_then(|_| rows::read_image(&mut c, table, w, header.present_after, kind.partial, &mut after)),

@@ -13,6 +13,7 @@
 //! | `POST /admin/handlers/NAME/resume` | call it again, held changes first (token) |
 //! | `POST /admin/handlers/NAME/reload` | reload the handler's module now (token) |
 //! | `GET /admin/handlers/NAME/state?prefix=&limit=` | the handler's state keys (token) |
+//! | `POST /admin/snapshot?table=DB.TABLE&where=` | read a table (or a slice) again while streaming (operator token) |
 //! | `PUT /admin/handlers/NAME` | deploy the handler's config, TOML keys in the body (`[deploy]`, token) |
 //! | `PUT /admin/handlers/NAME/module` | deploy its component, `NAME.wasm` (`[deploy]`, token) |
 //! | `DELETE /admin/handlers/NAME` | remove the deployed handler; its state stays (`[deploy]`, token) |
@@ -521,6 +522,17 @@ async fn admin_call(server: &Server, method: &Method, path: &str, query: &str) -
                 .await
                 .map(|page| serde_json::to_string(&page))
         }
+        (&Method::POST, ["snapshot"]) => {
+            let (table, filter) = match snapshot_query(query) {
+                Ok(q) => q,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+            };
+            control
+                .ask(ADMIN_WAIT, |reply| Control::Snapshot { table, filter, reply })
+                .await
+                .map(|queued| serde_json::to_string(&queued))
+        }
+        (_, ["snapshot"]) => return error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
         (_, ["handlers", _, "reload" | "pause" | "resume"]) => {
             return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
         }
@@ -541,6 +553,22 @@ async fn admin_call(server: &Server, method: &Method, path: &str, query: &str) -
             error(code, &e.to_string())
         }
     }
+}
+
+/// `table` (`db.table`) and `where` (a SQL condition), percent-decoded.
+fn snapshot_query(query: &str) -> Result<(String, Option<String>), String> {
+    let (mut table, mut filter) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = crate::sink::tls::percent_decode(&v.replace('+', " ")).map_err(|e| format!("{k} {e}"))?;
+        match k {
+            "table" => table = Some(v),
+            "where" => filter = Some(v).filter(|f| !f.trim().is_empty()),
+            other => return Err(format!("unknown parameter `{other}`: use table and where")),
+        }
+    }
+    let table = table.ok_or("name the table: ?table=db.table (and &where=CONDITION for a slice of it)")?;
+    Ok((table, filter))
 }
 
 /// `prefix` (percent-decoded) and `limit` (default 100, at most 1000).

@@ -94,6 +94,9 @@ pub struct Checkpointer {
     last_commit: Instant,
     /// The position after the commit seen last, until its transaction ends.
     txn_position: Option<Checkpoint>,
+    /// What is left of the snapshot after the transaction in progress, if
+    /// it is a snapshot chunk.
+    txn_snapshot: Option<crate::snapshot::Progress>,
     /// Dead letters of the transaction in progress.
     txn_dead_letters: Vec<DeadLetter>,
     /// The position of the stream last committed to the store.
@@ -116,6 +119,7 @@ impl Checkpointer {
             commit_interval,
             last_commit: Instant::now(),
             txn_position: None,
+            txn_snapshot: None,
             txn_dead_letters: Vec::new(),
             position: None,
             resume: None,
@@ -255,6 +259,14 @@ impl Checkpointer {
         }
     }
 
+    /// The transaction in progress is a snapshot chunk, after which
+    /// `progress` is what is left of the snapshot.
+    pub fn snapshot_seen(&mut self, progress: crate::snapshot::Progress) {
+        if self.keeps() {
+            self.txn_snapshot = Some(progress);
+        }
+    }
+
     /// A dead letter of the transaction in progress.
     pub fn dead_letter(&mut self, record: DeadLetter) {
         if self.keeps() {
@@ -304,6 +316,9 @@ impl Checkpointer {
             // or earlier ones: the checkpoint that moves past it drops them.
             self.batch.ledger_below = self.store.as_ref().map(StateStore::ledger_next);
         }
+        if let Some(p) = self.txn_snapshot.take() {
+            self.batch.snapshot = Some(p);
+        }
         self.batch.dead_letters.append(&mut self.txn_dead_letters);
         self.last_commit.elapsed() >= self.commit_interval
     }
@@ -312,6 +327,7 @@ impl Checkpointer {
     /// recorded is dropped.
     pub fn abandon_transaction(&mut self) {
         self.txn_position = None;
+        self.txn_snapshot = None;
         self.txn_dead_letters.clear();
     }
 

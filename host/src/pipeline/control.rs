@@ -57,6 +57,28 @@ pub enum Control {
         /// The page.
         reply: oneshot::Sender<Result<StatePage, ControlError>>,
     },
+    /// Read a table (or the rows `filter` selects) as it is now and hand
+    /// its rows to its handlers as `snapshot` changes, in chunks
+    /// interleaved with the stream.
+    Snapshot {
+        /// `db.table`.
+        table: String,
+        /// A SQL condition selecting the rows to read.
+        filter: Option<String>,
+        /// Queued, or why not.
+        reply: oneshot::Sender<Result<SnapshotQueued, ControlError>>,
+    },
+}
+
+/// The answer to [`Control::Snapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotQueued {
+    /// `db.table`.
+    pub table: String,
+    /// The condition, if any.
+    pub filter: Option<String>,
+    /// Tables queued before it (0: it is read now).
+    pub ahead: usize,
 }
 
 /// Why a command failed.

@@ -433,7 +433,9 @@ impl Pipeline {
     /// buffered messages), and at the next boundary its lane starts on a
     /// connection of its own from after its last transaction done.
     fn leave(&mut self, tenant: &str, used: Duration, elapsed: Duration) -> bool {
-        if self.starter.is_none() || self.halted_lanes.contains(tenant) {
+        // While a snapshot runs, its chunks go to the handlers of the
+        // shared loop: every lane stays in it.
+        if self.starter.is_none() || self.halted_lanes.contains(tenant) || !self.snapshots.progress().is_empty() {
             return false;
         }
         if self.set_lane_aside(tenant).is_none() {

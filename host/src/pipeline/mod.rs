@@ -31,6 +31,7 @@ mod held_file;
 pub mod hold;
 pub mod lanes;
 pub mod router;
+pub mod snapshot;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -180,6 +181,8 @@ pub struct Pipeline {
     /// `registry`, but a registry apart for a lane's pipeline, whose
     /// stream the main one counts.
     stream_registry: Registry,
+    /// Snapshot chunks to hand to handlers in the stream.
+    snapshots: snapshot::Snapshots,
 }
 
 impl Pipeline {
@@ -298,6 +301,7 @@ impl Pipeline {
             detached: Default::default(),
             lane,
             leaving: Default::default(),
+            snapshots: snapshot::Snapshots::new(&stream_registry),
             stream_registry,
         })
     }
@@ -430,6 +434,7 @@ impl Pipeline {
             position: self.checkpointer.resume().cloned(),
             lanes: self.checkpointer.stored_lanes().clone(),
             lanes_apart: self.checkpointer.detached_lanes(),
+            snapshot: Some(self.snapshots.progress().clone()).filter(|p| !p.is_empty()),
             handlers: self
                 .handlers
                 .state_sizes()
@@ -533,6 +538,7 @@ impl Pipeline {
                     };
                     let _ = reply.send(result);
                 }
+                Control::Snapshot { table, filter, reply } => self.request_snapshot(&table, filter, reply),
             }
         }
     }
@@ -1285,6 +1291,7 @@ impl Consumer for Pipeline {
             self.tend_lanes(rt, stop);
             self.apply_deployments(rt);
             self.hand_over_held(rt, stop)?;
+            self.step_snapshot(rt, decoder, stop)?;
             if let Some(lane) = &mut self.lane {
                 lane.check_join(self.done.as_ref())?;
                 lane.keep_to_share(Some(stop));
@@ -1321,10 +1328,12 @@ impl Consumer for Pipeline {
         let next = Pipeline::next_tick(self);
         // Lanes are looked after while the stream is idle too.
         let lanes = (self.lane.is_some() || !self.detached.is_empty()).then(|| tokio::time::Instant::now() + LANE_TICK);
-        next.into_iter().chain(lanes).min()
+        // A snapshot asked for while the stream is idle starts at once.
+        let snapshot = self.snapshots.wants_step().then(tokio::time::Instant::now);
+        next.into_iter().chain(lanes).chain(snapshot).min()
     }
 
-    fn tick(&mut self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    fn tick(&mut self, rt: &tokio::runtime::Runtime, decoder: &crate::decode::Decoder) -> anyhow::Result<()> {
         rt.block_on(Pipeline::tick(self))?;
         if self.in_transaction {
             return Ok(());
@@ -1340,8 +1349,12 @@ impl Consumer for Pipeline {
         self.apply_reloads();
         self.tend_lanes(rt, &stop);
         self.apply_deployments(rt);
-        match self.hand_over_held(rt, &mut stop) {
-            // The driver sees the stop request next; the changes stay held.
+        let stepped = self
+            .hand_over_held(rt, &mut stop)
+            .and_then(|()| self.step_snapshot(rt, decoder, &mut stop));
+        match stepped {
+            // The driver sees the stop request next; the changes stay held,
+            // the chunk is read again at the next start.
             Err(e) if e.is::<Interrupted>() => {
                 Pipeline::abandon_transaction(self);
                 Ok(())

@@ -232,6 +232,7 @@ mod tests {
         insert: true,
         update: false,
         delete: false,
+        snapshot: false,
     };
 
     fn ids(route: &[HandlerId]) -> Vec<String> {

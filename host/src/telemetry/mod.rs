@@ -34,6 +34,11 @@ pub mod names {
     pub const CHANGES: &str = "rowhook_changes_total";
     /// Transactions whose commit was seen.
     pub const TRANSACTIONS: &str = "rowhook_transactions_total";
+    /// Snapshot chunks handed to handlers (their rows count in
+    /// [`CHANGES`] with `op="snapshot"`).
+    pub const SNAPSHOT_CHUNKS: &str = "rowhook_snapshot_chunks_total";
+    /// Tables whose snapshot is asked for and not done.
+    pub const SNAPSHOT_TABLES: &str = "rowhook_snapshot_tables_left";
     /// Batches committed to the store.
     pub const CHECKPOINTS: &str = "rowhook_checkpoints_total";
     /// Seconds since the last batch was committed to the store (or since
