@@ -32,7 +32,16 @@ impl Rng {
     }
 }
 
-fn lines(path: &Path) -> Vec<String> {
+/// A seed for [`Rng`] from the clock, printed by the test that takes it.
+pub(crate) fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// The lines of `path` (none if it is missing).
+pub(crate) fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -186,10 +195,7 @@ fn sigkill_loses_nothing_and_state_counts_exactly_once() {
     let (server, dir, config) = ledger_setup("crash", 7401, "commit_interval_ms = 50", OUT_LOG);
     let out = dir.join("out.log");
     let log = dir.join("rowhook.log");
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let seed = clock_seed();
     eprintln!("crash test seed {seed}, files in {}", dir.display());
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -6,12 +6,11 @@
 //! value; what cannot be read is refused with the fix.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::crash::Rng;
+use crate::crash::{Rng, clock_seed, lines};
 use crate::http::{PASSWORD, TOKEN, eventually, get, metric, spawn};
 use crate::support::{Server, interrupt, json_lines, root, rowhook, rowhook_ok, spawn_run, temp_dir};
 
@@ -45,14 +44,6 @@ commit_interval_ms = 50
 "#,
         url = server.url(),
     )
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The tables of tests/sql/types.sql that have a key to read by, and whose
@@ -253,10 +244,7 @@ fn a_snapshot_killed_twenty_times_resumes_from_its_last_chunk_with_exactly_once_
     .unwrap();
     let out = dir.join("out.log");
     let log = dir.join("rowhook.log");
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let seed = clock_seed();
     eprintln!("snapshot kill test seed {seed}, files in {}", dir.display());
     let mut rng = Rng(seed | 1);
     // After each kill: the output's length, and the chunks the store had
