@@ -464,7 +464,8 @@ fn a_slice_is_read_and_a_table_without_a_key_is_refused_with_the_fix() {
     server.sql("CREATE TABLE crash.nokey (a INT, b INT); INSERT INTO crash.nokey VALUES (1, 1);");
     let dir = temp_dir("snapshot-slice");
     let cfg = dir.join("rowhook.toml");
-    std::fs::write(&cfg, config(&server, 7604, "", &ledger_handler("[\"snapshot\"]"))).unwrap();
+    let handler = ledger_handler("[\"snapshot\"]").replace("tables = [\"crash.ledger\"]", "tables = [\"crash.*\"]");
+    std::fs::write(&cfg, config(&server, 7604, "", &handler)).unwrap();
     let refused = rowhook(&["snapshot", "-c", cfg.to_str().unwrap(), "--table", "crash.nokey"]);
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
@@ -486,6 +487,34 @@ fn a_slice_is_read_and_a_table_without_a_key_is_refused_with_the_fix() {
     assert!(
         err.contains("where idd < 5") && err.contains("Fix the condition"),
         "{err}"
+    );
+
+    let refused = rowhook(&["snapshot", "-c", cfg.to_str().unwrap(), "--table", "shop.orders"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("no handler takes `snapshot` changes of `shop.orders`"),
+        "{err}"
+    );
+    // `check` tries each table an initial snapshot would read.
+    let checked = dir.join("check.toml");
+    std::fs::write(
+        &checked,
+        config(
+            &server,
+            7605,
+            "snapshot = \"initial\"",
+            &ledger_handler("[\"snapshot\"]"),
+        )
+        .replace("tables = [\"crash.ledger\"]", "tables = [\"crash.*\"]"),
+    )
+    .unwrap();
+    let report = rowhook(&["check", "-c", checked.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&report.stdout);
+    assert!(!report.status.success(), "{said}");
+    assert!(said.contains("ok   snapshot: 1 subscribed tables readable"), "{said}");
+    assert!(
+        said.contains("FAIL snapshot: cannot read a snapshot of `crash.nokey`"),
+        "{said}"
     );
 
     let log = dir.join("rowhook.log");

@@ -104,6 +104,9 @@ impl Pipeline {
     pub fn start_snapshot(&mut self, rt: &Runtime, progress: Progress, strict: bool) -> anyhow::Result<()> {
         for table in progress.tables {
             let name = table.name();
+            if strict && let Some(why) = self.no_taker(&table) {
+                anyhow::bail!(why);
+            }
             let added = rt.block_on(self.snapshots.reader()?.add(table.clone()));
             match added.unwrap_or_else(|_| Err(anyhow::anyhow!("the snapshot reader has stopped"))) {
                 Ok(()) => {
@@ -144,10 +147,26 @@ impl Pipeline {
             ))));
             return;
         }
-        self.snapshots.requests.push(Request {
-            table: TableProgress::new(db, name, filter),
-            reply,
-        });
+        let table = TableProgress::new(db, name, filter);
+        if let Some(why) = self.no_taker(&table) {
+            let _ = reply.send(Err(ControlError::Failed(why)));
+            return;
+        }
+        self.snapshots.requests.push(Request { table, reply });
+    }
+
+    /// Why no handler would see a snapshot of `table`, if none would.
+    fn no_taker(&self, table: &TableProgress) -> Option<String> {
+        self.router
+            .subscribers(&table.db, &table.table, Op::Snapshot)
+            .is_empty()
+            .then(|| {
+                format!(
+                    "no handler takes `snapshot` changes of `{}`: reading it would hand its rows to nobody. \
+                 Fix: subscribe a handler to the table with \"snapshot\" in its ops (the default ops include it)",
+                    table.name()
+                )
+            })
     }
 
     /// The snapshot's work at a transaction boundary: queue what was asked
