@@ -9,8 +9,8 @@
 #  1. builds rowhook (release) and the trivial handler (reads `id`, emits nothing) from
 #     tests/guests, for wasm32-wasip2;
 #  2. starts a private MariaDB (tests/mariadb.sh) and fills cdcbench.orders, the shared
-#     workload's orders table (../shared/bench/workload: BIGINT key, INT, VARCHAR, CHAR,
-#     two DECIMALs, SMALLINT, two DATETIME(6), VARCHAR(64) and more), with $ROWS rows;
+#     workload's orders table (../shared/bench/workload: 13 columns, a BIGINT key, INT,
+#     VARCHARs, CHAR, two DECIMALs, SMALLINT, two DATETIME(6), TEXT, TINYINT), with $ROWS rows;
 #  3. runs `rowhook snapshot -c …` with the trivial handler on cdcbench.orders (ops =
 #     ["snapshot"]), $REPEAT times, each from an empty store, and times each snapshot from
 #     its log: from "snapshot queued" to "snapshot done" (the reads, the calls, the
@@ -87,10 +87,13 @@ m = re.search(r"CREATE TABLE orders \(.*?\)[^;]*;", src, re.S)
 print(m.group(0))
 EOF
     M cdcbench -e "SET SESSION sql_log_bin = 0;
-        INSERT INTO orders (id, user_id, status, currency, amount, tax, qty, created_at, updated_at, sku)
+        INSERT INTO orders (id, user_id, status, currency, amount, tax, qty, created_at, updated_at,
+                            sku, note, attrs, is_gift)
         SELECT seq, seq % 50000, ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'cancelled'), 'EUR',
                (seq % 100000) / 100, (seq % 10000) / 10000, 1 + seq % 9,
-               TIMESTAMP('2024-01-01') + INTERVAL seq SECOND, NULL, CONCAT('sku-', seq % 1000)
+               TIMESTAMP('2024-01-01') + INTERVAL seq SECOND, NULL, CONCAT('sku-', seq % 1000),
+               IF(seq % 3 = 0, CONCAT('note ', seq), NULL),
+               CONCAT('{\"channel\":\"web\",\"n\":', seq % 97, '}'), seq % 2
         FROM seq_1_to_$ROWS" \
         || die "filling the table failed (the orders table of gen_workload.py changed?)"
 fi

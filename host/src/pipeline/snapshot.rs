@@ -216,8 +216,8 @@ impl Pipeline {
         }
     }
 
-    /// Waits for the reader's next reply and acts on it.
-    fn await_reply(&mut self, rt: &Runtime, decoder: &Decoder, stop: &mut Stop) -> anyhow::Result<()> {
+    /// The reader's next reply; a stop request gives way.
+    fn next_reply(&mut self, rt: &Runtime, stop: &mut Stop) -> anyhow::Result<Reply> {
         let reader = self.snapshots.reader()?;
         let reply = rt.block_on(async {
             tokio::select! {
@@ -225,32 +225,50 @@ impl Pipeline {
                 () = stop.requested_wait() => Err(Interrupted),
             }
         })?;
-        match reply {
-            Some(Reply::Opened(at)) => self.snapshots.phase = Phase::Opened(at),
-            Some(Reply::Rows(chunk)) => {
+        reply.ok_or_else(|| anyhow::anyhow!("the snapshot reader has stopped"))
+    }
+
+    /// Waits for the reader's next reply and acts on it.
+    fn await_reply(&mut self, rt: &Runtime, decoder: &Decoder, stop: &mut Stop) -> anyhow::Result<()> {
+        match self.next_reply(rt, stop)? {
+            Reply::Rows(chunk) => {
+                // The stream stays at the chunk's place while its rows are
+                // handed over: the next chunk is opened first (its place
+                // is at or past this one), and the server reads it
+                // meanwhile.
+                self.snapshots.reader()?.open();
+                let next = self.next_reply(rt, stop)?;
+                if matches!(next, Reply::Rows(_)) {
+                    anyhow::bail!("the snapshot reader sent rows before their place");
+                }
                 self.hand_over_chunk(rt, decoder, &chunk, stop)?;
                 self.snapshots.phase = Phase::Want;
+                self.take_reply(next)
             }
-            Some(Reply::Idle) => {
+            reply => self.take_reply(reply),
+        }
+    }
+
+    /// Acts on a reply that is not a chunk's rows.
+    fn take_reply(&mut self, reply: Reply) -> anyhow::Result<()> {
+        match reply {
+            Reply::Opened(at) => self.snapshots.phase = Phase::Opened(at),
+            Reply::Rows(_) => anyhow::bail!("the snapshot reader sent rows before their place"),
+            Reply::Idle => {
                 self.snapshots.phase = Phase::Idle;
                 if !self.snapshots.progress.is_empty() {
                     anyhow::bail!("the snapshot reader has nothing left to read, yet the snapshot is not done");
                 }
             }
-            Some(Reply::Failed(e)) => {
+            Reply::Failed(e) => {
                 // The table cannot be read on (dropped, or changed so that
                 // it has no key): the run stops, and the next one drops
                 // the table from the snapshot if it still cannot be read.
-                let table = self
-                    .snapshots
-                    .progress
-                    .tables
-                    .first()
+                let table = (self.snapshots.progress.tables.first())
                     .map(TableProgress::name)
                     .unwrap_or_default();
                 anyhow::bail!("the snapshot of `{table}` cannot go on: {e:#}");
             }
-            None => anyhow::bail!("the snapshot reader has stopped"),
         }
         Ok(())
     }
