@@ -23,7 +23,7 @@
 #   BENCH_DIR   work directory, kept between runs                              [/tmp/rowhook-bench-snapshot]
 #   ROWS        rows in the table                                              [1000000]
 #   CHUNK       snapshot_chunk_rows                                            [10000]
-#   REPEAT      runs                                                           [3]
+#   REPEAT      runs                                                           [5]
 #   KEEP_DB     1: leave the server running at the end (REUSE_DB=1 takes it)   [0]
 #   REUSE_DB    1: reuse a server and table left by KEEP_DB=1                  [0]
 # The machine is shared: absolute figures drift between runs.
@@ -33,7 +33,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/tmp/rowhook-bench-snapshot}
 ROWS=${ROWS:-1000000}
 CHUNK=${CHUNK:-10000}
-REPEAT=${REPEAT:-3}
+REPEAT=${REPEAT:-5}
 KEEP_DB=${KEEP_DB:-0}
 REUSE_DB=${REUSE_DB:-0}
 DB=$BENCH_DIR/db
