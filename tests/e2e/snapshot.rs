@@ -552,3 +552,76 @@ fn a_slice_is_read_and_a_table_without_a_key_is_refused_with_the_fix() {
     let report: serde_json::Value = serde_json::from_str(&state).unwrap();
     assert!(report["snapshot"].is_null(), "{report}");
 }
+
+#[test]
+fn a_unique_key_reads_a_table_without_a_primary_key_within_the_rate_cap_and_select_is_needed() {
+    let server = Server::start(&[]);
+    server.sql(
+        "CREATE DATABASE crash;
+         CREATE TABLE crash.ledger (id BIGINT UNSIGNED NOT NULL, k INT NOT NULL, amount INT NOT NULL, UNIQUE KEY (k, id));
+         INSERT INTO crash.ledger SELECT seq, seq % 8, 1 FROM crash.seq_1_to_1000;
+         CREATE USER 'nosel'@'%' IDENTIFIED BY 'pw-nosel';
+         GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'nosel'@'%';",
+    );
+    let dir = temp_dir("snapshot-unique");
+    let cfg = dir.join("rowhook.toml");
+    let source = "snapshot_chunk_rows = 100\nsnapshot_rows_per_second = 2000";
+    std::fs::write(&cfg, config(&server, 7606, source, &ledger_handler("[\"snapshot\"]"))).unwrap();
+
+    // A user that may not SELECT the table is refused with the grant.
+    let nosel = dir.join("nosel.toml");
+    let url = format!("snapshot_url = \"mysql://nosel:pw-nosel@127.0.0.1:{}\"", server.port);
+    std::fs::write(&nosel, config(&server, 7607, &url, &ledger_handler("[\"snapshot\"]"))).unwrap();
+    let refused = rowhook(&["snapshot", "-c", nosel.to_str().unwrap(), "--table", "crash.ledger"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("GRANT SELECT") && err.contains("crash") && !err.contains("pw-nosel"),
+        "{err}"
+    );
+
+    let log = dir.join("rowhook.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["snapshot", "-c", cfg.to_str().unwrap(), "--table", "crash.ledger"])
+        .env("ROWHOOK_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("snapshot done")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(interrupt(child).success());
+    // Every row once, in the unique key's order: by k, then id.
+    let rows: Vec<(u64, u64)> = lines(&dir.join("out.log"))
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[2].parse().unwrap(), f[1].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(rows.len(), 1000);
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "in key order, each once");
+    // 1,000 rows at 2,000 a second: half a second at least.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let at = |what: &str| -> f64 {
+        let line = text.lines().find(|l| l.contains(what)).unwrap();
+        let time = line.split_whitespace().next().unwrap();
+        let hms = time.split('T').nth(1).unwrap().trim_end_matches('Z');
+        hms.split(':')
+            .fold(0.0, |acc, part| acc * 60.0 + part.parse::<f64>().unwrap())
+    };
+    let took = at("snapshot done") - at("snapshot queued");
+    assert!(took >= 0.45, "1,000 rows capped at 2,000 a second took {took:.3} s");
+}
