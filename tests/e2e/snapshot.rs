@@ -198,6 +198,19 @@ fn snapshot_values_equal_the_binlogs_after_images_for_every_type() {
     assert!(extra.is_empty(), "rows the binlog does not have: {extra:?}");
 }
 
+/// Starts `rowhook snapshot -c cfg ARGS`, its log (at info) in `log`.
+fn spawn_snapshot(cfg: &std::path::Path, args: &[&str], log: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["snapshot", "-c", cfg.to_str().unwrap()])
+        .args(args)
+        .env("ROWHOOK_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// Ledger rows: the crash tests' table, with `n` rows.
 fn ledger_server(n: u64) -> Arc<Server> {
     let server = Arc::new(Server::start(&[]));
@@ -518,21 +531,7 @@ fn a_slice_is_read_and_a_table_without_a_key_is_refused_with_the_fix() {
     );
 
     let log = dir.join("rowhook.log");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rowhook"))
-        .args([
-            "snapshot",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--table",
-            "crash.ledger",
-            "--where",
-            "id % 10 = 3",
-        ])
-        .env("ROWHOOK_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let child = spawn_snapshot(&cfg, &["--table", "crash.ledger", "--where", "id % 10 = 3"], &log);
     let out = dir.join("out.log");
     let deadline = Instant::now() + Duration::from_secs(60);
     while lines(&out).len() < 100 {
@@ -581,14 +580,7 @@ fn a_unique_key_reads_a_table_without_a_primary_key_within_the_rate_cap_and_sele
     );
 
     let log = dir.join("rowhook.log");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rowhook"))
-        .args(["snapshot", "-c", cfg.to_str().unwrap(), "--table", "crash.ledger"])
-        .env("ROWHOOK_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let child = spawn_snapshot(&cfg, &["--table", "crash.ledger"], &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
