@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::Pipeline;
 use super::control::{ControlError, SnapshotQueued};
-use crate::decode::{Commit, Decoder, Flow, Op, RowChange};
+use crate::decode::{ChangeVisitor, Commit, Decoder, Flow, Op, RowChange};
 use crate::driver::{Interrupted, Stop};
 use crate::snapshot::reader::{Chunk, Opened, Reader, ReaderOptions, Reply};
 use crate::snapshot::{Progress, TableProgress};
@@ -111,19 +111,25 @@ impl Pipeline {
             match added.unwrap_or_else(|_| Err(anyhow::anyhow!("the snapshot reader has stopped"))) {
                 Ok(()) => {
                     tracing::info!(table = %name, chunks_done = table.chunks, "snapshot queued");
-                    self.snapshots.progress.tables.push(table);
+                    self.queue(table);
                 }
                 Err(e) if strict => return Err(e),
                 Err(e) => tracing::error!(table = %name, error = %e, "the snapshot of this table is dropped"),
             }
         }
-        if !self.snapshots.progress.is_empty() {
-            self.snapshots.phase = Phase::Want;
-        }
+        Ok(())
+    }
+
+    /// Adds `table`, which the reader took, to what is left; a snapshot
+    /// that was idle opens its next chunk at the next boundary.
+    fn queue(&mut self, table: TableProgress) {
+        self.snapshots.progress.tables.push(table);
         self.snapshots
             .tables_left
             .set(self.snapshots.progress.tables.len() as f64);
-        Ok(())
+        if self.snapshots.phase == Phase::Idle {
+            self.snapshots.phase = Phase::Want;
+        }
     }
 
     /// Queues a snapshot of `table` (`db.table`) asked for while running;
@@ -188,31 +194,24 @@ impl Pipeline {
                     filter: table.filter.clone(),
                     ahead: self.snapshots.progress.tables.len(),
                 };
-                self.snapshots.progress.tables.push(table);
-                self.snapshots.tables_left.set(self.snapshots.progress.tables.len() as f64);
-                if self.snapshots.phase == Phase::Idle {
-                    self.snapshots.phase = Phase::Want;
-                }
+                self.queue(table);
                 queued
             });
             let _ = reply.send(answer.map_err(|e| ControlError::Failed(format!("{e:#}"))));
         }
         loop {
-            match self.snapshots.phase.clone() {
+            match &self.snapshots.phase {
                 Phase::Idle => return Ok(()),
-                Phase::Want => {
-                    self.snapshots.reader()?.open();
-                    self.await_reply(rt, decoder, stop)?;
-                }
                 Phase::Opened(at) => {
                     let (file, end) = decoder.read_to();
                     if binlog_at(file, end) < binlog_at(&at.file, at.pos) {
                         // The stream reads on up to the chunk's place.
                         return Ok(());
                     }
-                    self.await_reply(rt, decoder, stop)?;
                 }
+                Phase::Want => self.snapshots.reader()?.open(),
             }
+            self.await_reply(rt, decoder, stop)?;
         }
     }
 
@@ -287,7 +286,6 @@ impl Pipeline {
         let txn = format!("snapshot:{}.{}", map.db, map.table);
         let ts = super::unix_now() as u32;
         let index = u32::try_from(chunk.index).unwrap_or(u32::MAX);
-        use crate::decode::ChangeVisitor;
         self.table_map(map);
         let mut values = Vec::with_capacity(map.columns.len());
         for row in 0..chunk.len() {
