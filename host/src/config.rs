@@ -88,6 +88,9 @@ pub struct RawConfig {
     pub tenants: BTreeMap<String, RawTenant>,
     /// `[deploy]`: tenant directories of handlers deployed while running.
     pub deploy: Option<RawDeploy>,
+    /// `[cluster]`: the NATS JetStream deployment of `rowhook capture`.
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::config::RawCluster>,
     /// Handlers deployed from tenant directories, each with the key its
     /// problems are reported under (see [`RawConfig::add_deployed`]).
     #[serde(skip)]
@@ -923,6 +926,9 @@ pub struct Plan {
     /// `[deploy] dir` (absolute): each tenant's deployed handlers are in
     /// its directory there. `None`: nothing is deployed while running.
     pub deploy: Option<PathBuf>,
+    /// `[cluster]`, if configured.
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::config::ClusterPlan>,
 }
 
 /// The default `[http] listen`.
@@ -1341,6 +1347,8 @@ impl Plan {
                 .map(|(t, p)| (t.clone(), p.clone()))
                 .collect(),
             deploy: None,
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 
@@ -1391,6 +1399,10 @@ impl RawConfig {
 
         let source = self.source.and_then(|s| resolve_source(s, &mut problems));
         let http = self.http.and_then(|h| resolve_http(h, &mut problems));
+        #[cfg(feature = "cluster")]
+        let cluster = self
+            .cluster
+            .and_then(|c| crate::cluster::config::resolve(c, &mut SinkContext::new("cluster", &base, &mut problems)));
 
         let (state_path, commit_interval_ms) = match self.state {
             Some(s) => (s.path, s.commit_interval_ms),
@@ -1555,6 +1567,8 @@ impl RawConfig {
             http,
             tenants,
             deploy,
+            #[cfg(feature = "cluster")]
+            cluster,
         })
     }
 

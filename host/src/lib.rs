@@ -46,10 +46,15 @@
 //!   `status.json`, Prometheus text and OpenMetrics read.
 //! - [`probe`]: the lines of a `rowhook check` report, and the probes sinks share.
 //! - [`json_text`]: hand-written JSON output for the hot path.
+//! - `cluster` (feature `cluster`): `[cluster]`, and the roles that share
+//!   one source over NATS JetStream: `capture` publishes every change to a
+//!   stream of partitions under a lease.
 //! - `backoff`: the one capped exponential backoff (reconnects, sink retries).
 
 mod backoff;
 pub mod cli;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod decode;
 pub mod deploy;

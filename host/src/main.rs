@@ -92,6 +92,11 @@ enum Command {
     /// the binlog (as `run`); or one table (--table), also while a rowhook
     /// runs on this config, which then reads it while it streams.
     Snapshot(SnapshotArgs),
+    /// Publish every change of the subscribed tables to the NATS JetStream
+    /// stream of [cluster], partitioned by primary key, as the one capture
+    /// of the source: others stand by and take over when its lease lapses.
+    #[cfg(feature = "cluster")]
+    Capture(RunArgs),
     /// Run the configured handlers over recorded binlog files.
     Replay(ReplayArgs),
     /// Replay binlog files through the configured handlers into in-memory
@@ -332,6 +337,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Snapshot(args) => snapshot(args),
+        #[cfg(feature = "cluster")]
+        Command::Capture(args) => capture(args),
         Command::Replay(args) => replay(args),
         Command::Test(args) => test(args),
         Command::New(args) => new(args),
@@ -511,6 +518,20 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         format_args!(
             "stopped after {} row changes, {} messages, {} transactions",
             stats.changes, stats.messages, stats.commits
+        ),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "cluster")]
+fn capture(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let plan = rowhook::config::Plan::load(&args.config)?;
+    let stats = rowhook::cli::capture::capture(&plan)?;
+    tell(
+        "INFO",
+        format_args!(
+            "stopped after publishing {} row changes ({} acknowledged, {} of them duplicates) in {} terms as the capture",
+            stats.changes, stats.acked, stats.duplicates, stats.terms
         ),
     );
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,9 @@
 mod abi_vectors;
 /// What handler authors run: `rowhook test` with golden files.
 mod authoring;
+/// `rowhook capture`: the stream it fills, its lease, a standby taking over, a JetStream node stopping.
+#[cfg(feature = "cluster")]
+mod cluster;
 /// Reading MySQL's binlog formats from the conformance corpus in ../shared.
 mod conformance;
 /// SIGKILL at random moments under load: nothing lost, state exactly once.
@@ -41,6 +44,9 @@ mod http;
 mod lanes;
 /// Host memory for what handlers emit: the byte budget, the key cap, flushes by size.
 mod limits;
+/// Private nats-server instances and clusters, and what their streams hold.
+#[cfg(feature = "sink-nats")]
+mod nats_support;
 /// A TCP proxy that cuts connections, for outage tests of heavy services.
 #[cfg_attr(not(feature = "sink-amqp"), allow(dead_code))]
 mod proxy;

@@ -5,9 +5,8 @@
 //! hostile payloads and keys, and `rowhook check`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,82 +15,9 @@ use async_nats::jetstream;
 use rowhook::sink::{Message, Sink, SinkError, SinkKind, SinkSpec};
 
 use crate::crash::{ROLLED_BACK, Rng, ledger_setup, load};
+use crate::nats_support::{NatsServer, admin, stream_messages};
 use crate::sink_support::{batch, cpu_seconds, minimal_config, replay_shop, rt, sink_spec, write_until_delivered};
-use crate::support::{rowhook, spawn_run, temp_dir};
-
-/// A private JetStream server on a free port.
-struct NatsServer {
-    port: u16,
-    dir: PathBuf,
-    extra: Vec<String>,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    fn start(tag: &str, extra: &[&str]) -> NatsServer {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut s = NatsServer {
-            port,
-            // Holds the server's store and log, and the test's config files.
-            dir: temp_dir(&format!("nats-{tag}")),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
-        s.restart();
-        s
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again, on the same port and store).
-    fn restart(&mut self) {
-        assert!(self.child.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("server.log"))
-            .unwrap();
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(self.dir.join("store"))
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("run nats-server (apt-get install nats-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {}", self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kills the server (SIGKILL), as a crash would.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn admin(url: &str) -> jetstream::Context {
-    jetstream::new(async_nats::connect(url).await.expect("connect to nats-server"))
-}
+use crate::support::{rowhook, spawn_run};
 
 /// Creates stream `name` capturing `subjects`.
 async fn add_stream(url: &str, name: &str, subjects: &[&str]) {
@@ -104,30 +30,6 @@ async fn add_stream(url: &str, name: &str, subjects: &[&str]) {
         })
         .await
         .expect("create stream");
-}
-
-/// What stream `name` holds: subject, `Nats-Msg-Id` and payload of each message, in order.
-async fn stream_messages(url: &str, name: &str) -> Vec<(String, String, Vec<u8>)> {
-    let js = admin(url).await;
-    let mut stream = js.get_stream(name).await.unwrap();
-    let state = stream.info().await.unwrap().state.clone();
-    let mut out = Vec::new();
-    if state.messages == 0 {
-        return out;
-    }
-    for seq in state.first_sequence..=state.last_sequence {
-        let m = stream
-            .get_raw_message(seq)
-            .await
-            .unwrap_or_else(|e| panic!("seq {seq} of {state:?}: {e}"));
-        let id = m
-            .headers
-            .get("Nats-Msg-Id")
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_default();
-        out.push((m.subject.to_string(), id, m.payload.to_vec()));
-    }
-    out
 }
 
 /// The options of a nats sink with these keys.

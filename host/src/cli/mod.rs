@@ -14,6 +14,8 @@
 //! consumer, and enter a private runtime only for I/O (reading the stream,
 //! writing to sinks).
 
+#[cfg(feature = "cluster")]
+pub mod capture;
 pub mod check;
 pub mod inspect;
 pub mod lane;

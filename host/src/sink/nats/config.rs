@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{NatsAuth, NatsMode, NatsOptions, Secret, SubjectTemplate, TlsFiles};
+use super::{NatsAuth, NatsMode, NatsOptions, NatsServer, Secret, SubjectTemplate, TlsFiles};
 use crate::problem::SinkContext;
 
 /// `kind = "nats"`.
@@ -58,28 +58,7 @@ pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Validates the keys; every problem is reported.
 pub fn resolve(raw: RawNatsSink, cx: &mut SinkContext<'_>) -> Option<NatsOptions> {
-    let mut ok = true;
-    let servers: Vec<String> = raw
-        .url
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if servers.is_empty() {
-        cx.problem("url", "is empty", "write the server as nats://HOST:4222");
-        ok = false;
-    }
-    for u in &servers {
-        if let Err(what) = check_url(u) {
-            cx.problem(
-                "url",
-                what,
-                "write each server as nats://HOST:PORT or tls://HOST:PORT, credentials in user/password, token, nkey or creds_file",
-            );
-            ok = false;
-        }
-    }
+    let server = resolve_server(&raw.keys(), cx);
     let subject = match SubjectTemplate::parse(&raw.subject) {
         Ok(s) => Some(s),
         Err(what) => {
@@ -104,16 +83,95 @@ pub fn resolve(raw: RawNatsSink, cx: &mut SinkContext<'_>) -> Option<NatsOptions
         }
     };
     let ack_timeout = cx.timeout_ms("ack_timeout_ms", raw.ack_timeout_ms, DEFAULT_ACK_TIMEOUT);
-    let auth = resolve_auth(&raw, cx);
-    let tls = resolve_tls(&raw, &servers, cx);
-    if !ok {
-        return None;
-    }
+    let NatsServer { servers, auth, tls } = server?;
     Some(NatsOptions {
         servers,
         subject: subject?,
         mode: mode?,
         ack_timeout: ack_timeout?,
+        auth,
+        tls,
+    })
+}
+
+/// The keys that say how to reach and authenticate to a NATS server,
+/// wherever they are written (a `nats` sink, `[cluster]`).
+#[derive(Debug, Clone, Copy)]
+pub struct NatsKeys<'a> {
+    /// The key the server URLs are under (`url`, `nats`).
+    pub url_key: &'a str,
+    /// The server URLs, separated by commas.
+    pub url: &'a str,
+    /// `user`.
+    pub user: Option<&'a str>,
+    /// `password`.
+    pub password: Option<&'a str>,
+    /// `token`.
+    pub token: Option<&'a str>,
+    /// `nkey`.
+    pub nkey: Option<&'a str>,
+    /// `creds_file`.
+    pub creds_file: Option<&'a str>,
+    /// `tls_ca_file`.
+    pub tls_ca_file: Option<&'a str>,
+    /// `tls_cert_file`.
+    pub tls_cert_file: Option<&'a str>,
+    /// `tls_key_file`.
+    pub tls_key_file: Option<&'a str>,
+    /// `tls_required`.
+    pub tls_required: Option<bool>,
+}
+
+impl RawNatsSink {
+    fn keys(&self) -> NatsKeys<'_> {
+        NatsKeys {
+            url_key: "url",
+            url: &self.url,
+            user: self.user.as_deref(),
+            password: self.password.as_deref(),
+            token: self.token.as_deref(),
+            nkey: self.nkey.as_deref(),
+            creds_file: self.creds_file.as_deref(),
+            tls_ca_file: self.tls_ca_file.as_deref(),
+            tls_cert_file: self.tls_cert_file.as_deref(),
+            tls_key_file: self.tls_key_file.as_deref(),
+            tls_required: self.tls_required,
+        }
+    }
+}
+
+/// Resolves the servers, authentication and TLS of `keys`; every problem
+/// is reported.
+pub fn resolve_server(keys: &NatsKeys<'_>, cx: &mut SinkContext<'_>) -> Option<NatsServer> {
+    let mut ok = true;
+    let servers: Vec<String> = keys
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if servers.is_empty() {
+        cx.problem(keys.url_key, "is empty", "write the server as nats://HOST:4222");
+        ok = false;
+    }
+    for u in &servers {
+        if let Err(what) = check_url(u) {
+            cx.problem(
+                keys.url_key,
+                what,
+                "write each server as nats://HOST:PORT or tls://HOST:PORT, credentials in user/password, token, nkey or creds_file",
+            );
+            ok = false;
+        }
+    }
+    let auth = resolve_auth(keys, cx);
+    let tls = resolve_tls(keys, &servers, cx);
+    if !ok {
+        return None;
+    }
+    Some(NatsServer {
+        servers,
         auth: auth?,
         tls: tls?,
     })
@@ -140,7 +198,7 @@ fn check_url(u: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn resolve_auth(raw: &RawNatsSink, cx: &mut SinkContext<'_>) -> Option<NatsAuth> {
+fn resolve_auth(raw: &NatsKeys<'_>, cx: &mut SinkContext<'_>) -> Option<NatsAuth> {
     let given: Vec<&str> = [
         ("user", raw.user.is_some() || raw.password.is_some()),
         ("token", raw.token.is_some()),
@@ -168,7 +226,7 @@ fn resolve_auth(raw: &RawNatsSink, cx: &mut SinkContext<'_>) -> Option<NatsAuth>
             ),
         );
     };
-    match (&raw.user, &raw.password, &raw.token, &raw.nkey, &raw.creds_file) {
+    match (raw.user, raw.password, raw.token, raw.nkey, raw.creds_file) {
         (None, None, None, None, None) => Some(NatsAuth::None),
         (Some(user), Some(password), ..) => {
             if user.is_empty() {
@@ -180,8 +238,8 @@ fn resolve_auth(raw: &RawNatsSink, cx: &mut SinkContext<'_>) -> Option<NatsAuth>
                 return None;
             }
             Some(NatsAuth::UserPassword {
-                user: user.clone(),
-                password: Secret(password.clone()),
+                user: user.to_owned(),
+                password: Secret(password.to_owned()),
             })
         }
         (Some(_), None, ..) => {
@@ -201,7 +259,7 @@ fn resolve_auth(raw: &RawNatsSink, cx: &mut SinkContext<'_>) -> Option<NatsAuth>
                 empty_secret(cx, "token");
                 return None;
             }
-            Some(NatsAuth::Token(Secret(token.clone())))
+            Some(NatsAuth::Token(Secret(token.to_owned())))
         }
         (.., Some(seed), _) => {
             if !seed.starts_with("SU") {
@@ -213,19 +271,14 @@ fn resolve_auth(raw: &RawNatsSink, cx: &mut SinkContext<'_>) -> Option<NatsAuth>
                 );
                 return None;
             }
-            Some(NatsAuth::NKey(Secret(seed.clone())))
+            Some(NatsAuth::NKey(Secret(seed.to_owned())))
         }
         (.., Some(path)) => cx.path("creds_file", path).map(NatsAuth::CredsFile),
     }
 }
 
-fn resolve_tls(raw: &RawNatsSink, servers: &[String], cx: &mut SinkContext<'_>) -> Option<Option<TlsFiles>> {
-    let files = TlsFiles::resolve(
-        raw.tls_ca_file.as_deref(),
-        raw.tls_cert_file.as_deref(),
-        raw.tls_key_file.as_deref(),
-        cx,
-    )?;
+fn resolve_tls(raw: &NatsKeys<'_>, servers: &[String], cx: &mut SinkContext<'_>) -> Option<Option<TlsFiles>> {
+    let files = TlsFiles::resolve(raw.tls_ca_file, raw.tls_cert_file, raw.tls_key_file, cx)?;
     let tls_url = servers.iter().any(|u| u.starts_with("tls://"));
     let required = raw.tls_required.unwrap_or(false) || tls_url || files.first_key().is_some();
     if raw.tls_required == Some(false) && required {

@@ -32,7 +32,7 @@
 //! - **Keys in subjects.** `{key}` in the subject becomes one subject
 //!   token: see [`push_key_token`].
 
-mod config;
+pub mod config;
 
 use std::fmt;
 use std::fmt::Write as _;
@@ -110,6 +110,18 @@ pub struct NatsOptions {
     pub mode: NatsMode,
     /// How long to wait for a batch's acknowledgements.
     pub ack_timeout: Duration,
+    /// How to authenticate.
+    pub auth: NatsAuth,
+    /// TLS, when required.
+    pub tls: Option<TlsFiles>,
+}
+
+/// How to reach and authenticate to a NATS server: what a `nats` sink
+/// and `[cluster]` share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsServer {
+    /// Server URLs, tried in order.
+    pub servers: Vec<String>,
     /// How to authenticate.
     pub auth: NatsAuth,
     /// TLS, when required.
@@ -329,7 +341,14 @@ impl NatsSink {
     }
 
     async fn connect(&self) -> Result<Box<Connection>, SinkError> {
-        let client = connect(&self.opts).await.map_err(|e| self.connect_error(&e))?;
+        let client = connect(
+            &self.opts.servers,
+            &self.opts.auth,
+            self.opts.tls.as_ref(),
+            Reconnect::Never,
+        )
+        .await
+        .map_err(|e| self.connect_error(&e))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(self.opts.ack_timeout)
             .max_ack_inflight(2 * ACK_WINDOW)
@@ -563,32 +582,55 @@ impl Sink for NatsSink {
 }
 
 /// Why a connection could not be made.
-enum ConnectFailure {
-    /// The options could not be built (an unreadable creds file).
+pub enum ConnectFailure {
+    /// The options cannot be used (an unreadable creds file).
     Options(String),
     /// The server could not be reached or refused us.
     Connect(async_nats::ConnectError),
 }
 
-/// Connects as `opts` say. Once connected, the client never reconnects on
-/// its own (its reconnect delay becomes "forever"): the sink replaces a
-/// connection that dropped.
-async fn connect(opts: &NatsOptions) -> Result<Client, ConnectFailure> {
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectFailure::Options(why) => f.write_str(why),
+            ConnectFailure::Connect(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What a client does once connected, when its connection drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconnect {
+    /// Nothing: the owner replaces the connection (what a sink does, so a
+    /// batch is never left waiting on a client that retries on its own).
+    Never,
+    /// Reconnects to any of the servers, again and again, keeping its
+    /// subscriptions (what `[cluster]` roles do).
+    Always,
+}
+
+/// Connects to `servers` as `auth` and `tls` say.
+pub async fn connect(
+    servers: &[String],
+    auth: &NatsAuth,
+    tls: Option<&TlsFiles>,
+    reconnect: Reconnect,
+) -> Result<Client, ConnectFailure> {
     let connected = Arc::new(AtomicBool::new(false));
     let parked = connected.clone();
-    let mut o = match &opts.auth {
+    let mut o = match auth {
         NatsAuth::CredsFile(path) => ConnectOptions::with_credentials_file(path)
             .await
             .map_err(|e| ConnectFailure::Options(format!("reading creds_file {}: {e}", path.display())))?,
         _ => ConnectOptions::new(),
     };
-    o = match &opts.auth {
+    o = match auth {
         NatsAuth::None | NatsAuth::CredsFile(_) => o,
         NatsAuth::UserPassword { user, password } => o.user_and_password(user.clone(), password.0.clone()),
         NatsAuth::Token(t) => o.token(t.0.clone()),
         NatsAuth::NKey(seed) => o.nkey(seed.0.clone()),
     };
-    if let Some(tls) = &opts.tls {
+    if let Some(tls) = tls {
         o = o.require_tls(true);
         if let Some(ca) = &tls.ca_file {
             o = o.add_root_certificates(ca.clone());
@@ -597,21 +639,20 @@ async fn connect(opts: &NatsOptions) -> Result<Client, ConnectFailure> {
             o = o.add_client_certificate(cert.clone(), key.clone());
         }
     }
-    let o = o
-        .name("rowhook")
-        .connection_timeout(CONNECT_TIMEOUT)
-        .retain_servers_order()
-        .reconnect_delay_callback(move |_| {
+    let o = o.name("rowhook").connection_timeout(CONNECT_TIMEOUT);
+    let o = match reconnect {
+        Reconnect::Never => o.retain_servers_order().reconnect_delay_callback(move |_| {
             if parked.load(Ordering::Relaxed) {
                 Duration::MAX
             } else {
                 Duration::ZERO
             }
-        });
-    let client = o
-        .connect(opts.servers.as_slice())
-        .await
-        .map_err(ConnectFailure::Connect)?;
+        }),
+        Reconnect::Always => o.reconnect_delay_callback(|attempts| {
+            Duration::from_millis(50u64.saturating_mul(1 << attempts.min(6)).min(2_000))
+        }),
+    };
+    let client = o.connect(servers).await.map_err(ConnectFailure::Connect)?;
     connected.store(true, Ordering::Relaxed);
     Ok(client)
 }

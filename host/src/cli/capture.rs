@@ -1,0 +1,245 @@
+//! `rowhook capture`: the binlog of `[source]` published to the JetStream
+//! stream of `[cluster]`, by the one capture that holds the source's lease;
+//! the others stand by and take over when it lapses.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::{decoder_for, io_runtime, resume_gtids};
+use crate::cluster::capture::{Capture, Counters, LEASE_KEY, LeaseLost, checkpoint, publish};
+use crate::cluster::config::ClusterPlan;
+use crate::cluster::lease::{Lease, holder_name};
+use crate::cluster::{Joined, claim_checkpoint, join_when_ready};
+use crate::config::Plan;
+use crate::driver::{DriveOptions, Ended, Stop, drive, stop_on_signals};
+use crate::source::StartPosition;
+use crate::source::live::LiveOptions;
+use crate::source::reconnect::{Resilient, RetryPolicy};
+
+/// What a capture did, over all the times it held the lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Row changes decoded and published.
+    pub changes: u64,
+    /// Messages JetStream acknowledged.
+    pub acked: u64,
+    /// Of those, acknowledged as duplicates.
+    pub duplicates: u64,
+    /// Transactions whose messages were all acknowledged.
+    pub commits: u64,
+    /// Times the lease was taken.
+    pub terms: u64,
+}
+
+/// Runs as the capture of `plan`'s source until SIGINT or SIGTERM: stands
+/// by until the lease is free, takes it, publishes from the checkpoint on,
+/// and stands by again if the lease is lost. Call it outside any runtime.
+pub fn capture(plan: &Plan) -> anyhow::Result<CaptureStats> {
+    let Some(cluster) = &plan.cluster else {
+        anyhow::bail!(
+            "{}: `rowhook capture` needs a [cluster] section: nats = \"nats://HOST:4222\"",
+            plan.file.display()
+        );
+    };
+    anyhow::ensure!(
+        plan.source.is_some(),
+        "{}: `rowhook capture` needs a [source] section",
+        plan.file.display()
+    );
+    anyhow::ensure!(
+        !plan.handlers.is_empty(),
+        "{}: no [[handlers]]: the capture publishes the tables the handlers subscribe to",
+        plan.file.display()
+    );
+    let nats = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("rowhook-nats")
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the NATS runtime: {e}"))?;
+    let io = io_runtime()?;
+    let mut stop = stop_on_signals(|| {})?;
+    let holder = holder_name();
+    let Some(joined) = nats.block_on(join_when_ready(cluster, cluster.max_unacked, &mut stop))? else {
+        return Ok(CaptureStats::default());
+    };
+    let mut stats = CaptureStats::default();
+    loop {
+        let Some(lease) = nats.block_on(stand_by(&joined, cluster, &holder, &mut stop))? else {
+            return Ok(stats);
+        };
+        stats.terms += 1;
+        match term(
+            plan, cluster, &joined, &nats, &io, lease, &holder, &mut stop, &mut stats,
+        )? {
+            Term::Stopped => return Ok(stats),
+            Term::Lost(why) => {
+                tracing::warn!("{why}: stopped publishing; standing by");
+            }
+        }
+    }
+}
+
+enum Term {
+    Stopped,
+    Lost(String),
+}
+
+/// Waits until the lease is free and takes it; `None` if stopped first.
+async fn stand_by(
+    joined: &Joined,
+    cluster: &ClusterPlan,
+    holder: &str,
+    stop: &mut Stop,
+) -> anyhow::Result<Option<Lease>> {
+    let mut said = String::new();
+    loop {
+        match Lease::try_take(&joined.leases, LEASE_KEY, holder, cluster.lease_ttl).await {
+            Ok(Ok(lease)) => {
+                tracing::info!(holder, "took the capture lease of source {}", cluster.source);
+                return Ok(Some(lease));
+            }
+            Ok(Err(other)) => {
+                let who = other.map(|h| h.holder).unwrap_or_else(|| "another capture".into());
+                if who != said {
+                    tracing::info!(
+                        "standing by: {who} holds the capture lease of source {}",
+                        cluster.source
+                    );
+                    said = who;
+                }
+            }
+            Err(e) => tracing::warn!("{e:#}; trying again"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cluster.lease_ttl / 5) => {}
+            _ = stop.requested_wait() => return Ok(None),
+        }
+    }
+}
+
+/// One term as the holder: from the checkpoint on, until stopped or the
+/// lease is lost.
+#[allow(clippy::too_many_arguments)]
+fn term(
+    plan: &Plan,
+    cluster: &ClusterPlan,
+    joined: &Joined,
+    nats: &tokio::runtime::Runtime,
+    io: &tokio::runtime::Runtime,
+    lease: Lease,
+    holder: &str,
+    stop: &mut Stop,
+    stats: &mut CaptureStats,
+) -> anyhow::Result<Term> {
+    let source = plan.source.as_ref().expect("checked");
+    let fence = lease.fence();
+    let (quit_tx, quit_rx) = watch::channel(false);
+    let keeper = nats.spawn(lease.keep(quit_rx.clone()));
+    let claimed = nats.block_on(claim_checkpoint(&joined.checkpoints, holder));
+    let (resume, revision) = match claimed {
+        Ok(c) => c,
+        Err(e) => {
+            quit_tx.send_replace(true);
+            if let Ok(lease) = nats.block_on(keeper) {
+                nats.block_on(lease.release());
+            }
+            return Err(e);
+        }
+    };
+    let counters = Arc::new(Counters::default());
+    let (acked_tx, acked_rx) = watch::channel(None);
+    let (tx, rx) = mpsc::channel(64);
+    let publisher = nats.spawn(publish(
+        joined.js.clone(),
+        rx,
+        fence.clone(),
+        acked_tx,
+        cluster.max_unacked,
+        counters.clone(),
+    ));
+    let writer = nats.spawn(checkpoint(
+        joined.checkpoints.clone(),
+        revision,
+        holder.to_owned(),
+        acked_rx,
+        fence.clone(),
+        cluster.checkpoint_interval,
+        quit_rx,
+    ));
+    let start = match &resume {
+        Some(cp) if !cp.file.is_empty() => StartPosition::File {
+            file: cp.file.clone(),
+            pos: cp.pos,
+        },
+        Some(cp) => StartPosition::Gtid(cp.gtids.clone()),
+        None => source.start.clone(),
+    };
+    match &resume {
+        Some(cp) => tracing::info!(file = %cp.file, pos = cp.pos, gtids = %cp.gtids, "publishing after the checkpoint"),
+        None => tracing::info!(start = ?source.start, "no checkpoint yet: publishing from where the config says"),
+    }
+    let opts = LiveOptions {
+        url: source.url.clone(),
+        server_id: source.server_id,
+        start,
+        heartbeat: source.heartbeat,
+        allow_minimal_metadata: false,
+    };
+    let mut consumer = Capture::new(cluster, tx, fence.clone());
+    let driven = (|| {
+        let mut live = io.block_on(Resilient::open(opts, RetryPolicy::default()))?;
+        let mut decoder = decoder_for(plan, "");
+        decoder.set_gtid_state(live.start_gtids().clone());
+        if let Some(cp) = &resume {
+            resume_gtids(&mut decoder, cp)?;
+        }
+        drive(
+            io,
+            &mut live,
+            &mut decoder,
+            &mut consumer,
+            stop,
+            DriveOptions::default(),
+        )
+    })();
+    stats.changes += consumer.changes;
+    // Closing the channel lets the publisher finish the window.
+    drop(consumer);
+    let published = nats.block_on(async {
+        match tokio::time::timeout(Duration::from_secs(30), publisher).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(anyhow::anyhow!("the publisher failed: {e}")),
+            Err(_) => Err(anyhow::anyhow!(
+                "JetStream did not acknowledge the last messages within 30 s"
+            )),
+        }
+    });
+    quit_tx.send_replace(true);
+    let written = nats.block_on(writer).ok().flatten();
+    let lease = nats.block_on(keeper).ok();
+    stats.acked += counters.acked.load(Ordering::Relaxed);
+    stats.duplicates += counters.duplicates.load(Ordering::Relaxed);
+    stats.commits += counters.commits.load(Ordering::Relaxed);
+    if let Some(at) = &written {
+        tracing::info!(file = %at.file, pos = at.pos, gtids = %at.gtids, "checkpoint written");
+    }
+    let lost = |e: &anyhow::Error| e.downcast_ref::<LeaseLost>().map(|l| l.0.clone());
+    let outcome = match (&driven, &published) {
+        (Err(e), _) | (_, Err(e)) if lost(e).is_some() => Ok(Term::Lost(lost(e).unwrap_or_default())),
+        _ if !fence.holds() && !stop.requested() => Ok(Term::Lost(fence.why())),
+        (Err(e), _) => Err(anyhow::anyhow!("{e:#}")),
+        (_, Err(e)) => Err(anyhow::anyhow!("{e:#}")),
+        (Ok(Ended::Interrupted | Ended::Stopped), Ok(())) => Ok(Term::Stopped),
+        (Ok(Ended::End { .. }), Ok(())) => Ok(Term::Stopped),
+    };
+    if !matches!(outcome, Ok(Term::Lost(_)))
+        && let Some(lease) = lease
+    {
+        nats.block_on(lease.release());
+    }
+    outcome
+}

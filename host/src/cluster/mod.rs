@@ -1,0 +1,243 @@
+//! Many processes on one source, over NATS JetStream (`[cluster]`).
+//!
+//! JetStream is the log, the lease and the checkpoint store: no protocol
+//! of rowhook's own runs between the processes. `rowhook capture` reads
+//! the binlog once and publishes every change of the subscribed tables to
+//! one stream, on subjects `rowhook.SOURCE.DB.TABLE.PARTITION`
+//! ([`partition`]), under a lease only one capture holds at a time
+//! ([`lease`]); its checkpoint is in a bucket beside the stream
+//! ([`capture`]).
+
+pub mod capture;
+pub mod config;
+pub mod lease;
+pub mod partition;
+
+use std::time::Duration;
+
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::kv::{self, CreateErrorKind};
+use async_nats::jetstream::stream::{self, StorageType};
+use async_nats::jetstream::{self, context::GetStreamErrorKind};
+
+use self::capture::{CHECKPOINT_KEY, PARTITIONS_KEY, Stored};
+use self::config::ClusterPlan;
+use crate::sink::nats::{Reconnect, connect};
+use crate::store::Checkpoint;
+
+/// A connection to the cluster's JetStream, its stream and buckets.
+pub struct Joined {
+    /// The client.
+    pub client: async_nats::Client,
+    /// Its JetStream context.
+    pub js: jetstream::Context,
+    /// The lease bucket.
+    pub leases: kv::Store,
+    /// The checkpoint bucket.
+    pub checkpoints: kv::Store,
+}
+
+/// A `[cluster]` setting the servers refuse: trying again will not help.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// How long a JetStream request may take before it is retried.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`join`], tried again with a backoff while the servers cannot be
+/// reached or JetStream is not ready (a cluster electing its leaders);
+/// `None` if stopped first. A setting the servers refuse is an error at once.
+pub async fn join_when_ready(
+    plan: &ClusterPlan,
+    window: usize,
+    stop: &mut crate::driver::Stop,
+) -> anyhow::Result<Option<Joined>> {
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match join(plan, window).await {
+            Ok(joined) => return Ok(Some(joined)),
+            Err(e) if e.is::<Refused>() => return Err(e),
+            Err(e) => {
+                let wait = backoff.delay();
+                tracing::warn!("{e:#}; trying again in {wait:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.requested_wait() => return Ok(None),
+                }
+            }
+        }
+    }
+}
+
+/// Connects, and creates the stream and buckets that are missing: a stream
+/// that exists is used as it is, once it is seen to capture the source's
+/// subjects. The partition count is recorded on first use; a config that
+/// names another one is refused.
+pub async fn join(plan: &ClusterPlan, window: usize) -> anyhow::Result<Joined> {
+    let servers = plan.nats.servers.join(", ");
+    let client = connect(
+        &plan.nats.servers,
+        &plan.nats.auth,
+        plan.nats.tls.as_ref(),
+        Reconnect::Always,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::sink::nats::ConnectFailure::Options(why) => anyhow::Error::new(Refused(format!("[cluster] {why}"))),
+        e => anyhow::anyhow!("[cluster] cannot connect to {servers}: {e}; start NATS or fix `nats`"),
+    })?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(REQUEST_TIMEOUT)
+        .max_ack_inflight(window.max(1))
+        .build(client.clone());
+    ensure_stream(&js, plan).await?;
+    let leases = bucket(&js, plan, plan.lease_bucket(), plan.lease_ttl).await?;
+    let checkpoints = bucket(&js, plan, plan.checkpoint_bucket(), Duration::ZERO).await?;
+    let count = plan.partitions.to_string();
+    match checkpoints.create(PARTITIONS_KEY, count.clone().into()).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+            let held = checkpoints.get(PARTITIONS_KEY).await?.unwrap_or_default();
+            let held = String::from_utf8_lossy(&held);
+            if held != count {
+                return Err(Refused(format!(
+                    "[cluster] partitions = {count}, but stream {} was made with {held} partitions: the count cannot change \
+                     under a stream. Set partitions = {held}, or name a new stream",
+                    plan.stream
+                ))
+                .into());
+            }
+        }
+        Err(e) => anyhow::bail!(
+            "[cluster] recording the partition count in {}: {e}",
+            plan.checkpoint_bucket()
+        ),
+    }
+    Ok(Joined {
+        client,
+        js,
+        leases,
+        checkpoints,
+    })
+}
+
+async fn ensure_stream(js: &jetstream::Context, plan: &ClusterPlan) -> anyhow::Result<()> {
+    let subjects = format!("{}>", plan.subject_prefix());
+    match js.get_stream(&plan.stream).await {
+        Ok(mut s) => {
+            let info = s.info().await?;
+            if !info.config.subjects.iter().any(|x| x == &subjects || x == ">") {
+                return Err(Refused(format!(
+                    "[cluster] stream {} exists but does not capture {subjects} (it has {:?}); add the subject \
+                     (`nats stream edit {} --subjects '{subjects}'`) or name another stream",
+                    plan.stream, info.config.subjects, plan.stream
+                ))
+                .into());
+            }
+            if info.config.duplicate_window < 2 * plan.lease_ttl {
+                tracing::warn!(
+                    "stream {}'s duplicate window is {:?}, less than twice the lease: a takeover may store some messages twice",
+                    plan.stream,
+                    info.config.duplicate_window
+                );
+            }
+            Ok(())
+        }
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            js.create_stream(stream::Config {
+                name: plan.stream.clone(),
+                subjects: vec![subjects],
+                storage: StorageType::File,
+                num_replicas: plan.replicas,
+                duplicate_window: plan.duplicate_window,
+                description: Some(format!(
+                    "rowhook changes of source {}, {} partitions",
+                    plan.source, plan.partitions
+                )),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("[cluster] creating stream {}: {e}", plan.stream))?;
+            tracing::info!(stream = %plan.stream, partitions = plan.partitions, "created the stream");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "[cluster] {} did not answer the JetStream API ({e}); enable JetStream (nats-server -js)",
+            plan.nats.servers.join(", ")
+        )),
+    }
+}
+
+/// The key-value bucket `name`, created if missing. It is made as the
+/// stream a bucket is (`KV_NAME`, subjects `$KV.NAME.>`, one entry per
+/// key) directly: the client's own bucket creation asks for account
+/// details that JetStream servers before 2.10 do not send.
+async fn bucket(js: &jetstream::Context, plan: &ClusterPlan, name: String, ttl: Duration) -> anyhow::Result<kv::Store> {
+    if let Ok(kv) = js.get_key_value(&name).await {
+        return Ok(kv);
+    }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age: ttl,
+        storage: StorageType::File,
+        num_replicas: plan.replicas,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("[cluster] creating bucket {name}: {e}"))?;
+    js.get_key_value(&name)
+        .await
+        .map_err(|e| anyhow::anyhow!("[cluster] opening bucket {name}: {e}"))
+}
+
+/// The capture's checkpoint, read and written back as `holder`'s: from
+/// now on a capture that still thinks it holds the lease cannot move it
+/// (its next write names an older revision). Returns the checkpoint, if
+/// any, and the revision to write the next one at.
+pub async fn claim_checkpoint(kv: &kv::Store, holder: &str) -> anyhow::Result<(Option<Checkpoint>, u64)> {
+    let mut tries = 0;
+    loop {
+        let entry = kv.entry(CHECKPOINT_KEY).await?;
+        let (at, revision) = match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                let stored: Stored = serde_json::from_slice(&e.value).map_err(|err| {
+                    anyhow::anyhow!(
+                        "the capture checkpoint in bucket {} is unreadable ({err}); \
+                         `rowhook state` shows it, and deleting the key `{CHECKPOINT_KEY}` starts over from [source] start",
+                        kv.name
+                    )
+                })?;
+                (stored.at, Some(e.revision))
+            }
+            _ => (None, None),
+        };
+        let claim = serde_json::to_vec(&Stored {
+            at: at.clone(),
+            holder: holder.to_owned(),
+        })?;
+        let written = match revision {
+            Some(r) => kv
+                .update(CHECKPOINT_KEY, claim.into(), r)
+                .await
+                .map_err(|e| e.to_string()),
+            None => kv.create(CHECKPOINT_KEY, claim.into()).await.map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(r) => return Ok((at, r)),
+            Err(e) if tries < 25 => {
+                tries += 1;
+                tracing::info!("claiming the checkpoint: {e}; reading it again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => anyhow::bail!("claiming the capture checkpoint in bucket {}: {e}", kv.name),
+        }
+    }
+}

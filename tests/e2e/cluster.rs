@@ -1,0 +1,536 @@
+//! `rowhook capture` against private `nats-server -js` instances and a
+//! private MariaDB: every change of the subscribed tables lands in the
+//! stream once, on the subject of its row's partition, in binlog order per
+//! partition, with its headers; a killed capture's standby takes over
+//! within the lease and the stream still holds each change once; a capture
+//! paused past its lease publishes nothing more; a JetStream node of three
+//! can stop.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+
+use crate::crash::{Rng, clock_seed};
+use crate::nats_support::{NatsServer, admin};
+use crate::support::{Server, interrupt, json_lines, rowhook, temp_dir, wait_for};
+
+const SCHEMA: &str = "CREATE DATABASE shop; \
+    CREATE TABLE shop.orders (id INT PRIMARY KEY, v INT NOT NULL); \
+    CREATE TABLE shop.items (o INT, n INT, q INT, PRIMARY KEY (o, n)); \
+    CREATE TABLE shop.log (x INT); \
+    CREATE TABLE shop.other (id INT PRIMARY KEY)";
+
+/// A config publishing `shop.orders`, `shop.items` and `shop.log` (not
+/// `shop.other`) of `server` to the JetStream servers `nats`.
+fn config(server: &Server, nats: &str, cluster: &str) -> String {
+    format!(
+        r#"
+[source]
+url = "{url}"
+server_id = 8801
+heartbeat_secs = 1
+start = "earliest"
+
+[cluster]
+nats = "{nats}"
+source = "shop"
+partitions = 4
+lease_ttl_ms = 2000
+duplicate_window_secs = 30
+checkpoint_interval_ms = 50
+{cluster}
+
+[sinks.out]
+kind = "stdout"
+
+[[handlers]]
+name = "echo"
+module = "{module}"
+tables = ["shop.orders", "shop.items", "shop.log"]
+sinks = ["out"]
+"#,
+        url = server.url(),
+        module = crate::reload::suite_guests().join("echo.wasm").display(),
+    )
+}
+
+/// Random transactions of one to five statements over the three tables:
+/// inserts of new keys, updates and deletes of keys inserted before (some
+/// rows twice in one transaction), keyless rows, and the table not
+/// subscribed to.
+struct Workload {
+    rng: Rng,
+    next: i64,
+}
+
+impl Workload {
+    fn new(seed: u64) -> Workload {
+        Workload {
+            rng: Rng(seed | 1),
+            next: 1,
+        }
+    }
+
+    fn transactions(&mut self, n: usize) -> String {
+        let mut sql = String::new();
+        for _ in 0..n {
+            sql.push_str("BEGIN;");
+            for _ in 0..=self.rng.below(4) {
+                let old = 1 + self.rng.below(self.next as u64) as i64;
+                match self.rng.below(10) {
+                    0..=3 => {
+                        let id = self.next;
+                        self.next += 1;
+                        sql.push_str(&format!(
+                            "INSERT INTO shop.orders VALUES ({id}, 0); INSERT INTO shop.items VALUES ({id}, 1, 1), ({id}, 2, 1);"
+                        ));
+                    }
+                    4..=6 => sql.push_str(&format!(
+                        "UPDATE shop.orders SET v = v + 1 WHERE id = {old}; UPDATE shop.items SET q = q + 1 WHERE o = {old};"
+                    )),
+                    7 => sql.push_str(&format!("DELETE FROM shop.items WHERE o = {old} AND n = 2;")),
+                    8 => sql.push_str(&format!("INSERT INTO shop.log VALUES ({old});")),
+                    _ => sql.push_str(&format!("INSERT IGNORE INTO shop.other VALUES ({old});")),
+                }
+            }
+            sql.push_str("COMMIT;");
+        }
+        sql
+    }
+}
+
+/// One message of the stream.
+#[derive(Debug, Clone)]
+struct Msg {
+    subject: String,
+    id: String,
+    txn: String,
+    position: String,
+    last: bool,
+    payload: Vec<u8>,
+}
+
+/// Every message of `stream`, in stream order, read by an ordered consumer.
+fn stream_of(url: &str, stream: &str) -> Vec<Msg> {
+    use futures_util::StreamExt as _;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = admin(url).await;
+        let mut s = js.get_stream(stream).await.unwrap();
+        let total = s.info().await.unwrap().state.messages;
+        let consumer = s
+            .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut out = Vec::new();
+        while (out.len() as u64) < total {
+            let m = tokio::time::timeout(Duration::from_secs(20), messages.next())
+                .await
+                .expect("the stream's messages come")
+                .unwrap()
+                .unwrap();
+            let h = m.headers.clone().unwrap_or_default();
+            let get = |k: &str| h.get(k).map(|v| v.as_str().to_owned()).unwrap_or_default();
+            out.push(Msg {
+                subject: m.subject.to_string(),
+                id: get("Nats-Msg-Id"),
+                txn: get("Rowhook-Txn"),
+                position: get("Rowhook-Position"),
+                last: get("Rowhook-Last") == "1",
+                payload: m.payload.to_vec(),
+            });
+        }
+        out
+    })
+}
+
+/// How many messages `stream` holds (0 before it exists).
+fn stream_count(url: &str, stream: &str) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = admin(url).await;
+        match js.get_stream(stream).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        }
+    })
+}
+
+/// Who holds the capture lease of `stream`, if anyone.
+fn lease_holder(url: &str, stream: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = admin(url).await;
+        let kv = js.get_key_value(format!("{stream}_leases")).await.ok()?;
+        let v = kv.get("capture").await.ok()??;
+        let v: serde_json::Value = serde_json::from_slice(&v).ok()?;
+        Some(v["holder"].as_str()?.to_owned())
+    })
+}
+
+/// The changes of the subscribed tables in the server's binlog files, in
+/// binlog order, as `rowhook inspect` decodes them.
+fn binlog_changes(server: &Server) -> Vec<serde_json::Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(server.dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e.len() == 6 && e.to_str().unwrap().bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    files.sort();
+    let mut args = vec!["inspect", "--tables", "shop.orders,shop.items,shop.log", "--file"];
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    args.extend(names.iter().map(String::as_str));
+    let out = rowhook(&args);
+    assert!(
+        out.status.success(),
+        "inspect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_lines(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The row a change is of: table and key (the before image's for updates
+/// and deletes), or the table alone for the keyless one.
+fn row_of(c: &serde_json::Value) -> String {
+    let table = c["table"].as_str().unwrap();
+    let image = match c["op"].as_str().unwrap() {
+        "update" | "delete" => &c["before"],
+        _ => &c["after"],
+    };
+    match table {
+        "orders" => format!("orders/{}", image["id"]),
+        "items" => format!("items/{}/{}", image["o"], image["n"]),
+        _ => table.to_owned(),
+    }
+}
+
+/// Checks the stream against the binlog: each change exactly once (one
+/// sequence per id), every change of a row on one subject, each subject's
+/// changes in binlog order, headers and payloads that agree with the
+/// change, and the last mark on exactly the last message of each
+/// transaction in each partition (of all its tables).
+fn check_stream(expected: &[serde_json::Value], stream: &[Msg]) {
+    let mut seen = HashSet::new();
+    for m in stream {
+        assert!(seen.insert(m.id.clone()), "change {} is in the stream twice", m.id);
+    }
+    let want: Vec<String> = expected.iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+    let want_set: HashSet<&String> = want.iter().collect();
+    let missing: Vec<&String> = want.iter().filter(|id| !seen.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} changes missing, first {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let extra: Vec<&Msg> = stream.iter().filter(|m| !want_set.contains(&m.id)).collect();
+    assert!(
+        extra.is_empty(),
+        "changes not in the binlog: {:?}",
+        extra.first().map(|m| &m.id)
+    );
+    let order: HashMap<&str, usize> = want.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let by_id: HashMap<&str, &serde_json::Value> = expected.iter().map(|c| (c["id"].as_str().unwrap(), c)).collect();
+    let mut subject_of_row: HashMap<String, &str> = HashMap::new();
+    let mut last_in_subject: HashMap<&str, usize> = HashMap::new();
+    let mut groups: BTreeMap<(String, String), Vec<(bool, String)>> = BTreeMap::new();
+    for m in stream {
+        let c = by_id[m.id.as_str()];
+        let row = row_of(c);
+        let subject = subject_of_row.entry(row.clone()).or_insert(&m.subject);
+        assert_eq!(*subject, m.subject, "row {row} is on two subjects");
+        let at = order[m.id.as_str()];
+        if let Some(before) = last_in_subject.insert(&m.subject, at) {
+            assert!(before < at, "{}: change {} comes after a later change", m.subject, m.id);
+        }
+        let parts: Vec<&str> = m.subject.split('.').collect();
+        assert_eq!(parts.len(), 5, "{}", m.subject);
+        assert_eq!(&parts[..4], ["rowhook", "shop", "shop", c["table"].as_str().unwrap()]);
+        assert!(parts[4].parse::<u32>().unwrap() < 4);
+        let change = rowhook_abi::Change::parse(&m.payload).expect("the payload is a row change");
+        assert_eq!(change.id(), m.id);
+        assert_eq!(change.txn(), m.txn);
+        assert_eq!(change.op().as_str(), c["op"].as_str().unwrap());
+        assert_eq!(m.position, format!("{}:{}", c["file"].as_str().unwrap(), c["pos"]));
+        // A partition holds every table's changes of its rows.
+        groups
+            .entry((m.txn.clone(), parts[4].to_owned()))
+            .or_default()
+            .push((m.last, m.id.clone()));
+    }
+    for ((txn, partition), marks) in groups {
+        let got: Vec<bool> = marks.iter().map(|(last, _)| *last).collect();
+        let want: Vec<bool> = (0..marks.len()).map(|i| i + 1 == marks.len()).collect();
+        assert_eq!(
+            got, want,
+            "the last marks of transaction {txn} in partition {partition}: {marks:?}"
+        );
+    }
+}
+
+fn spawn_capture(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["capture", "-c"])
+        .arg(config)
+        .env("ROWHOOK_LOG", "rowhook=info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the stream holds `n` messages.
+fn wait_count(url: &str, stream: &str, n: usize, within: Duration) {
+    wait_for(&format!("{n} messages in {stream}"), within, || {
+        stream_count(url, stream) >= n as u64
+    });
+}
+
+#[test]
+fn capture_publishes_each_change_once_by_partition_in_binlog_order() {
+    let server = Server::start(&[]);
+    server.sql(SCHEMA);
+    let mut work = Workload::new(clock_seed());
+    server.sql(&work.transactions(400));
+    let nats = NatsServer::start("capture-once", &[]);
+    let dir = temp_dir("capture-once");
+    let cfg = dir.join("rowhook.toml");
+    std::fs::write(&cfg, config(&server, &nats.url(), "")).unwrap();
+    let log = dir.join("capture.log");
+    let child = spawn_capture(&cfg, &log);
+    let expected = binlog_changes(&server);
+    wait_count(&nats.url(), "ROWHOOK_SHOP", expected.len(), Duration::from_secs(60));
+    // Stopped and started again, it goes on from its checkpoint.
+    assert!(interrupt(child).success(), "{}", std::fs::read_to_string(&log).unwrap());
+    server.sql(&work.transactions(200));
+    let child = spawn_capture(&cfg, &log);
+    let expected = binlog_changes(&server);
+    wait_count(&nats.url(), "ROWHOOK_SHOP", expected.len(), Duration::from_secs(60));
+    assert!(interrupt(child).success());
+    let stream = stream_of(&nats.url(), "ROWHOOK_SHOP");
+    check_stream(&expected, &stream);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("publishing after the checkpoint"), "{text}");
+    assert!(
+        text.contains("0 of them duplicates"),
+        "the restart published nothing twice: {text}"
+    );
+
+    // The partition count is fixed with the stream.
+    std::fs::write(
+        &cfg,
+        config(&server, &nats.url(), "").replace("partitions = 4", "partitions = 8"),
+    )
+    .unwrap();
+    let out = rowhook(&["capture", "-c", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("partitions = 8, but stream ROWHOOK_SHOP was made with 4 partitions"),
+        "{err}"
+    );
+}
+
+/// Runs `rounds` times: a random wait while the writer writes, then kill
+/// -9 the capture holding the lease; a standby takes over within
+/// `max_takeover`, and a new standby is started.
+fn kill_holders(
+    nats_url: &str,
+    cfg: &Path,
+    dir: &Path,
+    rounds: usize,
+    rng: &mut Rng,
+    captures: &mut Vec<Child>,
+    max_takeover: Duration,
+) {
+    while captures.len() < 2 {
+        let n = captures.len();
+        captures.push(spawn_capture(cfg, &dir.join(format!("capture-{n}.log"))));
+    }
+    let holder_pid = |url: &str| -> Option<u32> {
+        let h = lease_holder(url, "ROWHOOK_SHOP")?;
+        h.split(':').nth(1)?.parse().ok()
+    };
+    for round in 0..rounds {
+        wait_for("a capture holds the lease", Duration::from_secs(30), || {
+            holder_pid(nats_url).is_some()
+        });
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
+        let pid = holder_pid(nats_url).unwrap();
+        let at = captures
+            .iter()
+            .position(|c| c.id() == pid)
+            .expect("the holder is one of ours");
+        let mut killed = captures.remove(at);
+        killed.kill().unwrap();
+        killed.wait().unwrap();
+        let t = Instant::now();
+        wait_for("the standby takes over", Duration::from_secs(15), || {
+            holder_pid(nats_url).is_some_and(|p| p != pid)
+        });
+        let took = t.elapsed();
+        eprintln!("round {round}: capture {pid} killed, standby took over in {took:?}");
+        assert!(took < max_takeover, "takeover took {took:?}, lease 2 s");
+        captures.push(spawn_capture(cfg, &dir.join(format!("capture-r{round}-{pid}.log"))));
+    }
+}
+
+/// Writes transactions until `stop`, a batch at a time.
+fn writer(server: &Server, seed: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let url = server.port;
+    std::thread::spawn(move || {
+        let mut work = Workload::new(seed);
+        while !stop.load(Ordering::Relaxed) {
+            let sql = work.transactions(20);
+            let out = Command::new("mariadb")
+                .args([
+                    "--no-defaults",
+                    "-h127.0.0.1",
+                    "-uroot",
+                    &format!("-P{url}"),
+                    "-e",
+                    &sql,
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    })
+}
+
+#[test]
+fn a_killed_capture_is_replaced_by_its_standby_and_the_stream_holds_each_change_once() {
+    let seed = clock_seed();
+    eprintln!("seed {seed}");
+    let mut rng = Rng(seed | 1);
+    let server = Server::start(&[]);
+    server.sql(SCHEMA);
+    let nats = NatsServer::start("capture-kill", &[]);
+    let dir = temp_dir("capture-kill");
+    let cfg = dir.join("rowhook.toml");
+    std::fs::write(&cfg, config(&server, &nats.url(), "")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(&server, seed, stop.clone());
+    let mut captures = Vec::new();
+    // The lease (2 s) and a poll of the standby (a fifth of it), with slack.
+    kill_holders(
+        &nats.url(),
+        &cfg,
+        &dir,
+        5,
+        &mut rng,
+        &mut captures,
+        Duration::from_secs(4),
+    );
+    stop.store(true, Ordering::Relaxed);
+    w.join().unwrap();
+    let expected = binlog_changes(&server);
+    wait_count(&nats.url(), "ROWHOOK_SHOP", expected.len(), Duration::from_secs(60));
+    for c in captures {
+        interrupt(c);
+    }
+    check_stream(&expected, &stream_of(&nats.url(), "ROWHOOK_SHOP"));
+}
+
+#[test]
+fn a_capture_paused_past_its_lease_publishes_nothing_more() {
+    let server = Server::start(&[]);
+    server.sql(SCHEMA);
+    let nats = NatsServer::start("capture-fence", &[]);
+    let dir = temp_dir("capture-fence");
+    let cfg = dir.join("rowhook.toml");
+    std::fs::write(&cfg, config(&server, &nats.url(), "")).unwrap();
+    let mut work = Workload::new(clock_seed());
+    server.sql(&work.transactions(50));
+    let first = spawn_capture(&cfg, &dir.join("first.log"));
+    wait_for("the first capture holds the lease", Duration::from_secs(30), || {
+        lease_holder(&nats.url(), "ROWHOOK_SHOP").is_some()
+    });
+    let second = spawn_capture(&cfg, &dir.join("second.log"));
+    let expected = binlog_changes(&server);
+    wait_count(&nats.url(), "ROWHOOK_SHOP", expected.len(), Duration::from_secs(60));
+    // SIGSTOP: the first capture neither renews nor publishes; the
+    // second takes over and publishes what comes meanwhile.
+    let pid = first.id().to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    wait_for("the standby takes over", Duration::from_secs(15), || {
+        lease_holder(&nats.url(), "ROWHOOK_SHOP").is_some_and(|h| !h.contains(&format!(":{pid}:")))
+    });
+    server.sql(&work.transactions(50));
+    let expected = binlog_changes(&server);
+    wait_count(&nats.url(), "ROWHOOK_SHOP", expected.len(), Duration::from_secs(60));
+    // Woken up, the first finds its lease gone and stands by.
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    wait_for("the first capture stands by", Duration::from_secs(15), || {
+        std::fs::read_to_string(dir.join("first.log"))
+            .unwrap()
+            .contains("standing by")
+    });
+    server.sql(&work.transactions(50));
+    let expected = binlog_changes(&server);
+    wait_count(&nats.url(), "ROWHOOK_SHOP", expected.len(), Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(first);
+    interrupt(second);
+    check_stream(&expected, &stream_of(&nats.url(), "ROWHOOK_SHOP"));
+}
+
+#[test]
+fn capture_goes_on_when_one_jetstream_node_of_three_stops() {
+    let seed = clock_seed();
+    eprintln!("seed {seed}");
+    let mut rng = Rng(seed | 1);
+    let server = Server::start(&[]);
+    server.sql(SCHEMA);
+    let mut nodes = NatsServer::cluster("rhc", 3);
+    let urls: Vec<String> = nodes.iter().map(NatsServer::url).collect();
+    let dir = temp_dir("capture-cluster");
+    let cfg = dir.join("rowhook.toml");
+    std::fs::write(&cfg, config(&server, &urls.join(","), "replicas = 3")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = writer(&server, seed, stop.clone());
+    let mut captures = Vec::new();
+    kill_holders(&urls[1], &cfg, &dir, 1, &mut rng, &mut captures, Duration::from_secs(4));
+    // The node the captures connected to first stops; they go on through
+    // the other two.
+    nodes[0].kill();
+    std::thread::sleep(Duration::from_secs(3));
+    // Right after a node stopped, the lease takes as long as JetStream
+    // needs to elect new leaders for the buckets besides.
+    kill_holders(
+        &urls[1],
+        &cfg,
+        &dir,
+        1,
+        &mut rng,
+        &mut captures,
+        Duration::from_secs(20),
+    );
+    stop.store(true, Ordering::Relaxed);
+    w.join().unwrap();
+    let expected = binlog_changes(&server);
+    wait_count(&urls[1], "ROWHOOK_SHOP", expected.len(), Duration::from_secs(90));
+    for c in captures {
+        interrupt(c);
+    }
+    check_stream(&expected, &stream_of(&urls[2], "ROWHOOK_SHOP"));
+}
