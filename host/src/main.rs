@@ -97,6 +97,11 @@ enum Command {
     /// of the source: others stand by and take over when its lease lapses.
     #[cfg(feature = "cluster")]
     Capture(RunArgs),
+    /// Run the configured handlers on the partitions of the [cluster]
+    /// stream this worker owns; workers of one group share them fairly and
+    /// take over those of a worker that died.
+    #[cfg(feature = "cluster")]
+    Work(RunArgs),
     /// Run the configured handlers over recorded binlog files.
     Replay(ReplayArgs),
     /// Replay binlog files through the configured handlers into in-memory
@@ -339,6 +344,8 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => snapshot(args),
         #[cfg(feature = "cluster")]
         Command::Capture(args) => capture(args),
+        #[cfg(feature = "cluster")]
+        Command::Work(args) => work(args),
         Command::Replay(args) => replay(args),
         Command::Test(args) => test(args),
         Command::New(args) => new(args),
@@ -532,6 +539,20 @@ fn capture(args: RunArgs) -> anyhow::Result<ExitCode> {
         format_args!(
             "stopped after publishing {} row changes ({} acknowledged, {} of them duplicates) in {} terms as the capture",
             stats.changes, stats.acked, stats.duplicates, stats.terms
+        ),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "cluster")]
+fn work(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let plan = rowhook::config::Plan::load(&args.config)?;
+    let stats = rowhook::cli::work::work(&plan)?;
+    tell(
+        "INFO",
+        format_args!(
+            "stopped after {} row changes, {} messages, {} state writes; took {} partitions, gave up {}",
+            stats.changes, stats.messages, stats.commits, stats.taken, stats.released
         ),
     );
     Ok(ExitCode::SUCCESS)

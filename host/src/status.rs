@@ -64,6 +64,51 @@ pub struct Report {
     /// A run's counters per sink (status file only).
     #[serde(default)]
     pub sinks: Vec<SinkMetrics>,
+    /// With `[cluster]`: the stream, the capture's lease and checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReport>,
+}
+
+/// What JetStream holds of a `[cluster]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterReport {
+    /// The stream.
+    pub stream: String,
+    /// Its partitions, as recorded when it was made (0: not yet).
+    pub partitions: u32,
+    /// Messages it holds.
+    pub messages: u64,
+    /// Bytes it holds.
+    pub bytes: u64,
+    /// Its last sequence.
+    pub last_sequence: u64,
+    /// Who holds the capture lease, if anyone.
+    pub capture_holder: Option<String>,
+    /// The capture's checkpoint: where the next capture starts.
+    pub capture_position: Option<Checkpoint>,
+    /// The workers of the group that announce themselves now.
+    #[serde(default)]
+    pub workers: Vec<String>,
+    /// Each partition: its owner, what its state covers, and its lag.
+    #[serde(default)]
+    pub partitions_detail: Vec<PartitionReport>,
+    /// Why the rest could not be read, if so.
+    pub error: Option<String>,
+}
+
+/// One partition of a `[cluster]` group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionReport {
+    /// The partition.
+    pub partition: u32,
+    /// The worker holding its lease, if any.
+    pub owner: Option<String>,
+    /// The stream sequence its handler state covers.
+    pub state_seq: u64,
+    /// Messages of the partition its consumer has not delivered yet.
+    pub pending: Option<u64>,
+    /// Messages delivered and not yet acknowledged.
+    pub unacked: Option<u64>,
 }
 
 /// One handler's metrics: what the host counted of it, and what the

@@ -534,3 +534,275 @@ fn capture_goes_on_when_one_jetstream_node_of_three_stops() {
     }
     check_stream(&expected, &stream_of(&urls[2], "ROWHOOK_SHOP"));
 }
+
+/// Where the ledger test's workers and capture run: the crash test's
+/// ledger schema on a private server, a private JetStream, a config for
+/// the capture and one directory (with a copy of the config, and its
+/// `out.log`) per worker.
+struct Ledger {
+    server: Arc<Server>,
+    nats: NatsServer,
+    dir: PathBuf,
+    workers: Vec<Option<Child>>,
+}
+
+impl Ledger {
+    fn setup(tag: &str, server_id: u32) -> Ledger {
+        let (server, dir, config) = crate::crash::ledger_setup(tag, server_id, "", crate::crash::OUT_LOG);
+        let nats = NatsServer::start(tag, &[]);
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "[sinks.out]",
+            &format!(
+                "[cluster]\nnats = \"{}\"\npartitions = 8\nlease_ttl_ms = 2000\nduplicate_window_secs = 30\ncheckpoint_interval_ms = 100\n\n[sinks.out]",
+                nats.url()
+            ),
+        );
+        std::fs::write(&config, &text).unwrap();
+        for w in 0..4 {
+            let d = dir.join(format!("w{w}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("rowhook.toml"), &text).unwrap();
+        }
+        Ledger {
+            server,
+            nats,
+            dir,
+            workers: Vec::new(),
+        }
+    }
+
+    fn spawn_worker(&mut self, w: usize) {
+        let d = self.dir.join(format!("w{w}"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("worker.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rowhook"))
+            .args(["work", "-c"])
+            .arg(d.join("rowhook.toml"))
+            .env("ROWHOOK_LOG", "rowhook=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        while self.workers.len() <= w {
+            self.workers.push(None);
+        }
+        self.workers[w] = Some(child);
+    }
+
+    /// The report of `rowhook state` (its cluster part).
+    fn cluster(&self) -> serde_json::Value {
+        let out = rowhook(&["state", "-c", self.dir.join("rowhook.toml").to_str().unwrap(), "--json"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["cluster"].clone()
+    }
+
+    /// The output lines of every worker: `(worker, change id, ledger id, k)`.
+    fn outputs(&self) -> Vec<(usize, String, u64, u64)> {
+        (0..4)
+            .flat_map(|w| {
+                crate::crash::lines(&self.dir.join(format!("w{w}/out.log")))
+                    .into_iter()
+                    .map(move |l| {
+                        let f: Vec<&str> = l.split(' ').collect();
+                        assert_eq!(f.len(), 3, "{l}");
+                        (w, f[0].to_owned(), f[1].parse().unwrap(), f[2].parse().unwrap())
+                    })
+            })
+            .collect()
+    }
+
+    /// Waits until the workers delivered every committed ledger row.
+    fn wait_delivered(&self, within: Duration) -> usize {
+        let expected: usize = self
+            .server
+            .sql("SELECT COUNT(*) FROM crash.ledger")
+            .trim()
+            .parse()
+            .unwrap();
+        wait_for(&format!("{expected} ledger rows delivered"), within, || {
+            let seen: HashSet<u64> = self.outputs().iter().map(|o| o.2).collect();
+            seen.len() >= expected
+        });
+        expected
+    }
+
+    /// Stops every worker (SIGINT), each writing its partitions' state.
+    fn stop_workers(&mut self) {
+        for c in self.workers.iter_mut().filter_map(Option::take) {
+            assert!(interrupt(c).success());
+        }
+    }
+
+    /// Checks the outputs and the state against the table: every committed
+    /// row delivered, always under one change id, nothing rolled back; the
+    /// state's counters, summed over the partitions, equal the rows per key.
+    fn check(&self) {
+        let outputs = self.outputs();
+        let committed: HashSet<u64> = (self.server.sql("SELECT id FROM crash.ledger").lines())
+            .map(|l| l.trim().parse().unwrap())
+            .collect();
+        let mut id_of: HashMap<u64, &str> = HashMap::new();
+        for (_, change, id, _) in &outputs {
+            assert!(*id < crate::crash::ROLLED_BACK, "a rolled-back row was delivered");
+            let first = id_of.entry(*id).or_insert(change);
+            assert_eq!(first, change, "ledger row {id} delivered under two change ids");
+        }
+        let delivered: HashSet<u64> = id_of.keys().copied().collect();
+        assert_eq!(delivered, committed, "delivered rows differ from the table");
+        let want: BTreeMap<String, u64> = (self
+            .server
+            .sql("SELECT k, COUNT(*) FROM crash.ledger GROUP BY k")
+            .lines())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (format!("k:{}", f[0]), f[1].parse().unwrap())
+        })
+        .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let got: BTreeMap<String, u64> = rt.block_on(async {
+            let js = admin(&self.nats.url()).await;
+            let kv = js.get_key_value("ROWHOOK_MAIN_state").await.unwrap();
+            let mut sum: BTreeMap<String, u64> = BTreeMap::new();
+            for p in 0..8 {
+                let stored = rowhook::cluster::state::load(&kv, "workers", p).await.unwrap();
+                for (k, v) in stored.state.handlers.get("default/ledger").cloned().unwrap_or_default() {
+                    let n = i64::from_le_bytes(v.as_slice().try_into().unwrap_or([0; 8]));
+                    *sum.entry(k).or_default() += n as u64;
+                }
+            }
+            sum
+        });
+        let total = got.get("total").copied().unwrap_or(0);
+        assert_eq!(total, committed.len() as u64, "state total");
+        let keys: BTreeMap<String, u64> = got.into_iter().filter(|(k, _)| k != "total").collect();
+        assert_eq!(keys, want, "state per key");
+        let duplicates = outputs.len() - delivered.len();
+        eprintln!(
+            "{} rows, {} outputs, {duplicates} duplicates",
+            committed.len(),
+            outputs.len()
+        );
+    }
+}
+
+/// Each worker's first deliveries of one partition come in stream order:
+/// `order` gives each change id's partition and sequence.
+fn check_worker_order(outputs: &[(usize, String, u64, u64)], order: &HashMap<String, (String, usize)>) {
+    let mut last: HashMap<(usize, &str), usize> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (w, change, _, _) in outputs {
+        if !seen.insert((w, change)) {
+            continue;
+        }
+        let (partition, at) = &order[change];
+        if let Some(before) = last.insert((*w, partition.as_str()), *at) {
+            assert!(
+                before < *at,
+                "worker {w}, partition {partition}: {change} came after a later change"
+            );
+        }
+    }
+}
+
+#[test]
+fn workers_share_the_partitions_and_count_each_change_once_in_state() {
+    let mut l = Ledger::setup("work-share", 8811);
+    let seed = clock_seed();
+    eprintln!("seed {seed}, files in {}", l.dir.display());
+    let capture = spawn_capture(&l.dir.join("rowhook.toml"), &l.dir.join("capture.log"));
+    for w in 0..3 {
+        l.spawn_worker(w);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (server, stop) = (l.server.clone(), stop.clone());
+        std::thread::spawn(move || crate::crash::load(&server, &stop, seed))
+    };
+    wait_for("three workers share the partitions", Duration::from_secs(30), || {
+        let c = l.cluster();
+        let owners: HashSet<String> = (c["partitions_detail"].as_array().unwrap().iter())
+            .filter_map(|p| p["owner"].as_str().map(str::to_owned))
+            .collect();
+        owners.len() == 3
+            && c["partitions_detail"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["owner"].is_string())
+    });
+    // A fourth worker joins: it takes its share from the others.
+    std::thread::sleep(Duration::from_secs(2));
+    l.spawn_worker(3);
+    wait_for("four workers share the partitions", Duration::from_secs(30), || {
+        let c = l.cluster();
+        let parts = c["partitions_detail"].as_array().unwrap();
+        let owners: HashSet<&str> = parts.iter().filter_map(|p| p["owner"].as_str()).collect();
+        owners.len() == 4 && parts.iter().all(|p| p["owner"].is_string())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    l.wait_delivered(Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(500));
+    l.stop_workers();
+    interrupt(capture);
+    l.check();
+    let order: HashMap<String, (String, usize)> = stream_of(&l.nats.url(), "ROWHOOK_MAIN")
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| (m.id, (m.subject.rsplit('.').next().unwrap().to_owned(), i)))
+        .collect();
+    check_worker_order(&l.outputs(), &order);
+}
+
+#[test]
+fn a_killed_workers_partitions_move_and_state_stays_exact() {
+    let mut l = Ledger::setup("work-kill", 8812);
+    let seed = clock_seed();
+    eprintln!("seed {seed}, files in {}", l.dir.display());
+    let mut rng = Rng(seed.rotate_left(9) | 1);
+    let capture = spawn_capture(&l.dir.join("rowhook.toml"), &l.dir.join("capture.log"));
+    for w in 0..3 {
+        l.spawn_worker(w);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (server, stop) = (l.server.clone(), stop.clone());
+        std::thread::spawn(move || crate::crash::load(&server, &stop, seed))
+    };
+    for round in 0..10 {
+        std::thread::sleep(Duration::from_millis(800 + rng.below(1500)));
+        let w = rng.below(3) as usize;
+        let mut child = l.workers[w].take().unwrap();
+        let pid = child.id();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let killed = Instant::now();
+        // Its partitions move within the lease (2 s), the balance period
+        // (a third of it) and the time to load a partition, with slack.
+        wait_for("the dead worker's partitions move", Duration::from_secs(15), || {
+            let c = l.cluster();
+            let parts = c["partitions_detail"].as_array().unwrap().clone();
+            parts
+                .iter()
+                .all(|p| p["owner"].as_str().is_some_and(|o| !o.contains(&format!(":{pid}:"))))
+        });
+        let moved = killed.elapsed();
+        eprintln!("round {round}: worker {w} ({pid}) killed; its partitions moved in {moved:?}");
+        assert!(moved < Duration::from_secs(6), "partitions moved in {moved:?}");
+        l.spawn_worker(w);
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    l.wait_delivered(Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(500));
+    l.stop_workers();
+    interrupt(capture);
+    l.check();
+}

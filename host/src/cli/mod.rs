@@ -27,6 +27,8 @@ pub mod snapshot;
 pub mod state;
 pub mod test;
 pub mod trial;
+#[cfg(feature = "cluster")]
+pub mod work;
 
 use crate::config::Plan;
 use crate::decode::gtid::GtidState;

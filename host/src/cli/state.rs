@@ -130,6 +130,10 @@ pub async fn report(plan: &Plan) -> anyhow::Result<Report> {
             report
         }
     };
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &plan.cluster {
+        report.cluster = Some(crate::cluster::report(cluster).await);
+    }
     if let Some(source) = &plan.source {
         report.server = Some(match server_position(&source.url, report.position.as_ref()).await {
             Ok(p) => p,
@@ -140,6 +144,44 @@ pub async fn report(plan: &Plan) -> anyhow::Result<Report> {
         });
     }
     Ok(report)
+}
+
+fn render_cluster(out: &mut String, c: &crate::status::ClusterReport) {
+    if let Some(e) = &c.error {
+        out.push_str(&format!("cluster       stream {}: {e}\n", c.stream));
+        return;
+    }
+    out.push_str(&format!(
+        "cluster       stream {}: {} partitions, {} messages, {} bytes, last sequence {}\n",
+        c.stream, c.partitions, c.messages, c.bytes, c.last_sequence
+    ));
+    match &c.capture_holder {
+        Some(h) => out.push_str(&format!("capture       held by {h}\n")),
+        None => out.push_str("capture       no capture holds the lease\n"),
+    }
+    if let Some(cp) = &c.capture_position {
+        out.push_str(&format!(
+            "capture at    {}:{} (GTIDs {}), after transaction {}\n",
+            cp.file, cp.pos, cp.gtids, cp.txn
+        ));
+    }
+    out.push_str(&format!(
+        "workers       {}: {}\n",
+        c.workers.len(),
+        c.workers.join(", ")
+    ));
+    for p in &c.partitions_detail {
+        let lag = match (p.pending, p.unacked) {
+            (Some(pending), Some(unacked)) => format!("{pending} pending, {unacked} unacknowledged"),
+            _ => "no consumer yet".into(),
+        };
+        out.push_str(&format!(
+            "partition {:<3} {}, state at sequence {}, {lag}\n",
+            p.partition,
+            p.owner.as_deref().unwrap_or("no owner"),
+            p.state_seq
+        ));
+    }
 }
 
 /// The metrics of the status file the last run left (nothing if there is
@@ -274,6 +316,9 @@ pub fn render(report: &Report) -> String {
         }
     }
     out.push_str(&format!("dead letters  {}\n", report.dead_letters));
+    if let Some(c) = &report.cluster {
+        render_cluster(&mut out, c);
+    }
     if let Some(s) = &report.source {
         let r = &s.reconnects;
         out.push_str(&format!(

@@ -21,6 +21,10 @@ pub struct RawCluster {
     /// (`rowhook.NAME.DB.TABLE.PARTITION`). Letters, digits, `_`, `-`
     /// (default `main`).
     pub source: Option<String>,
+    /// The workers' group: workers of one group share the partitions, each
+    /// group handles every change (default `workers`). Letters, digits,
+    /// `_`, `-`.
+    pub group: Option<String>,
     /// The JetStream stream the changes go to (default `ROWHOOK_` and the
     /// source name in upper case); its key-value buckets are named after it.
     pub stream: Option<String>,
@@ -72,6 +76,8 @@ pub struct ClusterPlan {
     pub nats: NatsServer,
     /// The source's name in subjects.
     pub source: String,
+    /// The workers' group.
+    pub group: String,
     /// The stream.
     pub stream: String,
     /// Partitions (fixed when the stream is created).
@@ -98,6 +104,11 @@ impl ClusterPlan {
     /// age out after the lease's time to live.
     pub fn lease_bucket(&self) -> String {
         format!("{}_leases", self.stream)
+    }
+
+    /// The bucket of the workers' handler state, per group and partition.
+    pub fn state_bucket(&self) -> String {
+        format!("{}_state", self.stream)
     }
 
     /// The bucket of the capture's checkpoint and the stream's settings.
@@ -139,6 +150,15 @@ pub fn resolve(raw: RawCluster, cx: &mut SinkContext<'_>) -> Option<ClusterPlan>
             "source",
             format!("`{source}` is not a source name"),
             "use letters, digits, `_` and `-` (at most 64): it is a token of every subject",
+        );
+        ok = false;
+    }
+    let group = raw.group.unwrap_or_else(|| "workers".into());
+    if !valid_name(&group) {
+        cx.problem(
+            "group",
+            format!("`{group}` is not a group name"),
+            "use letters, digits, `_` and `-` (at most 64): it names the partitions' consumers",
         );
         ok = false;
     }
@@ -211,6 +231,7 @@ pub fn resolve(raw: RawCluster, cx: &mut SinkContext<'_>) -> Option<ClusterPlan>
     Some(ClusterPlan {
         nats: nats?,
         source,
+        group,
         stream,
         partitions: partitions? as u32,
         replicas: replicas? as usize,

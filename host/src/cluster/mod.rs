@@ -12,6 +12,8 @@ pub mod capture;
 pub mod config;
 pub mod lease;
 pub mod partition;
+pub mod state;
+pub mod work;
 
 use std::time::Duration;
 
@@ -174,7 +176,12 @@ async fn ensure_stream(js: &jetstream::Context, plan: &ClusterPlan) -> anyhow::R
 /// stream a bucket is (`KV_NAME`, subjects `$KV.NAME.>`, one entry per
 /// key) directly: the client's own bucket creation asks for account
 /// details that JetStream servers before 2.10 do not send.
-async fn bucket(js: &jetstream::Context, plan: &ClusterPlan, name: String, ttl: Duration) -> anyhow::Result<kv::Store> {
+pub(crate) async fn bucket(
+    js: &jetstream::Context,
+    plan: &ClusterPlan,
+    name: String,
+    ttl: Duration,
+) -> anyhow::Result<kv::Store> {
     if let Ok(kv) = js.get_key_value(&name).await {
         return Ok(kv);
     }
@@ -240,4 +247,94 @@ pub async fn claim_checkpoint(kv: &kv::Store, holder: &str) -> anyhow::Result<(O
             Err(e) => anyhow::bail!("claiming the capture checkpoint in bucket {}: {e}", kv.name),
         }
     }
+}
+
+/// What JetStream holds of `plan`: the stream, the capture's lease and
+/// checkpoint (`rowhook state`). Creates nothing.
+pub async fn report(plan: &ClusterPlan) -> crate::status::ClusterReport {
+    let mut report = crate::status::ClusterReport {
+        stream: plan.stream.clone(),
+        ..Default::default()
+    };
+    let read = async {
+        let client = connect(
+            &plan.nats.servers,
+            &plan.nats.auth,
+            plan.nats.tls.as_ref(),
+            Reconnect::Never,
+        )
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", plan.nats.servers.join(", ")))?;
+        let js = jetstream::new(client);
+        let mut stream = js
+            .get_stream(&plan.stream)
+            .await
+            .map_err(|e| format!("not readable ({e}); `rowhook capture` makes it"))?;
+        let info = stream.info().await.map_err(|e| e.to_string())?;
+        report.messages = info.state.messages;
+        report.bytes = info.state.bytes;
+        report.last_sequence = info.state.last_sequence;
+        if let Ok(kv) = js.get_key_value(plan.checkpoint_bucket()).await {
+            if let Ok(Some(v)) = kv.get(PARTITIONS_KEY).await {
+                report.partitions = String::from_utf8_lossy(&v).parse().unwrap_or(0);
+            }
+            if let Ok(Some(v)) = kv.get(CHECKPOINT_KEY).await {
+                report.capture_position = serde_json::from_slice::<Stored>(&v).ok().and_then(|s| s.at);
+            }
+        }
+        let holder_of = |v: Option<bytes::Bytes>| {
+            v.and_then(|v| serde_json::from_slice::<lease::Holder>(&v).ok())
+                .map(|h| h.holder)
+        };
+        let leases = js.get_key_value(plan.lease_bucket()).await.ok();
+        let states = js.get_key_value(plan.state_bucket()).await.ok();
+        if let Some(kv) = &leases {
+            report.capture_holder = holder_of(kv.get(capture::LEASE_KEY).await.ok().flatten());
+            if let Ok(mut keys) = kv.keys().await {
+                use futures_util::StreamExt as _;
+                let prefix = format!("work.{}.w.", plan.group);
+                while let Some(k) = keys.next().await {
+                    if let Ok(k) = k
+                        && k.starts_with(&prefix)
+                        && let Ok(Some(v)) = kv.get(&k).await
+                    {
+                        report.workers.push(String::from_utf8_lossy(&v).into_owned());
+                    }
+                }
+            }
+        }
+        for p in 0..report.partitions {
+            let mut part = crate::status::PartitionReport {
+                partition: p,
+                ..Default::default()
+            };
+            if let Some(kv) = &leases {
+                part.owner = holder_of(kv.get(format!("work.{}.p{p}", plan.group)).await.ok().flatten());
+            }
+            if let Some(kv) = &states
+                && let Ok(Some(v)) = kv.get(state::head_key(&plan.group, p)).await
+                && let Some(at) = v.iter().position(|&b| b == b'\n')
+                && let Ok(head) = serde_json::from_slice::<state::Head>(&v[..at])
+            {
+                part.state_seq = head.seq;
+            }
+            if let Ok(mut c) = stream
+                .get_consumer::<jetstream::consumer::pull::Config>(&work::consumer_name(&plan.group, p))
+                .await
+                && let Ok(info) = c.info().await
+            {
+                part.pending = Some(info.num_pending);
+                part.unacked = Some(info.num_ack_pending as u64);
+            }
+            report.partitions_detail.push(part);
+        }
+        Ok::<(), String>(())
+    };
+    let outcome = tokio::time::timeout(REQUEST_TIMEOUT * 2, read).await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => report.error = Some(e),
+        Err(_) => report.error = Some(format!("{} did not answer in time", plan.nats.servers.join(", "))),
+    }
+    report
 }

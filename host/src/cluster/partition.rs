@@ -25,6 +25,11 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
+/// FNV-1a (64 bits) of `bytes`.
+pub(crate) fn fnv_of(bytes: &[u8]) -> u64 {
+    fnv(FNV_OFFSET, bytes)
+}
+
 /// Computes partitions, reusing one buffer for the key's JSON.
 #[derive(Debug, Default)]
 pub struct Partitioner {

@@ -794,6 +794,15 @@ impl Handlers {
         Ok(())
     }
 
+    /// Every handler's current state values, in call order: the committed
+    /// state right after [`Handlers::commit_state`].
+    pub fn state_values(&mut self) -> Vec<(HandlerId, &std::collections::HashMap<String, Vec<u8>>)> {
+        (self.slots.iter_mut())
+            .map(|(id, slot)| (id.clone(), &*slot.state()))
+            .map(|(id, state)| (id, state.values()))
+            .collect()
+    }
+
     /// Ends every handler's transaction; `keep` gets each one's writes.
     /// An instance whose memory has grown past half of its room is then
     /// replaced by a fresh one (see [`Instance::worn`]), which takes over

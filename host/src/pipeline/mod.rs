@@ -460,6 +460,7 @@ impl Pipeline {
             source: SourceStats::from_snapshot(&metrics),
             handler_metrics: crate::status::HandlerMetrics::from_snapshot(&metrics),
             sinks: crate::status::SinkMetrics::from_snapshot(&metrics),
+            cluster: None,
         };
         if let Some(live) = &self.live_status {
             live.publish(&report);

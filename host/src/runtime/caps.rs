@@ -188,6 +188,12 @@ pub enum OverQuota {
 }
 
 impl StateOverlay {
+    /// The current values: the committed state when no transaction is open
+    /// (after [`Self::commit`]).
+    pub fn values(&self) -> &HashMap<String, Vec<u8>> {
+        &self.values
+    }
+
     /// Committed state loaded from the store. Its size is counted once,
     /// here.
     pub fn from_values(values: HashMap<String, Vec<u8>>) -> StateOverlay {

@@ -1,0 +1,643 @@
+//! `rowhook work`: the config's handlers and sinks run on the partitions
+//! this worker owns.
+//!
+//! Workers share a group's partitions through leases (`work.GROUP.pN`
+//! in the lease bucket) and announce themselves there (`work.GROUP.w.ID`,
+//! aging out with the lease), so each can take its fair share, the
+//! partition count over the live workers rounded up. For each partition it
+//! owns, a worker loads the handlers' state from the state bucket
+//! ([`super::state`]), makes the partition's durable pull consumer start
+//! after the sequence that state covers, and calls the handlers on each
+//! change in stream order. A transaction's slice of a partition ends at
+//! its `Rowhook-Last` message; there the handlers' writes settle. Every
+//! checkpoint interval, each partition at the end of a slice is made
+//! durable: what its handlers emitted is acknowledged by the sinks, then
+//! its state is written with the sequence it covers (compare-and-set), and
+//! only then are its messages acknowledged to JetStream. A worker that dies
+//! leaves its partitions to the others once their leases lapse; they
+//! resume from the state, so a change is counted in state exactly once and
+//! delivered again only if it came after the last state write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::{self, AckKind, kv};
+use futures_util::StreamExt as _;
+use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, watch};
+
+use super::Joined;
+use super::config::ClusterPlan;
+use super::lease::Lease;
+use super::partition::partition_filter;
+use super::state::{self, PartitionState, Stored, Taken};
+use crate::config::{OnError, Plan};
+use crate::decode::Op;
+use crate::driver::Stop;
+use crate::handler_id::HandlerId;
+use crate::pipeline::delivery::Delivery;
+use crate::pipeline::dispatch::{self, Handlers, grants_of};
+use crate::runtime::{Emitted, HandlerRuntime};
+use crate::sink::Message;
+use crate::telemetry::Registry;
+
+/// What a worker did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkStats {
+    /// Changes handed to handlers.
+    pub changes: u64,
+    /// Messages the handlers emitted.
+    pub messages: u64,
+    /// State writes (each with the acknowledgement of its messages).
+    pub commits: u64,
+    /// Partitions taken (over the run).
+    pub taken: u64,
+    /// Partitions given up (released for a fair share, or lost).
+    pub released: u64,
+}
+
+/// A message of an owned partition, tagged with the term it was pulled in.
+type Pulled = (u32, u64, jetstream::Message);
+
+/// One partition this worker owns.
+struct Part {
+    term: u64,
+    lease: Lease,
+    handlers: Handlers,
+    stored: Stored,
+    /// The last message handed to the handlers.
+    done: u64,
+    /// The last message that ended a slice; its writes settled.
+    settled: u64,
+    /// That message, to acknowledge once the state covers it.
+    settled_msg: Option<jetstream::Message>,
+    /// Messages handed over after `settled`.
+    open: bool,
+    /// The transaction of the open slice.
+    txn: String,
+    /// A write of the state is due at the next slice end.
+    due: bool,
+    quit: watch::Sender<bool>,
+}
+
+/// The worker.
+pub struct Worker<'a> {
+    plan: &'a Plan,
+    cluster: &'a ClusterPlan,
+    group: String,
+    holder: String,
+    member: String,
+    joined: &'a Joined,
+    states: kv::Store,
+    runtime: HandlerRuntime,
+    registry: Registry,
+    delivery: Delivery,
+    routes: HashMap<(String, String, Op), Arc<[HandlerId]>>,
+    parts: BTreeMap<u32, Part>,
+    tx: mpsc::Sender<Pulled>,
+    rx: mpsc::Receiver<Pulled>,
+    terms: u64,
+    emitted: Vec<Emitted>,
+    /// What it did.
+    pub stats: WorkStats,
+}
+
+/// The key of partition `p`'s lease.
+fn lease_key(group: &str, p: u32) -> String {
+    format!("work.{group}.p{p}")
+}
+
+/// The prefix of the keys workers announce themselves under.
+fn member_prefix(group: &str) -> String {
+    format!("work.{group}.w.")
+}
+
+/// The consumer of partition `p`.
+pub fn consumer_name(group: &str, p: u32) -> String {
+    format!("{group}_p{p}")
+}
+
+impl<'a> Worker<'a> {
+    /// A worker of `plan`'s handlers in `cluster`'s group, owning nothing yet.
+    pub async fn new(
+        plan: &'a Plan,
+        cluster: &'a ClusterPlan,
+        joined: &'a Joined,
+        holder: String,
+    ) -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let delivery = Delivery::open(plan, &registry).await?;
+        let runtime = HandlerRuntime::new()?.with_compile_cache(plan.state.compile_cache_dir());
+        let states = super::bucket(&joined.js, cluster, cluster.state_bucket(), Duration::ZERO).await?;
+        let member_id: String = holder
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel(4 * 1024);
+        Ok(Worker {
+            plan,
+            cluster,
+            group: cluster.group.clone(),
+            member: format!("{}{member_id}", member_prefix(&cluster.group)),
+            holder,
+            joined,
+            states,
+            runtime,
+            registry,
+            delivery,
+            routes: HashMap::new(),
+            parts: BTreeMap::new(),
+            tx,
+            rx,
+            terms: 0,
+            emitted: Vec::new(),
+            stats: WorkStats::default(),
+        })
+    }
+
+    /// The partitions owned now.
+    pub fn owned(&self) -> Vec<u32> {
+        self.parts.keys().copied().collect()
+    }
+
+    /// Runs until `stop`: takes and gives up partitions as workers come
+    /// and go, handles what they bring, and makes it durable every
+    /// checkpoint interval. On a stop, the partitions at a slice end are
+    /// written and released.
+    pub fn run(&mut self, nats: &Runtime, stop: &mut Stop) -> anyhow::Result<()> {
+        let every = self.cluster.lease_ttl / 3;
+        let mut next_balance = Instant::now();
+        let mut next_commit = Instant::now() + self.cluster.checkpoint_interval;
+        let result = loop {
+            if stop.requested() {
+                break Ok(());
+            }
+            if Instant::now() >= next_balance {
+                if let Err(e) = self.balance(nats) {
+                    break Err(e);
+                }
+                next_balance = Instant::now() + every;
+            }
+            let wait = next_commit.min(next_balance).saturating_duration_since(Instant::now());
+            let first = nats.block_on(async {
+                tokio::select! {
+                    m = self.rx.recv() => m,
+                    _ = tokio::time::sleep(wait) => None,
+                    _ = stop.requested_wait() => None,
+                }
+            });
+            let mut handled = 0;
+            let mut next = first;
+            while let Some(m) = next {
+                if let Err(e) = self.handle(nats, m) {
+                    return self.end(nats, Err(e));
+                }
+                handled += 1;
+                if handled >= 4096 {
+                    break;
+                }
+                next = self.rx.try_recv().ok();
+            }
+            if Instant::now() >= next_commit {
+                for p in self.owned() {
+                    if let Some(part) = self.parts.get_mut(&p) {
+                        part.due = part.settled > part.stored.state.seq;
+                    }
+                    if let Err(e) = self.commit_if_settled(nats, p) {
+                        return self.end(nats, Err(e));
+                    }
+                }
+                next_commit = Instant::now() + self.cluster.checkpoint_interval;
+            }
+        };
+        self.end(nats, result)
+    }
+
+    fn end(&mut self, nats: &Runtime, result: anyhow::Result<()>) -> anyhow::Result<()> {
+        for p in self.owned() {
+            let settled = self.parts.get(&p).is_some_and(|part| !part.open);
+            if result.is_ok() && settled {
+                if let Some(part) = self.parts.get_mut(&p) {
+                    part.due = part.settled > part.stored.state.seq;
+                }
+                if let Err(e) = self.commit_if_settled(nats, p) {
+                    tracing::warn!("partition {p}: {e:#}");
+                }
+            }
+            self.drop_part(nats, p, true);
+        }
+        let _ = nats.block_on(self.joined.leases.delete(&self.member));
+        let closed = nats.block_on(self.delivery.close());
+        result.and(closed)
+    }
+
+    /// Renews this worker's leases and presence, gives up what is over its
+    /// fair share, and takes free partitions up to it.
+    fn balance(&mut self, nats: &Runtime) -> anyhow::Result<()> {
+        let leases = self.joined.leases.clone();
+        nats.block_on(leases.put(&self.member, self.holder.clone().into()))
+            .map_err(|e| anyhow::anyhow!("announcing this worker: {e}"))
+            .or_else(|e| {
+                tracing::warn!("{e:#}");
+                Ok::<_, anyhow::Error>(0)
+            })?;
+        for p in self.owned() {
+            let part = self.parts.get_mut(&p).expect("owned");
+            let renewed = nats.block_on(part.lease.renew());
+            if let Err(e) = renewed {
+                tracing::warn!("partition {p}: {e:#}");
+            }
+            if !part.lease.fence().holds() {
+                tracing::warn!("partition {p}: its lease was lost; letting it go");
+                self.drop_part(nats, p, false);
+            }
+        }
+        let members = nats.block_on(async {
+            let mut keys = leases.keys().await?;
+            let mut n = 0u32;
+            let prefix = member_prefix(&self.group);
+            while let Some(k) = keys.next().await {
+                if k.is_ok_and(|k| k.starts_with(&prefix)) {
+                    n += 1;
+                }
+            }
+            Ok::<u32, anyhow::Error>(n)
+        });
+        let members = match members {
+            Ok(n) => n.max(1),
+            Err(e) => {
+                tracing::warn!("counting the workers: {e:#}");
+                return Ok(());
+            }
+        };
+        let partitions = self.cluster.partitions;
+        let share = partitions.div_ceil(members) as usize;
+        // Over the share: the highest partitions go, once at a slice end.
+        while self.parts.len() > share {
+            let Some(p) = self.parts.iter().rev().find(|(_, part)| !part.open).map(|(p, _)| *p) else {
+                break;
+            };
+            if let Some(part) = self.parts.get_mut(&p) {
+                part.due = part.settled > part.stored.state.seq;
+            }
+            self.commit_if_settled(nats, p)?;
+            tracing::info!(
+                partition = p,
+                workers = members,
+                "giving up a partition for a fair share"
+            );
+            self.drop_part(nats, p, true);
+            self.stats.released += 1;
+        }
+        if self.parts.len() < share {
+            // Each worker starts looking at another place.
+            let start = (super::partition::fnv_of(self.holder.as_bytes()) % u64::from(partitions)) as u32;
+            for i in 0..partitions {
+                if self.parts.len() >= share {
+                    break;
+                }
+                let p = (start + i) % partitions;
+                if self.parts.contains_key(&p) {
+                    continue;
+                }
+                self.try_take(nats, p)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn try_take(&mut self, nats: &Runtime, p: u32) -> anyhow::Result<()> {
+        let key = lease_key(&self.group, p);
+        let lease = match nats.block_on(Lease::try_take(
+            &self.joined.leases,
+            &key,
+            &self.holder,
+            self.cluster.lease_ttl,
+        )) {
+            Ok(Ok(lease)) => lease,
+            Ok(Err(_)) => return Ok(()),
+            Err(e) => {
+                tracing::warn!("partition {p}: {e:#}");
+                return Ok(());
+            }
+        };
+        let started = Instant::now();
+        let mut stored = nats.block_on(state::load(&self.states, &self.group, p))?;
+        // Claimed: the last owner can no longer write it.
+        let claim = stored.state.clone();
+        match nats.block_on(stored.write(&self.states, &self.group, p, &self.holder, claim)) {
+            Ok(()) => {}
+            Err(e) if e.is::<Taken>() => {
+                nats.block_on(lease.release());
+                return Ok(());
+            }
+            Err(e) => {
+                nats.block_on(lease.release());
+                return Err(e);
+            }
+        }
+        let mut handlers = Handlers::new(self.runtime.clone());
+        handlers.tenant_breakers(self.plan, &self.registry);
+        let rates = dispatch::emit_rates(self.plan);
+        for h in &self.plan.handlers {
+            let grants = grants_of(
+                self.plan,
+                h,
+                |sink| self.delivery.limits(sink),
+                rates.get(&h.tenant).cloned(),
+            );
+            handlers.add(h, grants, &self.registry)?;
+        }
+        let saved = &stored.state.handlers;
+        handlers.load_state(|id| Ok(saved.get(id.key()).cloned().unwrap_or_default()))?;
+        let seq = stored.state.seq;
+        self.terms += 1;
+        let term = self.terms;
+        let (quit, quit_rx) = watch::channel(false);
+        let consumer = nats.block_on(self.consumer(p, seq))?;
+        let tx = self.tx.clone();
+        nats.spawn(pull(consumer, p, term, tx, quit_rx));
+        tracing::info!(
+            partition = p,
+            seq,
+            took_ms = started.elapsed().as_millis() as u64,
+            "took a partition: its state covers the stream up to this sequence"
+        );
+        self.parts.insert(
+            p,
+            Part {
+                term,
+                lease,
+                handlers,
+                stored,
+                done: seq,
+                settled: seq,
+                settled_msg: None,
+                open: false,
+                txn: String::new(),
+                due: false,
+                quit,
+            },
+        );
+        self.stats.taken += 1;
+        Ok(())
+    }
+
+    /// Partition `p`'s durable consumer, made anew to start after `seq`:
+    /// what the last owner was sent and did not acknowledge comes at once,
+    /// not after its acknowledgement wait.
+    async fn consumer(&self, p: u32, seq: u64) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
+        let stream = self.joined.js.get_stream(&self.cluster.stream).await?;
+        let name = consumer_name(&self.group, p);
+        let _ = stream.delete_consumer(&name).await;
+        let deliver_policy = if seq == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: seq + 1,
+            }
+        };
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: partition_filter(&self.cluster.subject_prefix(), p),
+                deliver_policy,
+                ack_policy: AckPolicy::All,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: self.cluster.max_unacked as i64,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("creating consumer {name}: {e}"))
+    }
+
+    /// Stops pulling `p` and forgets it; `release` gives its lease up.
+    fn drop_part(&mut self, nats: &Runtime, p: u32, release: bool) {
+        let Some(mut part) = self.parts.remove(&p) else { return };
+        part.quit.send_replace(true);
+        part.handlers.abandon_transaction();
+        if release {
+            nats.block_on(part.lease.release());
+        }
+    }
+
+    fn route(&mut self, db: &str, table: &str, op: Op) -> Arc<[HandlerId]> {
+        let key = (db.to_owned(), table.to_owned(), op);
+        if let Some(r) = self.routes.get(&key) {
+            return r.clone();
+        }
+        let ids: Arc<[HandlerId]> = (self.plan.handlers.iter())
+            .filter(|h| h.ops.contains(op) && h.tables.iter().any(|t| t.matches(db, table)))
+            .map(|h| HandlerId::new(&h.tenant, &h.name))
+            .collect();
+        self.routes.insert(key, ids.clone());
+        ids
+    }
+
+    fn handle(&mut self, nats: &Runtime, (p, term, msg): Pulled) -> anyhow::Result<()> {
+        let Some(part) = self.parts.get(&p) else { return Ok(()) };
+        if part.term != term {
+            return Ok(());
+        }
+        let seq = msg
+            .info()
+            .map_err(|e| anyhow::anyhow!("a message without its sequence: {e}"))?
+            .stream_sequence;
+        if seq <= part.done {
+            return Ok(());
+        }
+        let header = |k: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(k))
+                .map(|v| v.as_str().to_owned())
+        };
+        let id = header("Nats-Msg-Id").unwrap_or_default();
+        let txn = header(super::capture::TXN_HEADER).unwrap_or_default();
+        let last = header(super::capture::LAST_HEADER).as_deref() == Some("1");
+        let change = rowhook_abi::Change::parse(&msg.payload)
+            .map_err(|e| anyhow::anyhow!("partition {p}: message {seq} ({id}) is not a row change: {e}"))?;
+        let targets = self.route(change.db(), change.table(), change.op());
+        let part = self.parts.get_mut(&p).expect("checked");
+        // A slice whose last mark is missing ends where the next begins.
+        if part.open && part.txn != txn {
+            part.handlers.commit_state(|_, _| {});
+            part.open = false;
+        }
+        let mut index = 0u32;
+        for h in targets.iter() {
+            match part.handlers.call(h, &msg.payload, &mut self.emitted) {
+                Ok(()) => {
+                    for e in self.emitted.drain(..) {
+                        self.delivery.push(
+                            &e.sink,
+                            Message {
+                                key: e.key,
+                                payload: e.payload,
+                                id: id.clone(),
+                                index,
+                            },
+                            h.clone(),
+                        );
+                        index += 1;
+                    }
+                }
+                Err(err) if err.is_interrupted() => return Err(crate::driver::Interrupted.into()),
+                Err(err) => match part.handlers.on_error(h).clone() {
+                    OnError::Skip => {
+                        tracing::warn!(handler = %h, change = %id, "skipped: {err}");
+                    }
+                    OnError::DeadLetter { sink } => {
+                        tracing::warn!(handler = %h, change = %id, "dead-lettered to `{sink}`: {err}");
+                        let letter = serde_json::json!({
+                            "handler": h.key(),
+                            "change_id": id,
+                            "error": err.to_string(),
+                            "partition": p,
+                            "sequence": seq,
+                        });
+                        self.delivery.push(
+                            &sink,
+                            Message {
+                                key: None,
+                                payload: letter.to_string().into_bytes(),
+                                id: id.clone(),
+                                index,
+                            },
+                            h.clone(),
+                        );
+                        index += 1;
+                    }
+                    OnError::Halt => {
+                        anyhow::bail!("handler `{h}` failed on change {id} (partition {p}, sequence {seq}): {err}")
+                    }
+                },
+            }
+        }
+        self.stats.changes += 1;
+        self.stats.messages += u64::from(index);
+        part.done = seq;
+        part.txn = txn;
+        part.open = true;
+        if last {
+            part.handlers.commit_state(|_, _| {});
+            part.open = false;
+            part.settled = seq;
+            part.settled_msg = Some(msg);
+            if part.due {
+                self.commit_if_settled(nats, p)?;
+            }
+        }
+        if self.delivery.full() {
+            self.flush(nats)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, nats: &Runtime) -> anyhow::Result<()> {
+        let refused = nats.block_on(self.delivery.flush())?;
+        for r in refused {
+            let skip = r.origins.iter().all(|h| {
+                (self.plan.handlers.iter())
+                    .any(|p| p.name == h.name() && p.tenant == h.tenant() && p.on_error == OnError::Skip)
+            });
+            if !skip {
+                return Err(anyhow::anyhow!(
+                    "sink `{}` refused {} messages: {}",
+                    r.sink,
+                    r.messages.len(),
+                    r.error
+                ));
+            }
+            tracing::warn!(sink = %r.sink, "skipped {} messages the sink refused: {}", r.messages.len(), r.error);
+        }
+        nats.block_on(self.delivery.make_durable())
+    }
+
+    /// Writes partition `p`'s state if a write is due and it is at a slice
+    /// end, after its messages are delivered; then acknowledges the stream.
+    fn commit_if_settled(&mut self, nats: &Runtime, p: u32) -> anyhow::Result<()> {
+        let Some(part) = self.parts.get(&p) else { return Ok(()) };
+        if !part.due || part.open || part.settled <= part.stored.state.seq {
+            return Ok(());
+        }
+        self.flush(nats)?;
+        let part = self.parts.get_mut(&p).expect("checked");
+        let state = PartitionState {
+            seq: part.settled,
+            handlers: (part.handlers.state_values().into_iter())
+                .map(|(id, values)| (id.key().to_owned(), values.clone()))
+                .collect(),
+        };
+        let written = nats.block_on(part.stored.write(&self.states, &self.group, p, &self.holder, state));
+        match written {
+            Ok(()) => {}
+            Err(e) if e.is::<Taken>() => {
+                tracing::warn!("{e}");
+                self.drop_part(nats, p, false);
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!("partition {p}: {e:#}; trying again at the next slice end");
+                return Ok(());
+            }
+        }
+        part.due = false;
+        self.stats.commits += 1;
+        if let Some(msg) = part.settled_msg.take()
+            && let Err(e) = nats.block_on(msg.ack_with(AckKind::Ack))
+        {
+            // The state covers it: a new owner passes over it.
+            tracing::info!("partition {p}: acknowledging: {e}");
+        }
+        Ok(())
+    }
+}
+
+/// Pulls partition `p`'s messages into `tx` until `quit`.
+async fn pull(
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    p: u32,
+    term: u64,
+    tx: mpsc::Sender<Pulled>,
+    mut quit: watch::Receiver<bool>,
+) {
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("partition {p}: pulling: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.delay()) => continue,
+                    _ = quit.changed() => return,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                m = messages.next() => match m {
+                    Some(Ok(m)) => {
+                        backoff.reset();
+                        if tx.send((p, term, m)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!("partition {p}: pulling: {e}");
+                    }
+                    None => break,
+                },
+                _ = quit.changed() => return,
+            }
+        }
+    }
+}
