@@ -806,3 +806,23 @@ fn a_killed_workers_partitions_move_and_state_stays_exact() {
     interrupt(capture);
     l.check();
 }
+
+#[test]
+fn the_example_jetstream_node_configs_are_valid() {
+    for i in 1..=3 {
+        let file = crate::support::root().join(format!("examples/ops/cluster/nats-{i}.conf"));
+        let out = Command::new("nats-server")
+            .args(["-t", "-c"])
+            .arg(&file)
+            .env("ROWHOOK_NATS_PASSWORD", "secret")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -267,6 +267,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_deployment_config_resolves() {
+        let text = include_str!("../../../examples/ops/cluster/rowhook.toml");
+        let plan = crate::config::parse_with_env(
+            text,
+            &[("ROWHOOK_DB_PASSWORD", "db"), ("ROWHOOK_NATS_PASSWORD", "nats")],
+        )
+        .unwrap();
+        let c = plan.cluster.unwrap();
+        assert_eq!(c.nats.servers.len(), 3);
+        assert_eq!((c.partitions, c.replicas, c.stream.as_str()), (32, 3, "ROWHOOK_SHOP"));
+    }
+
+    #[test]
     fn bad_keys_are_named_with_a_fix() {
         let lines = problems(
             "[cluster]\nnats = \"\"\nsource = \"a.b\"\npartitions = 0\nlease_ttl_ms = 100000\nduplicate_window_secs = 60\n",
