@@ -124,12 +124,23 @@ fn stream_of(url: &str, stream: &str) -> Vec<Msg> {
         .unwrap();
     rt.block_on(async {
         let js = admin(url).await;
-        let mut s = js.get_stream(stream).await.unwrap();
-        let total = s.info().await.unwrap().state.messages;
-        let consumer = s
-            .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
-            .await
-            .unwrap();
+        // A cluster that lost a node may take a while to answer.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (total, consumer) = loop {
+            let got = async {
+                let mut s = js.get_stream(stream).await?;
+                let total = s.info().await?.state.messages;
+                let c = s
+                    .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+                    .await?;
+                Ok::<_, async_nats::Error>((total, c))
+            };
+            match got.await {
+                Ok(got) => break got,
+                Err(e) => assert!(Instant::now() < deadline, "reading stream {stream}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
         let mut messages = consumer.messages().await.unwrap();
         let mut out = Vec::new();
         while (out.len() as u64) < total {
@@ -541,31 +552,43 @@ fn capture_goes_on_when_one_jetstream_node_of_three_stops() {
 /// `out.log`) per worker.
 struct Ledger {
     server: Arc<Server>,
-    nats: NatsServer,
+    nodes: Vec<NatsServer>,
     dir: PathBuf,
     workers: Vec<Option<Child>>,
 }
 
 impl Ledger {
+    /// With one JetStream server.
     fn setup(tag: &str, server_id: u32) -> Ledger {
+        Ledger::on(tag, server_id, vec![NatsServer::start(tag, &[])], "")
+    }
+
+    /// With the JetStream servers `nodes`, and `cluster` added to `[cluster]`.
+    fn on(tag: &str, server_id: u32, nodes: Vec<NatsServer>, cluster: &str) -> Ledger {
         let (server, dir, config) = crate::crash::ledger_setup(tag, server_id, "", crate::crash::OUT_LOG);
-        let nats = NatsServer::start(tag, &[]);
+        let urls: Vec<String> = nodes.iter().map(NatsServer::url).collect();
         let text = std::fs::read_to_string(&config).unwrap().replace(
             "[sinks.out]",
             &format!(
-                "[cluster]\nnats = \"{}\"\npartitions = 8\nlease_ttl_ms = 2000\nduplicate_window_secs = 30\ncheckpoint_interval_ms = 100\n\n[sinks.out]",
-                nats.url()
+                "[cluster]\nnats = \"{}\"\npartitions = 8\nlease_ttl_ms = 2000\nduplicate_window_secs = 30\ncheckpoint_interval_ms = 100\n{cluster}\n\n[sinks.out]",
+                urls.join(",")
             ),
         );
         std::fs::write(&config, &text).unwrap();
         for w in 0..4 {
             let d = dir.join(format!("w{w}"));
             std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("rowhook.toml"), &text).unwrap();
+            // Worker 0 serves /metrics on a port of its choosing.
+            let http = if w == 0 {
+                "\n[http]\nlisten = \"127.0.0.1:0\"\n"
+            } else {
+                ""
+            };
+            std::fs::write(d.join("rowhook.toml"), format!("{text}{http}")).unwrap();
         }
         Ledger {
             server,
-            nats,
+            nodes,
             dir,
             workers: Vec::new(),
         }
@@ -590,6 +613,11 @@ impl Ledger {
             self.workers.push(None);
         }
         self.workers[w] = Some(child);
+    }
+
+    /// The URL of the last JetStream node (the one no test stops).
+    fn url(&self) -> String {
+        self.nodes.last().unwrap().url()
     }
 
     /// The report of `rowhook state` (its cluster part).
@@ -666,7 +694,7 @@ impl Ledger {
             .build()
             .unwrap();
         let got: BTreeMap<String, u64> = rt.block_on(async {
-            let js = admin(&self.nats.url()).await;
+            let js = admin(&self.url()).await;
             let kv = js.get_key_value("ROWHOOK_MAIN_state").await.unwrap();
             let mut sum: BTreeMap<String, u64> = BTreeMap::new();
             for p in 0..8 {
@@ -736,6 +764,26 @@ fn workers_share_the_partitions_and_count_each_change_once_in_state() {
                 .iter()
                 .all(|p| p["owner"].is_string())
     });
+    // Worker 0 serves its metrics: what it owns, its lag, the workers.
+    #[cfg(feature = "http-server")]
+    {
+        let log = l.dir.join("w0/worker.log");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let addr = text
+            .lines()
+            .find_map(|line| line.split("serving /metrics on http://").nth(1))
+            .expect("worker 0 serves /metrics")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        wait_for("worker 0's cluster metrics", Duration::from_secs(15), || {
+            let metrics = crate::http::get(&addr, "/metrics").body;
+            crate::http::metric(&metrics, "rowhook_cluster_partitions_owned", "") >= 1.0
+                && crate::http::metric(&metrics, "rowhook_cluster_workers", "") >= 1.0
+                && metrics.contains("rowhook_cluster_partition_pending{partition=")
+        });
+    }
     // A fourth worker joins: it takes its share from the others.
     std::thread::sleep(Duration::from_secs(2));
     l.spawn_worker(3);
@@ -753,7 +801,7 @@ fn workers_share_the_partitions_and_count_each_change_once_in_state() {
     l.stop_workers();
     interrupt(capture);
     l.check();
-    let order: HashMap<String, (String, usize)> = stream_of(&l.nats.url(), "ROWHOOK_MAIN")
+    let order: HashMap<String, (String, usize)> = stream_of(&l.url(), "ROWHOOK_MAIN")
         .into_iter()
         .enumerate()
         .map(|(i, m)| (m.id, (m.subject.rsplit('.').next().unwrap().to_owned(), i)))

@@ -19,6 +19,10 @@ use crate::source::StartPosition;
 use crate::source::live::LiveOptions;
 use crate::source::reconnect::{Resilient, RetryPolicy};
 
+/// How long a stopping capture waits for the acknowledgements of what it
+/// published.
+const DRAIN_WITHIN: Duration = Duration::from_secs(10);
+
 /// What a capture did, over all the times it held the lease.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CaptureStats {
@@ -66,15 +70,30 @@ pub fn capture(plan: &Plan) -> anyhow::Result<CaptureStats> {
     let Some(joined) = nats.block_on(join_when_ready(cluster, cluster.max_unacked, &mut stop))? else {
         return Ok(CaptureStats::default());
     };
+    let registry = crate::telemetry::Registry::new();
+    crate::cluster::serve_metrics(plan, &registry)?;
+    let held = registry.gauge(
+        crate::telemetry::names::CLUSTER_LEASE_HELD,
+        "1 while this process holds the lease of its role, else 0.",
+        vec![("role", "capture".into())],
+    );
+    let published = registry.counter(
+        crate::telemetry::names::CLUSTER_PUBLISHED,
+        "Changes the capture published that JetStream stored.",
+        vec![],
+    );
     let mut stats = CaptureStats::default();
     loop {
         let Some(lease) = nats.block_on(stand_by(&joined, cluster, &holder, &mut stop))? else {
             return Ok(stats);
         };
         stats.terms += 1;
-        match term(
-            plan, cluster, &joined, &nats, &io, lease, &holder, &mut stop, &mut stats,
-        )? {
+        held.set(1.0);
+        let outcome = term(
+            plan, cluster, &joined, &nats, &io, lease, &holder, &mut stop, &mut stats, &published,
+        );
+        held.set(0.0);
+        match outcome? {
             Term::Stopped => return Ok(stats),
             Term::Lost(why) => {
                 tracing::warn!("{why}: stopped publishing; standing by");
@@ -134,6 +153,7 @@ fn term(
     holder: &str,
     stop: &mut Stop,
     stats: &mut CaptureStats,
+    published: &crate::telemetry::Counter,
 ) -> anyhow::Result<Term> {
     let source = plan.source.as_ref().expect("checked");
     let fence = lease.fence();
@@ -150,15 +170,30 @@ fn term(
             return Err(e);
         }
     };
-    let counters = Arc::new(Counters::default());
+    let last = match nats.block_on(crate::cluster::last_id(&joined.js, &cluster.stream)) {
+        Ok(last) => last,
+        Err(e) => {
+            quit_tx.send_replace(true);
+            if let Ok(lease) = nats.block_on(keeper) {
+                nats.block_on(lease.release());
+            }
+            return Err(e.context(format!("reading the last message of stream {}", cluster.stream)));
+        }
+    };
+    let counters = Arc::new(Counters {
+        published: Some(published.clone()),
+        ..Counters::default()
+    });
     let (acked_tx, acked_rx) = watch::channel(None);
     let (tx, rx) = mpsc::channel(64);
     let publisher = nats.spawn(publish(
-        joined.js.clone(),
+        joined.client.clone(),
+        last,
         rx,
         fence.clone(),
         acked_tx,
         cluster.max_unacked,
+        crate::cluster::REQUEST_TIMEOUT,
         counters.clone(),
     ));
     let writer = nats.spawn(checkpoint(
@@ -210,11 +245,12 @@ fn term(
     // Closing the channel lets the publisher finish the window.
     drop(consumer);
     let published = nats.block_on(async {
-        match tokio::time::timeout(Duration::from_secs(30), publisher).await {
+        match tokio::time::timeout(DRAIN_WITHIN, publisher).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(anyhow::anyhow!("the publisher failed: {e}")),
             Err(_) => Err(anyhow::anyhow!(
-                "JetStream did not acknowledge the last messages within 30 s"
+                "JetStream did not acknowledge the last messages within {} s; the next capture publishes them again",
+                DRAIN_WITHIN.as_secs()
             )),
         }
     });

@@ -17,16 +17,12 @@
 //!   partition, so a worker knows where the transaction's slice ends.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishError;
-use async_nats::jetstream::publish::PublishAck;
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
@@ -111,6 +107,8 @@ pub struct Counters {
     pub commits: AtomicU64,
     /// Times the window was published again after a failure.
     pub retries: AtomicU64,
+    /// `rowhook_cluster_published_total`, counted with `acked`.
+    pub published: Option<crate::telemetry::Counter>,
 }
 
 /// The consumer of the driver loop: encodes each change, picks its
@@ -284,123 +282,230 @@ impl Consumer for Capture {
     }
 }
 
-type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
-
-enum Slot {
-    Msg(Out, Option<AckFuture>),
-    Commit(Checkpoint),
+/// A message published and not yet acknowledged.
+struct Flight {
+    out: Out,
+    /// The id of the message the stream must hold last when this one
+    /// comes (the one published before it).
+    expect: Option<String>,
+    serial: u64,
+    acked: bool,
+    sent: tokio::time::Instant,
 }
 
-async fn send(js: &jetstream::Context, out: &Out) -> Option<AckFuture> {
-    match js
-        .publish_with_headers(out.subject.clone(), out.headers(), out.payload.clone())
-        .await
-    {
-        Ok(ack) => Some(std::future::IntoFuture::into_future(ack)),
-        Err(e) => {
-            tracing::warn!(change = %out.id, "publishing to {}: {e}", out.subject);
-            None
+/// The header that makes JetStream refuse a message unless the stream's
+/// last message has the id given.
+const EXPECTED_LAST: &str = "Nats-Expected-Last-Msg-Id";
+
+impl Flight {
+    fn headers(&self) -> HeaderMap {
+        let mut h = self.out.headers();
+        if let Some(id) = &self.expect {
+            h.insert(EXPECTED_LAST, id.as_str());
         }
+        h
+    }
+}
+
+/// What the stream answered to one message.
+enum Answer {
+    Stored {
+        duplicate: bool,
+    },
+    /// The stream's last message is not the one this one follows: the one
+    /// before it was lost (it is published again first), or the stream
+    /// holds a message not of this capture's (its id).
+    OutOfOrder(String),
+    Refused(String),
+}
+
+/// Reads a JetStream publish acknowledgement: `{"stream":…,"seq":…}`
+/// (with `"duplicate":true` for a copy), an `{"error":…}`, or a status
+/// message (503: no stream, no responders).
+fn answer(m: &async_nats::Message) -> Answer {
+    if let Some(status) = m.status
+        && !status.is_success()
+    {
+        return Answer::Refused(format!(
+            "status {status}{}",
+            m.description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+        ));
+    }
+    let text = String::from_utf8_lossy(&m.payload);
+    if let Some((_, last)) = text.split_once("wrong last msg ID: ") {
+        let last = last.split('"').next().unwrap_or_default();
+        return Answer::OutOfOrder(last.to_owned());
+    }
+    if text.contains("\"error\"") || !text.contains("\"seq\"") {
+        return Answer::Refused(text.into_owned());
+    }
+    // `"duplicate": true`, present only when true.
+    Answer::Stored {
+        duplicate: text.contains("\"duplicate\""),
     }
 }
 
 /// Publishes what `rx` brings while `fence` holds, at most `window`
 /// messages unacknowledged, and moves `acked` to each commit whose
-/// messages were all acknowledged. A failed acknowledgement publishes the
-/// whole window again, after a backoff, until it is taken. Ends when `rx`
-/// closes and everything was acknowledged, or with the reason it stopped.
+/// messages were all acknowledged. Each message asks for its
+/// acknowledgement on one inbox of the capture's (`INBOX.SERIAL`), read by
+/// one subscription, so a message costs a publish and the parse of a short
+/// reply. A refused or missing acknowledgement (none within `ack_timeout`)
+/// publishes every unacknowledged message again, in order, after a
+/// backoff, until it is taken.
+///
+/// Each message names the one published before it as the stream's last
+/// (`Nats-Expected-Last-Msg-Id`; the first names `last`, the stream's last
+/// message when the term began). A message lost on a dropped connection
+/// makes the stream refuse every later one, so nothing is stored out of
+/// order; and a message published again that the stream holds already is
+/// dropped as a duplicate before that check. Ends when `rx` closes and
+/// everything was acknowledged, or with the reason it stopped.
+#[allow(clippy::too_many_arguments)]
 pub async fn publish(
-    js: jetstream::Context,
+    client: async_nats::Client,
+    mut last: Option<String>,
     mut rx: mpsc::Receiver<Vec<Item>>,
     fence: Arc<Fence>,
     acked: watch::Sender<Option<Checkpoint>>,
     window: usize,
+    ack_timeout: Duration,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
-    let mut q: VecDeque<Slot> = VecDeque::new();
-    let mut unacked = 0usize;
+    use futures_util::StreamExt as _;
+    let inbox = client.new_inbox();
+    let mut acks = client
+        .subscribe(format!("{inbox}.*"))
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing to the acknowledgements: {e}"))?;
+    let reply_of = |serial: u64| format!("{inbox}.{serial}");
+    let mut flights: VecDeque<Flight> = VecDeque::new();
+    // Each commit with the serial its transaction's messages end before.
+    let mut commits: VecDeque<(u64, Checkpoint)> = VecDeque::new();
+    let mut next_serial = 0u64;
     let mut closed = false;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
-        while let Some(Slot::Commit(_)) = q.front() {
-            if let Some(Slot::Commit(at)) = q.pop_front() {
+        while flights.front().is_some_and(|f| f.acked) {
+            flights.pop_front();
+        }
+        let floor = flights.front().map_or(next_serial, |f| f.serial);
+        while commits.front().is_some_and(|(bound, _)| *bound <= floor) {
+            if let Some((_, at)) = commits.pop_front() {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
                 acked.send_replace(Some(at));
             }
         }
-        if closed && q.is_empty() {
+        if closed && flights.is_empty() && commits.is_empty() {
             return Ok(());
         }
-        let taking = !closed && unacked < window;
-        let front = match q.front_mut() {
-            Some(Slot::Msg(_, ack)) => Some(ack),
-            _ => None,
-        };
-        let waiting = front.is_some();
-        let event = tokio::select! {
+        let taking = !closed && flights.len() < window;
+        let deadline = flights.front().map(|f| f.sent + ack_timeout);
+        let failed = tokio::select! {
             biased;
-            r = async {
-                match front {
-                    Some(Some(ack)) => ack.await.map_err(|e| e.to_string()),
-                    _ => Err("it was not sent".to_owned()),
-                }
-            }, if waiting => Event::Ack(r),
-            batch = rx.recv(), if taking => Event::Batch(batch),
-        };
-        match event {
-            Event::Ack(Ok(ack)) => {
-                q.pop_front();
-                unacked -= 1;
-                counters.acked.fetch_add(1, Ordering::Relaxed);
-                if ack.duplicate {
-                    counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                }
-                backoff.reset();
-            }
-            Event::Ack(Err(e)) => {
-                let id = match q.front() {
-                    Some(Slot::Msg(out, _)) => out.id.clone(),
-                    _ => String::new(),
-                };
-                let wait = backoff.delay();
-                tracing::warn!(
-                    change = %id,
-                    "JetStream did not acknowledge ({e}); publishing {unacked} messages again in {wait:?}"
-                );
-                tokio::time::sleep(wait).await;
-                if !fence.holds() {
-                    anyhow::bail!(LeaseLost(fence.why()));
-                }
-                counters.retries.fetch_add(1, Ordering::Relaxed);
-                for slot in q.iter_mut() {
-                    if let Slot::Msg(out, ack) = slot {
-                        *ack = send(&js, out).await;
-                    }
-                }
-            }
-            Event::Batch(None) => closed = true,
-            Event::Batch(Some(items)) => {
-                if !fence.holds() {
-                    anyhow::bail!(LeaseLost(fence.why()));
-                }
-                for item in items {
-                    match item {
-                        Item::Msg(out) => {
-                            let ack = send(&js, &out).await;
-                            q.push_back(Slot::Msg(out, ack));
-                            unacked += 1;
+            m = acks.next() => {
+                let Some(m) = m else { anyhow::bail!("the acknowledgement subscription ended") };
+                let serial = m.subject.rsplit('.').next().and_then(|s| s.parse::<u64>().ok());
+                let at = serial.and_then(|s| s.checked_sub(flights.front()?.serial));
+                let at = at.map(|i| i as usize).filter(|&i| i < flights.len() && !flights[i].acked);
+                match (answer(&m), at) {
+                    // An answer to a message acknowledged already.
+                    (_, None) => None,
+                    (Answer::Stored { duplicate }, Some(i)) => {
+                        flights[i].acked = true;
+                        counters.acked.fetch_add(1, Ordering::Relaxed);
+                        if let Some(c) = &counters.published {
+                            c.inc();
                         }
-                        Item::Commit(at) => q.push_back(Slot::Commit(at)),
+                        if duplicate {
+                            counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                        }
+                        backoff.reset();
+                        None
+                    }
+                    (Answer::Refused(why), Some(i)) => Some(format!("change {}: {why}", flights[i].out.id)),
+                    (Answer::OutOfOrder(held), Some(i)) => {
+                        let why = format!("change {}: the stream's last message is {held}", flights[i].out.id);
+                        // Every message before it is stored: what the stream
+                        // holds last is where it goes on.
+                        if flights.iter().take(i).all(|f| f.acked) {
+                            flights[i].expect = Some(held);
+                        }
+                        Some(why)
                     }
                 }
+            }
+            batch = rx.recv(), if taking => {
+                match batch {
+                    None => closed = true,
+                    Some(items) => {
+                        if !fence.holds() {
+                            anyhow::bail!(LeaseLost(fence.why()));
+                        }
+                        for item in items {
+                            match item {
+                                Item::Msg(out) => {
+                                    let serial = next_serial;
+                                    next_serial += 1;
+                                    let expect = last.replace(out.id.clone());
+                                    let flight = Flight {
+                                        out,
+                                        expect,
+                                        serial,
+                                        acked: false,
+                                        sent: tokio::time::Instant::now(),
+                                    };
+                                    if let Err(e) = client
+                                        .publish_with_reply_and_headers(
+                                            flight.out.subject.clone(),
+                                            reply_of(serial),
+                                            flight.headers(),
+                                            flight.out.payload.clone(),
+                                        )
+                                        .await
+                                    {
+                                        tracing::debug!(change = %flight.out.id, "publishing: {e}");
+                                    }
+                                    flights.push_back(flight);
+                                }
+                                Item::Commit(at) => commits.push_back((next_serial, at)),
+                            }
+                        }
+                    }
+                }
+                None
+            }
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                Some(format!("no acknowledgement within {ack_timeout:?}"))
+            }
+        };
+        if let Some(why) = failed {
+            let unacked = flights.iter().filter(|f| !f.acked).count();
+            let wait = backoff.delay();
+            tracing::warn!(
+                "JetStream did not store a message ({why}); publishing {unacked} messages again in {wait:?}"
+            );
+            tokio::time::sleep(wait).await;
+            if !fence.holds() {
+                anyhow::bail!(LeaseLost(fence.why()));
+            }
+            counters.retries.fetch_add(1, Ordering::Relaxed);
+            for f in flights.iter_mut().filter(|f| !f.acked) {
+                if let Err(e) = client
+                    .publish_with_reply_and_headers(
+                        f.out.subject.clone(),
+                        reply_of(f.serial),
+                        f.headers(),
+                        f.out.payload.clone(),
+                    )
+                    .await
+                {
+                    tracing::debug!(change = %f.out.id, "publishing: {e}");
+                }
+                f.sent = tokio::time::Instant::now();
             }
         }
     }
-}
-
-enum Event {
-    Ack(Result<PublishAck, String>),
-    Batch(Option<Vec<Item>>),
 }
 
 /// Writes the latest acknowledged position `acked` holds to the checkpoint

@@ -97,6 +97,9 @@ impl Fence {
     }
 }
 
+/// How long giving a lease up may take before it is left to lapse.
+const RELEASE_WITHIN: Duration = Duration::from_secs(1);
+
 /// A lease this process holds.
 pub struct Lease {
     kv: kv::Store,
@@ -203,8 +206,15 @@ impl Lease {
     /// after the time to live.
     pub async fn release(self) {
         self.fence.lose("released");
-        if let Err(e) = self.kv.delete_expect_revision(&self.key, Some(self.revision)).await {
-            tracing::info!("the lease `{}` was not released ({e}); it lapses by itself", self.key);
+        let deleted = tokio::time::timeout(
+            RELEASE_WITHIN,
+            self.kv.delete_expect_revision(&self.key, Some(self.revision)),
+        )
+        .await;
+        match deleted {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::info!("the lease `{}` was not released ({e}); it lapses by itself", self.key),
+            Err(_) => tracing::info!("the lease `{}` was not released in time; it lapses by itself", self.key),
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Joined {
     pub leases: kv::Store,
     /// The checkpoint bucket.
     pub checkpoints: kv::Store,
+    /// The workers' state bucket.
+    pub states: kv::Store,
 }
 
 /// A `[cluster]` setting the servers refuse: trying again will not help.
@@ -45,7 +47,7 @@ pub struct Joined {
 pub struct Refused(pub String);
 
 /// How long a JetStream request may take before it is retried.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// [`join`], tried again with a backoff while the servers cannot be
 /// reached or JetStream is not ready (a cluster electing its leaders);
@@ -96,6 +98,7 @@ pub async fn join(plan: &ClusterPlan, window: usize) -> anyhow::Result<Joined> {
     ensure_stream(&js, plan).await?;
     let leases = bucket(&js, plan, plan.lease_bucket(), plan.lease_ttl).await?;
     let checkpoints = bucket(&js, plan, plan.checkpoint_bucket(), Duration::ZERO).await?;
+    let states = bucket(&js, plan, plan.state_bucket(), Duration::ZERO).await?;
     let count = plan.partitions.to_string();
     match checkpoints.create(PARTITIONS_KEY, count.clone().into()).await {
         Ok(_) => {}
@@ -121,6 +124,7 @@ pub async fn join(plan: &ClusterPlan, window: usize) -> anyhow::Result<Joined> {
         js,
         leases,
         checkpoints,
+        states,
     })
 }
 
@@ -205,6 +209,21 @@ pub(crate) async fn bucket(
         .map_err(|e| anyhow::anyhow!("[cluster] opening bucket {name}: {e}"))
 }
 
+/// The `Nats-Msg-Id` of the last message `stream` holds, if any: where a
+/// capture's publishing goes on.
+pub async fn last_id(js: &jetstream::Context, stream: &str) -> anyhow::Result<Option<String>> {
+    let mut s = js.get_stream(stream).await?;
+    let last = s.info().await?.state.last_sequence;
+    if last == 0 {
+        return Ok(None);
+    }
+    match s.get_raw_message(last).await {
+        Ok(m) => Ok(m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned())),
+        // Deleted, or not there: no message to follow.
+        Err(_) => Ok(None),
+    }
+}
+
 /// The capture's checkpoint, read and written back as `holder`'s: from
 /// now on a capture that still thinks it holds the lease cannot move it
 /// (its next write names an older revision). Returns the checkpoint, if
@@ -246,6 +265,37 @@ pub async fn claim_checkpoint(kv: &kv::Store, holder: &str) -> anyhow::Result<(O
             }
             Err(e) => anyhow::bail!("claiming the capture checkpoint in bucket {}: {e}", kv.name),
         }
+    }
+}
+
+/// Serves `/metrics` (and `/healthz`, `/readyz` over `registry`) on the
+/// config's `[http]`, if it has one.
+pub fn serve_metrics(plan: &crate::config::Plan, registry: &crate::telemetry::Registry) -> anyhow::Result<()> {
+    let Some(http) = &plan.http else { return Ok(()) };
+    #[cfg(feature = "http-server")]
+    {
+        let observed = crate::http::Observed {
+            registry: registry.clone(),
+            status: crate::status::LiveStatus::new(),
+            control: None,
+            // No source of its own to be connected to (a worker), or one
+            // held only with the lease (a capture).
+            replay: true,
+            deploy: None,
+            roster: crate::cli::roster_of(plan),
+        };
+        let server = crate::http::HttpServer::start(http, observed)?;
+        tracing::info!("serving /metrics on http://{}", server.addr());
+        Ok(())
+    }
+    #[cfg(not(feature = "http-server"))]
+    {
+        let _ = registry;
+        anyhow::bail!(
+            "{}: [http] listen = \"{}\" is configured, but this build of rowhook has no HTTP server",
+            plan.file.display(),
+            http.listen
+        )
     }
 }
 

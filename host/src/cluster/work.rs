@@ -64,7 +64,11 @@ type Pulled = (u32, u64, jetstream::Message);
 /// One partition this worker owns.
 struct Part {
     term: u64,
-    lease: Lease,
+    /// Whether the lease is still held: a task of its own renews it.
+    fence: Arc<super::lease::Fence>,
+    /// That task; it gives the lease back when `keep_quit` fires.
+    keeper: tokio::task::JoinHandle<Lease>,
+    keep_quit: watch::Sender<bool>,
     handlers: Handlers,
     stored: Stored,
     /// The last message handed to the handlers.
@@ -79,6 +83,8 @@ struct Part {
     txn: String,
     /// A write of the state is due at the next slice end.
     due: bool,
+    /// The consumer sequence of the last message taken in this term.
+    delivered: u64,
     quit: watch::Sender<bool>,
 }
 
@@ -100,9 +106,14 @@ pub struct Worker<'a> {
     rx: mpsc::Receiver<Pulled>,
     terms: u64,
     emitted: Vec<Emitted>,
+    owned_gauge: crate::telemetry::Gauge,
+    workers_gauge: crate::telemetry::Gauge,
     /// What it did.
     pub stats: WorkStats,
 }
+
+/// How long a stopping worker spends writing its partitions' state.
+const STOP_WITHIN: Duration = Duration::from_secs(10);
 
 /// The key of partition `p`'s lease.
 fn lease_key(group: &str, p: u32) -> String {
@@ -130,7 +141,7 @@ impl<'a> Worker<'a> {
         let registry = Registry::new();
         let delivery = Delivery::open(plan, &registry).await?;
         let runtime = HandlerRuntime::new()?.with_compile_cache(plan.state.compile_cache_dir());
-        let states = super::bucket(&joined.js, cluster, cluster.state_bucket(), Duration::ZERO).await?;
+        let states = joined.states.clone();
         let member_id: String = holder
             .chars()
             .map(|c| {
@@ -142,6 +153,17 @@ impl<'a> Worker<'a> {
             })
             .collect();
         let (tx, rx) = mpsc::channel(4 * 1024);
+        super::serve_metrics(plan, &registry)?;
+        let owned_gauge = registry.gauge(
+            crate::telemetry::names::CLUSTER_PARTITIONS_OWNED,
+            "Partitions this worker owns.",
+            vec![],
+        );
+        let workers_gauge = registry.gauge(
+            crate::telemetry::names::CLUSTER_WORKERS,
+            "Live workers of the group, as this worker last counted.",
+            vec![],
+        );
         Ok(Worker {
             plan,
             cluster,
@@ -159,6 +181,8 @@ impl<'a> Worker<'a> {
             rx,
             terms: 0,
             emitted: Vec::new(),
+            owned_gauge,
+            workers_gauge,
             stats: WorkStats::default(),
         })
     }
@@ -174,6 +198,13 @@ impl<'a> Worker<'a> {
     /// written and released.
     pub fn run(&mut self, nats: &Runtime, stop: &mut Stop) -> anyhow::Result<()> {
         let every = self.cluster.lease_ttl / 3;
+        // Workers started together see each other before the first of
+        // them takes every partition.
+        let leases = self.joined.leases.clone();
+        if let Err(e) = nats.block_on(leases.put(&self.member, self.holder.clone().into())) {
+            tracing::warn!("announcing this worker: {e}");
+        }
+        std::thread::sleep((self.cluster.lease_ttl / 5).min(Duration::from_secs(1)));
         let mut next_balance = Instant::now();
         let mut next_commit = Instant::now() + self.cluster.checkpoint_interval;
         let result = loop {
@@ -181,7 +212,7 @@ impl<'a> Worker<'a> {
                 break Ok(());
             }
             if Instant::now() >= next_balance {
-                if let Err(e) = self.balance(nats) {
+                if let Err(e) = self.balance(nats, stop) {
                     break Err(e);
                 }
                 next_balance = Instant::now() + every;
@@ -222,9 +253,12 @@ impl<'a> Worker<'a> {
     }
 
     fn end(&mut self, nats: &Runtime, result: anyhow::Result<()>) -> anyhow::Result<()> {
+        // A stop writes what it can within this; the rest is handled again
+        // by the partitions' next owners.
+        let until = Instant::now() + STOP_WITHIN;
         for p in self.owned() {
             let settled = self.parts.get(&p).is_some_and(|part| !part.open);
-            if result.is_ok() && settled {
+            if result.is_ok() && settled && Instant::now() < until {
                 if let Some(part) = self.parts.get_mut(&p) {
                     part.due = part.settled > part.stored.state.seq;
                 }
@@ -241,7 +275,7 @@ impl<'a> Worker<'a> {
 
     /// Renews this worker's leases and presence, gives up what is over its
     /// fair share, and takes free partitions up to it.
-    fn balance(&mut self, nats: &Runtime) -> anyhow::Result<()> {
+    fn balance(&mut self, nats: &Runtime, stop: &Stop) -> anyhow::Result<()> {
         let leases = self.joined.leases.clone();
         nats.block_on(leases.put(&self.member, self.holder.clone().into()))
             .map_err(|e| anyhow::anyhow!("announcing this worker: {e}"))
@@ -250,24 +284,23 @@ impl<'a> Worker<'a> {
                 Ok::<_, anyhow::Error>(0)
             })?;
         for p in self.owned() {
-            let part = self.parts.get_mut(&p).expect("owned");
-            let renewed = nats.block_on(part.lease.renew());
-            if let Err(e) = renewed {
-                tracing::warn!("partition {p}: {e:#}");
-            }
-            if !part.lease.fence().holds() {
+            if !self.parts[&p].fence.holds() {
                 tracing::warn!("partition {p}: its lease was lost; letting it go");
                 self.drop_part(nats, p, false);
             }
         }
+        // The subjects of the announcements, from the bucket's stream in
+        // one request (no consumer to make).
+        let bucket = self.cluster.lease_bucket();
         let members = nats.block_on(async {
-            let mut keys = leases.keys().await?;
+            let stream = self.joined.js.get_stream(format!("KV_{bucket}")).await?;
+            let mut subjects = stream
+                .info_with_subjects(format!("$KV.{bucket}.{}>", member_prefix(&self.group)))
+                .await?;
             let mut n = 0u32;
-            let prefix = member_prefix(&self.group);
-            while let Some(k) = keys.next().await {
-                if k.is_ok_and(|k| k.starts_with(&prefix)) {
-                    n += 1;
-                }
+            while let Some(s) = subjects.next().await {
+                s?;
+                n += 1;
             }
             Ok::<u32, anyhow::Error>(n)
         });
@@ -278,6 +311,7 @@ impl<'a> Worker<'a> {
                 return Ok(());
             }
         };
+        self.workers_gauge.set(f64::from(members));
         let partitions = self.cluster.partitions;
         let share = partitions.div_ceil(members) as usize;
         // Over the share: the highest partitions go, once at a slice end.
@@ -301,7 +335,7 @@ impl<'a> Worker<'a> {
             // Each worker starts looking at another place.
             let start = (super::partition::fnv_of(self.holder.as_bytes()) % u64::from(partitions)) as u32;
             for i in 0..partitions {
-                if self.parts.len() >= share {
+                if self.parts.len() >= share || stop.requested() {
                     break;
                 }
                 let p = (start + i) % partitions;
@@ -311,7 +345,16 @@ impl<'a> Worker<'a> {
                 self.try_take(nats, p)?;
             }
         }
+        self.owned_gauge.set(self.parts.len() as f64);
         Ok(())
+    }
+
+    fn pending_gauge(&self, p: u32) -> crate::telemetry::Gauge {
+        self.registry.gauge(
+            crate::telemetry::names::CLUSTER_PARTITION_PENDING,
+            "Messages of an owned partition its consumer has not delivered yet.",
+            vec![("partition", p.to_string())],
+        )
     }
 
     fn try_take(&mut self, nats: &Runtime, p: u32) -> anyhow::Result<()> {
@@ -330,20 +373,35 @@ impl<'a> Worker<'a> {
             }
         };
         let started = Instant::now();
-        let mut stored = nats.block_on(state::load(&self.states, &self.group, p))?;
-        // Claimed: the last owner can no longer write it.
-        let claim = stored.state.clone();
-        match nats.block_on(stored.write(&self.states, &self.group, p, &self.holder, claim)) {
-            Ok(()) => {}
-            Err(e) if e.is::<Taken>() => {
+        // Renewed from now on, however long the rest takes.
+        let (keep_quit, keep_quit_rx) = watch::channel(false);
+        let fence = lease.fence();
+        let keeper = nats.spawn(lease.keep(keep_quit_rx));
+        let give_back = |nats: &Runtime, quit: watch::Sender<bool>, keeper: tokio::task::JoinHandle<Lease>| {
+            quit.send_replace(true);
+            if let Ok(lease) = nats.block_on(keeper) {
                 nats.block_on(lease.release());
+            }
+        };
+        // State and consumer: what a cluster electing its leaders may not
+        // answer now. The partition is let go and tried again later.
+        let claimed = nats.block_on(async {
+            let mut stored = state::load(&self.states, &self.group, p).await?;
+            let claim = stored.state.clone();
+            stored.write(&self.states, &self.group, p, &self.holder, claim).await?;
+            let consumer = self.consumer(p, stored.state.seq).await?;
+            Ok::<_, anyhow::Error>((stored, consumer))
+        });
+        let (stored, consumer) = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                if !e.is::<Taken>() {
+                    tracing::warn!("partition {p}: {e:#}; trying again later");
+                }
+                give_back(nats, keep_quit, keeper);
                 return Ok(());
             }
-            Err(e) => {
-                nats.block_on(lease.release());
-                return Err(e);
-            }
-        }
+        };
         let mut handlers = Handlers::new(self.runtime.clone());
         handlers.tenant_breakers(self.plan, &self.registry);
         let rates = dispatch::emit_rates(self.plan);
@@ -362,7 +420,6 @@ impl<'a> Worker<'a> {
         self.terms += 1;
         let term = self.terms;
         let (quit, quit_rx) = watch::channel(false);
-        let consumer = nats.block_on(self.consumer(p, seq))?;
         let tx = self.tx.clone();
         nats.spawn(pull(consumer, p, term, tx, quit_rx));
         tracing::info!(
@@ -375,7 +432,9 @@ impl<'a> Worker<'a> {
             p,
             Part {
                 term,
-                lease,
+                fence,
+                keeper,
+                keep_quit,
                 handlers,
                 stored,
                 done: seq,
@@ -384,10 +443,38 @@ impl<'a> Worker<'a> {
                 open: false,
                 txn: String::new(),
                 due: false,
+                delivered: 0,
                 quit,
             },
         );
         self.stats.taken += 1;
+        Ok(())
+    }
+
+    /// Makes partition `p`'s consumer anew after the last message handled,
+    /// in a new term.
+    fn repull(&mut self, nats: &Runtime, p: u32) -> anyhow::Result<()> {
+        let Some(done) = self.parts.get(&p).map(|part| part.done) else {
+            return Ok(());
+        };
+        let consumer = match nats.block_on(self.consumer(p, done)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("partition {p}: {e:#}; letting it go");
+                self.drop_part(nats, p, true);
+                return Ok(());
+            }
+        };
+        self.terms += 1;
+        let term = self.terms;
+        let (quit, quit_rx) = watch::channel(false);
+        nats.spawn(pull(consumer, p, term, self.tx.clone(), quit_rx));
+        let part = self.parts.get_mut(&p).expect("checked");
+        // The old pull task ends; the lease's keeper goes on.
+        let old = std::mem::replace(&mut part.quit, quit);
+        old.send_replace(true);
+        part.term = term;
+        part.delivered = 0;
         Ok(())
     }
 
@@ -422,10 +509,15 @@ impl<'a> Worker<'a> {
     /// Stops pulling `p` and forgets it; `release` gives its lease up.
     fn drop_part(&mut self, nats: &Runtime, p: u32, release: bool) {
         let Some(mut part) = self.parts.remove(&p) else { return };
+        self.pending_gauge(p).set(0.0);
+        self.owned_gauge.set(self.parts.len() as f64);
         part.quit.send_replace(true);
+        part.keep_quit.send_replace(true);
         part.handlers.abandon_transaction();
-        if release {
-            nats.block_on(part.lease.release());
+        if let Ok(lease) = nats.block_on(part.keeper)
+            && release
+        {
+            nats.block_on(lease.release());
         }
     }
 
@@ -447,13 +539,25 @@ impl<'a> Worker<'a> {
         if part.term != term {
             return Ok(());
         }
-        let seq = msg
+        let info = msg
             .info()
-            .map_err(|e| anyhow::anyhow!("a message without its sequence: {e}"))?
-            .stream_sequence;
+            .map_err(|e| anyhow::anyhow!("a message without its sequence: {e}"))?;
+        let (seq, pending, delivered) = (info.stream_sequence, info.pending, info.consumer_sequence);
         if seq <= part.done {
             return Ok(());
         }
+        // A message the client dropped (a slow subscription) leaves a gap
+        // in the consumer's sequence: the consumer is made anew after the
+        // last message handled, and what was pulled meanwhile is dropped.
+        if part.delivered != 0 && delivered != part.delivered + 1 {
+            tracing::warn!(
+                partition = p,
+                "a message was lost between the consumer and this worker; pulling again after sequence {}",
+                part.done
+            );
+            return self.repull(nats, p);
+        }
+        self.pending_gauge(p).set(pending as f64);
         let header = |k: &str| {
             msg.headers
                 .as_ref()
@@ -467,6 +571,7 @@ impl<'a> Worker<'a> {
             .map_err(|e| anyhow::anyhow!("partition {p}: message {seq} ({id}) is not a row change: {e}"))?;
         let targets = self.route(change.db(), change.table(), change.op());
         let part = self.parts.get_mut(&p).expect("checked");
+        part.delivered = delivered;
         // A slice whose last mark is missing ends where the next begins.
         if part.open && part.txn != txn {
             part.handlers.commit_state(|_, _| {});
@@ -632,7 +737,13 @@ async fn pull(
                         }
                     }
                     Some(Err(e)) => {
+                        // Made anew after a pause (a server gone, a
+                        // consumer leader moving).
                         tracing::debug!("partition {p}: pulling: {e}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff.delay()) => break,
+                            _ = quit.changed() => return,
+                        }
                     }
                     None => break,
                 },

@@ -41,6 +41,18 @@ pub mod names {
     pub const SNAPSHOT_TABLES: &str = "rowhook_snapshot_tables_left";
     /// Batches committed to the store.
     pub const CHECKPOINTS: &str = "rowhook_checkpoints_total";
+    /// `[cluster]`: 1 while this process holds the lease of its role
+    /// (`{role="capture"}`), else 0.
+    pub const CLUSTER_LEASE_HELD: &str = "rowhook_cluster_lease_held";
+    /// `[cluster]`: changes the capture published that JetStream stored.
+    pub const CLUSTER_PUBLISHED: &str = "rowhook_cluster_published_total";
+    /// `[cluster]`: partitions this worker owns.
+    pub const CLUSTER_PARTITIONS_OWNED: &str = "rowhook_cluster_partitions_owned";
+    /// `[cluster]`: live workers of the group, as this worker last counted.
+    pub const CLUSTER_WORKERS: &str = "rowhook_cluster_workers";
+    /// `[cluster]`: messages of an owned partition its consumer has not
+    /// delivered yet (`{partition}`; 0 once the partition is given up).
+    pub const CLUSTER_PARTITION_PENDING: &str = "rowhook_cluster_partition_pending";
     /// Seconds since the last batch was committed to the store (or since
     /// the store was opened), read when asked.
     pub const CHECKPOINT_AGE: &str = "rowhook_checkpoint_age_seconds";
