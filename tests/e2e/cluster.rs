@@ -118,10 +118,7 @@ struct Msg {
 /// Every message of `stream`, in stream order, read by an ordered consumer.
 fn stream_of(url: &str, stream: &str) -> Vec<Msg> {
     use futures_util::StreamExt as _;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::sink_support::rt();
     rt.block_on(async {
         let js = admin(url).await;
         // A cluster that lost a node may take a while to answer.
@@ -166,10 +163,7 @@ fn stream_of(url: &str, stream: &str) -> Vec<Msg> {
 
 /// How many messages `stream` holds (0 before it exists).
 fn stream_count(url: &str, stream: &str) -> u64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::sink_support::rt();
     rt.block_on(async {
         let js = admin(url).await;
         match js.get_stream(stream).await {
@@ -181,10 +175,7 @@ fn stream_count(url: &str, stream: &str) -> u64 {
 
 /// Who holds the capture lease of `stream`, if anyone.
 fn lease_holder(url: &str, stream: &str) -> Option<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::sink_support::rt();
     rt.block_on(async {
         let js = admin(url).await;
         let kv = js.get_key_value(format!("{stream}_leases")).await.ok()?;
@@ -452,14 +443,7 @@ fn a_killed_capture_is_replaced_by_its_standby_and_the_stream_holds_each_change_
         &mut captures,
         Duration::from_secs(4),
     );
-    stop.store(true, Ordering::Relaxed);
-    w.join().unwrap();
-    let expected = binlog_changes(&server);
-    wait_count(&nats.url(), "ROWHOOK_SHOP", expected.len(), Duration::from_secs(60));
-    for c in captures {
-        interrupt(c);
-    }
-    check_stream(&expected, &stream_of(&nats.url(), "ROWHOOK_SHOP"));
+    stop_and_check(&server, (w, stop), captures, &nats.url(), &nats.url());
 }
 
 #[test]
@@ -536,14 +520,27 @@ fn capture_goes_on_when_one_jetstream_node_of_three_stops() {
         &mut captures,
         Duration::from_secs(20),
     );
+    stop_and_check(&server, (w, stop), captures, &urls[1], &urls[2]);
+}
+
+/// Stops the writer, waits until the stream (read at `wait_url`) holds
+/// every change of the binlog, stops the captures, and checks the stream
+/// (read at `read_url`).
+fn stop_and_check(
+    server: &Server,
+    (writer, stop): (std::thread::JoinHandle<()>, Arc<AtomicBool>),
+    captures: Vec<Child>,
+    wait_url: &str,
+    read_url: &str,
+) {
     stop.store(true, Ordering::Relaxed);
-    w.join().unwrap();
-    let expected = binlog_changes(&server);
-    wait_count(&urls[1], "ROWHOOK_SHOP", expected.len(), Duration::from_secs(90));
+    writer.join().unwrap();
+    let expected = binlog_changes(server);
+    wait_count(wait_url, "ROWHOOK_SHOP", expected.len(), Duration::from_secs(90));
     for c in captures {
         interrupt(c);
     }
-    check_stream(&expected, &stream_of(&urls[2], "ROWHOOK_SHOP"));
+    check_stream(&expected, &stream_of(read_url, "ROWHOOK_SHOP"));
 }
 
 /// Where the ledger test's workers and capture run: the crash test's
@@ -689,10 +686,7 @@ impl Ledger {
             (format!("k:{}", f[0]), f[1].parse().unwrap())
         })
         .collect();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::sink_support::rt();
         let got: BTreeMap<String, u64> = rt.block_on(async {
             let js = admin(&self.url()).await;
             let kv = js.get_key_value("ROWHOOK_MAIN_state").await.unwrap();

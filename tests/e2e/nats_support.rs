@@ -65,10 +65,7 @@ impl NatsServer {
             })
             .collect();
         let url = servers[0].url();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::sink_support::rt();
         rt.block_on(async {
             let js = admin(&url).await;
             let deadline = Instant::now() + Duration::from_secs(30);

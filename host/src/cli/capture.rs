@@ -15,8 +15,6 @@ use crate::cluster::lease::{Lease, holder_name};
 use crate::cluster::{Joined, claim_checkpoint, join_when_ready};
 use crate::config::Plan;
 use crate::driver::{DriveOptions, Ended, Stop, drive, stop_on_signals};
-use crate::source::StartPosition;
-use crate::source::live::LiveOptions;
 use crate::source::reconnect::{Resilient, RetryPolicy};
 
 /// How long a stopping capture waits for the acknowledgements of what it
@@ -42,28 +40,12 @@ pub struct CaptureStats {
 /// by until the lease is free, takes it, publishes from the checkpoint on,
 /// and stands by again if the lease is lost. Call it outside any runtime.
 pub fn capture(plan: &Plan) -> anyhow::Result<CaptureStats> {
-    let Some(cluster) = &plan.cluster else {
-        anyhow::bail!(
-            "{}: `rowhook capture` needs a [cluster] section: nats = \"nats://HOST:4222\"",
-            plan.file.display()
-        );
-    };
+    let (cluster, nats) = super::cluster_of(plan, "capture")?;
     anyhow::ensure!(
         plan.source.is_some(),
         "{}: `rowhook capture` needs a [source] section",
         plan.file.display()
     );
-    anyhow::ensure!(
-        !plan.handlers.is_empty(),
-        "{}: no [[handlers]]: the capture publishes the tables the handlers subscribe to",
-        plan.file.display()
-    );
-    let nats = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("rowhook-nats")
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow::anyhow!("starting the NATS runtime: {e}"))?;
     let io = io_runtime()?;
     let mut stop = stop_on_signals(|| {})?;
     let holder = holder_name();
@@ -205,25 +187,7 @@ fn term(
         cluster.checkpoint_interval,
         quit_rx,
     ));
-    let start = match &resume {
-        Some(cp) if !cp.file.is_empty() => StartPosition::File {
-            file: cp.file.clone(),
-            pos: cp.pos,
-        },
-        Some(cp) => StartPosition::Gtid(cp.gtids.clone()),
-        None => source.start.clone(),
-    };
-    match &resume {
-        Some(cp) => tracing::info!(file = %cp.file, pos = cp.pos, gtids = %cp.gtids, "publishing after the checkpoint"),
-        None => tracing::info!(start = ?source.start, "no checkpoint yet: publishing from where the config says"),
-    }
-    let opts = LiveOptions {
-        url: source.url.clone(),
-        server_id: source.server_id,
-        start,
-        heartbeat: source.heartbeat,
-        allow_minimal_metadata: false,
-    };
+    let opts = super::live_after(source, resume.as_ref(), "publishing");
     let mut consumer = Capture::new(cluster, tx, fence.clone());
     let driven = (|| {
         let mut live = io.block_on(Resilient::open(opts, RetryPolicy::default()))?;

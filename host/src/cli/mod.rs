@@ -132,6 +132,63 @@ pub(crate) fn linger_after_failure(
     rt.block_on(stop.requested_wait());
 }
 
+/// The live source of `source`, starting after `resume` if there is a
+/// checkpoint, else where the config says; `what` names what goes on
+/// from there in the log line.
+pub(crate) fn live_after(
+    source: &crate::config::SourcePlan,
+    resume: Option<&Checkpoint>,
+    what: &str,
+) -> crate::source::live::LiveOptions {
+    use crate::source::StartPosition;
+    let start = match resume {
+        Some(cp) if !cp.file.is_empty() => StartPosition::File {
+            file: cp.file.clone(),
+            pos: cp.pos,
+        },
+        Some(cp) => StartPosition::Gtid(cp.gtids.clone()),
+        None => source.start.clone(),
+    };
+    match resume {
+        Some(cp) => tracing::info!(file = %cp.file, pos = cp.pos, gtids = %cp.gtids, "{what} after the checkpoint"),
+        None => tracing::info!(start = ?source.start, "no checkpoint yet: starting where the config says"),
+    }
+    crate::source::live::LiveOptions {
+        url: source.url.clone(),
+        server_id: source.server_id,
+        start,
+        heartbeat: source.heartbeat,
+        allow_minimal_metadata: false,
+    }
+}
+
+/// The `[cluster]` of `plan`, checked to have handlers, for `command`; and
+/// the one-thread runtime its NATS client runs on.
+#[cfg(feature = "cluster")]
+pub(crate) fn cluster_of<'a>(
+    plan: &'a Plan,
+    command: &str,
+) -> anyhow::Result<(&'a crate::cluster::config::ClusterPlan, tokio::runtime::Runtime)> {
+    let Some(cluster) = &plan.cluster else {
+        anyhow::bail!(
+            "{}: `rowhook {command}` needs a [cluster] section: nats = \"nats://HOST:4222\"",
+            plan.file.display()
+        );
+    };
+    anyhow::ensure!(
+        !plan.handlers.is_empty(),
+        "{}: no [[handlers]]: `rowhook {command}` takes the tables and handlers from them",
+        plan.file.display()
+    );
+    let nats = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("rowhook-nats")
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the NATS runtime: {e}"))?;
+    Ok((cluster, nats))
+}
+
 pub(crate) fn resume_gtids(decoder: &mut Decoder, cp: &Checkpoint) -> anyhow::Result<()> {
     if !cp.gtids.is_empty() {
         let state = GtidState::parse(&cp.gtids)

@@ -13,8 +13,6 @@ use crate::pipeline::Pipeline;
 use crate::runtime::HandlerRuntime;
 use crate::snapshot::reader::ReaderOptions;
 use crate::snapshot::{Progress, TableProgress};
-use crate::source::StartPosition;
-use crate::source::live::LiveOptions;
 use crate::source::reconnect::{Resilient, RetryPolicy};
 use crate::status::Stats;
 use crate::store::StateStore;
@@ -53,25 +51,7 @@ pub fn run_with(plan: &Plan, ask: Option<Ask>) -> anyhow::Result<Stats> {
     let left = store.snapshot()?;
     let resume = pipeline.attach_store(store)?;
     start_snapshots(&rt, plan, &mut pipeline, resume.is_none(), left, ask)?;
-    let start = match &resume {
-        Some(cp) if !cp.file.is_empty() => StartPosition::File {
-            file: cp.file.clone(),
-            pos: cp.pos,
-        },
-        Some(cp) => StartPosition::Gtid(cp.gtids.clone()),
-        None => source.start.clone(),
-    };
-    match &resume {
-        Some(cp) => tracing::info!(file = %cp.file, pos = cp.pos, gtids = %cp.gtids, "resuming after the checkpoint"),
-        None => tracing::info!(start = ?source.start, "no checkpoint yet: starting where the config says"),
-    }
-    let opts = LiveOptions {
-        url: source.url.clone(),
-        server_id: source.server_id,
-        start,
-        heartbeat: source.heartbeat,
-        allow_minimal_metadata: false,
-    };
+    let opts = super::live_after(source, resume.as_ref(), "resuming");
     // Lost connections resume at the last commit, forever, backing off to
     // 10 s; a failing first connection, bad grants or settings, and purged
     // positions are errors.

@@ -11,23 +11,7 @@ use crate::driver::stop_on_signals;
 /// Runs `plan`'s handlers as a worker of its `[cluster]` group until
 /// stopped. Call it outside any async runtime.
 pub fn work(plan: &Plan) -> anyhow::Result<WorkStats> {
-    let Some(cluster) = &plan.cluster else {
-        anyhow::bail!(
-            "{}: `rowhook work` needs a [cluster] section: nats = \"nats://HOST:4222\"",
-            plan.file.display()
-        );
-    };
-    anyhow::ensure!(
-        !plan.handlers.is_empty(),
-        "{}: no [[handlers]] to run",
-        plan.file.display()
-    );
-    let nats = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("rowhook-nats")
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow::anyhow!("starting the NATS runtime: {e}"))?;
+    let (cluster, nats) = super::cluster_of(plan, "work")?;
     let mut stop = stop_on_signals(|| {})?;
     let Some(joined) = nats.block_on(join_when_ready(cluster, cluster.max_unacked, &mut stop))? else {
         return Ok(WorkStats::default());
