@@ -549,26 +549,20 @@ fn stop_and_check(
 /// `out.log`) per worker.
 struct Ledger {
     server: Arc<Server>,
-    nodes: Vec<NatsServer>,
+    nats: NatsServer,
     dir: PathBuf,
     workers: Vec<Option<Child>>,
 }
 
 impl Ledger {
-    /// With one JetStream server.
     fn setup(tag: &str, server_id: u32) -> Ledger {
-        Ledger::on(tag, server_id, vec![NatsServer::start(tag, &[])], "")
-    }
-
-    /// With the JetStream servers `nodes`, and `cluster` added to `[cluster]`.
-    fn on(tag: &str, server_id: u32, nodes: Vec<NatsServer>, cluster: &str) -> Ledger {
         let (server, dir, config) = crate::crash::ledger_setup(tag, server_id, "", crate::crash::OUT_LOG);
-        let urls: Vec<String> = nodes.iter().map(NatsServer::url).collect();
+        let nats = NatsServer::start(tag, &[]);
         let text = std::fs::read_to_string(&config).unwrap().replace(
             "[sinks.out]",
             &format!(
-                "[cluster]\nnats = \"{}\"\npartitions = 8\nlease_ttl_ms = 2000\nduplicate_window_secs = 30\ncheckpoint_interval_ms = 100\n{cluster}\n\n[sinks.out]",
-                urls.join(",")
+                "[cluster]\nnats = \"{}\"\npartitions = 8\nlease_ttl_ms = 2000\nduplicate_window_secs = 30\ncheckpoint_interval_ms = 100\n\n[sinks.out]",
+                nats.url()
             ),
         );
         std::fs::write(&config, &text).unwrap();
@@ -585,7 +579,7 @@ impl Ledger {
         }
         Ledger {
             server,
-            nodes,
+            nats,
             dir,
             workers: Vec::new(),
         }
@@ -612,9 +606,14 @@ impl Ledger {
         self.workers[w] = Some(child);
     }
 
-    /// The URL of the last JetStream node (the one no test stops).
-    fn url(&self) -> String {
-        self.nodes.last().unwrap().url()
+    /// The crash test's load, on a thread of its own until the flag is set.
+    fn load(&self, seed: u64) -> (std::thread::JoinHandle<()>, Arc<AtomicBool>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (server, flag) = (self.server.clone(), stop.clone());
+        (
+            std::thread::spawn(move || crate::crash::load(&server, &flag, seed)),
+            stop,
+        )
     }
 
     /// The report of `rowhook state` (its cluster part).
@@ -688,7 +687,7 @@ impl Ledger {
         .collect();
         let rt = crate::sink_support::rt();
         let got: BTreeMap<String, u64> = rt.block_on(async {
-            let js = admin(&self.url()).await;
+            let js = admin(&self.nats.url()).await;
             let kv = js.get_key_value("ROWHOOK_MAIN_state").await.unwrap();
             let mut sum: BTreeMap<String, u64> = BTreeMap::new();
             for p in 0..8 {
@@ -741,11 +740,7 @@ fn workers_share_the_partitions_and_count_each_change_once_in_state() {
     for w in 0..3 {
         l.spawn_worker(w);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (server, stop) = (l.server.clone(), stop.clone());
-        std::thread::spawn(move || crate::crash::load(&server, &stop, seed))
-    };
+    let (writer, stop) = l.load(seed);
     wait_for("three workers share the partitions", Duration::from_secs(30), || {
         let c = l.cluster();
         let owners: HashSet<String> = (c["partitions_detail"].as_array().unwrap().iter())
@@ -795,7 +790,7 @@ fn workers_share_the_partitions_and_count_each_change_once_in_state() {
     l.stop_workers();
     interrupt(capture);
     l.check();
-    let order: HashMap<String, (String, usize)> = stream_of(&l.url(), "ROWHOOK_MAIN")
+    let order: HashMap<String, (String, usize)> = stream_of(&l.nats.url(), "ROWHOOK_MAIN")
         .into_iter()
         .enumerate()
         .map(|(i, m)| (m.id, (m.subject.rsplit('.').next().unwrap().to_owned(), i)))
@@ -813,11 +808,7 @@ fn a_killed_workers_partitions_move_and_state_stays_exact() {
     for w in 0..3 {
         l.spawn_worker(w);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (server, stop) = (l.server.clone(), stop.clone());
-        std::thread::spawn(move || crate::crash::load(&server, &stop, seed))
-    };
+    let (writer, stop) = l.load(seed);
     for round in 0..10 {
         std::thread::sleep(Duration::from_millis(800 + rng.below(1500)));
         let w = rng.below(3) as usize;

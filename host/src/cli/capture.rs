@@ -162,8 +162,9 @@ fn term(
             return Err(e.context(format!("reading the last message of stream {}", cluster.stream)));
         }
     };
+    let acked_before = published.get();
     let counters = Arc::new(Counters {
-        published: Some(published.clone()),
+        acked: published.clone(),
         ..Counters::default()
     });
     let (acked_tx, acked_rx) = watch::channel(None);
@@ -221,7 +222,7 @@ fn term(
     quit_tx.send_replace(true);
     let written = nats.block_on(writer).ok().flatten();
     let lease = nats.block_on(keeper).ok();
-    stats.acked += counters.acked.load(Ordering::Relaxed);
+    stats.acked += counters.acked.get() - acked_before;
     stats.duplicates += counters.duplicates.load(Ordering::Relaxed);
     stats.commits += counters.commits.load(Ordering::Relaxed);
     if let Some(at) = &written {

@@ -99,16 +99,15 @@ pub enum Item {
 /// Counters of a capture, shared with its tasks.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Messages published and acknowledged.
-    pub acked: AtomicU64,
+    /// Messages published and acknowledged:
+    /// `rowhook_cluster_published_total` when it comes from the registry.
+    pub acked: crate::telemetry::Counter,
     /// Acknowledged as duplicates (published again after a failure or a takeover).
     pub duplicates: AtomicU64,
     /// Transactions whose messages were all acknowledged.
     pub commits: AtomicU64,
     /// Times the window was published again after a failure.
     pub retries: AtomicU64,
-    /// `rowhook_cluster_published_total`, counted with `acked`.
-    pub published: Option<crate::telemetry::Counter>,
 }
 
 /// The consumer of the driver loop: encodes each change, picks its
@@ -413,10 +412,7 @@ pub async fn publish(
                     (_, None) => None,
                     (Answer::Stored { duplicate }, Some(i)) => {
                         flights[i].acked = true;
-                        counters.acked.fetch_add(1, Ordering::Relaxed);
-                        if let Some(c) = &counters.published {
-                            c.inc();
-                        }
+                        counters.acked.inc();
                         if duplicate {
                             counters.duplicates.fetch_add(1, Ordering::Relaxed);
                         }

@@ -363,8 +363,7 @@ pub async fn report(plan: &ClusterPlan) -> crate::status::ClusterReport {
             }
             if let Some(kv) = &states
                 && let Ok(Some(v)) = kv.get(state::head_key(&plan.group, p)).await
-                && let Some(at) = v.iter().position(|&b| b == b'\n')
-                && let Ok(head) = serde_json::from_slice::<state::Head>(&v[..at])
+                && let Ok((head, _)) = state::split_head(&v)
             {
                 part.state_seq = head.seq;
             }

@@ -112,7 +112,8 @@ fn chunk_key(group: &str, p: u32, generation: u64, i: u32) -> String {
     format!("{group}.p{p}.g{generation}.{i}")
 }
 
-fn split_head(v: &[u8]) -> anyhow::Result<(Head, &[u8])> {
+/// A head's line and what follows it (the blob, when inline).
+pub(crate) fn split_head(v: &[u8]) -> anyhow::Result<(Head, &[u8])> {
     let at = v
         .iter()
         .position(|&b| b == b'\n')

@@ -39,6 +39,7 @@ use crate::driver::Stop;
 use crate::handler_id::HandlerId;
 use crate::pipeline::delivery::Delivery;
 use crate::pipeline::dispatch::{self, Handlers, grants_of};
+use crate::pipeline::router::{Router, Subscription};
 use crate::runtime::{Emitted, HandlerRuntime};
 use crate::sink::Message;
 use crate::telemetry::Registry;
@@ -85,6 +86,8 @@ struct Part {
     due: bool,
     /// The consumer sequence of the last message taken in this term.
     delivered: u64,
+    /// `rowhook_cluster_partition_pending` of this partition.
+    pending: crate::telemetry::Gauge,
     quit: watch::Sender<bool>,
 }
 
@@ -100,7 +103,11 @@ pub struct Worker<'a> {
     runtime: HandlerRuntime,
     registry: Registry,
     delivery: Delivery,
-    routes: HashMap<(String, String, Op), Arc<[HandlerId]>>,
+    /// The handlers' subscriptions.
+    router: Router,
+    /// Its answers by `DB\0TABLE\0OP`, and the buffer a key is written in.
+    routes: HashMap<String, Arc<[HandlerId]>>,
+    route_key: String,
     parts: BTreeMap<u32, Part>,
     tx: mpsc::Sender<Pulled>,
     rx: mpsc::Receiver<Pulled>,
@@ -153,6 +160,16 @@ impl<'a> Worker<'a> {
             })
             .collect();
         let (tx, rx) = mpsc::channel(4 * 1024);
+        let mut router = Router::default();
+        for h in &plan.handlers {
+            router.add(
+                HandlerId::new(&h.tenant, &h.name),
+                Subscription {
+                    tables: h.tables.clone(),
+                    ops: h.ops,
+                },
+            );
+        }
         super::serve_metrics(plan, &registry)?;
         let owned_gauge = registry.gauge(
             crate::telemetry::names::CLUSTER_PARTITIONS_OWNED,
@@ -175,7 +192,9 @@ impl<'a> Worker<'a> {
             runtime,
             registry,
             delivery,
+            router,
             routes: HashMap::new(),
+            route_key: String::new(),
             parts: BTreeMap::new(),
             tx,
             rx,
@@ -200,10 +219,7 @@ impl<'a> Worker<'a> {
         let every = self.cluster.lease_ttl / 3;
         // Workers started together see each other before the first of
         // them takes every partition.
-        let leases = self.joined.leases.clone();
-        if let Err(e) = nats.block_on(leases.put(&self.member, self.holder.clone().into())) {
-            tracing::warn!("announcing this worker: {e}");
-        }
+        self.announce(nats);
         std::thread::sleep((self.cluster.lease_ttl / 5).min(Duration::from_secs(1)));
         let mut next_balance = Instant::now();
         let mut next_commit = Instant::now() + self.cluster.checkpoint_interval;
@@ -239,10 +255,7 @@ impl<'a> Worker<'a> {
             }
             if Instant::now() >= next_commit {
                 for p in self.owned() {
-                    if let Some(part) = self.parts.get_mut(&p) {
-                        part.due = part.settled > part.stored.state.seq;
-                    }
-                    if let Err(e) = self.commit_if_settled(nats, p) {
+                    if let Err(e) = self.commit_now(nats, p) {
                         return self.end(nats, Err(e));
                     }
                 }
@@ -258,13 +271,12 @@ impl<'a> Worker<'a> {
         let until = Instant::now() + STOP_WITHIN;
         for p in self.owned() {
             let settled = self.parts.get(&p).is_some_and(|part| !part.open);
-            if result.is_ok() && settled && Instant::now() < until {
-                if let Some(part) = self.parts.get_mut(&p) {
-                    part.due = part.settled > part.stored.state.seq;
-                }
-                if let Err(e) = self.commit_if_settled(nats, p) {
-                    tracing::warn!("partition {p}: {e:#}");
-                }
+            if result.is_ok()
+                && settled
+                && Instant::now() < until
+                && let Err(e) = self.commit_now(nats, p)
+            {
+                tracing::warn!("partition {p}: {e:#}");
             }
             self.drop_part(nats, p, true);
         }
@@ -273,16 +285,17 @@ impl<'a> Worker<'a> {
         result.and(closed)
     }
 
+    /// Writes (renews) this worker's announcement in the lease bucket.
+    fn announce(&self, nats: &Runtime) {
+        if let Err(e) = nats.block_on(self.joined.leases.put(&self.member, self.holder.clone().into())) {
+            tracing::warn!("announcing this worker: {e}");
+        }
+    }
+
     /// Renews this worker's leases and presence, gives up what is over its
     /// fair share, and takes free partitions up to it.
     fn balance(&mut self, nats: &Runtime, stop: &Stop) -> anyhow::Result<()> {
-        let leases = self.joined.leases.clone();
-        nats.block_on(leases.put(&self.member, self.holder.clone().into()))
-            .map_err(|e| anyhow::anyhow!("announcing this worker: {e}"))
-            .or_else(|e| {
-                tracing::warn!("{e:#}");
-                Ok::<_, anyhow::Error>(0)
-            })?;
+        self.announce(nats);
         for p in self.owned() {
             if !self.parts[&p].fence.holds() {
                 tracing::warn!("partition {p}: its lease was lost; letting it go");
@@ -319,10 +332,7 @@ impl<'a> Worker<'a> {
             let Some(p) = self.parts.iter().rev().find(|(_, part)| !part.open).map(|(p, _)| *p) else {
                 break;
             };
-            if let Some(part) = self.parts.get_mut(&p) {
-                part.due = part.settled > part.stored.state.seq;
-            }
-            self.commit_if_settled(nats, p)?;
+            self.commit_now(nats, p)?;
             tracing::info!(
                 partition = p,
                 workers = members,
@@ -444,6 +454,7 @@ impl<'a> Worker<'a> {
                 txn: String::new(),
                 due: false,
                 delivered: 0,
+                pending: self.pending_gauge(p),
                 quit,
             },
         );
@@ -509,7 +520,7 @@ impl<'a> Worker<'a> {
     /// Stops pulling `p` and forgets it; `release` gives its lease up.
     fn drop_part(&mut self, nats: &Runtime, p: u32, release: bool) {
         let Some(mut part) = self.parts.remove(&p) else { return };
-        self.pending_gauge(p).set(0.0);
+        part.pending.set(0.0);
         self.owned_gauge.set(self.parts.len() as f64);
         part.quit.send_replace(true);
         part.keep_quit.send_replace(true);
@@ -522,15 +533,18 @@ impl<'a> Worker<'a> {
     }
 
     fn route(&mut self, db: &str, table: &str, op: Op) -> Arc<[HandlerId]> {
-        let key = (db.to_owned(), table.to_owned(), op);
-        if let Some(r) = self.routes.get(&key) {
+        let key = &mut self.route_key;
+        key.clear();
+        key.push_str(db);
+        key.push('\0');
+        key.push_str(table);
+        key.push('\0');
+        key.push_str(op.as_str());
+        if let Some(r) = self.routes.get(key.as_str()) {
             return r.clone();
         }
-        let ids: Arc<[HandlerId]> = (self.plan.handlers.iter())
-            .filter(|h| h.ops.contains(op) && h.tables.iter().any(|t| t.matches(db, table)))
-            .map(|h| HandlerId::new(&h.tenant, &h.name))
-            .collect();
-        self.routes.insert(key, ids.clone());
+        let ids: Arc<[HandlerId]> = self.router.subscribers(db, table, op).into();
+        self.routes.insert(key.clone(), ids.clone());
         ids
     }
 
@@ -557,25 +571,23 @@ impl<'a> Worker<'a> {
             );
             return self.repull(nats, p);
         }
-        self.pending_gauge(p).set(pending as f64);
-        let header = |k: &str| {
-            msg.headers
-                .as_ref()
-                .and_then(|h| h.get(k))
-                .map(|v| v.as_str().to_owned())
-        };
-        let id = header("Nats-Msg-Id").unwrap_or_default();
-        let txn = header(super::capture::TXN_HEADER).unwrap_or_default();
-        let last = header(super::capture::LAST_HEADER).as_deref() == Some("1");
+        part.pending.set(pending as f64);
+        let last = (msg.headers.as_ref())
+            .and_then(|h| h.get(super::capture::LAST_HEADER))
+            .is_some_and(|v| v.as_str() == "1");
         let change = rowhook_abi::Change::parse(&msg.payload)
-            .map_err(|e| anyhow::anyhow!("partition {p}: message {seq} ({id}) is not a row change: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("partition {p}: message {seq} is not a row change: {e}"))?;
+        let id = change.id().to_owned();
         let targets = self.route(change.db(), change.table(), change.op());
         let part = self.parts.get_mut(&p).expect("checked");
         part.delivered = delivered;
         // A slice whose last mark is missing ends where the next begins.
-        if part.open && part.txn != txn {
-            part.handlers.commit_state(|_, _| {});
-            part.open = false;
+        if part.txn != change.txn() {
+            if part.open {
+                part.handlers.commit_state(|_, _| {});
+                part.open = false;
+            }
+            change.txn().clone_into(&mut part.txn);
         }
         let mut index = 0u32;
         for h in targets.iter() {
@@ -630,7 +642,6 @@ impl<'a> Worker<'a> {
         self.stats.changes += 1;
         self.stats.messages += u64::from(index);
         part.done = seq;
-        part.txn = txn;
         part.open = true;
         if last {
             part.handlers.commit_state(|_, _| {});
@@ -665,6 +676,16 @@ impl<'a> Worker<'a> {
             tracing::warn!(sink = %r.sink, "skipped {} messages the sink refused: {}", r.messages.len(), r.error);
         }
         nats.block_on(self.delivery.make_durable())
+    }
+
+    /// Makes a write of partition `p`'s state due if it has handled
+    /// anything since the last one, and writes it now if it is at a slice
+    /// end (else at the next one).
+    fn commit_now(&mut self, nats: &Runtime, p: u32) -> anyhow::Result<()> {
+        if let Some(part) = self.parts.get_mut(&p) {
+            part.due = part.settled > part.stored.state.seq;
+        }
+        self.commit_if_settled(nats, p)
     }
 
     /// Writes partition `p`'s state if a write is due and it is at a slice
