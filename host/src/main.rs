@@ -443,6 +443,10 @@ fn check(rt: &tokio::runtime::Runtime, args: CheckArgs) -> anyhow::Result<ExitCo
                     text: "no [source]: the config can replay binlog files; `rowhook run` needs a [source]".into(),
                 }),
             }
+            #[cfg(feature = "cluster")]
+            if let Some(cluster) = &plan.cluster {
+                lines.extend(rt.block_on(rowhook::cluster::probe(cluster)));
+            }
             lines
         }
         (None, None) => unreachable!("clap requires --url or --config"),

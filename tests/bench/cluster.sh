@@ -187,6 +187,7 @@ for i in $(seq 1 "$REPEAT"); do
     t0=$(now) c0=$(cpu_of "$pid") n0=$(cpu_of "$NATS_PID")
     wait_state "$AT_END" "$pid"
     t1=$(now) c1=$(cpu_of "$pid") n1=$(cpu_of "$NATS_PID")
+    MESSAGES=$(state | python3 -c "import json, sys; print(json.load(sys.stdin)['cluster']['messages'])")
     kill -INT "$pid"
     wait "$pid" || true
     add capture "$(rate_of "$t0" "$t1")" "$(per_m "$ROWS" "$c1 - $c0")"
@@ -230,7 +231,7 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1
 
 out "## Many machines, on one: $ROWS inserts into cdcbench.orders, the trivial handler"
 out ""
-out "transactions of $TXN rows; $PARTITIONS partitions; MariaDB and nats-server (file storage) on the same machine; $(nproc) cores; $REPEAT runs"
+out "transactions of $TXN rows; $PARTITIONS partitions ($MESSAGES messages in the stream, $(python3 -c "print(round($ROWS / $MESSAGES, 1))") changes per message); MariaDB and nats-server (file storage) on the same machine; $(nproc) cores; $REPEAT runs"
 out ""
 out "| role | changes/s (median) | CPU s per 1M changes, each run | median |"
 out "|---|---|---|---|"

@@ -104,18 +104,41 @@ impl Workload {
     }
 }
 
-/// One message of the stream.
+/// One change of the stream, with the headers of the message it came in.
 #[derive(Debug, Clone)]
 struct Msg {
     subject: String,
+    /// The change's id, read from its encoding.
     id: String,
+    /// The message's `Nats-Msg-Id`.
+    msg_id: String,
     txn: String,
     position: String,
+    /// The message's `Rowhook-Count`.
+    count: String,
+    /// Its place in the message, and how many changes the message holds.
+    at: usize,
+    of: usize,
+    /// The last change of a message marked `Rowhook-Last`.
     last: bool,
     payload: Vec<u8>,
 }
 
-/// Every message of `stream`, in stream order, read by an ordered consumer.
+/// The changes of a message's payload: each frame's bytes.
+fn frames(payload: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = payload;
+    while !rest.is_empty() {
+        assert!(rest.len() >= 4, "a frame's length is cut short");
+        let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        assert!(rest.len() >= 4 + n, "a frame runs past its message");
+        out.push(rest[4..4 + n].to_vec());
+        rest = &rest[4 + n..];
+    }
+    out
+}
+
+/// Every change of `stream`, in stream order, read by an ordered consumer.
 fn stream_of(url: &str, stream: &str) -> Vec<Msg> {
     use futures_util::StreamExt as _;
     let rt = crate::sink_support::rt();
@@ -140,7 +163,8 @@ fn stream_of(url: &str, stream: &str) -> Vec<Msg> {
         };
         let mut messages = consumer.messages().await.unwrap();
         let mut out = Vec::new();
-        while (out.len() as u64) < total {
+        let mut read = 0u64;
+        while read < total {
             let m = tokio::time::timeout(Duration::from_secs(20), messages.next())
                 .await
                 .expect("the stream's messages come")
@@ -148,14 +172,27 @@ fn stream_of(url: &str, stream: &str) -> Vec<Msg> {
                 .unwrap();
             let h = m.headers.clone().unwrap_or_default();
             let get = |k: &str| h.get(k).map(|v| v.as_str().to_owned()).unwrap_or_default();
-            out.push(Msg {
-                subject: m.subject.to_string(),
-                id: get("Nats-Msg-Id"),
-                txn: get("Rowhook-Txn"),
-                position: get("Rowhook-Position"),
-                last: get("Rowhook-Last") == "1",
-                payload: m.payload.to_vec(),
-            });
+            read += 1;
+            let changes = frames(&m.payload);
+            let of = changes.len();
+            for (at, payload) in changes.into_iter().enumerate() {
+                let id = rowhook_abi::Change::parse(&payload)
+                    .expect("each frame is a row change")
+                    .id()
+                    .to_owned();
+                out.push(Msg {
+                    subject: m.subject.to_string(),
+                    id,
+                    msg_id: get("Nats-Msg-Id"),
+                    txn: get("Rowhook-Txn"),
+                    position: get("Rowhook-Position"),
+                    count: get("Rowhook-Count"),
+                    at,
+                    of,
+                    last: get("Rowhook-Last") == "1" && at + 1 == of,
+                    payload,
+                });
+            }
         }
         out
     })
@@ -227,8 +264,9 @@ fn row_of(c: &serde_json::Value) -> String {
 /// Checks the stream against the binlog: each change exactly once (one
 /// sequence per id), every change of a row on one subject, each subject's
 /// changes in binlog order, headers and payloads that agree with the
-/// change, and the last mark on exactly the last message of each
-/// transaction in each partition (of all its tables).
+/// changes of each message (one transaction's, one table's), and the last
+/// mark on exactly the last message of each transaction in each partition
+/// (of all its tables).
 fn check_stream(expected: &[serde_json::Value], stream: &[Msg]) {
     let mut seen = HashSet::new();
     for m in stream {
@@ -268,10 +306,13 @@ fn check_stream(expected: &[serde_json::Value], stream: &[Msg]) {
         assert_eq!(&parts[..4], ["rowhook", "shop", "shop", c["table"].as_str().unwrap()]);
         assert!(parts[4].parse::<u32>().unwrap() < 4);
         let change = rowhook_abi::Change::parse(&m.payload).expect("the payload is a row change");
-        assert_eq!(change.id(), m.id);
-        assert_eq!(change.txn(), m.txn);
+        assert_eq!(change.txn(), m.txn, "{}: one transaction per message", m.id);
         assert_eq!(change.op().as_str(), c["op"].as_str().unwrap());
-        assert_eq!(m.position, format!("{}:{}", c["file"].as_str().unwrap(), c["pos"]));
+        assert_eq!(m.count, m.of.to_string(), "{}: Rowhook-Count", m.msg_id);
+        if m.at == 0 {
+            assert_eq!(m.msg_id, m.id, "a message's id is its first change's");
+            assert_eq!(m.position, format!("{}:{}", c["file"].as_str().unwrap(), c["pos"]));
+        }
         // A partition holds every table's changes of its rows.
         groups
             .entry((m.txn.clone(), parts[4].to_owned()))
@@ -300,10 +341,13 @@ fn spawn_capture(config: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
-/// Waits until the stream holds `n` messages.
+/// Waits until the stream holds `n` changes, reading them again each time
+/// its message count moves.
 fn wait_count(url: &str, stream: &str, n: usize, within: Duration) {
-    wait_for(&format!("{n} messages in {stream}"), within, || {
-        stream_count(url, stream) >= n as u64
+    let mut messages = 0;
+    wait_for(&format!("{n} changes in {stream}"), within, || {
+        let now = stream_count(url, stream);
+        now != std::mem::replace(&mut messages, now) && stream_of(url, stream).len() >= n
     });
 }
 
@@ -313,6 +357,14 @@ fn capture_publishes_each_change_once_by_partition_in_binlog_order() {
     server.sql(SCHEMA);
     let mut work = Workload::new(clock_seed());
     server.sql(&work.transactions(400));
+    // One transaction of 2,500 keyless rows: one partition, three messages
+    // (1,024 changes, 1,024 and 452), the last one marked.
+    let rows: Vec<String> = (0..2500).map(|i| format!("({i})")).collect();
+    server.sql(&format!(
+        "BEGIN; INSERT INTO shop.log VALUES {}; COMMIT;",
+        rows.join(",")
+    ));
+    server.sql(&work.transactions(100));
     let nats = NatsServer::start("capture-once", &[]);
     let dir = temp_dir("capture-once");
     let cfg = dir.join("rowhook.toml");
@@ -330,6 +382,11 @@ fn capture_publishes_each_change_once_by_partition_in_binlog_order() {
     assert!(interrupt(child).success());
     let stream = stream_of(&nats.url(), "ROWHOOK_SHOP");
     check_stream(&expected, &stream);
+    let big: Vec<(usize, bool)> = (stream.iter())
+        .filter(|m| m.subject.starts_with("rowhook.shop.shop.log.") && m.at + 1 == m.of && m.of > 100)
+        .map(|m| (m.of, m.last))
+        .collect();
+    assert_eq!(big, [(1024, false), (1024, false), (452, true)]);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("publishing after the checkpoint"), "{text}");
     assert!(
@@ -350,6 +407,71 @@ fn capture_publishes_each_change_once_by_partition_in_binlog_order() {
         err.contains("partitions = 8, but stream ROWHOOK_SHOP was made with 4 partitions"),
         "{err}"
     );
+
+    // `rowhook check` says the same, and what is right.
+    // (Another server_id: the server may list the stopped capture's for a while.)
+    let check = |cfg_text: String| {
+        std::fs::write(&cfg, cfg_text.replace("server_id = 8801", "server_id = 8802")).unwrap();
+        let out = rowhook(&["check", "-c", cfg.to_str().unwrap()]);
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, text) = check(config(&server, &nats.url(), ""));
+    assert!(ok, "{text}");
+    assert!(text.contains("ok   [cluster] connected to"), "{text}");
+    assert!(
+        text.contains("ok   [cluster] stream ROWHOOK_SHOP captures rowhook.shop.>, 4 partitions"),
+        "{text}"
+    );
+    let (ok, text) = check(config(&server, &nats.url(), "").replace("partitions = 4", "partitions = 8"));
+    assert!(!ok);
+    assert!(
+        text.contains("FAIL [cluster] partitions = 8, but stream ROWHOOK_SHOP was made with 4 partitions"),
+        "{text}"
+    );
+    let (ok, text) = check(config(&server, &nats.url(), "").replace("source = \"shop\"", "source = \"other\""));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("ok   [cluster] stream ROWHOOK_OTHER does not exist yet: the first `rowhook capture` makes it"),
+        "{text}"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (ok, text) = check(config(&server, &format!("nats://127.0.0.1:{closed}"), ""));
+    assert!(!ok);
+    assert!(
+        text.contains("FAIL [cluster] cannot connect to nats://127.0.0.1:")
+            && text.contains("start NATS or fix `nats`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_change_larger_than_the_servers_max_payload_stops_the_capture_and_names_the_fix() {
+    let server = Server::start(&[]);
+    server.sql(SCHEMA);
+    server.sql("CREATE TABLE shop.big (id INT PRIMARY KEY, t MEDIUMTEXT)");
+    server.sql("INSERT INTO shop.orders VALUES (1, 1); INSERT INTO shop.big VALUES (1, REPEAT('x', 20000));");
+    let dir = temp_dir("capture-max-payload");
+    let conf = dir.join("nats.conf");
+    std::fs::write(&conf, "max_payload: 8192\n").unwrap();
+    let nats = NatsServer::start("capture-max-payload", &["-c", conf.to_str().unwrap()]);
+    let cfg = dir.join("rowhook.toml");
+    let text = config(&server, &nats.url(), "").replace(r#""shop.log"]"#, r#""shop.log", "shop.big"]"#);
+    std::fs::write(&cfg, text).unwrap();
+    let out = rowhook(&["capture", "-c", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(" of shop.big is 20")
+            && err.contains("more than the NATS server takes in a message (max_payload = 8192 bytes)")
+            && err.contains("raise max_payload"),
+        "{err}"
+    );
+    let stream = stream_of(&nats.url(), "ROWHOOK_SHOP");
+    assert!(stream.iter().all(|m| !m.subject.contains(".big.")), "{stream:?}");
 }
 
 /// Runs `rounds` times: a random wait while the writer writes, then kill

@@ -26,7 +26,7 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(10);
 pub struct CaptureStats {
     /// Row changes decoded and published.
     pub changes: u64,
-    /// Messages JetStream acknowledged.
+    /// Changes JetStream acknowledged (stored, or dropped as copies).
     pub acked: u64,
     /// Of those, acknowledged as duplicates.
     pub duplicates: u64,
@@ -189,7 +189,8 @@ fn term(
         quit_rx,
     ));
     let opts = super::live_after(source, resume.as_ref(), "publishing");
-    let mut consumer = Capture::new(cluster, tx, fence.clone());
+    let max_payload = joined.client.server_info().max_payload;
+    let mut consumer = Capture::new(cluster, tx, fence.clone(), max_payload);
     let driven = (|| {
         let mut live = io.block_on(Resilient::open(opts, RetryPolicy::default()))?;
         let mut decoder = decoder_for(plan, "");

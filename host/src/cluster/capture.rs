@@ -8,11 +8,20 @@
 //! a window of unacknowledged messages, publishing the window again after a
 //! failure (the stream drops the copies by `Nats-Msg-Id`); another writes
 //! the checkpoint ([`checkpoint`]) by compare-and-set, so that a capture
-//! that lost its lease cannot move it. Every message carries:
+//! that lost its lease cannot move it.
 //!
-//! - `Nats-Msg-Id`: the change id;
+//! A message carries consecutive changes of one transaction, one table and
+//! one partition, each framed by its length ([`frames`]): a transaction's
+//! slice of a partition is one message unless it spans tables or passes
+//! [`MESSAGE_CHANGES`] changes or [`MESSAGE_BYTES`] bytes. The cuts
+//! depend on the binlog alone, so a capture that publishes a transaction
+//! again (after a failure or a takeover) makes the same messages with the
+//! same ids. Every message carries:
+//!
+//! - `Nats-Msg-Id`: the id of its first change;
 //! - `Rowhook-Txn`: the transaction part of the id;
-//! - `Rowhook-Position`: `FILE:POS` of its rows event;
+//! - `Rowhook-Position`: `FILE:POS` of its first change's rows event;
+//! - `Rowhook-Count`: how many changes it holds;
 //! - `Rowhook-Last: 1` on the last message of a transaction in its
 //!   partition, so a worker knows where the transaction's slice ends.
 
@@ -43,6 +52,8 @@ pub const TXN_HEADER: &str = "Rowhook-Txn";
 pub const POSITION_HEADER: &str = "Rowhook-Position";
 /// The header that marks the last message of a transaction in a partition.
 pub const LAST_HEADER: &str = "Rowhook-Last";
+/// The header of the number of changes in a message.
+pub const COUNT_HEADER: &str = "Rowhook-Count";
 /// The checkpoint bucket's key of the capture's position.
 pub const CHECKPOINT_KEY: &str = "capture";
 /// The lease bucket's key of the capture's lease.
@@ -50,8 +61,64 @@ pub const LEASE_KEY: &str = "capture";
 /// The checkpoint bucket's key of the partition count.
 pub const PARTITIONS_KEY: &str = "partitions";
 
-/// Messages handed to the publisher at once.
+/// Messages handed to the publisher at once, at most.
 const BATCH: usize = 512;
+/// Bytes of messages handed to the publisher at once, at most (a message
+/// may pass it).
+const BATCH_BYTES: usize = 1 << 20;
+/// The most changes a message holds.
+pub const MESSAGE_CHANGES: u32 = 1024;
+/// A message is cut before a change that would take it past this many
+/// bytes (or the server's `max_payload` less [`HEADROOM`], if smaller); a
+/// change larger than that is a message of its own.
+pub const MESSAGE_BYTES: usize = 256 << 10;
+/// What a message's headers and framing may take of the server's
+/// `max_payload`.
+const HEADROOM: usize = 1024;
+/// Bytes of published messages waiting for their acknowledgement, at most
+/// (beside the window's count; one message may pass it).
+pub const WINDOW_BYTES: usize = 64 << 20;
+
+/// Appends `change` (an encoded row change) to a message's payload as one
+/// frame: its length (four bytes, little-endian), then its bytes.
+pub fn push_frame(payload: &mut Vec<u8>, change: &[u8]) {
+    payload.extend_from_slice(&(change.len() as u32).to_le_bytes());
+    payload.extend_from_slice(change);
+}
+
+/// A payload that is not a sequence of frames.
+#[derive(Debug, thiserror::Error)]
+#[error("a frame at byte {at} runs past the payload's {len} bytes")]
+pub struct BadFrame {
+    at: usize,
+    len: usize,
+}
+
+/// The changes of a message's payload, in order: each frame's bytes.
+pub fn frames(payload: &[u8]) -> impl Iterator<Item = Result<&[u8], BadFrame>> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        if at == payload.len() {
+            return None;
+        }
+        let bad = BadFrame { at, len: payload.len() };
+        let Some(head) = payload.get(at..at + 4) else {
+            at = payload.len();
+            return Some(Err(bad));
+        };
+        let n = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        match payload.get(at + 4..).and_then(|rest| rest.get(..n)) {
+            Some(change) => {
+                at += 4 + n;
+                Some(Ok(change))
+            }
+            None => {
+                at = payload.len();
+                Some(Err(bad))
+            }
+        }
+    })
+}
 
 /// The capture's checkpoint as the bucket holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +137,7 @@ pub struct Out {
     txn: Arc<str>,
     position: String,
     payload: Bytes,
+    count: u32,
     last: bool,
 }
 
@@ -79,10 +147,37 @@ impl Out {
         h.insert("Nats-Msg-Id", self.id.as_str());
         h.insert(TXN_HEADER, &*self.txn);
         h.insert(POSITION_HEADER, self.position.as_str());
+        h.insert(COUNT_HEADER, itoa::Buffer::new().format(self.count));
         if self.last {
             h.insert(LAST_HEADER, "1");
         }
         h
+    }
+}
+
+/// A message being filled: changes of one transaction, table and
+/// partition.
+#[derive(Debug)]
+struct Filling {
+    subject: String,
+    id: String,
+    txn: Arc<str>,
+    position: String,
+    payload: Vec<u8>,
+    count: u32,
+}
+
+impl Filling {
+    fn done(self, last: bool) -> Out {
+        Out {
+            subject: self.subject,
+            id: self.id,
+            txn: self.txn,
+            position: self.position,
+            payload: self.payload.into(),
+            count: self.count,
+            last,
+        }
     }
 }
 
@@ -99,10 +194,11 @@ pub enum Item {
 /// Counters of a capture, shared with its tasks.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Messages published and acknowledged:
+    /// Changes published and acknowledged:
     /// `rowhook_cluster_published_total` when it comes from the registry.
     pub acked: crate::telemetry::Counter,
-    /// Acknowledged as duplicates (published again after a failure or a takeover).
+    /// Of those, acknowledged as duplicates (published again after a
+    /// failure or a takeover).
     pub duplicates: AtomicU64,
     /// Transactions whose messages were all acknowledged.
     pub commits: AtomicU64,
@@ -111,24 +207,34 @@ pub struct Counters {
 }
 
 /// The consumer of the driver loop: encodes each change, picks its
-/// partition, and hands messages and commits to the publisher.
+/// partition, fills each partition's message, and hands messages and
+/// commits to the publisher.
 pub struct Capture {
     prefix: String,
     partitions: u32,
     directories: DirectoryCache,
     partitioner: Partitioner,
-    /// Per partition, the transaction's latest message, held back until the
-    /// next one of the partition or the commit says whether it is the last.
-    held: Vec<Option<Out>>,
+    /// Per partition, the message being filled with the transaction's
+    /// changes, handed over when it is full, when the partition's next
+    /// change is of another table, or at the commit (marked last).
+    filling: Vec<Option<Filling>>,
     touched: Vec<u32>,
     txn: Arc<str>,
     batch: Vec<Item>,
+    batch_bytes: usize,
     tx: mpsc::Sender<Vec<Item>>,
     fence: Arc<Fence>,
     error: Option<anyhow::Error>,
     /// Row changes handed to the publisher.
     pub changes: u64,
-    payload_hint: usize,
+    /// The encoding of the change at hand.
+    scratch: Vec<u8>,
+    /// The subject of the change at hand.
+    subject: String,
+    /// Where a message is cut.
+    cut_bytes: usize,
+    /// The server's `max_payload`.
+    max_payload: usize,
 }
 
 /// The capture lost its lease (or the publisher stopped): it must not
@@ -138,22 +244,27 @@ pub struct Capture {
 pub struct LeaseLost(pub String);
 
 impl Capture {
-    /// A consumer that hands its messages to `tx` while `fence` holds.
-    pub fn new(cluster: &ClusterPlan, tx: mpsc::Sender<Vec<Item>>, fence: Arc<Fence>) -> Capture {
+    /// A consumer that hands its messages to `tx` while `fence` holds, for
+    /// a server that takes messages of up to `max_payload` bytes.
+    pub fn new(cluster: &ClusterPlan, tx: mpsc::Sender<Vec<Item>>, fence: Arc<Fence>, max_payload: usize) -> Capture {
         Capture {
             prefix: cluster.subject_prefix(),
             partitions: cluster.partitions,
             directories: DirectoryCache::default(),
             partitioner: Partitioner::default(),
-            held: vec![None; cluster.partitions as usize],
+            filling: (0..cluster.partitions).map(|_| None).collect(),
             touched: Vec::new(),
             txn: Arc::from(""),
             batch: Vec::with_capacity(BATCH),
+            batch_bytes: 0,
             tx,
             fence,
             error: None,
             changes: 0,
-            payload_hint: 256,
+            scratch: Vec::with_capacity(256),
+            subject: String::new(),
+            cut_bytes: MESSAGE_BYTES.min(max_payload.saturating_sub(HEADROOM)),
+            max_payload,
         }
     }
 
@@ -165,51 +276,83 @@ impl Capture {
             return Ok(());
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.batch_bytes = 0;
         self.tx
             .blocking_send(batch)
             .map_err(|_| anyhow::Error::new(LeaseLost(self.fence.why())))
     }
 
+    fn push(&mut self, out: Out) {
+        self.batch_bytes += out.payload.len();
+        self.batch.push(Item::Msg(out));
+    }
+
     fn encode(&mut self, change: &RowChange<'_>) -> anyhow::Result<()> {
-        let mut payload = Vec::with_capacity(self.payload_hint);
-        self.directories.encode(change, &mut payload).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot encode change {}:{}:{} of {}.{}: {e}",
-                change.txn,
-                change.event_index,
-                change.row_index,
-                change.table.db,
-                change.table.table
+        let what = || {
+            format!(
+                "change {}:{}:{} of {}.{}",
+                change.txn, change.event_index, change.row_index, change.table.db, change.table.table
             )
-        })?;
-        self.payload_hint = payload.len().next_power_of_two().max(64);
+        };
+        self.directories
+            .encode(change, &mut self.scratch)
+            .map_err(|e| anyhow::anyhow!("cannot encode {}: {e}", what()))?;
+        if self.scratch.len() + 4 + HEADROOM > self.max_payload {
+            anyhow::bail!(
+                "{} is {} bytes encoded, more than the NATS server takes in a message (max_payload = {} bytes): \
+                 raise max_payload in the configuration of every nats-server of the cluster (up to 64 MB), \
+                 or leave the table out of the handlers' subscriptions",
+                what(),
+                self.scratch.len(),
+                self.max_payload
+            );
+        }
         if *self.txn != *change.txn {
             self.txn = Arc::from(change.txn);
         }
         let p = self.partitioner.partition(change, self.partitions);
-        let mut subj = String::with_capacity(self.prefix.len() + 32);
-        subject(&mut subj, &self.prefix, &change.table.db, &change.table.table, p);
-        let mut id = String::with_capacity(change.txn.len() + 12);
-        id.push_str(change.txn);
-        id.push(':');
-        id.push_str(itoa::Buffer::new().format(change.event_index));
-        id.push(':');
-        id.push_str(itoa::Buffer::new().format(change.row_index));
-        let mut position = String::with_capacity(change.file.len() + 12);
-        position.push_str(change.file);
-        position.push(':');
-        position.push_str(itoa::Buffer::new().format(change.pos));
-        let out = Out {
-            subject: subj,
-            id,
-            txn: self.txn.clone(),
-            position,
-            payload: payload.into(),
-            last: false,
-        };
-        match self.held[p as usize].replace(out) {
-            Some(before) => self.batch.push(Item::Msg(before)),
-            None => self.touched.push(p),
+        self.subject.clear();
+        subject(
+            &mut self.subject,
+            &self.prefix,
+            &change.table.db,
+            &change.table.table,
+            p,
+        );
+        let slot = &mut self.filling[p as usize];
+        let full = slot.as_ref().is_some_and(|f| {
+            f.subject != self.subject
+                || f.count == MESSAGE_CHANGES
+                || f.payload.len() + 4 + self.scratch.len() > self.cut_bytes
+        });
+        let cut = if full { slot.take() } else { None };
+        let fresh = slot.is_none();
+        let filling = slot.get_or_insert_with(|| {
+            let mut id = String::with_capacity(change.txn.len() + 12);
+            id.push_str(change.txn);
+            id.push(':');
+            id.push_str(itoa::Buffer::new().format(change.event_index));
+            id.push(':');
+            id.push_str(itoa::Buffer::new().format(change.row_index));
+            let mut position = String::with_capacity(change.file.len() + 12);
+            position.push_str(change.file);
+            position.push(':');
+            position.push_str(itoa::Buffer::new().format(change.pos));
+            Filling {
+                subject: self.subject.clone(),
+                id,
+                txn: self.txn.clone(),
+                position,
+                payload: Vec::with_capacity((self.scratch.len() + 4).next_power_of_two().max(4096)),
+                count: 0,
+            }
+        });
+        push_frame(&mut filling.payload, &self.scratch);
+        filling.count += 1;
+        if let Some(before) = cut {
+            self.push(before.done(false));
+        } else if fresh {
+            self.touched.push(p);
         }
         self.changes += 1;
         Ok(())
@@ -228,12 +371,13 @@ impl ChangeVisitor for Capture {
     }
 
     fn commit(&mut self, commit: &Commit<'_>) -> Flow {
-        for p in self.touched.drain(..) {
-            if let Some(mut out) = self.held[p as usize].take() {
-                out.last = true;
-                self.batch.push(Item::Msg(out));
+        for i in 0..self.touched.len() {
+            let p = self.touched[i] as usize;
+            if let Some(filling) = self.filling[p].take() {
+                self.push(filling.done(true));
             }
         }
+        self.touched.clear();
         self.batch.push(Item::Commit(Checkpoint {
             file: commit.file.to_owned(),
             pos: commit.end,
@@ -250,7 +394,7 @@ impl Consumer for Capture {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        if self.batch.len() >= BATCH {
+        if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
             self.hand_over()?;
         }
         Ok(())
@@ -264,7 +408,7 @@ impl Consumer for Capture {
         // What was handed over of it comes again with the same ids and the
         // same marks, and the stream drops the copies.
         for p in self.touched.drain(..) {
-            self.held[p as usize] = None;
+            self.filling[p as usize] = None;
         }
     }
 
@@ -345,7 +489,7 @@ fn answer(m: &async_nats::Message) -> Answer {
 }
 
 /// Publishes what `rx` brings while `fence` holds, at most `window`
-/// messages unacknowledged, and moves `acked` to each commit whose
+/// messages (and about [`WINDOW_BYTES`]) unacknowledged, and moves `acked` to each commit whose
 /// messages were all acknowledged. Each message asks for its
 /// acknowledgement on one inbox of the capture's (`INBOX.SERIAL`), read by
 /// one subscription, so a message costs a publish and the parse of a short
@@ -382,11 +526,14 @@ pub async fn publish(
     // Each commit with the serial its transaction's messages end before.
     let mut commits: VecDeque<(u64, Checkpoint)> = VecDeque::new();
     let mut next_serial = 0u64;
+    let mut window_bytes = 0usize;
     let mut closed = false;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         while flights.front().is_some_and(|f| f.acked) {
-            flights.pop_front();
+            if let Some(f) = flights.pop_front() {
+                window_bytes -= f.out.payload.len();
+            }
         }
         let floor = flights.front().map_or(next_serial, |f| f.serial);
         while commits.front().is_some_and(|(bound, _)| *bound <= floor) {
@@ -398,7 +545,7 @@ pub async fn publish(
         if closed && flights.is_empty() && commits.is_empty() {
             return Ok(());
         }
-        let taking = !closed && flights.len() < window;
+        let taking = !closed && flights.len() < window && window_bytes < WINDOW_BYTES;
         let deadline = flights.front().map(|f| f.sent + ack_timeout);
         let failed = tokio::select! {
             biased;
@@ -412,9 +559,10 @@ pub async fn publish(
                     (_, None) => None,
                     (Answer::Stored { duplicate }, Some(i)) => {
                         flights[i].acked = true;
-                        counters.acked.inc();
+                        let changes = u64::from(flights[i].out.count);
+                        counters.acked.add(changes);
                         if duplicate {
-                            counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                            counters.duplicates.fetch_add(changes, Ordering::Relaxed);
                         }
                         backoff.reset();
                         None
@@ -462,6 +610,7 @@ pub async fn publish(
                                     {
                                         tracing::debug!(change = %flight.out.id, "publishing: {e}");
                                     }
+                                    window_bytes += flight.out.payload.len();
                                     flights.push_back(flight);
                                 }
                                 Item::Commit(at) => commits.push_back((next_serial, at)),
@@ -560,6 +709,28 @@ pub async fn checkpoint(
         }
         if stopping {
             return written;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_give_back_what_was_pushed_and_refuse_a_cut_payload() {
+        let mut payload = Vec::new();
+        for change in [&b"one"[..], b"", &[7u8; 300][..]] {
+            push_frame(&mut payload, change);
+        }
+        let got: Vec<&[u8]> = frames(&payload).collect::<Result<_, _>>().unwrap();
+        assert_eq!(got, [&b"one"[..], b"", &[7u8; 300][..]]);
+        assert_eq!(frames(&[]).count(), 0);
+        for cut in [1, 3, 5, payload.len() - 1] {
+            let got: Vec<_> = frames(&payload[..cut]).collect();
+            let err = got.last().unwrap().as_ref().unwrap_err().to_string();
+            assert!(err.contains(&format!("payload's {cut} bytes")), "{err}");
+            assert!(got.len() <= 3, "a bad frame ends the payload");
         }
     }
 }

@@ -104,14 +104,8 @@ pub async fn join(plan: &ClusterPlan, window: usize) -> anyhow::Result<Joined> {
         Ok(_) => {}
         Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
             let held = checkpoints.get(PARTITIONS_KEY).await?.unwrap_or_default();
-            let held = String::from_utf8_lossy(&held);
-            if held != count {
-                return Err(Refused(format!(
-                    "[cluster] partitions = {count}, but stream {} was made with {held} partitions: the count cannot change \
-                     under a stream. Set partitions = {held}, or name a new stream",
-                    plan.stream
-                ))
-                .into());
+            if let Some(why) = partitions_problem(plan, &String::from_utf8_lossy(&held)) {
+                return Err(Refused(why).into());
             }
         }
         Err(e) => anyhow::bail!(
@@ -128,18 +122,117 @@ pub async fn join(plan: &ClusterPlan, window: usize) -> anyhow::Result<Joined> {
     })
 }
 
+/// Why the existing stream `info` cannot hold the source's changes, if it
+/// cannot.
+fn stream_problem(plan: &ClusterPlan, info: &stream::Info) -> Option<String> {
+    let subjects = format!("{}>", plan.subject_prefix());
+    (!info.config.subjects.iter().any(|x| x == &subjects || x == ">")).then(|| {
+        format!(
+            "[cluster] stream {} exists but does not capture {subjects} (it has {:?}); add the subject \
+             (`nats stream edit {} --subjects '{subjects}'`) or name another stream",
+            plan.stream, info.config.subjects, plan.stream
+        )
+    })
+}
+
+/// Why `plan.partitions` is not the count `held` the stream was made with.
+fn partitions_problem(plan: &ClusterPlan, held: &str) -> Option<String> {
+    let count = plan.partitions.to_string();
+    (held != count).then(|| {
+        format!(
+            "[cluster] partitions = {count}, but stream {} was made with {held} partitions: the count cannot change \
+             under a stream. Set partitions = {held}, or name a new stream",
+            plan.stream
+        )
+    })
+}
+
+/// What `rowhook check` finds of `[cluster]`, without changing anything:
+/// the servers answer and authenticate, JetStream is on, and the stream,
+/// if it exists, captures the source's subjects with the partition count
+/// of the config.
+pub async fn probe(plan: &ClusterPlan) -> Vec<crate::probe::CheckLine> {
+    use crate::probe::CheckLine;
+    let line = |ok: bool, text: String| CheckLine { ok, text };
+    let servers = plan.nats.servers.join(", ");
+    let client = match connect(
+        &plan.nats.servers,
+        &plan.nats.auth,
+        plan.nats.tls.as_ref(),
+        Reconnect::Never,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(crate::sink::nats::ConnectFailure::Options(why)) => return vec![line(false, format!("[cluster] {why}"))],
+        Err(e) => {
+            return vec![line(
+                false,
+                format!("[cluster] cannot connect to {servers}: {e}; start NATS or fix `nats` and its credentials"),
+            )];
+        }
+    };
+    let info = client.server_info();
+    let mut lines = vec![line(
+        true,
+        format!(
+            "[cluster] connected to {servers} (nats-server {}, max_payload {} bytes)",
+            info.version, info.max_payload
+        ),
+    )];
+    let js = jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client);
+    match js.get_stream(&plan.stream).await {
+        Ok(mut s) => match s.info().await {
+            Ok(info) => match stream_problem(plan, info) {
+                Some(why) => lines.push(line(false, why)),
+                None => {
+                    let held = async {
+                        let kv = js.get_key_value(plan.checkpoint_bucket()).await.ok()?;
+                        let held = kv.get(PARTITIONS_KEY).await.ok()??;
+                        Some(String::from_utf8_lossy(&held).into_owned())
+                    }
+                    .await;
+                    match held.as_deref().and_then(|h| partitions_problem(plan, h)) {
+                        Some(why) => lines.push(line(false, why)),
+                        None => lines.push(line(
+                            true,
+                            format!(
+                                "[cluster] stream {} captures {}>, {} partitions, {} messages",
+                                plan.stream,
+                                plan.subject_prefix(),
+                                plan.partitions,
+                                info.state.messages
+                            ),
+                        )),
+                    }
+                }
+            },
+            Err(e) => lines.push(line(false, format!("[cluster] reading stream {}: {e}", plan.stream))),
+        },
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
+            lines.push(line(
+                true,
+                format!(
+                    "[cluster] stream {} does not exist yet: the first `rowhook capture` makes it ({} partitions, {} replicas)",
+                    plan.stream, plan.partitions, plan.replicas
+                ),
+            ))
+        }
+        Err(e) => lines.push(line(
+            false,
+            format!("[cluster] {servers} did not answer the JetStream API ({e}); enable JetStream (nats-server -js)"),
+        )),
+    }
+    lines
+}
+
 async fn ensure_stream(js: &jetstream::Context, plan: &ClusterPlan) -> anyhow::Result<()> {
     let subjects = format!("{}>", plan.subject_prefix());
     match js.get_stream(&plan.stream).await {
         Ok(mut s) => {
             let info = s.info().await?;
-            if !info.config.subjects.iter().any(|x| x == &subjects || x == ">") {
-                return Err(Refused(format!(
-                    "[cluster] stream {} exists but does not capture {subjects} (it has {:?}); add the subject \
-                     (`nats stream edit {} --subjects '{subjects}'`) or name another stream",
-                    plan.stream, info.config.subjects, plan.stream
-                ))
-                .into());
+            if let Some(why) = stream_problem(plan, info) {
+                return Err(Refused(why).into());
             }
             if info.config.duplicate_window < 2 * plan.lease_ttl {
                 tracing::warn!(

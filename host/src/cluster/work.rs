@@ -119,6 +119,11 @@ pub struct Worker<'a> {
     pub stats: WorkStats,
 }
 
+/// Messages a partition's consumer pulls at once.
+const PULL_BATCH: usize = 64;
+/// Pulled messages waiting to be handled, at most.
+const WAITING: usize = 256;
+
 /// How long a stopping worker spends writing its partitions' state.
 const STOP_WITHIN: Duration = Duration::from_secs(10);
 
@@ -159,7 +164,7 @@ impl<'a> Worker<'a> {
                 }
             })
             .collect();
-        let (tx, rx) = mpsc::channel(4 * 1024);
+        let (tx, rx) = mpsc::channel(WAITING);
         let mut router = Router::default();
         for h in &plan.handlers {
             router.add(
@@ -575,12 +580,36 @@ impl<'a> Worker<'a> {
         let last = (msg.headers.as_ref())
             .and_then(|h| h.get(super::capture::LAST_HEADER))
             .is_some_and(|v| v.as_str() == "1");
-        let change = rowhook_abi::Change::parse(&msg.payload)
-            .map_err(|e| anyhow::anyhow!("partition {p}: message {seq} is not a row change: {e}"))?;
+        let part = self.parts.get_mut(&p).expect("checked");
+        part.delivered = delivered;
+        for frame in super::capture::frames(&msg.payload) {
+            let frame =
+                frame.map_err(|e| anyhow::anyhow!("partition {p}: message {seq} is not a rowhook message: {e}"))?;
+            self.handle_change(nats, p, seq, frame)?;
+        }
+        let part = self.parts.get_mut(&p).expect("checked");
+        part.done = seq;
+        part.open = true;
+        if last {
+            part.handlers.commit_state(|_, _| {});
+            part.open = false;
+            part.settled = seq;
+            part.settled_msg = Some(msg);
+            if part.due {
+                self.commit_if_settled(nats, p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls the handlers of partition `p` on one change of message `seq`.
+    fn handle_change(&mut self, nats: &Runtime, p: u32, seq: u64, frame: &[u8]) -> anyhow::Result<()> {
+        let change = rowhook_abi::Change::parse(frame).map_err(|e| {
+            anyhow::anyhow!("partition {p}: message {seq} holds something that is not a row change: {e}")
+        })?;
         let id = change.id().to_owned();
         let targets = self.route(change.db(), change.table(), change.op());
         let part = self.parts.get_mut(&p).expect("checked");
-        part.delivered = delivered;
         // A slice whose last mark is missing ends where the next begins.
         if part.txn != change.txn() {
             if part.open {
@@ -591,7 +620,7 @@ impl<'a> Worker<'a> {
         }
         let mut index = 0u32;
         for h in targets.iter() {
-            match part.handlers.call(h, &msg.payload, &mut self.emitted) {
+            match part.handlers.call(h, frame, &mut self.emitted) {
                 Ok(()) => {
                     for e in self.emitted.drain(..) {
                         self.delivery.push(
@@ -641,17 +670,6 @@ impl<'a> Worker<'a> {
         }
         self.stats.changes += 1;
         self.stats.messages += u64::from(index);
-        part.done = seq;
-        part.open = true;
-        if last {
-            part.handlers.commit_state(|_, _| {});
-            part.open = false;
-            part.settled = seq;
-            part.settled_msg = Some(msg);
-            if part.due {
-                self.commit_if_settled(nats, p)?;
-            }
-        }
         if self.delivery.full() {
             self.flush(nats)?;
         }
@@ -738,7 +756,13 @@ async fn pull(
 ) {
     let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        let mut messages = match consumer.messages().await {
+        let pulled = consumer
+            .stream()
+            .max_messages_per_batch(PULL_BATCH)
+            .heartbeat(Duration::from_secs(15))
+            .messages()
+            .await;
+        let mut messages = match pulled {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!("partition {p}: pulling: {e}");
