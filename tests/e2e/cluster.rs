@@ -671,20 +671,31 @@ fn stop_and_check(
 /// `out.log`) per worker.
 struct Ledger {
     server: Arc<Server>,
-    nats: NatsServer,
+    /// One JetStream node, or three.
+    nats: Vec<NatsServer>,
     dir: PathBuf,
     workers: Vec<Option<Child>>,
 }
 
 impl Ledger {
     fn setup(tag: &str, server_id: u32) -> Ledger {
+        Ledger::on(tag, server_id, vec![NatsServer::start(tag, &[])], "")
+    }
+
+    /// On a three-node JetStream cluster, every stream and bucket with
+    /// three replicas.
+    fn setup_three(tag: &str, server_id: u32) -> Ledger {
+        Ledger::on(tag, server_id, NatsServer::cluster(tag, 3), "replicas = 3\n")
+    }
+
+    fn on(tag: &str, server_id: u32, nats: Vec<NatsServer>, extra: &str) -> Ledger {
         let (server, dir, config) = crate::crash::ledger_setup(tag, server_id, "", crate::crash::OUT_LOG);
-        let nats = NatsServer::start(tag, &[]);
+        let urls: Vec<String> = nats.iter().map(NatsServer::url).collect();
         let text = std::fs::read_to_string(&config).unwrap().replace(
             "[sinks.out]",
             &format!(
-                "[cluster]\nnats = \"{}\"\npartitions = 8\nlease_ttl_ms = 2000\nduplicate_window_secs = 30\ncheckpoint_interval_ms = 100\n\n[sinks.out]",
-                nats.url()
+                "[cluster]\nnats = \"{}\"\npartitions = 8\nlease_ttl_ms = 2000\nduplicate_window_secs = 30\ncheckpoint_interval_ms = 100\n{extra}\n[sinks.out]",
+                urls.join(",")
             ),
         );
         std::fs::write(&config, &text).unwrap();
@@ -705,6 +716,11 @@ impl Ledger {
             dir,
             workers: Vec::new(),
         }
+    }
+
+    /// A node that runs (the last one: a test stops the first).
+    fn url(&self) -> String {
+        self.nats.last().unwrap().url()
     }
 
     fn spawn_worker(&mut self, w: usize) {
@@ -809,7 +825,7 @@ impl Ledger {
         .collect();
         let rt = crate::sink_support::rt();
         let got: BTreeMap<String, u64> = rt.block_on(async {
-            let js = admin(&self.nats.url()).await;
+            let js = admin(&self.url()).await;
             let kv = js.get_key_value("ROWHOOK_MAIN_state").await.unwrap();
             let mut sum: BTreeMap<String, u64> = BTreeMap::new();
             for p in 0..8 {
@@ -912,7 +928,7 @@ fn workers_share_the_partitions_and_count_each_change_once_in_state() {
     l.stop_workers();
     interrupt(capture);
     l.check();
-    let order: HashMap<String, (String, usize)> = stream_of(&l.nats.url(), "ROWHOOK_MAIN")
+    let order: HashMap<String, (String, usize)> = stream_of(&l.url(), "ROWHOOK_MAIN")
         .into_iter()
         .enumerate()
         .map(|(i, m)| (m.id, (m.subject.rsplit('.').next().unwrap().to_owned(), i)))
@@ -956,6 +972,38 @@ fn a_killed_workers_partitions_move_and_state_stays_exact() {
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
     l.wait_delivered(Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(500));
+    l.stop_workers();
+    interrupt(capture);
+    l.check();
+}
+
+#[test]
+fn workers_go_on_when_one_jetstream_node_of_three_stops() {
+    let mut l = Ledger::setup_three("work-node", 8813);
+    let seed = clock_seed();
+    eprintln!("seed {seed}, files in {}", l.dir.display());
+    let capture = spawn_capture(&l.dir.join("rowhook.toml"), &l.dir.join("capture.log"));
+    for w in 0..2 {
+        l.spawn_worker(w);
+    }
+    let (writer, stop) = l.load(seed);
+    wait_for("the workers own every partition", Duration::from_secs(60), || {
+        let c = l.cluster();
+        (c["partitions_detail"].as_array()).is_some_and(|p| p.len() == 8 && p.iter().all(|p| p["owner"].is_string()))
+    });
+    // The cluster carries changes from the capture to the sinks before a
+    // node stops.
+    wait_for("the first ledger rows delivered", Duration::from_secs(60), || {
+        l.outputs().len() >= 100
+    });
+    // The node the processes connected to first stops; they go on through
+    // the other two, and the streams elect new leaders.
+    l.nats[0].kill();
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    l.wait_delivered(Duration::from_secs(180));
     std::thread::sleep(Duration::from_millis(500));
     l.stop_workers();
     interrupt(capture);

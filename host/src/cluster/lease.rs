@@ -196,7 +196,9 @@ impl Lease {
                     tracing::warn!("{e:#}; retrying");
                     continue;
                 }
-                tracing::error!("{e:#}: stopping at once");
+                // The holder stands by or gives the partition up; the one
+                // that took it over goes on.
+                tracing::warn!("{e:#}: stopping at once");
                 return self;
             }
         }
