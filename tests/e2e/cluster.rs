@@ -474,6 +474,79 @@ fn a_change_larger_than_the_servers_max_payload_stops_the_capture_and_names_the_
     assert!(stream.iter().all(|m| !m.subject.contains(".big.")), "{stream:?}");
 }
 
+/// The stream's limits, as the server holds them: `(max_age, max_bytes,
+/// first_sequence, last_sequence)`.
+fn stream_limits(url: &str, stream: &str) -> (Duration, i64, u64, u64) {
+    crate::sink_support::rt().block_on(async {
+        let js = admin(url).await;
+        let mut s = js.get_stream(stream).await.unwrap();
+        let info = s.info().await.unwrap();
+        (
+            info.config.max_age,
+            info.config.max_bytes,
+            info.state.first_sequence,
+            info.state.last_sequence,
+        )
+    })
+}
+
+#[test]
+fn stream_limits_follow_the_config_and_a_worker_names_the_changes_they_removed() {
+    let server = Server::start(&[]);
+    server.sql(SCHEMA);
+    // Five transactions of 2,500 keyless rows: 15 messages, about 1.5 MB.
+    let rows: Vec<String> = (0..2500).map(|i| format!("({i})")).collect();
+    for _ in 0..5 {
+        server.sql(&format!(
+            "BEGIN; INSERT INTO shop.log VALUES {}; COMMIT;",
+            rows.join(",")
+        ));
+    }
+    let nats = NatsServer::start("stream-limits", &[]);
+    let dir = temp_dir("stream-limits");
+    let cfg = dir.join("rowhook.toml");
+    let with = |limits: &str| {
+        let text = config(&server, &nats.url(), limits);
+        std::fs::write(&cfg, text).unwrap();
+    };
+    with("max_bytes_mb = 1\nmax_age_hours = 24");
+    let capture = spawn_capture(&cfg, &dir.join("capture.log"));
+    wait_for("15 messages published", Duration::from_secs(60), || {
+        stream_count(&nats.url(), "ROWHOOK_SHOP") > 0 && stream_limits(&nats.url(), "ROWHOOK_SHOP").3 >= 15
+    });
+    assert!(interrupt(capture).success());
+    let (age, bytes, first, _) = stream_limits(&nats.url(), "ROWHOOK_SHOP");
+    assert_eq!((age, bytes), (Duration::from_secs(24 * 3600), 1 << 20));
+    assert!(
+        first > 1,
+        "the oldest messages were removed: the stream starts at {first}"
+    );
+    // A worker whose partition's state is behind the stream's start says so.
+    let log = dir.join("worker.log");
+    let worker = Command::new(env!("CARGO_BIN_EXE_rowhook"))
+        .args(["work", "-c"])
+        .arg(&cfg)
+        .env("ROWHOOK_LOG", "rowhook=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the worker names the removed messages", Duration::from_secs(30), || {
+        crate::support::read(&log).contains(&format!(
+            "the stream starts at sequence {first}, after the sequence this partition's state covers (0)"
+        ))
+    });
+    assert!(interrupt(worker).success());
+    // Limits taken out of the config are taken off the stream.
+    with("");
+    let capture = spawn_capture(&cfg, &dir.join("capture.log"));
+    wait_for("the limits follow the config", Duration::from_secs(30), || {
+        let (age, bytes, _, _) = stream_limits(&nats.url(), "ROWHOOK_SHOP");
+        age == Duration::ZERO && bytes == -1
+    });
+    assert!(interrupt(capture).success());
+}
+
 /// Runs `rounds` times: a random wait while the writer writes, then kill
 /// -9 the capture holding the lease; a standby takes over within
 /// `max_takeover`, and a new standby is started.
@@ -933,6 +1006,51 @@ fn workers_share_the_partitions_and_count_each_change_once_in_state() {
         .enumerate()
         .map(|(i, m)| (m.id, (m.subject.rsplit('.').next().unwrap().to_owned(), i)))
         .collect();
+    check_worker_order(&l.outputs(), &order);
+}
+
+#[test]
+fn one_capture_and_three_workers_handle_a_million_rows_exactly_once() {
+    let mut l = Ledger::setup("work-million", 8814);
+    eprintln!("files in {}", l.dir.display());
+    // A million ledger rows over 8 keys, a thousand per transaction.
+    let rows: usize = 1_000_000;
+    let sql: String = (0..rows / 1000)
+        .map(|t| {
+            format!(
+                "INSERT INTO crash.ledger SELECT {} + seq, seq % 8, 1 FROM crash.seq_1_to_1000;\n",
+                t * 1000
+            )
+        })
+        .collect();
+    l.server.sql(&sql);
+    let started = Instant::now();
+    let capture = spawn_capture(&l.dir.join("rowhook.toml"), &l.dir.join("capture.log"));
+    for w in 0..3 {
+        l.spawn_worker(w);
+    }
+    let newlines = |l: &Ledger| -> usize {
+        (0..4)
+            .map(|w| std::fs::read(l.dir.join(format!("w{w}/out.log"))).unwrap_or_default())
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .sum()
+    };
+    wait_for("a million outputs", Duration::from_secs(900), || {
+        std::thread::sleep(Duration::from_millis(500));
+        newlines(&l) >= rows
+    });
+    l.wait_delivered(Duration::from_secs(120));
+    eprintln!("a million rows handled in {:?}", started.elapsed());
+    std::thread::sleep(Duration::from_millis(500));
+    l.stop_workers();
+    interrupt(capture);
+    l.check();
+    let order: HashMap<String, (String, usize)> = stream_of(&l.url(), "ROWHOOK_MAIN")
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| (m.id, (m.subject.rsplit('.').next().unwrap().to_owned(), i)))
+        .collect();
+    assert_eq!(order.len(), rows);
     check_worker_order(&l.outputs(), &order);
 }
 

@@ -49,6 +49,12 @@ pub struct RawCluster {
     /// Messages published and not yet acknowledged by JetStream, at most:
     /// 16 to 1048576 (default 32768).
     pub max_unacked: Option<u32>,
+    /// How long the stream keeps a message, in hours (0, the default: for
+    /// ever). A group of workers that falls further behind loses changes.
+    pub max_age_hours: Option<u64>,
+    /// How many MiB the stream keeps at most, the oldest messages removed
+    /// first (0, the default: no limit).
+    pub max_bytes_mb: Option<u64>,
     /// User name, with `password`.
     pub user: Option<String>,
     /// Password, with `user`. Write it as `${ENV_VAR}`.
@@ -92,6 +98,10 @@ pub struct ClusterPlan {
     pub checkpoint_interval: Duration,
     /// The capture's window of unacknowledged messages.
     pub max_unacked: usize,
+    /// How long the stream keeps a message (zero: for ever).
+    pub max_age: Duration,
+    /// How many bytes the stream keeps (`-1`: no limit).
+    pub max_bytes: i64,
 }
 
 /// The default `[cluster] partitions`.
@@ -215,6 +225,20 @@ pub fn resolve(raw: RawCluster, cx: &mut SinkContext<'_>) -> Option<ClusterPlan>
         32_768,
         "use 16 to 1048576 (default 32768)",
     );
+    let max_age = cx.ranged(
+        "max_age_hours",
+        raw.max_age_hours,
+        0..=87_600,
+        0,
+        "use 0 (keep every message) to 87600 hours",
+    );
+    let max_bytes = cx.ranged(
+        "max_bytes_mb",
+        raw.max_bytes_mb,
+        0..=1 << 30,
+        0,
+        "use 0 (no limit) or a size in MiB",
+    );
     if let (Some(ttl), Some(window)) = (ttl, window)
         && window * 1000 < 2 * ttl
     {
@@ -239,6 +263,11 @@ pub fn resolve(raw: RawCluster, cx: &mut SinkContext<'_>) -> Option<ClusterPlan>
         duplicate_window: Duration::from_secs(window?),
         checkpoint_interval: Duration::from_millis(interval?),
         max_unacked: unacked? as usize,
+        max_age: Duration::from_secs(max_age? * 3600),
+        max_bytes: match max_bytes? {
+            0 => -1,
+            mb => (mb as i64) << 20,
+        },
     })
 }
 
@@ -264,6 +293,16 @@ mod tests {
         assert_eq!(c.lease_ttl.as_millis(), 10_000);
         assert_eq!(c.subject_prefix(), "rowhook.shop-eu.");
         assert_eq!(c.lease_bucket(), "ROWHOOK_SHOP_EU_leases");
+        assert_eq!(
+            (c.max_age.as_secs(), c.max_bytes),
+            (0, -1),
+            "the stream keeps everything"
+        );
+        let c = parse("[cluster]\nnats = \"nats://h:4222\"\nmax_age_hours = 48\nmax_bytes_mb = 512\n")
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!((c.max_age.as_secs(), c.max_bytes), (48 * 3600, 512 << 20));
     }
 
     #[test]
@@ -282,7 +321,7 @@ mod tests {
     #[test]
     fn bad_keys_are_named_with_a_fix() {
         let lines = problems(
-            "[cluster]\nnats = \"\"\nsource = \"a.b\"\npartitions = 0\nlease_ttl_ms = 100000\nduplicate_window_secs = 60\n",
+            "[cluster]\nnats = \"\"\nsource = \"a.b\"\npartitions = 0\nlease_ttl_ms = 100000\nduplicate_window_secs = 60\nmax_age_hours = 100000\n",
         );
         let joined = lines.join("\n");
         for key in [
@@ -290,6 +329,7 @@ mod tests {
             "cluster.source",
             "cluster.partitions",
             "cluster.duplicate_window_secs",
+            "cluster.max_age_hours",
         ] {
             assert!(joined.contains(key), "{key} missing from {joined}");
         }

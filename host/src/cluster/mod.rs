@@ -234,6 +234,20 @@ async fn ensure_stream(js: &jetstream::Context, plan: &ClusterPlan) -> anyhow::R
             if let Some(why) = stream_problem(plan, info) {
                 return Err(Refused(why).into());
             }
+            if info.config.max_age != plan.max_age || info.config.max_bytes != plan.max_bytes {
+                let mut config = info.config.clone();
+                config.max_age = plan.max_age;
+                config.max_bytes = plan.max_bytes;
+                match js.update_stream(config).await {
+                    Ok(_) => tracing::info!(
+                        stream = %plan.stream,
+                        "the stream's limits follow the config now: max_age_hours = {}, max_bytes_mb = {}",
+                        plan.max_age.as_secs() / 3600,
+                        plan.max_bytes.max(0) >> 20
+                    ),
+                    Err(e) => tracing::warn!("stream {}: setting its limits: {e}", plan.stream),
+                }
+            }
             if info.config.duplicate_window < 2 * plan.lease_ttl {
                 tracing::warn!(
                     "stream {}'s duplicate window is {:?}, less than twice the lease: a takeover may store some messages twice",
@@ -251,6 +265,8 @@ async fn ensure_stream(js: &jetstream::Context, plan: &ClusterPlan) -> anyhow::R
                 storage: StorageType::File,
                 num_replicas: plan.replicas,
                 duplicate_window: plan.duplicate_window,
+                max_age: plan.max_age,
+                max_bytes: plan.max_bytes,
                 description: Some(format!(
                     "rowhook changes of source {}, {} partitions",
                     plan.source, plan.partitions

@@ -500,6 +500,17 @@ impl<'a> Worker<'a> {
     async fn consumer(&self, p: u32, seq: u64) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
         let stream = self.joined.js.get_stream(&self.cluster.stream).await?;
         let name = consumer_name(&self.group, p);
+        let first = stream.cached_info().state.first_sequence;
+        if first > seq + 1 {
+            tracing::error!(
+                partition = p,
+                "the stream starts at sequence {first}, after the sequence this partition's state covers ({seq}): \
+                 the messages between were removed by the stream's limits (max_age_hours, max_bytes_mb) before \
+                 group `{}` handled them, and this partition's changes among them are lost to it; \
+                 raise the limits, or run more workers",
+                self.group
+            );
+        }
         let _ = stream.delete_consumer(&name).await;
         let deliver_policy = if seq == 0 {
             DeliverPolicy::All
