@@ -112,6 +112,8 @@ struct Msg {
     id: String,
     /// The message's `Nats-Msg-Id`.
     msg_id: String,
+    /// The message's stream sequence.
+    seq: u64,
     txn: String,
     position: String,
     /// The message's `Rowhook-Count`.
@@ -173,6 +175,7 @@ fn stream_of(url: &str, stream: &str) -> Vec<Msg> {
             let h = m.headers.clone().unwrap_or_default();
             let get = |k: &str| h.get(k).map(|v| v.as_str().to_owned()).unwrap_or_default();
             read += 1;
+            let seq = m.info().unwrap().stream_sequence;
             let changes = frames(&m.payload);
             let of = changes.len();
             for (at, payload) in changes.into_iter().enumerate() {
@@ -184,6 +187,7 @@ fn stream_of(url: &str, stream: &str) -> Vec<Msg> {
                     subject: m.subject.to_string(),
                     id,
                     msg_id: get("Nats-Msg-Id"),
+                    seq,
                     txn: get("Rowhook-Txn"),
                     position: get("Rowhook-Position"),
                     count: get("Rowhook-Count"),
@@ -864,6 +868,25 @@ impl Ledger {
         expected
     }
 
+    /// The stream sequence each partition's state covers now.
+    fn state_seqs(&self) -> Vec<u64> {
+        crate::sink_support::rt().block_on(async {
+            let js = admin(&self.url()).await;
+            let kv = js.get_key_value("ROWHOOK_MAIN_state").await.unwrap();
+            let mut seqs = Vec::new();
+            for p in 0..8 {
+                seqs.push(
+                    rowhook::cluster::state::load(&kv, "workers", p)
+                        .await
+                        .unwrap()
+                        .state
+                        .seq,
+                );
+            }
+            seqs
+        })
+    }
+
     /// Stops every worker (SIGINT), each writing its partitions' state.
     fn stop_workers(&mut self) {
         for c in self.workers.iter_mut().filter_map(Option::take) {
@@ -1065,6 +1088,9 @@ fn a_killed_workers_partitions_move_and_state_stays_exact() {
         l.spawn_worker(w);
     }
     let (writer, stop) = l.load(seed);
+    // Per kill: the worker, and what each partition's state covered when
+    // it died (read before anyone else can take its partitions).
+    let mut kills: Vec<(usize, Vec<u64>)> = Vec::new();
     for round in 0..10 {
         std::thread::sleep(Duration::from_millis(800 + rng.below(1500)));
         let w = rng.below(3) as usize;
@@ -1073,6 +1099,7 @@ fn a_killed_workers_partitions_move_and_state_stays_exact() {
         child.kill().unwrap();
         child.wait().unwrap();
         let killed = Instant::now();
+        kills.push((w, l.state_seqs()));
         // Its partitions move within the lease (2 s), the balance period
         // (a third of it) and the time to load a partition, with slack.
         wait_for("the dead worker's partitions move", Duration::from_secs(15), || {
@@ -1094,6 +1121,38 @@ fn a_killed_workers_partitions_move_and_state_stays_exact() {
     l.stop_workers();
     interrupt(capture);
     l.check();
+    check_duplicates(&l, &kills);
+}
+
+/// The crash test's rule, per partition: a change reaches the sinks again
+/// only if a killed worker had delivered it after the last state write of
+/// its partition before it died (its new owner resumes from that write);
+/// the copy has the original change id (one id per row: [`Ledger::check`]).
+fn check_duplicates(l: &Ledger, kills: &[(usize, Vec<u64>)]) {
+    let at: HashMap<String, (usize, u64)> = stream_of(&l.url(), "ROWHOOK_MAIN")
+        .into_iter()
+        .map(|m| (m.id, (m.subject.rsplit('.').next().unwrap().parse().unwrap(), m.seq)))
+        .collect();
+    let outputs = l.outputs();
+    let mut times: HashMap<&str, usize> = HashMap::new();
+    let mut by_worker: HashMap<usize, HashSet<&str>> = HashMap::new();
+    for (w, change, _, _) in &outputs {
+        *times.entry(change).or_default() += 1;
+        by_worker.entry(*w).or_default().insert(change);
+    }
+    let mut duplicated = 0;
+    for (change, n) in times.into_iter().filter(|(_, n)| *n > 1) {
+        duplicated += 1;
+        let (p, seq) = at[change];
+        assert!(
+            kills
+                .iter()
+                .any(|(w, covered)| seq > covered[p] && by_worker.get(w).is_some_and(|d| d.contains(change))),
+            "change {change} (partition {p}, sequence {seq}) reached the sinks {n} times, but no killed worker \
+             had delivered it after its partition's last state write"
+        );
+    }
+    eprintln!("{duplicated} changes delivered more than once, each after a killed worker's last state write");
 }
 
 #[test]
