@@ -768,7 +768,14 @@ impl Ledger {
     fn on(tag: &str, server_id: u32, nats: Vec<NatsServer>, extra: &str) -> Ledger {
         let (server, dir, config) = crate::crash::ledger_setup(tag, server_id, "", crate::crash::OUT_LOG);
         let urls: Vec<String> = nats.iter().map(NatsServer::url).collect();
+        // The call's limit is wall time, and these tests share two cores
+        // with MariaDB, up to three JetStream nodes, a capture and four
+        // workers: a call may wait for a core longer than the default 100 ms.
         let text = std::fs::read_to_string(&config).unwrap().replace(
+            "on_error = \"halt\"",
+            "on_error = \"halt\"\nlimits = { time_ms = 5000 }",
+        );
+        let text = text.replace(
             "[sinks.out]",
             &format!(
                 "[cluster]\nnats = \"{}\"\npartitions = 8\nlease_ttl_ms = 2000\nduplicate_window_secs = 30\ncheckpoint_interval_ms = 100\n{extra}\n[sinks.out]",
@@ -795,9 +802,9 @@ impl Ledger {
         }
     }
 
-    /// A node that runs (the last one: a test stops the first).
+    /// A node that runs.
     fn url(&self) -> String {
-        self.nats.last().unwrap().url()
+        self.nats.iter().find(|n| n.running()).expect("a node runs").url()
     }
 
     fn spawn_worker(&mut self, w: usize) {
@@ -1004,6 +1011,7 @@ fn workers_share_the_partitions_and_count_each_change_once_in_state() {
             let metrics = crate::http::get(&addr, "/metrics").body;
             crate::http::metric(&metrics, "rowhook_cluster_partitions_owned", "") >= 1.0
                 && crate::http::metric(&metrics, "rowhook_cluster_workers", "") >= 1.0
+                && crate::http::metric(&metrics, "rowhook_cluster_nats_connected", "") == 1.0
                 && metrics.contains("rowhook_cluster_partition_pending{partition=")
         });
     }
@@ -1155,6 +1163,53 @@ fn check_duplicates(l: &Ledger, kills: &[(usize, Vec<u64>)]) {
     eprintln!("{duplicated} changes delivered more than once, each after a killed worker's last state write");
 }
 
+/// The address worker `w` serves `/metrics` on, once it says so.
+#[cfg(feature = "http-server")]
+fn metrics_addr(l: &Ledger, w: usize) -> String {
+    let log = l.dir.join(format!("w{w}/worker.log"));
+    let mut addr = String::new();
+    wait_for("the worker serves /metrics", Duration::from_secs(30), || {
+        let text = crate::support::read(&log);
+        match text
+            .lines()
+            .find_map(|line| line.split("serving /metrics on http://").nth(1))
+        {
+            Some(rest) => {
+                addr = rest.split_whitespace().next().unwrap().to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    addr
+}
+
+#[cfg(feature = "http-server")]
+#[test]
+fn a_worker_is_unready_while_nats_is_gone_and_ready_again_when_it_is_back() {
+    let mut l = Ledger::setup("work-readyz", 8815);
+    l.spawn_worker(0);
+    let addr = metrics_addr(&l, 0);
+    let ready = |addr: &str| crate::http::get(addr, "/readyz");
+    wait_for("the worker is ready", Duration::from_secs(30), || {
+        ready(&addr).status == 200
+    });
+    l.nats[0].kill();
+    wait_for("the worker is unready", Duration::from_secs(30), || {
+        let r = ready(&addr);
+        r.status == 503
+            && r.body
+                .contains("NATS is not connected: rowhook is reconnecting to the [cluster] servers")
+    });
+    let metrics = crate::http::get(&addr, "/metrics").body;
+    assert_eq!(crate::http::metric(&metrics, "rowhook_cluster_nats_connected", ""), 0.0);
+    l.nats[0].restart();
+    wait_for("the worker is ready again", Duration::from_secs(30), || {
+        ready(&addr).status == 200
+    });
+    l.stop_workers();
+}
+
 #[test]
 fn workers_go_on_when_one_jetstream_node_of_three_stops() {
     let mut l = Ledger::setup_three("work-node", 8813);
@@ -1174,9 +1229,26 @@ fn workers_go_on_when_one_jetstream_node_of_three_stops() {
     wait_for("the first ledger rows delivered", Duration::from_secs(60), || {
         l.outputs().len() >= 100
     });
-    // The node the processes connected to first stops; they go on through
-    // the other two, and the streams elect new leaders.
-    l.nats[0].kill();
+    // The node that leads the stream stops, with messages in flight to
+    // it: the capture publishes them again, the processes connected to it
+    // go on through the other two, and the stream and buckets it led elect
+    // new leaders.
+    let leader = crate::sink_support::rt().block_on(async {
+        let mut s = admin(&l.url()).await.get_stream("ROWHOOK_MAIN").await.unwrap();
+        s.info()
+            .await
+            .unwrap()
+            .cluster
+            .clone()
+            .and_then(|c| c.leader)
+            .expect("the stream has a leader")
+    });
+    let at: usize = leader
+        .trim_start_matches('n')
+        .parse()
+        .expect("nodes are named n0 to n2");
+    eprintln!("stopping node {leader}, the stream's leader");
+    l.nats[at].kill();
     std::thread::sleep(Duration::from_secs(4));
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();

@@ -96,6 +96,11 @@ impl NatsServer {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Whether the server runs (it was not killed, or was started again).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

@@ -53,7 +53,7 @@ pub fn capture(plan: &Plan) -> anyhow::Result<CaptureStats> {
         return Ok(CaptureStats::default());
     };
     let registry = crate::telemetry::Registry::new();
-    crate::cluster::serve_metrics(plan, &registry)?;
+    crate::cluster::serve_metrics(plan, &registry, &joined.client)?;
     let held = registry.gauge(
         crate::telemetry::names::CLUSTER_LEASE_HELD,
         "1 while this process holds the lease of its role, else 0.",

@@ -432,6 +432,8 @@ struct Flight {
     /// comes (the one published before it).
     expect: Option<String>,
     serial: u64,
+    /// The round it was last published in.
+    round: u64,
     acked: bool,
     sent: tokio::time::Instant,
 }
@@ -491,11 +493,14 @@ fn answer(m: &async_nats::Message) -> Answer {
 /// Publishes what `rx` brings while `fence` holds, at most `window`
 /// messages (and about [`WINDOW_BYTES`]) unacknowledged, and moves `acked` to each commit whose
 /// messages were all acknowledged. Each message asks for its
-/// acknowledgement on one inbox of the capture's (`INBOX.SERIAL`), read by
+/// acknowledgement on one inbox of the capture's (`INBOX.ROUND.SERIAL`), read by
 /// one subscription, so a message costs a publish and the parse of a short
 /// reply. A refused or missing acknowledgement (none within `ack_timeout`)
 /// publishes every unacknowledged message again, in order, after a
-/// backoff, until it is taken.
+/// backoff, until it is taken. Each such round has its number in the
+/// reply subjects, and answers to an earlier round are passed over: a
+/// dropped connection's refusals, still queued, would otherwise fail the
+/// next round one message at a time.
 ///
 /// Each message names the one published before it as the stream's last
 /// (`Nats-Expected-Last-Msg-Id`; the first names `last`, the stream's last
@@ -518,10 +523,11 @@ pub async fn publish(
     use futures_util::StreamExt as _;
     let inbox = client.new_inbox();
     let mut acks = client
-        .subscribe(format!("{inbox}.*"))
+        .subscribe(format!("{inbox}.*.*"))
         .await
         .map_err(|e| anyhow::anyhow!("subscribing to the acknowledgements: {e}"))?;
-    let reply_of = |serial: u64| format!("{inbox}.{serial}");
+    let reply_of = |round: u64, serial: u64| format!("{inbox}.{round}.{serial}");
+    let mut round = 0u64;
     let mut flights: VecDeque<Flight> = VecDeque::new();
     // Each commit with the serial its transaction's messages end before.
     let mut commits: VecDeque<(u64, Checkpoint)> = VecDeque::new();
@@ -551,11 +557,15 @@ pub async fn publish(
             biased;
             m = acks.next() => {
                 let Some(m) = m else { anyhow::bail!("the acknowledgement subscription ended") };
-                let serial = m.subject.rsplit('.').next().and_then(|s| s.parse::<u64>().ok());
+                let mut tail = m.subject.rsplit('.').map(|t| t.parse::<u64>().ok());
+                let (serial, answered) = (tail.next().flatten(), tail.next().flatten());
                 let at = serial.and_then(|s| s.checked_sub(flights.front()?.serial));
-                let at = at.map(|i| i as usize).filter(|&i| i < flights.len() && !flights[i].acked);
+                let at = at.map(|i| i as usize).filter(|&i| {
+                    i < flights.len() && !flights[i].acked && Some(flights[i].round) == answered
+                });
                 match (answer(&m), at) {
-                    // An answer to a message acknowledged already.
+                    // An answer to a message acknowledged already, or to an
+                    // earlier round.
                     (_, None) => None,
                     (Answer::Stored { duplicate }, Some(i)) => {
                         flights[i].acked = true;
@@ -596,13 +606,14 @@ pub async fn publish(
                                         out,
                                         expect,
                                         serial,
+                                        round,
                                         acked: false,
                                         sent: tokio::time::Instant::now(),
                                     };
                                     if let Err(e) = client
                                         .publish_with_reply_and_headers(
                                             flight.out.subject.clone(),
-                                            reply_of(serial),
+                                            reply_of(round, serial),
                                             flight.headers(),
                                             flight.out.payload.clone(),
                                         )
@@ -635,11 +646,13 @@ pub async fn publish(
                 anyhow::bail!(LeaseLost(fence.why()));
             }
             counters.retries.fetch_add(1, Ordering::Relaxed);
+            round += 1;
             for f in flights.iter_mut().filter(|f| !f.acked) {
+                f.round = round;
                 if let Err(e) = client
                     .publish_with_reply_and_headers(
                         f.out.subject.clone(),
-                        reply_of(f.serial),
+                        reply_of(round, f.serial),
                         f.headers(),
                         f.out.payload.clone(),
                     )

@@ -379,7 +379,22 @@ pub async fn claim_checkpoint(kv: &kv::Store, holder: &str) -> anyhow::Result<(O
 
 /// Serves `/metrics` (and `/healthz`, `/readyz` over `registry`) on the
 /// config's `[http]`, if it has one.
-pub fn serve_metrics(plan: &crate::config::Plan, registry: &crate::telemetry::Registry) -> anyhow::Result<()> {
+pub fn serve_metrics(
+    plan: &crate::config::Plan,
+    registry: &crate::telemetry::Registry,
+    client: &async_nats::Client,
+) -> anyhow::Result<()> {
+    let connected = client.clone();
+    registry.computed_gauge(
+        crate::telemetry::names::CLUSTER_NATS_CONNECTED,
+        "1 while connected to a NATS server of the cluster, else 0.",
+        vec![],
+        std::sync::Arc::new(move || {
+            f64::from(u8::from(
+                connected.connection_state() == async_nats::connection::State::Connected,
+            ))
+        }),
+    );
     let Some(http) = &plan.http else { return Ok(()) };
     #[cfg(feature = "http-server")]
     {

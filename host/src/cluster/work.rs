@@ -175,7 +175,7 @@ impl<'a> Worker<'a> {
                 },
             );
         }
-        super::serve_metrics(plan, &registry)?;
+        super::serve_metrics(plan, &registry, &joined.client)?;
         let owned_gauge = registry.gauge(
             crate::telemetry::names::CLUSTER_PARTITIONS_OWNED,
             "Partitions this worker owns.",

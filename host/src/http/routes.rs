@@ -158,6 +158,9 @@ pub(super) fn unready_reasons(observed: &Observed) -> Vec<String> {
     if !observed.replay && snap.sum(names::SOURCE_CONNECTED) == 0 {
         reasons.push("the source is not connected: rowhook is reconnecting to the server".to_owned());
     }
+    if snap.family(names::CLUSTER_NATS_CONNECTED).next().is_some() && snap.sum(names::CLUSTER_NATS_CONNECTED) == 0 {
+        reasons.push("NATS is not connected: rowhook is reconnecting to the [cluster] servers".to_owned());
+    }
     for s in snap.family(names::SINK_FAILING).filter(|s| s.count() != 0) {
         reasons.push(format!(
             "sink `{}` refused its last batch beyond its retries",

@@ -46,6 +46,9 @@ pub mod names {
     pub const CLUSTER_LEASE_HELD: &str = "rowhook_cluster_lease_held";
     /// `[cluster]`: changes the capture published that JetStream stored.
     pub const CLUSTER_PUBLISHED: &str = "rowhook_cluster_published_total";
+    /// `[cluster]`: 1 while the process is connected to a NATS server of
+    /// the cluster, else 0 (read when asked).
+    pub const CLUSTER_NATS_CONNECTED: &str = "rowhook_cluster_nats_connected";
     /// `[cluster]`: partitions this worker owns.
     pub const CLUSTER_PARTITIONS_OWNED: &str = "rowhook_cluster_partitions_owned";
     /// `[cluster]`: live workers of the group, as this worker last counted.
