@@ -742,6 +742,12 @@ fn stop_and_check(
     check_stream(&expected, &stream_of(read_url, "ROWHOOK_SHOP"));
 }
 
+/// What [`Ledger::start`] started.
+struct Running {
+    capture: Child,
+    load: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
 /// Where the ledger test's workers and capture run: the crash test's
 /// ledger schema on a private server, a private JetStream, a config for
 /// the capture and one directory (with a copy of the config, and its
@@ -826,6 +832,38 @@ impl Ledger {
             self.workers.push(None);
         }
         self.workers[w] = Some(child);
+    }
+
+    /// Starts the capture and workers `0..workers`; with `seed`, the crash
+    /// test's load too.
+    fn start(&mut self, workers: usize, seed: Option<u64>) -> Running {
+        if let Some(seed) = seed {
+            eprintln!("seed {seed}, files in {}", self.dir.display());
+        } else {
+            eprintln!("files in {}", self.dir.display());
+        }
+        let capture = spawn_capture(&self.dir.join("rowhook.toml"), &self.dir.join("capture.log"));
+        for w in 0..workers {
+            self.spawn_worker(w);
+        }
+        Running {
+            capture,
+            load: seed.map(|seed| self.load(seed)),
+        }
+    }
+
+    /// Stops the load, waits (up to `within`) until every committed row
+    /// was delivered, stops the workers and the capture, and checks.
+    fn finish(&mut self, running: Running, within: Duration) {
+        if let Some((writer, stop)) = running.load {
+            stop.store(true, Ordering::SeqCst);
+            writer.join().unwrap();
+        }
+        self.wait_delivered(within);
+        std::thread::sleep(Duration::from_millis(500));
+        self.stop_workers();
+        interrupt(running.capture);
+        self.check();
     }
 
     /// The crash test's load, on a thread of its own until the flag is set.
@@ -953,12 +991,18 @@ impl Ledger {
     }
 }
 
-/// Each worker's first deliveries of one partition come in stream order:
-/// `order` gives each change id's partition and sequence.
-fn check_worker_order(outputs: &[(usize, String, u64, u64)], order: &HashMap<String, (String, usize)>) {
+/// Each worker's first deliveries of one partition come in stream order.
+/// Returns how many changes the stream holds.
+fn check_worker_order(l: &Ledger) -> usize {
+    let order: HashMap<String, (String, usize)> = stream_of(&l.url(), "ROWHOOK_MAIN")
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| (m.id, (m.subject.rsplit('.').next().unwrap().to_owned(), i)))
+        .collect();
+    let outputs = l.outputs();
     let mut last: HashMap<(usize, &str), usize> = HashMap::new();
     let mut seen = HashSet::new();
-    for (w, change, _, _) in outputs {
+    for (w, change, _, _) in &outputs {
         if !seen.insert((w, change)) {
             continue;
         }
@@ -970,18 +1014,13 @@ fn check_worker_order(outputs: &[(usize, String, u64, u64)], order: &HashMap<Str
             );
         }
     }
+    order.len()
 }
 
 #[test]
 fn workers_share_the_partitions_and_count_each_change_once_in_state() {
     let mut l = Ledger::setup("work-share", 8811);
-    let seed = clock_seed();
-    eprintln!("seed {seed}, files in {}", l.dir.display());
-    let capture = spawn_capture(&l.dir.join("rowhook.toml"), &l.dir.join("capture.log"));
-    for w in 0..3 {
-        l.spawn_worker(w);
-    }
-    let (writer, stop) = l.load(seed);
+    let running = l.start(3, Some(clock_seed()));
     wait_for("three workers share the partitions", Duration::from_secs(30), || {
         let c = l.cluster();
         let owners: HashSet<String> = (c["partitions_detail"].as_array().unwrap().iter())
@@ -1025,25 +1064,13 @@ fn workers_share_the_partitions_and_count_each_change_once_in_state() {
         owners.len() == 4 && parts.iter().all(|p| p["owner"].is_string())
     });
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
-    l.wait_delivered(Duration::from_secs(120));
-    std::thread::sleep(Duration::from_millis(500));
-    l.stop_workers();
-    interrupt(capture);
-    l.check();
-    let order: HashMap<String, (String, usize)> = stream_of(&l.url(), "ROWHOOK_MAIN")
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| (m.id, (m.subject.rsplit('.').next().unwrap().to_owned(), i)))
-        .collect();
-    check_worker_order(&l.outputs(), &order);
+    l.finish(running, Duration::from_secs(120));
+    check_worker_order(&l);
 }
 
 #[test]
 fn one_capture_and_three_workers_handle_a_million_rows_exactly_once() {
     let mut l = Ledger::setup("work-million", 8814);
-    eprintln!("files in {}", l.dir.display());
     // A million ledger rows over 8 keys, a thousand per transaction.
     let rows: usize = 1_000_000;
     let sql: String = (0..rows / 1000)
@@ -1056,10 +1083,7 @@ fn one_capture_and_three_workers_handle_a_million_rows_exactly_once() {
         .collect();
     l.server.sql(&sql);
     let started = Instant::now();
-    let capture = spawn_capture(&l.dir.join("rowhook.toml"), &l.dir.join("capture.log"));
-    for w in 0..3 {
-        l.spawn_worker(w);
-    }
+    let running = l.start(3, None);
     let newlines = |l: &Ledger| -> usize {
         (0..4)
             .map(|w| std::fs::read(l.dir.join(format!("w{w}/out.log"))).unwrap_or_default())
@@ -1070,32 +1094,17 @@ fn one_capture_and_three_workers_handle_a_million_rows_exactly_once() {
         std::thread::sleep(Duration::from_millis(500));
         newlines(&l) >= rows
     });
-    l.wait_delivered(Duration::from_secs(120));
-    eprintln!("a million rows handled in {:?}", started.elapsed());
-    std::thread::sleep(Duration::from_millis(500));
-    l.stop_workers();
-    interrupt(capture);
-    l.check();
-    let order: HashMap<String, (String, usize)> = stream_of(&l.url(), "ROWHOOK_MAIN")
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| (m.id, (m.subject.rsplit('.').next().unwrap().to_owned(), i)))
-        .collect();
-    assert_eq!(order.len(), rows);
-    check_worker_order(&l.outputs(), &order);
+    eprintln!("a million rows delivered in {:?}", started.elapsed());
+    l.finish(running, Duration::from_secs(120));
+    assert_eq!(check_worker_order(&l), rows);
 }
 
 #[test]
 fn a_killed_workers_partitions_move_and_state_stays_exact() {
     let mut l = Ledger::setup("work-kill", 8812);
     let seed = clock_seed();
-    eprintln!("seed {seed}, files in {}", l.dir.display());
     let mut rng = Rng(seed.rotate_left(9) | 1);
-    let capture = spawn_capture(&l.dir.join("rowhook.toml"), &l.dir.join("capture.log"));
-    for w in 0..3 {
-        l.spawn_worker(w);
-    }
-    let (writer, stop) = l.load(seed);
+    let running = l.start(3, Some(seed));
     // Per kill: the worker, and what each partition's state covered when
     // it died (read before anyone else can take its partitions).
     let mut kills: Vec<(usize, Vec<u64>)> = Vec::new();
@@ -1122,13 +1131,7 @@ fn a_killed_workers_partitions_move_and_state_stays_exact() {
         assert!(moved < Duration::from_secs(6), "partitions moved in {moved:?}");
         l.spawn_worker(w);
     }
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
-    l.wait_delivered(Duration::from_secs(120));
-    std::thread::sleep(Duration::from_millis(500));
-    l.stop_workers();
-    interrupt(capture);
-    l.check();
+    l.finish(running, Duration::from_secs(120));
     check_duplicates(&l, &kills);
 }
 
@@ -1213,13 +1216,7 @@ fn a_worker_is_unready_while_nats_is_gone_and_ready_again_when_it_is_back() {
 #[test]
 fn workers_go_on_when_one_jetstream_node_of_three_stops() {
     let mut l = Ledger::setup_three("work-node", 8813);
-    let seed = clock_seed();
-    eprintln!("seed {seed}, files in {}", l.dir.display());
-    let capture = spawn_capture(&l.dir.join("rowhook.toml"), &l.dir.join("capture.log"));
-    for w in 0..2 {
-        l.spawn_worker(w);
-    }
-    let (writer, stop) = l.load(seed);
+    let running = l.start(2, Some(clock_seed()));
     wait_for("the workers own every partition", Duration::from_secs(60), || {
         let c = l.cluster();
         (c["partitions_detail"].as_array()).is_some_and(|p| p.len() == 8 && p.iter().all(|p| p["owner"].is_string()))
@@ -1250,13 +1247,7 @@ fn workers_go_on_when_one_jetstream_node_of_three_stops() {
     eprintln!("stopping node {leader}, the stream's leader");
     l.nats[at].kill();
     std::thread::sleep(Duration::from_secs(4));
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
-    l.wait_delivered(Duration::from_secs(180));
-    std::thread::sleep(Duration::from_millis(500));
-    l.stop_workers();
-    interrupt(capture);
-    l.check();
+    l.finish(running, Duration::from_secs(180));
 }
 
 #[test]
