@@ -141,25 +141,27 @@ fn term(
     let fence = lease.fence();
     let (quit_tx, quit_rx) = watch::channel(false);
     let keeper = nats.spawn(lease.keep(quit_rx.clone()));
-    let claimed = nats.block_on(claim_checkpoint(&joined.checkpoints, holder));
-    let (resume, revision) = match claimed {
-        Ok(c) => c,
+    // What JetStream answers before publishing starts. A cluster electing
+    // its leaders may time out: the lease goes back and the capture stands
+    // by to try again; only what trying again cannot fix ends it.
+    let setup = nats.block_on(async {
+        let (resume, revision) = claim_checkpoint(&joined.checkpoints, holder).await?;
+        let last = crate::cluster::last_id(&joined.js, &cluster.stream)
+            .await
+            .map_err(|e| e.context(format!("reading the last message of stream {}", cluster.stream)))?;
+        Ok::<_, anyhow::Error>((resume, revision, last))
+    });
+    let (resume, revision, last) = match setup {
+        Ok(s) => s,
         Err(e) => {
             quit_tx.send_replace(true);
             if let Ok(lease) = nats.block_on(keeper) {
                 nats.block_on(lease.release());
             }
-            return Err(e);
-        }
-    };
-    let last = match nats.block_on(crate::cluster::last_id(&joined.js, &cluster.stream)) {
-        Ok(last) => last,
-        Err(e) => {
-            quit_tx.send_replace(true);
-            if let Ok(lease) = nats.block_on(keeper) {
-                nats.block_on(lease.release());
+            if e.is::<crate::cluster::Refused>() {
+                return Err(e);
             }
-            return Err(e.context(format!("reading the last message of stream {}", cluster.stream)));
+            return Ok(Term::Lost(format!("{e:#}")));
         }
     };
     let acked_before = published.get();

@@ -344,11 +344,11 @@ pub async fn claim_checkpoint(kv: &kv::Store, holder: &str) -> anyhow::Result<(O
         let (at, revision) = match entry {
             Some(e) if e.operation == kv::Operation::Put => {
                 let stored: Stored = serde_json::from_slice(&e.value).map_err(|err| {
-                    anyhow::anyhow!(
+                    Refused(format!(
                         "the capture checkpoint in bucket {} is unreadable ({err}); \
                          `rowhook state` shows it, and deleting the key `{CHECKPOINT_KEY}` starts over from [source] start",
                         kv.name
-                    )
+                    ))
                 })?;
                 (stored.at, Some(e.revision))
             }
