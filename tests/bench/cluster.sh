@@ -73,34 +73,20 @@ GUESTS=$ROOT/tests/guests
 WASM=$GUESTS/target/wasm32-wasip2/release/trivial.wasm
 
 # --- server and binlog ---------------------------------------------------------------------------
-M() { mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot "$@"; }
+# shellcheck source=server.sh
+source "$ROOT/tests/bench/server.sh"
 NATS_PID=
 cleanup() {
     [[ -n $NATS_PID ]] && kill "$NATS_PID" 2>/dev/null || true
-    if [[ $KEEP_DB == 1 ]]; then
-        log "server left running: port $PORT, dir $DB"
-    else
-        "$ROOT/tests/mariadb.sh" stop "$DB" || true
-    fi
+    stop_server
 }
-if [[ $REUSE_DB == 1 && -f $DB/port ]] && PORT=$(cat "$DB/port") && M -e 'SELECT 1' >/dev/null 2>&1; then
-    log "reusing the server on port $PORT"
-else
-    "$ROOT/tests/mariadb.sh" stop "$DB" >/dev/null 2>&1 || true
-    PORT=$("$ROOT/tests/mariadb.sh" start "$DB")
-    echo "$PORT" >"$DB/port"
-fi
+start_server
 trap cleanup EXIT
 have=$(M -N -e "SELECT COUNT(*) FROM cdcbench.orders" 2>/dev/null || echo 0)
 if [[ $have != "$ROWS" ]]; then
     log "writing $ROWS inserts into cdcbench.orders, $TXN per transaction"
-    M -e "RESET MASTER; DROP DATABASE IF EXISTS cdcbench; CREATE DATABASE cdcbench"
-    python3 - "$ROOT/../shared/bench/workload/gen_workload.py" <<'EOF' | M cdcbench
-import re, sys
-src = open(sys.argv[1]).read()
-m = re.search(r"CREATE TABLE orders \(.*?\)[^;]*;", src, re.S)
-print(m.group(0))
-EOF
+    M -e "RESET MASTER"
+    orders_table
     python3 - "$ROWS" "$TXN" <<'EOF' | M cdcbench
 import sys
 rows, txn = int(sys.argv[1]), int(sys.argv[2])

@@ -60,32 +60,14 @@ GUESTS=$ROOT/tests/guests
 WASM=$GUESTS/target/wasm32-wasip2/release/trivial.wasm
 
 # --- server and table ----------------------------------------------------------------------------
-M() { mariadb --no-defaults -h127.0.0.1 -P"$PORT" -uroot "$@"; }
-cleanup() {
-    if [[ $KEEP_DB == 1 ]]; then
-        log "server left running: port $PORT, dir $DB"
-    else
-        "$ROOT/tests/mariadb.sh" stop "$DB" || true
-    fi
-}
-if [[ $REUSE_DB == 1 && -f $DB/port ]] && PORT=$(cat "$DB/port") && M -e 'SELECT 1' >/dev/null 2>&1; then
-    log "reusing the server on port $PORT"
-else
-    "$ROOT/tests/mariadb.sh" stop "$DB" >/dev/null 2>&1 || true
-    PORT=$("$ROOT/tests/mariadb.sh" start "$DB")
-    echo "$PORT" >"$DB/port"
-fi
-trap cleanup EXIT
+# shellcheck source=server.sh
+source "$ROOT/tests/bench/server.sh"
+start_server
+trap stop_server EXIT
 have=$(M -N -e "SELECT COUNT(*) FROM cdcbench.orders" 2>/dev/null || echo 0)
 if [[ $have != "$ROWS" ]]; then
     log "filling cdcbench.orders with $ROWS rows"
-    M -e "DROP DATABASE IF EXISTS cdcbench; CREATE DATABASE cdcbench"
-    python3 - "$ROOT/../shared/bench/workload/gen_workload.py" <<'EOF' | M cdcbench
-import re, sys
-src = open(sys.argv[1]).read()
-m = re.search(r"CREATE TABLE orders \(.*?\)[^;]*;", src, re.S)
-print(m.group(0))
-EOF
+    orders_table
     M cdcbench -e "SET SESSION sql_log_bin = 0;
         INSERT INTO orders (id, user_id, status, currency, amount, tax, qty, created_at, updated_at,
                             sku, note, attrs, is_gift)
