@@ -121,7 +121,10 @@ struct Msg {
     /// Its place in the message, and how many changes the message holds.
     at: usize,
     of: usize,
-    /// The last change of a message marked `Rowhook-Last`.
+    /// The last change of its transaction in its partition, by the
+    /// message's marks: the last change of a message marked
+    /// `Rowhook-Last`, or one the next change of its message is of another
+    /// transaction.
     last: bool,
     payload: Vec<u8>,
 }
@@ -178,11 +181,24 @@ fn stream_of(url: &str, stream: &str) -> Vec<Msg> {
             let seq = m.info().unwrap().stream_sequence;
             let changes = frames(&m.payload);
             let of = changes.len();
+            let txns: Vec<String> = changes
+                .iter()
+                .map(|c| {
+                    rowhook_abi::Change::parse(c)
+                        .expect("each frame is a row change")
+                        .txn()
+                        .to_owned()
+                })
+                .collect();
             for (at, payload) in changes.into_iter().enumerate() {
                 let id = rowhook_abi::Change::parse(&payload)
                     .expect("each frame is a row change")
                     .id()
                     .to_owned();
+                let last = match txns.get(at + 1) {
+                    Some(next) => *next != txns[at],
+                    None => get("Rowhook-Last") == "1",
+                };
                 out.push(Msg {
                     subject: m.subject.to_string(),
                     id,
@@ -193,7 +209,7 @@ fn stream_of(url: &str, stream: &str) -> Vec<Msg> {
                     count: get("Rowhook-Count"),
                     at,
                     of,
-                    last: get("Rowhook-Last") == "1" && at + 1 == of,
+                    last,
                     payload,
                 });
             }
@@ -212,6 +228,23 @@ fn stream_count(url: &str, stream: &str) -> u64 {
             Err(_) => 0,
         }
     })
+}
+
+/// The transaction the capture checkpoint of `stream` is after, if any.
+fn checkpoint_txn(url: &str, stream: &str) -> Option<String> {
+    let rt = crate::sink_support::rt();
+    rt.block_on(async {
+        let js = admin(url).await;
+        let kv = js.get_key_value(format!("{stream}_checkpoints")).await.ok()?;
+        let v = kv.get("capture").await.ok()??;
+        let v: serde_json::Value = serde_json::from_slice(&v).ok()?;
+        Some(v["at"]["txn"].as_str()?.to_owned())
+    })
+}
+
+/// The transaction part of a change id (`TXN:EVENT:ROW`).
+fn txn_of(id: &str) -> &str {
+    id.rsplitn(3, ':').nth(2).expect("a change id has three parts")
 }
 
 /// Who holds the capture lease of `stream`, if anyone.
@@ -268,9 +301,9 @@ fn row_of(c: &serde_json::Value) -> String {
 /// Checks the stream against the binlog: each change exactly once (one
 /// sequence per id), every change of a row on one subject, each subject's
 /// changes in binlog order, headers and payloads that agree with the
-/// changes of each message (one transaction's, one table's), and the last
-/// mark on exactly the last message of each transaction in each partition
-/// (of all its tables).
+/// changes of each message (one table's; its first change's transaction
+/// and position in the headers), and the last mark on exactly the last
+/// change of each transaction in each partition (of all its tables).
 fn check_stream(expected: &[serde_json::Value], stream: &[Msg]) {
     let mut seen = HashSet::new();
     for m in stream {
@@ -310,16 +343,16 @@ fn check_stream(expected: &[serde_json::Value], stream: &[Msg]) {
         assert_eq!(&parts[..4], ["rowhook", "shop", "shop", c["table"].as_str().unwrap()]);
         assert!(parts[4].parse::<u32>().unwrap() < 4);
         let change = rowhook_abi::Change::parse(&m.payload).expect("the payload is a row change");
-        assert_eq!(change.txn(), m.txn, "{}: one transaction per message", m.id);
         assert_eq!(change.op().as_str(), c["op"].as_str().unwrap());
         assert_eq!(m.count, m.of.to_string(), "{}: Rowhook-Count", m.msg_id);
         if m.at == 0 {
             assert_eq!(m.msg_id, m.id, "a message's id is its first change's");
+            assert_eq!(change.txn(), m.txn, "{}: Rowhook-Txn is its first change's", m.id);
             assert_eq!(m.position, format!("{}:{}", c["file"].as_str().unwrap(), c["pos"]));
         }
         // A partition holds every table's changes of its rows.
         groups
-            .entry((m.txn.clone(), parts[4].to_owned()))
+            .entry((change.txn().to_owned(), parts[4].to_owned()))
             .or_default()
             .push((m.last, m.id.clone()));
     }
@@ -361,8 +394,8 @@ fn capture_publishes_each_change_once_by_partition_in_binlog_order() {
     server.sql(SCHEMA);
     let mut work = Workload::new(clock_seed());
     server.sql(&work.transactions(400));
-    // One transaction of 2,500 keyless rows: one partition, three messages
-    // (1,024 changes, 1,024 and 452), the last one marked.
+    // One transaction of 2,500 keyless rows: one partition, its changes in
+    // three messages, cut at 1,024 changes inside it.
     let rows: Vec<String> = (0..2500).map(|i| format!("({i})")).collect();
     server.sql(&format!(
         "BEGIN; INSERT INTO shop.log VALUES {}; COMMIT;",
@@ -386,11 +419,26 @@ fn capture_publishes_each_change_once_by_partition_in_binlog_order() {
     assert!(interrupt(child).success());
     let stream = stream_of(&nats.url(), "ROWHOOK_SHOP");
     check_stream(&expected, &stream);
-    let big: Vec<(usize, bool)> = (stream.iter())
-        .filter(|m| m.subject.starts_with("rowhook.shop.shop.log.") && m.at + 1 == m.of && m.of > 100)
-        .map(|m| (m.of, m.last))
+    let big_txn = (stream.iter())
+        .filter(|m| m.subject.starts_with("rowhook.shop.shop.log."))
+        .fold(HashMap::<&str, usize>::new(), |mut n, m| {
+            *n.entry(txn_of(&m.id)).or_default() += 1;
+            n
+        })
+        .into_iter()
+        .find(|(_, n)| *n == 2500)
+        .expect("the transaction of 2,500 rows")
+        .0;
+    let mut big: Vec<(u64, usize)> = (stream.iter())
+        .filter(|m| txn_of(&m.id) == big_txn)
+        .map(|m| (m.seq, m.of))
         .collect();
-    assert_eq!(big, [(1024, false), (1024, false), (452, true)]);
+    big.dedup();
+    assert_eq!(big.len(), 3, "its changes are in three messages: {big:?}");
+    assert!(
+        big[..2].iter().all(|&(_, of)| of == 1024),
+        "cut at 1,024 changes: {big:?}"
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("publishing after the checkpoint"), "{text}");
     assert!(
@@ -498,7 +546,8 @@ fn stream_limits(url: &str, stream: &str) -> (Duration, i64, u64, u64) {
 fn stream_limits_follow_the_config_and_a_worker_names_the_changes_they_removed() {
     let server = Server::start(&[]);
     server.sql(SCHEMA);
-    // Five transactions of 2,500 keyless rows: 15 messages, about 1.5 MB.
+    // Five transactions of 2,500 keyless rows: at least 13 messages, about
+    // 1.5 MB.
     let rows: Vec<String> = (0..2500).map(|i| format!("({i})")).collect();
     for _ in 0..5 {
         server.sql(&format!(
@@ -515,8 +564,10 @@ fn stream_limits_follow_the_config_and_a_worker_names_the_changes_they_removed()
     };
     with("max_bytes_mb = 1\nmax_age_hours = 24");
     let capture = spawn_capture(&cfg, &dir.join("capture.log"));
-    wait_for("15 messages published", Duration::from_secs(60), || {
-        stream_count(&nats.url(), "ROWHOOK_SHOP") > 0 && stream_limits(&nats.url(), "ROWHOOK_SHOP").3 >= 15
+    let expected = binlog_changes(&server);
+    let end = txn_of(expected.last().unwrap()["id"].as_str().unwrap()).to_owned();
+    wait_for("every change published", Duration::from_secs(60), || {
+        checkpoint_txn(&nats.url(), "ROWHOOK_SHOP").as_deref() == Some(end.as_str())
     });
     assert!(interrupt(capture).success());
     let (age, bytes, first, _) = stream_limits(&nats.url(), "ROWHOOK_SHOP");

@@ -145,13 +145,23 @@ fn term(
     // its leaders may time out: the lease goes back and the capture stands
     // by to try again; only what trying again cannot fix ends it.
     let setup = nats.block_on(async {
-        let (resume, revision) = claim_checkpoint(&joined.checkpoints, holder).await?;
-        let last = crate::cluster::last_id(&joined.js, &cluster.stream)
-            .await
-            .map_err(|e| e.context(format!("reading the last message of stream {}", cluster.stream)))?;
-        Ok::<_, anyhow::Error>((resume, revision, last))
+        let read_end = |e: anyhow::Error| e.context(format!("reading the end of stream {}", cluster.stream));
+        let end = crate::cluster::tail(&joined.js, cluster, u64::MAX).await.map_err(read_end)?;
+        let (resume, seq, revision) = claim_checkpoint(&joined.checkpoints, holder, end.last_seq).await?;
+        // A checkpoint of an earlier version does not say where its
+        // messages end: the stream's messages are all taken as before it.
+        let seq = seq.unwrap_or(end.last_seq);
+        let tail = crate::cluster::tail(&joined.js, cluster, seq).await.map_err(read_end)?;
+        let mark = crate::cluster::mark_term(&joined.js, cluster, holder, revision, tail.last_seq).await?;
+        if tail.replay.messages > 0 {
+            tracing::info!(
+                "the stream holds {} messages after the checkpoint: they are made again with the same ids before anything new",
+                tail.replay.messages
+            );
+        }
+        Ok::<_, anyhow::Error>((resume, seq, revision, Some(mark), tail.replay))
     });
-    let (resume, revision, last) = match setup {
+    let (resume, seq, revision, last, replay) = match setup {
         Ok(s) => s,
         Err(e) => {
             quit_tx.send_replace(true);
@@ -174,6 +184,7 @@ fn term(
     let publisher = nats.spawn(publish(
         joined.client.clone(),
         last,
+        seq,
         rx,
         fence.clone(),
         acked_tx,
@@ -192,7 +203,7 @@ fn term(
     ));
     let opts = super::live_after(source, resume.as_ref(), "publishing");
     let max_payload = joined.client.server_info().max_payload;
-    let mut consumer = Capture::new(cluster, tx, fence.clone(), max_payload);
+    let mut consumer = Capture::new(cluster, tx, fence.clone(), max_payload, Some(replay));
     let driven = (|| {
         let mut live = io.block_on(Resilient::open(opts, RetryPolicy::default()))?;
         let mut decoder = decoder_for(plan, "");
@@ -209,8 +220,10 @@ fn term(
             DriveOptions::default(),
         )
     })();
+    // What is open goes out before the channel closes, which lets the
+    // publisher finish the window.
+    let driven = driven.and_then(|ended| consumer.finish().map(|()| ended));
     stats.changes += consumer.changes;
-    // Closing the channel lets the publisher finish the window.
     drop(consumer);
     let published = nats.block_on(async {
         match tokio::time::timeout(DRAIN_WITHIN, publisher).await {

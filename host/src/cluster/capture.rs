@@ -10,25 +10,35 @@
 //! the checkpoint ([`checkpoint`]) by compare-and-set, so that a capture
 //! that lost its lease cannot move it.
 //!
-//! A message carries consecutive changes of one transaction, one table and
-//! one partition, each framed by its length ([`frames`]): a transaction's
-//! slice of a partition is one message unless it spans tables or passes
-//! [`MESSAGE_CHANGES`] changes or [`MESSAGE_BYTES`] bytes. The cuts
-//! depend on the binlog alone, so a capture that publishes a transaction
-//! again (after a failure or a takeover) makes the same messages with the
-//! same ids. Every message carries:
+//! A message carries consecutive changes of one table and one partition,
+//! each framed by its length ([`frames`]), of one transaction or of
+//! several in a row. Each partition's message gathers changes until the
+//! partition's next change is of another table, or would take it past
+//! [`MESSAGE_CHANGES`] changes or [`MESSAGE_BYTES`] bytes (a cut), or
+//! until the capture publishes every partition's message at a commit (a
+//! flush): once they have lingered `[cluster] linger_ms`, or hold
+//! [`FLUSH_BYTES`] in all, or the source has paused. The checkpoint moves
+//! only to flushes, where no message is open. Cuts depend on the binlog
+//! alone; a flush also depends on time, so each message a flush publishes
+//! names its commit, and a capture that takes over reads the names of the
+//! messages after the checkpoint back ([`Replay`]) and flushes at the same
+//! commits: it publishes the same messages with the same ids, and the
+//! stream drops the copies. Every message carries:
 //!
 //! - `Nats-Msg-Id`: the id of its first change;
-//! - `Rowhook-Txn`: the transaction part of the id;
+//! - `Rowhook-Txn`: the transaction part of that id;
 //! - `Rowhook-Position`: `FILE:POS` of its first change's rows event;
 //! - `Rowhook-Count`: how many changes it holds;
-//! - `Rowhook-Last: 1` on the last message of a transaction in its
-//!   partition, so a worker knows where the transaction's slice ends.
+//! - `Rowhook-Last: 1` when the transaction of its last change has no
+//!   more changes in the partition, so a worker knows the slices it
+//!   holds have ended;
+//! - `Rowhook-Flush`: the transaction whose commit published it, on the
+//!   messages of a flush.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::kv;
@@ -54,6 +64,8 @@ pub const POSITION_HEADER: &str = "Rowhook-Position";
 pub const LAST_HEADER: &str = "Rowhook-Last";
 /// The header of the number of changes in a message.
 pub const COUNT_HEADER: &str = "Rowhook-Count";
+/// The header of the transaction whose commit published a message.
+pub const FLUSH_HEADER: &str = "Rowhook-Flush";
 /// The checkpoint bucket's key of the capture's position.
 pub const CHECKPOINT_KEY: &str = "capture";
 /// The lease bucket's key of the capture's lease.
@@ -75,6 +87,8 @@ pub const MESSAGE_BYTES: usize = 256 << 10;
 /// What a message's headers and framing may take of the server's
 /// `max_payload`.
 const HEADROOM: usize = 1024;
+/// Bytes of open messages at which the next commit publishes them all.
+pub const FLUSH_BYTES: usize = 8 << 20;
 /// Bytes of published messages waiting for their acknowledgement, at most
 /// (beside the window's count; one message may pass it).
 pub const WINDOW_BYTES: usize = 64 << 20;
@@ -127,6 +141,21 @@ pub struct Stored {
     pub at: Option<Checkpoint>,
     /// Who wrote it: the capture that holds the lease.
     pub holder: String,
+    /// The stream sequence of the last message published before `at`:
+    /// the messages after it are what a capture that takes over publishes
+    /// again ([`Replay`]). Absent in checkpoints of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// What the stream holds after the checkpoint: the messages a capture
+/// that takes over makes again before it may flush where it likes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// The transactions whose commits flushed, in order.
+    pub flushes: VecDeque<String>,
+    /// How many messages, markers left out.
+    pub messages: u64,
 }
 
 /// One message to publish.
@@ -139,6 +168,8 @@ pub struct Out {
     payload: Bytes,
     count: u32,
     last: bool,
+    /// The transaction whose commit flushed it, if a flush did.
+    flush: Option<Arc<str>>,
 }
 
 impl Out {
@@ -151,12 +182,14 @@ impl Out {
         if self.last {
             h.insert(LAST_HEADER, "1");
         }
+        if let Some(txn) = &self.flush {
+            h.insert(FLUSH_HEADER, &**txn);
+        }
         h
     }
 }
 
-/// A message being filled: changes of one transaction, table and
-/// partition.
+/// A message being filled: changes of one table and partition.
 #[derive(Debug)]
 struct Filling {
     subject: String,
@@ -165,10 +198,12 @@ struct Filling {
     position: String,
     payload: Vec<u8>,
     count: u32,
+    /// The serial of its last change's transaction.
+    tail: u64,
 }
 
 impl Filling {
-    fn done(self, last: bool) -> Out {
+    fn done(self, last: bool, flush: Option<Arc<str>>) -> Out {
         Out {
             subject: self.subject,
             id: self.id,
@@ -177,8 +212,27 @@ impl Filling {
             payload: self.payload.into(),
             count: self.count,
             last,
+            flush,
         }
     }
+}
+
+/// How to take a partition's open message back to where it was when the
+/// transaction at hand began, if the source has to read it again.
+#[derive(Debug)]
+enum Undo {
+    /// No message was open.
+    Empty,
+    /// The open message held this many bytes and changes.
+    Open { len: usize, count: u32, tail: u64 },
+    /// That message was cut inside the transaction and handed over; its
+    /// first `len` bytes are what it held.
+    Cut {
+        out: Out,
+        len: usize,
+        count: u32,
+        tail: u64,
+    },
 }
 
 /// What the decoding thread hands the publisher.
@@ -214,12 +268,28 @@ pub struct Capture {
     partitions: u32,
     directories: DirectoryCache,
     partitioner: Partitioner,
-    /// Per partition, the message being filled with the transaction's
-    /// changes, handed over when it is full, when the partition's next
-    /// change is of another table, or at the commit (marked last).
+    /// Per partition, the message being filled, handed over when it is
+    /// cut or at a flush.
     filling: Vec<Option<Filling>>,
+    /// The partitions with a message open.
     touched: Vec<u32>,
+    /// Per partition, how to take its message back to the start of the
+    /// transaction at hand, for the partitions it touched (`in_txn`).
+    undo: Vec<Option<Undo>>,
+    in_txn: Vec<u32>,
+    /// The serial of the transaction at hand.
+    txn_serial: u64,
     txn: Arc<str>,
+    /// The last commit, until a flush hands it over.
+    pending: Option<Checkpoint>,
+    /// Bytes of the open messages, and when the first of them opened.
+    open_bytes: usize,
+    opened: Option<Instant>,
+    linger: Duration,
+    /// A flush is due at the next commit.
+    flush_wanted: bool,
+    /// What the stream holds after the checkpoint, until it is made again.
+    replay: Option<Replay>,
     batch: Vec<Item>,
     batch_bytes: usize,
     tx: mpsc::Sender<Vec<Item>>,
@@ -245,8 +315,15 @@ pub struct LeaseLost(pub String);
 
 impl Capture {
     /// A consumer that hands its messages to `tx` while `fence` holds, for
-    /// a server that takes messages of up to `max_payload` bytes.
-    pub fn new(cluster: &ClusterPlan, tx: mpsc::Sender<Vec<Item>>, fence: Arc<Fence>, max_payload: usize) -> Capture {
+    /// a server that takes messages of up to `max_payload` bytes, making
+    /// again first what `replay` says the stream holds.
+    pub fn new(
+        cluster: &ClusterPlan,
+        tx: mpsc::Sender<Vec<Item>>,
+        fence: Arc<Fence>,
+        max_payload: usize,
+        replay: Option<Replay>,
+    ) -> Capture {
         Capture {
             prefix: cluster.subject_prefix(),
             partitions: cluster.partitions,
@@ -254,7 +331,16 @@ impl Capture {
             partitioner: Partitioner::default(),
             filling: (0..cluster.partitions).map(|_| None).collect(),
             touched: Vec::new(),
+            undo: (0..cluster.partitions).map(|_| None).collect(),
+            in_txn: Vec::new(),
+            txn_serial: 1,
             txn: Arc::from(""),
+            pending: None,
+            open_bytes: 0,
+            opened: None,
+            linger: cluster.linger,
+            flush_wanted: false,
+            replay: replay.filter(|r| r.messages > 0),
             batch: Vec::with_capacity(BATCH),
             batch_bytes: 0,
             tx,
@@ -284,7 +370,64 @@ impl Capture {
 
     fn push(&mut self, out: Out) {
         self.batch_bytes += out.payload.len();
+        if let Some(r) = &mut self.replay {
+            r.messages -= 1;
+            if r.messages == 0 {
+                self.replay = None;
+            }
+        }
         self.batch.push(Item::Msg(out));
+    }
+
+    /// Hands over every open message and then the last commit. Only
+    /// between transactions' changes: no open message holds a change of a
+    /// transaction that has not committed.
+    fn flush(&mut self) {
+        let Some(at) = self.pending.take() else { return };
+        if !self.touched.is_empty() {
+            let mark: Arc<str> = Arc::from(at.txn.as_str());
+            for i in 0..self.touched.len() {
+                let p = self.touched[i] as usize;
+                if let Some(filling) = self.filling[p].take() {
+                    self.push(filling.done(true, Some(mark.clone())));
+                }
+            }
+            self.touched.clear();
+        }
+        self.batch.push(Item::Commit(at));
+        self.open_bytes = 0;
+        self.opened = None;
+        self.flush_wanted = false;
+    }
+
+    fn lingered(&self) -> bool {
+        self.opened.is_some_and(|t| t.elapsed() >= self.linger)
+    }
+
+    /// Flushes if the open messages have lingered long enough and no
+    /// transaction's changes are half in them; else makes a flush due at
+    /// the next commit.
+    fn settle(&mut self) {
+        if self.replay.is_some() {
+            return;
+        }
+        if self.touched.is_empty() || self.lingered() {
+            if self.in_txn.is_empty() {
+                self.flush();
+            } else {
+                self.flush_wanted = true;
+            }
+        }
+    }
+
+    /// Hands over what is left at the end of a term: the open messages (if
+    /// no transaction is half in them, and the stream's messages after the
+    /// checkpoint have all been made again) and the last commit.
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        if self.replay.is_none() && self.in_txn.is_empty() {
+            self.flush();
+        }
+        self.hand_over()
     }
 
     fn encode(&mut self, change: &RowChange<'_>) -> anyhow::Result<()> {
@@ -319,7 +462,19 @@ impl Capture {
             &change.table.table,
             p,
         );
-        let slot = &mut self.filling[p as usize];
+        let p = p as usize;
+        if self.undo[p].is_none() {
+            self.undo[p] = Some(match &self.filling[p] {
+                None => Undo::Empty,
+                Some(f) => Undo::Open {
+                    len: f.payload.len(),
+                    count: f.count,
+                    tail: f.tail,
+                },
+            });
+            self.in_txn.push(p as u32);
+        }
+        let slot = &mut self.filling[p];
         let full = slot.as_ref().is_some_and(|f| {
             f.subject != self.subject
                 || f.count == MESSAGE_CHANGES
@@ -345,14 +500,31 @@ impl Capture {
                 position,
                 payload: Vec::with_capacity((self.scratch.len() + 4).next_power_of_two().max(4096)),
                 count: 0,
+                tail: 0,
             }
         });
         push_frame(&mut filling.payload, &self.scratch);
         filling.count += 1;
+        filling.tail = self.txn_serial;
+        self.open_bytes += 4 + self.scratch.len();
         if let Some(before) = cut {
-            self.push(before.done(false));
+            self.open_bytes -= before.payload.len();
+            // Its last transaction goes on in this partition only if this
+            // change is of it.
+            let last = before.tail != self.txn_serial;
+            let out = before.done(last, None);
+            if let Some(Undo::Open { len, count, tail }) = self.undo[p] {
+                self.undo[p] = Some(Undo::Cut {
+                    out: out.clone(),
+                    len,
+                    count,
+                    tail,
+                });
+            }
+            self.push(out);
         } else if fresh {
-            self.touched.push(p);
+            self.touched.push(p as u32);
+            self.opened.get_or_insert_with(Instant::now);
         }
         self.changes += 1;
         Ok(())
@@ -371,20 +543,32 @@ impl ChangeVisitor for Capture {
     }
 
     fn commit(&mut self, commit: &Commit<'_>) -> Flow {
-        for i in 0..self.touched.len() {
-            let p = self.touched[i] as usize;
-            if let Some(filling) = self.filling[p].take() {
-                self.push(filling.done(true));
-            }
+        for p in self.in_txn.drain(..) {
+            self.undo[p as usize] = None;
         }
-        self.touched.clear();
-        self.batch.push(Item::Commit(Checkpoint {
+        self.txn_serial += 1;
+        self.pending = Some(Checkpoint {
             file: commit.file.to_owned(),
             pos: commit.end,
             gtids: commit.gtid_state.to_string(),
             txn: commit.txn.to_owned(),
             ts: commit.ts,
-        }));
+        });
+        let flush = match &mut self.replay {
+            // Where the capture that published the stream's messages
+            // flushed: a commit with nothing open is one for any capture.
+            Some(r) => {
+                let recorded = r.flushes.front().is_some_and(|t| *t == *commit.txn);
+                if recorded {
+                    r.flushes.pop_front();
+                }
+                recorded || self.touched.is_empty()
+            }
+            None => self.touched.is_empty() || self.flush_wanted || self.open_bytes >= FLUSH_BYTES || self.lingered(),
+        };
+        if flush {
+            self.flush();
+        }
         Flow::Continue
     }
 }
@@ -405,22 +589,63 @@ impl Consumer for Capture {
     }
 
     fn abandon_transaction(&mut self) {
-        // What was handed over of it comes again with the same ids and the
-        // same marks, and the stream drops the copies.
-        for p in self.touched.drain(..) {
-            self.filling[p as usize] = None;
+        // The transaction is read again from its start: each partition's
+        // message goes back to what it held then, so the same messages are
+        // made again with the same ids. What was handed over of it comes
+        // again, and the stream drops the copies.
+        for p in self.in_txn.drain(..) {
+            let p = p as usize;
+            match self.undo[p].take() {
+                None | Some(Undo::Empty) => self.filling[p] = None,
+                Some(Undo::Open { len, count, tail }) => {
+                    if let Some(f) = &mut self.filling[p] {
+                        f.payload.truncate(len);
+                        f.count = count;
+                        f.tail = tail;
+                    }
+                }
+                Some(Undo::Cut { out, len, count, tail }) => {
+                    self.filling[p] = Some(Filling {
+                        subject: out.subject,
+                        id: out.id,
+                        txn: out.txn,
+                        position: out.position,
+                        payload: out.payload[..len].to_vec(),
+                        count,
+                        tail,
+                    });
+                }
+            }
+        }
+        let filling = &self.filling;
+        self.touched.retain(|&p| filling[p as usize].is_some());
+        self.open_bytes = self
+            .touched
+            .iter()
+            .map(|&p| filling[p as usize].as_ref().map_or(0, |f| f.payload.len()))
+            .sum();
+        if self.touched.is_empty() {
+            self.opened = None;
         }
     }
 
     fn idle(&mut self) -> anyhow::Result<()> {
+        self.settle();
         self.hand_over()
     }
 
     fn next_tick(&self) -> Option<tokio::time::Instant> {
-        Some(tokio::time::Instant::now() + Duration::from_millis(100))
+        let later = tokio::time::Instant::now() + Duration::from_millis(100);
+        match self.opened {
+            Some(t) if self.replay.is_none() && self.in_txn.is_empty() => {
+                Some(later.min(tokio::time::Instant::from_std(t + self.linger)))
+            }
+            _ => Some(later),
+        }
     }
 
     fn tick(&mut self, _: &Runtime, _: &Decoder) -> anyhow::Result<()> {
+        self.settle();
         self.hand_over()
     }
 }
@@ -435,6 +660,8 @@ struct Flight {
     /// The round it was last published in.
     round: u64,
     acked: bool,
+    /// Its stream sequence, once acknowledged.
+    seq: u64,
     sent: tokio::time::Instant,
 }
 
@@ -456,6 +683,7 @@ impl Flight {
 enum Answer {
     Stored {
         duplicate: bool,
+        seq: u64,
     },
     /// The stream's last message is not the one this one follows: the one
     /// before it was lost (it is published again first), or the stream
@@ -484,15 +712,29 @@ fn answer(m: &async_nats::Message) -> Answer {
     if text.contains("\"error\"") || !text.contains("\"seq\"") {
         return Answer::Refused(text.into_owned());
     }
-    // `"duplicate": true`, present only when true.
+    // `"duplicate": true`, present only when true; a copy's `seq` is the
+    // message the stream holds.
     Answer::Stored {
         duplicate: text.contains("\"duplicate\""),
+        seq: seq_of(&text),
     }
 }
 
+/// The `"seq"` of a publish acknowledgement (0 if it has none).
+fn seq_of(text: &str) -> u64 {
+    let Some((_, rest)) = text.split_once("\"seq\"") else {
+        return 0;
+    };
+    let rest = rest.trim_start().trim_start_matches(':').trim_start();
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..end].parse().unwrap_or(0)
+}
+
 /// Publishes what `rx` brings while `fence` holds, at most `window`
-/// messages (and about [`WINDOW_BYTES`]) unacknowledged, and moves `acked` to each commit whose
-/// messages were all acknowledged. Each message asks for its
+/// messages (and about [`WINDOW_BYTES`]) unacknowledged, and moves `acked`
+/// to each commit whose messages were all acknowledged, with the stream
+/// sequence of the last message before it (`seq` at first: the
+/// checkpoint's). Each message asks for its
 /// acknowledgement on one inbox of the capture's (`INBOX.ROUND.SERIAL`), read by
 /// one subscription, so a message costs a publish and the parse of a short
 /// reply. A refused or missing acknowledgement (none within `ack_timeout`)
@@ -513,9 +755,10 @@ fn answer(m: &async_nats::Message) -> Answer {
 pub async fn publish(
     client: async_nats::Client,
     mut last: Option<String>,
+    mut seq: u64,
     mut rx: mpsc::Receiver<Vec<Item>>,
     fence: Arc<Fence>,
-    acked: watch::Sender<Option<Checkpoint>>,
+    acked: watch::Sender<Option<(Checkpoint, u64)>>,
     window: usize,
     ack_timeout: Duration,
     counters: Arc<Counters>,
@@ -536,16 +779,20 @@ pub async fn publish(
     let mut closed = false;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
-        while flights.front().is_some_and(|f| f.acked) {
+        loop {
+            let floor = flights.front().map_or(next_serial, |f| f.serial);
+            while commits.front().is_some_and(|(bound, _)| *bound <= floor) {
+                if let Some((_, at)) = commits.pop_front() {
+                    counters.commits.fetch_add(1, Ordering::Relaxed);
+                    acked.send_replace(Some((at, seq)));
+                }
+            }
+            if !flights.front().is_some_and(|f| f.acked) {
+                break;
+            }
             if let Some(f) = flights.pop_front() {
                 window_bytes -= f.out.payload.len();
-            }
-        }
-        let floor = flights.front().map_or(next_serial, |f| f.serial);
-        while commits.front().is_some_and(|(bound, _)| *bound <= floor) {
-            if let Some((_, at)) = commits.pop_front() {
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                acked.send_replace(Some(at));
+                seq = f.seq;
             }
         }
         if closed && flights.is_empty() && commits.is_empty() {
@@ -567,8 +814,9 @@ pub async fn publish(
                     // An answer to a message acknowledged already, or to an
                     // earlier round.
                     (_, None) => None,
-                    (Answer::Stored { duplicate }, Some(i)) => {
+                    (Answer::Stored { duplicate, seq }, Some(i)) => {
                         flights[i].acked = true;
+                        flights[i].seq = seq;
                         let changes = u64::from(flights[i].out.count);
                         counters.acked.add(changes);
                         if duplicate {
@@ -608,6 +856,7 @@ pub async fn publish(
                                         serial,
                                         round,
                                         acked: false,
+                                        seq: 0,
                                         sent: tokio::time::Instant::now(),
                                     };
                                     if let Err(e) = client
@@ -674,7 +923,7 @@ pub async fn checkpoint(
     kv: kv::Store,
     mut revision: u64,
     holder: String,
-    mut acked: watch::Receiver<Option<Checkpoint>>,
+    mut acked: watch::Receiver<Option<(Checkpoint, u64)>>,
     fence: Arc<Fence>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
@@ -687,13 +936,14 @@ pub async fn checkpoint(
             _ = stop.wait_for(|s| *s) => true,
         };
         let at = acked.borrow_and_update().clone();
-        if let Some(at) = at
+        if let Some((at, seq)) = at
             && written.as_ref() != Some(&at)
             && fence.holds()
         {
             let value = match serde_json::to_vec(&Stored {
                 at: Some(at.clone()),
                 holder: holder.clone(),
+                seq: Some(seq),
             }) {
                 Ok(v) => v,
                 Err(e) => {
@@ -745,5 +995,12 @@ mod tests {
             assert!(err.contains(&format!("payload's {cut} bytes")), "{err}");
             assert!(got.len() <= 3, "a bad frame ends the payload");
         }
+    }
+
+    #[test]
+    fn an_acknowledgement_s_sequence_is_read_with_or_without_spaces() {
+        assert_eq!(seq_of(r#"{"stream":"S","seq":1234}"#), 1234);
+        assert_eq!(seq_of(r#"{"stream":"S", "seq": 7,"duplicate":true}"#), 7);
+        assert_eq!(seq_of(r#"{"error":{}}"#), 0);
     }
 }

@@ -49,6 +49,11 @@ pub struct RawCluster {
     /// Messages published and not yet acknowledged by JetStream, at most:
     /// 16 to 1048576 (default 32768).
     pub max_unacked: Option<u32>,
+    /// How long the capture lets a partition's message gather the changes
+    /// of later transactions before it publishes it, 0 to 10000 ms
+    /// (default 10): the latency a change may gain, for fewer and larger
+    /// messages.
+    pub linger_ms: Option<u64>,
     /// How long the stream keeps a message, in hours (0, the default: for
     /// ever). A group of workers that falls further behind loses changes.
     pub max_age_hours: Option<u64>,
@@ -98,6 +103,8 @@ pub struct ClusterPlan {
     pub checkpoint_interval: Duration,
     /// The capture's window of unacknowledged messages.
     pub max_unacked: usize,
+    /// How long a partition's message may wait for later transactions.
+    pub linger: Duration,
     /// How long the stream keeps a message (zero: for ever).
     pub max_age: Duration,
     /// How many bytes the stream keeps (`-1`: no limit).
@@ -106,6 +113,8 @@ pub struct ClusterPlan {
 
 /// The default `[cluster] partitions`.
 pub const DEFAULT_PARTITIONS: u32 = 16;
+/// The default `[cluster] linger_ms`.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(10);
 /// The default `[cluster] lease_ttl_ms`.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
@@ -225,6 +234,13 @@ pub fn resolve(raw: RawCluster, cx: &mut SinkContext<'_>) -> Option<ClusterPlan>
         32_768,
         "use 16 to 1048576 (default 32768)",
     );
+    let linger = cx.ranged(
+        "linger_ms",
+        raw.linger_ms,
+        0..=10_000,
+        DEFAULT_LINGER.as_millis() as u64,
+        "use 0 (publish at every commit) to 10000 ms (default 10)",
+    );
     let max_age = cx.ranged(
         "max_age_hours",
         raw.max_age_hours,
@@ -263,6 +279,7 @@ pub fn resolve(raw: RawCluster, cx: &mut SinkContext<'_>) -> Option<ClusterPlan>
         duplicate_window: Duration::from_secs(window?),
         checkpoint_interval: Duration::from_millis(interval?),
         max_unacked: unacked? as usize,
+        linger: Duration::from_millis(linger?),
         max_age: Duration::from_secs(max_age? * 3600),
         max_bytes: match max_bytes? {
             0 => -1,
@@ -291,6 +308,7 @@ mod tests {
         assert_eq!(c.partitions, 16);
         assert_eq!(c.replicas, 1);
         assert_eq!(c.lease_ttl.as_millis(), 10_000);
+        assert_eq!(c.linger.as_millis(), 10);
         assert_eq!(c.subject_prefix(), "rowhook.shop-eu.");
         assert_eq!(c.lease_bucket(), "ROWHOOK_SHOP_EU_leases");
         assert_eq!(
@@ -321,13 +339,14 @@ mod tests {
     #[test]
     fn bad_keys_are_named_with_a_fix() {
         let lines = problems(
-            "[cluster]\nnats = \"\"\nsource = \"a.b\"\npartitions = 0\nlease_ttl_ms = 100000\nduplicate_window_secs = 60\nmax_age_hours = 100000\n",
+            "[cluster]\nnats = \"\"\nsource = \"a.b\"\npartitions = 0\nlinger_ms = 20000\nlease_ttl_ms = 100000\nduplicate_window_secs = 60\nmax_age_hours = 100000\n",
         );
         let joined = lines.join("\n");
         for key in [
             "cluster.nats",
             "cluster.source",
             "cluster.partitions",
+            "cluster.linger_ms",
             "cluster.duplicate_window_secs",
             "cluster.max_age_hours",
         ] {

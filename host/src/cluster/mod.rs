@@ -22,7 +22,7 @@ use async_nats::jetstream::kv::{self, CreateErrorKind};
 use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::{self, context::GetStreamErrorKind};
 
-use self::capture::{CHECKPOINT_KEY, PARTITIONS_KEY, Stored};
+use self::capture::{CHECKPOINT_KEY, PARTITIONS_KEY, Replay, Stored};
 use self::config::ClusterPlan;
 use crate::sink::nats::{Reconnect, connect};
 use crate::store::Checkpoint;
@@ -318,30 +318,86 @@ pub(crate) async fn bucket(
         .map_err(|e| anyhow::anyhow!("[cluster] opening bucket {name}: {e}"))
 }
 
-/// The `Nats-Msg-Id` of the last message `stream` holds, if any: where a
-/// capture's publishing goes on.
-pub async fn last_id(js: &jetstream::Context, stream: &str) -> anyhow::Result<Option<String>> {
-    let mut s = js.get_stream(stream).await?;
-    let last = s.info().await?.state.last_sequence;
-    if last == 0 {
-        return Ok(None);
+/// What a capture that takes the lease finds at the stream's end.
+#[derive(Debug, Clone, Default)]
+pub struct Tail {
+    /// The stream's last sequence.
+    pub last_seq: u64,
+    /// The messages after the checkpoint's sequence.
+    pub replay: Replay,
+}
+
+/// The subject of the marks a capture leaves when it takes the lease:
+/// `rowhook.SOURCE.capture`, which no worker's filter takes.
+pub fn mark_subject(plan: &ClusterPlan) -> String {
+    format!("{}capture", plan.subject_prefix())
+}
+
+/// Reads the stream's end: its last sequence, and the flushes of the
+/// messages after sequence `after` (the checkpoint's), which a capture
+/// that takes over makes again in the same messages. A message removed
+/// meanwhile (by the stream's limits) is passed over.
+pub async fn tail(js: &jetstream::Context, plan: &ClusterPlan, after: u64) -> anyhow::Result<Tail> {
+    let mut s = js.get_stream(&plan.stream).await?;
+    let last_seq = s.info().await?.state.last_sequence;
+    let mut tail = Tail {
+        last_seq,
+        ..Tail::default()
+    };
+    let mark = mark_subject(plan);
+    for seq in after.saturating_add(1)..=last_seq {
+        // Deleted, or not there: nothing to make again.
+        let Ok(m) = s.get_raw_message(seq).await else { continue };
+        if m.subject.as_str() == mark {
+            continue;
+        }
+        tail.replay.messages += 1;
+        if let Some(txn) = m.headers.get(capture::FLUSH_HEADER)
+            && tail.replay.flushes.back().map(String::as_str) != Some(txn.as_str())
+        {
+            tail.replay.flushes.push_back(txn.as_str().to_owned());
+        }
     }
-    match s.get_raw_message(last).await {
-        Ok(m) => Ok(m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned())),
-        // Deleted, or not there: no message to follow.
-        Err(_) => Ok(None),
-    }
+    Ok(tail)
+}
+
+/// Publishes the mark of `holder`'s term (`revision`: its claim of the
+/// checkpoint) right after sequence `last_seq`, and returns its id: every
+/// message a capture publishes names the one before it, so one still
+/// publishing after losing the lease is refused from now on.
+pub async fn mark_term(
+    js: &jetstream::Context,
+    plan: &ClusterPlan,
+    holder: &str,
+    revision: u64,
+    last_seq: u64,
+) -> anyhow::Result<String> {
+    let id = format!("capture:{holder}:{revision}");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id.as_str());
+    headers.insert("Nats-Expected-Last-Sequence", itoa::Buffer::new().format(last_seq));
+    js.publish_with_headers(mark_subject(plan), headers, bytes::Bytes::new())
+        .await?
+        .await
+        .map_err(|e| anyhow::anyhow!("marking the stream as this capture's (after sequence {last_seq}): {e}"))?;
+    Ok(id)
 }
 
 /// The capture's checkpoint, read and written back as `holder`'s: from
 /// now on a capture that still thinks it holds the lease cannot move it
 /// (its next write names an older revision). Returns the checkpoint, if
-/// any, and the revision to write the next one at.
-pub async fn claim_checkpoint(kv: &kv::Store, holder: &str) -> anyhow::Result<(Option<Checkpoint>, u64)> {
+/// any, the stream sequence it follows (`last_seq`, the stream's last
+/// now, when there is no checkpoint yet), and the revision to write the
+/// next one at.
+pub async fn claim_checkpoint(
+    kv: &kv::Store,
+    holder: &str,
+    last_seq: u64,
+) -> anyhow::Result<(Option<Checkpoint>, Option<u64>, u64)> {
     let mut tries = 0;
     loop {
         let entry = kv.entry(CHECKPOINT_KEY).await?;
-        let (at, revision) = match entry {
+        let (at, seq, revision) = match entry {
             Some(e) if e.operation == kv::Operation::Put => {
                 let stored: Stored = serde_json::from_slice(&e.value).map_err(|err| {
                     Refused(format!(
@@ -350,13 +406,14 @@ pub async fn claim_checkpoint(kv: &kv::Store, holder: &str) -> anyhow::Result<(O
                         kv.name
                     ))
                 })?;
-                (stored.at, Some(e.revision))
+                (stored.at, stored.seq, Some(e.revision))
             }
-            _ => (None, None),
+            _ => (None, Some(last_seq), None),
         };
         let claim = serde_json::to_vec(&Stored {
             at: at.clone(),
             holder: holder.to_owned(),
+            seq,
         })?;
         let written = match revision {
             Some(r) => kv
@@ -366,7 +423,7 @@ pub async fn claim_checkpoint(kv: &kv::Store, holder: &str) -> anyhow::Result<(O
             None => kv.create(CHECKPOINT_KEY, claim.into()).await.map_err(|e| e.to_string()),
         };
         match written {
-            Ok(r) => return Ok((at, r)),
+            Ok(r) => return Ok((at, seq, r)),
             Err(e) if tries < 25 => {
                 tries += 1;
                 tracing::info!("claiming the checkpoint: {e}; reading it again");
