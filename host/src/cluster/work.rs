@@ -108,6 +108,8 @@ pub struct Worker<'a> {
     /// Its answers by `DB\0TABLE\0OP`, and the buffer a key is written in.
     routes: HashMap<String, Arc<[HandlerId]>>,
     route_key: String,
+    /// The last answer, by database, table and operation.
+    last_route: Option<(String, String, Op, Arc<[HandlerId]>)>,
     parts: BTreeMap<u32, Part>,
     tx: mpsc::Sender<Pulled>,
     rx: mpsc::Receiver<Pulled>,
@@ -200,6 +202,7 @@ impl<'a> Worker<'a> {
             router,
             routes: HashMap::new(),
             route_key: String::new(),
+            last_route: None,
             parts: BTreeMap::new(),
             tx,
             rx,
@@ -549,6 +552,28 @@ impl<'a> Worker<'a> {
     }
 
     fn route(&mut self, db: &str, table: &str, op: Op) -> Arc<[HandlerId]> {
+        // A message's changes are of one table: most answers are the last.
+        if let Some((d, t, o, ids)) = &self.last_route
+            && *o == op
+            && d == db
+            && t == table
+        {
+            return ids.clone();
+        }
+        let ids = self.route_of(db, table, op);
+        match &mut self.last_route {
+            Some((d, t, o, last)) => {
+                db.clone_into(d);
+                table.clone_into(t);
+                *o = op;
+                *last = ids.clone();
+            }
+            None => self.last_route = Some((db.to_owned(), table.to_owned(), op, ids.clone())),
+        }
+        ids
+    }
+
+    fn route_of(&mut self, db: &str, table: &str, op: Op) -> Arc<[HandlerId]> {
         let key = &mut self.route_key;
         key.clear();
         key.push_str(db);
@@ -618,7 +643,7 @@ impl<'a> Worker<'a> {
         let change = rowhook_abi::Change::parse(frame).map_err(|e| {
             anyhow::anyhow!("partition {p}: message {seq} holds something that is not a row change: {e}")
         })?;
-        let id = change.id().to_owned();
+        let id = change.id();
         let targets = self.route(change.db(), change.table(), change.op());
         let part = self.parts.get_mut(&p).expect("checked");
         // A slice whose last mark is missing ends where the next begins.
@@ -639,7 +664,7 @@ impl<'a> Worker<'a> {
                             Message {
                                 key: e.key,
                                 payload: e.payload,
-                                id: id.clone(),
+                                id: id.to_owned(),
                                 index,
                             },
                             h.clone(),
@@ -666,7 +691,7 @@ impl<'a> Worker<'a> {
                             Message {
                                 key: None,
                                 payload: letter.to_string().into_bytes(),
-                                id: id.clone(),
+                                id: id.to_owned(),
                                 index,
                             },
                             h.clone(),
