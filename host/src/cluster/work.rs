@@ -123,6 +123,10 @@ pub struct Worker<'a> {
 
 /// Messages a partition's consumer pulls at once.
 const PULL_BATCH: usize = 64;
+/// Bytes the consumers of all partitions pull at once, about: well below
+/// what a NATS server lets one connection fall behind by (64 MiB by
+/// default) before it drops messages for it.
+const PULL_BYTES: usize = 32 << 20;
 /// Pulled messages waiting to be handled, at most.
 const WAITING: usize = 256;
 
@@ -439,7 +443,7 @@ impl<'a> Worker<'a> {
         let term = self.terms;
         let (quit, quit_rx) = watch::channel(false);
         let tx = self.tx.clone();
-        nats.spawn(pull(consumer, p, term, tx, quit_rx));
+        nats.spawn(pull(consumer, p, term, self.pull_bytes(), tx, quit_rx));
         tracing::info!(
             partition = p,
             seq,
@@ -487,7 +491,7 @@ impl<'a> Worker<'a> {
         self.terms += 1;
         let term = self.terms;
         let (quit, quit_rx) = watch::channel(false);
-        nats.spawn(pull(consumer, p, term, self.tx.clone(), quit_rx));
+        nats.spawn(pull(consumer, p, term, self.pull_bytes(), self.tx.clone(), quit_rx));
         let part = self.parts.get_mut(&p).expect("checked");
         // The old pull task ends; the lease's keeper goes on.
         let old = std::mem::replace(&mut part.quit, quit);
@@ -549,6 +553,14 @@ impl<'a> Worker<'a> {
         {
             nats.block_on(lease.release());
         }
+    }
+
+    /// The bytes each partition's consumer pulls at once: a share of
+    /// [`PULL_BYTES`], and never less than the largest message the server
+    /// takes (a pull that a message does not fit in would never get it).
+    fn pull_bytes(&self) -> usize {
+        let largest = self.joined.client.server_info().max_payload + (64 << 10);
+        (PULL_BYTES / self.cluster.partitions.max(1) as usize).max(largest)
     }
 
     fn route(&mut self, db: &str, table: &str, op: Op) -> Arc<[HandlerId]> {
@@ -782,11 +794,13 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// Pulls partition `p`'s messages into `tx` until `quit`.
+/// Pulls partition `p`'s messages into `tx` until `quit`, at most
+/// [`PULL_BATCH`] messages and `bytes` at once.
 async fn pull(
     consumer: jetstream::consumer::Consumer<pull::Config>,
     p: u32,
     term: u64,
+    bytes: usize,
     tx: mpsc::Sender<Pulled>,
     mut quit: watch::Receiver<bool>,
 ) {
@@ -795,6 +809,7 @@ async fn pull(
         let pulled = consumer
             .stream()
             .max_messages_per_batch(PULL_BATCH)
+            .max_bytes_per_batch(bytes)
             .heartbeat(Duration::from_secs(15))
             .messages()
             .await;
