@@ -500,6 +500,52 @@ fn capture_publishes_each_change_once_by_partition_in_binlog_order() {
     );
 }
 
+/// The source's connection killed inside a large transaction, with the
+/// message of its partition still open with earlier changes (lingering): the
+/// transaction is read again from its start, each partition's message goes
+/// back to what it held then, and the stream still holds each change once.
+#[test]
+fn a_source_cut_inside_a_transaction_publishes_each_change_once() {
+    let server = Server::start(&[]);
+    server.sql(SCHEMA);
+    let mut work = Workload::new(clock_seed());
+    server.sql(&work.transactions(50));
+    let nats = NatsServer::start("capture-cut", &[]);
+    let dir = temp_dir("capture-cut");
+    let cfg = dir.join("rowhook.toml");
+    std::fs::write(&cfg, config(&server, &nats.url(), "linger_ms = 2000")).unwrap();
+    let log = dir.join("capture.log");
+    let child = spawn_capture(&cfg, &log);
+    let published = |changes: &[serde_json::Value]| {
+        let end = txn_of(changes.last().unwrap()["id"].as_str().unwrap()).to_owned();
+        wait_for("every change published", Duration::from_secs(120), || {
+            checkpoint_txn(&nats.url(), "ROWHOOK_SHOP").as_deref() == Some(end.as_str())
+        });
+    };
+    published(&binlog_changes(&server));
+    let before = stream_count(&nats.url(), "ROWHOOK_SHOP");
+    let rows = 300_000;
+    server.sql(&format!(
+        "{} INSERT INTO shop.log VALUES (-1), (-2), (-3); INSERT INTO shop.log SELECT seq FROM test.seq_1_to_{rows}; {}",
+        work.transactions(5),
+        work.transactions(5)
+    ));
+    wait_for("the big transaction's first messages", Duration::from_secs(60), || {
+        stream_count(&nats.url(), "ROWHOOK_SHOP") > before + 20
+    });
+    let id = crate::faults::dump_threads(&server)
+        .into_iter()
+        .max()
+        .expect("the capture's dump thread");
+    server.sql(&format!("KILL {id}"));
+    let expected = binlog_changes(&server);
+    published(&expected);
+    assert!(interrupt(child).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("the stream was lost inside a transaction"), "{text}");
+    check_stream(&expected, &stream_of(&nats.url(), "ROWHOOK_SHOP"));
+}
+
 #[test]
 fn a_change_larger_than_the_servers_max_payload_stops_the_capture_and_names_the_fix() {
     let server = Server::start(&[]);
