@@ -230,16 +230,24 @@ fn stream_count(url: &str, stream: &str) -> u64 {
     })
 }
 
-/// The transaction the capture checkpoint of `stream` is after, if any.
-fn checkpoint_txn(url: &str, stream: &str) -> Option<String> {
+/// The JSON value of the capture's key in bucket `STREAM_SUFFIX`, if any.
+fn capture_entry(url: &str, stream: &str, suffix: &str) -> Option<serde_json::Value> {
     let rt = crate::sink_support::rt();
     rt.block_on(async {
         let js = admin(url).await;
-        let kv = js.get_key_value(format!("{stream}_checkpoints")).await.ok()?;
+        let kv = js.get_key_value(format!("{stream}_{suffix}")).await.ok()?;
         let v = kv.get("capture").await.ok()??;
-        let v: serde_json::Value = serde_json::from_slice(&v).ok()?;
-        Some(v["at"]["txn"].as_str()?.to_owned())
+        serde_json::from_slice(&v).ok()
     })
+}
+
+/// The transaction the capture checkpoint of `stream` is after, if any.
+fn checkpoint_txn(url: &str, stream: &str) -> Option<String> {
+    Some(
+        capture_entry(url, stream, "checkpoints")?["at"]["txn"]
+            .as_str()?
+            .to_owned(),
+    )
 }
 
 /// The transaction part of a change id (`TXN:EVENT:ROW`).
@@ -249,14 +257,7 @@ fn txn_of(id: &str) -> &str {
 
 /// Who holds the capture lease of `stream`, if anyone.
 fn lease_holder(url: &str, stream: &str) -> Option<String> {
-    let rt = crate::sink_support::rt();
-    rt.block_on(async {
-        let js = admin(url).await;
-        let kv = js.get_key_value(format!("{stream}_leases")).await.ok()?;
-        let v = kv.get("capture").await.ok()??;
-        let v: serde_json::Value = serde_json::from_slice(&v).ok()?;
-        Some(v["holder"].as_str()?.to_owned())
-    })
+    Some(capture_entry(url, stream, "leases")?["holder"].as_str()?.to_owned())
 }
 
 /// The changes of the subscribed tables in the server's binlog files, in
