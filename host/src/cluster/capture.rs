@@ -16,8 +16,9 @@
 //! partition's next change is of another table, or would take it past
 //! [`MESSAGE_CHANGES`] changes or [`MESSAGE_BYTES`] bytes (a cut), or
 //! until the capture publishes every partition's message at a commit (a
-//! flush): once they have lingered `[cluster] linger_ms`, or hold
-//! [`FLUSH_BYTES`] in all, or the source has paused. The checkpoint moves
+//! flush): once they have lingered `[cluster] linger_ms` (at the next
+//! commit, or when that time is up if the source paused at a commit), or
+//! hold [`FLUSH_BYTES`] in all. The checkpoint moves
 //! only to flushes, where no message is open. Cuts depend on the binlog
 //! alone; a flush also depends on time, so each message a flush publishes
 //! names its commit, and a capture that takes over reads the names of the
