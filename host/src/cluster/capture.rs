@@ -289,6 +289,11 @@ pub struct Capture {
     linger: Duration,
     /// A flush is due at the next commit.
     flush_wanted: bool,
+    /// A message holding changes of the transaction at hand was handed
+    /// over: until its commit, no flush (one now would publish a
+    /// partition's earlier changes without them, under the id of the
+    /// message that has them, and the stream would drop it as a copy).
+    half_out: bool,
     /// What the stream holds after the checkpoint, until it is made again.
     replay: Option<Replay>,
     batch: Vec<Item>,
@@ -341,6 +346,7 @@ impl Capture {
             opened: None,
             linger: cluster.linger,
             flush_wanted: false,
+            half_out: false,
             replay: replay.filter(|r| r.messages > 0),
             batch: Vec::with_capacity(BATCH),
             batch_bytes: 0,
@@ -413,7 +419,7 @@ impl Capture {
             return;
         }
         if self.touched.is_empty() || self.lingered() {
-            if self.in_txn.is_empty() {
+            if self.in_txn.is_empty() && !self.half_out {
                 self.flush();
             } else {
                 self.flush_wanted = true;
@@ -425,7 +431,7 @@ impl Capture {
     /// no transaction is half in them, and the stream's messages after the
     /// checkpoint have all been made again) and the last commit.
     pub fn finish(&mut self) -> anyhow::Result<()> {
-        if self.replay.is_none() && self.in_txn.is_empty() {
+        if self.replay.is_none() && self.in_txn.is_empty() && !self.half_out {
             self.flush();
         }
         self.hand_over()
@@ -513,6 +519,7 @@ impl Capture {
             // Its last transaction goes on in this partition only if this
             // change is of it.
             let last = before.tail != self.txn_serial;
+            self.half_out |= !last;
             let out = before.done(last, None);
             if let Some(Undo::Open { len, count, tail }) = self.undo[p] {
                 self.undo[p] = Some(Undo::Cut {
@@ -547,6 +554,7 @@ impl ChangeVisitor for Capture {
         for p in self.in_txn.drain(..) {
             self.undo[p as usize] = None;
         }
+        self.half_out = false;
         self.txn_serial += 1;
         self.pending = Some(Checkpoint {
             file: commit.file.to_owned(),
@@ -638,7 +646,7 @@ impl Consumer for Capture {
     fn next_tick(&self) -> Option<tokio::time::Instant> {
         let later = tokio::time::Instant::now() + Duration::from_millis(100);
         match self.opened {
-            Some(t) if self.replay.is_none() && self.in_txn.is_empty() => {
+            Some(t) if self.replay.is_none() && self.in_txn.is_empty() && !self.half_out => {
                 Some(later.min(tokio::time::Instant::from_std(t + self.linger)))
             }
             _ => Some(later),
