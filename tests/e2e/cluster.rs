@@ -250,6 +250,15 @@ fn checkpoint_txn(url: &str, stream: &str) -> Option<String> {
     )
 }
 
+/// Waits until the capture checkpoint of `stream` is after the last of
+/// `changes`: every one of them is published and acknowledged.
+fn wait_published(url: &str, stream: &str, changes: &[serde_json::Value], within: Duration) {
+    let end = txn_of(changes.last().unwrap()["id"].as_str().unwrap()).to_owned();
+    wait_for("every change published", within, || {
+        checkpoint_txn(url, stream).as_deref() == Some(end.as_str())
+    });
+}
+
 /// The transaction part of a change id (`TXN:EVENT:ROW`).
 fn txn_of(id: &str) -> &str {
     id.rsplitn(3, ':').nth(2).expect("a change id has three parts")
@@ -521,22 +530,27 @@ fn a_source_cut_inside_a_transaction_publishes_each_change_once() {
     let log = dir.join("capture.log");
     let child = spawn_capture(&cfg, &log);
     let published = |changes: &[serde_json::Value]| {
-        let end = txn_of(changes.last().unwrap()["id"].as_str().unwrap()).to_owned();
-        wait_for("every change published", Duration::from_secs(120), || {
-            checkpoint_txn(&nats.url(), "ROWHOOK_SHOP").as_deref() == Some(end.as_str())
-        });
+        wait_published(&nats.url(), "ROWHOOK_SHOP", changes, Duration::from_secs(120));
+    };
+    // Waits, when called, until the stream holds 20 messages more than now.
+    let grown = |what: &'static str| {
+        let before = stream_count(&nats.url(), "ROWHOOK_SHOP");
+        let url = nats.url();
+        move || {
+            wait_for(what, Duration::from_secs(60), || {
+                stream_count(&url, "ROWHOOK_SHOP") > before + 20
+            })
+        }
     };
     published(&binlog_changes(&server));
-    let before = stream_count(&nats.url(), "ROWHOOK_SHOP");
+    let first_messages = grown("the big transaction's first messages");
     let rows = 300_000;
     server.sql(&format!(
         "{} INSERT INTO shop.log VALUES (-1), (-2), (-3); INSERT INTO shop.log SELECT seq FROM test.seq_1_to_{rows}; {}",
         work.transactions(5),
         work.transactions(5)
     ));
-    wait_for("the big transaction's first messages", Duration::from_secs(60), || {
-        stream_count(&nats.url(), "ROWHOOK_SHOP") > before + 20
-    });
+    first_messages();
     let id = crate::faults::dump_threads(&server)
         .into_iter()
         .max()
@@ -548,13 +562,11 @@ fn a_source_cut_inside_a_transaction_publishes_each_change_once() {
     // Stopped inside the next large one: nothing is flushed without the
     // changes already handed over, and the next capture goes on from the
     // checkpoint.
-    let before = stream_count(&nats.url(), "ROWHOOK_SHOP");
+    let first_messages = grown("the next transaction's first messages");
     server.sql(&format!(
         "INSERT INTO shop.log VALUES (-4); INSERT INTO shop.log SELECT seq FROM test.seq_1_to_{rows};"
     ));
-    wait_for("the next transaction's first messages", Duration::from_secs(60), || {
-        stream_count(&nats.url(), "ROWHOOK_SHOP") > before + 20
-    });
+    first_messages();
     assert!(interrupt(child).success());
     let child = spawn_capture(&cfg, &log);
     let expected = binlog_changes(&server);
@@ -627,11 +639,12 @@ fn stream_limits_follow_the_config_and_a_worker_names_the_changes_they_removed()
     };
     with("max_bytes_mb = 1\nmax_age_hours = 24");
     let capture = spawn_capture(&cfg, &dir.join("capture.log"));
-    let expected = binlog_changes(&server);
-    let end = txn_of(expected.last().unwrap()["id"].as_str().unwrap()).to_owned();
-    wait_for("every change published", Duration::from_secs(60), || {
-        checkpoint_txn(&nats.url(), "ROWHOOK_SHOP").as_deref() == Some(end.as_str())
-    });
+    wait_published(
+        &nats.url(),
+        "ROWHOOK_SHOP",
+        &binlog_changes(&server),
+        Duration::from_secs(60),
+    );
     assert!(interrupt(capture).success());
     let (age, bytes, first, _) = stream_limits(&nats.url(), "ROWHOOK_SHOP");
     assert_eq!((age, bytes), (Duration::from_secs(24 * 3600), 1 << 20));

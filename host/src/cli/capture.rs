@@ -146,11 +146,11 @@ fn term(
     // by to try again; only what trying again cannot fix ends it.
     let setup = nats.block_on(async {
         let read_end = |e: anyhow::Error| e.context(format!("reading the end of stream {}", cluster.stream));
-        let end = crate::cluster::tail(&joined.js, cluster, u64::MAX).await.map_err(read_end)?;
-        let (resume, seq, revision) = claim_checkpoint(&joined.checkpoints, holder, end.last_seq).await?;
+        let end = crate::cluster::last_sequence(&joined.js, cluster).await.map_err(read_end)?;
+        let (resume, seq, revision) = claim_checkpoint(&joined.checkpoints, holder, end).await?;
         // A checkpoint of an earlier version does not say where its
         // messages end: the stream's messages are all taken as before it.
-        let seq = seq.unwrap_or(end.last_seq);
+        let seq = seq.unwrap_or(end);
         let tail = crate::cluster::tail(&joined.js, cluster, seq).await.map_err(read_end)?;
         let mark = crate::cluster::mark_term(&joined.js, cluster, holder, revision, tail.last_seq).await?;
         if tail.replay.messages > 0 {

@@ -333,6 +333,11 @@ pub fn mark_subject(plan: &ClusterPlan) -> String {
     format!("{}capture", plan.subject_prefix())
 }
 
+/// The stream's last sequence (0 while it is empty).
+pub async fn last_sequence(js: &jetstream::Context, plan: &ClusterPlan) -> anyhow::Result<u64> {
+    Ok(js.get_stream(&plan.stream).await?.info().await?.state.last_sequence)
+}
+
 /// Reads the stream's end: its last sequence, and the flushes of the
 /// messages after sequence `after` (the checkpoint's), which a capture
 /// that takes over makes again in the same messages. A message removed
