@@ -299,6 +299,21 @@ pub struct RawBreaker {
     /// handler may take, 1 to 65536 MiB (default 256); past it, further
     /// changes fail under its `on_error`.
     pub hold_mb: Option<u32>,
+    /// With `while_suspended = "hold"`: where held changes wait. `"binlog"`
+    /// (the default: they are read from the binlog again when handed
+    /// over, where the source can) or `"file"` (copied into the handler's
+    /// held file).
+    pub hold_in: Option<RawHoldIn>,
+}
+
+/// `hold_in = ...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawHoldIn {
+    /// `"binlog"`.
+    Binlog,
+    /// `"file"`.
+    File,
 }
 
 /// `while_suspended = ...`.
@@ -1267,6 +1282,9 @@ pub struct BreakerPlan {
     /// `Some(bytes)`: while open, the handler's changes are held, up to
     /// this many bytes, instead of failing under its `on_error`.
     pub hold_bytes: Option<u64>,
+    /// Held changes are copied into the held file even where the binlog
+    /// could give them again (`hold_in = "file"`).
+    pub hold_in_file: bool,
 }
 
 impl BreakerPlan {
@@ -1287,6 +1305,7 @@ impl Default for BreakerPlan {
             window: Duration::from_millis(Self::DEFAULT_WINDOW_MS.into()),
             cooldown: Duration::from_millis(Self::DEFAULT_COOLDOWN_MS.into()),
             hold_bytes: None,
+            hold_in_file: false,
         }
     }
 }
@@ -2042,11 +2061,19 @@ fn resolve_breaker(raw: Option<RawBreaker>, key: &str, problems: &mut Problems) 
             "set while_suspended = \"hold\", or remove hold_mb",
         );
     }
+    if raw.hold_in.is_some() && !hold {
+        problems.push(
+            format!("{prefix}.hold_in"),
+            "is only used with while_suspended = \"hold\"",
+            "set while_suspended = \"hold\", or remove hold_in",
+        );
+    }
     BreakerPlan {
         failures,
         window: Duration::from_millis(window_ms.into()),
         cooldown: Duration::from_millis(cooldown_ms.into()),
         hold_bytes: hold.then(|| u64::from(hold_mb) << 20),
+        hold_in_file: raw.hold_in == Some(RawHoldIn::File),
     }
 }
 

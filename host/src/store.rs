@@ -223,19 +223,43 @@ impl HeldChange {
     }
 }
 
-/// What one handler's held file holds: the records from offset `head`
-/// to offset `end`, `count` changes of `bytes` (their
-/// [`HeldChange::size`]s).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What is held for one handler: the records of its held file from
+/// offset `head` to offset `end`, and, before them, the handler's changes
+/// in a stretch of the binlog ([`HeldAt`]). `count` changes of `bytes`
+/// (their [`HeldChange::size`]s) in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeldRange {
-    /// The offset of the oldest held change's record.
+    /// The offset of the oldest held change's record in the file.
     pub head: u64,
     /// The offset just past the newest one's.
     pub end: u64,
-    /// How many changes are held.
+    /// How many changes are held, in the binlog and in the file.
     pub count: u64,
     /// Their sizes, added up.
     pub bytes: u64,
+    /// The oldest held changes, when they are read again from the binlog
+    /// rather than kept in the file.
+    pub binlog: Option<HeldAt>,
+}
+
+/// Held changes left in the binlog: the first `count` changes routed to
+/// the handler from the transaction that starts at `from`, beginning with
+/// the change named `first` (or, if `past`, with the one after it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldAt {
+    /// Where the transaction of the first held change starts: just past
+    /// the commit before it, as a checkpoint names a place.
+    pub from: Checkpoint,
+    /// The id of the first held change, or of the last one handed over.
+    pub first: String,
+    /// `first` was handed over: the held changes start after it.
+    pub past: bool,
+    /// How many of the held changes are here.
+    pub count: u64,
+    /// No further held change may join these: one was refused for want
+    /// of room, or kept in the file, after them.
+    #[serde(default)]
+    pub closed: bool,
 }
 
 impl HeldRange {
@@ -244,21 +268,34 @@ impl HeldRange {
         self.count == 0
     }
 
-    fn to_bytes(self) -> [u8; 32] {
-        let mut out = [0; 32];
-        for (i, v) in [self.head, self.end, self.count, self.bytes].into_iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
+    /// How many held changes are in the file.
+    pub fn in_file(&self) -> u64 {
+        self.count - self.binlog.as_ref().map_or(0, |b| b.count)
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32);
+        for v in [self.head, self.end, self.count, self.bytes] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        if let Some(at) = &self.binlog {
+            out.extend(serde_json::to_vec(at).expect("a held place serializes"));
         }
         out
     }
 
     fn from_bytes(b: &[u8]) -> Option<HeldRange> {
         let v = |i: usize| Some(u64::from_be_bytes(b.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+        let binlog = match b.get(32..) {
+            Some(rest) if !rest.is_empty() => Some(serde_json::from_slice(rest).ok()?),
+            _ => None,
+        };
         Some(HeldRange {
             head: v(0)?,
             end: v(1)?,
             count: v(2)?,
             bytes: v(3)?,
+            binlog,
         })
     }
 }
@@ -975,6 +1012,7 @@ mod tests {
             end,
             count,
             bytes: count * 10,
+            binlog: None,
         };
         {
             let mut s = StateStore::open(&dir).unwrap();

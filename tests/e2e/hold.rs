@@ -61,17 +61,43 @@ fn insert(server: &Server, rows: std::ops::RangeInclusive<u32>) {
 }
 
 /// A handler that times out on every change is suspended, and its changes
-/// are held: none is dead-lettered, and the position moves on. They
-/// survive a restart (which tries the oldest first, and fails again); a
-/// fixed version, hot-reloaded, gets every change exactly once, in binlog
-/// order, the held ones first.
+/// are held, left in the binlog: none is dead-lettered, the position moves
+/// on, and nothing is written for them. They survive a restart (which
+/// tries the oldest first, and fails again); a fixed version, hot-reloaded,
+/// gets every change exactly once, in binlog order, the held ones first,
+/// read again from the server.
 #[test]
 fn held_changes_survive_a_restart_and_reach_the_fixed_handler_in_order() {
+    held_across_a_restart(HoldIn::Binlog);
+}
+
+/// The same with `hold_in = "file"`: the held changes are copied into the
+/// handler's held file, readable by rowhook's user only, and emptied once
+/// handed over.
+#[test]
+fn held_changes_kept_in_the_held_file_survive_a_restart_and_reach_the_fixed_handler_in_order() {
+    held_across_a_restart(HoldIn::File);
+}
+
+#[derive(PartialEq)]
+enum HoldIn {
+    Binlog,
+    File,
+}
+
+fn held_across_a_restart(hold_in: HoldIn) {
     let hostile = build_guest(&root().join("tests/guests"), "hostile");
     let counting = build_guest(&root().join("tests/guests"), "counting");
     let server = Server::start(&[]);
     server.sql("CREATE DATABASE noisy; CREATE TABLE noisy.news (id INT PRIMARY KEY);");
-    let dir = temp_dir("hold-restart");
+    let dir = temp_dir(match hold_in {
+        HoldIn::Binlog => "hold-restart",
+        HoldIn::File => "hold-restart-file",
+    });
+    let hold_in_key = match hold_in {
+        HoldIn::Binlog => "",
+        HoldIn::File => ", hold_in = \"file\"",
+    };
     let module = dir.join("flaky.wasm");
     std::fs::copy(&hostile, &module).unwrap();
     let config = dir.join("rowhook.toml");
@@ -104,7 +130,7 @@ sinks = ["calls"]
 limits = {{ time_ms = 20 }}
 on_error = "dead-letter"
 dead_letter = "dead"
-breaker = {{ failures = 1, window_ms = 60000, cooldown_ms = 300, while_suspended = "hold", hold_mb = 8 }}
+breaker = {{ failures = 1, window_ms = 60000, cooldown_ms = 300, while_suspended = "hold", hold_mb = 8{hold_in_key} }}
 "#,
             url = server.url()
         ),
@@ -130,14 +156,23 @@ breaker = {{ failures = 1, window_ms = 60000, cooldown_ms = 300, while_suspended
     let state = rowhook_ok(&["state", "-c", config_arg]);
     assert!(state.contains("held          default/flaky: 50 changes"), "{state}");
     assert!(!state.contains("position      none"), "the position moved on: {state}");
-    // They are in the handler's held file, readable by rowhook's user only.
     let held_file = dir.join("state/held/default/flaky");
-    let meta = std::fs::metadata(&held_file).unwrap();
-    assert!(meta.len() > 50 * 100, "{}", meta.len());
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
-        0o600
-    );
+    match hold_in {
+        // Nothing was copied: the binlog has them.
+        HoldIn::Binlog => assert!(
+            std::fs::metadata(&held_file).map_or(true, |m| m.len() == 0),
+            "{held_file:?}"
+        ),
+        // They are in the handler's held file, readable by rowhook's user only.
+        HoldIn::File => {
+            let meta = std::fs::metadata(&held_file).unwrap();
+            assert!(meta.len() > 50 * 100, "{}", meta.len());
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+                0o600
+            );
+        }
+    }
 
     // Written while rowhook is down, then a restart with the same broken
     // handler: the oldest held change is its trial, and fails.
@@ -179,10 +214,13 @@ breaker = {{ failures = 1, window_ms = 60000, cooldown_ms = 300, while_suspended
     let state = rowhook_ok(&["state", "-c", config_arg]);
     assert!(!state.contains("held "), "{state}");
     assert_eq!(
-        std::fs::metadata(&held_file).unwrap().len(),
+        std::fs::metadata(&held_file).map_or(0, |m| m.len()),
         0,
         "emptied once the store recorded nothing held"
     );
+    if hold_in == HoldIn::Binlog {
+        assert!(!log.contains("cannot be read from the binlog"), "{log}");
+    }
     // The handed-over changes' messages carry their changes' ids.
     for line in read(&calls).lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();

@@ -9,6 +9,7 @@ use super::{decoder_for, io_runtime, resume_gtids};
 use crate::driver::{DriveOptions, Ended, drive};
 use crate::pipeline::Pipeline;
 use crate::pipeline::lanes::{CaughtUp, LaneEnd, LaneRun, LaneStarter};
+use crate::pipeline::reread::RereadStarter;
 use crate::runtime::HandlerRuntime;
 use crate::source::StartPosition;
 use crate::source::live::LiveOptions;
@@ -18,6 +19,8 @@ use crate::telemetry::Registry;
 
 /// Starts lanes on the live server of `rowhook run`.
 pub struct LiveLanes {
+    /// Reads held changes from the binlog again.
+    pub reread: Arc<dyn RereadStarter>,
     /// The main connection's options: a lane's differ in server id and start.
     pub live: LiveOptions,
     /// The tenants, in the order that numbers their server ids.
@@ -60,6 +63,7 @@ impl LaneStarter for LiveLanes {
             ..self.live.clone()
         };
         let runtime = self.runtime.clone();
+        let reread = self.reread.clone();
         let store = self.store.share();
         let registry = self.registry.clone();
         let name = format!("rowhook-lane-{}", run.tenant);
@@ -68,7 +72,7 @@ impl LaneStarter for LiveLanes {
             .spawn(move || {
                 let link = run.link.clone();
                 let place = run.place.clone();
-                let outcome = match lane(run, live, runtime, store, registry, &from) {
+                let outcome = match lane(run, live, runtime, store, registry, reread, &from) {
                     Ok(end) => end,
                     Err(e) => LaneEnd::Failed(e),
                 };
@@ -86,6 +90,7 @@ fn lane(
     runtime: HandlerRuntime,
     store: StateStore,
     registry: Registry,
+    reread: Arc<dyn RereadStarter>,
     from: &Checkpoint,
 ) -> anyhow::Result<LaneEnd> {
     let rt = Arc::new(io_runtime()?);
@@ -93,6 +98,7 @@ fn lane(
     let plan = run.plan.clone();
     let mut pipeline = rt.block_on(Pipeline::for_lane(run, runtime, registry))?;
     pipeline.watch_modules()?;
+    pipeline.reread_with(reread);
     pipeline.attach_store(store)?;
     let mut source = rt.block_on(Resilient::open(live, RetryPolicy::default()))?;
     let mut decoder = decoder_for(&plan, "");

@@ -21,6 +21,7 @@ pub mod inspect;
 pub mod lane;
 pub mod new;
 pub mod replay;
+pub mod reread;
 pub mod run;
 pub mod shapes;
 pub mod snapshot;

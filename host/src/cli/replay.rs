@@ -48,7 +48,10 @@ pub fn replay_with(plan: &Plan, files: &[PathBuf], opts: &ReplayOptions) -> anyh
     pipeline.watch_modules()?;
     let mut decoder = decoder_for(plan, "");
     let resume = match opts.checkpoint {
-        true => pipeline.attach_store(StateStore::open(&plan.state.path)?)?,
+        true => {
+            pipeline.reread_with(std::sync::Arc::new(super::reread::FileReread { files: files.to_vec() }));
+            pipeline.attach_store(StateStore::open(&plan.state.path)?)?
+        }
         false => None,
     };
     let (first, start) = match &resume {

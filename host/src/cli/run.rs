@@ -57,7 +57,11 @@ pub fn run_with(plan: &Plan, ask: Option<Ask>) -> anyhow::Result<Stats> {
     // positions are errors.
     // With tenants, a lane that takes more than its share, or catches up,
     // reads on a connection of its own.
+    let reread: std::sync::Arc<dyn crate::pipeline::reread::RereadStarter> =
+        std::sync::Arc::new(super::reread::LiveReread::new(opts.clone(), plan.tenants.len() as u32));
+    pipeline.reread_with(reread.clone());
     pipeline.lanes_apart(Box::new(super::lane::LiveLanes {
+        reread,
         live: opts.clone(),
         tenants: plan.tenants.keys().cloned().collect(),
         runtime: runtime.clone(),

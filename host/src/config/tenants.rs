@@ -276,10 +276,10 @@ pub fn admin_tokens(
 /// A tenant's `breaker`: failures, window and cool-down as a handler's;
 /// what becomes of the changes is each handler's own `while_suspended`.
 fn tenant_breaker(raw: &super::RawBreaker, key: &str, problems: &mut Problems) -> super::BreakerPlan {
-    if raw.while_suspended.is_some() || raw.hold_mb.is_some() {
+    if raw.while_suspended.is_some() || raw.hold_mb.is_some() || raw.hold_in.is_some() {
         problems.push(
             format!("{key}.breaker"),
-            "while_suspended and hold_mb are each handler's own",
+            "while_suspended, hold_mb and hold_in are each handler's own",
             "set them in the handlers' breaker; the tenant's takes failures, window_ms and cooldown_ms",
         );
     }
@@ -289,6 +289,7 @@ fn tenant_breaker(raw: &super::RawBreaker, key: &str, problems: &mut Problems) -
         cooldown_ms: raw.cooldown_ms,
         while_suspended: None,
         hold_mb: None,
+        hold_in: None,
     };
     super::resolve_breaker(Some(plain), key, problems)
 }
@@ -645,7 +646,7 @@ sinks = ["blocked"]
         assert_eq!(plan.tenants["growth"].breaker, None);
         assert_eq!(
             problems(&with("{ failures = 20, while_suspended = \"hold\" }")),
-            ["tenants.edge.breaker: while_suspended and hold_mb are each handler's own"]
+            ["tenants.edge.breaker: while_suspended, hold_mb and hold_in are each handler's own"]
         );
     }
 

@@ -188,6 +188,7 @@ mod tests {
             window: Duration::from_secs(10),
             cooldown: Duration::from_secs(30),
             hold_bytes: None,
+            hold_in_file: false,
         })
     }
 

@@ -342,6 +342,12 @@ impl Checkpointer {
             .then(|| self.commit_interval.saturating_sub(self.last_commit.elapsed()))
     }
 
+    /// Where the transaction in progress starts: just past the last
+    /// transaction acknowledged, committed to the store or not.
+    pub fn txn_start(&self) -> Option<&Checkpoint> {
+        self.batch.position.as_ref().or(self.position.as_ref())
+    }
+
     /// Commits the waiting batch to the store; the sinks must have made
     /// its messages durable. Returns whether anything was committed; the
     /// interval restarts either way.

@@ -211,6 +211,7 @@ mod tests {
             end,
             count,
             bytes: 0,
+            binlog: None,
         }
     }
 

@@ -8,26 +8,46 @@
 //! changes in order. The pipeline hands the queue's changes over once the
 //! handler may be called again, oldest first, between transactions.
 //!
-//! With a store, a queue lives in the handler's held file
-//! ([`super::held_file`]): holding a change appends it, handing changes
-//! over reads them back a window at a time, and the store records, in the
-//! batch of each transaction and hand-over, the range of the file that is
-//! held. The position therefore moves on for the other handlers while a
+//! With a store and a source that can start again at a place (`run`,
+//! `replay --checkpoint`), held changes stay in the binlog: the queue
+//! counts them and records where the oldest one is, and a reader
+//! ([`super::reread`]) reads them back from there when they are handed
+//! over. Holding a change then costs a count. Changes the binlog does not
+//! have (snapshot rows), and those held after a change was refused for
+//! want of room, go to the handler's held file ([`super::held_file`]),
+//! behind the ones in the binlog; so does everything with
+//! `breaker.hold_in = "file"`. Holding a change in the file appends it,
+//! handing changes over reads them back a window at a time. The store
+//! records, in the batch of each transaction and hand-over, what is held
+//! where. The position therefore moves on for the other handlers while a
 //! held change waits, a restart finds it again, and memory holds only the
 //! window. Without a store the queue lives in memory only.
 //!
-//! A queue is bounded by its handler's `breaker.hold_mb`: a change that
-//! would grow it further is not held, and fails under the handler's
-//! `on_error` instead.
+//! A queue is bounded by its handler's `breaker.hold_mb`, counted as the
+//! changes' size as handlers receive them: a change that would grow it
+//! further is not held, and fails under the handler's `on_error` instead.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
 
 use super::held_file::HeldFile;
+use super::reread::{Reread, RereadJob, RereadStarter};
+use super::router::Subscription;
 use crate::config::{BreakerPlan, HandlerPlan};
+use crate::driver::Stop;
 use crate::handler_id::HandlerId;
-use crate::store::{HeldChange, HeldRange};
+use crate::store::{Checkpoint, HeldAt, HeldChange, HeldRange};
+
+/// How many changes a reader may have read ahead of the hand-over.
+const READ_AHEAD: usize = 1024;
+/// How long after a reader failed a new one starts.
+const REREAD_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long after a reader read to the end of the files a new one starts.
+const REREAD_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often a hand-over waiting on a reader looks again.
+const REREAD_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 use crate::telemetry::{Counter, Gauge, Registry, names};
 
 /// A held change in memory: the change, its size, and (in a file) the
@@ -65,8 +85,136 @@ impl FileQueue {
     }
 }
 
+/// The oldest held changes, left in the binlog.
+struct InBinlog {
+    at: HeldAt,
+    /// What the handler subscribed to when they were held: what a reader
+    /// picks from the binlog.
+    subscription: Subscription,
+    /// How many of them the transaction in progress held.
+    in_txn: u64,
+    /// Changes read back and not yet released, each with where its
+    /// transaction starts.
+    window: VecDeque<(Held, Arc<Checkpoint>)>,
+    reader: Option<Reader>,
+    /// Why reading failed last, logged once.
+    failed: Option<String>,
+    /// After a failure: when to try again.
+    retry_at: Option<std::time::Instant>,
+}
+
+/// A reader's thread, as the queue sees it: stopped when dropped.
+struct Reader {
+    changes: Receiver<Reread>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl InBinlog {
+    /// Takes what the reader has read, until the window holds change `n`,
+    /// starting the reader first if need be.
+    fn read(&mut self, id: &HandlerId, starter: Option<Arc<dyn RereadStarter>>, dead_letters: bool, n: usize) {
+        while self.window.len() <= n {
+            if self.reader.is_none() {
+                let Some(starter) = &starter else { return };
+                if self.retry_at.is_some_and(|at| at > std::time::Instant::now()) {
+                    return;
+                }
+                // On from the last change read, or from the oldest held.
+                let at = match self.window.back() {
+                    Some((h, from)) => HeldAt {
+                        from: Checkpoint::clone(from),
+                        first: h.change.id.clone(),
+                        past: true,
+                        count: self.at.count - self.window.len() as u64,
+                        closed: self.at.closed,
+                    },
+                    None => self.at.clone(),
+                };
+                let (out, changes) = std::sync::mpsc::sync_channel(READ_AHEAD);
+                let (stop, watch) = tokio::sync::watch::channel(false);
+                let job = RereadJob {
+                    handler: id.clone(),
+                    at,
+                    subscription: self.subscription.clone(),
+                    dead_letters,
+                    out,
+                    stop: Stop::on(watch),
+                };
+                match starter.start(job) {
+                    Ok(()) => self.reader = Some(Reader { changes, stop }),
+                    Err(e) => {
+                        self.failed(id, &e);
+                        return;
+                    }
+                }
+            }
+            let reader = self.reader.as_ref().expect("started");
+            match reader.changes.try_recv() {
+                Ok(Reread::Change(change, from)) => {
+                    let size = change.size();
+                    let held = Held {
+                        change: Arc::new(change),
+                        size,
+                        next: 0,
+                    };
+                    self.window.push_back((held, from));
+                }
+                Ok(Reread::Failed(e)) => {
+                    self.failed(id, &e);
+                    self.reader = None;
+                    return;
+                }
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    // It read to the end of what there is: asked again
+                    // later, it goes on from there.
+                    self.reader = None;
+                    self.retry_at = Some(std::time::Instant::now() + REREAD_IDLE);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reading failed with `e`: logged once per cause; the next hand-over
+    /// starts a new reader.
+    fn failed(&mut self, id: &HandlerId, e: &anyhow::Error) {
+        let why = format!("{e:#}");
+        if self.failed.as_deref() != Some(why.as_str()) {
+            tracing::error!(
+                handler = %id,
+                "its {} held changes cannot be read from the binlog at {}:{} (tried again until they can): {why}; \
+                 if the server no longer has that binlog file, they are lost: keep binlogs for as long as a handler may be held, \
+                 or set breaker.hold_in = \"file\"",
+                self.at.count,
+                self.at.from.file,
+                self.at.from.pos,
+            );
+            self.failed = Some(why);
+        }
+        self.retry_at = Some(std::time::Instant::now() + REREAD_RETRY);
+    }
+}
+
 /// One handler's held changes.
 struct Queue {
+    /// What is in the binlog, before what is in `window` and the file.
+    binlog: Option<InBinlog>,
+    /// What the handler subscribes to, and whether its held changes carry
+    /// their JSON.
+    subscription: Subscription,
+    dead_letters: bool,
+    /// Held changes may stay in the binlog (`breaker.hold_in`).
+    in_binlog: bool,
+    /// What is held changed in the transaction in progress other than by
+    /// holding a change: the store is to record it.
+    moved: bool,
     /// The oldest held changes: with a file, those read back so far;
     /// without one, all of them.
     window: VecDeque<Held>,
@@ -99,7 +247,24 @@ impl Queue {
             end: f.end(),
             count: self.count,
             bytes: self.bytes,
+            binlog: self.binlog.as_ref().map(|b| b.at.clone()),
         }
+    }
+
+    /// Lets no further held change join those in the binlog: they go to
+    /// the file, behind them.
+    fn close_binlog(&mut self) {
+        if let Some(b) = &mut self.binlog
+            && !b.at.closed
+        {
+            b.at.closed = true;
+            self.moved = true;
+        }
+    }
+
+    /// How many held changes are in the binlog.
+    fn in_binlog(&self) -> u64 {
+        self.binlog.as_ref().map_or(0, |b| b.at.count)
     }
 }
 
@@ -119,6 +284,8 @@ pub struct Holds {
     /// Whether any queue holds something or is paused: on the path of a
     /// healthy pipeline, the only thing read.
     active: bool,
+    /// Reads held changes back from the binlog, where the source can.
+    reread: Option<Arc<dyn RereadStarter>>,
 }
 
 impl Holds {
@@ -132,6 +299,14 @@ impl Holds {
         self.queues.insert(
             id,
             Queue {
+                binlog: None,
+                subscription: Subscription {
+                    tables: plan.tables.clone(),
+                    ops: plan.ops,
+                },
+                dead_letters: matches!(plan.on_error, crate::config::OnError::DeadLetter { .. }),
+                in_binlog: !plan.breaker.hold_in_file,
+                moved: false,
                 window: VecDeque::new(),
                 file: None,
                 count: 0,
@@ -162,10 +337,19 @@ impl Holds {
         let Some(q) = self.queues.get_mut(id) else {
             return Ok(());
         };
-        let file = (!range.is_empty())
-            .then(|| HeldFile::open(dir, id.key(), range))
+        let file = (range.in_file() > 0)
+            .then(|| HeldFile::open(dir, id.key(), range.clone()))
             .transpose()?;
-        let head = if range.is_empty() { 0 } else { range.head };
+        let head = if range.in_file() == 0 { 0 } else { range.head };
+        q.binlog = range.binlog.clone().map(|at| InBinlog {
+            at,
+            subscription: q.subscription.clone(),
+            in_txn: 0,
+            window: VecDeque::new(),
+            reader: None,
+            failed: None,
+            retry_at: None,
+        });
         q.file = Some(FileQueue {
             dir: dir.to_owned(),
             file,
@@ -201,6 +385,21 @@ impl Holds {
         Ok(Some(range))
     }
 
+    /// Handler `id` was changed (deployed anew): what it subscribes to may
+    /// differ, so changes held from now on go to its held file, behind any
+    /// it has in the binlog, which a reader finds under the subscription
+    /// they were held under.
+    pub fn changed(&mut self, id: &HandlerId, plan: &HandlerPlan) {
+        if let Some(q) = self.queues.get_mut(id) {
+            q.close_binlog();
+            q.subscription = Subscription {
+                tables: plan.tables.clone(),
+                ops: plan.ops,
+            };
+            q.dead_letters = matches!(plan.on_error, crate::config::OnError::DeadLetter { .. });
+        }
+    }
+
     /// Drops handler `id`'s queue (the handler was removed): what its file
     /// holds stays there, with the range the store last recorded.
     pub fn remove(&mut self, id: &HandlerId) {
@@ -228,38 +427,77 @@ impl Holds {
         self.active && self.queues.get(id).is_some_and(Queue::holding)
     }
 
+    /// Reads held changes back from the binlog through `starter` from now
+    /// on, for handlers whose `breaker.hold_in` allows it. Only for a
+    /// source that can start again at a held place.
+    pub fn reread_with(&mut self, starter: Arc<dyn RereadStarter>) {
+        self.reread = Some(starter);
+    }
+
     /// Holds change `change_id` (its `json`, its `encoded` form) for `id`,
     /// in the transaction in progress, or says why it could not be held.
+    /// `from`: where the change's transaction starts in the binlog, if the
+    /// change is one a reader can find there again (a snapshot row is not).
     pub fn push(
         &mut self,
         id: &HandlerId,
         change_id: String,
         json: Vec<u8>,
         encoded: &[u8],
+        from: Option<&Checkpoint>,
     ) -> anyhow::Result<Result<(), Full>> {
         let q = self.queues.get_mut(id).expect("every handler has a queue");
         let size = HeldChange::bytes_len(&change_id, &json, encoded) as u64;
         if q.bytes + size > q.room {
             let first = !q.overflowed;
             q.overflowed = true;
+            // Those held after it cannot be found by counting from here.
+            q.close_binlog();
             return Ok(Err(Full { room: q.room, first }));
         }
-        match &mut q.file {
-            Some(f) => {
-                if q.in_txn == 0 {
-                    f.txn_start = f.end();
-                }
-                f.file(id.key())?.append(&change_id, &json, encoded)?;
+        let store = q.file.is_some();
+        match (&mut q.binlog, from) {
+            (Some(b), Some(_)) if !b.at.closed => {
+                b.at.count += 1;
+                b.in_txn += 1;
             }
-            None => q.window.push_back(Held {
-                change: Arc::new(HeldChange {
-                    id: change_id,
-                    encoded: encoded.to_vec(),
-                    json,
-                }),
-                size,
-                next: 0,
-            }),
+            (None, Some(from)) if store && q.in_binlog && self.reread.is_some() && q.count == 0 => {
+                q.binlog = Some(InBinlog {
+                    at: HeldAt {
+                        from: from.clone(),
+                        first: change_id,
+                        past: false,
+                        count: 1,
+                        closed: false,
+                    },
+                    subscription: q.subscription.clone(),
+                    in_txn: 1,
+                    window: VecDeque::new(),
+                    reader: None,
+                    failed: None,
+                    retry_at: None,
+                });
+            }
+            _ => {
+                q.close_binlog();
+                match &mut q.file {
+                    Some(f) => {
+                        if q.in_txn == q.binlog.as_ref().map_or(0, |b| b.in_txn) {
+                            f.txn_start = f.end();
+                        }
+                        f.file(id.key())?.append(&change_id, &json, encoded)?;
+                    }
+                    None => q.window.push_back(Held {
+                        change: Arc::new(HeldChange {
+                            id: change_id,
+                            encoded: encoded.to_vec(),
+                            json,
+                        }),
+                        size,
+                        next: 0,
+                    }),
+                }
+            }
         }
         q.count += 1;
         q.bytes += size;
@@ -279,13 +517,16 @@ impl Holds {
             return ranges;
         }
         for (id, q) in &mut self.queues {
-            if q.in_txn > 0
+            if (q.in_txn > 0 || std::mem::take(&mut q.moved))
                 && let Some(f) = &q.file
             {
                 ranges.push((id.clone(), q.range(f)));
             }
             q.in_txn = 0;
             q.txn_bytes = 0;
+            if let Some(b) = &mut q.binlog {
+                b.in_txn = 0;
+            }
         }
         ranges
     }
@@ -301,12 +542,25 @@ impl Holds {
             if n == 0 {
                 continue;
             }
-            match &mut q.file {
-                Some(f) => {
-                    let at = f.txn_start;
-                    f.file(id.key())?.cut(at)?;
+            let in_binlog = match &mut q.binlog {
+                Some(b) => {
+                    let k = std::mem::take(&mut b.in_txn);
+                    b.at.count -= k;
+                    k
                 }
-                None => q.window.truncate(q.window.len() - n as usize),
+                None => 0,
+            };
+            if n > in_binlog {
+                match &mut q.file {
+                    Some(f) => {
+                        let at = f.txn_start;
+                        f.file(id.key())?.cut(at)?;
+                    }
+                    None => q.window.truncate(q.window.len() - (n - in_binlog) as usize),
+                }
+            }
+            if q.binlog.as_ref().is_some_and(|b| b.at.count == 0) {
+                q.binlog = None;
             }
             q.count -= n;
             q.bytes -= std::mem::take(&mut q.txn_bytes);
@@ -329,12 +583,21 @@ impl Holds {
             .collect()
     }
 
-    /// `id`'s `n`th held change (0: the oldest), read back from its file
-    /// if need be. Call between transactions.
+    /// `id`'s `n`th held change (0: the oldest), read back from the binlog
+    /// or its file if need be: `None` past the last, or while a reader has
+    /// not read it yet. Call between transactions.
     pub fn get(&mut self, id: &HandlerId, n: usize) -> anyhow::Result<Option<Arc<HeldChange>>> {
+        let starter = self.reread.clone();
         let Some(q) = self.queues.get_mut(id) else {
             return Ok(None);
         };
+        let in_binlog = q.in_binlog() as usize;
+        if n < in_binlog {
+            let b = q.binlog.as_mut().expect("held changes in the binlog");
+            b.read(id, starter, q.dead_letters, n);
+            return Ok(b.window.get(n).map(|(h, _)| h.change.clone()));
+        }
+        let n = n - in_binlog;
         if let Some(f) = &mut q.file {
             let end = f.end();
             while q.window.len() <= n && f.read_at < end {
@@ -352,23 +615,59 @@ impl Holds {
         Ok(q.window.get(n).map(|h| h.change.clone()))
     }
 
+    /// When `id`'s oldest held change may be there to hand over, if it is
+    /// being read back from the binlog and is not there yet.
+    pub fn read_due(&self, id: &HandlerId, now: std::time::Instant) -> Option<std::time::Instant> {
+        let b = self.queues.get(id)?.binlog.as_ref()?;
+        if !b.window.is_empty() {
+            return None;
+        }
+        Some(match (b.reader.is_none(), b.retry_at) {
+            (true, Some(at)) => at.max(now),
+            _ => now + REREAD_POLL,
+        })
+    }
+
     /// Drops `id`'s `n` oldest held changes, handed over (each got by
-    /// [`Holds::get`] first); returns the range of its held file after
-    /// them, for the store.
+    /// [`Holds::get`] first); returns what is held after them, for the
+    /// store.
     pub fn release(&mut self, id: &HandlerId, n: usize) -> Option<HeldRange> {
         let q = self.queues.get_mut(id)?;
+        let mut n = n;
+        let mut released = 0;
+        if let Some(b) = &mut q.binlog {
+            let k = n.min(b.window.len());
+            let mut last = None;
+            for (h, from) in b.window.drain(..k) {
+                q.bytes = q.bytes.saturating_sub(h.size);
+                q.count -= 1;
+                last = Some((h, from));
+            }
+            if let Some((h, from)) = last {
+                b.at.count -= k as u64;
+                b.at.first.clone_from(&h.change.id);
+                b.at.past = true;
+                b.at.from = Checkpoint::clone(&from);
+            }
+            if b.at.count == 0 {
+                q.binlog = None;
+            }
+            n -= k;
+            released += k;
+        }
         let n = n.min(q.window.len());
         for h in q.window.drain(..n) {
-            q.bytes -= h.size;
+            q.bytes = q.bytes.saturating_sub(h.size);
             q.count -= 1;
             if let Some(f) = &mut q.file {
                 f.head = h.next;
             }
         }
-        q.released.add(n as u64);
+        q.released.add((released + n) as u64);
         q.now.set(q.count as f64);
         if q.count == 0 {
             q.overflowed = false;
+            q.bytes = 0;
         }
         let range = q.file.as_ref().map(|f| q.range(f));
         self.refresh();
@@ -393,7 +692,7 @@ impl Holds {
     /// empty range the store now records, are cut back to nothing.
     pub fn committed(&mut self) -> anyhow::Result<()> {
         for q in self.queues.values_mut() {
-            if q.count > 0 || q.in_txn > 0 {
+            if q.count > q.in_binlog() || q.in_txn > 0 {
                 continue;
             }
             if let Some(f) = &mut q.file
@@ -456,7 +755,7 @@ mod tests {
     }
 
     fn push(h: &mut Holds, id: &HandlerId, change: &str, len: usize) -> Result<(), Full> {
-        h.push(id, change.to_owned(), Vec::new(), &vec![7; len]).unwrap()
+        h.push(id, change.to_owned(), Vec::new(), &vec![7; len], None).unwrap()
     }
 
     fn ids(h: &mut Holds, id: &HandlerId) -> Vec<String> {
@@ -553,7 +852,7 @@ mod tests {
         }
         let ranges = h.end_transaction();
         assert_eq!(ranges.len(), 1);
-        let r = ranges[0].1;
+        let r = ranges[0].1.clone();
         assert_eq!((r.head, r.count), (0, 3000));
         assert!(h.end_transaction().is_empty(), "reported once");
         for n in 0..1000 {
@@ -567,7 +866,7 @@ mod tests {
 
         // A restart with the range the store recorded: the same 2000, in order.
         let (mut h, id) = holds(64);
-        h.open_file(&id, dir.path(), after).unwrap();
+        h.open_file(&id, dir.path(), after.clone()).unwrap();
         assert!(h.holding(&id));
         assert_eq!(h.size(&id), (2000, after.bytes));
         let all = ids(&mut h, &id);

@@ -30,6 +30,7 @@ pub mod dispatch;
 mod held_file;
 pub mod hold;
 pub mod lanes;
+pub mod reread;
 pub mod router;
 pub mod snapshot;
 
@@ -306,6 +307,13 @@ impl Pipeline {
         })
     }
 
+    /// Leaves held changes in the binlog, read again through `starter` when
+    /// they are handed over (see [`reread`]): for a source that can start
+    /// again at a held place.
+    pub fn reread_with(&mut self, starter: Arc<dyn reread::RereadStarter>) {
+        self.holds.reread_with(starter);
+    }
+
     /// Keeps handler state and the resume position in `store`: loads every
     /// handler's state from it and returns the position to resume at.
     pub fn attach_store(&mut self, mut store: StateStore) -> anyhow::Result<Option<Checkpoint>> {
@@ -569,7 +577,11 @@ impl Pipeline {
         }
         let now = std::time::Instant::now();
         let at = (self.holds.with_changes(false).iter())
-            .filter_map(|id| self.handlers.callable_at(id, now))
+            .filter_map(|id| {
+                let callable = self.handlers.callable_at(id, now)?;
+                // Held changes read back from the binlog: once read.
+                Some(self.holds.read_due(id, now).map_or(callable, |read| read.max(callable)))
+            })
             .min()?;
         Some(tokio::time::Instant::now() + at.saturating_duration_since(now))
     }
@@ -682,7 +694,11 @@ impl Pipeline {
         if self.handlers.dead_letters(id) && change.write_json(&mut json).is_err() {
             json.clear();
         }
-        match self.holds.push(id, change.id(), json, &self.encoded) {
+        // A snapshot row is not in the binlog, to be read from there again.
+        let from = (change.op != crate::decode::rows::Op::Snapshot)
+            .then(|| self.checkpointer.txn_start())
+            .flatten();
+        match self.holds.push(id, change.id(), json, &self.encoded, from) {
             Ok(Ok(())) => Flow::Continue,
             Err(e) => {
                 self.halted = Some(e.context(format!("holding a change of handler `{id}`")));
@@ -923,7 +939,9 @@ impl Pipeline {
         state: std::collections::HashMap<String, Vec<u8>>,
         range: Option<crate::store::HeldRange>,
     ) {
-        if !self.holds.has(id) {
+        if self.holds.has(id) {
+            self.holds.changed(id, h);
+        } else {
             self.holds.add(id.clone(), h, &self.registry);
             if let Some(dir) = self.checkpointer.store().map(StateStore::held_dir)
                 && let Err(e) = self.holds.open_file(id, &dir, range.unwrap_or_default())
