@@ -366,7 +366,10 @@ time_replay() {
 #                     breaker (5 timeouts within 10 s suspend it for 30 s): it must be called
 #                     exactly 5 times, and the others must keep their throughput
 #   --noisy-hold      as --noisy, with breaker.while_suspended = "hold": after its 5 timeouts the
-#                     spinner's changes are held in its held file (with --checkpoint) instead of skipped
+#                     spinner's changes are held (with --checkpoint) instead of skipped, left in the
+#                     binlog (the default hold_in)
+#   --noisy-hold-file as --noisy-hold, with hold_in = "file": each held change is appended to the
+#                     spinner's held file
 # Every run starts from an empty directory (state store, sink file): a kept checkpoint would make
 # the next run resume at the end of FILE and do nothing.
 handler_case() {
@@ -376,6 +379,7 @@ handler_case() {
             --emit) emit=1; shift ;;
             --noisy) noisy=1; shift ;;
             --noisy-hold) noisy=1; hold=1; shift ;;
+            --noisy-hold-file) noisy=1; hold=2; shift ;;
             --project) project=1; shift ;;
             --checkpoint) interval=$2; flags+=(--checkpoint); shift 2 ;;
             *) die "handler_case: unknown option $1" ;;
@@ -414,7 +418,8 @@ handler_case() {
         if [[ $noisy == 1 ]]; then
             printf '\n[[handlers]]\nname = "spinner"\nmodule = "%s"\ntables = [%s]\nlimits = { time_ms = 10 }\non_error = "skip"\n' \
                 "$SPINNER" "${list%, }"
-            [[ $hold == 0 ]] || printf 'breaker = { while_suspended = "hold", hold_mb = 1024 }\n'
+            [[ $hold != 1 ]] || printf 'breaker = { while_suspended = "hold", hold_mb = 1024 }\n'
+            [[ $hold != 2 ]] || printf 'breaker = { while_suspended = "hold", hold_mb = 1024, hold_in = "file" }\n'
         fi
     } >"$config"
     local messages=$(((emit + project) * calls))
@@ -496,10 +501,12 @@ if want handlers; then
     quiet_cpu=$CASE_CPU
     handler_case --emit --noisy "workload, two handlers + a noisy one" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
     kept_noisy=$(kept "$quiet_cpu" "$CASE_CPU")
-    # The same, the spinner's changes held in its held file rather than skipped, against the two
-    # handlers alone with the same checkpoints.
-    handler_case --emit --noisy-hold --checkpoint 500 "workload, two handlers + a noisy one" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    # The same, the spinner's changes held rather than skipped (left in the binlog, then copied
+    # into its held file), against the two handlers alone with the same checkpoints.
+    handler_case --emit --noisy-hold --checkpoint 500 "workload, two handlers + a noisy one, held" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
     kept_hold=$(kept "$checkpoint_cpu" "$CASE_CPU")
+    handler_case --emit --noisy-hold-file --checkpoint 500 "workload, two handlers + a noisy one, held in a file" "$WL_ROWS" "$WL_FILE" "$WL_ROWS" "cdcbench.*"
+    kept_hold_file=$(kept "$checkpoint_cpu" "$CASE_CPU")
     handler_case --emit --checkpoint 500 "1 txn of 1M rows, two handlers" 1000000 "$TXN1M_FILE" 1000000 "cdcbench.*"
     handler_case --emit --checkpoint 500 "$BLOBS x 40 MiB LONGBLOB, two handlers" "$BLOBS" "$BLOB_FILE" "$BLOBS" "cdcbench.*"
     out ""
@@ -511,7 +518,8 @@ if want handlers; then
     out ""
     out "Throughput the two handlers keep beside a handler that times out on every change (rows per CPU-s"
     out "with the spinner, suspended by its circuit breaker after 5 timeouts / without): $kept_noisy;"
-    out "with its changes held in its held file (while_suspended = \"hold\", --checkpoint, commit_interval_ms = 500): $kept_hold."
+    out "with its changes held (while_suspended = \"hold\", --checkpoint, commit_interval_ms = 500), left in the binlog:"
+    out "$kept_hold; copied into its held file (hold_in = \"file\"): $kept_hold_file."
     out ""
     out "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
     out ""
