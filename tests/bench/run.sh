@@ -373,7 +373,7 @@ time_replay() {
 # Every run starts from an empty directory (state store, sink file): a kept checkpoint would make
 # the next run resume at the end of FILE and do nothing.
 handler_case() {
-    local emit=0 noisy=0 hold=0 project=0 interval='' flags=()
+    local emit=0 noisy=0 hold=0 project=0 interval='' flags=() held
     while [[ $1 == --* ]]; do
         case $1 in
             --emit) emit=1; shift ;;
@@ -433,6 +433,10 @@ handler_case() {
             [[ ! -f $run/calls.jsonl ]] || lines=$(wc -l <"$run/calls.jsonl")
             [[ $lines == "$calls" ]] || die "$name: the file sink $run/calls.jsonl holds $lines lines, expected $calls"
         fi
+        # Left in the binlog, the held changes are not copied anywhere; in a file, they are.
+        held=$run/state/held/default/spinner
+        [[ $hold != 1 || ! -s $held ]] || die "$name: the spinner's changes were copied into $held"
+        [[ $hold != 2 || -s $held ]] || die "$name: the spinner's held file $held is empty"
         read -r -a r <<<"$line"
         walls+=("${r[0]}") cpus+=("${r[1]}") rsss+=("${r[2]}")
         changes=${r[3]}

@@ -98,6 +98,18 @@ fn held_across_a_restart(hold_in: HoldIn) {
         HoldIn::Binlog => "",
         HoldIn::File => ", hold_in = \"file\"",
     };
+    // Left in the binlog, the first held change is in the first
+    // transaction the stream gives: no commit before it says where it
+    // starts.
+    let start = match hold_in {
+        HoldIn::Binlog => {
+            let status = server.sql("SHOW MASTER STATUS");
+            let mut fields = status.split_whitespace();
+            let (file, pos) = (fields.next().unwrap(), fields.next().unwrap());
+            format!("{{ file = \"{file}\", pos = {pos} }}")
+        }
+        HoldIn::File => "\"earliest\"".to_owned(),
+    };
     let module = dir.join("flaky.wasm");
     std::fs::copy(&hostile, &module).unwrap();
     let config = dir.join("rowhook.toml");
@@ -108,7 +120,7 @@ fn held_across_a_restart(hold_in: HoldIn) {
 [source]
 url = "{url}"
 server_id = 7401
-start = "earliest"
+start = {start}
 
 [state]
 path = "state"

@@ -161,6 +161,9 @@ pub struct Pipeline {
     /// flushed; then the position after the last transaction done.
     seen: Option<Checkpoint>,
     done: Option<Checkpoint>,
+    /// Where the stream's first transaction starts, until a commit says
+    /// where the next one does (see [`Checkpointer::txn_start`]).
+    stream_start: Option<Checkpoint>,
     /// Halted lanes whose handler was reloaded or resumed since the last
     /// transaction boundary.
     lanes_to_resume: std::collections::BTreeSet<String>,
@@ -295,6 +298,7 @@ impl Pipeline {
             halted_lanes: Default::default(),
             seen: None,
             done: None,
+            stream_start: None,
             lanes_to_resume: Default::default(),
             plan: plan.clone(),
             fair: None,
@@ -696,7 +700,7 @@ impl Pipeline {
         }
         // A snapshot row is not in the binlog, to be read from there again.
         let from = (change.op != crate::decode::rows::Op::Snapshot)
-            .then(|| self.checkpointer.txn_start())
+            .then(|| self.checkpointer.txn_start().or(self.stream_start.as_ref()))
             .flatten();
         match self.holds.push(id, change.id(), json, &self.encoded, from) {
             Ok(Ok(())) => Flow::Continue,
@@ -1284,6 +1288,20 @@ impl Consumer for Pipeline {
             let (file, pos, gtids) = decoder.resume_position();
             if !file.is_empty() {
                 self.done = Some(Checkpoint {
+                    file: file.to_owned(),
+                    pos,
+                    gtids: gtids.to_string(),
+                    txn: String::new(),
+                    ts: 0,
+                });
+            }
+        }
+        if began && self.checkpointer.keeps() && self.checkpointer.txn_start().is_none() {
+            // The stream's first transaction: where it starts, for changes
+            // held in it.
+            let (file, pos, gtids) = decoder.resume_position();
+            if !file.is_empty() {
+                self.stream_start = Some(Checkpoint {
                     file: file.to_owned(),
                     pos,
                     gtids: gtids.to_string(),
