@@ -82,6 +82,30 @@ impl Checkpoint {
     pub fn at(&self) -> (u64, u64) {
         binlog_at(&self.file, self.pos)
     }
+
+    /// Just past `commit`.
+    pub fn after(commit: &crate::decode::Commit<'_>) -> Checkpoint {
+        Checkpoint {
+            file: commit.file.to_owned(),
+            pos: commit.end,
+            gtids: commit.gtid_state.to_string(),
+            txn: commit.txn.to_owned(),
+            ts: commit.ts,
+        }
+    }
+
+    /// Where `decoder` resumes (just past the last commit it decoded, or
+    /// where it started), once it knows its file.
+    pub fn resume_of(decoder: &crate::decode::Decoder) -> Option<Checkpoint> {
+        let (file, pos, gtids) = decoder.resume_position();
+        (!file.is_empty()).then(|| Checkpoint {
+            file: file.to_owned(),
+            pos,
+            gtids: gtids.to_string(),
+            txn: String::new(),
+            ts: 0,
+        })
+    }
 }
 
 /// `file` and `pos` as a place comparable across files: the file's number

@@ -11,7 +11,6 @@ use crate::pipeline::Pipeline;
 use crate::pipeline::lanes::{CaughtUp, LaneEnd, LaneRun, LaneStarter};
 use crate::pipeline::reread::RereadStarter;
 use crate::runtime::HandlerRuntime;
-use crate::source::StartPosition;
 use crate::source::live::LiveOptions;
 use crate::source::reconnect::{Resilient, RetryPolicy};
 use crate::store::{Checkpoint, StateStore};
@@ -53,13 +52,7 @@ impl LaneStarter for LiveLanes {
         let from = run.place.get();
         let live = LiveOptions {
             server_id: self.server_id(&run.tenant)?,
-            start: match from.file.as_str() {
-                "" => StartPosition::Gtid(from.gtids.clone()),
-                file => StartPosition::File {
-                    file: file.to_owned(),
-                    pos: from.pos,
-                },
-            },
+            start: super::start_at(&from),
             ..self.live.clone()
         };
         let runtime = self.runtime.clone();

@@ -190,6 +190,18 @@ pub(crate) fn cluster_of<'a>(
     Ok((cluster, nats))
 }
 
+/// Where a binlog connection starts to read from `cp` on: its GTID state
+/// where it names no file (a lane or held changes of a GTID start).
+pub(crate) fn start_at(cp: &Checkpoint) -> crate::source::StartPosition {
+    match cp.file.as_str() {
+        "" => crate::source::StartPosition::Gtid(cp.gtids.clone()),
+        file => crate::source::StartPosition::File {
+            file: file.to_owned(),
+            pos: cp.pos,
+        },
+    }
+}
+
 pub(crate) fn resume_gtids(decoder: &mut Decoder, cp: &Checkpoint) -> anyhow::Result<()> {
     if !cp.gtids.is_empty() {
         let state = GtidState::parse(&cp.gtids)

@@ -11,7 +11,6 @@ use crate::decode::{Decoder, DecoderOptions};
 use crate::driver::{DriveOptions, drive};
 use crate::pipeline::reread::{RereadJob, RereadStarter, Rereader, table_filter};
 use crate::source::Source;
-use crate::source::StartPosition;
 use crate::source::file::{BinlogFiles, FileStart};
 use crate::source::live::LiveOptions;
 use crate::source::reconnect::{Resilient, RetryPolicy};
@@ -48,16 +47,9 @@ impl RereadStarter for LiveReread {
             .ok_or_else(|| {
                 anyhow::anyhow!("[source] server_id is too large to number the held changes' readers after it")
             })?;
-        let from = &job.at.from;
         let live = LiveOptions {
             server_id,
-            start: match from.file.as_str() {
-                "" => StartPosition::Gtid(from.gtids.clone()),
-                file => StartPosition::File {
-                    file: file.to_owned(),
-                    pos: from.pos,
-                },
-            },
+            start: super::start_at(&job.at.from),
             ..self.live.clone()
         };
         spawn(job, move |rt| {
@@ -179,13 +171,7 @@ mod tests {
         }
 
         fn commit(&mut self, commit: &Commit<'_>) -> Flow {
-            self.from = Some(Checkpoint {
-                file: commit.file.to_owned(),
-                pos: commit.end,
-                gtids: commit.gtid_state.to_string(),
-                txn: commit.txn.to_owned(),
-                ts: commit.ts,
-            });
+            self.from = Some(Checkpoint::after(commit));
             Flow::Continue
         }
     }

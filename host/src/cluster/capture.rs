@@ -556,13 +556,7 @@ impl ChangeVisitor for Capture {
         }
         self.half_out = false;
         self.txn_serial += 1;
-        self.pending = Some(Checkpoint {
-            file: commit.file.to_owned(),
-            pos: commit.end,
-            gtids: commit.gtid_state.to_string(),
-            txn: commit.txn.to_owned(),
-            ts: commit.ts,
-        });
+        self.pending = Some(Checkpoint::after(commit));
         let flush = match &mut self.replay {
             // Where the capture that published the stream's messages
             // flushed: a commit with nothing open is one for any capture.

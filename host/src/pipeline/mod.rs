@@ -1285,30 +1285,12 @@ impl Consumer for Pipeline {
         if began && self.done.is_none() && self.fair.is_some() {
             // The first transaction of a run with no checkpoint: a lane
             // that leaves in the middle of it starts where it began.
-            let (file, pos, gtids) = decoder.resume_position();
-            if !file.is_empty() {
-                self.done = Some(Checkpoint {
-                    file: file.to_owned(),
-                    pos,
-                    gtids: gtids.to_string(),
-                    txn: String::new(),
-                    ts: 0,
-                });
-            }
+            self.done = Checkpoint::resume_of(decoder);
         }
         if began && self.checkpointer.keeps() && self.checkpointer.txn_start().is_none() {
             // The stream's first transaction: where it starts, for changes
             // held in it.
-            let (file, pos, gtids) = decoder.resume_position();
-            if !file.is_empty() {
-                self.stream_start = Some(Checkpoint {
-                    file: file.to_owned(),
-                    pos,
-                    gtids: gtids.to_string(),
-                    txn: String::new(),
-                    ts: 0,
-                });
-            }
+            self.stream_start = Checkpoint::resume_of(decoder);
         }
         if let Some(f) = &mut self.fair {
             f.woke();
@@ -1512,13 +1494,7 @@ impl ChangeVisitor for Pipeline {
     fn commit(&mut self, commit: &Commit<'_>) -> Flow {
         let lanes = self.lanes || self.lane.is_some();
         if self.checkpointer.keeps() || lanes {
-            let at = Checkpoint {
-                file: commit.file.to_owned(),
-                pos: commit.end,
-                gtids: commit.gtid_state.to_string(),
-                txn: commit.txn.to_owned(),
-                ts: commit.ts,
-            };
+            let at = Checkpoint::after(commit);
             if lanes {
                 self.seen = Some(at.clone());
             }

@@ -167,13 +167,7 @@ impl ChangeVisitor for Rereader {
         self.sent_in_txn = 0;
         self.resent = 0;
         self.seeking_txn = false;
-        self.from = Arc::new(Checkpoint {
-            file: commit.file.to_owned(),
-            pos: commit.end,
-            gtids: commit.gtid_state.to_string(),
-            txn: commit.txn.to_owned(),
-            ts: commit.ts,
-        });
+        self.from = Arc::new(Checkpoint::after(commit));
         Flow::Continue
     }
 
