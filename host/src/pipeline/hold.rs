@@ -534,10 +534,19 @@ impl Holds {
     /// The transaction in progress was cut: what it held goes (its
     /// changes come again).
     pub fn abandon_transaction(&mut self) -> anyhow::Result<()> {
+        self.abandon_where(|_| true)
+    }
+
+    /// What the transaction in progress held for the handlers `which`
+    /// picks goes (their lane stopped inside it, and takes it again).
+    pub fn abandon_where(&mut self, which: impl Fn(&HandlerId) -> bool) -> anyhow::Result<()> {
         if !self.active {
             return Ok(());
         }
         for (id, q) in &mut self.queues {
+            if !which(id) {
+                continue;
+            }
             let n = std::mem::take(&mut q.in_txn);
             if n == 0 {
                 continue;
@@ -794,6 +803,20 @@ mod tests {
             assert_eq!(h.get(id, 0).unwrap().unwrap().id, "t:2:0");
             h.release(id, 5);
             assert!(!h.any() && h.size(id) == (0, 0));
+        });
+    }
+
+    #[test]
+    fn a_lane_that_stops_inside_a_transaction_takes_back_only_its_handlers_changes() {
+        both(1, |h, id| {
+            let p = plan(1);
+            let other = HandlerId::new("other", &p.name);
+            h.add(other.clone(), &p, &Registry::new());
+            push(h, id, "t:1:0", 10).unwrap();
+            push(h, &other, "t:1:0", 10).unwrap();
+            h.abandon_where(|h| h.tenant() == "other").unwrap();
+            h.end_transaction();
+            assert_eq!((h.size(id).0, h.size(&other).0), (1, 0));
         });
     }
 

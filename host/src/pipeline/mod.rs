@@ -1223,6 +1223,10 @@ impl Pipeline {
         self.halted_lanes.insert(tenant.to_owned());
         self.checkpointer.halt_lane(tenant, done.clone());
         self.handlers.abandon_tenant(tenant);
+        // Its transaction comes again: what it held of it goes.
+        if let Err(e) = self.holds.abandon_where(|id| id.tenant() == tenant) {
+            self.halted.get_or_insert(e);
+        }
         self.delivery.drop_from(|origin| origin.tenant() == tenant);
         Some(done)
     }
