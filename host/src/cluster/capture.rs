@@ -411,6 +411,12 @@ impl Capture {
         self.opened.is_some_and(|t| t.elapsed() >= self.linger)
     }
 
+    /// Whether no transaction's changes are half in the open messages or
+    /// half out of them: a flush now publishes only whole transactions.
+    fn between_transactions(&self) -> bool {
+        self.in_txn.is_empty() && !self.half_out
+    }
+
     /// Flushes if the open messages have lingered long enough and no
     /// transaction's changes are half in them; else makes a flush due at
     /// the next commit.
@@ -419,7 +425,7 @@ impl Capture {
             return;
         }
         if self.touched.is_empty() || self.lingered() {
-            if self.in_txn.is_empty() && !self.half_out {
+            if self.between_transactions() {
                 self.flush();
             } else {
                 self.flush_wanted = true;
@@ -431,7 +437,7 @@ impl Capture {
     /// no transaction is half in them, and the stream's messages after the
     /// checkpoint have all been made again) and the last commit.
     pub fn finish(&mut self) -> anyhow::Result<()> {
-        if self.replay.is_none() && self.in_txn.is_empty() && !self.half_out {
+        if self.replay.is_none() && self.between_transactions() {
             self.flush();
         }
         self.hand_over()
@@ -640,7 +646,7 @@ impl Consumer for Capture {
     fn next_tick(&self) -> Option<tokio::time::Instant> {
         let later = tokio::time::Instant::now() + Duration::from_millis(100);
         match self.opened {
-            Some(t) if self.replay.is_none() && self.in_txn.is_empty() && !self.half_out => {
+            Some(t) if self.replay.is_none() && self.between_transactions() => {
                 Some(later.min(tokio::time::Instant::from_std(t + self.linger)))
             }
             _ => Some(later),

@@ -118,10 +118,10 @@ impl Drop for Reader {
 impl InBinlog {
     /// Takes what the reader has read, until the window holds change `n`,
     /// starting the reader first if need be.
-    fn read(&mut self, id: &HandlerId, starter: Option<Arc<dyn RereadStarter>>, dead_letters: bool, n: usize) {
+    fn read(&mut self, id: &HandlerId, starter: Option<&dyn RereadStarter>, dead_letters: bool, n: usize) {
         while self.window.len() <= n {
             if self.reader.is_none() {
-                let Some(starter) = &starter else { return };
+                let Some(starter) = starter else { return };
                 if self.retry_at.is_some_and(|at| at > std::time::Instant::now()) {
                     return;
                 }
@@ -596,7 +596,7 @@ impl Holds {
     /// or its file if need be: `None` past the last, or while a reader has
     /// not read it yet. Call between transactions.
     pub fn get(&mut self, id: &HandlerId, n: usize) -> anyhow::Result<Option<Arc<HeldChange>>> {
-        let starter = self.reread.clone();
+        let starter = self.reread.as_deref();
         let Some(q) = self.queues.get_mut(id) else {
             return Ok(None);
         };
