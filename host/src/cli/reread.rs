@@ -403,4 +403,30 @@ mod tests {
         let range = holds.release(&id, rest.len()).unwrap();
         assert!(range.is_empty() && range.binlog.is_none(), "{range:?}");
     }
+
+    /// A binlog the reader cannot read (here: a file not given, as a purged
+    /// one would be) holds the hand-over back without losing the count,
+    /// and is tried again after a pause, not in a loop.
+    #[test]
+    fn a_binlog_that_cannot_be_read_holds_the_changes_and_is_tried_again_later() {
+        let all = stream();
+        let text = "[[handlers]]\nname = \"h\"\nmodule = \"h.wasm\"\ntables = [\"shop.*\"]\non_error = \"skip\"\nbreaker = { while_suspended = \"hold\" }\n";
+        let plan = crate::config::Plan::parse(text, std::path::Path::new("/tmp/rowhook.toml"), |_| None).unwrap();
+        let id = HandlerId::new("default", "h");
+        let dir = crate::sink::testing::TempDir::new("holds-unreadable");
+        let mut holds = crate::pipeline::hold::Holds::default();
+        holds.add(id.clone(), &plan.handlers[0], &crate::telemetry::Registry::new());
+        holds.reread_with(Arc::new(FileReread { files: vec![] }));
+        holds.open_file(&id, dir.path(), Default::default()).unwrap();
+        holds
+            .push(&id, all[0].0.clone(), Vec::new(), &[1; 10], Some(&all[0].1))
+            .unwrap()
+            .unwrap();
+        holds.end_transaction();
+        let now = std::time::Instant::now();
+        assert!(holds.get(&id, 0).unwrap().is_none());
+        assert_eq!(holds.size(&id).0, 1, "still held");
+        let again = holds.read_due(&id, now).unwrap();
+        assert!(again >= now + std::time::Duration::from_secs(4), "{:?}", again - now);
+    }
 }
