@@ -357,7 +357,7 @@ limits = {{ memory_mb = 16 }}
     // handler that reads `id` and `status` gets them, typed, on every call
     // (without the server's description, each call would fail for want of
     // a column).
-    let server = Server::start(&[]);
+    let server = Server::start(&["--binlog-expire-logs-seconds=604800"]);
     server.sql(
         "CREATE DATABASE app;
          CREATE TABLE app.t (id BIGINT UNSIGNED PRIMARY KEY, status VARCHAR(16) NOT NULL,
@@ -384,6 +384,7 @@ limits = {{ memory_mb = 16 }}
         "binlog_format=ROW",
         "server_id 7302 is free",
         "REPLICATION SLAVE",
+        "binlogs are kept 7 days (binlog_expire_logs_seconds = 604800): rowhook stopped, or a handler held",
     ] {
         assert!(stdout.contains(expected), "{expected} missing from\n{stdout}");
     }

@@ -54,6 +54,11 @@ pub async fn check_server(url: &SourceUrl, server_id: u32) -> Vec<CheckLine> {
         ok: false,
         text: p.to_string(),
     }));
+    if info.log_bin
+        && let Some(text) = info.retention()
+    {
+        lines.push(CheckLine { ok: true, text });
+    }
     match server::server_id_problem(&mut conn, &info, server_id).await {
         Some(p) => lines.push(CheckLine {
             ok: false,

@@ -123,6 +123,11 @@ pub struct ServerInfo {
     pub row_metadata: Option<String>,
     /// `@@binlog_checksum`.
     pub checksum: String,
+    /// How long the server keeps binlog files, in seconds
+    /// (`@@binlog_expire_logs_seconds`, or `@@expire_logs_days` where it
+    /// has only that): 0 for never purged by age; `None` where neither
+    /// could be read.
+    pub expire_secs: Option<u64>,
 }
 
 /// A global variable; `None` where the server does not have it. A broken
@@ -150,6 +155,7 @@ impl ServerInfo {
             row_image: String::new(),
             row_metadata: None,
             checksum: "NONE".into(),
+            expire_secs: None,
         }))
     }
 
@@ -165,8 +171,37 @@ impl ServerInfo {
             row_image: var(conn, "binlog_row_image").await?.unwrap_or_default(),
             row_metadata: var(conn, "binlog_row_metadata").await?,
             checksum: var(conn, "binlog_checksum").await?.unwrap_or_else(|| "NONE".into()),
+            expire_secs: match var(conn, "binlog_expire_logs_seconds").await? {
+                Some(s) => s.parse().ok(),
+                // MariaDB before 10.6 and MySQL 5.7: whole (or, in
+                // MariaDB, fractional) days.
+                None => var(conn, "expire_logs_days")
+                    .await?
+                    .and_then(|d| d.parse::<f64>().ok())
+                    .map(|d| (d * 86_400.0) as u64),
+            },
             version,
         })
+    }
+
+    /// What the server's binlog retention means for rowhook: how long it
+    /// may stay stopped, or a handler held in the binlog, before the
+    /// changes it has not handled are purged. `None` where it is unknown.
+    pub fn retention(&self) -> Option<String> {
+        let secs = self.expire_secs?;
+        if secs == 0 {
+            return Some(
+                "binlogs are not purged by age (binlog_expire_logs_seconds = 0): only a PURGE or a full disk removes \
+                 changes rowhook has not read"
+                    .into(),
+            );
+        }
+        Some(format!(
+            "binlogs are kept {} (binlog_expire_logs_seconds = {secs}): rowhook stopped, or a handler held in \
+             the binlog (`hold_in = \"binlog\"`), for longer than that loses the changes it has not handled; \
+             raise it or hold in a file (`hold_in = \"file\"`) if a handler may stay held longer",
+            human_duration(secs)
+        ))
     }
 
     /// Problems that stop rowhook from reading rows, each with its fix.
@@ -321,4 +356,38 @@ pub async fn server_id_problem(conn: &mut Conn, info: &ServerInfo, server_id: u3
         }
     }
     None
+}
+
+/// `secs` as days, hours or minutes, whichever reads best.
+fn human_duration(secs: u64) -> String {
+    let unit = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    if secs.is_multiple_of(86_400) {
+        unit(secs / 86_400, "day")
+    } else if secs >= 86_400 {
+        format!("{:.1} days", secs as f64 / 86_400.0)
+    } else if secs.is_multiple_of(3_600) {
+        unit(secs / 3_600, "hour")
+    } else if secs >= 3_600 {
+        format!("{:.1} hours", secs as f64 / 3_600.0)
+    } else if secs.is_multiple_of(60) {
+        unit(secs / 60, "minute")
+    } else {
+        unit(secs, "second")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retention_reads_in_the_unit_that_fits_it() {
+        assert_eq!(human_duration(30 * 86_400), "30 days");
+        assert_eq!(human_duration(86_400), "1 day");
+        assert_eq!(human_duration(36 * 3_600), "1.5 days");
+        assert_eq!(human_duration(3_600), "1 hour");
+        assert_eq!(human_duration(5_400), "1.5 hours");
+        assert_eq!(human_duration(600), "10 minutes");
+        assert_eq!(human_duration(45), "45 seconds");
+    }
 }
