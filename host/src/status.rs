@@ -247,6 +247,10 @@ pub struct HandlerState {
     /// Their bytes: what counts against `breaker.hold_mb`.
     #[serde(default)]
     pub held_bytes: u64,
+    /// Where they wait: how many in the binlog and from where, how many
+    /// in its held file ([`crate::store::held_place`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub held_where: String,
     /// Its latest failure in this run, if it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,

@@ -286,6 +286,31 @@ pub struct HeldAt {
     pub closed: bool,
 }
 
+/// Where `count` held changes wait, the oldest of them (if any) left in the
+/// binlog at `binlog`: `"50 in the binlog from mysql-bin.000002:1234,
+/// from change 0-1-7:0:0; 20 in its held file"` (`after change …` where
+/// that change was handed over already). Empty if none are held.
+pub fn held_place(binlog: Option<&HeldAt>, count: u64) -> String {
+    let in_binlog = binlog.map_or(0, |b| b.count.min(count));
+    let mut out = String::new();
+    if let Some(b) = binlog.filter(|_| in_binlog > 0) {
+        out = format!(
+            "{in_binlog} in the binlog from {}:{}, {} change {}",
+            b.from.file,
+            b.from.pos,
+            if b.past { "after" } else { "from" },
+            b.first
+        );
+    }
+    if count > in_binlog {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(&format!("{} in its held file", count - in_binlog));
+    }
+    out
+}
+
 impl HeldRange {
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
@@ -915,6 +940,28 @@ mod tests {
             txn: "0-1-7".into(),
             ts: 1,
         }
+    }
+
+    #[test]
+    fn a_held_place_says_how_many_wait_where() {
+        let at = |count, past| HeldAt {
+            from: cp(120),
+            first: "0-1-8:0:3".into(),
+            past,
+            count,
+            closed: false,
+        };
+        assert_eq!(held_place(None, 0), "");
+        assert_eq!(held_place(None, 20), "20 in its held file");
+        assert_eq!(
+            held_place(Some(&at(50, false)), 50),
+            "50 in the binlog from bin.000001:120, from change 0-1-8:0:3"
+        );
+        assert_eq!(
+            held_place(Some(&at(50, true)), 70),
+            "50 in the binlog from bin.000001:120, after change 0-1-8:0:3; 20 in its held file"
+        );
+        assert_eq!(held_place(Some(&at(0, true)), 5), "5 in its held file");
     }
 
     fn letter() -> DeadLetter {

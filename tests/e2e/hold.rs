@@ -167,6 +167,12 @@ breaker = {{ failures = 1, window_ms = 60000, cooldown_ms = 300, while_suspended
     );
     let state = rowhook_ok(&["state", "-c", config_arg]);
     assert!(state.contains("held          default/flaky: 50 changes"), "{state}");
+    // And where they wait.
+    let place = match hold_in {
+        HoldIn::Binlog => "              50 in the binlog from mysql-bin.000001:",
+        HoldIn::File => "              50 in its held file\n",
+    };
+    assert!(state.contains(place), "{state}");
     assert!(!state.contains("position      none"), "the position moved on: {state}");
     let held_file = dir.join("state/held/default/flaky");
     match hold_in {

@@ -49,6 +49,11 @@ fn sizes(store: &StateStore) -> anyhow::Result<Vec<HandlerState>> {
         h.held = held;
         h.held_bytes = held_bytes;
     }
+    for (key, range) in store.held_ranges()? {
+        if let Some(h) = by_key.get_mut(&key) {
+            h.held_where = crate::store::held_place(range.binlog.as_ref(), h.held);
+        }
+    }
     Ok(by_key.into_values().collect())
 }
 
@@ -313,6 +318,9 @@ pub fn render(report: &Report) -> String {
                 "held          {}/{}: {} changes ({} bytes), handed over in order once it takes changes again\n",
                 h.tenant, h.name, h.held, h.held_bytes
             ));
+            if !h.held_where.is_empty() {
+                out.push_str(&format!("              {}\n", h.held_where));
+            }
         }
     }
     out.push_str(&format!("dead letters  {}\n", report.dead_letters));

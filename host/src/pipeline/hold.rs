@@ -740,6 +740,13 @@ impl Holds {
     pub fn size(&self, id: &HandlerId) -> (u64, u64) {
         self.queues.get(id).map_or((0, 0), |q| (q.count, q.bytes))
     }
+
+    /// Where the changes held for `id` wait ([`crate::store::held_place`]).
+    pub fn place(&self, id: &HandlerId) -> String {
+        self.queues.get(id).map_or_else(String::new, |q| {
+            crate::store::held_place(q.binlog.as_ref().map(|b| &b.at), q.count)
+        })
+    }
 }
 
 #[cfg(test)]

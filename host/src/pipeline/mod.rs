@@ -461,6 +461,7 @@ impl Pipeline {
                         bytes,
                         held,
                         held_bytes,
+                        held_where: self.holds.place(&id),
                     }
                 })
                 .collect(),
