@@ -377,6 +377,7 @@ fn inspect(rt: &tokio::runtime::Runtime, args: InspectArgs) -> anyhow::Result<Ex
                 start: start.clone(),
                 heartbeat: Duration::from_secs_f64(args.heartbeat),
                 allow_minimal_metadata: args.allow_minimal_metadata,
+                successor: false,
             })
         }
         None => Input::Files(args.file),

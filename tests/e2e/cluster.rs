@@ -828,6 +828,14 @@ fn a_capture_paused_past_its_lease_publishes_nothing_more() {
     server.sql(&work.transactions(50));
     let expected = binlog_changes(&server);
     wait_count(&nats.url(), "ROWHOOK_SHOP", expected.len(), Duration::from_secs(60));
+    // The first's connection was still listed under the shared replica id
+    // when the second connected: said as what it is, not warned about.
+    let text = std::fs::read_to_string(dir.join("second.log")).unwrap();
+    assert!(
+        text.contains("most likely by the capture this one takes over from")
+            && !text.contains("already used by a connected replica"),
+        "{text}"
+    );
     // Woken up, the first finds its lease gone and stands by.
     assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
     wait_for("the first capture stands by", Duration::from_secs(15), || {

@@ -491,6 +491,7 @@ fn next_event_may_be_cancelled_during_an_outage() {
         start: StartPosition::Earliest,
         heartbeat: Duration::from_secs(1),
         allow_minimal_metadata: false,
+        successor: false,
     };
     // The rows written, known once the faults are over and the writer
     // stopped; until then u64::MAX.

@@ -201,7 +201,12 @@ fn term(
         cluster.checkpoint_interval,
         quit_rx,
     ));
-    let opts = super::live_after(source, resume.as_ref(), "publishing");
+    let opts = crate::source::live::LiveOptions {
+        // Every capture of a source has its replica id: one that held the
+        // lease before may still be listed.
+        successor: true,
+        ..super::live_after(source, resume.as_ref(), "publishing")
+    };
     let max_payload = joined.client.server_info().max_payload;
     let mut consumer = Capture::new(cluster, tx, fence.clone(), max_payload, Some(replay));
     let driven = (|| {

@@ -160,6 +160,7 @@ pub(crate) fn live_after(
         start,
         heartbeat: source.heartbeat,
         allow_minimal_metadata: false,
+        successor: false,
     }
 }
 

@@ -35,6 +35,11 @@ pub struct LiveOptions {
     /// Accept servers without `binlog_row_metadata=FULL`, taking column
     /// names from information_schema.
     pub allow_minimal_metadata: bool,
+    /// Another reader with this replica id may still be listed by the
+    /// server: the capture this one takes over from, whose connection the
+    /// server drops when this one registers. Said at info level, not as a
+    /// warning.
+    pub successor: bool,
 }
 
 /// A connected binlog stream.
@@ -97,6 +102,13 @@ impl LiveSource {
             Some(p) if p.kind == ProblemKind::ServerIdInUse => {
                 if again {
                     tracing::debug!(server_id = opts.server_id, "{p}");
+                } else if opts.successor {
+                    tracing::info!(
+                        server_id = opts.server_id,
+                        "server_id {} is still listed as a connected replica: most likely by the capture this one takes over from, \
+                         whose connection the server drops now (if another program uses this id, give this source another server_id)",
+                        opts.server_id
+                    );
                 } else {
                     tracing::warn!(server_id = opts.server_id, "{p}");
                 }
