@@ -40,13 +40,13 @@ pub(crate) fn clock_seed() -> u64 {
         .as_nanos() as u64
 }
 
-/// The lines of `path` (none if it is missing).
+/// The complete lines of the file at `path` (none if it is missing): a
+/// last line without its newline is still being written (a read can meet a
+/// write half done) and is left out.
 pub(crate) fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(str::to_owned).collect()
 }
 
 /// The transaction part of a change id (`<txn>:<event>:<row>`, parsed from the right).
