@@ -143,79 +143,100 @@ fn frames(payload: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// Every change of `stream`, in stream order, read by an ordered consumer.
+/// Every change of `stream`, in stream order, read by ordered consumers.
+/// A cluster that lost a node, or a busy machine, may be slow to answer:
+/// a consumer that brings nothing for 10 s is made again from the next
+/// sequence, until everything up to the stream's last sequence is read
+/// (within two minutes).
 fn stream_of(url: &str, stream: &str) -> Vec<Msg> {
     use futures_util::StreamExt as _;
     let rt = crate::sink_support::rt();
     rt.block_on(async {
         let js = admin(url).await;
-        // A cluster that lost a node may take a while to answer.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let (total, consumer) = loop {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut out = Vec::new();
+        let mut next = 1u64;
+        loop {
             let got = async {
                 let mut s = js.get_stream(stream).await?;
-                let total = s.info().await?.state.messages;
+                let last = s.info().await?.state.last_sequence;
                 let c = s
-                    .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+                    .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                        deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: next },
+                        ..Default::default()
+                    })
                     .await?;
-                Ok::<_, async_nats::Error>((total, c))
+                let messages = c.messages().await?;
+                Ok::<_, async_nats::Error>((last, messages))
             };
-            match got.await {
-                Ok(got) => break got,
-                Err(e) => assert!(Instant::now() < deadline, "reading stream {stream}: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
-        let mut messages = consumer.messages().await.unwrap();
-        let mut out = Vec::new();
-        let mut read = 0u64;
-        while read < total {
-            let m = tokio::time::timeout(Duration::from_secs(20), messages.next())
-                .await
-                .expect("the stream's messages come")
-                .unwrap()
-                .unwrap();
-            let h = m.headers.clone().unwrap_or_default();
-            let get = |k: &str| h.get(k).map(|v| v.as_str().to_owned()).unwrap_or_default();
-            read += 1;
-            let seq = m.info().unwrap().stream_sequence;
-            let changes = frames(&m.payload);
-            let of = changes.len();
-            let txns: Vec<String> = changes
-                .iter()
-                .map(|c| {
-                    rowhook_abi::Change::parse(c)
-                        .expect("each frame is a row change")
-                        .txn()
-                        .to_owned()
-                })
-                .collect();
-            for (at, payload) in changes.into_iter().enumerate() {
-                let id = rowhook_abi::Change::parse(&payload)
-                    .expect("each frame is a row change")
-                    .id()
-                    .to_owned();
-                let last = match txns.get(at + 1) {
-                    Some(next) => *next != txns[at],
-                    None => get("Rowhook-Last") == "1",
+            let (last, mut messages) = match got.await {
+                Ok(got) => got,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "reading stream {stream}: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            while next <= last {
+                let m = match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    quiet => {
+                        assert!(
+                            Instant::now() < deadline,
+                            "reading stream {stream}: at sequence {next} of {last}: {quiet:?}"
+                        );
+                        break;
+                    }
                 };
-                out.push(Msg {
-                    subject: m.subject.to_string(),
-                    id,
-                    msg_id: get("Nats-Msg-Id"),
-                    seq,
-                    txn: get("Rowhook-Txn"),
-                    position: get("Rowhook-Position"),
-                    count: get("Rowhook-Count"),
-                    at,
-                    of,
-                    last,
-                    payload,
-                });
+                let seq = m.info().unwrap().stream_sequence;
+                next = seq + 1;
+                push_changes(&m, seq, &mut out);
+            }
+            if next > last {
+                return out;
             }
         }
-        out
     })
+}
+
+/// The changes of message `m` (stream sequence `seq`), pushed to `out`.
+fn push_changes(m: &async_nats::jetstream::Message, seq: u64, out: &mut Vec<Msg>) {
+    let h = m.headers.clone().unwrap_or_default();
+    let get = |k: &str| h.get(k).map(|v| v.as_str().to_owned()).unwrap_or_default();
+    let changes = frames(&m.payload);
+    let of = changes.len();
+    let txns: Vec<String> = changes
+        .iter()
+        .map(|c| {
+            rowhook_abi::Change::parse(c)
+                .expect("each frame is a row change")
+                .txn()
+                .to_owned()
+        })
+        .collect();
+    for (at, payload) in changes.into_iter().enumerate() {
+        let id = rowhook_abi::Change::parse(&payload)
+            .expect("each frame is a row change")
+            .id()
+            .to_owned();
+        let last = match txns.get(at + 1) {
+            Some(next) => *next != txns[at],
+            None => get("Rowhook-Last") == "1",
+        };
+        out.push(Msg {
+            subject: m.subject.to_string(),
+            id,
+            msg_id: get("Nats-Msg-Id"),
+            seq,
+            txn: get("Rowhook-Txn"),
+            position: get("Rowhook-Position"),
+            count: get("Rowhook-Count"),
+            at,
+            of,
+            last,
+            payload,
+        });
+    }
 }
 
 /// How many messages `stream` holds (0 before it exists).
