@@ -629,6 +629,34 @@ fn a_source_cut_inside_a_transaction_publishes_each_change_once() {
     check_stream(&binlog_changes(&server), &stream_of(&nats.url(), "ROWHOOK_SHOP"));
 }
 
+/// A capture takes no snapshot: a config asking for one is refused at
+/// start, before anything is read or published, rather than leaving out
+/// the rows that exist already.
+#[test]
+fn a_capture_refuses_a_config_that_asks_for_a_snapshot() {
+    let dir = temp_dir("capture-snapshot");
+    let cfg = dir.join("rowhook.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nurl = \"mysql://root@127.0.0.1:1\"\nserver_id = 8801\nsnapshot = \"initial\"\n\n\
+             [cluster]\nnats = \"nats://127.0.0.1:1\"\nsource = \"shop\"\npartitions = 4\n\n\
+             [sinks.out]\nkind = \"stdout\"\n\n\
+             [[handlers]]\nname = \"echo\"\nmodule = \"{}\"\ntables = [\"shop.orders\"]\nsinks = [\"out\"]\n",
+            crate::reload::suite_guests().join("echo.wasm").display()
+        ),
+    )
+    .unwrap();
+    let out = rowhook(&["capture", "-c", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("[source] snapshot = \"initial\", but `rowhook capture` publishes the binlog only")
+            && err.contains("Remove `snapshot` from [source]"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_change_larger_than_the_servers_max_payload_stops_the_capture_and_names_the_fix() {
     let server = Server::start(&[]);

@@ -46,6 +46,14 @@ pub fn capture(plan: &Plan) -> anyhow::Result<CaptureStats> {
         "{}: `rowhook capture` needs a [source] section",
         plan.file.display()
     );
+    anyhow::ensure!(
+        !plan.source.as_ref().is_some_and(|s| s.snapshot.initial),
+        "{}: [source] snapshot = \"initial\", but `rowhook capture` publishes the binlog only and takes no \
+         snapshot: the rows that exist before its start would never reach the workers. Remove `snapshot` \
+         from [source] to publish from the start position on, or run the handlers with `rowhook run`, \
+         which takes the snapshot",
+        plan.file.display()
+    );
     let io = io_runtime()?;
     let mut stop = stop_on_signals(|| {})?;
     let holder = holder_name();
