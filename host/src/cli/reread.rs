@@ -317,6 +317,31 @@ mod tests {
         assert!(err.to_string().contains("not among the files given"), "{err}");
     }
 
+    /// The handler the queue tests hold changes for.
+    fn handler() -> HandlerId {
+        HandlerId::new("default", "h")
+    }
+
+    /// A queue for [`handler`] (`shop.*`, held while suspended, with
+    /// `breaker` added to its breaker), whose held changes are read back
+    /// from `files`, with its held file in `dir` as `range` says.
+    fn queue(
+        breaker: &str,
+        files: Vec<PathBuf>,
+        dir: &std::path::Path,
+        range: crate::store::HeldRange,
+    ) -> crate::pipeline::hold::Holds {
+        let text = format!(
+            "[[handlers]]\nname = \"h\"\nmodule = \"h.wasm\"\ntables = [\"shop.*\"]\non_error = \"skip\"\nbreaker = {{ while_suspended = \"hold\"{breaker} }}\n"
+        );
+        let plan = crate::config::Plan::parse(&text, std::path::Path::new("/tmp/rowhook.toml"), |_| None).unwrap();
+        let mut holds = crate::pipeline::hold::Holds::default();
+        holds.add(handler(), &plan.handlers[0], &crate::telemetry::Registry::new());
+        holds.reread_with(Arc::new(FileReread { files }));
+        holds.open_file(&handler(), dir, range).unwrap();
+        holds
+    }
+
     fn ids_of(holds: &mut crate::pipeline::hold::Holds, id: &HandlerId, want: usize) -> Vec<String> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut out = Vec::new();
@@ -338,19 +363,9 @@ mod tests {
     #[test]
     fn a_queue_reads_its_held_changes_back_from_the_binlog() {
         let all = stream();
-        let text = "[[handlers]]\nname = \"h\"\nmodule = \"h.wasm\"\ntables = [\"shop.*\"]\non_error = \"skip\"\nbreaker = { while_suspended = \"hold\", hold_mb = 1 }\n";
-        let plan = crate::config::Plan::parse(text, std::path::Path::new("/tmp/rowhook.toml"), |_| None).unwrap();
-        let id = HandlerId::new("default", "h");
+        let id = handler();
         let dir = crate::sink::testing::TempDir::new("holds-binlog");
-        let open = |range: crate::store::HeldRange| {
-            let mut holds = crate::pipeline::hold::Holds::default();
-            holds.add(id.clone(), &plan.handlers[0], &crate::telemetry::Registry::new());
-            holds.reread_with(Arc::new(FileReread {
-                files: vec![shop_binlog()],
-            }));
-            holds.open_file(&id, dir.path(), range).unwrap();
-            holds
-        };
+        let open = |range| queue(", hold_mb = 1", vec![shop_binlog()], dir.path(), range);
         let mut holds = open(Default::default());
         let k = 2;
         for (change, from) in &all[k..] {
@@ -410,14 +425,9 @@ mod tests {
     #[test]
     fn a_binlog_that_cannot_be_read_holds_the_changes_and_is_tried_again_later() {
         let all = stream();
-        let text = "[[handlers]]\nname = \"h\"\nmodule = \"h.wasm\"\ntables = [\"shop.*\"]\non_error = \"skip\"\nbreaker = { while_suspended = \"hold\" }\n";
-        let plan = crate::config::Plan::parse(text, std::path::Path::new("/tmp/rowhook.toml"), |_| None).unwrap();
-        let id = HandlerId::new("default", "h");
+        let id = handler();
         let dir = crate::sink::testing::TempDir::new("holds-unreadable");
-        let mut holds = crate::pipeline::hold::Holds::default();
-        holds.add(id.clone(), &plan.handlers[0], &crate::telemetry::Registry::new());
-        holds.reread_with(Arc::new(FileReread { files: vec![] }));
-        holds.open_file(&id, dir.path(), Default::default()).unwrap();
+        let mut holds = queue("", vec![], dir.path(), Default::default());
         holds
             .push(&id, all[0].0.clone(), Vec::new(), &[1; 10], Some(&all[0].1))
             .unwrap()
